@@ -1,0 +1,126 @@
+//! Typed errors, one enum per stage; every error carries its place: the
+//! instruction index, the section, or the line.
+
+use crate::isa::Insn;
+
+/// Why a program was refused before it ran.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("instruction {pc} ({insn}): {kind}", insn = crate::disasm::describe(.insn))]
+pub struct LoadError {
+    /// Index of the offending instruction slot.
+    pub pc: usize,
+    /// The instruction itself (zeroed when the program has no slot there).
+    pub insn: Insn,
+    pub kind: LoadErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadErrorKind {
+    #[error("the program is empty")]
+    Empty,
+    #[error("the program is {0} bytes long, not a multiple of 8")]
+    PartialSlot(usize),
+    #[error("the program has {0} instructions, more than the limit of 65536")]
+    TooLong(usize),
+    #[error("unknown opcode {0:#04x}")]
+    UnknownOpcode(u8),
+    #[error("field {field} is {value}, which this instruction does not allow")]
+    InvalidField { field: &'static str, value: i64 },
+    #[error("register r{0} does not exist")]
+    BadRegister(u8),
+    #[error("r10 is the read-only frame pointer")]
+    WriteToR10,
+    #[error("jump to instruction {target}, outside the program")]
+    JumpOutOfRange { target: i64 },
+    #[error("jump to instruction {target}, the second half of an lddw")]
+    JumpIntoLddw { target: usize },
+    #[error("lddw is cut off by the end of the program")]
+    LddwTruncated,
+    #[error("second half of lddw has nonzero fields other than imm")]
+    BadLddwTail,
+    #[error("execution can run past the last instruction")]
+    FallsOffEnd,
+    #[error("local call to instruction {target}, which is not the start of a function")]
+    CallToNonFunction { target: i64 },
+    #[error("call to helper {0}, which is not registered")]
+    UnknownHelper(u32),
+    #[error("lddw with src {0} needs maps, which this engine does not provide yet")]
+    UnsupportedLddw(u8),
+    #[error("function at instruction {target} is not entered by a local call nor the entry")]
+    CrossesFunction { target: usize },
+}
+
+/// Why a running program was stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("instruction {pc} ({insn}): {kind}", insn = crate::disasm::describe(.insn))]
+pub struct ExecError {
+    pub pc: usize,
+    pub insn: Insn,
+    pub kind: ExecErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecErrorKind {
+    #[error("{} of {size} bytes at {addr:#x} is outside every readable region", if *.write { "store" } else { "load" })]
+    OutOfBounds { addr: u64, size: usize, write: bool },
+    #[error("{size}-byte store at {addr:#x} hits a read-only region")]
+    ReadOnly { addr: u64, size: usize },
+    #[error("call to helper {0}, which is not registered")]
+    UnknownHelper(u64),
+    #[error("instruction budget of {0} exhausted")]
+    BudgetExhausted(u64),
+    #[error("local call would need more than {0} stack frames")]
+    CallDepthExceeded(usize),
+}
+
+/// Why an ELF object could not be turned into a program.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ElfError {
+    #[error("not an ELF object: {0}")]
+    NotElf(String),
+    #[error("ELF machine is {0}, not EM_BPF (247)")]
+    NotBpf(u16),
+    #[error("ELF object is big-endian; only little-endian BPF is supported")]
+    BigEndian,
+    #[error("ELF object is 32-bit; BPF objects are ELF64")]
+    NotElf64,
+    #[error("section {section}: {what}")]
+    BadSection { section: String, what: String },
+    #[error("sections {first} and {second} overlap in the file")]
+    Overlap { first: String, second: String },
+    #[error("no program: the object has no executable section with code")]
+    NoProgram,
+    #[error("no function or section named {0:?}; the object has: {1}")]
+    ProgramNotFound(String, String),
+    #[error("section {section}, offset {offset:#x}: relocation against missing symbol {symbol}")]
+    MissingSymbol { section: String, offset: u64, symbol: String },
+    #[error("section {section}, offset {offset:#x}: unsupported relocation type {rtype} ({symbol})")]
+    UnsupportedRelocation { section: String, offset: u64, rtype: u32, symbol: String },
+    #[error("section {section}, offset {offset:#x}: {what}")]
+    BadRelocation { section: String, offset: u64, what: String },
+    #[error("section {section}, offset {offset:#x}: call to {name}, which is not a registered helper")]
+    UnknownHelperName { section: String, offset: u64, name: String },
+    #[error("{section}: {error}")]
+    Load { section: String, error: LoadError },
+}
+
+/// A line of assembly that could not be assembled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {what}")]
+pub struct AsmError {
+    pub line: usize,
+    pub what: String,
+}
+
+/// Any error of the engine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Elf(#[from] ElfError),
+    #[error(transparent)]
+    Asm(#[from] AsmError),
+}

@@ -1,0 +1,506 @@
+//! The interpreter: the reference semantics of qemu-ubpf. The JIT must agree
+//! with it bit for bit (return value, memory effects, errors).
+//!
+//! On entry r1 holds the input's address (0 when there is no input), r2 its
+//! length, r10 the top of a 512-byte frame. Every load, store and atomic is
+//! checked against the input, the live stack frames and the program's
+//! regions; anything else stops the run with an [`ExecError`].
+//!
+//! The instruction budget: a run counts the instructions it executes (an
+//! `lddw` is one). Where control can go backward (a jump with a negative
+//! offset, taken or not) and at every call, the count including that
+//! instruction is compared with the limit; past it the run stops with
+//! `BudgetExhausted` at that instruction. Code between two such points is
+//! straight and at most 65536 instructions long, so no run exceeds
+//! limit + 65536 instructions. The JIT counts the same way, so both stop at
+//! the same instruction.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::error::{ExecError, ExecErrorKind};
+use crate::isa::*;
+use crate::program::{Program, Region};
+
+/// Stack bytes for all call frames of one run.
+pub const STACK_SIZE: usize = STACK_FRAME_SIZE * MAX_CALL_DEPTH;
+
+/// Memory for the call frames of a run. Reused between runs on a thread
+/// without clearing: like the kernel's, a program must write its stack
+/// before it reads it, or it sees an earlier run's bytes.
+pub struct Stack {
+    words: Box<[u64]>,
+}
+
+impl Default for Stack {
+    fn default() -> Stack {
+        Stack { words: vec![0; STACK_SIZE / 8].into_boxed_slice() }
+    }
+}
+
+impl Stack {
+    /// The address just past the stack: r10 of the entry frame.
+    pub fn top(&mut self) -> u64 {
+        self.words.as_mut_ptr_range().end as u64
+    }
+}
+
+thread_local! {
+    static THREAD_STACK: RefCell<Stack> = RefCell::new(Stack::default());
+}
+
+/// Runs `program` over `mem` on this thread's stack.
+pub fn execute(program: &Program, mem: &mut [u8]) -> Result<u64, ExecError> {
+    execute_counted(program, mem).0
+}
+
+/// Runs `program` over `mem` and also returns how many instructions ran.
+pub fn execute_counted(program: &Program, mem: &mut [u8]) -> (Result<u64, ExecError>, u64) {
+    let mut executed = 0;
+    let result = THREAD_STACK.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut stack) => run(program, mem, &mut stack, &mut executed),
+        // A helper re-entered the engine on this thread: give it its own stack.
+        Err(_) => run(program, mem, &mut Stack::default(), &mut executed),
+    });
+    (result, executed)
+}
+
+/// Where a run may read and write.
+struct Memory<'a> {
+    input_start: u64,
+    input_len: u64,
+    stack_top: u64,
+    regions: &'a [Region],
+}
+
+impl Memory<'_> {
+    /// May `size` bytes at `addr` be accessed, with `stack_low` the bottom of
+    /// the deepest live frame?
+    #[inline(always)]
+    fn allows(&self, addr: u64, size: u64, write: bool, stack_low: u64) -> bool {
+        (addr.wrapping_sub(stack_low) <= self.stack_top - stack_low - size)
+            || (addr.wrapping_sub(self.input_start) <= self.input_len.wrapping_sub(size) && size <= self.input_len)
+            || self.regions.iter().any(|region| region.contains(addr, size) && (region.writable || !write))
+    }
+
+    #[cold]
+    fn fault(&self, addr: u64, size: u64, write: bool) -> ExecErrorKind {
+        let size = size as usize;
+        if write && self.regions.iter().any(|region| region.contains(addr, size as u64)) {
+            ExecErrorKind::ReadOnly { addr, size }
+        } else {
+            ExecErrorKind::OutOfBounds { addr, size, write }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct Frame {
+    return_pc: usize,
+    saved: [u64; 4],
+    frame_pointer: u64,
+}
+
+#[cold]
+fn stop(pc: usize, insn: Insn, kind: ExecErrorKind) -> ExecError {
+    ExecError { pc, insn, kind }
+}
+
+/// Applies the atomic operation `op` (an `ATOMIC_*` imm) to the value at
+/// `addr`, returning the old value. Aligned values get real atomics, as other
+/// threads may share the memory; unaligned ones a plain read-modify-write.
+macro_rules! atomic_rmw {
+    ($name:ident, $ty:ty, $atomic:ty) => {
+        fn $name(addr: u64, op: i32, operand: $ty, expected: $ty) -> $ty {
+            let ptr = addr as *mut $ty;
+            if addr % std::mem::size_of::<$ty>() as u64 == 0 {
+                // SAFETY: the caller checked that the bytes lie in memory the
+                // program may write, and the address is aligned.
+                let cell = unsafe { <$atomic>::from_ptr(ptr) };
+                match op & !ATOMIC_FETCH {
+                    ATOMIC_ADD => cell.fetch_add(operand, Ordering::SeqCst),
+                    ATOMIC_OR => cell.fetch_or(operand, Ordering::SeqCst),
+                    ATOMIC_AND => cell.fetch_and(operand, Ordering::SeqCst),
+                    ATOMIC_XOR => cell.fetch_xor(operand, Ordering::SeqCst),
+                    0xe0 => cell.swap(operand, Ordering::SeqCst),
+                    _ => cell.compare_exchange(expected, operand, Ordering::SeqCst, Ordering::SeqCst).unwrap_or_else(|old| old),
+                }
+            } else {
+                // SAFETY: the caller checked the bytes; unaligned access is allowed.
+                let old = unsafe { ptr.read_unaligned() };
+                let new = match op & !ATOMIC_FETCH {
+                    ATOMIC_ADD => old.wrapping_add(operand),
+                    ATOMIC_OR => old | operand,
+                    ATOMIC_AND => old & operand,
+                    ATOMIC_XOR => old ^ operand,
+                    0xe0 => operand,
+                    _ if old == expected => operand,
+                    _ => old,
+                };
+                // SAFETY: as above.
+                unsafe { ptr.write_unaligned(new) };
+                old
+            }
+        }
+    };
+}
+atomic_rmw!(atomic_rmw32, u32, AtomicU32);
+atomic_rmw!(atomic_rmw64, u64, AtomicU64);
+
+/// Runs `program` with `stack` as its call frames, adding the instructions
+/// executed to `executed`.
+pub fn run(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &mut u64) -> Result<u64, ExecError> {
+    let insns = program.insns();
+    let memory = Memory {
+        input_start: if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 },
+        input_len: mem.len() as u64,
+        stack_top: stack.top(),
+        regions: program.regions(),
+    };
+    // Sixteen slots so that a 4-bit register field indexes without a check;
+    // the verifier keeps them to r0..r10.
+    let mut reg = [0u64; 16];
+    reg[1] = memory.input_start;
+    reg[2] = memory.input_len;
+    reg[10] = memory.stack_top;
+    let mut stack_low = memory.stack_top - STACK_FRAME_SIZE as u64;
+    let mut frames = [Frame::default(); MAX_CALL_DEPTH];
+    let mut depth = 0;
+    let limit = program.instruction_limit();
+    let mut executed: u64 = 0;
+    let mut pc = 0;
+
+    macro_rules! check {
+        ($at:expr, $insn:expr, $addr:expr, $size:expr, $write:expr) => {
+            if !memory.allows($addr, $size, $write, stack_low) {
+                break Err(stop($at, $insn, memory.fault($addr, $size, $write)));
+            }
+        };
+    }
+    macro_rules! load {
+        ($at:expr, $insn:expr, $ty:ty) => {{
+            let addr = reg[$insn.src as usize & 15].wrapping_add($insn.off as i64 as u64);
+            check!($at, $insn, addr, std::mem::size_of::<$ty>() as u64, false);
+            // SAFETY: `allows` proved the bytes lie in readable memory.
+            unsafe { (addr as *const $ty).read_unaligned() }
+        }};
+    }
+    macro_rules! store {
+        ($at:expr, $insn:expr, $ty:ty, $value:expr) => {{
+            let addr = reg[$insn.dst as usize & 15].wrapping_add($insn.off as i64 as u64);
+            check!($at, $insn, addr, std::mem::size_of::<$ty>() as u64, true);
+            // SAFETY: `allows` proved the bytes lie in writable memory.
+            unsafe { (addr as *mut $ty).write_unaligned($value as $ty) }
+        }};
+    }
+    macro_rules! check_budget {
+        ($at:expr, $insn:expr) => {
+            if executed > limit {
+                break Err(stop($at, $insn, ExecErrorKind::BudgetExhausted(limit)));
+            }
+        };
+    }
+    macro_rules! jump_if {
+        ($at:expr, $insn:expr, $cond:expr) => {{
+            if $insn.off < 0 {
+                check_budget!($at, $insn);
+            }
+            if $cond {
+                pc = (pc as i64 + $insn.off as i64) as usize;
+            }
+        }};
+    }
+
+    let result = loop {
+        let at = pc;
+        let insn = insns[at];
+        executed += 1;
+        pc += 1;
+        let dst = insn.dst as usize & 15;
+        let src = insn.src as usize & 15;
+        let imm = insn.imm;
+        // Operands as the forms read them.
+        let (d32, s32, k32) = (reg[dst] as u32, reg[src] as u32, imm as u32);
+        let (d64, s64, k64) = (reg[dst], reg[src], imm as i64 as u64);
+
+        #[rustfmt::skip]
+        match insn.opc {
+            ADD32_IMM  => reg[dst] = d32.wrapping_add(k32) as u64,
+            ADD32_REG  => reg[dst] = d32.wrapping_add(s32) as u64,
+            SUB32_IMM  => reg[dst] = d32.wrapping_sub(k32) as u64,
+            SUB32_REG  => reg[dst] = d32.wrapping_sub(s32) as u64,
+            MUL32_IMM  => reg[dst] = d32.wrapping_mul(k32) as u64,
+            MUL32_REG  => reg[dst] = d32.wrapping_mul(s32) as u64,
+            DIV32_IMM  => reg[dst] = div32(d32, k32, insn.off) as u64,
+            DIV32_REG  => reg[dst] = div32(d32, s32, insn.off) as u64,
+            OR32_IMM   => reg[dst] = (d32 | k32) as u64,
+            OR32_REG   => reg[dst] = (d32 | s32) as u64,
+            AND32_IMM  => reg[dst] = (d32 & k32) as u64,
+            AND32_REG  => reg[dst] = (d32 & s32) as u64,
+            LSH32_IMM  => reg[dst] = d32.wrapping_shl(k32) as u64,
+            LSH32_REG  => reg[dst] = d32.wrapping_shl(s32) as u64,
+            RSH32_IMM  => reg[dst] = d32.wrapping_shr(k32) as u64,
+            RSH32_REG  => reg[dst] = d32.wrapping_shr(s32) as u64,
+            NEG32      => reg[dst] = d32.wrapping_neg() as u64,
+            MOD32_IMM  => reg[dst] = mod32(d32, k32, insn.off) as u64,
+            MOD32_REG  => reg[dst] = mod32(d32, s32, insn.off) as u64,
+            XOR32_IMM  => reg[dst] = (d32 ^ k32) as u64,
+            XOR32_REG  => reg[dst] = (d32 ^ s32) as u64,
+            MOV32_IMM  => reg[dst] = k32 as u64,
+            MOV32_REG  => reg[dst] = movsx32(s32, insn.off) as u64,
+            ARSH32_IMM => reg[dst] = (d32 as i32).wrapping_shr(k32) as u32 as u64,
+            ARSH32_REG => reg[dst] = (d32 as i32).wrapping_shr(s32) as u32 as u64,
+            LE         => reg[dst] = to_le(d64, imm),
+            BE         => reg[dst] = to_be(d64, imm),
+
+            ADD64_IMM  => reg[dst] = d64.wrapping_add(k64),
+            ADD64_REG  => reg[dst] = d64.wrapping_add(s64),
+            SUB64_IMM  => reg[dst] = d64.wrapping_sub(k64),
+            SUB64_REG  => reg[dst] = d64.wrapping_sub(s64),
+            MUL64_IMM  => reg[dst] = d64.wrapping_mul(k64),
+            MUL64_REG  => reg[dst] = d64.wrapping_mul(s64),
+            DIV64_IMM  => reg[dst] = div64(d64, k64, insn.off),
+            DIV64_REG  => reg[dst] = div64(d64, s64, insn.off),
+            OR64_IMM   => reg[dst] = d64 | k64,
+            OR64_REG   => reg[dst] = d64 | s64,
+            AND64_IMM  => reg[dst] = d64 & k64,
+            AND64_REG  => reg[dst] = d64 & s64,
+            LSH64_IMM  => reg[dst] = d64.wrapping_shl(k32),
+            LSH64_REG  => reg[dst] = d64.wrapping_shl(s32),
+            RSH64_IMM  => reg[dst] = d64.wrapping_shr(k32),
+            RSH64_REG  => reg[dst] = d64.wrapping_shr(s32),
+            NEG64      => reg[dst] = d64.wrapping_neg(),
+            MOD64_IMM  => reg[dst] = mod64(d64, k64, insn.off),
+            MOD64_REG  => reg[dst] = mod64(d64, s64, insn.off),
+            XOR64_IMM  => reg[dst] = d64 ^ k64,
+            XOR64_REG  => reg[dst] = d64 ^ s64,
+            MOV64_IMM  => reg[dst] = k64,
+            MOV64_REG  => reg[dst] = movsx64(s64, insn.off),
+            ARSH64_IMM => reg[dst] = (d64 as i64).wrapping_shr(k32) as u64,
+            ARSH64_REG => reg[dst] = (d64 as i64).wrapping_shr(s32) as u64,
+            BSWAP      => reg[dst] = bswap(d64, imm),
+
+            LDDW => {
+                reg[dst] = k32 as u64 | (insns[pc].imm as u32 as u64) << 32;
+                pc += 1;
+            }
+
+            LDXW  => reg[dst] = load!(at, insn, u32) as u64,
+            LDXH  => reg[dst] = load!(at, insn, u16) as u64,
+            LDXB  => reg[dst] = load!(at, insn, u8) as u64,
+            LDXDW => reg[dst] = load!(at, insn, u64),
+            LDXSW => reg[dst] = load!(at, insn, i32) as i64 as u64,
+            LDXSH => reg[dst] = load!(at, insn, i16) as i64 as u64,
+            LDXSB => reg[dst] = load!(at, insn, i8) as i64 as u64,
+            STW   => store!(at, insn, u32, k32),
+            STH   => store!(at, insn, u16, k32),
+            STB   => store!(at, insn, u8, k32),
+            STDW  => store!(at, insn, u64, k64),
+            STXW  => store!(at, insn, u32, s64),
+            STXH  => store!(at, insn, u16, s64),
+            STXB  => store!(at, insn, u8, s64),
+            STXDW => store!(at, insn, u64, s64),
+            ATOMIC32 => {
+                let addr = d64.wrapping_add(insn.off as i64 as u64);
+                check!(at, insn, addr, 4, true);
+                let old = atomic_rmw32(addr, imm, s32, reg[0] as u32) as u64;
+                match imm {
+                    ATOMIC_CMPXCHG => reg[0] = old,
+                    _ if imm & ATOMIC_FETCH != 0 => reg[src] = old,
+                    _ => {}
+                }
+            }
+            ATOMIC64 => {
+                let addr = d64.wrapping_add(insn.off as i64 as u64);
+                check!(at, insn, addr, 8, true);
+                let old = atomic_rmw64(addr, imm, s64, reg[0]);
+                match imm {
+                    ATOMIC_CMPXCHG => reg[0] = old,
+                    _ if imm & ATOMIC_FETCH != 0 => reg[src] = old,
+                    _ => {}
+                }
+            }
+
+            JA         => jump_if!(at, insn, true),
+            JEQ_IMM    => jump_if!(at, insn, d64 == k64),
+            JEQ_REG    => jump_if!(at, insn, d64 == s64),
+            JGT_IMM    => jump_if!(at, insn, d64 > k64),
+            JGT_REG    => jump_if!(at, insn, d64 > s64),
+            JGE_IMM    => jump_if!(at, insn, d64 >= k64),
+            JGE_REG    => jump_if!(at, insn, d64 >= s64),
+            JSET_IMM   => jump_if!(at, insn, d64 & k64 != 0),
+            JSET_REG   => jump_if!(at, insn, d64 & s64 != 0),
+            JNE_IMM    => jump_if!(at, insn, d64 != k64),
+            JNE_REG    => jump_if!(at, insn, d64 != s64),
+            JSGT_IMM   => jump_if!(at, insn, (d64 as i64) > k64 as i64),
+            JSGT_REG   => jump_if!(at, insn, (d64 as i64) > s64 as i64),
+            JSGE_IMM   => jump_if!(at, insn, (d64 as i64) >= k64 as i64),
+            JSGE_REG   => jump_if!(at, insn, (d64 as i64) >= s64 as i64),
+            JLT_IMM    => jump_if!(at, insn, d64 < k64),
+            JLT_REG    => jump_if!(at, insn, d64 < s64),
+            JLE_IMM    => jump_if!(at, insn, d64 <= k64),
+            JLE_REG    => jump_if!(at, insn, d64 <= s64),
+            JSLT_IMM   => jump_if!(at, insn, (d64 as i64) < k64 as i64),
+            JSLT_REG   => jump_if!(at, insn, (d64 as i64) < s64 as i64),
+            JSLE_IMM   => jump_if!(at, insn, (d64 as i64) <= k64 as i64),
+            JSLE_REG   => jump_if!(at, insn, (d64 as i64) <= s64 as i64),
+
+            JA32       => {
+                if imm < 0 {
+                    check_budget!(at, insn);
+                }
+                pc = (pc as i64 + imm as i64) as usize;
+            }
+            JEQ32_IMM  => jump_if!(at, insn, d32 == k32),
+            JEQ32_REG  => jump_if!(at, insn, d32 == s32),
+            JGT32_IMM  => jump_if!(at, insn, d32 > k32),
+            JGT32_REG  => jump_if!(at, insn, d32 > s32),
+            JGE32_IMM  => jump_if!(at, insn, d32 >= k32),
+            JGE32_REG  => jump_if!(at, insn, d32 >= s32),
+            JSET32_IMM => jump_if!(at, insn, d32 & k32 != 0),
+            JSET32_REG => jump_if!(at, insn, d32 & s32 != 0),
+            JNE32_IMM  => jump_if!(at, insn, d32 != k32),
+            JNE32_REG  => jump_if!(at, insn, d32 != s32),
+            JSGT32_IMM => jump_if!(at, insn, (d32 as i32) > k32 as i32),
+            JSGT32_REG => jump_if!(at, insn, (d32 as i32) > s32 as i32),
+            JSGE32_IMM => jump_if!(at, insn, (d32 as i32) >= k32 as i32),
+            JSGE32_REG => jump_if!(at, insn, (d32 as i32) >= s32 as i32),
+            JLT32_IMM  => jump_if!(at, insn, d32 < k32),
+            JLT32_REG  => jump_if!(at, insn, d32 < s32),
+            JLE32_IMM  => jump_if!(at, insn, d32 <= k32),
+            JLE32_REG  => jump_if!(at, insn, d32 <= s32),
+            JSLT32_IMM => jump_if!(at, insn, (d32 as i32) < k32 as i32),
+            JSLT32_REG => jump_if!(at, insn, (d32 as i32) < s32 as i32),
+            JSLE32_IMM => jump_if!(at, insn, (d32 as i32) <= k32 as i32),
+            JSLE32_REG => jump_if!(at, insn, (d32 as i32) <= s32 as i32),
+
+            CALL if insn.src == CALL_LOCAL => {
+                check_budget!(at, insn);
+                if depth + 1 == MAX_CALL_DEPTH {
+                    break Err(stop(at, insn, ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH)));
+                }
+                frames[depth] = Frame { return_pc: pc, saved: [reg[6], reg[7], reg[8], reg[9]], frame_pointer: reg[10] };
+                depth += 1;
+                reg[10] -= STACK_FRAME_SIZE as u64;
+                stack_low -= STACK_FRAME_SIZE as u64;
+                pc = (pc as i64 + imm as i64) as usize;
+            }
+            CALL | CALLX => {
+                check_budget!(at, insn);
+                let index = if insn.opc == CALL { k32 as u64 } else { d64 };
+                let Some(helper) = program.helper(index) else {
+                    break Err(stop(at, insn, ExecErrorKind::UnknownHelper(index)));
+                };
+                reg[0] = helper(reg[1], reg[2], reg[3], reg[4], reg[5]);
+                if reg[0] == 0 && program.unwind_helper().is_some_and(|unwind| unwind as u64 == index) {
+                    break Ok(0);
+                }
+            }
+            EXIT => {
+                if depth == 0 {
+                    break Ok(reg[0]);
+                }
+                depth -= 1;
+                let frame = frames[depth];
+                [reg[6], reg[7], reg[8], reg[9]] = frame.saved;
+                reg[10] = frame.frame_pointer;
+                stack_low += STACK_FRAME_SIZE as u64;
+                pc = frame.return_pc;
+            }
+            _ => unreachable!("instruction {at} passed the verifier but has opcode {:#04x}", insn.opc),
+        };
+    };
+    *executed_out += executed;
+    result
+}
+
+/// `div32`/`sdiv32`: 0 for a zero divisor, INT_MIN / -1 = INT_MIN.
+#[inline(always)]
+fn div32(dividend: u32, divisor: u32, signed: i16) -> u32 {
+    match (divisor, signed) {
+        (0, _) => 0,
+        (_, 0) => dividend / divisor,
+        _ => (dividend as i32).wrapping_div(divisor as i32) as u32,
+    }
+}
+
+/// `div`/`sdiv`: 0 for a zero divisor, INT_MIN / -1 = INT_MIN.
+#[inline(always)]
+fn div64(dividend: u64, divisor: u64, signed: i16) -> u64 {
+    match (divisor, signed) {
+        (0, _) => 0,
+        (_, 0) => dividend / divisor,
+        _ => (dividend as i64).wrapping_div(divisor as i64) as u64,
+    }
+}
+
+/// `mod32`/`smod32`: the (truncated) dividend for a zero divisor; the sign
+/// of a signed result follows the dividend.
+#[inline(always)]
+fn mod32(dividend: u32, divisor: u32, signed: i16) -> u32 {
+    match (divisor, signed) {
+        (0, _) => dividend,
+        (_, 0) => dividend % divisor,
+        _ => (dividend as i32).wrapping_rem(divisor as i32) as u32,
+    }
+}
+
+#[inline(always)]
+fn mod64(dividend: u64, divisor: u64, signed: i16) -> u64 {
+    match (divisor, signed) {
+        (0, _) => dividend,
+        (_, 0) => dividend % divisor,
+        _ => (dividend as i64).wrapping_rem(divisor as i64) as u64,
+    }
+}
+
+/// `mov32` (offset 0) or `movsx832`/`movsx1632`.
+#[inline(always)]
+fn movsx32(value: u32, bits: i16) -> u32 {
+    match bits {
+        8 => value as i8 as i32 as u32,
+        16 => value as i16 as i32 as u32,
+        _ => value,
+    }
+}
+
+/// `mov` (offset 0) or `movsx864`/`movsx1664`/`movsx3264`.
+#[inline(always)]
+fn movsx64(value: u64, bits: i16) -> u64 {
+    match bits {
+        8 => value as i8 as i64 as u64,
+        16 => value as i16 as i64 as u64,
+        32 => value as i32 as i64 as u64,
+        _ => value,
+    }
+}
+
+/// `le16/32/64`: to little endian, keeping only the low `width` bits.
+#[inline(always)]
+fn to_le(value: u64, width: i32) -> u64 {
+    match width {
+        16 => (value as u16).to_le() as u64,
+        32 => (value as u32).to_le() as u64,
+        _ => value.to_le(),
+    }
+}
+
+/// `be16/32/64`: to big endian, keeping only the low `width` bits.
+#[inline(always)]
+fn to_be(value: u64, width: i32) -> u64 {
+    match width {
+        16 => (value as u16).to_be() as u64,
+        32 => (value as u32).to_be() as u64,
+        _ => value.to_be(),
+    }
+}
+
+/// `bswap16/32/64`: unconditional byte swap of the low `width` bits.
+#[inline(always)]
+fn bswap(value: u64, width: i32) -> u64 {
+    match width {
+        16 => (value as u16).swap_bytes() as u64,
+        32 => (value as u32).swap_bytes() as u64,
+        _ => value.swap_bytes(),
+    }
+}

@@ -1,0 +1,25 @@
+//! qemu-ubpf: a userspace eBPF runtime (RFC 9669) for QEMU's `filter-ubpf`
+//! network filter and for any C program that embeds iovisor/ubpf.
+//!
+//! Stages, one module each: [`isa`] (the opcode table everything reads),
+//! [`asm`] and [`disasm`], [`elf`] (clang objects), [`verifier`] (load-time
+//! checks), [`interp`] (the reference semantics), [`helpers`], [`program`]
+//! (a loaded program), [`error`].
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod asm;
+pub mod conformance;
+pub mod disasm;
+pub mod elf;
+pub mod error;
+pub mod helpers;
+pub mod interp;
+pub mod isa;
+pub mod program;
+pub mod verifier;
+
+pub use error::{AsmError, ElfError, Error, ExecError, ExecErrorKind, LoadError, LoadErrorKind};
+pub use helpers::{HelperFn, Helpers};
+pub use program::{Config, Image, Program, Region};

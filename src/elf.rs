@@ -25,8 +25,8 @@ use crate::helpers::Helpers;
 use crate::isa::{self, INSN_SIZE, Insn};
 use crate::program::{DataReloc, DataSection, Image};
 
-// BPF relocation types. LLVM once numbered R_BPF_64_32 (calls) 2, the number
-// R_BPF_64_ABS64 (data) has now, so a call accepts both.
+// BPF relocation types. Older LLVM numbered R_BPF_64_32 (calls) 2, today's
+// R_BPF_64_ABS64 (data); the instruction relocated tells which is meant.
 const R_BPF_NONE: u32 = 0;
 const R_BPF_64_64: u32 = 1;
 const R_BPF_64_32: u32 = 10;
@@ -258,9 +258,12 @@ impl Object {
             let available: Vec<String> = self
                 .functions
                 .iter()
-                .map(|function| match function.name == function.section_name {
-                    true => function.name.clone(),
-                    false => format!("{} (section {})", function.name, function.section_name),
+                .map(|function| {
+                    if function.name == function.section_name {
+                        function.name.clone()
+                    } else {
+                        format!("{} (section {})", function.name, function.section_name)
+                    }
                 })
                 .collect();
             ElfError::ProgramNotFound(name.to_owned(), available.join(", "))
@@ -436,15 +439,18 @@ fn check_ident(file: &[u8]) -> Result<(), ElfError> {
     if !file.starts_with(ELFMAG) {
         return Err(ElfError::NotElf("the file does not start with \\x7fELF".into()));
     }
-    match file.get(EI_CLASS) {
-        Some(&ELFCLASS64) => {}
-        Some(&ELFCLASS32) => return Err(ElfError::NotElf64),
-        class => return Err(ElfError::NotElf(format!("unknown ELF class {class:?}"))),
+    let (Some(&class), Some(&encoding)) = (file.get(EI_CLASS), file.get(EI_DATA)) else {
+        return Err(ElfError::NotElf(format!("the file ends after {} bytes, within the ELF header", file.len())));
+    };
+    match class {
+        ELFCLASS64 => {}
+        ELFCLASS32 => return Err(ElfError::NotElf64),
+        _ => return Err(ElfError::NotElf(format!("unknown ELF class {class}"))),
     }
-    match file.get(EI_DATA) {
-        Some(&ELFDATA2LSB) => Ok(()),
-        Some(&ELFDATA2MSB) => Err(ElfError::BigEndian),
-        encoding => Err(ElfError::NotElf(format!("unknown data encoding {encoding:?}"))),
+    match encoding {
+        ELFDATA2LSB => Ok(()),
+        ELFDATA2MSB => Err(ElfError::BigEndian),
+        _ => Err(ElfError::NotElf(format!("unknown data encoding {encoding}"))),
     }
 }
 

@@ -57,12 +57,18 @@ pub fn execute(program: &Program, mem: &mut [u8]) -> Result<u64, ExecError> {
 /// Runs `program` over `mem` and also returns how many instructions ran.
 pub fn execute_counted(program: &Program, mem: &mut [u8]) -> (Result<u64, ExecError>, u64) {
     let mut executed = 0;
-    let result = THREAD_STACK.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut stack) => run(program, mem, &mut stack, &mut executed),
-        // A helper re-entered the engine on this thread: give it its own stack.
-        Err(_) => run(program, mem, &mut Stack::default(), &mut executed),
-    });
+    let result = with_thread_stack(|stack| run(program, mem, stack, &mut executed));
     (result, executed)
+}
+
+/// Lends this thread's stack to `f`; the interpreter and the JIT share it,
+/// so both see the same frame addresses.
+pub fn with_thread_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> R {
+    THREAD_STACK.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut stack) => f(&mut stack),
+        // A helper re-entered the engine on this thread: give it its own stack.
+        Err(_) => f(&mut Stack::default()),
+    })
 }
 
 /// Where a run may read and write.

@@ -17,6 +17,7 @@ pub mod error;
 pub mod helpers;
 pub mod interp;
 pub mod isa;
+pub mod jit;
 pub mod program;
 pub mod verifier;
 

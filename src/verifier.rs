@@ -9,6 +9,7 @@
 use crate::error::{LoadError, LoadErrorKind};
 use crate::helpers::Helpers;
 use crate::isa::{self, FRAME_REG, Form, Insn, MAX_INSNS, Operands, Selector};
+use crate::program::MAX_HELPER_INDEX;
 
 #[cold]
 pub(crate) fn error(pc: usize, insn: Insn, kind: LoadErrorKind) -> LoadError {
@@ -44,7 +45,9 @@ pub fn verify(insns: &[Insn], helpers: &Helpers) -> Result<Vec<usize>, LoadError
                     .map_err(|e| error(e.pc, e.insn, LoadErrorKind::CallToNonFunction { target: pc as i64 + 1 + insn.imm as i64 }))?;
                 functions.push(target);
             }
-            Operands::CallHelper if helpers.get(insn.imm as u32).is_none() => {
+            Operands::CallHelper
+                if insn.imm as u32 >= MAX_HELPER_INDEX || helpers.get(insn.imm as u32).is_none() =>
+            {
                 return Err(error(pc, *insn, LoadErrorKind::UnknownHelper(insn.imm as u32)));
             }
             Operands::DstImm64 if insn.src != isa::LDDW_IMM64 => {

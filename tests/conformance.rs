@@ -58,7 +58,16 @@ fn conformance_interpreter() {
 /// as hex on stdin, memory as hex bytes in the first argument, r0 in hex on
 /// stdout.
 #[test]
-fn conformance_plugin_binary() {
+fn conformance_plugin_binary_interpreter() {
+    plugin_run("--interpret", "interpreter");
+}
+
+#[test]
+fn conformance_plugin_binary_jit() {
+    plugin_run("--jit", "jit");
+}
+
+fn plugin_run(option: &str, engine: &str) {
     use std::io::Write;
     use std::process::{Command, Stdio};
 
@@ -72,7 +81,7 @@ fn conformance_plugin_binary() {
             command.arg(hex(&vector.mem));
         }
         let mut child = command
-            .arg("--interpret")
+            .arg(option)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -91,6 +100,6 @@ fn conformance_plugin_binary() {
             eprintln!("FAIL {name}: status {}, stdout {stdout:?}, stderr {:?}", output.status, String::from_utf8_lossy(&output.stderr));
         }
     }
-    println!("conformance plugin (interpreter): {} passed, {failed} failed", vectors.len() - failed);
+    println!("conformance plugin ({engine}): {} passed, {failed} failed", vectors.len() - failed);
     assert_eq!(failed, 0);
 }

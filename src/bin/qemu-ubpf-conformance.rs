@@ -5,7 +5,9 @@
 
 use std::io::Read;
 use std::process::ExitCode;
+use std::sync::Arc;
 
+use qemu_ubpf::jit::JitProgram;
 use qemu_ubpf::{Config, Program, conformance};
 
 const USAGE: &str = "usage: qemu-ubpf-conformance [MEMORY-HEX] [--interpret | --jit] [--elf] < PROGRAM";
@@ -14,6 +16,7 @@ const USAGE: &str = "usage: qemu-ubpf-conformance [MEMORY-HEX] [--interpret | --
 struct Options {
     memory: Vec<u8>,
     elf: bool,
+    jit: bool,
 }
 
 fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
@@ -31,8 +34,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options::default();
     for (index, arg) in args.enumerate() {
         match arg.as_str() {
-            "--interpret" => {}
-            "--jit" => return Err("--jit: this build has no JIT yet; use --interpret".into()),
+            "--interpret" => options.jit = false,
+            "--jit" => options.jit = true,
             "--elf" => options.elf = true,
             "-h" | "--help" => return Err(USAGE.into()),
             memory if index == 0 && !memory.starts_with("--") => {
@@ -60,7 +63,12 @@ fn run() -> Result<u64, String> {
         Program::load(&code, &helpers, &Config::default()).map_err(|e| e.to_string())?
     };
     let mut memory = options.memory;
-    program.execute(&mut memory).map_err(|e| e.to_string())
+    if options.jit {
+        let compiled = JitProgram::compile(Arc::new(program)).map_err(|e| e.to_string())?;
+        compiled.execute(&mut memory).map_err(|e| e.to_string())
+    } else {
+        program.execute(&mut memory).map_err(|e| e.to_string())
+    }
 }
 
 fn main() -> ExitCode {

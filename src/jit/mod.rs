@@ -1,0 +1,372 @@
+//! The JIT: compiles a verified [`Program`] to native code that agrees with
+//! the interpreter ([`crate::interp`]) bit for bit: the same return value,
+//! the same memory effects, and the same [`ExecError`] (instruction, kind and
+//! fields) when a run is stopped.
+//!
+//! The native code keeps the interpreter's memory safety: every load, store
+//! and atomic is checked against the live stack frames, the input and the
+//! program's regions, except where the address is provably inside the
+//! current stack frame (see [`x86_64`]); it counts instructions like the
+//! interpreter and stops at the same instruction when the budget runs out;
+//! it bounds local calls to [`MAX_CALL_DEPTH`] frames.
+//!
+//! Only x86-64 has a backend; elsewhere [`JitProgram::compile`] returns
+//! [`JitError::Unsupported`].
+
+use std::sync::Arc;
+
+use crate::error::{ExecError, ExecErrorKind};
+use crate::interp::{self, Stack};
+use crate::isa::{self, MAX_CALL_DEPTH};
+use crate::program::Program;
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
+
+/// Why a program could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum JitError {
+    /// The JIT has no backend for this architecture; use the interpreter.
+    #[error("the JIT does not support the {0} architecture")]
+    Unsupported(&'static str),
+    /// The assembler refused the generated code (a label or jump it could
+    /// not encode); a bug in the JIT, reported rather than panicking.
+    #[error("assembling the native code failed: {0}")]
+    Assembler(String),
+    /// An instruction the verifier would have refused; compiling needs a
+    /// verified program.
+    #[error("instruction {pc} has opcode {opc:#04x}, which the verifier does not accept")]
+    Unverified { pc: usize, opc: u8 },
+    /// The operating system refused memory for the code, or to make it
+    /// executable.
+    #[error("mapping the native code failed: {0}")]
+    Memory(#[from] std::io::Error),
+}
+
+/// What native code reports when it returns to [`JitProgram::execute`].
+/// The values are the ones the generated code puts in its return register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) enum Status {
+    /// The program exited (or unwound); r0 is in [`Context::result`].
+    Exited = 0,
+    /// A load, store or atomic at `error_pc` touched `error_value` outside
+    /// the memory it may access.
+    Memory = 1,
+    /// The instruction budget ran out at `error_pc`.
+    Budget = 2,
+    /// The local call at `error_pc` would exceed [`MAX_CALL_DEPTH`] frames.
+    CallDepth = 3,
+    /// The call at `error_pc` named helper `error_value`, which the program's
+    /// helper table does not hold.
+    UnknownHelper = 4,
+}
+
+/// The per-run state the native code reads and writes through its context
+/// register. `repr(C)` so the code generator can address fields by offset.
+#[repr(C)]
+#[derive(Debug, Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct Context {
+    /// Address of the input (0 when it is empty): r1 on entry.
+    pub(crate) input_start: u64,
+    /// Bytes of input: r2 on entry.
+    pub(crate) input_len: u64,
+    /// For an access of `1 << i` bytes: `input_len - size + 1`, or 0 when
+    /// the input is shorter than the access, so `addr - input_start <
+    /// input_bound[i]` is exactly the interpreter's input check.
+    pub(crate) input_bound: [u64; 4],
+    /// Just past the stack: r10 of the entry frame.
+    pub(crate) stack_top: u64,
+    /// Instructions executed so far (up to date at every budget check).
+    pub(crate) executed: u64,
+    /// Local calls in progress (0 in the entry frame).
+    pub(crate) depth: u64,
+    /// The native stack pointer after the prologue, to leave from any depth.
+    pub(crate) saved_rsp: u64,
+    /// r0 when the program exited.
+    pub(crate) result: u64,
+    /// The instruction that stopped the run.
+    pub(crate) error_pc: u64,
+    /// The faulting address, or the unknown helper index.
+    pub(crate) error_value: u64,
+}
+
+impl Context {
+    fn new(mem: &mut [u8], stack: &mut Stack) -> Context {
+        let input_len = mem.len() as u64;
+        Context {
+            input_start: if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 },
+            input_len,
+            input_bound: [1, 2, 4, 8].map(|size| input_len.saturating_sub(size - 1)),
+            stack_top: stack.top(),
+            ..Context::default()
+        }
+    }
+}
+
+/// A program compiled to native code. It keeps the [`Program`] alive, as the
+/// code refers to its helper table and data regions by address; the code's
+/// memory is unmapped when the `JitProgram` is dropped.
+pub struct JitProgram {
+    program: Arc<Program>,
+    #[cfg(target_arch = "x86_64")]
+    code: x86_64::Code,
+    #[cfg(not(target_arch = "x86_64"))]
+    never: std::convert::Infallible,
+}
+
+impl std::fmt::Debug for JitProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitProgram")
+            .field("insns", &self.program.insns().len())
+            .field("code_len", &self.code().len())
+            .finish()
+    }
+}
+
+impl JitProgram {
+    /// Compiles `program` to native code.
+    pub fn compile(program: Arc<Program>) -> Result<JitProgram, JitError> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let code = x86_64::compile(&program)?;
+            Ok(JitProgram { program, code })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = program;
+            Err(JitError::Unsupported(std::env::consts::ARCH))
+        }
+    }
+
+    /// Runs the compiled program over `mem`, exactly as
+    /// [`Program::execute`] would: r1 = the address of `mem` (0 when it is
+    /// empty), r2 = its length; returns r0.
+    pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
+        self.execute_counted(mem).0
+    }
+
+    /// Runs the compiled program over `mem` and also returns how many
+    /// instructions ran, as [`interp::execute_counted`] does (the same
+    /// number, however the run ends).
+    ///
+    /// [`interp::execute_counted`]: crate::interp::execute_counted
+    pub fn execute_counted(&self, mem: &mut [u8]) -> (Result<u64, ExecError>, u64) {
+        let mut executed = 0;
+        let result = interp::with_thread_stack(|stack| self.run(mem, stack, &mut executed));
+        (result, executed)
+    }
+
+    /// The native code, for `ubpf_copy_jit`: a System V function
+    /// `fn(*mut Context) -> u64`. Its jumps are relative, so a copy runs
+    /// anywhere, but it embeds the addresses of the program's helpers, helper
+    /// table and regions: a copy is valid only while the program lives.
+    pub fn code(&self) -> &[u8] {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.code.bytes()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        match self.never {}
+    }
+
+    /// The program this code was compiled from.
+    pub fn program(&self) -> &Arc<Program> {
+        &self.program
+    }
+
+    /// Runs the compiled program with `stack` as its call frames, adding the
+    /// instructions executed to `executed`, as [`interp::run`] does: given
+    /// the same `mem` and `stack`, both engines see the same addresses, so
+    /// even the addresses in their errors agree.
+    ///
+    /// [`interp::run`]: crate::interp::run
+    #[cfg(target_arch = "x86_64")]
+    pub fn run(&self, mem: &mut [u8], stack: &mut Stack, executed: &mut u64) -> Result<u64, ExecError> {
+        let mut context = Context::new(mem, stack);
+        let status = self.code.run(&mut context);
+        *executed += context.executed;
+        self.outcome(status, &context)
+    }
+
+    /// Runs the compiled program with `stack` as its call frames.
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn run(&self, _mem: &mut [u8], _stack: &mut Stack, _executed: &mut u64) -> Result<u64, ExecError> {
+        match self.never {}
+    }
+
+    /// Turns what the native code reported into the interpreter's result.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    fn outcome(&self, status: u64, context: &Context) -> Result<u64, ExecError> {
+        if status == Status::Exited as u64 {
+            return Ok(context.result);
+        }
+        let pc = context.error_pc as usize;
+        let insn = self.program.insns()[pc];
+        let kind = match status {
+            s if s == Status::Memory as u64 => {
+                let addr = context.error_value;
+                let size = isa::access_size(insn.opc);
+                let write = insn.class() != isa::BPF_LDX;
+                memory_fault(&self.program, addr, size, write)
+            }
+            s if s == Status::Budget as u64 => ExecErrorKind::BudgetExhausted(self.program.instruction_limit()),
+            s if s == Status::CallDepth as u64 => ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH),
+            _ => ExecErrorKind::UnknownHelper(context.error_value),
+        };
+        Err(ExecError { pc, insn, kind })
+    }
+}
+
+/// Classifies a refused access as the interpreter does (`Memory::fault`): a
+/// store into a region that holds the bytes but is read-only is `ReadOnly`;
+/// anything else is `OutOfBounds`.
+#[cold]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn memory_fault(program: &Program, addr: u64, size: usize, write: bool) -> ExecErrorKind {
+    if write && program.regions().iter().any(|region| region.contains(addr, size as u64)) {
+        ExecErrorKind::ReadOnly { addr, size }
+    } else {
+        ExecErrorKind::OutOfBounds { addr, size, write }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::helpers::Helpers;
+    use crate::interp;
+    use crate::isa::*;
+    use crate::program::{Config, Region};
+
+    fn load(insns: &[Insn], config: &Config) -> Arc<Program> {
+        let mut helpers = Helpers::new();
+        helpers.register(1, "add5", add5);
+        helpers.register(2, "zero", zero);
+        helpers.set_unwind(2);
+        Arc::new(Program::load(&encode_program(insns), &helpers, config).expect("test program verifies"))
+    }
+
+    extern "C" fn add5(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64 {
+        a.wrapping_add(b).wrapping_add(c).wrapping_add(d).wrapping_add(e)
+    }
+
+    extern "C" fn zero(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+        0
+    }
+
+    /// Runs `insns` in both engines over `mem`, restored in between, with
+    /// the same buffer and stack so that fault addresses match; asserts they agree on the result
+    /// and the memory, and returns the result.
+    fn both(insns: &[Insn], config: &Config, mem: &[u8]) -> Result<u64, ExecError> {
+        let program = load(insns, config);
+        let jit = JitProgram::compile(program.clone()).expect("compiles");
+        let mut buffer = mem.to_vec();
+        let mut stack = Stack::default();
+        let (mut interpreted, mut compiled) = (0, 0);
+        let expected = interp::run(&program, &mut buffer, &mut stack, &mut interpreted);
+        let after_interpreter = buffer.clone();
+        buffer.copy_from_slice(mem);
+        let actual = jit.run(&mut buffer, &mut stack, &mut compiled);
+        assert_eq!(actual, expected, "{insns:?}");
+        assert_eq!(compiled, interpreted, "instructions executed");
+        assert_eq!(buffer, after_interpreter);
+        actual
+    }
+
+    const EXIT_INSN: Insn = Insn::new(EXIT, 0, 0, 0, 0);
+
+    #[test]
+    fn context_input_bounds_match_the_interpreter_check() {
+        let mut stack = Stack::default();
+        let mut mem = [0u8; 5];
+        let context = Context::new(&mut mem, &mut stack);
+        assert_eq!(context.input_bound, [5, 4, 2, 0]);
+        let context = Context::new(&mut [], &mut stack);
+        assert_eq!((context.input_start, context.input_bound), (0, [0; 4]));
+    }
+
+    #[test]
+    fn returns_immediates_and_input() {
+        let config = Config::default();
+        assert_eq!(both(&[Insn::new(MOV64_IMM, 0, 0, 0, -7), EXIT_INSN], &config, &[]), Ok(-7i64 as u64));
+        let lddw = [Insn::new(LDDW, 0, 0, 0, 0x1234_5678), Insn::new(0, 0, 0, 0, -0x1000_0000), EXIT_INSN];
+        assert_eq!(both(&lddw, &config, &[]), Ok(0xf000_0000_1234_5678));
+        let len = [Insn::new(MOV64_REG, 0, 2, 0, 0), EXIT_INSN];
+        assert_eq!(both(&len, &config, &[1, 2, 3]), Ok(3));
+        let load = [Insn::new(LDXH, 0, 1, 1, 0), EXIT_INSN];
+        assert_eq!(both(&load, &config, &[1, 2, 3]), Ok(0x0302));
+    }
+
+    #[test]
+    fn every_access_size_faults_like_the_interpreter() {
+        let config = Config::default();
+        for opc in [LDXB, LDXH, LDXW, LDXDW, LDXSB, LDXSH, LDXSW] {
+            for off in [-1, 0, 1, 2, 3, 4, 5, 8] {
+                both(&[Insn::new(opc, 0, 1, off, 0), EXIT_INSN], &config, &[9; 8]).ok();
+            }
+        }
+        for opc in [STB, STH, STW, STDW] {
+            for off in [-513, -512, -511, -8, -1, 0, 1] {
+                both(&[Insn::new(opc, 10, 0, off, 7), EXIT_INSN], &config, &[]).ok();
+            }
+        }
+        let error = both(&[Insn::new(STXDW, 1, 2, 4, 0), EXIT_INSN], &config, &[0; 8]).unwrap_err();
+        assert!(matches!(error.kind, ExecErrorKind::OutOfBounds { size: 8, write: true, .. }));
+    }
+
+    #[test]
+    fn read_only_region() {
+        static DATA: [u8; 16] = [3; 16];
+        let start = DATA.as_ptr() as u64;
+        let config = Config { regions: vec![Region { start, len: 16, writable: false }], ..Config::default() };
+        let read = [
+            Insn::new(LDDW, 1, 0, 0, start as i32),
+            Insn::new(0, 0, 0, 0, (start >> 32) as i32),
+            Insn::new(LDXDW, 0, 1, 8, 0),
+            EXIT_INSN,
+        ];
+        assert_eq!(both(&read, &config, &[]), Ok(0x0303_0303_0303_0303));
+        let write = [
+            Insn::new(LDDW, 1, 0, 0, start as i32),
+            Insn::new(0, 0, 0, 0, (start >> 32) as i32),
+            Insn::new(STB, 1, 0, 15, 1),
+            EXIT_INSN,
+        ];
+        assert_eq!(both(&write, &config, &[]).unwrap_err().kind, ExecErrorKind::ReadOnly { addr: start + 15, size: 1 });
+    }
+
+    #[test]
+    fn helpers_keep_arguments_and_unwind() {
+        let config = Config::default();
+        let mut insns: Vec<Insn> = (1..=5).map(|r| Insn::new(MOV64_IMM, r, 0, 0, r as i32 * 10)).collect();
+        insns.push(Insn::new(CALL, 0, 0, 0, 1));
+        for r in 1..=5 {
+            insns.push(Insn::new(ADD64_REG, 0, r, 0, 0));
+        }
+        insns.push(EXIT_INSN);
+        assert_eq!(both(&insns, &config, &[]), Ok(300));
+        let unwind = [
+            Insn::new(MOV64_IMM, 0, 0, 0, 9),
+            Insn::new(CALL, 0, 0, 0, 2),
+            Insn::new(MOV64_IMM, 0, 0, 0, 1),
+            EXIT_INSN,
+        ];
+        assert_eq!(both(&unwind, &config, &[]), Ok(0));
+        let callx = [Insn::new(MOV64_IMM, 3, 0, 0, 7), Insn::new(CALLX, 3, 0, 0, 0), EXIT_INSN];
+        assert_eq!(both(&callx, &config, &[]).unwrap_err().kind, ExecErrorKind::UnknownHelper(7));
+    }
+
+    #[test]
+    fn budget_and_depth() {
+        let config = Config { instruction_limit: 10, ..Config::default() };
+        let spin = [Insn::new(MOV64_IMM, 0, 0, 0, 0), Insn::new(JA, 0, 0, -1, 0), EXIT_INSN];
+        let error = both(&spin, &config, &[]).unwrap_err();
+        assert_eq!((error.pc, error.kind), (1, ExecErrorKind::BudgetExhausted(10)));
+        let recurse = [Insn::new(CALL, 0, CALL_LOCAL, 0, -1), EXIT_INSN];
+        let error = both(&recurse, &Config::default(), &[]).unwrap_err();
+        assert_eq!((error.pc, error.kind), (0, ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH)));
+    }
+}

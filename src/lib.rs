@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod disasm;
 pub mod elf;
 pub mod error;
+pub mod ffi;
 pub mod helpers;
 pub mod interp;
 pub mod isa;

@@ -1,0 +1,270 @@
+//! The C API (`src/ffi.rs`) as C programs see it: the committed header is
+//! what cbindgen generates; it compiles as C99 and as C++; and the C
+//! programs in `tests/c/` build through pkg-config against the library as
+//! `scripts/install.sh` installs it, then run: QEMU's filter-ubpf call
+//! sequence on the example filters (interpreter and JIT), the error paths,
+//! four threads sharing one program, and the lot again under valgrind.
+//!
+//! The library installed is the one `cargo test` has just built (beside
+//! this test binary, in `target/PROFILE/deps`), so no second build happens.
+//! `QEMU_UBPF_BLESS=1 cargo test --test capi header` rewrites the header.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The header as cbindgen generates it now from `src/ffi.rs`.
+fn generated_header() -> String {
+    let config = cbindgen::Config::from_file(root().join("cbindgen.toml")).expect("cbindgen.toml parses");
+    let bindings = cbindgen::Builder::new()
+        .with_config(config)
+        .with_src(root().join("src/ffi.rs"))
+        .generate()
+        .expect("cbindgen reads src/ffi.rs");
+    let mut header = Vec::new();
+    bindings.write(&mut header);
+    String::from_utf8(header).expect("the header is UTF-8")
+}
+
+#[test]
+fn header_is_generated_from_the_ffi_module() {
+    let path = root().join("include/ubpf.h");
+    let fresh = generated_header();
+    if std::env::var_os("QEMU_UBPF_BLESS").is_some() {
+        std::fs::write(&path, &fresh).expect("include/ubpf.h is writable");
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    if committed != fresh {
+        let line = committed
+            .lines()
+            .zip(fresh.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(committed.lines().count().min(fresh.lines().count()));
+        panic!(
+            "include/ubpf.h differs from what cbindgen generates from src/ffi.rs (first at line {}); \
+             run `QEMU_UBPF_BLESS=1 cargo test --test capi header` and commit the result",
+            line + 1
+        );
+    }
+}
+
+/// The library installed into a temporary prefix, and the C tests built
+/// against it; built once for all the tests of this file.
+struct Installed {
+    prefix: PathBuf,
+    libdir: PathBuf,
+    /// `pkg-config --cflags --libs qemu-ubpf`, split.
+    flags: Vec<String>,
+    /// The compiled C tests, by name.
+    bin: PathBuf,
+}
+
+/// The directory of this test binary, `target/PROFILE/deps`, where
+/// `cargo test` has just built `libqemu_ubpf.so` and `libqemu_ubpf.a` (it
+/// does not copy them up to `target/PROFILE`, which may hold older ones).
+fn deps_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    exe.parent().expect("tests live in target/PROFILE/deps").to_path_buf()
+}
+
+/// Runs `command`, shows its output, and fails the test unless it succeeds.
+fn run(command: &mut Command) -> Output {
+    let output = run_quietly(command);
+    print!("{}", String::from_utf8_lossy(&output.stdout));
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{command:?} failed ({})", output.status);
+    output
+}
+
+/// Runs `command` and returns its output, whatever its exit status.
+fn run_quietly(command: &mut Command) -> Output {
+    command.output().unwrap_or_else(|error| {
+        panic!(
+            "cannot run {:?}: {error}; the C API tests need gcc, g++, pkg-config and binutils \
+             (apt-get install gcc g++ pkg-config binutils; valgrind too for the valgrind test)",
+            command.get_program()
+        )
+    })
+}
+
+/// A fresh directory for this process under `target/tmp`; the ones left by
+/// earlier runs whose process is gone are removed (several `cargo test` may
+/// run at once on a shared machine).
+fn work_dir(profile: &str) -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let prefix = format!("capi-{profile}-");
+    for entry in std::fs::read_dir(tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(pid) = name.strip_prefix(&prefix) {
+            if Path::new("/proc/self").exists() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let work = tmp.join(format!("{prefix}{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).expect("the target directory is writable");
+    work
+}
+
+fn installed() -> &'static Installed {
+    static INSTALLED: OnceLock<Installed> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let artifacts = deps_dir();
+        let profile = artifacts.parent().and_then(Path::file_name).and_then(|name| name.to_str()).unwrap_or("profile");
+        let work = work_dir(profile);
+        let prefix = work.join("prefix");
+        run(Command::new(root().join("scripts/install.sh"))
+            .arg("--prefix")
+            .arg(&prefix)
+            .arg("--artifacts")
+            .arg(&artifacts));
+
+        let libdir = prefix.join("lib");
+        let pkg_config = run(Command::new("pkg-config")
+            .args(["--cflags", "--libs", "qemu-ubpf"])
+            .env("PKG_CONFIG_PATH", libdir.join("pkgconfig")));
+        let flags: Vec<String> =
+            String::from_utf8_lossy(&pkg_config.stdout).split_whitespace().map(str::to_owned).collect();
+        assert!(flags.iter().any(|flag| flag == "-lqemu-ubpf"), "{flags:?}");
+
+        let bin = work.join("bin");
+        std::fs::create_dir_all(&bin).expect("the target directory is writable");
+        for name in ["qemu_rfc", "errors", "threads", "ubpf_api"] {
+            run(Command::new("gcc")
+                .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-g", "-pthread"])
+                .arg(root().join("tests/c").join(format!("{name}.c")))
+                .args(&flags)
+                .arg(format!("-Wl,-rpath,{}", libdir.display()))
+                .arg("-o")
+                .arg(bin.join(name)));
+        }
+        Installed { prefix, libdir, flags, bin }
+    })
+}
+
+/// Runs C test `name` with the repository root and `args`, under `wrapper`
+/// (e.g. valgrind) when given; returns its standard output.
+fn run_c_test(wrapper: &[&str], name: &str, args: &[&str]) -> String {
+    let installed = installed();
+    let mut command = match wrapper {
+        [program, rest @ ..] => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(installed.bin.join(name));
+            command
+        }
+        [] => Command::new(installed.bin.join(name)),
+    };
+    let output = run(command.arg(root()).args(args));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn header_compiles_as_c99_and_as_cxx() {
+    let installed = installed();
+    let out = installed.bin.join("header-c");
+    run(Command::new("gcc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .arg(root().join("tests/c/header.c"))
+        .args(&installed.flags)
+        .arg(format!("-Wl,-rpath,{}", installed.libdir.display()))
+        .arg("-o")
+        .arg(&out));
+    run(&mut Command::new(&out));
+    let out = installed.bin.join("header-cxx");
+    run(Command::new("g++")
+        .args(["-x", "c++", "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .arg(root().join("tests/c/header.c"))
+        .args(["-x", "none"])
+        .args(&installed.flags)
+        .arg(format!("-Wl,-rpath,{}", installed.libdir.display()))
+        .arg("-o")
+        .arg(&out));
+    run(&mut Command::new(&out));
+}
+
+#[test]
+fn installed_library_is_shaped_as_distributions_ship_it() {
+    let installed = installed();
+    let link =
+        |name: &str| std::fs::read_link(installed.libdir.join(name)).unwrap_or_else(|error| panic!("{name}: {error}"));
+    assert_eq!(link("libqemu-ubpf.so"), Path::new("libqemu-ubpf.so.0"));
+    assert_eq!(link("libqemu-ubpf.so.0"), Path::new(&format!("libqemu-ubpf.so.{}", env!("CARGO_PKG_VERSION"))));
+    assert!(installed.libdir.join("libqemu-ubpf.a").is_file());
+    assert!(installed.prefix.join("include/qemu-ubpf/ubpf.h").is_file());
+    let library = installed.libdir.join("libqemu-ubpf.so.0");
+
+    let dynamic = run_quietly(Command::new("readelf").arg("-d").arg(&library));
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+    assert!(dynamic.contains("Library soname: [libqemu-ubpf.so.0]"), "{dynamic}");
+
+    let symbols = run_quietly(Command::new("nm").args(["-D", "--defined-only"]).arg(&library));
+    let names: Vec<String> = String::from_utf8_lossy(&symbols.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().last())
+        .map(str::to_owned)
+        .collect();
+    let foreign: Vec<&String> = names.iter().filter(|name| !name.starts_with("ubpf_")).collect();
+    assert!(foreign.is_empty(), "exported besides ubpf_*: {foreign:?}");
+    for name in [
+        "ubpf_create",
+        "ubpf_destroy",
+        "ubpf_register",
+        "ubpf_load",
+        "ubpf_load_elf",
+        "ubpf_load_elf_ex",
+        "ubpf_exec",
+        "ubpf_compile",
+    ] {
+        assert!(names.iter().any(|exported| exported == name), "{name} is not exported");
+    }
+}
+
+#[test]
+fn qemu_rfc_call_sequence_on_the_example_filters() {
+    let stdout = run_c_test(&[], "qemu_rfc", &[]);
+    assert!(stdout.contains("qemu_rfc:") && stdout.contains(" 0 failed"), "{stdout}");
+}
+
+#[test]
+fn error_paths_fail_with_a_message() {
+    let stdout = run_c_test(&[], "errors", &[]);
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+}
+
+#[test]
+fn ubpf_api_client_gets_ubpf_results() {
+    let stdout = run_c_test(&[], "ubpf_api", &[]);
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+}
+
+#[test]
+fn four_threads_run_one_program() {
+    let stdout = run_c_test(&[], "threads", &["2"]);
+    assert!(stdout.contains(" 0 wrong verdicts") && stdout.contains(" 0 failed"), "{stdout}");
+}
+
+#[test]
+fn valgrind_finds_no_errors_and_no_leaks() {
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        println!("valgrind is not installed: skipping the valgrind runs of the C tests (.ci/run installs it)");
+        return;
+    }
+    let valgrind = [
+        "valgrind",
+        "--quiet",
+        "--error-exitcode=99",
+        "--leak-check=full",
+        "--show-leak-kinds=definite,indirect,possible",
+        "--errors-for-leak-kinds=definite,indirect,possible",
+    ];
+    for (name, args) in [("qemu_rfc", &[][..]), ("errors", &[]), ("ubpf_api", &[]), ("threads", &["0.3"])] {
+        let stdout = run_c_test(&valgrind, name, args);
+        assert!(stdout.contains(" 0 failed"), "{name} under valgrind: {stdout}");
+    }
+}

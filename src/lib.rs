@@ -20,6 +20,7 @@ pub mod interp;
 pub mod isa;
 pub mod jit;
 pub mod program;
+pub mod replay;
 pub mod verifier;
 
 pub use error::{AsmError, ElfError, Error, ExecError, ExecErrorKind, LoadError, LoadErrorKind};

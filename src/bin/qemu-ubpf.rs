@@ -1,10 +1,30 @@
-//! `qemu-ubpf`: run, check, assemble and disassemble eBPF packet filters.
+//! `qemu-ubpf`: replay captures through eBPF packet filters; run, check,
+//! inspect, assemble and disassemble them.
 
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
-use qemu_ubpf::{Config, Helpers, Program, asm, disasm, isa};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use qemu_ubpf::elf::{HelperRef, ObjectInfo};
+use qemu_ubpf::replay::{
+    CaptureReader, CaptureWriter, Engine, EngineKind, IpMode, Options, Outputs, Replay, Summary, Verdict,
+};
+use qemu_ubpf::{Config, Helpers, Program, asm, disasm, elf, isa};
+
+/// The QEMU RFC's example filter, run when `replay` is given no program.
+const BUNDLED_PROGRAM: &[u8] = include_bytes!("../../examples/drop_1_1_1_1.o");
+const BUNDLED_PROGRAM_NAME: &str = "examples/drop_1_1_1_1.o";
+/// The sample capture, replayed when `replay` is given no capture.
+const BUNDLED_CAPTURE: &[u8] = include_bytes!("../../examples/captures/ethernet.pcap");
+const BUNDLED_CAPTURE_NAME: &str = "examples/captures/ethernet.pcap";
+
+/// Replays shorter than this show no progress bar.
+const PROGRESS_DELAY: Duration = Duration::from_millis(300);
+const OUTPUT_BUFFER_LEN: usize = 1 << 18;
 
 #[derive(Parser)]
 #[command(name = "qemu-ubpf", version, about = "Userspace eBPF runtime for QEMU's filter-ubpf")]
@@ -15,6 +35,51 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Replay a capture through a filter, as QEMU's filter-ubpf would filter its packets.
+    ///
+    /// A non-zero return value drops a packet, zero passes it. Captures are pcap
+    /// (micro- or nanosecond) or pcapng; the --pass and --drop files have the
+    /// input's format and hold its packets byte for byte. With no arguments,
+    /// replays a bundled example filter over a bundled sample capture and
+    /// explains what it did.
+    Replay {
+        /// Program: a clang -target bpf ELF object, or raw bytecode [default:
+        /// the bundled examples/drop_1_1_1_1.o].
+        program: Option<PathBuf>,
+        /// Capture: pcap (micro- or nanosecond) or pcapng [default: the
+        /// bundled examples/captures/ethernet.pcap].
+        capture: Option<PathBuf>,
+        /// Function or section to run, in an object with several.
+        #[arg(long = "program", value_name = "NAME", alias = "name")]
+        function: Option<String>,
+        /// jit: native code; interp: the interpreter, the reference semantics.
+        #[arg(long, value_enum, default_value_t = EngineArg::Jit)]
+        engine: EngineArg,
+        /// on: the program sees IPv4 packets from their header on (after the
+        /// Ethernet header and one VLAN tag, or a cooked-capture header), and
+        /// packets without IPv4 pass without running it (counted as skipped);
+        /// off: the program sees every frame whole.
+        #[arg(long, value_enum, default_value_t = Switch::On)]
+        ip_mode: Switch,
+        /// Verdict for a packet whose run faults (counted as an error).
+        #[arg(long, value_enum, default_value_t = VerdictArg::Drop)]
+        on_error: VerdictArg,
+        /// Write the passed packets to FILE, in the input's format.
+        #[arg(long, value_name = "FILE")]
+        pass: Option<PathBuf>,
+        /// Write the dropped packets to FILE, in the input's format.
+        #[arg(long, value_name = "FILE")]
+        drop: Option<PathBuf>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Instructions one run may execute.
+        #[arg(long, default_value_t = qemu_ubpf::program::DEFAULT_INSTRUCTION_LIMIT)]
+        instruction_limit: u64,
+    },
+    /// List what an ELF object holds: programs, data sections, relocations
+    /// and helper calls.
+    Inspect { object: PathBuf },
     /// Run a program once over one input and print r0 (and the verdict).
     Run {
         /// Program: a clang -target bpf ELF object, or raw bytecode.
@@ -52,19 +117,40 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum EngineArg {
+    Jit,
+    Interp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VerdictArg {
+    Drop,
+    Pass,
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn load(path: &Path, name: Option<&str>, config: &Config) -> Result<Program, String> {
-    let bytes = read(path)?;
+    load_bytes(&read(path)?, &path.display().to_string(), name, config)
+}
+
+fn load_bytes(bytes: &[u8], file: &str, name: Option<&str>, config: &Config) -> Result<Program, String> {
     let helpers = Helpers::new();
     let result = if bytes.starts_with(b"\x7fELF") {
-        Program::from_elf(&bytes, name, &helpers, config).map_err(|e| e.to_string())
+        Program::from_elf(bytes, name, &helpers, config).map_err(|e| e.to_string())
     } else {
-        Program::load(&bytes, &helpers, config).map_err(|e| e.to_string())
+        Program::load(bytes, &helpers, config).map_err(|e| e.to_string())
     };
-    result.map_err(|e| format!("{}: {e}", path.display()))
+    result.map_err(|e| format!("{file}: {e}"))
 }
 
 fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
@@ -84,6 +170,40 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
 
 fn run(command: Command) -> Result<(), String> {
     match command {
+        Command::Replay {
+            program,
+            capture,
+            function,
+            engine,
+            ip_mode,
+            on_error,
+            pass,
+            drop,
+            json,
+            instruction_limit,
+        } => {
+            let options = Options {
+                ip_mode: match ip_mode {
+                    Switch::On => IpMode::On,
+                    Switch::Off => IpMode::Off,
+                },
+                on_error: match on_error {
+                    VerdictArg::Drop => Verdict::Drop,
+                    VerdictArg::Pass => Verdict::Pass,
+                },
+            };
+            let engine = match engine {
+                EngineArg::Jit => EngineKind::Jit,
+                EngineArg::Interp => EngineKind::Interpreter,
+            };
+            let config = Config { instruction_limit, ..Config::default() };
+            let request = ReplayRequest { program, capture, function, engine, config, options, pass, drop, json };
+            return replay(request);
+        }
+        Command::Inspect { object } => {
+            let info = elf::inspect(&read(&object)?).map_err(|e| format!("{}: {e}", object.display()))?;
+            print!("{}", describe_object(&object, &info));
+        }
         Command::Run { program, name, hex, input, instruction_limit } => {
             let config = Config { instruction_limit, ..Config::default() };
             let loaded = load(&program, name.as_deref(), &config)?;
@@ -117,13 +237,339 @@ fn run(command: Command) -> Result<(), String> {
                     .map_err(|e| format!("{}: {e}", program.display()))?;
                 linked.image.insns
             } else {
-                isa::decode_program(&bytes)
-                    .ok_or_else(|| format!("{}: {} bytes is not a whole number of instructions", program.display(), bytes.len()))?
+                isa::decode_program(&bytes).ok_or_else(|| {
+                    format!("{}: {} bytes is not a whole number of instructions", program.display(), bytes.len())
+                })?
             };
             print!("{}", disasm::disassemble(&insns));
         }
     }
     Ok(())
+}
+
+/// Everything `replay` was asked to do.
+struct ReplayRequest {
+    program: Option<PathBuf>,
+    capture: Option<PathBuf>,
+    function: Option<String>,
+    engine: EngineKind,
+    config: Config,
+    options: Options,
+    pass: Option<PathBuf>,
+    drop: Option<PathBuf>,
+    json: bool,
+}
+
+fn replay(request: ReplayRequest) -> Result<(), String> {
+    let function = request.function.as_deref();
+    let (program_name, program) = match &request.program {
+        Some(path) => (path.display().to_string(), load(path, function, &request.config)?),
+        None => {
+            let program = load_bytes(BUNDLED_PROGRAM, BUNDLED_PROGRAM_NAME, function, &request.config)?;
+            (BUNDLED_PROGRAM_NAME.to_owned(), program)
+        }
+    };
+    let engine = Engine::new(program, request.engine).map_err(|e| {
+        format!("{program_name}: the JIT cannot compile it: {e}; --engine interp runs it in the interpreter")
+    })?;
+    let (capture_name, source, capture_len): (String, Box<dyn Read>, Option<u64>) = match &request.capture {
+        Some(path) => {
+            let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let len = file.metadata().ok().map(|metadata| metadata.len());
+            (path.display().to_string(), Box::new(file), len)
+        }
+        None => (BUNDLED_CAPTURE_NAME.to_owned(), Box::new(BUNDLED_CAPTURE), Some(BUNDLED_CAPTURE.len() as u64)),
+    };
+    check_outputs(request.capture.as_deref(), request.pass.as_deref(), request.drop.as_deref())?;
+    let mut reader = CaptureReader::new(source, &capture_name).map_err(|e| e.to_string())?;
+    let mut outputs =
+        Outputs { pass: create_output(request.pass.as_deref())?, drop: create_output(request.drop.as_deref())? };
+
+    let mut progress = Progress::new(capture_len);
+    let mut replay = Replay::new(&engine, request.options);
+    let result = replay.run(&mut reader, &mut outputs, &mut |offset| progress.update(offset));
+    progress.finish();
+    let error = result.err().map(|e| e.to_string());
+
+    let report = Report {
+        program: &program_name,
+        capture: &capture_name,
+        format: reader.format().to_string(),
+        request: &request,
+        summary: replay.summary(),
+        error: error.as_deref(),
+    };
+    if request.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    error
+        .map_or(Ok(()), |error| Err(format!("{error}\n(the summary and the output files cover the packets before it)")))
+}
+
+/// Refuses outputs that would overwrite the capture or each other.
+fn check_outputs(capture: Option<&Path>, pass: Option<&Path>, drop: Option<&Path>) -> Result<(), String> {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if let (Some(pass), Some(drop)) = (pass, drop)
+        && same(pass, drop)
+    {
+        return Err(format!("--pass and --drop both name {}", pass.display()));
+    }
+    for (flag, output) in [("--pass", pass), ("--drop", drop)] {
+        if let (Some(output), Some(capture)) = (output, capture)
+            && same(output, capture)
+        {
+            return Err(format!("{flag} {} would overwrite the capture being replayed", output.display()));
+        }
+    }
+    Ok(())
+}
+
+fn create_output(path: Option<&Path>) -> Result<Option<CaptureWriter<BufWriter<File>>>, String> {
+    let Some(path) = path else { return Ok(None) };
+    let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(CaptureWriter::new(BufWriter::with_capacity(OUTPUT_BUFFER_LEN, file), path.display().to_string())))
+}
+
+/// A progress bar on stderr, for replays long enough to need one and only
+/// when stderr is a terminal.
+struct Progress {
+    total: Option<u64>,
+    started: Instant,
+    enabled: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(total: Option<u64>) -> Progress {
+        Progress { total, started: Instant::now(), enabled: std::io::stderr().is_terminal(), bar: None }
+    }
+
+    fn update(&mut self, offset: u64) {
+        if !self.enabled {
+            return;
+        }
+        let bar = match &self.bar {
+            Some(bar) => bar,
+            None if self.started.elapsed() < PROGRESS_DELAY => return,
+            None => self.bar.insert(Progress::bar(self.total)),
+        };
+        bar.set_position(offset);
+    }
+
+    fn bar(total: Option<u64>) -> ProgressBar {
+        let (bar, template) = match total {
+            Some(total) => {
+                (ProgressBar::new(total), "{bar:40} {bytes}/{total_bytes} {binary_bytes_per_sec}, {eta} left")
+            }
+            None => (ProgressBar::no_length(), "{spinner} {bytes} {binary_bytes_per_sec}"),
+        };
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+        bar
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// What `replay` prints.
+struct Report<'a> {
+    program: &'a str,
+    capture: &'a str,
+    format: String,
+    request: &'a ReplayRequest,
+    summary: &'a Summary,
+    error: Option<&'a str>,
+}
+
+impl Report<'_> {
+    fn engine(&self) -> &'static str {
+        match self.request.engine {
+            EngineKind::Jit => "jit",
+            EngineKind::Interpreter => "interp",
+        }
+    }
+
+    fn ip_mode(&self) -> &'static str {
+        match self.request.options.ip_mode {
+            IpMode::On => "on",
+            IpMode::Off => "off",
+        }
+    }
+
+    fn on_error(&self) -> &'static str {
+        match self.request.options.on_error {
+            Verdict::Drop => "drop",
+            Verdict::Pass => "pass",
+        }
+    }
+
+    fn json(&self) -> String {
+        let summary = self.summary;
+        let path = |path: &Option<PathBuf>| path.as_ref().map(|path| path.display().to_string());
+        let first_error = summary.first_error.as_ref().map(|fault| {
+            serde_json::json!({ "packet": fault.packet, "offset": fault.offset, "message": fault.error.to_string() })
+        });
+        let json = serde_json::json!({
+            "program": self.program,
+            "capture": self.capture,
+            "format": self.format,
+            "engine": self.engine(),
+            "ip_mode": self.ip_mode(),
+            "on_error": self.on_error(),
+            "packets": summary.packets,
+            "passed": summary.passed,
+            "dropped": summary.dropped,
+            "skipped": summary.skipped,
+            "errors": summary.errors,
+            "bytes": summary.bytes,
+            "seconds": summary.elapsed.as_secs_f64(),
+            "packets_per_second": summary.packets_per_second(),
+            "ns_per_packet": summary.ns_per_packet(),
+            "first_error": first_error,
+            "pass_file": path(&self.request.pass),
+            "drop_file": path(&self.request.drop),
+            "error": self.error,
+        });
+        serde_json::to_string_pretty(&json).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    fn text(&self) -> String {
+        let (summary, request) = (self.summary, self.request);
+        let mut text = String::new();
+        let bundled_program = request.program.is_none();
+        let bundled_capture = request.capture.is_none();
+        if bundled_program || bundled_capture {
+            text += "No program or capture given, so this replays a bundled one:\n";
+        }
+        if bundled_program {
+            text += &format!(
+                "  filter   {}: the QEMU RFC's example, which drops IPv4 packets sent to 1.1.1.1\n",
+                self.program
+            );
+        }
+        if bundled_capture {
+            text += &format!(
+                "  capture  {}: sample traffic (Ethernet, VLAN, IPv4 with options, IPv6, ARP, \
+                 TCP, UDP, ICMP, DNS, fragments, truncated frames)\n",
+                self.capture
+            );
+        }
+        if bundled_program || bundled_capture {
+            text += "  verdict  each IPv4 packet runs through the filter from its IPv4 header on (ip-mode on); \
+                     a non-zero return value drops it, zero passes it; packets without IPv4 pass \
+                     without running it\n\n";
+        }
+        text += &format!(
+            "{} over {} ({}): engine {}, ip-mode {}, on-error {}\n",
+            self.program,
+            self.capture,
+            self.format,
+            self.engine(),
+            self.ip_mode(),
+            self.on_error()
+        );
+        let skipped_note = match request.options.ip_mode {
+            IpMode::On => "  (no IPv4: passed without running the program)",
+            IpMode::Off => "",
+        };
+        let rows = [
+            ("packets", summary.packets.to_string(), ""),
+            ("passed", summary.passed.to_string(), ""),
+            ("dropped", summary.dropped.to_string(), ""),
+            ("skipped", summary.skipped.to_string(), skipped_note),
+            ("errors", summary.errors.to_string(), ""),
+            ("bytes", summary.bytes.to_string(), ""),
+            ("packets/s", format!("{:.0}", summary.packets_per_second()), ""),
+            ("ns/packet", format!("{:.1}", summary.ns_per_packet()), ""),
+        ];
+        for (name, value, note) in rows {
+            text += &format!("  {name:<10}{value:>12}{note}\n");
+        }
+        if let Some(fault) = &summary.first_error {
+            text += &format!("first error: {fault}; {}ped, as --on-error says\n", self.on_error());
+        }
+        for (what, path) in [("passed", &request.pass), ("dropped", &request.drop)] {
+            if let Some(path) = path {
+                text += &format!("{what} packets written to {}\n", path.display());
+            }
+        }
+        if bundled_program || bundled_capture {
+            text += "\nTo replay your own filter and capture, and keep the verdicts:\n  \
+                     qemu-ubpf replay FILTER.o CAPTURE.pcap --pass passed.pcap --drop dropped.pcap\n\
+                     A filter is C built with clang -O2 -target bpf -c filter.c -o filter.o; examples/*.c \
+                     has some.\n";
+        }
+        text
+    }
+}
+
+/// `inspect`'s listing of an object.
+fn describe_object(path: &Path, info: &ObjectInfo) -> String {
+    let mut text = format!(
+        "{}: {} functions, {} data sections, {} relocations, {} helper calls\n",
+        path.display(),
+        info.functions.len(),
+        info.data.len(),
+        info.relocations.len(),
+        info.helper_calls.len()
+    );
+    text += "functions (* = the program run when none is named):\n";
+    for (index, function) in info.functions.iter().enumerate() {
+        let mark = if info.default_function == Some(index) { '*' } else { ' ' };
+        let linkage = if function.global { "global" } else { "static" };
+        text += &format!(
+            "  {mark} {:<24} section {:<16} offset {:#06x}  {:>5} instructions  {linkage}\n",
+            function.name, function.section, function.offset, function.insns
+        );
+    }
+    if !info.data.is_empty() {
+        text += "data sections:\n";
+        for section in &info.data {
+            let access = if section.writable { "writable" } else { "read-only" };
+            text += &format!("    {:<24} {:>8} bytes  {access}\n", section.name, section.bytes.len());
+        }
+    }
+    if !info.relocations.is_empty() {
+        text += "relocations:\n";
+        for relocation in &info.relocations {
+            let at = format!("{}+{:#x}", relocation.section, relocation.offset);
+            text += &format!("    {at:<28} {:<16} {}\n", relocation_name(relocation.rtype), relocation.symbol);
+        }
+    }
+    if !info.helper_calls.is_empty() {
+        text += "helper calls:\n";
+        for call in &info.helper_calls {
+            let at = format!("{}+{:#x}", call.section, call.offset);
+            let helper = match &call.helper {
+                HelperRef::Index(index) => format!("helper {index}"),
+                HelperRef::Name(name) => format!("{name} (by name, resolved at load)"),
+            };
+            text += &format!("    {at:<28} {helper}\n");
+        }
+    }
+    text
+}
+
+fn relocation_name(rtype: u32) -> String {
+    let name = match rtype {
+        1 => "R_BPF_64_64",
+        // Older LLVM used 2 for R_BPF_64_32 (calls).
+        2 => "R_BPF_64_ABS64",
+        3 => "R_BPF_64_ABS32",
+        4 => "R_BPF_64_NODYLD32",
+        10 => "R_BPF_64_32",
+        _ => return format!("type {rtype}"),
+    };
+    name.to_owned()
 }
 
 fn main() -> ExitCode {

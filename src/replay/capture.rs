@@ -1,0 +1,414 @@
+//! Captures, read and written one record at a time: classic pcap (micro- or
+//! nanosecond timestamps, either byte order) and pcapng (any number of
+//! sections and interfaces, each with its own link type).
+//!
+//! pcap-file parses the file header and the pcapng blocks. This module keeps
+//! its own read buffer around it, for two reasons: every error can then name
+//! the packet and the byte offset where it happened, and every record is
+//! handed out as the bytes it has in the file, so an output written from
+//! them is a byte-identical copy, timestamps and pcapng options included.
+
+use std::io::{self, Read, Write};
+use std::ops::Range;
+
+use pcap_file::pcap::PcapHeader;
+use pcap_file::pcapng::PcapNgParser;
+use pcap_file::pcapng::blocks::{ENHANCED_PACKET_BLOCK, PACKET_BLOCK, SECTION_HEADER_BLOCK, SIMPLE_PACKET_BLOCK};
+use pcap_file::{Endianness, TsResolution};
+
+const PCAP_HEADER_LEN: usize = 24;
+const PCAP_RECORD_HEADER_LEN: usize = 16;
+/// Block type, block length and, in a section header, the byte-order magic:
+/// enough to know how long any block is.
+const BLOCK_HEAD_LEN: usize = 12;
+const SECTION_HEADER_MAGIC: u32 = 0x1A2B_3C4D;
+/// The section length field of a section header block, as a byte range.
+const SECTION_LENGTH: Range<usize> = 16..24;
+/// libpcap refuses longer packet records in pcap files unless the snapshot
+/// length says otherwise; a longer length is taken as corruption.
+const PCAP_MAX_CAPTURED: u32 = 262_144;
+/// The longest record or block read: a corrupt length must not make the
+/// reader allocate gigabytes.
+const MAX_RECORD_LEN: u32 = 16 << 20;
+/// The pcap link-type field keeps FCS information in its upper bits.
+const LINK_TYPE_MASK: u32 = 0xFFFF;
+const READ_BUFFER_LEN: usize = 1 << 18;
+
+/// Why a capture could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{file}: not a pcap or pcapng capture: {what}")]
+    NotACapture { file: String, what: String },
+    /// A record that is cut off or does not parse. `packet` counts from 1,
+    /// as Wireshark numbers frames; in pcapng it is the packet that the next
+    /// packet block would hold, whatever block the error is in.
+    #[error("{file}: packet {packet} at byte offset {offset}: {what}")]
+    Record { file: String, packet: u64, offset: u64, what: String },
+    #[error("{file}: reading at byte offset {offset}: {error}")]
+    Read { file: String, offset: u64, error: io::Error },
+    #[error("{file}: {error}")]
+    Write { file: String, error: io::Error },
+}
+
+/// What kind of file a capture is; outputs have the kind of their input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Pcap(TsResolution),
+    PcapNg,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Format::Pcap(TsResolution::MicroSecond) => f.write_str("pcap, microsecond timestamps"),
+            Format::Pcap(TsResolution::NanoSecond) => f.write_str("pcap, nanosecond timestamps"),
+            Format::PcapNg => f.write_str("pcapng"),
+        }
+    }
+}
+
+/// One record of a capture, as the bytes it has in the file.
+pub enum Record<'a> {
+    /// The pcap file header, or a pcapng block that holds no packet
+    /// (section header, interface description, statistics, names...):
+    /// every output gets a copy, so each stays a valid capture of the same
+    /// interfaces.
+    Metadata(&'a [u8]),
+    Packet(Packet<'a>),
+}
+
+pub struct Packet<'a> {
+    /// Counting from 1.
+    pub number: u64,
+    /// Where the record starts in the file.
+    pub offset: u64,
+    pub link_type: u32,
+    /// The captured bytes of the frame.
+    pub data: &'a [u8],
+    /// The whole record: header, data and (in pcapng) options.
+    pub record: &'a [u8],
+}
+
+/// Reads a capture record by record, holding one buffer however long the
+/// capture is.
+pub struct CaptureReader<R> {
+    file: String,
+    input: Input<R>,
+    format: FormatState,
+    packets: u64,
+}
+
+enum FormatState {
+    /// `link_type` is the header's, without its FCS bits.
+    Pcap { header: PcapHeader, link_type: u32, header_pending: bool },
+    /// The parser exists once the first section header has been read.
+    PcapNg { parser: Option<PcapNgParser> },
+}
+
+impl<R: Read> CaptureReader<R> {
+    /// Starts reading `source`; `file` names it in errors.
+    pub fn new(source: R, file: impl Into<String>) -> Result<CaptureReader<R>, CaptureError> {
+        let file = file.into();
+        let mut input = Input::new(source);
+        let not_a_capture = |what: String| CaptureError::NotACapture { file: file.clone(), what };
+        let available = input.fill(PCAP_HEADER_LEN).map_err(|error| read_error(&file, 0, error))?;
+        let start = input.peek(available.min(4));
+        let format = match start {
+            [] => return Err(not_a_capture("the file is empty".into())),
+            [0x0A, 0x0D, 0x0D, 0x0A] => FormatState::PcapNg { parser: None },
+            [0xA1, 0xB2, 0xC3, 0xD4]
+            | [0xD4, 0xC3, 0xB2, 0xA1]
+            | [0xA1, 0xB2, 0x3C, 0x4D]
+            | [0x4D, 0x3C, 0xB2, 0xA1] => {
+                if available < PCAP_HEADER_LEN {
+                    return Err(not_a_capture(format!(
+                        "the pcap file header is cut off after {available} of its {PCAP_HEADER_LEN} bytes"
+                    )));
+                }
+                let (_, header) = PcapHeader::from_slice(input.peek(PCAP_HEADER_LEN))
+                    .map_err(|error| not_a_capture(format!("pcap file header: {error}")))?;
+                let link_type = u32::from(header.datalink) & LINK_TYPE_MASK;
+                FormatState::Pcap { header, link_type, header_pending: true }
+            }
+            _ => {
+                let hex: Vec<String> = start.iter().map(|byte| format!("{byte:02x}")).collect();
+                return Err(not_a_capture(format!(
+                    "it starts with {}, neither a pcap magic number (a1b2c3d4, a1b23c4d, either byte order) \
+                     nor a pcapng section header (0a0d0d0a)",
+                    hex.join(" ")
+                )));
+            }
+        };
+        Ok(CaptureReader { file, input, format, packets: 0 })
+    }
+
+    /// The name errors give the capture.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    pub fn format(&self) -> Format {
+        match &self.format {
+            FormatState::Pcap { header, .. } => Format::Pcap(header.ts_resolution),
+            FormatState::PcapNg { .. } => Format::PcapNg,
+        }
+    }
+
+    /// Bytes of the file read and handed out so far.
+    pub fn offset(&self) -> u64 {
+        self.input.offset
+    }
+
+    /// The next record, or `None` at the end of the file.
+    pub fn next_record(&mut self) -> Result<Option<Record<'_>>, CaptureError> {
+        let offset = self.input.offset;
+        let number = self.packets + 1;
+        let record_error =
+            |file: &str, what: String| CaptureError::Record { file: file.into(), packet: number, offset, what };
+
+        if let FormatState::Pcap { header_pending: pending @ true, .. } = &mut self.format {
+            *pending = false;
+            let range = self.input.take(PCAP_HEADER_LEN);
+            return Ok(Some(Record::Metadata(&self.input.buffer[range])));
+        }
+        let head_len = match self.format {
+            FormatState::Pcap { .. } => PCAP_RECORD_HEADER_LEN,
+            FormatState::PcapNg { .. } => BLOCK_HEAD_LEN,
+        };
+        let available = self.input.fill(head_len).map_err(|error| read_error(&self.file, offset, error))?;
+        if available == 0 {
+            return Ok(None);
+        }
+        if available < head_len {
+            let what = format!("truncated: the file ends {available} bytes into the {head_len}-byte record header");
+            return Err(record_error(&self.file, what));
+        }
+        let record_len =
+            self.format.record_len(self.input.peek(head_len)).map_err(|what| record_error(&self.file, what))?;
+        let available = self.input.fill(record_len).map_err(|error| read_error(&self.file, offset, error))?;
+        if available < record_len {
+            let what = format!("truncated: the file ends {available} bytes into this {record_len}-byte record");
+            return Err(record_error(&self.file, what));
+        }
+        let range = self.input.take(record_len);
+        let record = &mut self.input.buffer[range];
+        let parsed = match &mut self.format {
+            FormatState::Pcap { link_type, .. } => {
+                Ok(Parsed::Packet { link_type: *link_type, data: PCAP_RECORD_HEADER_LEN..record.len() })
+            }
+            FormatState::PcapNg { parser } => pcapng_record(parser, record),
+        };
+        match parsed.map_err(|what| record_error(&self.file, what))? {
+            Parsed::Metadata => Ok(Some(Record::Metadata(record))),
+            Parsed::Packet { link_type, data } => {
+                self.packets = number;
+                Ok(Some(Record::Packet(Packet { number, offset, link_type, data: &record[data], record })))
+            }
+        }
+    }
+}
+
+/// A record's kind, with where its frame lies in it.
+enum Parsed {
+    Metadata,
+    Packet { link_type: u32, data: Range<usize> },
+}
+
+impl FormatState {
+    /// The length of the record whose first bytes are `head`.
+    fn record_len(&self, head: &[u8]) -> Result<usize, String> {
+        match self {
+            FormatState::Pcap { header, .. } => {
+                let captured = read_u32(head, 8, header.endianness);
+                let limit = header.snaplen.clamp(PCAP_MAX_CAPTURED, MAX_RECORD_LEN);
+                if captured > limit {
+                    return Err(format!(
+                        "corrupt record: captured length {captured} is more than the limit of {limit} bytes"
+                    ));
+                }
+                Ok(PCAP_RECORD_HEADER_LEN + captured as usize)
+            }
+            FormatState::PcapNg { parser } => {
+                let block_type = read_u32(head, 0, Endianness::Little);
+                let endianness = if block_type == SECTION_HEADER_BLOCK {
+                    match read_u32(head, 8, Endianness::Big) {
+                        SECTION_HEADER_MAGIC => Endianness::Big,
+                        magic if magic.swap_bytes() == SECTION_HEADER_MAGIC => Endianness::Little,
+                        magic => return Err(format!("corrupt section header: byte-order magic {magic:#010x}")),
+                    }
+                } else {
+                    match parser {
+                        Some(parser) => parser.section().endianness,
+                        None => return Err("corrupt pcapng: the file does not start with a section header".into()),
+                    }
+                };
+                let len = read_u32(head, 4, endianness);
+                if len < BLOCK_HEAD_LEN as u32 || len % 4 != 0 || len > MAX_RECORD_LEN {
+                    return Err(format!(
+                        "corrupt block: length {len} is not a multiple of 4 from {BLOCK_HEAD_LEN} to {MAX_RECORD_LEN}"
+                    ));
+                }
+                Ok(len as usize)
+            }
+        }
+    }
+}
+
+/// A whole pcapng block: a packet, or metadata that `parser` takes note of
+/// (a section header starts a section, an interface description adds an
+/// interface).
+fn pcapng_record(parser: &mut Option<PcapNgParser>, record: &mut [u8]) -> Result<Parsed, String> {
+    let corrupt = |error: pcap_file::PcapError| format!("corrupt block: {error}");
+    let Some(parser) = parser else {
+        *parser = Some(PcapNgParser::new(record).map_err(corrupt)?.1);
+        forget_section_length(record);
+        return Ok(Parsed::Metadata);
+    };
+    let (_, block) = parser.next_raw_block(record).map_err(corrupt)?;
+    let endianness = parser.section().endianness;
+    let body = &block.body;
+    // Where the body starts in the record: after block type and length.
+    const BODY: usize = 8;
+    let (interface, captured, data_at) = match block.type_ {
+        ENHANCED_PACKET_BLOCK | PACKET_BLOCK if body.len() < 20 => {
+            return Err(format!("corrupt packet block: its body is {} bytes, less than 20", body.len()));
+        }
+        ENHANCED_PACKET_BLOCK => (read_u32(body, 0, endianness), read_u32(body, 12, endianness), 20),
+        // The obsolete Packet Block: a 16-bit interface, then a drop count.
+        PACKET_BLOCK => (u32::from(read_u16(body, 0, endianness)), read_u32(body, 12, endianness), 20),
+        SIMPLE_PACKET_BLOCK if body.len() < 4 => return Err("corrupt simple packet block: no length".into()),
+        SIMPLE_PACKET_BLOCK => {
+            // It holds the packet up to the interface's snapshot length.
+            let original = read_u32(body, 0, endianness);
+            let snaplen = parser.interfaces().first().map_or(0, |interface| interface.snaplen);
+            (0, if snaplen == 0 { original } else { original.min(snaplen) }, 4)
+        }
+        SECTION_HEADER_BLOCK => {
+            forget_section_length(record);
+            return Ok(Parsed::Metadata);
+        }
+        _ => return Ok(Parsed::Metadata),
+    };
+    let interfaces = parser.interfaces();
+    let link_type =
+        interfaces.get(interface as usize).map(|interface| u32::from(interface.linktype)).ok_or_else(|| {
+            format!(
+                "corrupt packet block: interface {interface}, but the section describes {} interfaces",
+                interfaces.len()
+            )
+        })?;
+    let room = body.len() - data_at;
+    if captured as usize > room {
+        return Err(format!("corrupt packet block: captured length {captured}, but the block has room for {room}"));
+    }
+    let start = BODY + data_at;
+    Ok(Parsed::Packet { link_type, data: start..start + captured as usize })
+}
+
+/// Sets a section header's length to -1, "not given": an output holds only
+/// some of the section's blocks, so the input's length would be wrong there.
+fn forget_section_length(section_header: &mut [u8]) {
+    if let Some(length) = section_header.get_mut(SECTION_LENGTH) {
+        length.fill(0xFF);
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize, endianness: Endianness) -> u32 {
+    let word = [bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]];
+    match endianness {
+        Endianness::Big => u32::from_be_bytes(word),
+        Endianness::Little => u32::from_le_bytes(word),
+    }
+}
+
+fn read_u16(bytes: &[u8], at: usize, endianness: Endianness) -> u16 {
+    let half = [bytes[at], bytes[at + 1]];
+    match endianness {
+        Endianness::Big => u16::from_be_bytes(half),
+        Endianness::Little => u16::from_le_bytes(half),
+    }
+}
+
+fn read_error(file: &str, offset: u64, error: io::Error) -> CaptureError {
+    CaptureError::Read { file: file.into(), offset, error }
+}
+
+/// The bytes read from the source and not yet handed out.
+struct Input<R> {
+    source: R,
+    buffer: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// File offset of `buffer[start]`.
+    offset: u64,
+}
+
+impl<R: Read> Input<R> {
+    fn new(source: R) -> Input<R> {
+        Input { source, buffer: vec![0; READ_BUFFER_LEN], start: 0, end: 0, offset: 0 }
+    }
+
+    /// Reads until `len` bytes are available or the source ends, and returns
+    /// how many are.
+    fn fill(&mut self, len: usize) -> io::Result<usize> {
+        if self.end - self.start >= len {
+            return Ok(self.end - self.start);
+        }
+        if self.start + len > self.buffer.len() {
+            self.buffer.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if len > self.buffer.len() {
+                self.buffer.resize(len, 0);
+            }
+        }
+        while self.end - self.start < len {
+            match self.source.read(&mut self.buffer[self.end..]) {
+                Ok(0) => break,
+                Ok(read) => self.end += read,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(self.end - self.start)
+    }
+
+    /// The next `len` bytes, which [`Input::fill`] made available.
+    fn peek(&self, len: usize) -> &[u8] {
+        &self.buffer[self.start..self.start + len]
+    }
+
+    /// Hands out the next `len` bytes, as a range of `buffer`.
+    fn take(&mut self, len: usize) -> Range<usize> {
+        let range = self.start..self.start + len;
+        self.start += len;
+        self.offset += len as u64;
+        range
+    }
+}
+
+/// Writes records to a capture of the input's format. Each is written as
+/// the bytes it had in the input.
+pub struct CaptureWriter<W: Write> {
+    file: String,
+    out: W,
+}
+
+impl<W: Write> CaptureWriter<W> {
+    /// `file` names the output in errors.
+    pub fn new(out: W, file: impl Into<String>) -> CaptureWriter<W> {
+        CaptureWriter { file: file.into(), out }
+    }
+
+    pub fn write(&mut self, record: &[u8]) -> Result<(), CaptureError> {
+        self.out.write_all(record).map_err(|error| self.error(error))
+    }
+
+    pub fn flush(&mut self) -> Result<(), CaptureError> {
+        self.out.flush().map_err(|error| self.error(error))
+    }
+
+    fn error(&self, error: io::Error) -> CaptureError {
+        CaptureError::Write { file: self.file.clone(), error }
+    }
+}

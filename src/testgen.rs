@@ -8,9 +8,10 @@
 //!
 //! Results must not depend on where an engine's memory happens to be, nor on
 //! anything the spec leaves undefined, so the generated programs:
-//! - never let an address become data: r9 holds the input's address (r1 at
-//!   entry) and r10 the frame's, and a pointer computed from them lives in a
-//!   temporary register for one access and is overwritten right after;
+//! - never let an address become data: one of r6-r9 holds the input's
+//!   address (r1 at entry) and r10 the frame's, and a pointer computed from
+//!   them lives in a temporary register for one access and is overwritten
+//!   right after;
 //! - read only the top [`FRAME_INIT`] bytes of each frame, which the function
 //!   writes first (engines reuse their stacks without clearing them);
 //! - write r1-r5 again after every call before reading them (a helper may
@@ -40,13 +41,15 @@ const HELPER_INDICES: [u32; 4] = [HELPER_MIX, HELPER_ZERO, HELPER_COIN, HELPER_S
 /// with a high bit set, which an engine must not truncate.
 const UNREGISTERED_INDICES: [u64; 7] = [0, 4, 999, 65535, 65536, 1 << 32 | 1, u64::MAX];
 
-/// The register holding the input's address for the whole run.
-const INPUT_REG: u8 = 9;
-/// r0-r8: the registers holding values, never addresses.
-const DATA_REGS: u8 = 9;
+/// Registers that may hold the input's address for the whole run: saved
+/// across calls. The others of r0-r9 hold values, never addresses.
+const INPUT_REGS: [u8; 4] = [6, 7, 8, 9];
+/// r0-r9, of which all but the input's address are data registers.
+const REGS: u8 = 10;
 /// r1-r5: a call's arguments, unset after it.
 const ARG_REGS: u16 = 0b11_1110;
-const LOOP_COUNTERS: [u8; 3] = [6, 7, 8];
+/// Loop counters are saved across calls too.
+const LOOP_COUNTERS: [u8; 4] = [6, 7, 8, 9];
 /// Blocks inside forward jumps and loops nest at most this deep.
 const MAX_NESTING: u32 = 3;
 /// No item starts once a program has this many slots.
@@ -148,9 +151,11 @@ pub fn program_from_bytes(data: &[u8]) -> GeneratedCase {
     };
     let data = if source.chance(192) { data_sections(&mut source) } else { Vec::new() };
     let callees = source.below(4) as usize;
+    let input_reg = source.pick(&INPUT_REGS);
     let mut generator = Generator {
         source,
         insns: Vec::new(),
+        input_reg,
         input_len: input_len as i64,
         data: data.iter().map(|section| (section.bytes.len() as i64, section.writable)).collect(),
         data_relocs: Vec::new(),
@@ -212,13 +217,11 @@ extern "C" fn coin(a: u64, b: u64, _: u64, _: u64, _: u64) -> u64 {
 }
 
 /// Also adds how far the stack is from the 16-byte alignment System V
-/// promises at a call: the compiler places `probe` assuming it, so a JIT
-/// that breaks it changes the result.
+/// promises at a call: the compiler places `probe` (16-byte aligned)
+/// assuming it, so a JIT that breaks it changes the result.
 extern "C" fn sum(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64 {
-    #[repr(align(16))]
-    struct Aligned(u8);
-    let probe = Aligned(0);
-    let misalignment = std::hint::black_box(&probe as *const Aligned).addr() % 16;
+    let probe = 0u128;
+    let misalignment = std::hint::black_box(&probe as *const u128).addr() % 16;
     a.wrapping_add(b).wrapping_add(c).wrapping_add(d).wrapping_add(e).wrapping_add(misalignment as u64)
 }
 
@@ -318,6 +321,8 @@ struct Address {
 struct Generator<'a> {
     source: ByteSource<'a>,
     insns: Vec<Insn>,
+    /// Holds the input's address: r1 at entry, saved at once.
+    input_reg: u8,
     input_len: i64,
     /// Each global data section's length and writability.
     data: Vec<(i64, bool)>,
@@ -404,9 +409,16 @@ impl Generator<'_> {
         self.defined |= bit(reg);
     }
 
+    /// The data registers, from a chosen one on, wrapping around.
+    fn data_regs(&mut self) -> impl Iterator<Item = u8> + use<> {
+        let first = self.source.below(REGS.into()) as u8;
+        let input_reg = self.input_reg;
+        (0..REGS).map(move |i| (first + i) % REGS).filter(move |&reg| reg != input_reg)
+    }
+
     /// Sets every register of `regs` that has no value.
     fn restore(&mut self, regs: u16) {
-        for reg in 0..DATA_REGS {
+        for reg in 0..REGS {
             if regs & bit(reg) != 0 && !self.is_defined(reg) {
                 self.set(reg);
             }
@@ -419,17 +431,16 @@ impl Generator<'_> {
     }
 
     fn writable_except(&mut self, avoid: u16) -> u8 {
-        let first = self.source.below(DATA_REGS.into()) as u8;
-        (0..DATA_REGS)
-            .map(|i| (first + i) % DATA_REGS)
-            .find(|&reg| (self.reserved | avoid) & bit(reg) == 0)
-            .expect("at most five of nine data registers are excluded")
+        let excluded = self.reserved | avoid;
+        self.data_regs()
+            .find(|&reg| excluded & bit(reg) == 0)
+            .expect("at most five of the nine data registers are excluded")
     }
 
     /// A data register with a value, to read.
     fn readable(&mut self) -> u8 {
-        let first = self.source.below(DATA_REGS.into()) as u8;
-        match (0..DATA_REGS).map(|i| (first + i) % DATA_REGS).find(|&reg| self.is_defined(reg)) {
+        let defined = self.defined;
+        match self.data_regs().find(|&reg| defined & bit(reg) != 0) {
             Some(reg) => reg,
             None => {
                 let reg = self.writable();
@@ -450,7 +461,7 @@ impl Generator<'_> {
 
     /// Saves the input's address and gives every data register a value.
     fn main_prologue(&mut self) {
-        self.emit(Insn::new(MOV64_REG, INPUT_REG, 1, 0, 0));
+        self.emit(Insn::new(MOV64_REG, self.input_reg, 1, 0, 0));
         // A few accesses through r1 itself, before it becomes data.
         for _ in 0..self.source.below(3) {
             let outside = self.source.chance(3);
@@ -466,7 +477,8 @@ impl Generator<'_> {
                 self.emit(Insn::new(BPF_ST | BPF_MEM | size, 1, 0, address.off, imm));
             }
         }
-        for reg in 0..DATA_REGS {
+        let input_reg = self.input_reg;
+        for reg in (0..REGS).filter(|&reg| reg != input_reg) {
             // r0 may hold a load through r1; r2 sometimes keeps the input's
             // length, which engines must set.
             if (reg == 0 && self.is_defined(reg)) || (reg == 2 && self.source.chance(128)) {
@@ -495,7 +507,7 @@ impl Generator<'_> {
     /// result shows any difference in them, and exits.
     fn main_epilogue(&mut self) {
         self.restore(bit(0));
-        for reg in 1..DATA_REGS {
+        for reg in 1..REGS {
             if self.is_defined(reg) {
                 self.emit(Insn::new(MUL64_IMM, 0, 0, 0, 0x0100_0193));
                 self.emit(Insn::new(XOR64_REG, 0, reg, 0, 0));
@@ -513,7 +525,7 @@ impl Generator<'_> {
     /// return) and exits.
     fn callee_epilogue(&mut self) {
         self.restore(bit(0));
-        for reg in 1..DATA_REGS {
+        for reg in 1..REGS {
             if self.is_defined(reg) {
                 self.emit(Insn::new(XOR64_REG, 0, reg, 0, 0));
             }
@@ -682,7 +694,8 @@ impl Generator<'_> {
         }
     }
 
-    /// r9 plus a constant: inside the input, or just before or after it.
+    /// The input's address plus a constant: inside the input, or just
+    /// before or after it.
     fn input_address(&mut self, size: i64, outside: bool) -> Address {
         let room = self.input_len - size;
         let off = if outside || room < 0 {
@@ -695,7 +708,7 @@ impl Generator<'_> {
             let off = i64::from(self.source.below(room as u32 + 1));
             if self.source.chance(128) { off - off % size } else { off }
         };
-        Address { base: INPUT_REG, off: off as i16, temp: None }
+        Address { base: self.input_reg, off: off as i16, temp: None }
     }
 
     /// r10 plus a constant: the initialised bytes, the whole frame for a
@@ -722,8 +735,8 @@ impl Generator<'_> {
         Address { base: FRAME_REG, off: off as i16, temp: None }
     }
 
-    /// A temporary pointer: r9 plus a data register cut down by a mask or a
-    /// modulo, so that the access is inside the input unless `outside`.
+    /// A temporary pointer: the input's address plus a data register cut
+    /// down by a mask or a modulo, inside the input unless `outside`.
     fn computed_input_address(&mut self, size: i64, outside: bool, keep: u16) -> Address {
         let value = self.readable();
         let temp = self.writable_except(keep);
@@ -746,7 +759,7 @@ impl Generator<'_> {
             }
             off
         };
-        self.emit(Insn::new(ADD64_REG, temp, INPUT_REG, 0, 0));
+        self.emit(Insn::new(ADD64_REG, temp, self.input_reg, 0, 0));
         Address { base: temp, off: off as i16, temp: Some(temp) }
     }
 
@@ -921,7 +934,8 @@ impl Generator<'_> {
     /// A loop of 1 to 6 trips, counting down to 0 or up to the trip count
     /// in a register that its body does not write.
     fn bounded_loop(&mut self) {
-        let Some(counter) = LOOP_COUNTERS.into_iter().find(|&reg| self.reserved & bit(reg) == 0) else {
+        let free = |reg: u8| reg != self.input_reg && self.reserved & bit(reg) == 0;
+        let Some(counter) = LOOP_COUNTERS.into_iter().find(|&reg| free(reg)) else {
             return self.alu();
         };
         let trips = 1 + self.source.below(6) as i32;

@@ -84,7 +84,11 @@ fn checksum_native(data: &[u8]) -> u64 {
 fn program_100() -> Vec<u8> {
     let mut source = String::from("mov %r0, 0\nmov %r1, 1\nmov %r3, 3\n");
     for i in 0..24 {
-        source += &format!("add %r0, {i}\nstxdw [%r10-{}], %r0\nldxdw %r2, [%r10-{}]\njeq %r2, {i}, +0\n", 8 + 8 * (i % 8), 8 + 8 * (i % 8));
+        source += &format!(
+            "add %r0, {i}\nstxdw [%r10-{}], %r0\nldxdw %r2, [%r10-{}]\njeq %r2, {i}, +0\n",
+            8 + 8 * (i % 8),
+            8 + 8 * (i % 8)
+        );
     }
     source += "exit\n";
     let insns = asm::assemble(&source).expect("program_100 assembles");
@@ -103,7 +107,12 @@ fn engines(object: &[u8]) -> Engines {
 }
 
 fn empty_engines() -> Engines {
-    let program = Program::load(&isa::encode_program(&asm::assemble("mov %r0, 0\nexit").unwrap()), &Helpers::new(), &Config::default()).unwrap();
+    let program = Program::load(
+        &isa::encode_program(&asm::assemble("mov %r0, 0\nexit").unwrap()),
+        &Helpers::new(),
+        &Config::default(),
+    )
+    .unwrap();
     let program = Arc::new(program);
     Engines { jit: JitProgram::compile(Arc::clone(&program)).unwrap(), interp: program }
 }
@@ -122,8 +131,12 @@ fn criterion_cases(c: &mut Criterion) {
         assert_eq!(classifier.jit.execute(packet), Ok(native));
     }
     let mut group = c.benchmark_group("classifier_4_packets");
-    group.bench_function("interp", |b| b.iter(|| packets.iter_mut().map(|p| classifier.interp.execute(p).unwrap()).sum::<u64>()));
-    group.bench_function("jit", |b| b.iter(|| packets.iter_mut().map(|p| classifier.jit.execute(p).unwrap()).sum::<u64>()));
+    group.bench_function("interp", |b| {
+        b.iter(|| packets.iter_mut().map(|p| classifier.interp.execute(p).unwrap()).sum::<u64>())
+    });
+    group.bench_function("jit", |b| {
+        b.iter(|| packets.iter_mut().map(|p| classifier.jit.execute(p).unwrap()).sum::<u64>())
+    });
     group.bench_function("native", |b| b.iter(|| packets.iter().map(|p| classify_native(black_box(p))).sum::<u64>()));
     group.finish();
 
@@ -181,7 +194,10 @@ fn ratio_table() {
     let empty = empty_engines();
     let bytecode = program_100();
 
-    println!("\n{:<28} {:>11} {:>11} {:>11} {:>10} {:>10}", "case (ns per call)", "interp", "jit", "native", "jit/native", "interp/jit");
+    println!(
+        "\n{:<28} {:>11} {:>11} {:>11} {:>10} {:>10}",
+        "case (ns per call)", "interp", "jit", "native", "jit/native", "interp/jit"
+    );
     let row = |name: &str, interp: f64, jit: f64, native: Option<f64>| {
         let native_text = native.map_or("-".to_string(), |n| format!("{n:.1}"));
         let ratio = native.map_or("-".to_string(), |n| format!("{:.2}", jit / n));
@@ -224,7 +240,10 @@ fn ratio_table() {
     let compile = ns_per_call(|| {
         black_box(load_and_compile(black_box(&bytecode)));
     });
-    println!("{:<28} {:>11} {:>11.1} (load + verify + JIT compile, 100 instructions)", "load+verify+compile", "-", compile);
+    println!(
+        "{:<28} {:>11} {:>11.1} (load + verify + JIT compile, 100 instructions)",
+        "load+verify+compile", "-", compile
+    );
 }
 
 criterion_group!(benches, criterion_cases);

@@ -149,8 +149,7 @@ fn parse_instruction(text: &str) -> Result<Parsed<'_>, String> {
         rest.split(',').map(|operand| classify(operand.trim())).collect::<Result<Vec<_>, _>>()?
     };
 
-    let candidates: Vec<&Form> =
-        forms_for(&mnemonic).filter(|form| arity(form.operands) == operands.len()).collect();
+    let candidates: Vec<&Form> = forms_for(&mnemonic).filter(|form| arity(form.operands) == operands.len()).collect();
     if candidates.is_empty() {
         let counts = distinct(forms_for(&mnemonic).map(|form| arity(form.operands).to_string()));
         return Err(format!("`{mnemonic}` takes {} operand(s), not {}", counts.join(" or "), operands.len()));

@@ -40,7 +40,9 @@ pub fn parse_vector(text: &str) -> Result<Vector, String> {
                     vector.mem.push(u8::from_str_radix(byte, 16).map_err(|_| bad("bad memory byte"))?);
                 }
             }
-            "result" if !content.is_empty() => vector.result = Some(parse_u64(content).ok_or_else(|| bad("bad result"))?),
+            "result" if !content.is_empty() => {
+                vector.result = Some(parse_u64(content).ok_or_else(|| bad("bad result"))?)
+            }
             "error" if !content.is_empty() => vector.error = Some(content.to_owned()),
             "raw" if !content.is_empty() => raw.push(parse_u64(content).ok_or_else(|| bad("bad raw word"))?),
             _ => {}
@@ -123,7 +125,8 @@ mod tests {
 
     #[test]
     fn parses_sections_and_comments() {
-        let v = parse_vector("# c\n-- asm\nmov %r0, 1 # one\nexit\n-- mem\n00 ff\n-- result\n0x1\n-- raw\n0x95\n").unwrap();
+        let v =
+            parse_vector("# c\n-- asm\nmov %r0, 1 # one\nexit\n-- mem\n00 ff\n-- result\n0x1\n-- raw\n0x95\n").unwrap();
         assert_eq!(v.asm, "mov %r0, 1 # one\nexit\n");
         assert_eq!(v.mem, vec![0, 0xff]);
         assert_eq!(v.result, Some(1));
@@ -138,6 +141,6 @@ mod tests {
         let mut bytes = *b"ab\0";
         memfrob(bytes.as_mut_ptr() as u64, 2, 0, 0, 0);
         assert_eq!(bytes, [b'a' ^ 42, b'b' ^ 42, 0]);
-        assert_eq!(strcmp_ext(b"abc\0".as_ptr() as u64, b"abd\0".as_ptr() as u64, 0, 0, 0) as i64, -1);
+        assert_eq!(strcmp_ext(c"abc".as_ptr() as u64, c"abd".as_ptr() as u64, 0, 0, 0) as i64, -1);
     }
 }

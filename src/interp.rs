@@ -129,7 +129,9 @@ macro_rules! atomic_rmw {
                     ATOMIC_AND => cell.fetch_and(operand, Ordering::SeqCst),
                     ATOMIC_XOR => cell.fetch_xor(operand, Ordering::SeqCst),
                     0xe0 => cell.swap(operand, Ordering::SeqCst),
-                    _ => cell.compare_exchange(expected, operand, Ordering::SeqCst, Ordering::SeqCst).unwrap_or_else(|old| old),
+                    _ => cell
+                        .compare_exchange(expected, operand, Ordering::SeqCst, Ordering::SeqCst)
+                        .unwrap_or_else(|old| old),
                 }
             } else {
                 // SAFETY: the caller checked the bytes; unaligned access is allowed.

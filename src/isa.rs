@@ -390,16 +390,7 @@ impl Insn {
     pub fn encode(&self) -> [u8; INSN_SIZE] {
         let off = self.off.to_le_bytes();
         let imm = self.imm.to_le_bytes();
-        [
-            self.opc,
-            (self.dst & 0x0f) | (self.src << 4),
-            off[0],
-            off[1],
-            imm[0],
-            imm[1],
-            imm[2],
-            imm[3],
-        ]
+        [self.opc, (self.dst & 0x0f) | (self.src << 4), off[0], off[1], imm[0], imm[1], imm[2], imm[3]]
     }
 
     pub fn class(&self) -> u8 {
@@ -724,10 +715,7 @@ mod tests {
     #[test]
     fn every_encoding_has_one_canonical_form() {
         for form in FORMS {
-            let first = FORMS
-                .iter()
-                .find(|other| other.opc == form.opc && other.selector == form.selector)
-                .unwrap();
+            let first = FORMS.iter().find(|other| other.opc == form.opc && other.selector == form.selector).unwrap();
             // Aliases (swap16, gotol) must come after the name the disassembler prints.
             if !std::ptr::eq(first, form) {
                 assert!(matches!(form.mnemonic, "swap16" | "swap32" | "swap64" | "gotol"), "{form:?}");

@@ -21,7 +21,8 @@ pub mod isa;
 pub mod jit;
 pub mod program;
 pub mod replay;
-#[doc(hidden)] pub mod testgen;
+#[doc(hidden)]
+pub mod testgen;
 pub mod verifier;
 
 pub use error::{AsmError, ElfError, Error, ExecError, ExecErrorKind, LoadError, LoadErrorKind};

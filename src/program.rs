@@ -83,8 +83,7 @@ struct GlobalData {
 
 impl GlobalData {
     fn new(bytes: &[u8]) -> GlobalData {
-        let words: Box<[UnsafeCell<u64>]> =
-            (0..bytes.len().div_ceil(8).max(1)).map(|_| UnsafeCell::new(0)).collect();
+        let words: Box<[UnsafeCell<u64>]> = (0..bytes.len().div_ceil(8).max(1)).map(|_| UnsafeCell::new(0)).collect();
         let data = GlobalData { words, len: bytes.len() };
         // SAFETY: the allocation holds at least `bytes.len()` bytes, nothing
         // else references it yet, and the source is a distinct Vec.
@@ -128,14 +127,24 @@ unsafe impl Send for Program {}
 impl Program {
     /// Loads raw bytecode (8 bytes per slot, little-endian).
     pub fn load(bytecode: &[u8], helpers: &Helpers, config: &Config) -> Result<Program, LoadError> {
-        let insns = isa::decode_program(bytecode)
-            .ok_or_else(|| verifier::error(bytecode.len() / 8, Insn::default(), crate::error::LoadErrorKind::PartialSlot(bytecode.len())))?;
+        let insns = isa::decode_program(bytecode).ok_or_else(|| {
+            verifier::error(
+                bytecode.len() / 8,
+                Insn::default(),
+                crate::error::LoadErrorKind::PartialSlot(bytecode.len()),
+            )
+        })?;
         Program::from_image(Image { insns, ..Image::default() }, helpers, config)
     }
 
     /// Loads a program from a clang `-target bpf` object; `name` picks a
     /// function or section, by default the only program or the first.
-    pub fn from_elf(object: &[u8], name: Option<&str>, helpers: &Helpers, config: &Config) -> Result<Program, ElfError> {
+    pub fn from_elf(
+        object: &[u8],
+        name: Option<&str>,
+        helpers: &Helpers,
+        config: &Config,
+    ) -> Result<Program, ElfError> {
         let linked = elf::load(object, name, helpers)?;
         let section = linked.section.clone();
         Program::from_image(linked.image, helpers, config).map_err(|error| ElfError::Load { section, error })
@@ -147,7 +156,11 @@ impl Program {
         let data: Vec<GlobalData> = image.data.iter().map(|section| GlobalData::new(&section.bytes)).collect();
         for reloc in &image.data_relocs {
             let (Some(section), true) = (data.get(reloc.section), reloc.pc + 1 < image.insns.len()) else {
-                return Err(verifier::error(reloc.pc, image.insns.get(reloc.pc).copied().unwrap_or_default(), crate::error::LoadErrorKind::LddwTruncated));
+                return Err(verifier::error(
+                    reloc.pc,
+                    image.insns.get(reloc.pc).copied().unwrap_or_default(),
+                    crate::error::LoadErrorKind::LddwTruncated,
+                ));
             };
             let addr = section.addr().wrapping_add(reloc.offset);
             image.insns[reloc.pc].imm = addr as i32;

@@ -41,13 +41,12 @@ pub fn verify(insns: &[Insn], helpers: &Helpers) -> Result<Vec<usize>, LoadError
                 jump_target(insns, &lddw_tail, pc, insn.imm as i64)?;
             }
             Operands::CallLocal => {
-                let target = jump_target(insns, &lddw_tail, pc, insn.imm as i64)
-                    .map_err(|e| error(e.pc, e.insn, LoadErrorKind::CallToNonFunction { target: pc as i64 + 1 + insn.imm as i64 }))?;
+                let target = jump_target(insns, &lddw_tail, pc, insn.imm as i64).map_err(|e| {
+                    error(e.pc, e.insn, LoadErrorKind::CallToNonFunction { target: pc as i64 + 1 + insn.imm as i64 })
+                })?;
                 functions.push(target);
             }
-            Operands::CallHelper
-                if insn.imm as u32 >= MAX_HELPER_INDEX || helpers.get(insn.imm as u32).is_none() =>
-            {
+            Operands::CallHelper if insn.imm as u32 >= MAX_HELPER_INDEX || helpers.get(insn.imm as u32).is_none() => {
                 return Err(error(pc, *insn, LoadErrorKind::UnknownHelper(insn.imm as u32)));
             }
             Operands::DstImm64 if insn.src != isa::LDDW_IMM64 => {
@@ -215,14 +214,29 @@ mod tests {
         assert_eq!(kind_of(&[Insn::new(MOV64_IMM, 11, 0, 0, 0), EXIT_INSN]), (0, LoadErrorKind::BadRegister(11)));
         assert_eq!(kind_of(&[EXIT_INSN, Insn::new(MOV64_IMM, 10, 0, 0, 0), EXIT_INSN]), (1, LoadErrorKind::WriteToR10));
         assert_eq!(kind_of(&[Insn::new(JA, 0, 0, 5, 0), EXIT_INSN]), (0, LoadErrorKind::JumpOutOfRange { target: 6 }));
-        assert_eq!(kind_of(&[Insn::new(JA, 0, 0, 1, 0), Insn::new(LDDW, 0, 0, 0, 1), Insn::default(), EXIT_INSN]), (0, LoadErrorKind::JumpIntoLddw { target: 2 }));
+        assert_eq!(
+            kind_of(&[Insn::new(JA, 0, 0, 1, 0), Insn::new(LDDW, 0, 0, 0, 1), Insn::default(), EXIT_INSN]),
+            (0, LoadErrorKind::JumpIntoLddw { target: 2 })
+        );
         assert_eq!(kind_of(&[EXIT_INSN, Insn::new(LDDW, 0, 0, 0, 1)]), (1, LoadErrorKind::LddwTruncated));
         assert_eq!(kind_of(&[Insn::new(MOV64_IMM, 0, 0, 0, 0)]), (0, LoadErrorKind::FallsOffEnd));
         assert_eq!(kind_of(&[Insn::new(CALL, 0, 0, 0, 7), EXIT_INSN]), (0, LoadErrorKind::UnknownHelper(7)));
-        assert_eq!(kind_of(&[Insn::new(CALL, 0, 1, 0, 5), EXIT_INSN]).1, LoadErrorKind::CallToNonFunction { target: 6 });
-        assert_eq!(kind_of(&[Insn::new(DIV64_IMM, 0, 0, 2, 1), EXIT_INSN]), (0, LoadErrorKind::InvalidField { field: "off", value: 2 }));
-        assert_eq!(kind_of(&[Insn::new(ADD64_IMM, 0, 3, 0, 1), EXIT_INSN]), (0, LoadErrorKind::InvalidField { field: "src", value: 3 }));
-        assert_eq!(kind_of(&[Insn::new(LE, 0, 0, 0, 8), EXIT_INSN]), (0, LoadErrorKind::InvalidField { field: "imm", value: 8 }));
+        assert_eq!(
+            kind_of(&[Insn::new(CALL, 0, 1, 0, 5), EXIT_INSN]).1,
+            LoadErrorKind::CallToNonFunction { target: 6 }
+        );
+        assert_eq!(
+            kind_of(&[Insn::new(DIV64_IMM, 0, 0, 2, 1), EXIT_INSN]),
+            (0, LoadErrorKind::InvalidField { field: "off", value: 2 })
+        );
+        assert_eq!(
+            kind_of(&[Insn::new(ADD64_IMM, 0, 3, 0, 1), EXIT_INSN]),
+            (0, LoadErrorKind::InvalidField { field: "src", value: 3 })
+        );
+        assert_eq!(
+            kind_of(&[Insn::new(LE, 0, 0, 0, 8), EXIT_INSN]),
+            (0, LoadErrorKind::InvalidField { field: "imm", value: 8 })
+        );
         let too_long = vec![EXIT_INSN; MAX_INSNS + 1];
         assert_eq!(kind_of(&too_long), (MAX_INSNS, LoadErrorKind::TooLong(MAX_INSNS + 1)));
     }

@@ -42,10 +42,8 @@ fn check(vector: &Vector) -> Result<(), String> {
 #[test]
 fn conformance_interpreter() {
     let vectors = vectors();
-    let failures: Vec<String> = vectors
-        .iter()
-        .filter_map(|(name, vector)| check(vector).err().map(|why| format!("{name}: {why}")))
-        .collect();
+    let failures: Vec<String> =
+        vectors.iter().filter_map(|(name, vector)| check(vector).err().map(|why| format!("{name}: {why}"))).collect();
     for failure in &failures {
         eprintln!("FAIL {failure}");
     }
@@ -97,7 +95,11 @@ fn plugin_run(option: &str, engine: &str) {
         };
         if !ok {
             failed += 1;
-            eprintln!("FAIL {name}: status {}, stdout {stdout:?}, stderr {:?}", output.status, String::from_utf8_lossy(&output.stderr));
+            eprintln!(
+                "FAIL {name}: status {}, stdout {stdout:?}, stderr {:?}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
     }
     println!("conformance plugin ({engine}): {} passed, {failed} failed", vectors.len() - failed);

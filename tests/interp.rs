@@ -179,7 +179,8 @@ fn unwind_helper_ends_the_program_when_it_returns_zero() {
 fn registered_regions_honour_write_permission() {
     let mut buffer = vec![0u8; 16];
     let start = buffer.as_mut_ptr() as u64;
-    let lddw = |dst: u8, value: u64| [Insn::new(LDDW, dst, 0, 0, value as i32), Insn::new(0, 0, 0, 0, (value >> 32) as i32)];
+    let lddw =
+        |dst: u8, value: u64| [Insn::new(LDDW, dst, 0, 0, value as i32), Insn::new(0, 0, 0, 0, (value >> 32) as i32)];
     let mut insns = lddw(1, start).to_vec();
     insns.extend([Insn::new(LDXDW, 0, 1, 8, 0), Insn::new(STB, 1, 0, 0, 1), EXIT_INSN]);
 

@@ -26,7 +26,10 @@ fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     }
     (0..digits.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).map_err(|_| format!("bad hex byte {:?} at digit {i}", &digits[i..i + 2])))
+        .map(|i| {
+            u8::from_str_radix(&digits[i..i + 2], 16)
+                .map_err(|_| format!("bad hex byte {:?} at digit {i}", &digits[i..i + 2]))
+        })
         .collect()
 }
 

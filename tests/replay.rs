@@ -4,6 +4,9 @@
 //! captures (cut short, corrupt, empty, of an unknown link type). The
 //! comparison with tcpdump and tshark is in tests/tcpdump.rs.
 
+mod common;
+use common::{example, root, sample, scratch_dir};
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,26 +19,6 @@ use qemu_ubpf::{Config, Helpers, Program, asm, isa};
 mod gen_captures;
 
 const EXAMPLES: [&str; 3] = ["drop_1_1_1_1", "firewall", "dns_blocklist"];
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn sample(name: &str) -> PathBuf {
-    root().join("examples/captures").join(name)
-}
-
-fn example(name: &str) -> PathBuf {
-    root().join("examples").join(format!("{name}.o"))
-}
-
-/// A fresh directory for one test's files.
-fn scratch_dir(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("replay").join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn qemu_ubpf(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_qemu-ubpf")).args(args).output().unwrap()
@@ -81,7 +64,7 @@ fn committed_sample_captures_are_what_the_generator_makes() {
 
 #[test]
 fn a_filter_that_passes_everything_copies_each_capture_byte_for_byte() {
-    let dir = scratch_dir("pass_all");
+    let dir = scratch_dir("replay", "pass_all");
     let pass_all = assembled(&dir, "pass_all.bin", "mov r0, 0\nexit");
     for name in sample_names() {
         for ip_mode in ["on", "off"] {
@@ -97,7 +80,7 @@ fn a_filter_that_passes_everything_copies_each_capture_byte_for_byte() {
 
 #[test]
 fn outputs_hold_the_input_packets_even_when_the_program_writes_to_them() {
-    let dir = scratch_dir("writes");
+    let dir = scratch_dir("replay", "writes");
     // Overwrites the first 8 bytes it is given, then drops odd lengths.
     let scribble = assembled(&dir, "scribble.bin", "stdw [r1], -1\nmov r0, r2\nand r0, 1\nexit");
     for name in sample_names() {
@@ -154,7 +137,7 @@ fn is_interleaving<T: PartialEq>(all: &[T], a: &[T], b: &[T]) -> bool {
 
 #[test]
 fn summary_counts_add_up_and_both_engines_agree() {
-    let dir = scratch_dir("engines");
+    let dir = scratch_dir("replay", "engines");
     for name in sample_names() {
         for filter in EXAMPLES {
             let mut drops = Vec::new();
@@ -186,7 +169,7 @@ fn summary_counts_add_up_and_both_engines_agree() {
 
 #[test]
 fn ip_mode_on_shows_the_program_the_ipv4_packet_and_skips_the_rest() {
-    let dir = scratch_dir("ip_mode");
+    let dir = scratch_dir("replay", "ip_mode");
     // Drops what does not start with IP version 4 (and passes empty input).
     let not_ipv4 = assembled(
         &dir,
@@ -205,7 +188,7 @@ fn ip_mode_on_shows_the_program_the_ipv4_packet_and_skips_the_rest() {
 
 #[test]
 fn a_faulting_program_counts_errors_and_follows_on_error() {
-    let dir = scratch_dir("faults");
+    let dir = scratch_dir("replay", "faults");
     // Reads byte 40 whatever the length: faults on shorter packets.
     let reader = assembled(&dir, "byte40.bin", "ldxb r0, [r1+40]\nmov r0, 0\nexit");
     let capture = sample("ethernet.pcap");
@@ -253,7 +236,7 @@ fn replay_files(dir: &Path, capture: &Path) -> (Output, Vec<u8>, Vec<u8>) {
 
 #[test]
 fn a_truncated_capture_is_an_error_after_everything_before_it_is_written() {
-    let dir = scratch_dir("truncated");
+    let dir = scratch_dir("replay", "truncated");
     for name in sample_names() {
         let whole = std::fs::read(sample(name)).unwrap();
         let records = packet_records(&whole);
@@ -282,7 +265,7 @@ fn a_truncated_capture_is_an_error_after_everything_before_it_is_written() {
 
 #[test]
 fn a_corrupt_record_is_an_error_naming_packet_and_offset() {
-    let dir = scratch_dir("corrupt");
+    let dir = scratch_dir("replay", "corrupt");
     let mut pcap = std::fs::read(sample("ethernet.pcap")).unwrap();
     // The third record's captured length: 24 + two records on.
     let third = 24 + packet_records(&pcap)[..2].iter().map(Vec::len).sum::<usize>();
@@ -308,7 +291,7 @@ fn a_corrupt_record_is_an_error_naming_packet_and_offset() {
 
 #[test]
 fn an_empty_capture_is_fine_and_an_empty_file_is_not() {
-    let dir = scratch_dir("empty");
+    let dir = scratch_dir("replay", "empty");
     for name in ["ethernet.pcap", "multi-interface.pcapng"] {
         let whole = std::fs::read(sample(name)).unwrap();
         let header_len =
@@ -331,7 +314,7 @@ fn an_empty_capture_is_fine_and_an_empty_file_is_not() {
 
 #[test]
 fn an_unsupported_link_type_is_named_unless_ip_mode_is_off() {
-    let dir = scratch_dir("link_type");
+    let dir = scratch_dir("replay", "link_type");
     let mut pcap = std::fs::read(sample("raw-ip.pcap")).unwrap();
     pcap[20..24].copy_from_slice(&147u32.to_le_bytes());
     let user0 = dir.join("user0.pcap");

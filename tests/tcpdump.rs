@@ -10,6 +10,9 @@
 //! Without tcpdump, tshark or editcap these tests fail when `CI` is set,
 //! and otherwise pass after printing a note that they skipped.
 
+mod common;
+use common::{example, sample, scratch_dir};
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -119,25 +122,6 @@ fn tools_installed(test: &str, tools: &[&str]) -> bool {
     // Straight to stderr, past the test harness's capture, so the skip shows.
     let _ = writeln!(std::io::stderr(), "note: skipping {message}");
     false
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn sample(name: &str) -> PathBuf {
-    root().join("examples/captures").join(name)
-}
-
-fn example(name: &str) -> PathBuf {
-    root().join("examples").join(format!("{name}.o"))
-}
-
-fn scratch_dir(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tcpdump").join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn path(path: &Path) -> &str {
@@ -269,7 +253,7 @@ fn dropped_packets_are_those_tcpdump_selects() {
     if !tools_installed("dropped_packets_are_those_tcpdump_selects", &["tcpdump"]) {
         return;
     }
-    let dir = scratch_dir("pcap");
+    let dir = scratch_dir("tcpdump", "pcap");
     for name in SINGLE_LINK_SAMPLES {
         let capture = sample(name);
         let bytes = std::fs::read(&capture).unwrap();
@@ -298,7 +282,7 @@ fn dropped_packets_of_a_multi_link_pcapng_are_those_tcpdump_selects() {
     if !tools_installed("dropped_packets_of_a_multi_link_pcapng_are_those_tcpdump_selects", &["tcpdump"]) {
         return;
     }
-    let dir = scratch_dir("pcapng");
+    let dir = scratch_dir("tcpdump", "pcapng");
     let capture = sample(MULTI_LINK_SAMPLE);
     let (packets, sections) = pcapng_packets(&std::fs::read(&capture).unwrap());
     let mut by_interface: BTreeMap<(usize, u32), Vec<usize>> = BTreeMap::new();
@@ -350,7 +334,7 @@ fn pcapng_written_by_editcap_and_tshark_replays_like_tcpdump_reads_it() {
     if !tools_installed(test, &["tcpdump", "tshark", "editcap"]) {
         return;
     }
-    let dir = scratch_dir("wireshark_pcapng");
+    let dir = scratch_dir("tcpdump", "wireshark_pcapng");
     let from_editcap = dir.join("editcap.pcapng");
     run("editcap", &["-F", "pcapng", path(&sample("ethernet.pcap")), path(&from_editcap)]);
     let from_tshark = dir.join("tshark.pcapng");
@@ -450,7 +434,7 @@ fn outputs_read_back_identically_with_tcpdump_and_tshark() {
     if !tools_installed("outputs_read_back_identically_with_tcpdump_and_tshark", &["tcpdump", "tshark"]) {
         return;
     }
-    let dir = scratch_dir("read_back");
+    let dir = scratch_dir("tcpdump", "read_back");
     let samples = SINGLE_LINK_SAMPLES.iter().chain([&MULTI_LINK_SAMPLE]);
     for name in samples {
         let capture = sample(name);
@@ -481,7 +465,7 @@ fn a_live_loopback_capture_replays_like_tcpdump_reads_it() {
     if !tools_installed(test, &["tcpdump"]) {
         return;
     }
-    let dir = scratch_dir("live");
+    let dir = scratch_dir("tcpdump", "live");
     let capture = dir.join("loopback.pcap");
     // 14 + 20 + 8 + 12 bytes of headers, then 16 of the first name: a
     // blocked name of 14 wire bytes is whole, one of 17 is cut.

@@ -572,3 +572,119 @@ fn longest_program_with_the_longest_straight_run() {
     assert_eq!(jit, interpreter);
     assert!(matches!(kind(jit.result), (5, ExecErrorKind::OutOfBounds { size: 1, write: false, .. })));
 }
+
+/// Inputs of every length from 0 to `max` bytes, filled with distinct bytes.
+fn inputs(max: usize) -> impl Iterator<Item = Vec<u8>> {
+    (0..=max).map(|len| (0..len).map(|i| i as u8 ^ 0x5a).collect())
+}
+
+#[test]
+fn lengths_learnt_from_jumps_not_taken() {
+    // The JIT leaves out input checks that a comparison of r2 (the length)
+    // proves needless on the way not jumped: at the boundary and one past,
+    // for every comparison, both widths, both operand orders.
+    let mut count = 0;
+    for op in ["jlt", "jle", "jne", "jslt", "jsle", "jgt", "jge", "jeq", "jsgt", "jsge", "jset"] {
+        for width in ["", "32"] {
+            for k in [0i64, 1, 3, 4, 7, 8, 9, -1] {
+                for (load, size) in [("ldxb", 1i64), ("ldxh", 2), ("ldxw", 4), ("ldxdw", 8)] {
+                    for off in [k - size - 1, k - size, k - size + 1, 0, k] {
+                        if !(-64..64).contains(&off) {
+                            continue;
+                        }
+                        // `len OP k`, then `k OP len` through a register.
+                        let direct = format!("mov %r0, 0\n{op}{width} %r2, {k}, +1\n{load} %r0, [%r1{off:+}]\nexit");
+                        let reversed = format!(
+                            "mov %r0, 0\nmov %r3, {k}\n{op}{width} %r3, %r2, +1\n{load} %r0, [%r1{off:+}]\nexit"
+                        );
+                        for source in [direct, reversed] {
+                            for mem in inputs(10) {
+                                agree(&source, &mem).ok();
+                                count += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(count > 10_000);
+}
+
+#[test]
+fn lengths_learnt_are_forgotten_at_jump_targets_and_when_r1_or_r2_change() {
+    let sources = [
+        // The load at `l` is reached with the length unchecked too.
+        "mov %r0, 0\njgt %r2, 3, +2\njlt %r2, 8, +2\nja +0\nl:\nldxdw %r0, [%r1]\nexit",
+        "jlt %r2, 8, +4\nldxdw %r0, [%r1]\njeq %r0, 0, +0\nldxdw %r0, [%r1]\nexit\nmov %r0, 0\nexit",
+        // r1 moves, r2 is overwritten, a copy of r1 moves.
+        "mov %r0, 0\njlt %r2, 8, +3\nadd %r1, 4\nldxw %r0, [%r1+1]\nldxw %r0, [%r1]\nexit",
+        "mov %r0, 0\njlt %r2, 4, +3\nmov %r2, 100\njlt %r2, 8, +1\nldxdw %r0, [%r1]\nexit",
+        "mov %r0, 0\njlt %r2, 6, +3\nmov %r3, %r1\nadd %r3, 2\nldxw %r0, [%r3]\nexit",
+        "mov %r0, 0\njlt %r2, 6, +3\nmov %r3, %r1\nadd %r3, 3\nldxw %r0, [%r3]\nexit",
+        "mov %r0, 0\njlt %r2, 6, +3\nmov %r3, 2\nadd %r3, %r1\nldxw %r0, [%r3-2]\nexit",
+        // A helper call keeps the length but not the pointer.
+        "mov %r6, %r1\njlt %r2, 8, +3\nmov %r1, 1\ncall 0\nldxdw %r0, [%r6]\nexit",
+    ];
+    for source in sources {
+        for mem in inputs(10) {
+            agree(source, &mem).ok();
+        }
+    }
+}
+
+#[test]
+fn merged_checks_fault_where_each_access_would() {
+    // Accesses through one base in one straight run share a check of the
+    // bytes they span; when it fails, each access is checked on its own, so
+    // the fault is at the first that faults and the stores before it land.
+    let sources = [
+        "ldxb %r3, [%r1+1]\nldxb %r0, [%r1]\nlsh %r0, 8\nor %r0, %r3\nexit",
+        "ldxb %r0, [%r1+7]\nstb [%r1+1], 9\nstb [%r1+3], 9\nldxh %r3, [%r1+2]\nldxw %r4, [%r1+4]\nexit",
+        "stb [%r1], 1\nstb [%r1+5], 2\nstb [%r1+2], 3\nldxdw %r0, [%r1]\nexit",
+        "stb [%r1-1], 1\nstb [%r1+1], 2\nexit",
+        // Two groups interleaved, and a group starting inside another's copy
+        // that ends after it.
+        "mov %r4, %r1\nadd %r4, 2\nldxb %r0, [%r1]\nldxb %r3, [%r4]\nldxb %r5, [%r1+3]\nldxb %r3, [%r4+4]\nldxb %r3, [%r4+1]\nexit",
+        "mov %r4, %r1\nadd %r4, 1\nldxb %r0, [%r1]\nldxb %r3, [%r4+2]\nldxb %r5, [%r1+1]\nstb [%r4+5], 7\nldxb %r3, [%r4+6]\nexit",
+        // The base register is written by the last access of its group.
+        "ldxb %r3, [%r1+3]\nldxb %r1, [%r1]\nldxb %r0, [%r1]\nexit",
+        // Atomics and 64-bit spans.
+        "mov %r3, 1\nlock add32 [%r1], %r3\nlock fetch add [%r1+4], %r3\nldxdw %r0, [%r1+8]\nexit",
+    ];
+    for source in sources {
+        for mem in inputs(17) {
+            agree(source, &mem).ok();
+        }
+    }
+}
+
+#[test]
+fn merged_checks_over_the_stack_and_regions() {
+    // A base that is not the input: the merged check fails and the copy
+    // checks the stack and the regions.
+    let data: &'static mut [u64; 4] = Box::leak(Box::new([7, 8, 9, 10]));
+    let start = data.as_ptr() as u64;
+    let config = Config { regions: vec![Region { start, len: 32, writable: true }], ..Config::default() };
+    let stack = "stdw [%r10-16], 3\nstdw [%r10-8], 4\nldxdw %r2, [%r10-8]\nadd %r2, 0\nmov %r3, %r10\nand %r2, 0\nadd %r3, %r2\n\
+                 ldxw %r0, [%r3-16]\nldxw %r4, [%r3-8]\nldxw %r5, [%r3-4]\nexit";
+    assert_eq!(agree_with(stack, &config, &[1, 2]), Ok(3));
+    for off in [0, 4, 28, 29, 32] {
+        let region = format!(
+            "lddw %r1, {start:#x}\nmov %r2, %r1\nldxdw %r3, [%r10-8]\nand %r3, 0\nadd %r2, %r3\n\
+             ldxb %r0, [%r2+{off}]\nstb [%r2+1], 5\nldxw %r4, [%r2+{off}]\nexit"
+        );
+        agree_with(&region, &config, &[0; 4]).ok();
+    }
+    // The copy of the first group (which fails, the base being in the
+    // region) must also check the second group, which started inside it and
+    // ends after it, with an access past the region.
+    let hidden = format!(
+        "stdw [%r10-8], 0\nldxdw %r3, [%r10-8]\nlddw %r1, {start:#x}\nadd %r1, %r3\nmov %r4, %r1\nadd %r4, 2\n"
+    );
+    for far in [20, 29, 30, 40] {
+        let source =
+            format!("{hidden}ldxb %r0, [%r1]\nldxb %r5, [%r4]\nldxb %r0, [%r1+3]\nldxb %r5, [%r4+{far}]\nexit");
+        agree_with(&source, &config, &[0; 4]).ok();
+    }
+}

@@ -5,14 +5,17 @@
 //!
 //! The native code keeps the interpreter's memory safety: every load, store
 //! and atomic is checked against the live stack frames, the input and the
-//! program's regions, except where the address is provably inside the
-//! current stack frame (see [`x86_64`]); it counts instructions like the
+//! program's regions, except where the address is provably allowed (inside
+//! the current stack frame, a region, or input the program has compared
+//! the length of; see [`x86_64`]); it counts instructions like the
 //! interpreter and stops at the same instruction when the budget runs out;
 //! it bounds local calls to [`MAX_CALL_DEPTH`] frames.
 //!
 //! Only x86-64 has a backend; elsewhere [`JitProgram::compile`] returns
 //! [`JitError::Unsupported`].
 
+#[cfg(target_arch = "x86_64")]
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use crate::error::{ExecError, ExecErrorKind};
@@ -63,47 +66,60 @@ pub(crate) enum Status {
     UnknownHelper = 4,
 }
 
-/// The per-run state the native code reads and writes through its context
-/// register. `repr(C)` so the code generator can address fields by offset.
+/// What the native code returns, in rax:rdx.
 #[repr(C)]
-#[derive(Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) struct Context {
-    /// Address of the input (0 when it is empty): r1 on entry.
-    pub(crate) input_start: u64,
-    /// Bytes of input: r2 on entry.
-    pub(crate) input_len: u64,
-    /// For an access of `1 << i` bytes: `input_len - size + 1`, or 0 when
-    /// the input is shorter than the access, so `addr - input_start <
-    /// input_bound[i]` is exactly the interpreter's input check.
-    pub(crate) input_bound: [u64; 4],
-    /// Just past the stack: r10 of the entry frame.
-    pub(crate) stack_top: u64,
-    /// Instructions executed so far (up to date at every budget check).
-    pub(crate) executed: u64,
-    /// Local calls in progress (0 in the entry frame).
-    pub(crate) depth: u64,
-    /// The native stack pointer after the prologue, to leave from any depth.
-    pub(crate) saved_rsp: u64,
-    /// r0 when the program exited.
-    pub(crate) result: u64,
-    /// The instruction that stopped the run.
-    pub(crate) error_pc: u64,
-    /// The faulting address, or the unknown helper index.
-    pub(crate) error_value: u64,
+pub(crate) struct Exit {
+    /// A [`Status`] in the low byte; above it, the pc of the instruction
+    /// that stopped the run.
+    pub(crate) status: u64,
+    /// r0 when the program exited; the faulting address or the unknown
+    /// helper index when it was stopped.
+    pub(crate) value: u64,
 }
 
-impl Context {
-    fn new(mem: &mut [u8], stack: &mut Stack) -> Context {
-        let input_len = mem.len() as u64;
-        Context {
-            input_start: if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 },
-            input_len,
-            input_bound: [1, 2, 4, 8].map(|size| input_len.saturating_sub(size - 1)),
-            stack_top: stack.top(),
-            ..Context::default()
-        }
-    }
+/// The per-run state the native code reads and writes through its context
+/// register. `repr(C)` so the code generator can address fields by offset.
+/// The code writes `remaining` on every way out, `extra` in its prologue
+/// when the limit is above `i64::MAX`, and every field of `scratch` it reads
+/// before it reads it.
+#[repr(C)]
+#[derive(Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct Context {
+    /// `limit - executed` when the run ended (the part of a limit above
+    /// `i64::MAX` not yet used is in `extra`), wrapping.
+    pub(crate) remaining: u64,
+    /// The part of the limit not yet moved into the budget register (0
+    /// unless the limit is above `i64::MAX`).
+    pub(crate) extra: u64,
+    pub(crate) scratch: Scratch,
+}
+
+/// Input bounds a [`Scratch`] holds: for the access sizes 1, 2, 4, 8 and
+/// for the spans of merged checks.
+pub(crate) const BOUND_SLOTS: usize = 16;
+
+/// Context fields only the native code uses.
+#[repr(C)]
+#[derive(Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct Scratch {
+    /// Address of the input (0 when it is empty): r1 on entry.
+    pub(crate) input_start: u64,
+    /// For an access (or span) of `size` bytes: `input_len - size + 1`, or
+    /// 0 when the input is shorter, so `addr - input_start < input_bound[i]`
+    /// is exactly the interpreter's input check.
+    pub(crate) input_bound: [u64; BOUND_SLOTS],
+    /// Just past the stack: r10 of the entry frame.
+    pub(crate) stack_top: u64,
+    /// r10 of the deepest frame a local call may make.
+    pub(crate) deepest_frame: u64,
+    /// The native stack pointer after the prologue, to leave from any depth.
+    pub(crate) saved_rsp: u64,
+    /// Where a register is kept for a moment.
+    pub(crate) spill: u64,
 }
 
 /// A program compiled to native code. It keeps the [`Program`] alive, as the
@@ -144,8 +160,20 @@ impl JitProgram {
     /// Runs the compiled program over `mem`, exactly as
     /// [`Program::execute`] would: r1 = the address of `mem` (0 when it is
     /// empty), r2 = its length; returns r0.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
     pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
-        self.execute_counted(mem).0
+        // Nothing reads the context afterwards, so the code may have it
+        // uninitialised (it writes what it reads).
+        let exit = interp::with_thread_stack(|stack| self.enter(mem, stack, &mut MaybeUninit::uninit()));
+        if exit.status == Status::Exited as u64 { Ok(exit.value) } else { Err(self.error(exit)) }
+    }
+
+    /// Runs the compiled program over `mem`, exactly as
+    /// [`Program::execute`] would.
+    #[cfg(not(target_arch = "x86_64"))]
+    pub fn execute(&self, _mem: &mut [u8]) -> Result<u64, ExecError> {
+        match self.never {}
     }
 
     /// Runs the compiled program over `mem` and also returns how many
@@ -160,9 +188,10 @@ impl JitProgram {
     }
 
     /// The native code, for `ubpf_copy_jit`: a System V function
-    /// `fn(*mut Context) -> u64`. Its jumps are relative, so a copy runs
-    /// anywhere, but it embeds the addresses of the program's helpers, helper
-    /// table and regions: a copy is valid only while the program lives.
+    /// `fn(input: u64, input_len: u64, context: *mut Context, stack_top: u64)
+    /// -> Exit` at offset 0. Its jumps are relative, so a copy runs anywhere,
+    /// but it embeds the addresses of the program's helpers, helper table and
+    /// regions: a copy is valid only while the program lives.
     pub fn code(&self) -> &[u8] {
         #[cfg(target_arch = "x86_64")]
         {
@@ -185,10 +214,13 @@ impl JitProgram {
     /// [`interp::run`]: crate::interp::run
     #[cfg(target_arch = "x86_64")]
     pub fn run(&self, mem: &mut [u8], stack: &mut Stack, executed: &mut u64) -> Result<u64, ExecError> {
-        let mut context = Context::new(mem, stack);
-        let status = self.code.run(&mut context);
-        *executed += context.executed;
-        self.outcome(status, &context)
+        let mut context = MaybeUninit::new(Context::default());
+        let exit = self.enter(mem, stack, &mut context);
+        // SAFETY: initialised above; the code writes only whole u64 fields.
+        let context = unsafe { context.assume_init_ref() };
+        // remaining = limit - extra - executed, all wrapping.
+        *executed += self.program.instruction_limit().wrapping_sub(context.extra).wrapping_sub(context.remaining);
+        if exit.status == Status::Exited as u64 { Ok(exit.value) } else { Err(self.error(exit)) }
     }
 
     /// Runs the compiled program with `stack` as its call frames.
@@ -197,26 +229,36 @@ impl JitProgram {
         match self.never {}
     }
 
-    /// Turns what the native code reported into the interpreter's result.
+    /// Calls the native code over `mem` with `stack`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn enter(&self, mem: &mut [u8], stack: &mut Stack, context: &mut MaybeUninit<Context>) -> Exit {
+        let input = if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 };
+        // SAFETY: `mem` and `stack` are borrowed for the call (the stack
+        // holds `STACK_SIZE` bytes below its top), `self` keeps the program
+        // alive, and the context is borrowed too, valid for writes.
+        unsafe { self.code.call(input, mem.len() as u64, context.as_mut_ptr(), stack.top()) }
+    }
+
+    /// Turns a stopped run into the interpreter's error.
+    #[cold]
+    #[inline(never)]
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    fn outcome(&self, status: u64, context: &Context) -> Result<u64, ExecError> {
-        if status == Status::Exited as u64 {
-            return Ok(context.result);
-        }
-        let pc = context.error_pc as usize;
+    fn error(&self, exit: Exit) -> ExecError {
+        let pc = (exit.status >> 8) as usize;
         let insn = self.program.insns()[pc];
-        let kind = match status {
+        let kind = match exit.status & 0xff {
             s if s == Status::Memory as u64 => {
-                let addr = context.error_value;
+                let addr = exit.value;
                 let size = isa::access_size(insn.opc);
                 let write = insn.class() != isa::BPF_LDX;
                 memory_fault(&self.program, addr, size, write)
             }
             s if s == Status::Budget as u64 => ExecErrorKind::BudgetExhausted(self.program.instruction_limit()),
             s if s == Status::CallDepth as u64 => ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH),
-            _ => ExecErrorKind::UnknownHelper(context.error_value),
+            _ => ExecErrorKind::UnknownHelper(exit.value),
         };
-        Err(ExecError { pc, insn, kind })
+        ExecError { pc, insn, kind }
     }
 }
 
@@ -279,13 +321,50 @@ mod tests {
     const EXIT_INSN: Insn = Insn::new(EXIT, 0, 0, 0, 0);
 
     #[test]
-    fn context_input_bounds_match_the_interpreter_check() {
-        let mut stack = Stack::default();
-        let mut mem = [0u8; 5];
-        let context = Context::new(&mut mem, &mut stack);
-        assert_eq!(context.input_bound, [5, 4, 2, 0]);
-        let context = Context::new(&mut [], &mut stack);
-        assert_eq!((context.input_start, context.input_bound), (0, [0; 4]));
+    fn input_bounds_match_the_interpreter_check() {
+        // Each size at each offset of inputs of 0 to 9 bytes, through both
+        // the inline check and the slow path (base r10 + c puts the stack first).
+        let config = Config::default();
+        for len in 0..10 {
+            let mem = vec![5u8; len];
+            for opc in [LDXB, LDXH, LDXW, LDXDW] {
+                for off in -2..10 {
+                    both(&[Insn::new(opc, 0, 1, off, 0), EXIT_INSN], &config, &mem).ok();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn checks_through_copies_of_r10() {
+        let config = Config::default();
+        for off in [-520, -513, -512, -9, -8, -1, 0, 1, 8, 600] {
+            let insns = [
+                Insn::new(MOV64_REG, 3, 10, 0, 0),
+                Insn::new(ADD64_IMM, 3, 0, 0, -16),
+                Insn::new(STDW, 3, 0, off, 7),
+                Insn::new(LDXDW, 0, 3, off, 0),
+                EXIT_INSN,
+            ];
+            both(&insns, &config, &[]).ok();
+            // From a called function, where the caller's frame is live.
+            let call = [Insn::new(CALL, 0, CALL_LOCAL, 0, 1), EXIT_INSN];
+            both(&[&call[..], &insns[..]].concat(), &config, &[1, 2]).ok();
+        }
+    }
+
+    #[test]
+    fn limits_above_i64_max_count_exactly() {
+        for limit in [u64::MAX, i64::MAX as u64 + 1, i64::MAX as u64, 0, 1, 2, 3] {
+            let config = Config { instruction_limit: limit, ..Config::default() };
+            let spin = [
+                Insn::new(MOV64_IMM, 0, 0, 0, 3),
+                Insn::new(SUB64_IMM, 0, 0, 0, 1),
+                Insn::new(JNE_IMM, 0, 0, -2, 0),
+                EXIT_INSN,
+            ];
+            both(&spin, &config, &[]).ok();
+        }
     }
 
     #[test]

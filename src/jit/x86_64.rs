@@ -1,44 +1,83 @@
-//! The x86-64 backend: one pass over the instructions, in the interpreter's
-//! terms, emitting System V code with dynasm.
+//! The x86-64 backend: an analysis pass, then one pass over the
+//! instructions, in the interpreter's terms, emitting System V code (the
+//! frequent forms encoded directly, see `enc`, the rest with dynasm).
 //!
-//! The generated function is `extern "sysv64" fn(*mut Context) -> u64`: it
-//! returns a `Status`, with r0 or the fault's place left in the
-//! `Context`. Layout: prologue, then each instruction at its own dynamic
-//! label, then cold stubs (one per faulting site: they load the pc and the
-//! status and jump to the shared `->fault` exit), then the shared exits
-//! (`->fault`, `->unwind`, `->exit`, `->leave`), then the region-check
-//! routines.
+//! The generated function is
+//! `extern "sysv64" fn(input: u64, input_len: u64, context: *mut Context, stack_top: u64) -> Exit`:
+//! the first two arguments arrive where eBPF r1 and r2 live; it returns the
+//! `Status` (with the stopping pc above it) and r0 (or the faulting address,
+//! or the unknown helper index) in rax:rdx, and leaves the instruction
+//! budget in the `Context`. Layout: prologue at offset 0, then the
+//! instructions (a label only where some jump or call lands), then the cold
+//! paths (the slow half of each memory check, the checked copies of merged
+//! checks, the fault stubs, each stopping the run at its own pc), then the
+//! shared exits, then the region-check routines. The prologue saves and
+//! sets up only what the program uses (callee-saved registers it names,
+//! r10, the budget register, the input bounds its checks read).
 //!
-//! Memory checks. Every load, store and atomic computes its address into
-//! r11 and checks it as `Memory::allows` does: the live stack frames
-//! `[r10 - 512, stack_top)` (r10 is exact, being the current frame's top),
-//! the input, then the program's regions (fixed for the program's life, so
-//! compiled in as constants, in a shared routine per size and direction).
-//! A check is left out only when the base register is r10 and
-//! `[r10 + off, r10 + off + size)` lies inside `[r10 - 512, r10)`, the current
-//! frame: the verifier guarantees r10 is never written, and calls and
-//! returns move it only between frames, so such an access is always in the
-//! live stack.
+//! Memory checks. Every load, store and atomic is checked as
+//! `Memory::allows` does (the live stack frames `[r10 - 512, stack_top)`,
+//! r10 being the current frame's top; the input; the program's regions),
+//! but the order in which the three are tried does not change the answer,
+//! so the code tries the likely one inline and the rest out of line:
+//!
+//! - A base register that holds `r10 + c` with `c` known (r10 itself, or a
+//!   copy moved by constants within the same straight-line code) gives an
+//!   address whose place in the frame is known. Inside the current frame
+//!   the check is left out (the verifier guarantees r10 is never written,
+//!   and calls and returns move it only between frames); otherwise the
+//!   inline check is the stack's, a compare of `r10 + c + off + size` with
+//!   the stack top.
+//! - A base register that holds a known constant (an `lddw` of a global's
+//!   address, say) gives a known address: when a region holds the bytes
+//!   (writable, for a store) the check is left out, as the regions are fixed
+//!   for the program's life.
+//! - A base register that holds the input's address plus a known `c`
+//!   (r1 on entry, or a copy moved by constants), where the straight-line
+//!   code got there only by not taking jumps that compared the length (r2
+//!   on entry, or a copy) with constants, gives an address that is in the
+//!   input when the length so learnt covers it: the check is left out.
+//! - Any other address is checked against the input inline:
+//!   `lea rcx, [base + off]; sub rcx, input_start; cmp rcx, bound; jae slow`,
+//!   with `bound = input_len - size + 1` (0 when the input is shorter).
+//!   Several such accesses through one unchanged base register in one
+//!   straight run share one check of the bytes they span (see `Group`);
+//!   when it fails, a copy of that code checking each access on its own
+//!   runs instead.
+//!
+//! The slow path tries the remaining places (the regions through a shared
+//! routine per size and direction, with their bounds compiled in as
+//! constants), then stops the run at the instruction's own pc; nothing is
+//! hoisted, so every fault happens where the interpreter's does.
 //!
 //! Instruction budget. The interpreter compares its count with the limit at
-//! backward jumps and calls only, so the code adds each straight run's
-//! length to `Context::executed` where the run ends (at a jump, call or
-//! exit, or before falling into a jump target), and compares at the same
-//! instructions as the interpreter: the count is exact there. A fault stub
-//! adds the part of its run not yet counted, so the count is exact at the
-//! end of every run too.
+//! backward jumps and calls only, so the code subtracts each straight run's
+//! length from a register holding `limit - executed` where the run ends (at
+//! a jump, call or exit, or before falling into a jump target) and, at the
+//! same instructions as the interpreter, stops when it goes below zero
+//! (`sub r12, n; jl`): the count is exact there. A fault stub subtracts the
+//! part of its run not yet counted, so the count is exact at the end of
+//! every run too. A limit above `i64::MAX` starts the register at
+//! `i64::MAX` and keeps the rest in the context, moved in when the register
+//! runs out. A program without jumps or calls is one straight run: its
+//! count is known wherever it stops, so it needs no register.
 //!
-//! Local calls use the native stack: the caller pushes r6-r9 and r10 and
-//! `call`s the function; its `exit` is a `ret`. Each level takes 48 bytes
-//! with the return address, so the stack stays 16-byte aligned for helpers.
+//! Local calls use the native stack: the caller pushes those of r6-r9 the
+//! program uses, and r10, and `call`s the function; its `exit` is a `ret`.
+//! The depth is r10's distance from the stack top.
+//!
+//! The code lives in pages from a process-wide pool (see `pool`): filled
+//! while writable and not executable, then switched to read+execute; after
+//! the program is dropped they go back to the pool, still not writable,
+//! until they are switched back to be filled again.
 
 use std::mem::offset_of;
 
-use dynasmrt::mmap::MutableBuffer;
+use dynasmrt::components::{LabelRegistry, PatchLoc, RelocRegistry};
 use dynasmrt::x64::{Rq, X64Relocation};
-use dynasmrt::{AssemblyOffset, DynamicLabel, DynasmApi, DynasmLabelApi, ExecutableBuffer, VecAssembler, dynasm};
+use dynasmrt::{AssemblyOffset, DynamicLabel, DynasmApi, DynasmError, DynasmLabelApi, dynasm};
 
-use super::{Context, JitError, Status};
+use super::{Context, Exit, JitError, Scratch, Status};
 use crate::isa::*;
 use crate::program::Program;
 
@@ -57,13 +96,15 @@ pub const REGISTER_MAP: [Rq; NUM_REGS] = [
     Rq::R15, // r9: callee-saved
     Rq::RBP, // r10: frame pointer, read-only; callee-saved
 ];
-// Also reserved: r12 holds the `Context` pointer for the whole run (budget
-// counter, input bounds, stack top, call depth, error slots). rcx, r10 and
-// r11 are scratch: rcx for shift counts, divisors and temporaries, r11 for
-// the address of a memory access (and the faulting value at a fault), r10
-// for temporaries and call targets.
+// Also reserved: r10 holds the `Context` pointer for the whole run (input
+// bounds, stack top, error slots), saved around helper calls; r12 the
+// instruction budget left (callee-saved, so helpers keep it). rcx and r11
+// are scratch: rcx for shift counts, divisors, addresses being checked and
+// temporaries, r11 for atomics' addresses, the faulting value at a fault,
+// and temporaries.
 
-// The helper-call sequence relies on r1..r5 being rdi, rsi, rdx, r9, r8.
+// The helper-call sequence relies on r1..r5 being rdi, rsi, rdx, r9, r8, and
+// the entry on r1, r2 being the first two System V arguments.
 const _: () = {
     let expected = [Rq::RDI, Rq::RSI, Rq::RDX, Rq::R9, Rq::R8];
     let mut i = 0;
@@ -75,20 +116,36 @@ const _: () = {
     assert!(REGISTER_MAP[10] as u8 == Rq::RBP as u8);
 };
 
-/// Context field offsets, as the code addresses them from r12.
-const CTX_INPUT_START: i32 = offset_of!(Context, input_start) as i32;
-const CTX_INPUT_LEN: i32 = offset_of!(Context, input_len) as i32;
-const CTX_INPUT_BOUND: i32 = offset_of!(Context, input_bound) as i32;
-const CTX_STACK_TOP: i32 = offset_of!(Context, stack_top) as i32;
-const CTX_EXECUTED: i32 = offset_of!(Context, executed) as i32;
-const CTX_DEPTH: i32 = offset_of!(Context, depth) as i32;
-const CTX_SAVED_RSP: i32 = offset_of!(Context, saved_rsp) as i32;
-const CTX_RESULT: i32 = offset_of!(Context, result) as i32;
-const CTX_ERROR_PC: i32 = offset_of!(Context, error_pc) as i32;
-const CTX_ERROR_VALUE: i32 = offset_of!(Context, error_value) as i32;
+/// Context field offsets, as the code addresses them from (host) r10.
+const CTX_REMAINING: i32 = offset_of!(Context, remaining) as i32;
+const CTX_EXTRA: i32 = offset_of!(Context, extra) as i32;
+const SCRATCH: usize = offset_of!(Context, scratch);
+const CTX_INPUT_START: i32 = (SCRATCH + offset_of!(Scratch, input_start)) as i32;
+const CTX_INPUT_BOUND: i32 = (SCRATCH + offset_of!(Scratch, input_bound)) as i32;
+const CTX_STACK_TOP: i32 = (SCRATCH + offset_of!(Scratch, stack_top)) as i32;
+const CTX_DEEPEST: i32 = (SCRATCH + offset_of!(Scratch, deepest_frame)) as i32;
+const CTX_SAVED_RSP: i32 = (SCRATCH + offset_of!(Scratch, saved_rsp)) as i32;
+const CTX_SPILL: i32 = (SCRATCH + offset_of!(Scratch, spill)) as i32;
 
 // The helper table is read as an array of nullable code pointers.
 const _: () = assert!(size_of::<Option<crate::helpers::HelperFn>>() == 8);
+
+/// A straight run is at most this long (the longest program), so run
+/// lengths fit the immediate of a `sub`.
+const _: () = assert!(MAX_INSNS <= i32::MAX as usize);
+
+/// What r12 may hold: `limit - executed` must fit in an i64 even past the
+/// limit, by up to one straight run. (Small in unit tests, so that they
+/// run the refills.)
+#[cfg(not(test))]
+const REMAINING_MAX: u64 = i64::MAX as u64;
+#[cfg(test)]
+const REMAINING_MAX: u64 = 1000;
+/// How much of a limit above `REMAINING_MAX` one refill moves into r12.
+#[cfg(not(test))]
+const REFILL: u64 = 1 << 62;
+#[cfg(test)]
+const REFILL: u64 = 300;
 
 /// dynasm with the architecture spelled out once.
 macro_rules! x64 {
@@ -108,43 +165,555 @@ macro_rules! maybe_locked {
     };
 }
 
-/// The native code of one program, in memory that is readable and
-/// executable but never writable (it is filled while writable and not
-/// executable, then switched). Unmapped on drop.
+/// The native code of one program, in pool pages that are readable and
+/// executable but never writable while they hold it. Returned to the pool
+/// on drop.
 pub(super) struct Code {
-    buffer: ExecutableBuffer,
+    run: pool::Pages,
+    len: usize,
 }
 
 impl Code {
-    fn map(bytes: &[u8]) -> Result<Code, JitError> {
-        let mut buffer = MutableBuffer::new(bytes.len())?;
-        buffer.set_len(bytes.len());
-        buffer.copy_from_slice(bytes);
-        let buffer = buffer.make_exec()?;
-        dynasmrt::cache_control::prepare_for_execution(&buffer);
-        Ok(Code { buffer })
+    fn new(bytes: &[u8]) -> Result<Code, JitError> {
+        let run = pool::Pages::fill(bytes)?;
+        Ok(Code { run, len: bytes.len() })
     }
 
     pub(super) fn bytes(&self) -> &[u8] {
-        &self.buffer
+        // SAFETY: the pages hold `len` bytes of code, readable, and stay
+        // mapped and unchanged while `self` owns them.
+        unsafe { std::slice::from_raw_parts(self.run.addr() as *const u8, self.len) }
     }
 
-    /// Runs the code with `context`, which must describe memory that stays
-    /// valid for the run (the caller's input and stack), for a program that
-    /// outlives the call; returns the [`Status`].
-    pub(super) fn run(&self, context: &mut Context) -> u64 {
-        let start = self.buffer.ptr(AssemblyOffset(0));
-        // SAFETY: the buffer holds a complete function generated by
-        // `compile` with this signature at offset 0 (the prologue), mapped
-        // executable, and lives as long as `self`.
-        let entry: unsafe extern "sysv64" fn(*mut Context) -> u64 = unsafe { std::mem::transmute(start) };
+    /// Runs the code over the input at `input` (`input_len` bytes, or
+    /// `input == 0` and no bytes) with the stack of `STACK_SIZE` bytes whose
+    /// top is `stack_top`.
+    ///
+    /// # Safety
+    /// The input and the stack must be valid for reads and writes and not
+    /// otherwise in use for the call, the program the code was compiled from
+    /// must outlive it, and `context` must be valid for writes (the code
+    /// initialises what it reads).
+    #[inline(always)]
+    pub(super) unsafe fn call(&self, input: u64, input_len: u64, context: *mut Context, stack_top: u64) -> Exit {
+        type Entry = unsafe extern "sysv64" fn(u64, u64, *mut Context, u64) -> Exit;
+        // SAFETY: the pages hold a complete function generated by `compile`
+        // with this signature at offset 0 (the prologue), mapped executable,
+        // and live as long as `self`.
+        let entry: Entry = unsafe { std::mem::transmute::<*const (), Entry>(self.run.addr() as *const ()) };
         // SAFETY: the code only touches memory that its checks admit: the
-        // input and stack the context describes (borrowed by the caller for
-        // this call), the program's regions and helper table (owned by the
-        // `Program` that the `JitProgram` keeps alive), and the context
-        // itself; helpers are called with the System V convention they are
-        // declared with; the native stack is restored on every way out.
-        unsafe { entry(context) }
+        // input and stack the arguments describe (valid for the call, by the
+        // caller's contract), the program's regions and helper table (owned
+        // by the program, which outlives the call), and the context itself;
+        // helpers are called with the System V convention they are declared
+        // with; the native stack is restored on every way out.
+        unsafe { entry(input, input_len, context, stack_top) }
+    }
+}
+
+/// Executable memory, handed out in whole pages and recycled, because on
+/// many systems mapping, protecting and unmapping memory costs tens of
+/// microseconds, more than compiling a small program.
+///
+/// Pages are in one of three states: free (read+write, owned by the pool),
+/// in use (read+execute, owned by a [`Pages`]), retired (read+execute, no
+/// longer used, owned by the pool). A program's pages are filled while free
+/// and switched to read+execute before any code runs from them; retired
+/// pages are switched back to read+write, in as few calls as adjacent
+/// ranges allow, only when no free run is large enough. No page is ever
+/// writable and executable at once, and no page is written while code may
+/// run from it (a retired page's program has been dropped).
+pub(super) mod pool {
+    use std::io;
+    use std::sync::Mutex;
+
+    /// Fresh memory is mapped this many bytes at a time (or more, for a
+    /// larger program). Its pages are faulted in as they are first filled
+    /// (populating the chunk up front costs more than most processes use).
+    const CHUNK: usize = 256 * 1024;
+    /// Free and retired pages the pool keeps; past this, retired pages are
+    /// unmapped.
+    const KEEP: usize = 1024 * 1024;
+    /// x86-64 pages; mmap and mprotect work on multiples of it.
+    const PAGE: usize = 4096;
+
+    #[derive(Clone, Copy, Debug)]
+    struct Range {
+        addr: usize,
+        len: usize,
+    }
+
+    struct Pool {
+        /// Read+write pages, ready to be filled.
+        free: Vec<Range>,
+        /// Read+execute pages whose program was dropped.
+        retired: Vec<Range>,
+        /// Bytes in `free` and `retired`.
+        kept: usize,
+    }
+
+    static POOL: Mutex<Pool> = Mutex::new(Pool { free: Vec::new(), retired: Vec::new(), kept: 0 });
+
+    fn lock() -> std::sync::MutexGuard<'static, Pool> {
+        // The pool's lists stay consistent at every await point of a panic
+        // (there is none inside the critical sections that could leave a
+        // half-done change), so a poisoned lock is still usable.
+        POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn protect(range: Range, prot: libc::c_int) -> io::Result<()> {
+        // SAFETY: `range` is page-aligned memory this pool mapped and owns;
+        // no code runs from it (free or retired pages, or pages being
+        // sealed by their only owner).
+        if unsafe { libc::mprotect(range.addr as *mut libc::c_void, range.len, prot) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn unmap(range: Range) {
+        // SAFETY: the pool owns `range` (mapped by it, unused); a failure
+        // leaves it mapped, which only leaks it.
+        unsafe { libc::munmap(range.addr as *mut libc::c_void, range.len) };
+    }
+
+    /// Sorts `ranges` and merges the adjacent ones.
+    fn coalesce(ranges: &mut Vec<Range>) {
+        ranges.sort_unstable_by_key(|range| range.addr);
+        let mut merged: Vec<Range> = Vec::with_capacity(ranges.len());
+        for &range in ranges.iter() {
+            match merged.last_mut() {
+                Some(last) if last.addr + last.len == range.addr => last.len += range.len,
+                _ => merged.push(range),
+            }
+        }
+        *ranges = merged;
+    }
+
+    impl Pool {
+        /// The first `len` bytes of the first free range that holds them.
+        fn take(&mut self, len: usize) -> Option<Range> {
+            let index = self.free.iter().position(|range| range.len >= len)?;
+            let range = &mut self.free[index];
+            let taken = Range { addr: range.addr, len };
+            if range.len == len {
+                self.free.swap_remove(index);
+            } else {
+                range.addr += len;
+                range.len -= len;
+            }
+            self.kept -= len;
+            Some(taken)
+        }
+
+        /// Makes the retired pages writable again and frees them.
+        fn recycle(&mut self) {
+            coalesce(&mut self.retired);
+            for range in std::mem::take(&mut self.retired) {
+                if protect(range, libc::PROT_READ | libc::PROT_WRITE).is_ok() {
+                    self.free.push(range);
+                } else {
+                    self.kept -= range.len;
+                    unmap(range);
+                }
+            }
+            coalesce(&mut self.free);
+        }
+
+        fn allocate(&mut self, len: usize) -> io::Result<Range> {
+            if let Some(range) = self.take(len) {
+                return Ok(range);
+            }
+            if !self.retired.is_empty() {
+                self.recycle();
+                if let Some(range) = self.take(len) {
+                    return Ok(range);
+                }
+            }
+            let size = len.max(CHUNK);
+            // SAFETY: a fresh private anonymous mapping; it aliases nothing.
+            let addr = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    size,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            if addr == libc::MAP_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            let addr = addr as usize;
+            if size > len {
+                self.free.push(Range { addr: addr + len, len: size - len });
+                self.kept += size - len;
+            }
+            Ok(Range { addr, len })
+        }
+
+        fn retire(&mut self, range: Range) {
+            if self.kept + range.len <= KEEP {
+                self.retired.push(range);
+                self.kept += range.len;
+            } else {
+                unmap(range);
+            }
+        }
+    }
+
+    /// Pages holding one program's code: read+execute, owned until dropped.
+    #[derive(Debug)]
+    pub(in crate::jit) struct Pages {
+        range: Range,
+    }
+
+    impl Pages {
+        /// Pages holding `bytes` (then `int3` up to the page end), switched
+        /// to read+execute.
+        pub(in crate::jit) fn fill(bytes: &[u8]) -> io::Result<Pages> {
+            let len = bytes.len().max(1).next_multiple_of(PAGE);
+            let range = lock().allocate(len)?;
+            // SAFETY: the range is free, so read+write, mapped and owned by
+            // this call alone; it holds `len >= bytes.len()` bytes, and
+            // `bytes` lies elsewhere.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), range.addr as *mut u8, bytes.len());
+                std::ptr::write_bytes((range.addr + bytes.len()) as *mut u8, 0xcc, len - bytes.len());
+            }
+            if let Err(error) = protect(range, libc::PROT_READ | libc::PROT_EXEC) {
+                let mut pool = lock();
+                pool.free.push(range);
+                pool.kept += range.len;
+                return Err(error);
+            }
+            Ok(Pages { range })
+        }
+
+        pub(in crate::jit) fn addr(&self) -> usize {
+            self.range.addr
+        }
+    }
+
+    impl Drop for Pages {
+        fn drop(&mut self) {
+            lock().retire(self.range);
+        }
+    }
+}
+
+/// dynasm's `VecAssembler` cut down to dynamic labels, with its buffer open
+/// to the direct encoder ([`enc`]).
+struct Asm {
+    ops: Vec<u8>,
+    labels: LabelRegistry,
+    relocs: RelocRegistry<X64Relocation>,
+    error: Option<DynasmError>,
+}
+
+impl Asm {
+    fn with_capacity(bytes: usize, labels: usize, relocs: usize) -> Asm {
+        Asm {
+            ops: Vec::with_capacity(bytes),
+            labels: LabelRegistry::with_capacity(0, 0, labels),
+            relocs: RelocRegistry::with_capacity(0, relocs),
+            error: None,
+        }
+    }
+
+    fn new_dynamic_label(&mut self) -> DynamicLabel {
+        self.labels.new_dynamic_label()
+    }
+
+    /// Appends one directly encoded instruction.
+    #[inline(always)]
+    fn put(&mut self, bytes: enc::Bytes) {
+        self.ops.reserve(enc::MAX_LEN);
+        let len = self.ops.len();
+        // SAFETY: the reserve leaves room for `MAX_LEN` bytes past `len`;
+        // all of them are written (the instruction and zeroes after it) and
+        // only the instruction's are counted in.
+        unsafe {
+            std::ptr::write_unaligned(self.ops.as_mut_ptr().add(len).cast::<[u8; enc::MAX_LEN]>(), bytes.buf);
+            self.ops.set_len(len + bytes.len);
+        }
+    }
+
+    /// The code, with every label reference resolved.
+    fn finalize(mut self) -> Result<Vec<u8>, DynasmError> {
+        if let Some(error) = self.error.take() {
+            return Err(error);
+        }
+        for (loc, id) in self.relocs.take_dynamics() {
+            let target = self.labels.resolve_dynamic(id)?;
+            if loc.patch(&mut self.ops[loc.range(0)], 0, target.0).is_err() {
+                return Err(DynasmError::ImpossibleRelocation(dynasmrt::TargetKind::Dynamic(id)));
+            }
+        }
+        Ok(self.ops)
+    }
+
+    /// For the label kinds this assembler does not keep.
+    fn unsupported(&mut self) {
+        self.error = Some(DynasmError::CheckFailed);
+    }
+}
+
+impl Extend<u8> for Asm {
+    fn extend<T: IntoIterator<Item = u8>>(&mut self, iter: T) {
+        self.ops.extend(iter)
+    }
+}
+
+impl<'a> Extend<&'a u8> for Asm {
+    fn extend<T: IntoIterator<Item = &'a u8>>(&mut self, iter: T) {
+        self.ops.extend(iter)
+    }
+}
+
+impl DynasmApi for Asm {
+    fn offset(&self) -> AssemblyOffset {
+        AssemblyOffset(self.ops.len())
+    }
+
+    #[inline(always)]
+    fn push(&mut self, byte: u8) {
+        self.ops.push(byte);
+    }
+
+    fn align(&mut self, alignment: usize, with: u8) {
+        while self.ops.len() % alignment != 0 {
+            self.ops.push(with);
+        }
+    }
+}
+
+impl DynasmLabelApi for Asm {
+    type Relocation = X64Relocation;
+
+    fn local_label(&mut self, _: &'static str) {
+        self.unsupported();
+    }
+
+    fn global_label(&mut self, _: &'static str) {
+        self.unsupported();
+    }
+
+    fn dynamic_label(&mut self, id: DynamicLabel) {
+        let offset = self.offset();
+        if let Err(error) = self.labels.define_dynamic(id, offset) {
+            self.error = Some(error);
+        }
+    }
+
+    fn forward_relocation(&mut self, _: &'static str, _: isize, _: u8, _: u8, _: X64Relocation) {
+        self.unsupported();
+    }
+
+    fn backward_relocation(&mut self, _: &'static str, _: isize, _: u8, _: u8, _: X64Relocation) {
+        self.unsupported();
+    }
+
+    fn global_relocation(&mut self, _: &'static str, _: isize, _: u8, _: u8, _: X64Relocation) {
+        self.unsupported();
+    }
+
+    fn dynamic_relocation(
+        &mut self,
+        id: DynamicLabel,
+        target_offset: isize,
+        field_offset: u8,
+        ref_offset: u8,
+        kind: X64Relocation,
+    ) {
+        let location = self.offset();
+        self.relocs.add_dynamic(id, PatchLoc::new(location, target_offset, field_offset, ref_offset, kind));
+    }
+
+    fn value_relocation(&mut self, _: usize, _: u8, _: u8, _: X64Relocation) {
+        self.unsupported();
+    }
+}
+
+/// x86-64 encodings of the most frequent instruction forms, written
+/// directly: dynasm builds each byte at run time behind a capacity check,
+/// which made it most of the cost of compiling. Jumps to labels, and the
+/// rarer forms, still go through dynasm.
+mod enc {
+    use dynasmrt::x64::Rq;
+
+    /// The longest instruction encoded here, and then some.
+    pub(super) const MAX_LEN: usize = 16;
+
+    /// One instruction's bytes.
+    pub(super) struct Bytes {
+        pub(super) buf: [u8; MAX_LEN],
+        pub(super) len: usize,
+    }
+
+    impl Bytes {
+        fn new() -> Bytes {
+            Bytes { buf: [0; MAX_LEN], len: 0 }
+        }
+
+        fn push(&mut self, byte: u8) {
+            self.buf[self.len] = byte;
+            self.len += 1;
+        }
+
+        fn extend(&mut self, bytes: &[u8]) {
+            for &byte in bytes {
+                self.push(byte);
+            }
+        }
+
+        /// A REX prefix with W and the high bits of the ModRM reg and r/m
+        /// (or base) fields, left out when it would be plain 0x40 unless
+        /// `force` (byte registers sil, dil, bpl, spl need it).
+        fn rex(&mut self, w: bool, reg: u8, rm: u8, force: bool) {
+            let rex = 0x40 | (w as u8) << 3 | (reg >> 3 & 1) << 2 | (rm >> 3 & 1);
+            if rex != 0x40 || force {
+                self.push(rex);
+            }
+        }
+    }
+
+    /// An immediate operand of a memory form.
+    #[derive(Clone, Copy)]
+    pub(super) enum Imm {
+        None,
+        I8(i8),
+        I16(i16),
+        I32(i32),
+    }
+
+    /// `opcode` with registers: ModRM reg = `reg`, r/m = `rm`.
+    pub(super) fn rr(w: bool, opcode: &[u8], reg: Rq, rm: Rq) -> Bytes {
+        let (reg, rm) = (reg as u8, rm as u8);
+        let mut b = Bytes::new();
+        b.rex(w, reg, rm, false);
+        b.extend(opcode);
+        b.push(0xc0 | (reg & 7) << 3 | (rm & 7));
+        b
+    }
+
+    /// A group-1 operation (`/ext`: add 0, or 1, and 4, sub 5, xor 6,
+    /// cmp 7) of `rm` with a sign-extended immediate.
+    pub(super) fn group1(w: bool, ext: u8, rm: Rq, imm: i32) -> Bytes {
+        let rm = rm as u8;
+        let mut b = Bytes::new();
+        b.rex(w, 0, rm, false);
+        match i8::try_from(imm) {
+            Ok(imm) => b.extend(&[0x83, 0xc0 | ext << 3 | (rm & 7), imm as u8]),
+            Err(_) => {
+                b.extend(&[0x81, 0xc0 | ext << 3 | (rm & 7)]);
+                b.extend(&imm.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    /// `test rm, imm32` (sign-extended for 64 bits).
+    pub(super) fn test_imm(w: bool, rm: Rq, imm: i32) -> Bytes {
+        let rm = rm as u8;
+        let mut b = Bytes::new();
+        b.rex(w, 0, rm, false);
+        b.extend(&[0xf7, 0xc0 | (rm & 7)]);
+        b.extend(&imm.to_le_bytes());
+        b
+    }
+
+    /// `imul dst, src, imm`.
+    pub(super) fn imul_imm(w: bool, dst: Rq, src: Rq, imm: i32) -> Bytes {
+        let (dst, src) = (dst as u8, src as u8);
+        let mut b = Bytes::new();
+        b.rex(w, dst, src, false);
+        match i8::try_from(imm) {
+            Ok(imm) => b.extend(&[0x6b, 0xc0 | (dst & 7) << 3 | (src & 7), imm as u8]),
+            Err(_) => {
+                b.extend(&[0x69, 0xc0 | (dst & 7) << 3 | (src & 7)]);
+                b.extend(&imm.to_le_bytes());
+            }
+        }
+        b
+    }
+
+    /// `mov dst32, imm32`, zero-extending.
+    pub(super) fn mov32_imm(dst: Rq, imm: i32) -> Bytes {
+        let dst = dst as u8;
+        let mut b = Bytes::new();
+        b.rex(false, 0, dst, false);
+        b.push(0xb8 | (dst & 7));
+        b.extend(&imm.to_le_bytes());
+        b
+    }
+
+    /// `mov dst64, imm32`, sign-extending.
+    pub(super) fn mov64_imm(dst: Rq, imm: i32) -> Bytes {
+        let dst = dst as u8;
+        let mut b = Bytes::new();
+        b.rex(true, 0, dst, false);
+        b.extend(&[0xc7, 0xc0 | (dst & 7)]);
+        b.extend(&imm.to_le_bytes());
+        b
+    }
+
+    /// A shift by a count (`/ext`: shl 4, shr 5, sar 7).
+    pub(super) fn shift_imm(w: bool, ext: u8, dst: Rq, count: u8) -> Bytes {
+        let dst = dst as u8;
+        let mut b = Bytes::new();
+        b.rex(w, 0, dst, false);
+        b.extend(&[0xc1, 0xc0 | ext << 3 | (dst & 7), count]);
+        b
+    }
+
+    /// `opcode` with the memory operand `[base + disp]` (ModRM reg =
+    /// `reg`, a register or an opcode extension) and an immediate;
+    /// `operand16` adds the 0x66 prefix, `byte_reg` forces a REX prefix so
+    /// that `reg` names sil, dil, bpl or spl rather than a high byte.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn mem(
+        operand16: bool,
+        w: bool,
+        byte_reg: bool,
+        opcode: &[u8],
+        reg: u8,
+        base: Rq,
+        disp: i32,
+        imm: Imm,
+    ) -> Bytes {
+        let base = base as u8;
+        let mut b = Bytes::new();
+        if operand16 {
+            b.push(0x66);
+        }
+        b.rex(w, reg, base, byte_reg && (4..8).contains(&reg));
+        b.extend(opcode);
+        // rbp and r13 as a base always take a displacement.
+        let (mode, disp8) = match i8::try_from(disp) {
+            Ok(0) if base & 7 != 5 => (0, None),
+            Ok(disp) => (1, Some(disp)),
+            Err(_) => (2, None),
+        };
+        b.push(mode << 6 | (reg & 7) << 3 | (base & 7));
+        if base & 7 == 4 {
+            // rsp and r12 as a base need a SIB byte: no index.
+            b.push(0x24);
+        }
+        match (mode, disp8) {
+            (1, Some(disp)) => b.push(disp as u8),
+            (2, _) => b.extend(&disp.to_le_bytes()),
+            _ => {}
+        }
+        match imm {
+            Imm::None => {}
+            Imm::I8(imm) => b.push(imm as u8),
+            Imm::I16(imm) => b.extend(&imm.to_le_bytes()),
+            Imm::I32(imm) => b.extend(&imm.to_le_bytes()),
+        }
+        b
     }
 }
 
@@ -205,24 +774,485 @@ enum LoadKind {
     S32,
 }
 
-/// A cold path: the code jumps here from `pc` to stop the run with `status`.
-struct Stub {
-    label: DynamicLabel,
-    pc: usize,
-    status: Status,
-    /// Instructions of the straight run up to `pc` (included) not yet
-    /// counted, so that the count is exact however the run stops.
-    unflushed: u32,
+/// What the analysis knows of a register's value within straight-line
+/// code.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Value {
+    Unknown,
+    /// Exactly this.
+    Const(u64),
+    /// r10 plus this (wrapping).
+    Frame(i64),
+    /// The input's address plus this (wrapping).
+    Input(i64),
+    /// The input's length.
+    Len,
 }
 
-fn reg(index: u8) -> Rq {
-    // The verifier keeps register fields to r0..r10.
-    REGISTER_MAP[index as usize]
+/// How a memory access is checked on its own.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Check {
+    /// Not at all: provably in the current frame, in the input, or in a
+    /// region.
+    None,
+    /// The input inline; the stack and the regions out of line.
+    Input,
+    /// The stack inline, as `r10 + end <= stack_top` where the access is
+    /// `[r10 + end - size, r10 + end)` with `end - size >= -512`; the
+    /// input and the regions out of line.
+    Stack { end: i32 },
+}
+
+/// Input-checked accesses through the same base register, unchanged, in
+/// one straight run: one inline check of the bytes they span covers them
+/// all, as the input is contiguous. When it fails, a copy of the code from
+/// the first access to the last, checking each access on its own, runs
+/// instead, so that a fault is still the first access's that faults.
+#[derive(Clone, Copy, Debug)]
+struct Group {
+    first: usize,
+    last: usize,
+    /// The span, `[base + lo, base + hi)`.
+    lo: i32,
+    hi: i32,
+    members: u32,
+}
+
+impl Group {
+    /// The input bound slot of the span.
+    fn span(&self) -> u32 {
+        (self.hi - self.lo) as u32
+    }
+}
+
+/// A merged check spans at most this many bytes.
+const MAX_SPAN: i32 = 4096;
+/// Input bounds the context holds: one per access size, then spans.
+const BOUND_SLOTS: usize = super::BOUND_SLOTS;
+
+/// What the analysis found about one instruction slot.
+#[derive(Clone, Copy)]
+struct Slot {
+    /// Some jump or local call lands here (function starts included).
+    target: bool,
+    /// A group's check covers this access.
+    covered: bool,
+    /// How this memory access is checked on its own.
+    check: Check,
+    /// The group this access leads.
+    leads: Option<u32>,
+    /// The group this input-checked access joined.
+    member_of: Option<u32>,
+}
+
+/// Register-indexed tables have 16 entries, so that a 4-bit field indexes
+/// them without a check (the verifier keeps fields to r0..r10).
+const REG_SLOTS: usize = 16;
+
+/// What the code generator needs to know before it starts.
+struct Analysis {
+    slots: Vec<Slot>,
+    groups: Vec<Group>,
+    /// For the group an access leads: the last slot its copy spans (past
+    /// the last access of every group the copy starts).
+    copy_end: Vec<usize>,
+    /// The span (access size, or group span) each input bound slot is for;
+    /// sizes 1, 2, 4 and 8 in slots 0 to 3.
+    bounds: Vec<u32>,
+    /// Which slots some check reads.
+    bound_used: [bool; BOUND_SLOTS],
+    /// Does some access need a check at all?
+    any_check: bool,
+    /// eBPF registers any instruction names.
+    used: [bool; REG_SLOTS],
+    local_calls: bool,
+    helper_calls: bool,
+    /// Are there jumps or calls at all? Without, the program is one
+    /// straight run and its count is known where it ends.
+    branches: bool,
+    /// First slot after the entry function.
+    entry_end: usize,
+    /// Does some local call enter the entry function (recursion)? Then its
+    /// `exit` must look at the depth.
+    entry_is_called: bool,
 }
 
 fn target(pc: usize, offset: i64) -> usize {
     // The verifier checked that every jump and call lands inside the program.
     (pc as i64 + 1 + offset) as usize
+}
+
+/// The register values and facts the analysis follows.
+#[derive(Clone, Copy)]
+struct State {
+    values: [Value; REG_SLOTS],
+    /// The input is at least this long.
+    len_min: u64,
+    /// The open group of accesses through each register.
+    open: [Option<u32>; REG_SLOTS],
+}
+
+impl State {
+    /// What is known anywhere: r10 is the frame pointer.
+    fn fresh() -> State {
+        let mut values = [Value::Unknown; REG_SLOTS];
+        values[FRAME_REG as usize] = Value::Frame(0);
+        State { values, len_min: 0, open: [None; REG_SLOTS] }
+    }
+
+    /// On entry, as the interpreter sets the registers.
+    fn entry() -> State {
+        let mut state = State::fresh();
+        for value in &mut state.values[..FRAME_REG as usize] {
+            *value = Value::Const(0);
+        }
+        state.values[1] = Value::Input(0);
+        state.values[2] = Value::Len;
+        state
+    }
+
+    fn set(&mut self, reg: usize, value: Value) {
+        self.values[reg & 15] = value;
+        self.open[reg & 15] = None;
+    }
+}
+
+impl Analysis {
+    fn new(program: &Program) -> Analysis {
+        let insns = program.insns();
+        let empty = Slot { target: false, covered: false, check: Check::None, leads: None, member_of: None };
+        let mut slots = vec![empty; insns.len()];
+        for &start in program.functions() {
+            slots[start].target = true;
+        }
+        let mut used = [false; REG_SLOTS];
+        let mut local_calls = false;
+        let mut helper_calls = false;
+        let mut branches = false;
+        let mut entry_is_called = false;
+        let mut entry_is_jumped_to = false;
+        let mut pc = 0;
+        while pc < insns.len() {
+            let insn = insns[pc];
+            // Fields a form does not use are 0, naming r0, which is always
+            // set up.
+            used[insn.dst as usize & 15] = true;
+            used[insn.src as usize & 15] = true;
+            let jump = match insn.opc {
+                LDDW => {
+                    pc += 1;
+                    None
+                }
+                JA32 => Some(target(pc, insn.imm as i64)),
+                CALL if insn.src == CALL_LOCAL => {
+                    local_calls = true;
+                    entry_is_called |= target(pc, insn.imm as i64) == 0;
+                    None
+                }
+                CALL | CALLX => {
+                    helper_calls = true;
+                    None
+                }
+                EXIT => None,
+                _ if matches!(insn.class(), BPF_JMP | BPF_JMP32) => Some(target(pc, insn.off as i64)),
+                _ => None,
+            };
+            branches |= matches!(insn.class(), BPF_JMP | BPF_JMP32) && insn.opc != EXIT;
+            if let Some(to) = jump {
+                slots[to].target = true;
+                entry_is_jumped_to |= to == 0;
+            }
+            pc += 1;
+        }
+        let mut analysis = Analysis {
+            slots,
+            groups: Vec::new(),
+            copy_end: Vec::new(),
+            bounds: vec![1, 2, 4, 8],
+            bound_used: [false; BOUND_SLOTS],
+            any_check: false,
+            used,
+            local_calls,
+            helper_calls,
+            branches,
+            entry_end: program.functions().get(1).copied().unwrap_or(insns.len()),
+            entry_is_called,
+        };
+        analysis.plan_checks(program, !(entry_is_jumped_to || entry_is_called));
+        analysis.plan_groups();
+        analysis
+    }
+
+    /// Follows register values through straight-line code (forgetting them
+    /// at every jump target and call; the input's length is learnt from the
+    /// jumps not taken) and decides each access's check.
+    fn plan_checks(&mut self, program: &Program, entry_known: bool) {
+        let insns = program.insns();
+        let mut state = if entry_known { State::entry() } else { State::fresh() };
+        let mut pc = 0;
+        while pc < insns.len() {
+            if self.slots[pc].target && !(pc == 0 && entry_known) {
+                state = State::fresh();
+            }
+            let insn = insns[pc];
+            let (dst, src) = (insn.dst as usize & 15, insn.src as usize & 15);
+            let imm = insn.imm as i64;
+            let class = insn.class();
+            match insn.opc {
+                MOV64_IMM => state.set(dst, Value::Const(imm as u64)),
+                MOV32_IMM => state.set(dst, Value::Const(imm as u32 as u64)),
+                LDDW => {
+                    let high = insns[pc + 1].imm;
+                    state.set(dst, Value::Const(insn.imm as u32 as u64 | (high as u32 as u64) << 32));
+                    pc += 1;
+                }
+                MOV64_REG if insn.off == 0 => state.set(dst, state.values[src]),
+                ADD64_IMM => state.set(dst, offset(state.values[dst], imm)),
+                SUB64_IMM => state.set(dst, offset(state.values[dst], imm.wrapping_neg())),
+                ADD64_REG => {
+                    let sum = match (state.values[dst], state.values[src]) {
+                        (value, Value::Const(k)) | (Value::Const(k), value) => offset(value, k as i64),
+                        _ => Value::Unknown,
+                    };
+                    state.set(dst, sum);
+                }
+                CALL | CALLX => {
+                    state = State { len_min: state.len_min, ..State::fresh() };
+                }
+                EXIT => state.open = [None; REG_SLOTS],
+                _ if class == BPF_LDX => {
+                    self.plan_access(&mut state, pc, insn.src, insn.off, access_size(insn.opc), false, program);
+                    state.set(dst, Value::Unknown);
+                }
+                _ if class == BPF_ST || class == BPF_STX => {
+                    self.plan_access(&mut state, pc, insn.dst, insn.off, access_size(insn.opc), true, program);
+                    if insn.opc == ATOMIC32 || insn.opc == ATOMIC64 {
+                        if insn.imm == ATOMIC_CMPXCHG {
+                            state.set(0, Value::Unknown);
+                        } else if insn.imm & ATOMIC_FETCH != 0 {
+                            state.set(src, Value::Unknown);
+                        }
+                    }
+                }
+                _ if class == BPF_ALU || class == BPF_ALU64 => state.set(dst, Value::Unknown),
+                _ if class == BPF_JMP || class == BPF_JMP32 => {
+                    // The end of a straight run; the next instruction, when
+                    // no jump lands on it, is reached only by not jumping.
+                    state.open = [None; REG_SLOTS];
+                    state.len_min = state.len_min.max(len_min_if_not_taken(insn, &state.values));
+                }
+                _ => {}
+            }
+            pc += 1;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plan_access(
+        &mut self,
+        state: &mut State,
+        pc: usize,
+        base: u8,
+        off: i16,
+        size: usize,
+        write: bool,
+        program: &Program,
+    ) {
+        let frame = STACK_FRAME_SIZE as i64;
+        let check = match state.values[base as usize & 15] {
+            Value::Frame(c) => {
+                let start = c.wrapping_add(off as i64);
+                if start >= -frame && start <= -(size as i64) {
+                    // [r10 + start, r10 + start + size) is inside [r10 - 512, r10).
+                    Check::None
+                } else if start >= -frame && start <= i32::MAX as i64 - 8 {
+                    Check::Stack { end: (start + size as i64) as i32 }
+                } else {
+                    Check::Input
+                }
+            }
+            Value::Input(c) => {
+                // [input + start, input + start + size) is inside the input,
+                // which is at least len_min >= size > 0 bytes long (so not
+                // empty, and input is its address).
+                let start = c.checked_add(off as i64);
+                match start.and_then(|start| u64::try_from(start).ok()) {
+                    Some(start) if start.checked_add(size as u64).is_some_and(|end| end <= state.len_min) => {
+                        Check::None
+                    }
+                    _ => Check::Input,
+                }
+            }
+            Value::Const(base) => {
+                let addr = base.wrapping_add(off as i64 as u64);
+                let allowed = program
+                    .regions()
+                    .iter()
+                    .any(|region| region.contains(addr, size as u64) && (region.writable || !write));
+                if allowed { Check::None } else { Check::Input }
+            }
+            Value::Unknown | Value::Len => Check::Input,
+        };
+        self.slots[pc].check = check;
+        if check == Check::None {
+            return;
+        }
+        self.any_check = true;
+        self.bound_used[size.trailing_zeros() as usize] = true;
+        if check != Check::Input {
+            return;
+        }
+        let (lo, hi) = (off as i32, off as i32 + size as i32);
+        let base_index = base as usize & 15;
+        if let Some(index) = state.open[base_index] {
+            let group = &mut self.groups[index as usize];
+            let (lo, hi) = (group.lo.min(lo), group.hi.max(hi));
+            if hi - lo <= MAX_SPAN {
+                *group = Group { lo, hi, last: pc, members: group.members + 1, ..*group };
+                self.slots[pc].member_of = Some(index);
+                return;
+            }
+        }
+        let index = self.groups.len() as u32;
+        state.open[base_index] = Some(index);
+        self.slots[pc].member_of = Some(index);
+        self.groups.push(Group { first: pc, last: pc, lo, hi, members: 1 });
+    }
+
+    /// Keeps the groups of two or more accesses whose span has (or can
+    /// have) an input bound slot, and sizes their copies.
+    fn plan_groups(&mut self) {
+        for (index, group) in self.groups.iter().enumerate() {
+            if group.members < 2 {
+                continue;
+            }
+            let span = (group.hi - group.lo) as u32;
+            let slot = match self.bounds.iter().position(|&bound| bound == span) {
+                Some(slot) => slot,
+                None if self.bounds.len() < BOUND_SLOTS => {
+                    self.bounds.push(span);
+                    self.bounds.len() - 1
+                }
+                None => continue,
+            };
+            self.bound_used[slot] = true;
+            self.slots[group.first].leads = Some(index as u32);
+            for slot in &mut self.slots[group.first + 1..=group.last] {
+                slot.covered |= slot.member_of == Some(index as u32);
+            }
+        }
+        // A copy runs instead of the code from its group's first access
+        // on, without the merged checks of the groups starting inside it,
+        // so it must reach past their last accesses too. (Groups are in
+        // order of their first access, each within one straight run.)
+        self.copy_end = self.groups.iter().map(|group| group.last).collect();
+        for index in 0..self.groups.len() {
+            let mut end = self.groups[index].last;
+            for later in &self.groups[index + 1..] {
+                if later.first > end {
+                    break;
+                }
+                end = end.max(later.last);
+            }
+            self.copy_end[index] = end;
+        }
+    }
+}
+
+/// `value + k`, where known.
+fn offset(value: Value, k: i64) -> Value {
+    match value {
+        Value::Const(c) => Value::Const(c.wrapping_add(k as u64)),
+        Value::Frame(c) => Value::Frame(c.wrapping_add(k)),
+        Value::Input(c) => Value::Input(c.wrapping_add(k)),
+        Value::Unknown | Value::Len => Value::Unknown,
+    }
+}
+
+/// A lower bound of the input's length that holds after the conditional
+/// jump `insn` was not taken (0 when it says nothing).
+fn len_min_if_not_taken(insn: Insn, values: &[Value; REG_SLOTS]) -> u64 {
+    let wide = insn.class() == BPF_JMP;
+    let constant = |value: Value| match value {
+        Value::Const(k) if wide => Some(k),
+        Value::Const(k) => Some(k as u32 as u64),
+        _ => None,
+    };
+    let imm = if wide { insn.imm as i64 as u64 } else { insn.imm as u32 as u64 };
+    let (dst, src) = (values[insn.dst as usize & 15], values[insn.src as usize & 15]);
+    let uses_src = insn.opc & BPF_X != 0;
+    let operand = if uses_src { constant(src) } else { Some(imm) };
+    // A 32-bit comparison sees the length's low half, which is no more than
+    // the length; signed comparisons with a non-negative bound say as much
+    // as unsigned ones.
+    let signed_ok = |k: u64| if wide { (k as i64) >= 0 } else { (k as u32 as i32) >= 0 };
+    let op = insn.opc & 0xf0;
+    match (dst, operand) {
+        // Not (len < k), not (len <= k), not (len != k).
+        (Value::Len, Some(k)) => match op {
+            BPF_JLT | BPF_JNE => k,
+            BPF_JLE => k.saturating_add(1),
+            BPF_JSLT if signed_ok(k) => k,
+            BPF_JSLE if signed_ok(k) => k.saturating_add(1),
+            _ => 0,
+        },
+        // Not (k > len), not (k >= len).
+        (Value::Const(_), None) if uses_src && src == Value::Len => {
+            let k = constant(dst).unwrap_or(0);
+            match op {
+                BPF_JGT => k,
+                BPF_JGE => k.saturating_add(1),
+                BPF_JSGT if signed_ok(k) => k,
+                BPF_JSGE if signed_ok(k) => k.saturating_add(1),
+                _ => 0,
+            }
+        }
+        _ => 0,
+    }
+}
+
+/// Code placed after the body, reached only when a run stops or a check's
+/// inline half fails.
+enum Cold {
+    /// Stops the run at `pc` with `status`, counting `unflushed` more
+    /// instructions; r11 already holds the value to report, if any.
+    Stop { label: DynamicLabel, pc: usize, status: Status, unflushed: u32 },
+    /// The budget went below zero at the check of `pc`: refill it from the
+    /// context and go `back`, or stop.
+    Budget { label: DynamicLabel, back: Option<DynamicLabel>, pc: usize },
+    /// The rest of the memory check of the instruction at `pc`, `[base +
+    /// off]` of `size` bytes; on success, back to the access.
+    Memory {
+        label: DynamicLabel,
+        back: DynamicLabel,
+        pc: usize,
+        base: Rq,
+        off: i32,
+        size: usize,
+        write: bool,
+        inline: Check,
+        unflushed: u32,
+    },
+    /// The code from `first` to `last` with each access checked on its own,
+    /// run when the merged check at `first` fails, then `back` to the code
+    /// after `last`; `pending` instructions of the run come before `first`.
+    Copy { label: DynamicLabel, first: usize, last: usize, pending: u32, back: DynamicLabel },
+}
+
+/// [`REGISTER_MAP`] indexed by any 4-bit field (the verifier keeps them to
+/// r0..r10; the rest are never used).
+const HOST: [Rq; REG_SLOTS] = {
+    let mut host = [Rq::RAX; REG_SLOTS];
+    let mut i = 0;
+    while i < NUM_REGS {
+        host[i] = REGISTER_MAP[i];
+        i += 1;
+    }
+    host
+};
+
+fn reg(index: u8) -> Rq {
+    HOST[index as usize & 15]
 }
 
 /// Compiles a verified program.
@@ -231,92 +1261,161 @@ pub(super) fn compile(program: &Program) -> Result<Code, JitError> {
         // Helpers are `extern "C"`, which is not System V there.
         return Err(JitError::Unsupported("x86_64-windows"));
     }
-    let mut emitter = Emitter::new(program);
+    let analysis = Analysis::new(program);
+    let mut emitter = Emitter::new(program, &analysis);
     emitter.emit_prologue();
     emitter.emit_body()?;
-    emitter.emit_stubs();
+    emitter.emit_cold()?;
     emitter.emit_shared_exits();
     emitter.emit_region_checks();
     let bytes = emitter.ops.finalize().map_err(|error| JitError::Assembler(error.to_string()))?;
-    Code::map(&bytes)
+    Code::new(&bytes)
 }
 
 struct Emitter<'p> {
-    ops: VecAssembler<X64Relocation>,
+    ops: Asm,
     program: &'p Program,
-    /// One label per instruction slot (the second slot of an `lddw` is never
-    /// defined nor used).
-    labels: Vec<DynamicLabel>,
-    /// Slots some jump lands on: a straight run ends before them.
-    jump_targets: Vec<bool>,
-    /// First slot after the entry function.
-    entry_end: usize,
-    /// Does some local call enter the entry function (recursion)? Then its
-    /// `exit` must look at the depth.
-    entry_is_called: bool,
-    /// Instructions of the current straight run not yet added to the count.
+    analysis: &'p Analysis,
+    /// A label for each slot that some jump or call lands on.
+    labels: Vec<Option<DynamicLabel>>,
+    /// Instructions of the current straight run not yet subtracted from the
+    /// budget.
     pending: u32,
-    stubs: Vec<Stub>,
+    cold: Vec<Cold>,
     /// Region-check routines by access size (log2) and direction (write).
     region_checks: [[Option<DynamicLabel>; 2]; 4],
+    /// Host registers the prologue saves, in push order.
+    saved: Vec<Rq>,
+    /// Bytes below the pushes that keep rsp 16-byte aligned.
+    padding: i32,
+    /// eBPF r6-r9 that local calls save, host registers.
+    call_saved: Vec<Rq>,
+    big_limit: bool,
+    /// Does r12 hold the budget? Not when the program is one straight run
+    /// (and the limit is small): its count is known where it ends.
+    budget_in_register: bool,
+    /// Does rbp hold eBPF r10? Not when no instruction names r10 and there
+    /// are no local calls: then it is the stack top, in the context.
+    frame_in_rbp: bool,
+    /// Emitting a copy: every access gets its own check.
+    individual: bool,
+    /// Where code resumes after a copy: (the copy's last slot, label).
+    resume: Vec<(usize, DynamicLabel)>,
+    fault: DynamicLabel,
+    unwind: DynamicLabel,
+    exit: DynamicLabel,
+    refill: DynamicLabel,
 }
 
 impl<'p> Emitter<'p> {
-    fn new(program: &'p Program) -> Emitter<'p> {
+    fn new(program: &'p Program, analysis: &'p Analysis) -> Emitter<'p> {
         let insns = program.insns();
-        let mut ops = VecAssembler::new(0);
-        let labels = (0..insns.len()).map(|_| ops.new_dynamic_label()).collect();
-        let mut jump_targets = vec![false; insns.len()];
-        let mut entry_is_called = false;
-        let mut pc = 0;
-        while pc < insns.len() {
-            let insn = insns[pc];
-            match insn.opc {
-                LDDW => pc += 1,
-                JA32 => jump_targets[target(pc, insn.imm as i64)] = true,
-                CALL if insn.src == CALL_LOCAL => entry_is_called |= target(pc, insn.imm as i64) == 0,
-                CALL | CALLX | EXIT => {}
-                _ if matches!(insn.class(), BPF_JMP | BPF_JMP32) => jump_targets[target(pc, insn.off as i64)] = true,
-                _ => {}
-            }
-            pc += 1;
+        let mut ops = Asm::with_capacity(24 * insns.len() + 256, insns.len() / 2 + 16, insns.len() + 16);
+        let labels = analysis.slots.iter().map(|slot| slot.target.then(|| ops.new_dynamic_label())).collect();
+        let call_saved: Vec<Rq> = (6..=9).filter(|&r| analysis.used[r]).map(|r| REGISTER_MAP[r]).collect();
+        let big_limit = program.instruction_limit() > REMAINING_MAX;
+        let budget_in_register = analysis.branches || big_limit;
+        let frame_in_rbp = analysis.used[FRAME_REG as usize] || analysis.local_calls;
+        let mut saved = Vec::with_capacity(6);
+        if frame_in_rbp {
+            saved.push(Rq::RBP);
         }
+        if budget_in_register {
+            saved.push(Rq::R12);
+        }
+        saved.extend(&call_saved);
+        // Helpers want rsp 16-byte aligned: the return address and the
+        // pushes, then padding.
+        let padding = if !analysis.helper_calls || (saved.len() + 1) % 2 == 0 { 0 } else { 8 };
         Emitter {
+            fault: ops.new_dynamic_label(),
+            unwind: ops.new_dynamic_label(),
+            exit: ops.new_dynamic_label(),
+            refill: ops.new_dynamic_label(),
             ops,
             program,
+            analysis,
             labels,
-            jump_targets,
-            entry_end: program.functions().get(1).copied().unwrap_or(insns.len()),
-            entry_is_called,
             pending: 0,
-            stubs: Vec::new(),
+            cold: Vec::new(),
             region_checks: [[None; 2]; 4],
+            saved,
+            padding,
+            call_saved,
+            big_limit,
+            budget_in_register,
+            frame_in_rbp,
+            individual: false,
+            resume: Vec::new(),
         }
     }
 
-    /// Saves the callee-saved registers, keeps the context pointer, and
-    /// sets the registers as the interpreter does: r1 = input address,
-    /// r2 = its length, r10 = stack top, all others 0.
+    /// Saves the callee-saved registers the code uses, keeps the context
+    /// pointer, fills the context fields the code reads, and sets the
+    /// registers as the interpreter does: r1 = input address, r2 = its
+    /// length (both already there), r10 = stack top, all others 0.
     fn emit_prologue(&mut self) {
-        let [r1, r2, frame_pointer] = [1, 2, 10].map(|r| REGISTER_MAP[r]);
-        x64!(self.ops
-            ; push rbp
-            ; push rbx
-            ; push r12
-            ; push r13
-            ; push r14
-            ; push r15
-            // Six pushes and the return address: realign to 16 for helpers.
-            ; sub rsp, 8
-            ; mov r12, rdi
-            ; mov [r12 + CTX_SAVED_RSP], rsp
-            ; mov Rq(r1), [r12 + CTX_INPUT_START]
-            ; mov Rq(r2), [r12 + CTX_INPUT_LEN]
-            ; mov Rq(frame_pointer), [r12 + CTX_STACK_TOP]
-        );
-        for r in [0, 3, 4, 5, 6, 7, 8, 9] {
-            let host = REGISTER_MAP[r];
-            x64!(self.ops ; xor Rd(host), Rd(host));
+        for &host in &self.saved {
+            x64!(self.ops ; push Rq(host));
+        }
+        if self.padding != 0 {
+            x64!(self.ops ; sub rsp, BYTE self.padding as i8);
+        }
+        let analysis = self.analysis;
+        x64!(self.ops ; mov r10, rdx);
+        if self.frame_in_rbp {
+            x64!(self.ops ; mov rbp, rcx);
+        }
+        if analysis.any_check || analysis.local_calls {
+            x64!(self.ops ; mov [r10 + CTX_STACK_TOP], rcx);
+        }
+        if analysis.local_calls {
+            let deepest = (STACK_FRAME_SIZE * (MAX_CALL_DEPTH - 1)) as i32;
+            x64!(self.ops
+                ; lea r11, [rcx - deepest]
+                ; mov [r10 + CTX_DEEPEST], r11
+                ; mov [r10 + CTX_SAVED_RSP], rsp
+            );
+        }
+        if analysis.any_check {
+            x64!(self.ops ; mov [r10 + CTX_INPUT_START], rdi ; xor ecx, ecx);
+            for (index, &span) in analysis.bounds.iter().enumerate().filter(|&(index, _)| analysis.bound_used[index]) {
+                let slot = CTX_INPUT_BOUND + 8 * index as i32;
+                let short = span as i32 - 1;
+                if short == 0 {
+                    x64!(self.ops ; mov [r10 + slot], rsi);
+                } else {
+                    // input_len - size + 1, or 0 when the input is shorter.
+                    x64!(self.ops
+                        ; lea r11, [rsi - short]
+                        ; cmp rsi, DWORD short
+                        ; cmovb r11, rcx
+                        ; mov [r10 + slot], r11
+                    );
+                }
+            }
+        }
+        let limit = self.program.instruction_limit();
+        if !self.budget_in_register {
+            // Counted where the run ends.
+        } else if self.big_limit {
+            let extra = (limit - REMAINING_MAX) as i64;
+            x64!(self.ops
+                ; mov r11, QWORD extra
+                ; mov [r10 + CTX_EXTRA], r11
+                ; mov r12, QWORD REMAINING_MAX as i64
+            );
+        } else if let Ok(limit) = i32::try_from(limit) {
+            x64!(self.ops ; mov r12d, DWORD limit);
+        } else {
+            x64!(self.ops ; mov r12, QWORD limit as i64);
+        }
+        // r0 always, r3-r5 when named or passed to helpers, r6-r9 when named.
+        x64!(self.ops ; xor eax, eax);
+        for (r, &host) in REGISTER_MAP.iter().enumerate().take(10).skip(3) {
+            if analysis.used[r] || (r <= 5 && analysis.helper_calls) {
+                x64!(self.ops ; xor Rd(host), Rd(host));
+            }
         }
     }
 
@@ -324,17 +1423,50 @@ impl<'p> Emitter<'p> {
         let insns = self.program.insns();
         let mut pc = 0;
         while pc < insns.len() {
-            if self.jump_targets[pc] {
+            if let Some(label) = self.labels[pc] {
                 // Falling into a jump target ends the straight run.
                 self.flush();
+                x64!(self.ops ; =>label);
             }
-            let label = self.labels[pc];
-            x64!(self.ops ; =>label);
-            self.pending += 1;
-            self.emit_insn(pc, insns[pc])?;
-            pc += if insns[pc].opc == LDDW { 2 } else { 1 };
+            pc = self.emit_step(pc)?;
         }
         Ok(())
+    }
+
+    /// The instruction at `pc` (or two, fused); returns the next slot.
+    fn emit_step(&mut self, pc: usize) -> Result<usize, JitError> {
+        let insns = self.program.insns();
+        let insn = insns[pc];
+        // `mov dst, src; add dst, x` (neither a jump target): one `lea`.
+        if insn.opc == MOV64_REG
+            && insn.off == 0
+            && insn.dst != insn.src
+            && pc + 1 < insns.len()
+            && self.labels[pc + 1].is_none()
+        {
+            let next = insns[pc + 1];
+            if next.dst == insn.dst && (next.opc == ADD64_IMM || next.opc == ADD64_REG) {
+                let (dst, src) = (reg(insn.dst), reg(insn.src));
+                if next.opc == ADD64_IMM {
+                    self.put(enc::mem(false, true, false, &[0x8d], dst as u8, src, next.imm, enc::Imm::None));
+                } else {
+                    // dst + dst is src + src here.
+                    let addend = if next.src == insn.dst { src } else { reg(next.src) };
+                    x64!(self.ops ; lea Rq(dst), [Rq(src) + Rq(addend)]);
+                }
+                self.pending += 2;
+                return Ok(pc + 2);
+            }
+        }
+        self.pending += 1;
+        self.emit_insn(pc, insn)?;
+        if !self.individual {
+            while let Some(index) = self.resume.iter().position(|&(last, _)| last == pc) {
+                let (_, label) = self.resume.swap_remove(index);
+                x64!(self.ops ; =>label);
+            }
+        }
+        Ok(pc + if insn.opc == LDDW { 2 } else { 1 })
     }
 
     /// One instruction; the arms follow `interp::run`'s, in its order.
@@ -407,7 +1539,13 @@ impl<'p> Emitter<'p> {
                 // The verifier checked that the second slot exists.
                 let high = self.program.insns()[pc + 1].imm;
                 let value = (imm as u32 as u64 | (high as u32 as u64) << 32) as i64;
-                x64!(self.ops ; mov Rq(dst), QWORD value);
+                if let Ok(value) = u32::try_from(value) {
+                    x64!(self.ops ; mov Rd(dst), DWORD value as i32);
+                } else if let Ok(value) = i32::try_from(value) {
+                    x64!(self.ops ; mov Rq(dst), DWORD value);
+                } else {
+                    x64!(self.ops ; mov Rq(dst), QWORD value);
+                }
             }
 
             LDXW  => self.emit_load(pc, insn, LoadKind::U32),
@@ -485,76 +1623,72 @@ impl<'p> Emitter<'p> {
         Ok(())
     }
 
-    /// Adds the current straight run to the instruction count.
+    fn put(&mut self, bytes: enc::Bytes) {
+        self.ops.put(bytes);
+    }
+
+    /// Subtracts the current straight run from the budget.
     fn flush(&mut self) {
-        if self.pending > 0 {
-            // A run is at most 65536 instructions long.
-            let count = self.pending as i32;
-            x64!(self.ops ; add QWORD [r12 + CTX_EXECUTED], DWORD count);
+        // Without the register, the only run ends at an exit or a fault,
+        // which store the count themselves.
+        if self.pending > 0 && self.budget_in_register {
+            self.put(enc::group1(true, 5, Rq::R12, self.pending as i32));
             self.pending = 0;
         }
     }
 
-    /// Stops the run at `pc` if the (flushed) count is past the limit.
-    fn emit_budget_check(&mut self, pc: usize) {
-        let exhausted = self.stub(pc, Status::Budget);
-        match i32::try_from(self.program.instruction_limit()) {
-            Ok(limit) => x64!(self.ops
-                ; cmp QWORD [r12 + CTX_EXECUTED], DWORD limit
-                ; ja =>exhausted
-            ),
-            Err(_) => {
-                let limit = self.program.instruction_limit() as i64;
-                x64!(self.ops
-                    ; mov rcx, QWORD limit
-                    ; cmp [r12 + CTX_EXECUTED], rcx
-                    ; ja =>exhausted
-                );
-            }
+    /// Ends the straight run at `pc` and stops the run there if the budget
+    /// is past the limit (the `jl` reads the flags of the flush's `sub`).
+    fn flush_and_check(&mut self, pc: usize) {
+        // The jump or call at `pc` is pending, so there is a `sub`.
+        debug_assert!(self.pending > 0);
+        self.flush();
+        let label = self.ops.new_dynamic_label();
+        let back = self.big_limit.then(|| self.ops.new_dynamic_label());
+        x64!(self.ops ; jl =>label);
+        if let Some(back) = back {
+            x64!(self.ops ; =>back);
         }
+        self.cold.push(Cold::Budget { label, back, pc });
     }
 
-    fn stub(&mut self, pc: usize, status: Status) -> DynamicLabel {
+    fn stop(&mut self, pc: usize, status: Status) -> DynamicLabel {
         let label = self.ops.new_dynamic_label();
-        self.stubs.push(Stub { label, pc, status, unflushed: self.pending });
+        self.cold.push(Cold::Stop { label, pc, status, unflushed: self.pending });
         label
     }
 
     fn emit_alu(&mut self, width: Width, op: Alu, dst: Rq, operand: Operand) {
-        use Operand::{Imm, Reg};
-        use Width::{W32, W64};
-        #[rustfmt::skip]
-        match (width, op, operand) {
-            (W32, Alu::Add, Imm(k)) => x64!(self.ops ; add Rd(dst), DWORD k),
-            (W32, Alu::Add, Reg(s)) => x64!(self.ops ; add Rd(dst), Rd(s)),
-            (W32, Alu::Sub, Imm(k)) => x64!(self.ops ; sub Rd(dst), DWORD k),
-            (W32, Alu::Sub, Reg(s)) => x64!(self.ops ; sub Rd(dst), Rd(s)),
-            (W32, Alu::Mul, Imm(k)) => x64!(self.ops ; imul Rd(dst), Rd(dst), DWORD k),
-            (W32, Alu::Mul, Reg(s)) => x64!(self.ops ; imul Rd(dst), Rd(s)),
-            (W32, Alu::Or,  Imm(k)) => x64!(self.ops ; or Rd(dst), DWORD k),
-            (W32, Alu::Or,  Reg(s)) => x64!(self.ops ; or Rd(dst), Rd(s)),
-            (W32, Alu::And, Imm(k)) => x64!(self.ops ; and Rd(dst), DWORD k),
-            (W32, Alu::And, Reg(s)) => x64!(self.ops ; and Rd(dst), Rd(s)),
-            (W32, Alu::Xor, Imm(k)) => x64!(self.ops ; xor Rd(dst), DWORD k),
-            (W32, Alu::Xor, Reg(s)) => x64!(self.ops ; xor Rd(dst), Rd(s)),
-            (W32, Alu::Mov, Imm(k)) => x64!(self.ops ; mov Rd(dst), DWORD k),
-            (W32, Alu::Mov, Reg(s)) => x64!(self.ops ; mov Rd(dst), Rd(s)),
+        let w = width == Width::W64;
+        let bytes = match (op, operand) {
+            (Alu::Mul, Operand::Imm(k)) => enc::imul_imm(w, dst, dst, k),
+            (Alu::Mul, Operand::Reg(s)) => enc::rr(w, &[0x0f, 0xaf], dst, s),
+            (Alu::Mov, Operand::Imm(k)) if !w || k >= 0 => enc::mov32_imm(dst, k),
             // 64-bit forms sign-extend the immediate, as `k64` does.
-            (W64, Alu::Add, Imm(k)) => x64!(self.ops ; add Rq(dst), DWORD k),
-            (W64, Alu::Add, Reg(s)) => x64!(self.ops ; add Rq(dst), Rq(s)),
-            (W64, Alu::Sub, Imm(k)) => x64!(self.ops ; sub Rq(dst), DWORD k),
-            (W64, Alu::Sub, Reg(s)) => x64!(self.ops ; sub Rq(dst), Rq(s)),
-            (W64, Alu::Mul, Imm(k)) => x64!(self.ops ; imul Rq(dst), Rq(dst), DWORD k),
-            (W64, Alu::Mul, Reg(s)) => x64!(self.ops ; imul Rq(dst), Rq(s)),
-            (W64, Alu::Or,  Imm(k)) => x64!(self.ops ; or Rq(dst), DWORD k),
-            (W64, Alu::Or,  Reg(s)) => x64!(self.ops ; or Rq(dst), Rq(s)),
-            (W64, Alu::And, Imm(k)) => x64!(self.ops ; and Rq(dst), DWORD k),
-            (W64, Alu::And, Reg(s)) => x64!(self.ops ; and Rq(dst), Rq(s)),
-            (W64, Alu::Xor, Imm(k)) => x64!(self.ops ; xor Rq(dst), DWORD k),
-            (W64, Alu::Xor, Reg(s)) => x64!(self.ops ; xor Rq(dst), Rq(s)),
-            (W64, Alu::Mov, Imm(k)) => x64!(self.ops ; mov Rq(dst), DWORD k),
-            (W64, Alu::Mov, Reg(s)) => x64!(self.ops ; mov Rq(dst), Rq(s)),
+            (Alu::Mov, Operand::Imm(k)) => enc::mov64_imm(dst, k),
+            (op, Operand::Imm(k)) => {
+                let ext = match op {
+                    Alu::Add => 0,
+                    Alu::Or => 1,
+                    Alu::And => 4,
+                    Alu::Sub => 5,
+                    _ => 6,
+                };
+                enc::group1(w, ext, dst, k)
+            }
+            (op, Operand::Reg(s)) => {
+                let opcode = match op {
+                    Alu::Add => 0x01,
+                    Alu::Sub => 0x29,
+                    Alu::Or => 0x09,
+                    Alu::And => 0x21,
+                    Alu::Xor => 0x31,
+                    _ => 0x89,
+                };
+                enc::rr(w, &[opcode], s, dst)
+            }
         };
+        self.put(bytes);
     }
 
     /// Shifts; x86 masks counts to 5 bits (32-bit) or 6 (64-bit), as the
@@ -572,15 +1706,12 @@ impl<'p> Emitter<'p> {
                     }
                     return;
                 }
-                #[rustfmt::skip]
-                match (width, shift) {
-                    (W32, Shift::Left)       => x64!(self.ops ; shl Rd(dst), BYTE count),
-                    (W32, Shift::Right)      => x64!(self.ops ; shr Rd(dst), BYTE count),
-                    (W32, Shift::Arithmetic) => x64!(self.ops ; sar Rd(dst), BYTE count),
-                    (W64, Shift::Left)       => x64!(self.ops ; shl Rq(dst), BYTE count),
-                    (W64, Shift::Right)      => x64!(self.ops ; shr Rq(dst), BYTE count),
-                    (W64, Shift::Arithmetic) => x64!(self.ops ; sar Rq(dst), BYTE count),
+                let ext = match shift {
+                    Shift::Left => 4,
+                    Shift::Right => 5,
+                    Shift::Arithmetic => 7,
                 };
+                self.put(enc::shift_imm(width == W64, ext, dst, count as u8));
             }
             Operand::Reg(s) => {
                 x64!(self.ops ; mov rcx, Rq(s));
@@ -650,9 +1781,10 @@ impl<'p> Emitter<'p> {
     }
 
     /// dst = dst / rcx or dst % rcx, for a divisor that is neither 0 nor
-    /// (signed) -1. rax and rdx (r0, r3) are kept in r10 and r11.
+    /// (signed) -1. rax and rdx (r0, r3) are kept in the context's spill
+    /// slot and r11.
     fn emit_divide_rcx(&mut self, width: Width, modulo: bool, signed: bool, dst: Rq) {
-        x64!(self.ops ; mov r10, rax ; mov r11, rdx);
+        x64!(self.ops ; mov [r10 + CTX_SPILL], rax ; mov r11, rdx);
         match (width, signed) {
             (Width::W32, false) => x64!(self.ops ; mov eax, Rd(dst) ; xor edx, edx ; div ecx),
             (Width::W32, true) => x64!(self.ops ; mov eax, Rd(dst) ; cdq ; idiv ecx),
@@ -665,7 +1797,7 @@ impl<'p> Emitter<'p> {
         } else {
             x64!(self.ops ; mov rcx, rax);
         }
-        x64!(self.ops ; mov rax, r10 ; mov rdx, r11 ; mov Rq(dst), rcx);
+        x64!(self.ops ; mov rax, [r10 + CTX_SPILL] ; mov rdx, r11 ; mov Rq(dst), rcx);
     }
 
     fn emit_divide_by_zero(&mut self, width: Width, modulo: bool, dst: Rq) {
@@ -716,59 +1848,131 @@ impl<'p> Emitter<'p> {
         }
     }
 
-    /// r11 = base + off (wrapping), the address of a memory access.
-    fn emit_address(&mut self, base: u8, off: i16) {
-        let base = reg(base);
-        let off = off as i32;
-        x64!(self.ops ; lea r11, [Rq(base) + off]);
-    }
-
-    /// Checks the access of `size` bytes at r11 made by the instruction at
-    /// `pc` (whose address is `base + off`), unless it provably lies in the
-    /// current stack frame.
-    fn emit_access_check(&mut self, pc: usize, base: u8, off: i16, size: usize, write: bool) {
-        let frame = STACK_FRAME_SIZE as i64;
-        if base == FRAME_REG && off as i64 >= -frame && off as i64 + size as i64 <= 0 {
-            // [r10 + off, r10 + off + size) is inside [r10 - 512, r10).
+    /// The inline half of the check of the access of `size` bytes at
+    /// `[base + off]` made by the instruction at `pc`, as the analysis
+    /// planned it; the rest goes out of line.
+    fn emit_check(&mut self, pc: usize, base: u8, off: i16, size: usize, write: bool) {
+        let analysis = self.analysis;
+        let slot = analysis.slots[pc];
+        let inline = slot.check;
+        if inline == Check::None || (!self.individual && slot.covered) {
             return;
         }
-        self.emit_bounds_check(pc, size, write);
+        let base = reg(base);
+        let off = off as i32;
+        let label = self.ops.new_dynamic_label();
+        let back = self.ops.new_dynamic_label();
+        if let (false, Some(index)) = (self.individual, slot.leads) {
+            // The span of the group's accesses, then theirs unchecked; or
+            // the copy that checks them one by one.
+            let group = analysis.groups[index as usize];
+            let slot =
+                analysis.bounds.iter().position(|&bound| bound == group.span()).expect("a kept group has a bound slot");
+            let bound = CTX_INPUT_BOUND + 8 * slot as i32;
+            self.emit_input_compare(base, group.lo, bound);
+            x64!(self.ops ; jae =>label);
+            let last = analysis.copy_end[index as usize];
+            self.resume.push((last, back));
+            self.cold.push(Cold::Copy { label, first: pc, last, pending: self.pending - 1, back });
+            return;
+        }
+        match inline {
+            Check::None => {}
+            Check::Input => {
+                let bound = CTX_INPUT_BOUND + 8 * size.trailing_zeros() as i32;
+                self.emit_input_compare(base, off, bound);
+                x64!(self.ops
+                    ; jae =>label
+                    ; =>back
+                );
+            }
+            Check::Stack { end } => {
+                // Frame-relative values come from r10, so it is in rbp.
+                debug_assert!(self.frame_in_rbp);
+                x64!(self.ops
+                    ; lea rcx, [rbp + end]
+                    ; cmp rcx, [r10 + CTX_STACK_TOP]
+                    ; ja =>label
+                    ; =>back
+                );
+            }
+        }
+        let unflushed = self.pending;
+        self.cold.push(Cold::Memory { label, back, pc, base, off, size, write, inline, unflushed });
     }
 
-    /// `Memory::allows` for the access of `size` bytes at r11: the live
-    /// stack frames, the input, the regions; else a memory fault at `pc`.
-    fn emit_bounds_check(&mut self, pc: usize, size: usize, write: bool) {
-        let allowed = self.ops.new_dynamic_label();
-        let fault = self.stub(pc, Status::Memory);
-        // eBPF r10 (host rbp), not the host's scratch r10.
-        let frame_pointer = REGISTER_MAP[FRAME_REG as usize];
+    /// `rcx = base + off - input_start`, compared with the input bound at
+    /// `bound` in the context (allowed when below).
+    fn emit_input_compare(&mut self, base: Rq, off: i32, bound: i32) {
+        let none = enc::Imm::None;
+        self.put(enc::mem(false, true, false, &[0x8d], Rq::RCX as u8, base, off, none));
+        self.put(enc::mem(false, true, false, &[0x2b], Rq::RCX as u8, Rq::R10, CTX_INPUT_START, none));
+        self.put(enc::mem(false, true, false, &[0x3b], Rq::RCX as u8, Rq::R10, bound, none));
+    }
+
+    /// The out-of-line half of a memory check: the places the inline half
+    /// did not try, then a fault at `pc` with the address in r11.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_slow_check(
+        &mut self,
+        label: DynamicLabel,
+        back: DynamicLabel,
+        pc: usize,
+        base: Rq,
+        off: i32,
+        size: usize,
+        write: bool,
+        inline: Check,
+        unflushed: u32,
+    ) {
         let frame = STACK_FRAME_SIZE as i32;
-        let frame_slack = (STACK_FRAME_SIZE - size) as i32;
-        let input_bound = CTX_INPUT_BOUND + 8 * size.trailing_zeros() as i32;
-        x64!(self.ops
+        x64!(self.ops ; =>label);
+        if !matches!(inline, Check::Stack { .. }) {
             // Stack: addr - stack_low <= stack_top - stack_low - size, where
             // stack_low = (eBPF) r10 - 512 is the bottom of the deepest frame.
-            ; lea rcx, [r11 + frame]
-            ; sub rcx, Rq(frame_pointer)
-            ; mov r10, [r12 + CTX_STACK_TOP]
-            ; sub r10, Rq(frame_pointer)
-            ; add r10, DWORD frame_slack
-            ; cmp rcx, r10
-            ; jbe =>allowed
-            // Input: addr - input_start < input_bound[size].
-            ; mov rcx, r11
-            ; sub rcx, [r12 + CTX_INPUT_START]
-            ; cmp rcx, [r12 + input_bound]
-            ; jb =>allowed
-        );
-        match self.region_check(size, write) {
-            Some(routine) => x64!(self.ops ; call =>routine ; ja =>fault),
-            None => x64!(self.ops ; jmp =>fault),
+            let slack = frame - size as i32;
+            if self.frame_in_rbp {
+                x64!(self.ops
+                    ; lea rcx, [Rq(base) + off + frame]
+                    ; sub rcx, rbp
+                    ; mov r11, [r10 + CTX_STACK_TOP]
+                    ; sub r11, rbp
+                    ; add r11, DWORD slack
+                    ; cmp rcx, r11
+                    ; jbe =>back
+                );
+            } else {
+                // r10 is the stack top: one frame.
+                x64!(self.ops
+                    ; lea rcx, [Rq(base) + off + frame]
+                    ; sub rcx, [r10 + CTX_STACK_TOP]
+                    ; cmp rcx, DWORD slack
+                    ; jbe =>back
+                );
+            }
         }
-        x64!(self.ops ; =>allowed);
+        if inline != Check::Input {
+            // Input: addr - input_start < input_bound[size].
+            let bound = CTX_INPUT_BOUND + 8 * size.trailing_zeros() as i32;
+            x64!(self.ops
+                ; lea rcx, [Rq(base) + off]
+                ; sub rcx, [r10 + CTX_INPUT_START]
+                ; cmp rcx, [r10 + bound]
+                ; jb =>back
+            );
+        }
+        if let Some(routine) = self.region_check(size, write) {
+            x64!(self.ops
+                ; lea rcx, [Rq(base) + off]
+                ; call =>routine
+                ; jbe =>back
+            );
+        }
+        x64!(self.ops ; lea r11, [Rq(base) + off]);
+        self.emit_stop_tail(pc, Status::Memory, unflushed);
     }
 
-    /// The routine checking r11 against the regions an access of `size`
+    /// The routine checking rcx against the regions an access of `size`
     /// bytes in this direction may use, if there are any.
     fn region_check(&mut self, size: usize, write: bool) -> Option<DynamicLabel> {
         if !self.program.regions().iter().any(|region| region.len >= size as u64 && (region.writable || !write)) {
@@ -778,15 +1982,16 @@ impl<'p> Emitter<'p> {
         Some(*slot.get_or_insert_with(|| self.ops.new_dynamic_label()))
     }
 
-    /// The region-check routines: each returns with the flags of an
-    /// unsigned comparison, below-or-equal when some region holds the bytes
-    /// (`Region::contains`, and writable for a store).
+    /// The region-check routines: each takes the address in rcx, clobbers
+    /// r11, and returns with the flags of an unsigned comparison,
+    /// below-or-equal when some region holds the bytes (`Region::contains`,
+    /// and writable for a store).
     fn emit_region_checks(&mut self) {
         for (log2, routines) in self.region_checks.into_iter().enumerate() {
             let size = 1u64 << log2;
             for (write, routine) in routines.into_iter().enumerate() {
                 let Some(routine) = routine else { continue };
-                let done = self.ops.new_dynamic_label();
+                let found = self.ops.new_dynamic_label();
                 x64!(self.ops ; =>routine);
                 let regions = self
                     .program
@@ -794,60 +1999,78 @@ impl<'p> Emitter<'p> {
                     .iter()
                     .filter(|region| region.len >= size && (region.writable || write == 0));
                 for region in regions {
-                    let start = region.start as i64;
-                    let slack = (region.len - size) as i64;
-                    x64!(self.ops
-                        ; mov rcx, r11
-                        ; mov r10, QWORD start
-                        ; sub rcx, r10
-                        ; mov r10, QWORD slack
-                        ; cmp rcx, r10
-                        ; jbe =>done
-                    );
+                    // addr - start <= len - size, wrapping as `contains` does.
+                    let minus_start = region.start.wrapping_neg() as i64;
+                    let slack = region.len - size;
+                    x64!(self.ops ; mov r11, QWORD minus_start ; add r11, rcx);
+                    match i32::try_from(slack) {
+                        Ok(slack) => x64!(self.ops ; cmp r11, DWORD slack),
+                        Err(_) => x64!(self.ops
+                            ; push rcx
+                            ; mov rcx, QWORD slack as i64
+                            ; cmp r11, rcx
+                            ; pop rcx
+                        ),
+                    }
+                    x64!(self.ops ; jbe =>found);
                 }
-                x64!(self.ops ; =>done ; ret);
+                // Not found: rsp is not zero, so "above".
+                x64!(self.ops
+                    ; test rsp, rsp
+                    ; ret
+                    ; =>found
+                    ; cmp rcx, rcx
+                    ; ret
+                );
             }
         }
     }
 
     fn emit_load(&mut self, pc: usize, insn: Insn, kind: LoadKind) {
-        self.emit_address(insn.src, insn.off);
-        self.emit_access_check(pc, insn.src, insn.off, access_size(insn.opc), false);
+        self.emit_check(pc, insn.src, insn.off, access_size(insn.opc), false);
         let dst = reg(insn.dst);
-        match kind {
-            LoadKind::U8 => x64!(self.ops ; movzx Rd(dst), BYTE [r11]),
-            LoadKind::U16 => x64!(self.ops ; movzx Rd(dst), WORD [r11]),
-            LoadKind::U32 => x64!(self.ops ; mov Rd(dst), DWORD [r11]),
-            LoadKind::U64 => x64!(self.ops ; mov Rq(dst), QWORD [r11]),
-            LoadKind::S8 => x64!(self.ops ; movsx Rq(dst), BYTE [r11]),
-            LoadKind::S16 => x64!(self.ops ; movsx Rq(dst), WORD [r11]),
-            LoadKind::S32 => x64!(self.ops ; movsxd Rq(dst), DWORD [r11]),
-        }
+        let base = reg(insn.src);
+        let off = insn.off as i32;
+        let (w, opcode): (bool, &[u8]) = match kind {
+            LoadKind::U8 => (false, &[0x0f, 0xb6]),
+            LoadKind::U16 => (false, &[0x0f, 0xb7]),
+            LoadKind::U32 => (false, &[0x8b]),
+            LoadKind::U64 => (true, &[0x8b]),
+            LoadKind::S8 => (true, &[0x0f, 0xbe]),
+            LoadKind::S16 => (true, &[0x0f, 0xbf]),
+            LoadKind::S32 => (true, &[0x63]),
+        };
+        self.put(enc::mem(false, w, false, opcode, dst as u8, base, off, enc::Imm::None));
     }
 
     /// `st*` (imm, truncated; `stdw` sign-extends it) and `stx*` (src).
     fn emit_store(&mut self, pc: usize, insn: Insn, value: Operand) {
         let size = access_size(insn.opc);
-        self.emit_address(insn.dst, insn.off);
-        self.emit_access_check(pc, insn.dst, insn.off, size, true);
-        match (size, value) {
-            (1, Operand::Imm(k)) => x64!(self.ops ; mov BYTE [r11], BYTE k as i8),
-            (2, Operand::Imm(k)) => x64!(self.ops ; mov WORD [r11], WORD k as i16),
-            (4, Operand::Imm(k)) => x64!(self.ops ; mov DWORD [r11], DWORD k),
-            (_, Operand::Imm(k)) => x64!(self.ops ; mov QWORD [r11], DWORD k),
-            (1, Operand::Reg(s)) => x64!(self.ops ; mov BYTE [r11], Rb(s)),
-            (2, Operand::Reg(s)) => x64!(self.ops ; mov WORD [r11], Rw(s)),
-            (4, Operand::Reg(s)) => x64!(self.ops ; mov DWORD [r11], Rd(s)),
-            (_, Operand::Reg(s)) => x64!(self.ops ; mov QWORD [r11], Rq(s)),
-        }
+        self.emit_check(pc, insn.dst, insn.off, size, true);
+        let base = reg(insn.dst);
+        let off = insn.off as i32;
+        use enc::Imm;
+        let bytes = match (size, value) {
+            (1, Operand::Imm(k)) => enc::mem(false, false, false, &[0xc6], 0, base, off, Imm::I8(k as i8)),
+            (2, Operand::Imm(k)) => enc::mem(true, false, false, &[0xc7], 0, base, off, Imm::I16(k as i16)),
+            (4, Operand::Imm(k)) => enc::mem(false, false, false, &[0xc7], 0, base, off, Imm::I32(k)),
+            (_, Operand::Imm(k)) => enc::mem(false, true, false, &[0xc7], 0, base, off, Imm::I32(k)),
+            (1, Operand::Reg(s)) => enc::mem(false, false, true, &[0x88], s as u8, base, off, Imm::None),
+            (2, Operand::Reg(s)) => enc::mem(true, false, false, &[0x89], s as u8, base, off, Imm::None),
+            (4, Operand::Reg(s)) => enc::mem(false, false, false, &[0x89], s as u8, base, off, Imm::None),
+            (_, Operand::Reg(s)) => enc::mem(false, true, false, &[0x89], s as u8, base, off, Imm::None),
+        };
+        self.put(bytes);
     }
 
     /// Atomics: `lock`ed when aligned; a plain read-modify-write when not,
     /// as the interpreter's `atomic_rmw` (a split lock may trap or stall).
     fn emit_atomic(&mut self, pc: usize, insn: Insn, width: Width) -> Result<(), JitError> {
         let size = access_size(insn.opc);
-        self.emit_address(insn.dst, insn.off);
-        self.emit_access_check(pc, insn.dst, insn.off, size, true);
+        self.emit_check(pc, insn.dst, insn.off, size, true);
+        let base = reg(insn.dst);
+        let off = insn.off as i32;
+        x64!(self.ops ; lea r11, [Rq(base) + off]);
         let unaligned = self.ops.new_dynamic_label();
         let done = self.ops.new_dynamic_label();
         let misalignment = size as i32 - 1;
@@ -905,26 +2128,36 @@ impl<'p> Emitter<'p> {
         Ok(())
     }
 
-    /// Fetching or/and/xor: a cmpxchg loop through rax (r0, kept in r10).
+    /// Fetching or/and/xor: a cmpxchg loop through rax (r0, kept in the
+    /// context's spill slot, where the operand is read from when it is r0).
     fn emit_fetch_loop(&mut self, op: Alu, width: Width, src: Rq, locked: bool) {
         let retry = self.ops.new_dynamic_label();
-        // The operand, where it still is once rax is taken.
-        let operand = if src as u8 == Rq::RAX as u8 { Rq::R10 } else { src };
-        x64!(self.ops ; mov r10, rax);
+        x64!(self.ops ; mov [r10 + CTX_SPILL], rax);
         match width {
             Width::W32 => x64!(self.ops ; mov eax, DWORD [r11] ; =>retry ; mov ecx, eax),
             Width::W64 => x64!(self.ops ; mov rax, QWORD [r11] ; =>retry ; mov rcx, rax),
         }
-        #[rustfmt::skip]
-        match (op, width) {
-            (Alu::Or,  Width::W32) => x64!(self.ops ; or ecx, Rd(operand)),
-            (Alu::And, Width::W32) => x64!(self.ops ; and ecx, Rd(operand)),
-            (Alu::Xor, Width::W32) => x64!(self.ops ; xor ecx, Rd(operand)),
-            (Alu::Or,  Width::W64) => x64!(self.ops ; or rcx, Rq(operand)),
-            (Alu::And, Width::W64) => x64!(self.ops ; and rcx, Rq(operand)),
-            (_,        Width::W64) => x64!(self.ops ; xor rcx, Rq(operand)),
-            (_,        Width::W32) => x64!(self.ops ; xor ecx, Rd(operand)),
-        };
+        if src as u8 == Rq::RAX as u8 {
+            #[rustfmt::skip]
+            match (op, width) {
+                (Alu::Or,  Width::W32) => x64!(self.ops ; or ecx, [r10 + CTX_SPILL]),
+                (Alu::And, Width::W32) => x64!(self.ops ; and ecx, [r10 + CTX_SPILL]),
+                (_,        Width::W32) => x64!(self.ops ; xor ecx, [r10 + CTX_SPILL]),
+                (Alu::Or,  Width::W64) => x64!(self.ops ; or rcx, [r10 + CTX_SPILL]),
+                (Alu::And, Width::W64) => x64!(self.ops ; and rcx, [r10 + CTX_SPILL]),
+                (_,        Width::W64) => x64!(self.ops ; xor rcx, [r10 + CTX_SPILL]),
+            };
+        } else {
+            #[rustfmt::skip]
+            match (op, width) {
+                (Alu::Or,  Width::W32) => x64!(self.ops ; or ecx, Rd(src)),
+                (Alu::And, Width::W32) => x64!(self.ops ; and ecx, Rd(src)),
+                (_,        Width::W32) => x64!(self.ops ; xor ecx, Rd(src)),
+                (Alu::Or,  Width::W64) => x64!(self.ops ; or rcx, Rq(src)),
+                (Alu::And, Width::W64) => x64!(self.ops ; and rcx, Rq(src)),
+                (_,        Width::W64) => x64!(self.ops ; xor rcx, Rq(src)),
+            };
+        }
         match width {
             Width::W32 => maybe_locked!(self.ops, locked ; cmpxchg DWORD [r11], ecx),
             Width::W64 => maybe_locked!(self.ops, locked ; cmpxchg QWORD [r11], rcx),
@@ -932,43 +2165,49 @@ impl<'p> Emitter<'p> {
         // On failure rax holds the current value: try again with it.
         x64!(self.ops ; jne =>retry);
         match width {
-            Width::W32 => x64!(self.ops ; mov ecx, eax ; mov rax, r10 ; mov Rd(src), ecx),
-            Width::W64 => x64!(self.ops ; mov rcx, rax ; mov rax, r10 ; mov Rq(src), rcx),
+            Width::W32 => x64!(self.ops ; mov ecx, eax ; mov rax, [r10 + CTX_SPILL] ; mov Rd(src), ecx),
+            Width::W64 => x64!(self.ops ; mov rcx, rax ; mov rax, [r10 + CTX_SPILL] ; mov Rq(src), rcx),
         }
     }
 
     /// `ja`/`ja32`: the count is checked when the jump goes backward.
     fn emit_jump(&mut self, pc: usize, offset: i64) {
-        self.flush();
         if offset < 0 {
-            self.emit_budget_check(pc);
+            self.flush_and_check(pc);
+        } else {
+            self.flush();
         }
-        let label = self.labels[target(pc, offset)];
+        let label = self.label(target(pc, offset));
         x64!(self.ops ; jmp =>label);
+    }
+
+    fn label(&self, pc: usize) -> DynamicLabel {
+        // The analysis gave every jump and call target a label.
+        self.labels[pc].expect("every jump and call target has a label")
     }
 
     /// Conditional jumps: the count is checked, taken or not, when the
     /// jump goes backward.
     fn emit_jump_if(&mut self, pc: usize, insn: Insn, width: Width, cond: Cond, operand: Operand) {
         use Operand::{Imm, Reg};
-        use Width::{W32, W64};
-        self.flush();
+        use Width::W64;
         if insn.off < 0 {
-            self.emit_budget_check(pc);
+            self.flush_and_check(pc);
+        } else {
+            self.flush();
         }
         let dst = reg(insn.dst);
-        #[rustfmt::skip]
-        match (cond, width, operand) {
-            (Cond::Set, W32, Imm(k)) => x64!(self.ops ; test Rd(dst), DWORD k),
-            (Cond::Set, W32, Reg(s)) => x64!(self.ops ; test Rd(dst), Rd(s)),
-            (Cond::Set, W64, Imm(k)) => x64!(self.ops ; test Rq(dst), DWORD k),
-            (Cond::Set, W64, Reg(s)) => x64!(self.ops ; test Rq(dst), Rq(s)),
-            (_, W32, Imm(k)) => x64!(self.ops ; cmp Rd(dst), DWORD k),
-            (_, W32, Reg(s)) => x64!(self.ops ; cmp Rd(dst), Rd(s)),
-            (_, W64, Imm(k)) => x64!(self.ops ; cmp Rq(dst), DWORD k),
-            (_, W64, Reg(s)) => x64!(self.ops ; cmp Rq(dst), Rq(s)),
+        let w = width == W64;
+        let compare = match (cond, operand) {
+            (Cond::Set, Imm(k)) => enc::test_imm(w, dst, k),
+            (Cond::Set, Reg(s)) => enc::rr(w, &[0x85], s, dst),
+            // Sign-extended immediates, as `k64` (and for 32 bits, the same
+            // low half).
+            (_, Imm(k)) => enc::group1(w, 7, dst, k),
+            (_, Reg(s)) => enc::rr(w, &[0x39], s, dst),
         };
-        let label = self.labels[target(pc, insn.off as i64)];
+        self.put(compare);
+        let label = self.label(target(pc, insn.off as i64));
         #[rustfmt::skip]
         match cond {
             Cond::Eq  => x64!(self.ops ; je =>label),
@@ -985,62 +2224,65 @@ impl<'p> Emitter<'p> {
         };
     }
 
-    /// `call local`: budget, depth, then a native call with r6-r9 and r10
-    /// saved on the native stack and r10 moved down one frame.
+    /// `call local`: budget, depth, then a native call with the r6-r9 the
+    /// program uses and r10 saved on the native stack and r10 moved down
+    /// one frame.
     fn emit_local_call(&mut self, pc: usize, insn: Insn) {
-        self.flush();
-        self.emit_budget_check(pc);
-        let too_deep = self.stub(pc, Status::CallDepth);
-        let callee = self.labels[target(pc, insn.imm as i64)];
-        // eBPF registers r6-r9 and r10 (host rbx, r13, r14, r15 and rbp).
-        let [r6, r7, r8, r9, frame_pointer] = [6, 7, 8, 9, 10].map(|r| REGISTER_MAP[r]);
-        let deepest = (MAX_CALL_DEPTH - 1) as i32;
+        self.flush_and_check(pc);
+        let too_deep = self.stop(pc, Status::CallDepth);
+        let callee = self.label(target(pc, insn.imm as i64));
         let frame = STACK_FRAME_SIZE as i32;
+        // The pushes and the return address keep rsp 16-byte aligned.
+        let pad = self.call_saved.len() % 2 == 1;
         x64!(self.ops
-            ; cmp QWORD [r12 + CTX_DEPTH], DWORD deepest
+            ; cmp rbp, [r10 + CTX_DEEPEST]
             ; je =>too_deep
-            ; add QWORD [r12 + CTX_DEPTH], 1
-            ; push Rq(r6)
-            ; push Rq(r7)
-            ; push Rq(r8)
-            ; push Rq(r9)
-            ; push Rq(frame_pointer)
-            ; sub Rq(frame_pointer), DWORD frame
-            ; call =>callee
-            ; pop Rq(frame_pointer)
-            ; pop Rq(r9)
-            ; pop Rq(r8)
-            ; pop Rq(r7)
-            ; pop Rq(r6)
-            ; sub QWORD [r12 + CTX_DEPTH], 1
         );
+        for &host in &self.call_saved {
+            x64!(self.ops ; push Rq(host));
+        }
+        if pad {
+            x64!(self.ops ; sub rsp, 8);
+        }
+        x64!(self.ops
+            ; push rbp
+            ; sub rbp, DWORD frame
+            ; call =>callee
+            ; pop rbp
+        );
+        if pad {
+            x64!(self.ops ; add rsp, 8);
+        }
+        for &host in self.call_saved.iter().rev() {
+            x64!(self.ops ; pop Rq(host));
+        }
     }
 
     /// `call imm`: the helper is known now, as the table is fixed.
     fn emit_helper_call(&mut self, pc: usize, insn: Insn) {
-        self.flush();
-        self.emit_budget_check(pc);
+        self.flush_and_check(pc);
         let index = insn.imm as u32 as u64;
         let Some(helper) = self.program.helper(index) else {
             // Registered, but past the table (MAX_HELPER_INDEX): the
             // interpreter fails the call at run time, and so do we.
-            let unknown = self.stub(pc, Status::UnknownHelper);
+            let unknown = self.stop(pc, Status::UnknownHelper);
             x64!(self.ops ; mov r11, QWORD index as i64 ; jmp =>unknown);
             return;
         };
         let address = helper as usize as i64;
-        x64!(self.ops ; mov r10, QWORD address);
-        self.emit_native_call();
+        // r0 is about to receive the result.
+        x64!(self.ops ; mov rax, QWORD address);
+        self.emit_native_call(false);
         if self.program.unwind_helper().is_some_and(|unwind| unwind as u64 == index) {
-            x64!(self.ops ; test rax, rax ; jz ->unwind);
+            let unwind = self.unwind;
+            x64!(self.ops ; test rax, rax ; jz =>unwind);
         }
     }
 
     /// `callx dst`: the index in a register, looked up in the helper table.
     fn emit_helper_call_by_register(&mut self, pc: usize, insn: Insn) {
-        self.flush();
-        self.emit_budget_check(pc);
-        let unknown = self.stub(pc, Status::UnknownHelper);
+        self.flush_and_check(pc);
+        let unknown = self.stop(pc, Status::UnknownHelper);
         let table = self.program.helper_table();
         // At most MAX_HELPER_INDEX entries.
         let len = table.len() as i32;
@@ -1050,29 +2292,32 @@ impl<'p> Emitter<'p> {
             ; mov r11, Rq(index)
             ; cmp r11, DWORD len
             ; jae =>unknown
-            ; mov r10, QWORD base
-            ; mov r10, [r10 + r11 * 8]
-            ; test r10, r10
+            ; mov rcx, QWORD base
+            ; mov rcx, [rcx + r11 * 8]
+            ; test rcx, rcx
             ; jz =>unknown
+            // r0 is about to receive the result.
+            ; mov rax, rcx
         );
-        self.emit_native_call();
-        if let Some(unwind) = self.program.unwind_helper() {
+        let unwind = self.program.unwind_helper();
+        self.emit_native_call(unwind.is_some());
+        if let Some(unwind) = unwind {
             let next = self.ops.new_dynamic_label();
-            let unwind = unwind as i64;
+            let unwind_label = self.unwind;
             x64!(self.ops
                 ; test rax, rax
                 ; jnz =>next
-                ; mov rcx, QWORD unwind
-                ; cmp r11, rcx
-                ; je ->unwind
+                ; cmp r11, DWORD unwind as i32
+                ; je =>unwind_label
                 ; =>next
             );
         }
     }
 
-    /// Calls the helper at r10 with r1..r5 as arguments, keeping r1..r5
-    /// (as the interpreter does) and r11; the result lands in r0 (rax).
-    fn emit_native_call(&mut self) {
+    /// Calls the helper at rax with r1..r5 as arguments, keeping r1..r5
+    /// (as the interpreter does), the context pointer and, if asked, r11;
+    /// the result lands in r0 (rax).
+    fn emit_native_call(&mut self, keep_r11: bool) {
         x64!(self.ops
             ; push rdi
             ; push rsi
@@ -1080,10 +2325,20 @@ impl<'p> Emitter<'p> {
             ; push r9
             ; push r8
             // The sixth push keeps rsp 16-byte aligned.
-            ; push r11
+            ; push r10
+        );
+        if keep_r11 {
+            x64!(self.ops ; push r11 ; push r11);
+        }
+        x64!(self.ops
             ; mov rcx, r9
-            ; call r10
-            ; pop r11
+            ; call rax
+        );
+        if keep_r11 {
+            x64!(self.ops ; pop r11 ; pop r11);
+        }
+        x64!(self.ops
+            ; pop r10
             ; pop r8
             ; pop r9
             ; pop rdx
@@ -1095,61 +2350,167 @@ impl<'p> Emitter<'p> {
     /// `exit`: return from a local call, or end the run when at depth 0.
     fn emit_exit(&mut self, pc: usize) {
         self.flush();
-        if pc >= self.entry_end {
+        if pc >= self.analysis.entry_end {
             // Only local calls enter the other functions.
             x64!(self.ops ; ret);
-        } else if self.entry_is_called {
+        } else if self.analysis.entry_is_called {
+            let exit = self.exit;
             x64!(self.ops
-                ; cmp QWORD [r12 + CTX_DEPTH], 0
-                ; je ->exit
+                ; cmp rbp, [r10 + CTX_STACK_TOP]
+                ; je =>exit
                 ; ret
             );
         } else {
-            x64!(self.ops ; jmp ->exit);
-        }
-    }
-
-    fn emit_stubs(&mut self) {
-        for stub in std::mem::take(&mut self.stubs) {
-            let (label, pc, status) = (stub.label, stub.pc as i32, stub.status as i32);
-            x64!(self.ops ; =>label);
-            if stub.unflushed > 0 {
-                let count = stub.unflushed as i32;
-                x64!(self.ops ; add QWORD [r12 + CTX_EXECUTED], DWORD count);
+            // At depth 0, with nothing pushed since the prologue.
+            if self.budget_in_register {
+                x64!(self.ops ; mov [r10 + CTX_REMAINING], r12);
+            } else {
+                self.emit_store_count(self.pending);
+                self.pending = 0;
             }
             x64!(self.ops
-                ; mov ecx, DWORD pc
-                ; mov eax, DWORD status
-                ; jmp ->fault
+                ; mov rdx, rax
+                ; xor eax, eax
             );
+            self.emit_epilogue(false);
         }
     }
 
-    /// The ways out: a fault (status in eax, pc in rcx, address or helper
-    /// index in r11), an unwind (r0 = 0), an exit (r0 in rax); all restore
-    /// the native stack from any call depth.
-    fn emit_shared_exits(&mut self) {
+    /// Restores the native stack (from any depth, when asked) and the
+    /// callee-saved registers, and returns.
+    fn emit_epilogue(&mut self, from_any_depth: bool) {
+        if from_any_depth && self.analysis.local_calls {
+            x64!(self.ops ; mov rsp, [r10 + CTX_SAVED_RSP]);
+        }
+        if self.padding != 0 {
+            x64!(self.ops ; add rsp, BYTE self.padding as i8);
+        }
+        for &host in self.saved.clone().iter().rev() {
+            x64!(self.ops ; pop Rq(host));
+        }
+        x64!(self.ops ; ret);
+    }
+
+    /// Without the budget register: leaves `limit - executed` in the
+    /// context, for a count known here.
+    fn emit_store_count(&mut self, executed: u32) {
+        let remaining = self.program.instruction_limit().wrapping_sub(u64::from(executed)) as i64;
+        match i32::try_from(remaining) {
+            Ok(remaining) => x64!(self.ops ; mov QWORD [r10 + CTX_REMAINING], DWORD remaining),
+            Err(_) => x64!(self.ops ; mov rcx, QWORD remaining ; mov [r10 + CTX_REMAINING], rcx),
+        }
+    }
+
+    /// Counts `unflushed` more instructions and stops the run at `pc` with
+    /// `status` (r11 holding the value to report).
+    fn emit_stop_tail(&mut self, pc: usize, status: Status, unflushed: u32) {
+        if self.budget_in_register {
+            if unflushed > 0 {
+                let count = unflushed as i32;
+                x64!(self.ops ; sub r12, DWORD count);
+            }
+        } else {
+            self.emit_store_count(unflushed);
+        }
+        let fault = self.fault;
+        // A program has at most 65536 slots, so the pc fits above the status.
+        let code = (pc as u32) << 8 | status as u32;
         x64!(self.ops
-            ; ->fault:
-            ; mov [r12 + CTX_ERROR_PC], rcx
-            ; mov [r12 + CTX_ERROR_VALUE], r11
-            ; jmp ->leave
-            ; ->unwind:
-            ; xor eax, eax
-            ; ->exit:
-            ; mov [r12 + CTX_RESULT], rax
-            ; xor eax, eax
-            ; ->leave:
-            ; mov rsp, [r12 + CTX_SAVED_RSP]
-            ; add rsp, 8
-            ; pop r15
-            ; pop r14
-            ; pop r13
-            ; pop r12
-            ; pop rbx
-            ; pop rbp
-            ; ret
+            ; mov eax, DWORD code as i32
+            ; jmp =>fault
         );
+    }
+
+    fn emit_cold(&mut self) -> Result<(), JitError> {
+        // Copies add cold code of their own.
+        while let Some(cold) = self.cold.pop() {
+            match cold {
+                Cold::Stop { label, pc, status, unflushed } => {
+                    x64!(self.ops ; =>label);
+                    self.emit_stop_tail(pc, status, unflushed);
+                }
+                Cold::Budget { label, back, pc } => {
+                    x64!(self.ops ; =>label);
+                    if let Some(back) = back {
+                        let refill = self.refill;
+                        x64!(self.ops
+                            ; call =>refill
+                            ; test r12, r12
+                            ; jns =>back
+                        );
+                    }
+                    self.emit_stop_tail(pc, Status::Budget, 0);
+                }
+                Cold::Memory { label, back, pc, base, off, size, write, inline, unflushed } => {
+                    self.emit_slow_check(label, back, pc, base, off, size, write, inline, unflushed);
+                }
+                Cold::Copy { label, first, last, pending, back } => {
+                    x64!(self.ops ; =>label);
+                    self.individual = true;
+                    self.pending = pending;
+                    let mut pc = first;
+                    while pc <= last {
+                        pc = self.emit_step(pc)?;
+                    }
+                    x64!(self.ops ; jmp =>back);
+                    self.individual = false;
+                    self.pending = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The ways out: a fault (status and pc in eax, address or helper index
+    /// in r11), an unwind (r0 = 0), an exit from a recursive entry
+    /// function (r0 in rax); all restore the native stack from any call
+    /// depth. Then, for limits above `i64::MAX`, the routine that moves
+    /// more of the budget into r12.
+    fn emit_shared_exits(&mut self) {
+        let (fault, unwind, exit, refill) = (self.fault, self.unwind, self.exit, self.refill);
+        x64!(self.ops
+            ; =>fault
+            ; mov rdx, r11
+        );
+        if self.budget_in_register {
+            x64!(self.ops ; mov [r10 + CTX_REMAINING], r12);
+        }
+        self.emit_epilogue(true);
+        x64!(self.ops
+            ; =>unwind
+            ; xor eax, eax
+            ; =>exit
+        );
+        // Reached only through calls, which keep the budget in r12.
+        if self.budget_in_register {
+            x64!(self.ops ; mov [r10 + CTX_REMAINING], r12);
+        }
+        x64!(self.ops
+            ; mov rdx, rax
+            ; xor eax, eax
+        );
+        self.emit_epilogue(true);
+        if self.big_limit {
+            let again = self.ops.new_dynamic_label();
+            let done = self.ops.new_dynamic_label();
+            x64!(self.ops
+                ; =>refill
+                ; =>again
+                ; test r12, r12
+                ; jns =>done
+                ; mov rcx, [r10 + CTX_EXTRA]
+                ; test rcx, rcx
+                ; jz =>done
+                ; mov r11, QWORD REFILL as i64
+                ; cmp rcx, r11
+                ; cmova rcx, r11
+                ; sub [r10 + CTX_EXTRA], rcx
+                ; add r12, rcx
+                ; jmp =>again
+                ; =>done
+                ; ret
+            );
+        }
     }
 }
 
@@ -1171,7 +2532,62 @@ mod tests {
 
     #[test]
     fn status_is_exited_zero() {
-        // `->exit` returns 0 with `xor eax, eax`.
+        // The exits return 0 with `xor eax, eax`.
         assert_eq!(Status::Exited as u64, 0);
+    }
+
+    #[test]
+    fn pool_recycles_pages_and_never_maps_them_writable_and_executable() {
+        let first = pool::Pages::fill(&[0xc3; 10]).expect("maps");
+        let addr = first.addr();
+        drop(first);
+        // Some later fill reuses retired pages once the free ones run out.
+        let mut seen = false;
+        let mut held = Vec::new();
+        // (Other tests share the pool, so allow for them.)
+        while !seen && held.len() < 1024 {
+            let pages = pool::Pages::fill(&[0xc3; 10]).expect("maps");
+            seen |= pages.addr() == addr;
+            // SAFETY: the pages hold a `ret` at offset 0, readable.
+            assert_eq!(unsafe { *(pages.addr() as *const u8) }, 0xc3);
+            held.push(pages);
+        }
+        assert!(seen, "retired pages are reused");
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        for line in maps.lines() {
+            let perms = line.split_whitespace().nth(1).unwrap_or("");
+            assert!(!(perms.contains('w') && perms.contains('x')), "writable and executable: {line}");
+        }
+    }
+
+    #[test]
+    fn analysis_elides_frame_and_region_checks_only() {
+        use crate::helpers::Helpers;
+        use crate::program::{Config, Region};
+        static DATA: [u8; 16] = [0; 16];
+        let start = DATA.as_ptr() as u64;
+        let config = Config { regions: vec![Region { start, len: 16, writable: false }], ..Config::default() };
+        let insns = [
+            Insn::new(STXDW, 10, 1, -8, 0),         // 0: in the frame
+            Insn::new(MOV64_REG, 2, 10, 0, 0),      // 1: r2 = r10
+            Insn::new(ADD64_IMM, 2, 0, 0, -16),     // 2: r2 = r10 - 16
+            Insn::new(LDXDW, 0, 2, 8, 0),           // 3: r10 - 8: in the frame
+            Insn::new(LDXDW, 0, 2, 16, 0),          // 4: r10 + 0: a caller's frame, maybe
+            Insn::new(LDDW, 3, 0, 0, start as i32), // 5
+            Insn::new(0, 0, 0, 0, (start >> 32) as i32),
+            Insn::new(LDXW, 0, 3, 12, 0), // 7: in the region
+            Insn::new(STW, 3, 0, 12, 0),  // 8: read-only region
+            Insn::new(LDXW, 0, 3, 13, 0), // 9: past the region
+            Insn::new(LDXB, 0, 1, 0, 0),  // 10: the input, probably
+            Insn::new(EXIT, 0, 0, 0, 0),
+        ];
+        let program = Program::load(&encode_program(&insns), &Helpers::new(), &config).expect("verifies");
+        let analysis = Analysis::new(&program);
+        let checks: Vec<Check> = [0, 3, 4, 7, 8, 9, 10].iter().map(|&pc| analysis.slots[pc].check).collect();
+        assert_eq!(
+            checks,
+            [Check::None, Check::None, Check::Stack { end: 8 }, Check::None, Check::Input, Check::Input, Check::Input]
+        );
+        assert_eq!(analysis.bound_used[..4], [true, false, true, true]);
     }
 }

@@ -54,6 +54,28 @@ pub fn parse_vector(text: &str) -> Result<Vector, String> {
     Ok(vector)
 }
 
+/// Every `*.data` vector in `dir`, with its file name, sorted by name.
+pub fn read_vectors(dir: &std::path::Path) -> Result<Vec<(String, Vector)>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+        if path.extension().is_some_and(|ext| ext == "data") {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{name}: {e}"))?;
+            let vector = parse_vector(&text).map_err(|e| format!("{name}: {e}"))?;
+            Ok((name, vector))
+        })
+        .collect()
+}
+
 fn parse_u64(text: &str) -> Option<u64> {
     match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),

@@ -1,28 +1,14 @@
 //! Runs every bpf_conformance vector (vendored in tests/conformance) through
 //! the interpreter.
 
-use std::path::PathBuf;
+use std::path::Path;
 
 use qemu_ubpf::conformance::{self, Vector};
 use qemu_ubpf::{Config, Program, asm, isa};
 
 fn vectors() -> Vec<(String, Vector)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("tests/conformance is vendored")
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "data"))
-        .collect();
-    paths.sort();
-    paths
-        .into_iter()
-        .map(|path| {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            let vector = conformance::parse_vector(&std::fs::read_to_string(&path).unwrap())
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
-            (name, vector)
-        })
-        .collect()
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
+    conformance::read_vectors(&dir).expect("tests/conformance is vendored and parses")
 }
 
 /// Runs one vector; `Err` says how it failed.

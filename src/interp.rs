@@ -25,6 +25,12 @@ use crate::program::{Program, Region};
 /// Stack bytes for all call frames of one run.
 pub const STACK_SIZE: usize = STACK_FRAME_SIZE * MAX_CALL_DEPTH;
 
+/// Unused bytes kept above the stack's top, so that an address a little
+/// past the top never belongs to another allocation (a program's global
+/// data, say): such an access is refused the same way whatever the heap
+/// layout, which keeps runs of two loaded copies of a program comparable.
+const STACK_GUARD: usize = 4096;
+
 /// Memory for the call frames of a run. Reused between runs on a thread
 /// without clearing: like the kernel's, a program must write its stack
 /// before it reads it, or it sees an earlier run's bytes.
@@ -34,14 +40,14 @@ pub struct Stack {
 
 impl Default for Stack {
     fn default() -> Stack {
-        Stack { words: vec![0; STACK_SIZE / 8].into_boxed_slice() }
+        Stack { words: vec![0; (STACK_SIZE + STACK_GUARD) / 8].into_boxed_slice() }
     }
 }
 
 impl Stack {
     /// The address just past the stack: r10 of the entry frame.
     pub fn top(&mut self) -> u64 {
-        self.words.as_mut_ptr_range().end as u64
+        self.words.as_mut_ptr() as u64 + STACK_SIZE as u64
     }
 }
 

@@ -676,9 +676,19 @@ pub static FORMS: &[Form] = &[
     form(JSLE32_REG, S::None,     "jsle32",    O::DstSrcJump),
 ];
 
+/// [`FORMS`] grouped by opcode, so that finding a form is one index and a
+/// short scan: the verifier does it for every instruction it loads.
+static FORMS_BY_OPCODE: std::sync::LazyLock<Vec<Vec<&'static Form>>> = std::sync::LazyLock::new(|| {
+    let mut by_opcode = vec![Vec::new(); 256];
+    for form in FORMS {
+        by_opcode[form.opc as usize].push(form);
+    }
+    by_opcode
+});
+
 /// The form that describes `insn` (the first listed, where aliases exist).
 pub fn form_of(insn: &Insn) -> Option<&'static Form> {
-    FORMS.iter().find(|form| form.selects(insn))
+    FORMS_BY_OPCODE[insn.opc as usize].iter().copied().find(|form| form.selects(insn))
 }
 
 /// Forms with this mnemonic, in table order.

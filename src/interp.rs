@@ -36,11 +36,17 @@ const STACK_GUARD: usize = 4096;
 /// before it reads it, or it sees an earlier run's bytes.
 pub struct Stack {
     words: Box<[u64]>,
+    /// Where local calls save the caller's state; kept here rather than
+    /// set up per run, which would cost more than a short filter's run.
+    frames: [Frame; MAX_CALL_DEPTH],
 }
 
 impl Default for Stack {
     fn default() -> Stack {
-        Stack { words: vec![0; (STACK_SIZE + STACK_GUARD) / 8].into_boxed_slice() }
+        Stack {
+            words: vec![0; (STACK_SIZE + STACK_GUARD) / 8].into_boxed_slice(),
+            frames: [Frame::default(); MAX_CALL_DEPTH],
+        }
     }
 }
 
@@ -90,8 +96,8 @@ impl Memory<'_> {
     /// the deepest live frame?
     #[inline(always)]
     fn allows(&self, addr: u64, size: u64, write: bool, stack_low: u64) -> bool {
-        (addr.wrapping_sub(stack_low) <= self.stack_top - stack_low - size)
-            || (addr.wrapping_sub(self.input_start) <= self.input_len.wrapping_sub(size) && size <= self.input_len)
+        (addr.wrapping_sub(self.input_start) <= self.input_len.wrapping_sub(size) && size <= self.input_len)
+            || (addr.wrapping_sub(stack_low) <= self.stack_top - stack_low - size)
             || self.regions.iter().any(|region| region.contains(addr, size) && (region.writable || !write))
     }
 
@@ -178,7 +184,7 @@ pub fn run(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &
     reg[2] = memory.input_len;
     reg[10] = memory.stack_top;
     let mut stack_low = memory.stack_top - STACK_FRAME_SIZE as u64;
-    let mut frames = [Frame::default(); MAX_CALL_DEPTH];
+    let frames = &mut stack.frames;
     let mut depth = 0;
     let limit = program.instruction_limit();
     let mut executed: u64 = 0;
@@ -233,69 +239,98 @@ pub fn run(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &
         let dst = insn.dst as usize & 15;
         let src = insn.src as usize & 15;
         let imm = insn.imm;
-        // Operands as the forms read them.
-        let (d32, s32, k32) = (reg[dst] as u32, reg[src] as u32, imm as u32);
-        let (d64, s64, k64) = (reg[dst], reg[src], imm as i64 as u64);
+        // Operands as the forms read them, computed only in the arms that
+        // use them so the dispatch carries no dead loads.
+        macro_rules! d32 {
+            () => {
+                reg[dst] as u32
+            };
+        }
+        macro_rules! s32 {
+            () => {
+                reg[src] as u32
+            };
+        }
+        macro_rules! k32 {
+            () => {
+                imm as u32
+            };
+        }
+        macro_rules! d64 {
+            () => {
+                reg[dst]
+            };
+        }
+        macro_rules! s64 {
+            () => {
+                reg[src]
+            };
+        }
+        macro_rules! k64 {
+            () => {
+                imm as i64 as u64
+            };
+        }
 
         #[rustfmt::skip]
         match insn.opc {
-            ADD32_IMM  => reg[dst] = d32.wrapping_add(k32) as u64,
-            ADD32_REG  => reg[dst] = d32.wrapping_add(s32) as u64,
-            SUB32_IMM  => reg[dst] = d32.wrapping_sub(k32) as u64,
-            SUB32_REG  => reg[dst] = d32.wrapping_sub(s32) as u64,
-            MUL32_IMM  => reg[dst] = d32.wrapping_mul(k32) as u64,
-            MUL32_REG  => reg[dst] = d32.wrapping_mul(s32) as u64,
-            DIV32_IMM  => reg[dst] = div32(d32, k32, insn.off) as u64,
-            DIV32_REG  => reg[dst] = div32(d32, s32, insn.off) as u64,
-            OR32_IMM   => reg[dst] = (d32 | k32) as u64,
-            OR32_REG   => reg[dst] = (d32 | s32) as u64,
-            AND32_IMM  => reg[dst] = (d32 & k32) as u64,
-            AND32_REG  => reg[dst] = (d32 & s32) as u64,
-            LSH32_IMM  => reg[dst] = d32.wrapping_shl(k32) as u64,
-            LSH32_REG  => reg[dst] = d32.wrapping_shl(s32) as u64,
-            RSH32_IMM  => reg[dst] = d32.wrapping_shr(k32) as u64,
-            RSH32_REG  => reg[dst] = d32.wrapping_shr(s32) as u64,
-            NEG32      => reg[dst] = d32.wrapping_neg() as u64,
-            MOD32_IMM  => reg[dst] = mod32(d32, k32, insn.off) as u64,
-            MOD32_REG  => reg[dst] = mod32(d32, s32, insn.off) as u64,
-            XOR32_IMM  => reg[dst] = (d32 ^ k32) as u64,
-            XOR32_REG  => reg[dst] = (d32 ^ s32) as u64,
-            MOV32_IMM  => reg[dst] = k32 as u64,
-            MOV32_REG  => reg[dst] = movsx32(s32, insn.off) as u64,
-            ARSH32_IMM => reg[dst] = (d32 as i32).wrapping_shr(k32) as u32 as u64,
-            ARSH32_REG => reg[dst] = (d32 as i32).wrapping_shr(s32) as u32 as u64,
-            LE         => reg[dst] = to_le(d64, imm),
-            BE         => reg[dst] = to_be(d64, imm),
+            ADD32_IMM  => reg[dst] = d32!().wrapping_add(k32!()) as u64,
+            ADD32_REG  => reg[dst] = d32!().wrapping_add(s32!()) as u64,
+            SUB32_IMM  => reg[dst] = d32!().wrapping_sub(k32!()) as u64,
+            SUB32_REG  => reg[dst] = d32!().wrapping_sub(s32!()) as u64,
+            MUL32_IMM  => reg[dst] = d32!().wrapping_mul(k32!()) as u64,
+            MUL32_REG  => reg[dst] = d32!().wrapping_mul(s32!()) as u64,
+            DIV32_IMM  => reg[dst] = div32(d32!(), k32!(), insn.off) as u64,
+            DIV32_REG  => reg[dst] = div32(d32!(), s32!(), insn.off) as u64,
+            OR32_IMM   => reg[dst] = (d32!() | k32!()) as u64,
+            OR32_REG   => reg[dst] = (d32!() | s32!()) as u64,
+            AND32_IMM  => reg[dst] = (d32!() & k32!()) as u64,
+            AND32_REG  => reg[dst] = (d32!() & s32!()) as u64,
+            LSH32_IMM  => reg[dst] = d32!().wrapping_shl(k32!()) as u64,
+            LSH32_REG  => reg[dst] = d32!().wrapping_shl(s32!()) as u64,
+            RSH32_IMM  => reg[dst] = d32!().wrapping_shr(k32!()) as u64,
+            RSH32_REG  => reg[dst] = d32!().wrapping_shr(s32!()) as u64,
+            NEG32      => reg[dst] = d32!().wrapping_neg() as u64,
+            MOD32_IMM  => reg[dst] = mod32(d32!(), k32!(), insn.off) as u64,
+            MOD32_REG  => reg[dst] = mod32(d32!(), s32!(), insn.off) as u64,
+            XOR32_IMM  => reg[dst] = (d32!() ^ k32!()) as u64,
+            XOR32_REG  => reg[dst] = (d32!() ^ s32!()) as u64,
+            MOV32_IMM  => reg[dst] = k32!() as u64,
+            MOV32_REG  => reg[dst] = movsx32(s32!(), insn.off) as u64,
+            ARSH32_IMM => reg[dst] = (d32!() as i32).wrapping_shr(k32!()) as u32 as u64,
+            ARSH32_REG => reg[dst] = (d32!() as i32).wrapping_shr(s32!()) as u32 as u64,
+            LE         => reg[dst] = to_le(d64!(), imm),
+            BE         => reg[dst] = to_be(d64!(), imm),
 
-            ADD64_IMM  => reg[dst] = d64.wrapping_add(k64),
-            ADD64_REG  => reg[dst] = d64.wrapping_add(s64),
-            SUB64_IMM  => reg[dst] = d64.wrapping_sub(k64),
-            SUB64_REG  => reg[dst] = d64.wrapping_sub(s64),
-            MUL64_IMM  => reg[dst] = d64.wrapping_mul(k64),
-            MUL64_REG  => reg[dst] = d64.wrapping_mul(s64),
-            DIV64_IMM  => reg[dst] = div64(d64, k64, insn.off),
-            DIV64_REG  => reg[dst] = div64(d64, s64, insn.off),
-            OR64_IMM   => reg[dst] = d64 | k64,
-            OR64_REG   => reg[dst] = d64 | s64,
-            AND64_IMM  => reg[dst] = d64 & k64,
-            AND64_REG  => reg[dst] = d64 & s64,
-            LSH64_IMM  => reg[dst] = d64.wrapping_shl(k32),
-            LSH64_REG  => reg[dst] = d64.wrapping_shl(s32),
-            RSH64_IMM  => reg[dst] = d64.wrapping_shr(k32),
-            RSH64_REG  => reg[dst] = d64.wrapping_shr(s32),
-            NEG64      => reg[dst] = d64.wrapping_neg(),
-            MOD64_IMM  => reg[dst] = mod64(d64, k64, insn.off),
-            MOD64_REG  => reg[dst] = mod64(d64, s64, insn.off),
-            XOR64_IMM  => reg[dst] = d64 ^ k64,
-            XOR64_REG  => reg[dst] = d64 ^ s64,
-            MOV64_IMM  => reg[dst] = k64,
-            MOV64_REG  => reg[dst] = movsx64(s64, insn.off),
-            ARSH64_IMM => reg[dst] = (d64 as i64).wrapping_shr(k32) as u64,
-            ARSH64_REG => reg[dst] = (d64 as i64).wrapping_shr(s32) as u64,
-            BSWAP      => reg[dst] = bswap(d64, imm),
+            ADD64_IMM  => reg[dst] = d64!().wrapping_add(k64!()),
+            ADD64_REG  => reg[dst] = d64!().wrapping_add(s64!()),
+            SUB64_IMM  => reg[dst] = d64!().wrapping_sub(k64!()),
+            SUB64_REG  => reg[dst] = d64!().wrapping_sub(s64!()),
+            MUL64_IMM  => reg[dst] = d64!().wrapping_mul(k64!()),
+            MUL64_REG  => reg[dst] = d64!().wrapping_mul(s64!()),
+            DIV64_IMM  => reg[dst] = div64(d64!(), k64!(), insn.off),
+            DIV64_REG  => reg[dst] = div64(d64!(), s64!(), insn.off),
+            OR64_IMM   => reg[dst] = d64!() | k64!(),
+            OR64_REG   => reg[dst] = d64!() | s64!(),
+            AND64_IMM  => reg[dst] = d64!() & k64!(),
+            AND64_REG  => reg[dst] = d64!() & s64!(),
+            LSH64_IMM  => reg[dst] = d64!().wrapping_shl(k32!()),
+            LSH64_REG  => reg[dst] = d64!().wrapping_shl(s32!()),
+            RSH64_IMM  => reg[dst] = d64!().wrapping_shr(k32!()),
+            RSH64_REG  => reg[dst] = d64!().wrapping_shr(s32!()),
+            NEG64      => reg[dst] = d64!().wrapping_neg(),
+            MOD64_IMM  => reg[dst] = mod64(d64!(), k64!(), insn.off),
+            MOD64_REG  => reg[dst] = mod64(d64!(), s64!(), insn.off),
+            XOR64_IMM  => reg[dst] = d64!() ^ k64!(),
+            XOR64_REG  => reg[dst] = d64!() ^ s64!(),
+            MOV64_IMM  => reg[dst] = k64!(),
+            MOV64_REG  => reg[dst] = movsx64(s64!(), insn.off),
+            ARSH64_IMM => reg[dst] = (d64!() as i64).wrapping_shr(k32!()) as u64,
+            ARSH64_REG => reg[dst] = (d64!() as i64).wrapping_shr(s32!()) as u64,
+            BSWAP      => reg[dst] = bswap(d64!(), imm),
 
             LDDW => {
-                reg[dst] = k32 as u64 | (insns[pc].imm as u32 as u64) << 32;
+                reg[dst] = k32!() as u64 | (insns[pc].imm as u32 as u64) << 32;
                 pc += 1;
             }
 
@@ -306,18 +341,18 @@ pub fn run(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &
             LDXSW => reg[dst] = load!(at, insn, i32) as i64 as u64,
             LDXSH => reg[dst] = load!(at, insn, i16) as i64 as u64,
             LDXSB => reg[dst] = load!(at, insn, i8) as i64 as u64,
-            STW   => store!(at, insn, u32, k32),
-            STH   => store!(at, insn, u16, k32),
-            STB   => store!(at, insn, u8, k32),
-            STDW  => store!(at, insn, u64, k64),
-            STXW  => store!(at, insn, u32, s64),
-            STXH  => store!(at, insn, u16, s64),
-            STXB  => store!(at, insn, u8, s64),
-            STXDW => store!(at, insn, u64, s64),
+            STW   => store!(at, insn, u32, k32!()),
+            STH   => store!(at, insn, u16, k32!()),
+            STB   => store!(at, insn, u8, k32!()),
+            STDW  => store!(at, insn, u64, k64!()),
+            STXW  => store!(at, insn, u32, s64!()),
+            STXH  => store!(at, insn, u16, s64!()),
+            STXB  => store!(at, insn, u8, s64!()),
+            STXDW => store!(at, insn, u64, s64!()),
             ATOMIC32 => {
-                let addr = d64.wrapping_add(insn.off as i64 as u64);
+                let addr = d64!().wrapping_add(insn.off as i64 as u64);
                 check!(at, insn, addr, 4, true);
-                let old = atomic_rmw32(addr, imm, s32, reg[0] as u32) as u64;
+                let old = atomic_rmw32(addr, imm, s32!(), reg[0] as u32) as u64;
                 match imm {
                     ATOMIC_CMPXCHG => reg[0] = old,
                     _ if imm & ATOMIC_FETCH != 0 => reg[src] = old,
@@ -325,9 +360,9 @@ pub fn run(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &
                 }
             }
             ATOMIC64 => {
-                let addr = d64.wrapping_add(insn.off as i64 as u64);
+                let addr = d64!().wrapping_add(insn.off as i64 as u64);
                 check!(at, insn, addr, 8, true);
-                let old = atomic_rmw64(addr, imm, s64, reg[0]);
+                let old = atomic_rmw64(addr, imm, s64!(), reg[0]);
                 match imm {
                     ATOMIC_CMPXCHG => reg[0] = old,
                     _ if imm & ATOMIC_FETCH != 0 => reg[src] = old,
@@ -336,28 +371,28 @@ pub fn run(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &
             }
 
             JA         => jump_if!(at, insn, true),
-            JEQ_IMM    => jump_if!(at, insn, d64 == k64),
-            JEQ_REG    => jump_if!(at, insn, d64 == s64),
-            JGT_IMM    => jump_if!(at, insn, d64 > k64),
-            JGT_REG    => jump_if!(at, insn, d64 > s64),
-            JGE_IMM    => jump_if!(at, insn, d64 >= k64),
-            JGE_REG    => jump_if!(at, insn, d64 >= s64),
-            JSET_IMM   => jump_if!(at, insn, d64 & k64 != 0),
-            JSET_REG   => jump_if!(at, insn, d64 & s64 != 0),
-            JNE_IMM    => jump_if!(at, insn, d64 != k64),
-            JNE_REG    => jump_if!(at, insn, d64 != s64),
-            JSGT_IMM   => jump_if!(at, insn, (d64 as i64) > k64 as i64),
-            JSGT_REG   => jump_if!(at, insn, (d64 as i64) > s64 as i64),
-            JSGE_IMM   => jump_if!(at, insn, (d64 as i64) >= k64 as i64),
-            JSGE_REG   => jump_if!(at, insn, (d64 as i64) >= s64 as i64),
-            JLT_IMM    => jump_if!(at, insn, d64 < k64),
-            JLT_REG    => jump_if!(at, insn, d64 < s64),
-            JLE_IMM    => jump_if!(at, insn, d64 <= k64),
-            JLE_REG    => jump_if!(at, insn, d64 <= s64),
-            JSLT_IMM   => jump_if!(at, insn, (d64 as i64) < k64 as i64),
-            JSLT_REG   => jump_if!(at, insn, (d64 as i64) < s64 as i64),
-            JSLE_IMM   => jump_if!(at, insn, (d64 as i64) <= k64 as i64),
-            JSLE_REG   => jump_if!(at, insn, (d64 as i64) <= s64 as i64),
+            JEQ_IMM    => jump_if!(at, insn, d64!() == k64!()),
+            JEQ_REG    => jump_if!(at, insn, d64!() == s64!()),
+            JGT_IMM    => jump_if!(at, insn, d64!() > k64!()),
+            JGT_REG    => jump_if!(at, insn, d64!() > s64!()),
+            JGE_IMM    => jump_if!(at, insn, d64!() >= k64!()),
+            JGE_REG    => jump_if!(at, insn, d64!() >= s64!()),
+            JSET_IMM   => jump_if!(at, insn, d64!() & k64!() != 0),
+            JSET_REG   => jump_if!(at, insn, d64!() & s64!() != 0),
+            JNE_IMM    => jump_if!(at, insn, d64!() != k64!()),
+            JNE_REG    => jump_if!(at, insn, d64!() != s64!()),
+            JSGT_IMM   => jump_if!(at, insn, (d64!() as i64) > k64!() as i64),
+            JSGT_REG   => jump_if!(at, insn, (d64!() as i64) > s64!() as i64),
+            JSGE_IMM   => jump_if!(at, insn, (d64!() as i64) >= k64!() as i64),
+            JSGE_REG   => jump_if!(at, insn, (d64!() as i64) >= s64!() as i64),
+            JLT_IMM    => jump_if!(at, insn, d64!() < k64!()),
+            JLT_REG    => jump_if!(at, insn, d64!() < s64!()),
+            JLE_IMM    => jump_if!(at, insn, d64!() <= k64!()),
+            JLE_REG    => jump_if!(at, insn, d64!() <= s64!()),
+            JSLT_IMM   => jump_if!(at, insn, (d64!() as i64) < k64!() as i64),
+            JSLT_REG   => jump_if!(at, insn, (d64!() as i64) < s64!() as i64),
+            JSLE_IMM   => jump_if!(at, insn, (d64!() as i64) <= k64!() as i64),
+            JSLE_REG   => jump_if!(at, insn, (d64!() as i64) <= s64!() as i64),
 
             JA32       => {
                 if imm < 0 {
@@ -365,28 +400,28 @@ pub fn run(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &
                 }
                 pc = (pc as i64 + imm as i64) as usize;
             }
-            JEQ32_IMM  => jump_if!(at, insn, d32 == k32),
-            JEQ32_REG  => jump_if!(at, insn, d32 == s32),
-            JGT32_IMM  => jump_if!(at, insn, d32 > k32),
-            JGT32_REG  => jump_if!(at, insn, d32 > s32),
-            JGE32_IMM  => jump_if!(at, insn, d32 >= k32),
-            JGE32_REG  => jump_if!(at, insn, d32 >= s32),
-            JSET32_IMM => jump_if!(at, insn, d32 & k32 != 0),
-            JSET32_REG => jump_if!(at, insn, d32 & s32 != 0),
-            JNE32_IMM  => jump_if!(at, insn, d32 != k32),
-            JNE32_REG  => jump_if!(at, insn, d32 != s32),
-            JSGT32_IMM => jump_if!(at, insn, (d32 as i32) > k32 as i32),
-            JSGT32_REG => jump_if!(at, insn, (d32 as i32) > s32 as i32),
-            JSGE32_IMM => jump_if!(at, insn, (d32 as i32) >= k32 as i32),
-            JSGE32_REG => jump_if!(at, insn, (d32 as i32) >= s32 as i32),
-            JLT32_IMM  => jump_if!(at, insn, d32 < k32),
-            JLT32_REG  => jump_if!(at, insn, d32 < s32),
-            JLE32_IMM  => jump_if!(at, insn, d32 <= k32),
-            JLE32_REG  => jump_if!(at, insn, d32 <= s32),
-            JSLT32_IMM => jump_if!(at, insn, (d32 as i32) < k32 as i32),
-            JSLT32_REG => jump_if!(at, insn, (d32 as i32) < s32 as i32),
-            JSLE32_IMM => jump_if!(at, insn, (d32 as i32) <= k32 as i32),
-            JSLE32_REG => jump_if!(at, insn, (d32 as i32) <= s32 as i32),
+            JEQ32_IMM  => jump_if!(at, insn, d32!() == k32!()),
+            JEQ32_REG  => jump_if!(at, insn, d32!() == s32!()),
+            JGT32_IMM  => jump_if!(at, insn, d32!() > k32!()),
+            JGT32_REG  => jump_if!(at, insn, d32!() > s32!()),
+            JGE32_IMM  => jump_if!(at, insn, d32!() >= k32!()),
+            JGE32_REG  => jump_if!(at, insn, d32!() >= s32!()),
+            JSET32_IMM => jump_if!(at, insn, d32!() & k32!() != 0),
+            JSET32_REG => jump_if!(at, insn, d32!() & s32!() != 0),
+            JNE32_IMM  => jump_if!(at, insn, d32!() != k32!()),
+            JNE32_REG  => jump_if!(at, insn, d32!() != s32!()),
+            JSGT32_IMM => jump_if!(at, insn, (d32!() as i32) > k32!() as i32),
+            JSGT32_REG => jump_if!(at, insn, (d32!() as i32) > s32!() as i32),
+            JSGE32_IMM => jump_if!(at, insn, (d32!() as i32) >= k32!() as i32),
+            JSGE32_REG => jump_if!(at, insn, (d32!() as i32) >= s32!() as i32),
+            JLT32_IMM  => jump_if!(at, insn, d32!() < k32!()),
+            JLT32_REG  => jump_if!(at, insn, d32!() < s32!()),
+            JLE32_IMM  => jump_if!(at, insn, d32!() <= k32!()),
+            JLE32_REG  => jump_if!(at, insn, d32!() <= s32!()),
+            JSLT32_IMM => jump_if!(at, insn, (d32!() as i32) < k32!() as i32),
+            JSLT32_REG => jump_if!(at, insn, (d32!() as i32) < s32!() as i32),
+            JSLE32_IMM => jump_if!(at, insn, (d32!() as i32) <= k32!() as i32),
+            JSLE32_REG => jump_if!(at, insn, (d32!() as i32) <= s32!() as i32),
 
             CALL if insn.src == CALL_LOCAL => {
                 check_budget!(at, insn);
@@ -401,7 +436,7 @@ pub fn run(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &
             }
             CALL | CALLX => {
                 check_budget!(at, insn);
-                let index = if insn.opc == CALL { k32 as u64 } else { d64 };
+                let index = if insn.opc == CALL { k32!() as u64 } else { d64!() };
                 let Some(helper) = program.helper(index) else {
                     break Err(stop(at, insn, ExecErrorKind::UnknownHelper(index)));
                 };

@@ -19,20 +19,6 @@ struct Options {
     jit: bool,
 }
 
-fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
-    let digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    if digits.len() % 2 != 0 {
-        return Err(format!("odd number of hex digits ({})", digits.len()));
-    }
-    (0..digits.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&digits[i..i + 2], 16)
-                .map_err(|_| format!("bad hex byte {:?} at digit {i}", &digits[i..i + 2]))
-        })
-        .collect()
-}
-
 fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut options = Options::default();
     for (index, arg) in args.enumerate() {
@@ -42,7 +28,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
             "--elf" => options.elf = true,
             "-h" | "--help" => return Err(USAGE.into()),
             memory if index == 0 && !memory.starts_with("--") => {
-                options.memory = parse_hex(memory).map_err(|e| format!("memory argument: {e}"))?;
+                options.memory = conformance::parse_hex(memory).map_err(|e| format!("memory argument: {e}"))?;
             }
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
@@ -57,7 +43,7 @@ fn run() -> Result<u64, String> {
     let code = if options.elf && input.starts_with(b"\x7fELF") {
         input
     } else {
-        parse_hex(&String::from_utf8_lossy(&input)).map_err(|e| format!("program on stdin: {e}"))?
+        conformance::parse_hex(&String::from_utf8_lossy(&input)).map_err(|e| format!("program on stdin: {e}"))?
     };
     let helpers = conformance::helpers();
     let program = if options.elf {

@@ -153,21 +153,6 @@ fn load_bytes(bytes: &[u8], file: &str, name: Option<&str>, config: &Config) -> 
     result.map_err(|e| format!("{file}: {e}"))
 }
 
-fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
-    let digits: Vec<char> = text.chars().filter(|c| !c.is_whitespace()).collect();
-    if digits.len() % 2 != 0 {
-        return Err("--hex: odd number of hex digits".into());
-    }
-    digits
-        .chunks(2)
-        .enumerate()
-        .map(|(i, pair)| {
-            let pair: String = pair.iter().collect();
-            u8::from_str_radix(&pair, 16).map_err(|_| format!("--hex: byte {i} ({pair:?}) is not hex"))
-        })
-        .collect()
-}
-
 fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Replay {
@@ -208,7 +193,7 @@ fn run(command: Command) -> Result<(), String> {
             let config = Config { instruction_limit, ..Config::default() };
             let loaded = load(&program, name.as_deref(), &config)?;
             let mut packet = match (hex, input) {
-                (Some(hex), _) => parse_hex(&hex)?,
+                (Some(hex), _) => qemu_ubpf::conformance::parse_hex(&hex).map_err(|e| format!("--hex: {e}"))?,
                 (None, Some(path)) => read(&path)?,
                 (None, None) => Vec::new(),
             };

@@ -205,9 +205,9 @@ fn unknown_mnemonic(words: &[&str]) -> String {
 
 /// Forms spelled `mnemonic`; `call %rN` is the bpf_conformance spelling of `callx`.
 fn forms_for(mnemonic: &str) -> impl Iterator<Item = &'static Form> + '_ {
-    FORMS
-        .iter()
-        .filter(move |form| form.mnemonic == mnemonic || (mnemonic == "call" && form.operands == Operands::CallReg))
+    // `call %rN` is the bpf_conformance spelling of `callx %rN`.
+    let callx = FORMS.iter().filter(move |form| mnemonic == "call" && form.operands == Operands::CallReg);
+    isa::forms_named(mnemonic).chain(callx)
 }
 
 /// The operands of a form, as shown in error messages.

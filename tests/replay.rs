@@ -5,7 +5,7 @@
 //! comparison with tcpdump and tshark is in tests/tcpdump.rs.
 
 mod common;
-use common::{example, root, sample, scratch_dir};
+use common::{example, is_interleaving, root, sample, scratch_dir};
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -116,23 +116,6 @@ fn packet_records(capture: &[u8]) -> Vec<Vec<u8>> {
         }
     }
     records
-}
-
-/// Is `all` the elements of `a` and `b` merged, each in its own order?
-fn is_interleaving<T: PartialEq>(all: &[T], a: &[T], b: &[T]) -> bool {
-    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
-    all.iter().all(|item| {
-        if a.peek() == Some(&item) {
-            a.next();
-            true
-        } else if b.peek() == Some(&item) {
-            b.next();
-            true
-        } else {
-            false
-        }
-    }) && a.peek().is_none()
-        && b.peek().is_none()
 }
 
 #[test]

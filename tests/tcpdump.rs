@@ -11,7 +11,7 @@
 //! and otherwise pass after printing a note that they skipped.
 
 mod common;
-use common::{example, sample, scratch_dir};
+use common::{example, is_interleaving, sample, scratch_dir};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -411,23 +411,6 @@ fn tshark_packets(capture: &Path) -> Vec<String> {
 
 /// Lists a capture's packets as a tool sees them, one string each.
 type PacketLister = fn(&Path) -> Vec<String>;
-
-/// Is `all` the elements of `a` and `b` merged, each in its own order?
-fn is_interleaving(all: &[String], a: &[String], b: &[String]) -> bool {
-    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
-    all.iter().all(|item| {
-        if a.peek() == Some(&item) {
-            a.next();
-            true
-        } else if b.peek() == Some(&item) {
-            b.next();
-            true
-        } else {
-            false
-        }
-    }) && a.peek().is_none()
-        && b.peek().is_none()
-}
 
 #[test]
 fn outputs_read_back_identically_with_tcpdump_and_tshark() {

@@ -23,3 +23,20 @@ pub fn scratch_dir(suite: &str, test: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Is `all` the elements of `a` and `b` merged, each in its own order?
+pub fn is_interleaving<T: PartialEq>(all: &[T], a: &[T], b: &[T]) -> bool {
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    all.iter().all(|item| {
+        if a.peek() == Some(&item) {
+            a.next();
+            true
+        } else if b.peek() == Some(&item) {
+            b.next();
+            true
+        } else {
+            false
+        }
+    }) && a.peek().is_none()
+        && b.peek().is_none()
+}

@@ -20,6 +20,12 @@ clang=${CLANG:-clang}
 flags=(-O2 -g -mcpu=v3 -target bpf -ffreestanding -nostdlibinc -Wall -Wextra -Werror
     "-fdebug-prefix-map=$PWD=.")
 
+# Sources that include libbpf's headers (<bpf/bpf_helpers.h>, from Debian's
+# libbpf-dev) also get the system headers they pull in (<linux/bpf.h>, and
+# <asm/types.h> from the multiarch directory), after clang's own.
+multiarch=$("$clang" -print-multiarch 2>/dev/null || true)
+libbpf_flags=(-idirafter /usr/include -idirafter "/usr/include/${multiarch:-x86_64-linux-gnu}")
+
 check=false
 case "${1:-}" in
     "") ;;
@@ -39,7 +45,11 @@ for source in examples/*.c tests/fixtures/*.c; do
     mkdir -p "$out_dir/$(dirname "$object")"
     # The source path is relative, so the debug info names it the same way
     # wherever the checkout is.
-    "$clang" "${flags[@]}" -c "$source" -o "$out_dir/$object"
+    extra=()
+    if grep -q '#include <bpf/' "$source"; then
+        extra=("${libbpf_flags[@]}")
+    fi
+    "$clang" "${flags[@]}" "${extra[@]}" -c "$source" -o "$out_dir/$object"
     if $check; then
         if ! cmp -s "$out_dir/$object" "$object"; then
             echo "$object is out of date with $source (or missing); run scripts/build-examples.sh" >&2

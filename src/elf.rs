@@ -23,7 +23,20 @@ use goblin::elf64::sym::SIZEOF_SYM;
 use crate::error::ElfError;
 use crate::helpers::Helpers;
 use crate::isa::{self, INSN_SIZE, Insn};
+use crate::maps::{MapDef, MapType};
 use crate::program::{DataReloc, DataSection, Image};
+
+mod btf;
+
+/// `lddw` src for a map's handle (`BPF_PSEUDO_MAP_FD`); imm is the map's
+/// index in [`Image::maps`].
+const PSEUDO_MAP: u8 = 1;
+
+/// Smallest legacy `struct bpf_map_def`: type, key_size, value_size and
+/// max_entries (u32 each); map_flags follows when the definitions are 20
+/// bytes or more. As libbpf, the size of one is the section's size over
+/// the number of maps in it.
+const MIN_MAP_DEF_SIZE: u64 = 16;
 
 // BPF relocation types. Older LLVM numbered R_BPF_64_32 (calls) 2, today's
 // R_BPF_64_ABS64 (data); the instruction relocated tells which is meant.
@@ -75,6 +88,8 @@ pub struct ObjectInfo {
     pub relocations: Vec<RelocationInfo>,
     /// Every call of a helper, by section then offset.
     pub helper_calls: Vec<HelperCall>,
+    /// The maps the object declares, in `.maps` (BTF) or `maps` (legacy).
+    pub maps: Vec<MapDef>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,7 +177,23 @@ pub fn inspect(object: &[u8]) -> Result<ObjectInfo, ElfError> {
         data: object.data.iter().map(|(_, section)| section.clone()).collect(),
         relocations,
         helper_calls,
+        maps: object.maps.iter().map(|map| map.def.clone()).collect(),
     })
+}
+
+/// Every program of `object` (its global functions outside `.text`, in
+/// section and offset order), each linked with the functions it calls.
+/// Their images share the object's maps and data, with the same indices.
+pub fn load_all(object: &[u8], helpers: &Helpers) -> Result<Vec<Linked>, ElfError> {
+    let object = Object::parse(object)?;
+    let mut programs = Vec::new();
+    for (index, function) in object.functions.iter().enumerate() {
+        if function.global && function.section_name != ".text" {
+            let image = object.link(index, helpers)?;
+            programs.push(Linked { image, section: function.section_name.clone(), function: function.name.clone() });
+        }
+    }
+    Ok(programs)
 }
 
 /// A section whose contents have been checked to lie inside the file.
@@ -187,6 +218,14 @@ impl Symbol {
     fn is_undefined(&self) -> bool {
         self.section == SHN_UNDEF as usize
     }
+}
+
+/// A map the object declares: where its definition is, and what it says.
+struct ObjectMap {
+    section: usize,
+    /// Byte offset of its definition in the section.
+    offset: u64,
+    def: MapDef,
 }
 
 struct Relocation {
@@ -218,6 +257,8 @@ struct Object {
     relocations: BTreeMap<(usize, u64), Relocation>,
     /// Global data sections with their section indices.
     data: Vec<(usize, DataSection)>,
+    /// By section, then offset.
+    maps: Vec<ObjectMap>,
 }
 
 impl Object {
@@ -233,12 +274,14 @@ impl Object {
         let functions = functions(&sections, &symbols)?;
         let relocations = relocations(&sections, symtab, &functions)?;
         let data = data_sections(&sections)?;
+        let maps = maps(&sections, symtab, &symbols)?;
         Ok(Object {
             section_names: sections.into_iter().map(|section| section.name).collect(),
             symbols,
             functions,
             relocations,
             data,
+            maps,
         })
     }
 
@@ -302,7 +345,8 @@ impl Object {
             }
         }
         let data = self.data.iter().map(|(_, section)| section.clone()).collect();
-        Ok(Image { insns, data, data_relocs: linker.data_relocs })
+        let maps = self.maps.iter().map(|map| map.def.clone()).collect();
+        Ok(Image { insns, data, data_relocs: linker.data_relocs, maps })
     }
 }
 
@@ -378,7 +422,13 @@ impl Linker<'_> {
                     symbol: symbol.name.clone(),
                 })?;
                 if is_map_section(target_section) {
-                    return Err(bad(format!("lddw of map {}: maps are not supported yet", symbol.name)));
+                    let offset = symbol.value.checked_add_signed(addend);
+                    let map =
+                        object.maps.iter().position(|map| map.section == symbol.section && Some(map.offset) == offset);
+                    let map = map.ok_or_else(|| bad(format!("lddw of {}{addend:+}, which is no map", symbol.name)))?;
+                    insn.src = PSEUDO_MAP;
+                    insn.imm = i32::try_from(map).map_err(|_| bad("too many maps".into()))?;
+                    return Ok(insn);
                 }
                 let data = object.data.iter().position(|(index, _)| *index == symbol.section).ok_or_else(|| {
                     bad(format!("lddw of {} in {target_section}, which is not a data section", symbol.name))
@@ -640,19 +690,9 @@ fn relocations(
         if !(is_rela || section.header.sh_type == SHT_REL) || !is_code {
             continue;
         }
-        let section_error = |what: String| ElfError::BadSection { section: section.name.clone(), what };
-        if usize::try_from(section.header.sh_link).ok() != symtab {
-            return Err(section_error(format!("refers to #{}, not the symbol table", section.header.sh_link)));
-        }
-        let entry_size = if is_rela { SIZEOF_RELA } else { SIZEOF_REL };
-        if section.bytes.len() % entry_size != 0 {
-            return Err(section_error(format!("size {} is not a multiple of {entry_size}", section.bytes.len())));
-        }
-        let entries = RelocSection::parse(section.bytes, 0, section.bytes.len(), is_rela, ctx())
-            .map_err(|error| section_error(error.to_string()))?;
+        let entries = relocation_entries(section, symtab)?;
         let code = sections.get(target).map_or(&[][..], |code| code.bytes);
-        for entry in entries.iter().filter(|entry| entry.r_type != R_BPF_NONE) {
-            let offset = entry.r_offset;
+        for (offset, rtype, symbol, addend) in entries.into_iter().filter(|&(_, rtype, ..)| rtype != R_BPF_NONE) {
             let bad = |what: &str| ElfError::BadRelocation {
                 section: sections.get(target).map(|code| code.name.clone()).unwrap_or_default(),
                 offset,
@@ -661,13 +701,130 @@ fn relocations(
             if offset % INSN_SIZE as u64 != 0 || offset >= code.len() as u64 {
                 return Err(bad("not at an instruction of the section"));
             }
-            let relocation = Relocation { rtype: entry.r_type, symbol: entry.r_sym, addend: entry.r_addend };
+            let relocation = Relocation { rtype, symbol, addend };
             if relocations.insert((target, offset), relocation).is_some() {
                 return Err(bad("a second relocation of one instruction"));
             }
         }
     }
     Ok(relocations)
+}
+
+/// The entries of relocation section `section` (REL or RELA) as offset,
+/// type, symbol and addend.
+fn relocation_entries(
+    section: &Section,
+    symtab: Option<usize>,
+) -> Result<Vec<(u64, u32, usize, Option<i64>)>, ElfError> {
+    let is_rela = section.header.sh_type == SHT_RELA;
+    let section_error = |what: String| ElfError::BadSection { section: section.name.clone(), what };
+    if usize::try_from(section.header.sh_link).ok() != symtab {
+        return Err(section_error(format!("refers to #{}, not the symbol table", section.header.sh_link)));
+    }
+    let entry_size = if is_rela { SIZEOF_RELA } else { SIZEOF_REL };
+    if section.bytes.len() % entry_size != 0 {
+        return Err(section_error(format!("size {} is not a multiple of {entry_size}", section.bytes.len())));
+    }
+    let entries = RelocSection::parse(section.bytes, 0, section.bytes.len(), is_rela, ctx())
+        .map_err(|error| section_error(error.to_string()))?;
+    Ok(entries.iter().map(|entry| (entry.r_offset, entry.r_type, entry.r_sym, entry.r_addend)).collect())
+}
+
+/// The maps of the `.maps` section (libbpf's BTF-defined maps, described by
+/// `.BTF`) and of the legacy `maps` section (`struct bpf_map_def`s), each
+/// named by its symbol.
+fn maps(sections: &[Section], symtab: Option<usize>, symbols: &[Symbol]) -> Result<Vec<ObjectMap>, ElfError> {
+    let mut maps = Vec::new();
+    for (index, section) in sections.iter().enumerate().filter(|(_, section)| is_map_section(&section.name)) {
+        let mut defined: Vec<&Symbol> = symbols
+            .iter()
+            .filter(|symbol| symbol.section == index && symbol.kind != STT_SECTION && !symbol.name.is_empty())
+            .collect();
+        defined.sort_by_key(|symbol| symbol.value);
+        let map_error =
+            |map: &str, what: String| ElfError::BadMap { section: section.name.clone(), map: map.to_owned(), what };
+        if section.name == ".maps" {
+            let btf = sections.iter().find(|section| section.name == ".BTF").ok_or_else(|| ElfError::BadSection {
+                section: ".maps".into(),
+                what: "BTF-defined maps need a .BTF section (build with -g)".into(),
+            })?;
+            let declared = btf::Btf::parse(btf.bytes)?.maps()?;
+            let statics = match sections
+                .iter()
+                .find(|rel| matches!(rel.header.sh_type, SHT_REL | SHT_RELA) && rel.header.sh_info as usize == index)
+            {
+                Some(rel) => relocation_entries(rel, symtab)?,
+                None => Vec::new(),
+            };
+            for (position, symbol) in defined.iter().enumerate() {
+                let btf = declared
+                    .iter()
+                    .find(|map| map.name == symbol.name)
+                    .ok_or_else(|| map_error(&symbol.name, "not described in .BTF's .maps data section".into()))?;
+                let missing = |field: &str| map_error(&symbol.name, format!("declares no {field}"));
+                let map_type = btf.map_type.ok_or_else(|| missing("type"))?;
+                let mut def = MapDef {
+                    name: symbol.name.clone(),
+                    map_type,
+                    key_size: btf.key_size.unwrap_or(0),
+                    value_size: btf.value_size.unwrap_or(0),
+                    max_entries: btf.max_entries.ok_or_else(|| missing("max_entries"))?,
+                    flags: btf.flags.unwrap_or(0),
+                    initial_programs: Vec::new(),
+                };
+                if let Some(values) = btf.values_offset {
+                    if map_type != MapType::ProgArray as u32 {
+                        return Err(map_error(&symbol.name, "__array(values) is only supported in prog arrays".into()));
+                    }
+                    // As libbpf: a prog array's keys and values are 4 bytes.
+                    (def.key_size, def.value_size) = (4, 4);
+                    let start = symbol.value + values;
+                    let end = defined.get(position + 1).map_or(section.bytes.len() as u64, |next| next.value);
+                    for &(offset, _, target, _) in statics.iter().filter(|(offset, ..)| (start..end).contains(offset)) {
+                        let slot = (offset - start) / 8;
+                        let function = symbols.get(target).filter(|symbol| symbol.kind == STT_FUNC);
+                        let function = function
+                            .ok_or_else(|| map_error(&symbol.name, format!("value {slot} is not a function")))?;
+                        let slot = u32::try_from(slot).map_err(|_| map_error(&symbol.name, "slot too large".into()))?;
+                        def.initial_programs.push((slot, function.name.clone()));
+                    }
+                }
+                maps.push(ObjectMap { section: index, offset: symbol.value, def });
+            }
+        } else {
+            let def_size = section.bytes.len() as u64 / defined.len().max(1) as u64;
+            for symbol in &defined {
+                let end = symbol.value.checked_add(def_size).filter(|&end| end <= section.bytes.len() as u64);
+                let (Some(end), true) = (end, def_size >= MIN_MAP_DEF_SIZE) else {
+                    return Err(map_error(
+                        &symbol.name,
+                        format!(
+                            "a struct bpf_map_def of {def_size} bytes at offset {:#x}: shorter than \
+                             {MIN_MAP_DEF_SIZE}, or past the section's end",
+                            symbol.value
+                        ),
+                    ));
+                };
+                let bytes = &section.bytes[symbol.value as usize..end as usize];
+                let field = |index: usize| {
+                    bytes
+                        .get(index * 4..index * 4 + 4)
+                        .map_or(0, |word| u32::from_le_bytes(word.try_into().expect("4 bytes")))
+                };
+                let def = MapDef {
+                    name: symbol.name.clone(),
+                    map_type: field(0),
+                    key_size: field(1),
+                    value_size: field(2),
+                    max_entries: field(3),
+                    flags: field(4),
+                    initial_programs: Vec::new(),
+                };
+                maps.push(ObjectMap { section: index, offset: symbol.value, def });
+            }
+        }
+    }
+    Ok(maps)
 }
 
 fn is_map_section(name: &str) -> bool {

@@ -44,8 +44,14 @@ pub enum LoadErrorKind {
     CallToNonFunction { target: i64 },
     #[error("call to helper {0}, which is not registered")]
     UnknownHelper(u32),
-    #[error("lddw with src {0} needs maps, which this engine does not provide yet")]
+    #[error("lddw with src {0} (a BTF id or a function address) is not supported")]
     UnsupportedLddw(u8),
+    #[error("{0}")]
+    Map(crate::maps::MapError),
+    #[error("lddw names map {index}, but the program has {maps} maps")]
+    NoSuchMap { index: i64, maps: usize },
+    #[error("lddw of map {map} value at offset {offset}, which is not inside an array map's first value")]
+    BadMapValue { map: String, offset: i64 },
     #[error("function at instruction {target} is not entered by a local call nor the entry")]
     CrossesFunction { target: usize },
 }
@@ -71,6 +77,12 @@ pub enum ExecErrorKind {
     BudgetExhausted(u64),
     #[error("local call would need more than {0} stack frames")]
     CallDepthExceeded(usize),
+    #[error("helper {helper}: r1 = {value:#x} is not one of the program's maps")]
+    NotAMap { helper: u32, value: u64 },
+    #[error("helper {helper}: {size} bytes at {addr:#x} are outside the memory the program may {}", if *.write { "write" } else { "read" })]
+    HelperMemory { helper: u32, addr: u64, size: u64, write: bool },
+    #[error("helper {helper}: {what}")]
+    HelperArgument { helper: u32, what: String },
 }
 
 /// Why an ELF object could not be turned into a program.
@@ -102,6 +114,12 @@ pub enum ElfError {
     UnknownHelperName { section: String, offset: u64, name: String },
     #[error("{section}: {error}")]
     Load { section: String, error: LoadError },
+    #[error("{0}")]
+    Map(#[from] crate::maps::MapError),
+    #[error("section {section}, map {map}: {what}")]
+    BadMap { section: String, map: String, what: String },
+    #[error("section .BTF, offset {offset:#x}: {what}")]
+    BadBtf { offset: usize, what: String },
 }
 
 /// A line of assembly that could not be assembled.

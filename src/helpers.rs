@@ -1,7 +1,11 @@
 //! The helper registry: functions a program may `call` by index, which the
-//! embedder fills (the library registers none by default).
+//! embedder fills; [`Helpers::linux`] starts from the built-in helpers with
+//! Linux's numbers (see [`builtin`]), so that programs written against
+//! libbpf's `bpf_helpers.h` call the right thing.
 
 use std::collections::BTreeMap;
+
+pub mod builtin;
 
 /// A helper: five arguments in r1..r5, the result in r0, System V ABI so the
 /// JIT and C embedders call it directly.
@@ -11,6 +15,9 @@ pub type HelperFn = extern "C" fn(u64, u64, u64, u64, u64) -> u64;
 pub struct Helper {
     pub name: String,
     pub func: HelperFn,
+    /// A built-in helper that may stop the run (a bad argument, a tail
+    /// call): the engines look at the run's stop flag after calling it.
+    pub may_stop: bool,
 }
 
 /// Helpers by index, with their names for ELF objects that call them by name.
@@ -25,9 +32,25 @@ impl Helpers {
         Helpers::default()
     }
 
+    /// The built-in helpers, by Linux's numbers and names.
+    pub fn linux() -> Helpers {
+        let mut helpers = Helpers::new();
+        for &(index, name, func, may_stop) in builtin::BUILTINS {
+            helpers.by_index.insert(index, Helper { name: name.to_owned(), func, may_stop });
+        }
+        helpers
+    }
+
     /// Registers `func` as helper `index`, replacing any earlier one there.
     pub fn register(&mut self, index: u32, name: &str, func: HelperFn) {
-        self.by_index.insert(index, Helper { name: name.to_owned(), func });
+        self.by_index.insert(index, Helper { name: name.to_owned(), func, may_stop: false });
+    }
+
+    /// Adds the built-in helpers at the indices nothing is registered at.
+    pub fn add_linux(&mut self) {
+        for (index, helper) in Helpers::linux().by_index {
+            self.by_index.entry(index).or_insert(helper);
+        }
     }
 
     pub fn get(&self, index: u32) -> Option<&Helper> {

@@ -15,10 +15,11 @@
 //! limit + 65536 instructions. The JIT counts the same way, so both stop at
 //! the same instruction.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{ExecError, ExecErrorKind};
+use crate::helpers::builtin::RunState;
 use crate::isa::*;
 use crate::program::{Program, Region};
 
@@ -168,8 +169,34 @@ atomic_rmw!(atomic_rmw32, u32, AtomicU32);
 atomic_rmw!(atomic_rmw64, u64, AtomicU64);
 
 /// Runs `program` with `stack` as its call frames, adding the instructions
-/// executed to `executed`.
+/// executed to `executed`. A program that may call built-in helpers gets a
+/// [`RunState`] for them, and its tail calls are followed here: the target
+/// runs over the same input, from a fresh stack frame.
 pub fn run(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &mut u64) -> Result<u64, ExecError> {
+    if !program.has_stopping_helpers() {
+        return run_one(program, mem, stack, executed_out, None);
+    }
+    let stop = Cell::new(0);
+    let input_start = if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 };
+    let state = RunState::new(program, input_start, mem.len() as u64, stack.top(), stop.as_ptr());
+    let _published = state.publish();
+    let mut result = run_one(program, mem, stack, executed_out, Some((&state, &stop)));
+    while let (Ok(_), Some(target)) = (&result, state.take_tail_call()) {
+        stop.set(0);
+        result = run_one(&target, mem, stack, executed_out, Some((&state, &stop)));
+    }
+    result
+}
+
+/// Runs one program of a tail-call chain; with a run state, a helper that
+/// sets its stop word ends the run (with r0 = 0 for a tail call).
+fn run_one(
+    program: &Program,
+    mem: &mut [u8],
+    stack: &mut Stack,
+    executed_out: &mut u64,
+    stops: Option<(&RunState, &Cell<u64>)>,
+) -> Result<u64, ExecError> {
     let insns = program.insns();
     let memory = Memory {
         input_start: if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 },
@@ -441,6 +468,12 @@ pub fn run(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &
                     break Err(stop(at, insn, ExecErrorKind::UnknownHelper(index)));
                 };
                 reg[0] = helper(reg[1], reg[2], reg[3], reg[4], reg[5]);
+                if let Some((state, _)) = stops.filter(|(_, word)| word.get() != 0) {
+                    match state.take_fault() {
+                        Some(kind) => break Err(stop(at, insn, kind)),
+                        None => break Ok(0),
+                    }
+                }
                 if reg[0] == 0 && program.unwind_helper().is_some_and(|unwind| unwind as u64 == index) {
                     break Ok(0);
                 }

@@ -19,6 +19,8 @@ pub mod helpers;
 pub mod interp;
 pub mod isa;
 pub mod jit;
+pub mod maps;
+pub mod object;
 pub mod program;
 pub mod replay;
 #[doc(hidden)]
@@ -27,4 +29,6 @@ pub mod verifier;
 
 pub use error::{AsmError, ElfError, Error, ExecError, ExecErrorKind, LoadError, LoadErrorKind};
 pub use helpers::{HelperFn, Helpers};
+pub use maps::{Map, MapDef, MapError, MapOpError, MapType};
+pub use object::Object;
 pub use program::{Config, Image, Program, Region};

@@ -1,12 +1,13 @@
 //! A loaded program: verified code, its global data, the helpers it may call
 //! and the memory regions it may touch besides its input and stack.
 
-use std::cell::UnsafeCell;
+use std::sync::Arc;
 
-use crate::error::{ElfError, ExecError, LoadError};
+use crate::error::{ElfError, ExecError, LoadError, LoadErrorKind};
 use crate::helpers::{HelperFn, Helpers};
 use crate::isa::{self, Insn};
-use crate::{elf, interp, verifier};
+use crate::maps::{Map, MapDef, MapError};
+use crate::{interp, verifier};
 
 /// Helper indices at or above this are never callable; it bounds the dense
 /// table that makes a helper call one indexed load.
@@ -66,33 +67,26 @@ pub struct DataReloc {
 
 /// Code and data before they are placed in memory and verified: what the ELF
 /// loader produces, or plain bytecode with no data.
+///
+/// An `lddw` with src 1 or 5 (`BPF_PSEUDO_MAP_FD`, `BPF_PSEUDO_MAP_IDX`)
+/// names map `imm` of `maps` and loads its handle; with src 2 or 6 (the
+/// `_VALUE` forms) it loads the address of that array map's first value
+/// plus the second half's imm.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Image {
     pub insns: Vec<Insn>,
     pub data: Vec<DataSection>,
     pub data_relocs: Vec<DataReloc>,
+    pub maps: Vec<MapDef>,
 }
 
-/// One data section's memory, 8-byte aligned, at a fixed address for the
-/// program's life. Programs write it through raw pointers from any thread,
-/// as eBPF globals are shared by every run.
-struct GlobalData {
-    words: Box<[UnsafeCell<u64>]>,
-    len: usize,
-}
-
-impl GlobalData {
-    fn new(bytes: &[u8]) -> GlobalData {
-        let words: Box<[UnsafeCell<u64>]> = (0..bytes.len().div_ceil(8).max(1)).map(|_| UnsafeCell::new(0)).collect();
-        let data = GlobalData { words, len: bytes.len() };
-        // SAFETY: the allocation holds at least `bytes.len()` bytes, nothing
-        // else references it yet, and the source is a distinct Vec.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.addr() as *mut u8, bytes.len()) };
-        data
-    }
-
-    fn addr(&self) -> u64 {
-        UnsafeCell::raw_get(self.words.as_ptr()) as u64
+impl Image {
+    /// Creates the image's maps, then one map per data section (an array
+    /// of one value, as libbpf makes them), in that order.
+    pub fn create_maps(&self) -> Result<Vec<Arc<Map>>, MapError> {
+        let declared = self.maps.iter().map(|def| Map::new(def.clone()).map(Arc::new));
+        let data = self.data.iter().map(|section| Ok(Arc::new(Map::global_data(section))));
+        declared.chain(data).collect()
     }
 }
 
@@ -106,87 +100,149 @@ fn normalize_callx(insns: &mut [Insn]) {
     }
 }
 
+/// Points each `lddw` of a map (src 1, 2, 5, 6) at the map's handle or
+/// value, leaving a plain 64-bit immediate.
+fn resolve_map_lddws(insns: &mut [Insn], maps: &[Arc<Map>], declared: usize) -> Result<(), LoadError> {
+    let mut pc = 0;
+    while pc + 1 < insns.len() {
+        let insn = insns[pc];
+        if insn.opc != isa::LDDW {
+            pc += 1;
+            continue;
+        }
+        if !matches!(insn.src, 1 | 2 | 5 | 6) {
+            pc += 2;
+            continue;
+        }
+        let map = usize::try_from(insn.imm).ok().filter(|&index| index < declared).map(|index| &maps[index]);
+        let map = map.ok_or_else(|| {
+            verifier::error(pc, insn, LoadErrorKind::NoSuchMap { index: insn.imm.into(), maps: declared })
+        })?;
+        let addr = if matches!(insn.src, 1 | 5) {
+            if insns[pc + 1].imm != 0 {
+                return Err(verifier::error(pc, insn, LoadErrorKind::BadLddwTail));
+            }
+            map.handle()
+        } else {
+            let offset = insns[pc + 1].imm;
+            let value = map.direct_value().filter(|region| u64::try_from(offset).is_ok_and(|off| off < region.len));
+            let value = value.ok_or_else(|| {
+                verifier::error(pc, insn, LoadErrorKind::BadMapValue { map: map.name().into(), offset: offset.into() })
+            })?;
+            value.start + offset as u64
+        };
+        insns[pc] = Insn { src: 0, imm: addr as i32, ..insn };
+        insns[pc + 1].imm = (addr >> 32) as i32;
+        pc += 2;
+    }
+    Ok(())
+}
+
 /// A verified program, ready to run from any number of threads.
 pub struct Program {
     insns: Vec<Insn>,
     functions: Vec<usize>,
     helpers: Vec<Option<HelperFn>>,
+    /// By helper index, as `helpers`: may the helper stop the run?
+    may_stop: Vec<bool>,
     unwind: Option<u32>,
-    data: Vec<GlobalData>,
+    /// The image's maps, then its data sections' maps.
+    maps: Vec<Arc<Map>>,
+    data_maps: usize,
     regions: Vec<Region>,
     instruction_limit: u64,
+    /// The programs of the same object, which its prog arrays may name but
+    /// do not keep alive.
+    siblings: Vec<Arc<Program>>,
 }
 
-// SAFETY: the only shared mutable state is the global data, which programs
-// reach solely through raw pointers (as eBPF globals are shared by every run,
-// in the kernel too); the rest is immutable after loading.
-unsafe impl Sync for Program {}
-// SAFETY: as above; nothing in a Program is tied to the thread that made it.
-unsafe impl Send for Program {}
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("insns", &self.insns.len())
+            .field("maps", &self.maps.iter().map(|map| map.name()).collect::<Vec<_>>())
+            .finish()
+    }
+}
 
 impl Program {
     /// Loads raw bytecode (8 bytes per slot, little-endian).
     pub fn load(bytecode: &[u8], helpers: &Helpers, config: &Config) -> Result<Program, LoadError> {
         let insns = isa::decode_program(bytecode).ok_or_else(|| {
-            verifier::error(
-                bytecode.len() / 8,
-                Insn::default(),
-                crate::error::LoadErrorKind::PartialSlot(bytecode.len()),
-            )
+            verifier::error(bytecode.len() / 8, Insn::default(), LoadErrorKind::PartialSlot(bytecode.len()))
         })?;
         Program::from_image(Image { insns, ..Image::default() }, helpers, config)
     }
 
     /// Loads a program from a clang `-target bpf` object; `name` picks a
-    /// function or section, by default the only program or the first.
+    /// function or section, by default the only program or the first. The
+    /// object's other programs are loaded too, sharing its maps, so that
+    /// its prog arrays can hold them.
     pub fn from_elf(
         object: &[u8],
         name: Option<&str>,
         helpers: &Helpers,
         config: &Config,
     ) -> Result<Program, ElfError> {
-        let linked = elf::load(object, name, helpers)?;
-        let section = linked.section.clone();
-        Program::from_image(linked.image, helpers, config).map_err(|error| ElfError::Load { section, error })
+        crate::object::Object::load(object, helpers, config)?.instantiate(object, name, helpers, config)
     }
 
-    /// Places the image's data in memory, points its `lddw`s there, and
-    /// verifies the code.
-    pub fn from_image(mut image: Image, helpers: &Helpers, config: &Config) -> Result<Program, LoadError> {
-        let data: Vec<GlobalData> = image.data.iter().map(|section| GlobalData::new(&section.bytes)).collect();
+    /// Creates the image's maps and global data, points its `lddw`s there,
+    /// and verifies the code.
+    pub fn from_image(image: Image, helpers: &Helpers, config: &Config) -> Result<Program, LoadError> {
+        let maps =
+            image.create_maps().map_err(|error| verifier::error(0, Insn::default(), LoadErrorKind::Map(error)))?;
+        Program::with_maps(image, maps, helpers, config)
+    }
+
+    /// As [`Program::from_image`], with maps already created by
+    /// [`Image::create_maps`] (for this image, or for another one of the
+    /// same object, so that programs share them).
+    pub fn with_maps(
+        mut image: Image,
+        maps: Vec<Arc<Map>>,
+        helpers: &Helpers,
+        config: &Config,
+    ) -> Result<Program, LoadError> {
+        let declared = image.maps.len();
+        assert_eq!(maps.len(), declared + image.data.len(), "maps created by Image::create_maps");
         for reloc in &image.data_relocs {
-            let (Some(section), true) = (data.get(reloc.section), reloc.pc + 1 < image.insns.len()) else {
+            let (Some(section), true) = (maps.get(declared + reloc.section), reloc.pc + 1 < image.insns.len()) else {
                 return Err(verifier::error(
                     reloc.pc,
                     image.insns.get(reloc.pc).copied().unwrap_or_default(),
-                    crate::error::LoadErrorKind::LddwTruncated,
+                    LoadErrorKind::LddwTruncated,
                 ));
             };
-            let addr = section.addr().wrapping_add(reloc.offset);
+            let start = section.direct_value().map_or(0, |region| region.start);
+            let addr = start.wrapping_add(reloc.offset);
             image.insns[reloc.pc].imm = addr as i32;
             image.insns[reloc.pc + 1].imm = (addr >> 32) as i32;
         }
+        resolve_map_lddws(&mut image.insns, &maps, declared)?;
         normalize_callx(&mut image.insns);
         let functions = verifier::verify(&image.insns, helpers)?;
-        let mut regions: Vec<Region> = data
-            .iter()
-            .zip(&image.data)
-            .map(|(mem, section)| Region { start: mem.addr(), len: mem.len as u64, writable: section.writable })
-            .collect();
+        let mut regions: Vec<Region> = maps.iter().filter_map(|map| map.region()).collect();
         regions.extend(config.regions.iter().copied());
         let mut table = Vec::new();
+        let mut may_stop = Vec::new();
         for (index, helper) in helpers.iter().filter(|(index, _)| *index < MAX_HELPER_INDEX) {
             table.resize(table.len().max(index as usize + 1), None);
+            may_stop.resize(table.len(), false);
             table[index as usize] = Some(helper.func);
+            may_stop[index as usize] = helper.may_stop;
         }
         Ok(Program {
             insns: image.insns,
             functions,
             helpers: table,
+            may_stop,
             unwind: helpers.unwind(),
-            data,
+            data_maps: image.data.len(),
+            maps,
             regions,
             instruction_limit: config.instruction_limit,
+            siblings: Vec::new(),
         })
     }
 
@@ -213,6 +269,29 @@ impl Program {
         &self.helpers
     }
 
+    /// May helper `index` stop the run (a built-in that checks its
+    /// arguments, or the tail call)?
+    pub fn helper_may_stop(&self, index: u64) -> bool {
+        usize::try_from(index).ok().and_then(|index| self.may_stop.get(index)).copied().unwrap_or(false)
+    }
+
+    /// Does some helper the program may call stop runs? Then runs publish
+    /// a [`RunState`](crate::helpers::builtin) for them.
+    pub fn has_stopping_helpers(&self) -> bool {
+        self.may_stop.contains(&true)
+    }
+
+    /// The program's maps: those it declares, then one per global data
+    /// section (named after the section).
+    pub fn maps(&self) -> &[Arc<Map>] {
+        &self.maps
+    }
+
+    /// The map named `name`.
+    pub fn map(&self, name: &str) -> Option<&Arc<Map>> {
+        self.maps.iter().find(|map| map.name() == name)
+    }
+
     pub fn unwind_helper(&self) -> Option<u32> {
         self.unwind
     }
@@ -224,12 +303,15 @@ impl Program {
 
     /// Contents of global data section `index`, as they are now.
     pub fn data(&self, index: usize) -> Option<Vec<u8>> {
-        let section = self.data.get(index)?;
-        let mut bytes = vec![0; section.len];
-        // SAFETY: the section holds `len` bytes; a concurrent run may write
-        // them, which can only tear the snapshot, never reach outside it.
-        unsafe { std::ptr::copy_nonoverlapping(section.addr() as *const u8, bytes.as_mut_ptr(), section.len) };
-        Some(bytes)
+        if index >= self.data_maps {
+            return None;
+        }
+        self.maps[self.maps.len() - self.data_maps + index].lookup(&0u32.to_ne_bytes()).ok().flatten()
+    }
+
+    /// Keeps `programs` (tail-call targets) alive as long as this one.
+    pub(crate) fn keep_alive(&mut self, programs: Vec<Arc<Program>>) {
+        self.siblings = programs;
     }
 
     pub fn instruction_limit(&self) -> u64 {

@@ -117,7 +117,12 @@ impl GeneratedCase {
     /// Loads the program with fresh global data: load it once per engine,
     /// as runs change the data.
     pub fn load(&self) -> Result<Program, LoadError> {
-        let image = Image { insns: self.insns.clone(), data: self.data.clone(), data_relocs: self.data_relocs.clone() };
+        let image = Image {
+            insns: self.insns.clone(),
+            data: self.data.clone(),
+            data_relocs: self.data_relocs.clone(),
+            maps: Vec::new(),
+        };
         Program::from_image(image, &self.helpers, &self.config)
     }
 }
@@ -1394,6 +1399,9 @@ mod tests {
                         ExecErrorKind::UnknownHelper(_) => "unknown helper",
                         ExecErrorKind::BudgetExhausted(_) => "budget",
                         ExecErrorKind::CallDepthExceeded(_) => "call depth",
+                        ExecErrorKind::NotAMap { .. }
+                        | ExecErrorKind::HelperMemory { .. }
+                        | ExecErrorKind::HelperArgument { .. } => "built-in helper",
                     };
                     *stops.entry(name).or_insert(0) += 1;
                 }

@@ -92,6 +92,9 @@ fn stop_name(result: &Result<u64, ExecError>) -> &'static str {
             ExecErrorKind::UnknownHelper(_) => "unknown helper",
             ExecErrorKind::BudgetExhausted(_) => "budget exhausted",
             ExecErrorKind::CallDepthExceeded(_) => "call depth exceeded",
+            ExecErrorKind::NotAMap { .. } => "not a map",
+            ExecErrorKind::HelperMemory { .. } => "helper memory",
+            ExecErrorKind::HelperArgument { .. } => "helper argument",
         },
     }
 }

@@ -4,7 +4,7 @@
 use goblin::elf::Elf;
 use goblin::elf::section_header::SHT_REL;
 use qemu_ubpf::elf::{self, HelperRef};
-use qemu_ubpf::{Config, ElfError, Helpers, Program};
+use qemu_ubpf::{Config, ElfError, Helpers, MapError, Program, isa};
 
 fn read(path: &str) -> Vec<u8> {
     std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
@@ -27,6 +27,13 @@ const R_INFO: usize = 8;
 
 fn put_u64(bytes: &mut [u8], at: usize, value: u64) {
     bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+/// Where the contents of section `name` are in the file.
+fn section_offset(object: &[u8], name: &str) -> usize {
+    let parsed = Elf::parse(object).unwrap();
+    let header = parsed.section_headers.iter().find(|header| &parsed.shdr_strtab[header.sh_name] == name).unwrap();
+    header.sh_offset as usize
 }
 
 /// Where the header of section `name` is in the file.
@@ -246,7 +253,7 @@ fn data_relocations_carry_symbol_value_and_addend() {
     offsets.sort();
     assert_eq!(offsets, [0, 4], "\"odd\" at 0, \"even\" at 4");
     for reloc in &linked.image.data_relocs {
-        assert_eq!(linked.image.insns[reloc.pc].opc, qemu_ubpf::isa::LDDW);
+        assert_eq!(linked.image.insns[reloc.pc].opc, isa::LDDW);
     }
 
     let linked = elf::load(&object, Some("first"), &Helpers::new()).unwrap();
@@ -265,7 +272,7 @@ fn helpers_by_name_and_by_index() {
 
     let helpers = fixture_helpers();
     let linked = elf::load(&object, None, &helpers).unwrap();
-    let calls: Vec<_> = linked.image.insns.iter().filter(|insn| insn.opc == qemu_ubpf::isa::CALL).collect();
+    let calls: Vec<_> = linked.image.insns.iter().filter(|insn| insn.opc == isa::CALL).collect();
     assert_eq!(calls.iter().map(|call| (call.src, call.imm)).collect::<Vec<_>>(), [(0, 3), (0, 7)]);
     let program = Program::from_elf(&object, None, &helpers, &Config::default()).unwrap();
     // my_helper(len) + helper 7(len, 1000)
@@ -277,11 +284,36 @@ fn helpers_by_name_and_by_index() {
 }
 
 #[test]
-fn maps_are_refused_by_name() {
+fn legacy_map_definitions_without_flags_load() {
     let object = read("tests/fixtures/map.o");
-    let error = elf::load(&object, None, &Helpers::new()).unwrap_err();
-    let ElfError::BadRelocation { what, .. } = &error else { panic!("{error}") };
-    assert!(what.contains("counters") && what.contains("maps are not supported yet"), "{error}");
+    let info = elf::inspect(&object).unwrap();
+    let maps: Vec<_> = info
+        .maps
+        .iter()
+        .map(|map| (map.name.as_str(), map.map_type, map.key_size, map.value_size, map.flags))
+        .collect();
+    assert_eq!(maps, [("counters", 2, 4, 8, 0)]);
+    let linked = elf::load(&object, None, &Helpers::new()).unwrap();
+    let lddw = linked.image.insns.iter().find(|insn| insn.opc == isa::LDDW).unwrap();
+    assert_eq!((lddw.src, lddw.imm), (1, 0), "lddw of map 0, as BPF_PSEUDO_MAP_FD");
+    let program = Program::from_elf(&object, None, &Helpers::linux(), &Config::default()).unwrap();
+    program.map("counters").unwrap().update(&0u32.to_ne_bytes(), &41u64.to_ne_bytes(), 0).unwrap();
+    assert_eq!(program.execute(&mut []), Ok(41));
+}
+
+#[test]
+fn a_bad_map_definition_names_the_map() {
+    let mut object = read("tests/fixtures/map.o");
+    // The key size of "counters" (its second word) becomes 3.
+    let info = elf::inspect(&object).unwrap();
+    assert_eq!(info.maps[0].key_size, 4);
+    let section = section_offset(&object, "maps");
+    object[section + 4] = 3;
+    let error = Program::from_elf(&object, None, &Helpers::linux(), &Config::default()).unwrap_err();
+    assert!(
+        matches!(&error, ElfError::Map(MapError::BadField { name, field: "key_size", .. }) if name == "counters"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -211,6 +211,7 @@ fn global_data_is_shared_between_runs() {
         ],
         data: vec![qemu_ubpf::program::DataSection { name: ".data".into(), bytes: vec![0; 8], writable: true }],
         data_relocs: vec![qemu_ubpf::program::DataReloc { pc: 0, section: 0, offset: 0 }],
+        maps: Vec::new(),
     };
     let program = Arc::new(Program::from_image(image, &Helpers::new(), &Config::default()).unwrap());
     let threads: Vec<_> = (0..4)

@@ -16,9 +16,10 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::mem::MaybeUninit;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{ExecError, ExecErrorKind};
+use crate::helpers::builtin::RunState;
 use crate::interp::{self, Stack};
 use crate::isa::{self, MAX_CALL_DEPTH};
 use crate::program::Program;
@@ -64,6 +65,9 @@ pub(crate) enum Status {
     /// The call at `error_pc` named helper `error_value`, which the program's
     /// helper table does not hold.
     UnknownHelper = 4,
+    /// The helper called at `error_pc` set the stop word: it faulted, or
+    /// asked for a tail call (the run state says which).
+    HelperStop = 5,
 }
 
 /// What the native code returns, in rax:rdx.
@@ -94,6 +98,10 @@ pub(crate) struct Context {
     /// The part of the limit not yet moved into the budget register (0
     /// unless the limit is above `i64::MAX`).
     pub(crate) extra: u64,
+    /// The run state's stop word: set by a helper that stops the run, read
+    /// by the code after each call of such a helper. Written by Rust
+    /// before a run of a program that has such helpers.
+    pub(crate) helper_stop: u64,
     pub(crate) scratch: Scratch,
 }
 
@@ -127,6 +135,8 @@ pub(crate) struct Scratch {
 /// memory is unmapped when the `JitProgram` is dropped.
 pub struct JitProgram {
     program: Arc<Program>,
+    /// Tail-call targets, compiled on their first call.
+    targets: Mutex<Vec<Arc<JitProgram>>>,
     #[cfg(target_arch = "x86_64")]
     code: x86_64::Code,
     #[cfg(not(target_arch = "x86_64"))]
@@ -148,7 +158,7 @@ impl JitProgram {
         #[cfg(target_arch = "x86_64")]
         {
             let code = x86_64::compile(&program)?;
-            Ok(JitProgram { program, code })
+            Ok(JitProgram { program, targets: Mutex::new(Vec::new()), code })
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -163,9 +173,13 @@ impl JitProgram {
     #[cfg(target_arch = "x86_64")]
     #[inline]
     pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
+        if self.program.has_stopping_helpers() {
+            return interp::with_thread_stack(|stack| self.run(mem, stack, &mut 0));
+        }
         // Nothing reads the context afterwards, so the code may have it
         // uninitialised (it writes what it reads).
-        let exit = interp::with_thread_stack(|stack| self.enter(mem, stack, &mut MaybeUninit::uninit()));
+        let mut context = MaybeUninit::uninit();
+        let exit = interp::with_thread_stack(|stack| self.enter(mem, stack, context.as_mut_ptr()));
         if exit.status == Status::Exited as u64 { Ok(exit.value) } else { Err(self.error(exit)) }
     }
 
@@ -214,13 +228,84 @@ impl JitProgram {
     /// [`interp::run`]: crate::interp::run
     #[cfg(target_arch = "x86_64")]
     pub fn run(&self, mem: &mut [u8], stack: &mut Stack, executed: &mut u64) -> Result<u64, ExecError> {
+        if !self.program.has_stopping_helpers() {
+            return self.run_one(mem, stack, executed, None);
+        }
+        // The interpreter's protocol (see `interp::run`), with the stop
+        // word in each run's context.
+        let input_start = if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 };
+        let state = RunState::new(&self.program, input_start, mem.len() as u64, stack.top(), std::ptr::null_mut());
+        let _published = state.publish();
+        let mut result = self.run_one(mem, stack, executed, Some(&state));
+        let mut target = state.take_tail_call();
+        while let (Ok(_), Some(program)) = (&result, target.take()) {
+            let jit = match self.target(&program) {
+                Ok(jit) => jit,
+                Err(error) => return Err(self.tail_call_error(error)),
+            };
+            result = jit.run_one(mem, stack, executed, Some(&state));
+            target = state.take_tail_call();
+        }
+        result
+    }
+
+    /// Runs this program's code once; with a run state, a helper that stops
+    /// the run ends it as the interpreter's `run_one` does.
+    #[cfg(target_arch = "x86_64")]
+    fn run_one(
+        &self,
+        mem: &mut [u8],
+        stack: &mut Stack,
+        executed: &mut u64,
+        state: Option<&RunState>,
+    ) -> Result<u64, ExecError> {
         let mut context = MaybeUninit::new(Context::default());
-        let exit = self.enter(mem, stack, &mut context);
+        let context_ptr = context.as_mut_ptr();
+        if let Some(state) = state {
+            // SAFETY: a field of the initialised context, which outlives
+            // the run (the only time helpers write through the pointer).
+            state.set_stop(unsafe { &raw mut (*context_ptr).helper_stop });
+        }
+        let exit = self.enter(mem, stack, context_ptr);
         // SAFETY: initialised above; the code writes only whole u64 fields.
         let context = unsafe { context.assume_init_ref() };
         // remaining = limit - extra - executed, all wrapping.
         *executed += self.program.instruction_limit().wrapping_sub(context.extra).wrapping_sub(context.remaining);
-        if exit.status == Status::Exited as u64 { Ok(exit.value) } else { Err(self.error(exit)) }
+        match exit.status {
+            s if s == Status::Exited as u64 => Ok(exit.value),
+            s if s & 0xff == Status::HelperStop as u64 => {
+                let pc = (s >> 8) as usize;
+                match state.and_then(RunState::take_fault) {
+                    Some(kind) => Err(ExecError { pc, insn: self.program.insns()[pc], kind }),
+                    None => Ok(0),
+                }
+            }
+            _ => Err(self.error(exit)),
+        }
+    }
+
+    /// The compiled code of tail-call target `program`, compiled on first
+    /// use and kept.
+    fn target(&self, program: &Arc<Program>) -> Result<Arc<JitProgram>, JitError> {
+        let mut targets = self.targets.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(jit) = targets.iter().find(|jit| Arc::ptr_eq(&jit.program, program)) {
+            return Ok(jit.clone());
+        }
+        let jit = Arc::new(JitProgram::compile(program.clone())?);
+        targets.push(jit.clone());
+        Ok(jit)
+    }
+
+    #[cold]
+    fn tail_call_error(&self, error: JitError) -> ExecError {
+        ExecError {
+            pc: 0,
+            insn: self.program.insns()[0],
+            kind: ExecErrorKind::HelperArgument {
+                helper: crate::helpers::builtin::TAIL_CALL,
+                what: format!("the target could not be compiled: {error}"),
+            },
+        }
     }
 
     /// Runs the compiled program with `stack` as its call frames.
@@ -232,12 +317,13 @@ impl JitProgram {
     /// Calls the native code over `mem` with `stack`.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn enter(&self, mem: &mut [u8], stack: &mut Stack, context: &mut MaybeUninit<Context>) -> Exit {
+    fn enter(&self, mem: &mut [u8], stack: &mut Stack, context: *mut Context) -> Exit {
         let input = if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 };
         // SAFETY: `mem` and `stack` are borrowed for the call (the stack
         // holds `STACK_SIZE` bytes below its top), `self` keeps the program
-        // alive, and the context is borrowed too, valid for writes.
-        unsafe { self.code.call(input, mem.len() as u64, context.as_mut_ptr(), stack.top()) }
+        // alive, and every caller passes a context it owns for the call,
+        // valid for writes.
+        unsafe { self.code.call(input, mem.len() as u64, context, stack.top()) }
     }
 
     /// Turns a stopped run into the interpreter's error.

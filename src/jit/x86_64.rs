@@ -119,6 +119,7 @@ const _: () = {
 /// Context field offsets, as the code addresses them from (host) r10.
 const CTX_REMAINING: i32 = offset_of!(Context, remaining) as i32;
 const CTX_EXTRA: i32 = offset_of!(Context, extra) as i32;
+const CTX_HELPER_STOP: i32 = offset_of!(Context, helper_stop) as i32;
 const SCRATCH: usize = offset_of!(Context, scratch);
 const CTX_INPUT_START: i32 = (SCRATCH + offset_of!(Scratch, input_start)) as i32;
 const CTX_INPUT_BOUND: i32 = (SCRATCH + offset_of!(Scratch, input_bound)) as i32;
@@ -2273,6 +2274,9 @@ impl<'p> Emitter<'p> {
         // r0 is about to receive the result.
         x64!(self.ops ; mov rax, QWORD address);
         self.emit_native_call(false);
+        if self.program.helper_may_stop(index) {
+            self.emit_stop_check(pc);
+        }
         if self.program.unwind_helper().is_some_and(|unwind| unwind as u64 == index) {
             let unwind = self.unwind;
             x64!(self.ops ; test rax, rax ; jz =>unwind);
@@ -2301,6 +2305,9 @@ impl<'p> Emitter<'p> {
         );
         let unwind = self.program.unwind_helper();
         self.emit_native_call(unwind.is_some());
+        if self.program.has_stopping_helpers() {
+            self.emit_stop_check(pc);
+        }
         if let Some(unwind) = unwind {
             let next = self.ops.new_dynamic_label();
             let unwind_label = self.unwind;
@@ -2312,6 +2319,16 @@ impl<'p> Emitter<'p> {
                 ; =>next
             );
         }
+    }
+
+    /// After a helper that may stop the run: stop at `pc` if it did (the
+    /// Rust side then asks the run state why).
+    fn emit_stop_check(&mut self, pc: usize) {
+        let stop = self.stop(pc, Status::HelperStop);
+        x64!(self.ops
+            ; cmp QWORD [r10 + CTX_HELPER_STOP], 0
+            ; jne =>stop
+        );
     }
 
     /// Calls the helper at rax with r1..r5 as arguments, keeping r1..r5

@@ -1,0 +1,560 @@
+//! The built-in helpers, numbered as Linux numbers them (`enum
+//! bpf_func_id`), and the per-run state they work with.
+//!
+//! A helper only gets r1..r5, so what it needs to know about the run (the
+//! program's maps, which memory the program may hand it, where to report a
+//! fault) is in a [`RunState`] the engine publishes in a thread-local for
+//! the run. A helper never trusts a pointer: every key, value, format string
+//! or buffer must lie in memory the program may read (or write) itself: its
+//! input, its stack, its regions (global data, map values, ring buffer
+//! records). Anything else, or an r1 that is not one of the program's maps,
+//! stops the run with an [`ExecErrorKind`] that names the helper; the engine
+//! adds the instruction.
+//!
+//! Stopping: the helper sets the run's stop flag (a word the engine reads
+//! after each call of a helper that may stop) and records why: a fault, or
+//! a tail call, after which the engine runs the target program over the
+//! same input.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::HelperFn;
+use crate::error::ExecErrorKind;
+use crate::interp::STACK_SIZE;
+use crate::maps::{Map, MapOpError, MapType};
+use crate::program::{Program, Region};
+
+/// Linux's numbers of the built-in helpers.
+pub const MAP_LOOKUP_ELEM: u32 = 1;
+pub const MAP_UPDATE_ELEM: u32 = 2;
+pub const MAP_DELETE_ELEM: u32 = 3;
+pub const KTIME_GET_NS: u32 = 5;
+pub const TRACE_PRINTK: u32 = 6;
+pub const GET_PRANDOM_U32: u32 = 7;
+pub const GET_SMP_PROCESSOR_ID: u32 = 8;
+pub const TAIL_CALL: u32 = 12;
+pub const CSUM_DIFF: u32 = 28;
+pub const MAP_PUSH_ELEM: u32 = 87;
+pub const MAP_POP_ELEM: u32 = 88;
+pub const MAP_PEEK_ELEM: u32 = 89;
+pub const KTIME_GET_BOOT_NS: u32 = 125;
+pub const RINGBUF_OUTPUT: u32 = 130;
+pub const RINGBUF_RESERVE: u32 = 131;
+pub const RINGBUF_SUBMIT: u32 = 132;
+pub const RINGBUF_DISCARD: u32 = 133;
+pub const RINGBUF_QUERY: u32 = 134;
+
+/// Tail calls one run may make, as Linux's `MAX_TAIL_CALL_CNT`: the 34th
+/// fails (returns an error to the program, which goes on).
+pub const MAX_TAIL_CALLS: u32 = 33;
+
+/// Most bytes `csum_diff` sums over, from and to together (Linux's limit).
+const MAX_CSUM_DIFF: u64 = 512;
+/// Most bytes of a `trace_printk` format or `%s` argument read.
+const MAX_PRINTK: u64 = 1024;
+
+/// Every built-in: index, name (as `bpf_helper_defs.h` names it, for
+/// objects that call helpers by name), function, and whether it may stop
+/// the run.
+#[rustfmt::skip]
+pub const BUILTINS: &[(u32, &str, HelperFn, bool)] = &[
+    (MAP_LOOKUP_ELEM,      "bpf_map_lookup_elem",      map_lookup_elem,      true),
+    (MAP_UPDATE_ELEM,      "bpf_map_update_elem",      map_update_elem,      true),
+    (MAP_DELETE_ELEM,      "bpf_map_delete_elem",      map_delete_elem,      true),
+    (KTIME_GET_NS,         "bpf_ktime_get_ns",         ktime_get_ns,         false),
+    (TRACE_PRINTK,         "bpf_trace_printk",         trace_printk,         true),
+    (GET_PRANDOM_U32,      "bpf_get_prandom_u32",      get_prandom_u32,      false),
+    (GET_SMP_PROCESSOR_ID, "bpf_get_smp_processor_id", get_smp_processor_id, false),
+    (TAIL_CALL,            "bpf_tail_call",            tail_call,            true),
+    (CSUM_DIFF,            "bpf_csum_diff",            csum_diff,            true),
+    (MAP_PUSH_ELEM,        "bpf_map_push_elem",        map_push_elem,        true),
+    (MAP_POP_ELEM,         "bpf_map_pop_elem",         map_pop_elem,         true),
+    (MAP_PEEK_ELEM,        "bpf_map_peek_elem",        map_peek_elem,        true),
+    (KTIME_GET_BOOT_NS,    "bpf_ktime_get_boot_ns",    ktime_get_ns,         false),
+    (RINGBUF_OUTPUT,       "bpf_ringbuf_output",       ringbuf_output,       true),
+    (RINGBUF_RESERVE,      "bpf_ringbuf_reserve",      ringbuf_reserve,      true),
+    (RINGBUF_SUBMIT,       "bpf_ringbuf_submit",       ringbuf_submit,       true),
+    (RINGBUF_DISCARD,      "bpf_ringbuf_discard",      ringbuf_discard,      true),
+    (RINGBUF_QUERY,        "bpf_ringbuf_query",        ringbuf_query,        true),
+];
+
+/// What the built-in helpers know about the run in progress on a thread.
+pub(crate) struct RunState {
+    /// The running program (it changes at a tail call).
+    program: Cell<*const Program>,
+    input_start: u64,
+    input_len: u64,
+    stack_top: u64,
+    /// The word the engine reads after a helper that may stop.
+    stop: Cell<*mut u64>,
+    fault: Cell<Option<ExecErrorKind>>,
+    tail_call: Cell<Option<Arc<Program>>>,
+    tail_calls: Cell<u32>,
+    /// Ring buffer records reserved and not yet submitted or discarded:
+    /// discarded when the run ends, so a program that forgets one cannot
+    /// block the buffer.
+    reservations: RefCell<Vec<(Arc<Map>, u64)>>,
+}
+
+thread_local! {
+    static CURRENT: Cell<*const RunState> = const { Cell::new(std::ptr::null()) };
+    /// The clock `ktime_get_ns` reads instead of the monotonic one, if set
+    /// (replay sets each packet's capture time).
+    static CLOCK: Cell<Option<u64>> = const { Cell::new(None) };
+    static RANDOM: Cell<u64> = Cell::new(random_seed());
+}
+
+/// Makes `ktime_get_ns` on this thread return `now` (nanoseconds) instead
+/// of the monotonic clock, or the clock again with `None`.
+pub fn set_clock(now: Option<u64>) {
+    CLOCK.with(|clock| clock.set(now));
+}
+
+fn random_seed() -> u64 {
+    let time = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    let local = 0u8;
+    (time ^ (&local as *const u8 as u64).rotate_left(32)) | 1
+}
+
+/// Restores the thread's previous run state (a helper may re-enter the
+/// engine) when a run ends.
+pub(crate) struct Published {
+    previous: *const RunState,
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        CURRENT.with(|current| current.set(self.previous));
+    }
+}
+
+impl RunState {
+    /// The state of a run of `program` over `[input_start, +input_len)`
+    /// with the stack below `stack_top`; helpers that stop set `*stop`.
+    pub(crate) fn new(program: &Program, input_start: u64, input_len: u64, stack_top: u64, stop: *mut u64) -> RunState {
+        RunState {
+            program: Cell::new(program),
+            input_start,
+            input_len,
+            stack_top,
+            stop: Cell::new(stop),
+            fault: Cell::new(None),
+            tail_call: Cell::new(None),
+            tail_calls: Cell::new(0),
+            reservations: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Makes this the thread's run state until the result is dropped.
+    ///
+    /// The state must not move while published; callers keep it in a local
+    /// that outlives the guard.
+    pub(crate) fn publish(&self) -> Published {
+        Published { previous: CURRENT.with(|current| current.replace(self)) }
+    }
+
+    /// The next word to watch for stops (the JIT's context, after the
+    /// interpreter's own); `stop` must be valid for the rest of the run.
+    pub(crate) fn set_stop(&self, stop: *mut u64) {
+        self.stop.set(stop);
+    }
+
+    /// Why a helper stopped the run, if it was a fault.
+    pub(crate) fn take_fault(&self) -> Option<ExecErrorKind> {
+        self.fault.take()
+    }
+
+    /// The program a tail call asked for; the state switches to it.
+    pub(crate) fn take_tail_call(&self) -> Option<Arc<Program>> {
+        let target = self.tail_call.take()?;
+        self.program.set(Arc::as_ptr(&target));
+        Some(target)
+    }
+
+    fn program(&self) -> &Program {
+        // SAFETY: the program is the one being run (the engine's borrow, or
+        // a tail-call target the engine holds an Arc of) for the whole run.
+        unsafe { &*self.program.get() }
+    }
+
+    fn stop_with(&self, kind: ExecErrorKind) {
+        self.fault.set(Some(kind));
+        // SAFETY: the engine keeps the stop word valid while the state is
+        // published (see `set_stop`).
+        unsafe { *self.stop.get() = 1 };
+    }
+
+    /// The map whose handle is `value`, among the running program's.
+    fn map(&self, helper: u32, value: u64) -> Result<Arc<Map>, ExecErrorKind> {
+        self.program()
+            .maps()
+            .iter()
+            .find(|map| map.handle() == value)
+            .cloned()
+            .ok_or(ExecErrorKind::NotAMap { helper, value })
+    }
+
+    /// Can the program itself access `[addr, addr + size)`?
+    fn allows(&self, addr: u64, size: u64, write: bool) -> bool {
+        let in_input =
+            addr.wrapping_sub(self.input_start) <= self.input_len.wrapping_sub(size) && size <= self.input_len;
+        let stack = Region { start: self.stack_top - STACK_SIZE as u64, len: STACK_SIZE as u64, writable: true };
+        in_input
+            || stack.contains(addr, size)
+            || self.program().regions().iter().any(|region| region.contains(addr, size) && (region.writable || !write))
+    }
+
+    fn check(&self, helper: u32, addr: u64, size: u64, write: bool) -> Result<(), ExecErrorKind> {
+        if size == 0 || self.allows(addr, size, write) {
+            Ok(())
+        } else {
+            Err(ExecErrorKind::HelperMemory { helper, addr, size, write })
+        }
+    }
+
+    /// A copy of `size` bytes the program passed at `addr`.
+    fn read(&self, helper: u32, addr: u64, size: u64) -> Result<Vec<u8>, ExecErrorKind> {
+        self.check(helper, addr, size, false)?;
+        let mut bytes = vec![0; size as usize];
+        if size > 0 {
+            // SAFETY: `check` proved the bytes lie in memory the program may
+            // read (input, stack, regions), all live for the run.
+            unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, bytes.as_mut_ptr(), size as usize) };
+        }
+        Ok(bytes)
+    }
+
+    /// Copies `bytes` to `addr` in memory the program may write.
+    fn write(&self, helper: u32, addr: u64, bytes: &[u8]) -> Result<(), ExecErrorKind> {
+        self.check(helper, addr, bytes.len() as u64, true)?;
+        // SAFETY: `check` proved the bytes lie in memory the program may
+        // write, live for the run.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
+        Ok(())
+    }
+}
+
+impl Drop for RunState {
+    fn drop(&mut self) {
+        for (map, addr) in self.reservations.take() {
+            let _ = map.ringbuf_commit(addr, false);
+        }
+    }
+}
+
+/// Runs a helper's body against the thread's run state: a fault stops the
+/// run (the helper returns 0, which nothing reads). Outside a run (a C
+/// embedder calling the function itself) every built-in fails with
+/// `-EINVAL`.
+#[inline]
+fn with_state(body: impl FnOnce(&RunState) -> Result<u64, ExecErrorKind>) -> u64 {
+    let state = CURRENT.with(Cell::get);
+    if state.is_null() {
+        return errno(libc::EINVAL);
+    }
+    // SAFETY: a published state outlives its `Published` guard, which the
+    // engine holds for the whole run, and lives on this thread.
+    let state = unsafe { &*state };
+    match body(state) {
+        Ok(value) => value,
+        Err(kind) => {
+            state.stop_with(kind);
+            0
+        }
+    }
+}
+
+/// `-errno` as a helper returns it.
+fn errno(errno: i32) -> u64 {
+    (-i64::from(errno)) as u64
+}
+
+fn result(outcome: Result<(), MapOpError>) -> u64 {
+    match outcome {
+        Ok(()) => 0,
+        Err(error) => errno(error.errno()),
+    }
+}
+
+fn key_size(map: &Map) -> u64 {
+    u64::from(map.def().key_size)
+}
+
+fn value_size(map: &Map) -> u64 {
+    u64::from(map.def().value_size)
+}
+
+fn unsupported(helper: u32, map: &Map) -> ExecErrorKind {
+    ExecErrorKind::HelperArgument { helper, what: format!("map {} is a {} map", map.name(), map.map_type().name()) }
+}
+
+extern "C" fn map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state(|state| {
+        let map = state.map(MAP_LOOKUP_ELEM, map)?;
+        let key = state.read(MAP_LOOKUP_ELEM, key, key_size(&map))?;
+        map.lookup_addr(&key).map(|addr| addr.unwrap_or(0)).map_err(|_| unsupported(MAP_LOOKUP_ELEM, &map))
+    })
+}
+
+extern "C" fn map_update_elem(map: u64, key: u64, value: u64, flags: u64, _: u64) -> u64 {
+    with_state(|state| {
+        let map = state.map(MAP_UPDATE_ELEM, map)?;
+        if matches!(map.map_type(), MapType::ProgArray | MapType::RingBuf | MapType::Queue | MapType::Stack) {
+            return Err(unsupported(MAP_UPDATE_ELEM, &map));
+        }
+        let key = state.read(MAP_UPDATE_ELEM, key, key_size(&map))?;
+        let value = state.read(MAP_UPDATE_ELEM, value, value_size(&map))?;
+        Ok(result(map.update(&key, &value, flags)))
+    })
+}
+
+extern "C" fn map_delete_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state(|state| {
+        let map = state.map(MAP_DELETE_ELEM, map)?;
+        if matches!(map.map_type(), MapType::RingBuf | MapType::Queue | MapType::Stack) {
+            return Err(unsupported(MAP_DELETE_ELEM, &map));
+        }
+        let key = state.read(MAP_DELETE_ELEM, key, key_size(&map))?;
+        Ok(result(map.delete(&key)))
+    })
+}
+
+extern "C" fn map_push_elem(map: u64, value: u64, flags: u64, _: u64, _: u64) -> u64 {
+    with_state(|state| {
+        let map = state.map(MAP_PUSH_ELEM, map)?;
+        if !matches!(map.map_type(), MapType::Queue | MapType::Stack) {
+            return Err(unsupported(MAP_PUSH_ELEM, &map));
+        }
+        let value = state.read(MAP_PUSH_ELEM, value, value_size(&map))?;
+        Ok(result(map.push(&value, flags)))
+    })
+}
+
+fn pop_or_peek(helper: u32, map: u64, value: u64, remove: bool) -> u64 {
+    with_state(|state| {
+        let map = state.map(helper, map)?;
+        if !matches!(map.map_type(), MapType::Queue | MapType::Stack) {
+            return Err(unsupported(helper, &map));
+        }
+        state.check(helper, value, value_size(&map), true)?;
+        match map.pop(remove) {
+            Ok(bytes) => state.write(helper, value, &bytes).map(|()| 0),
+            Err(error) => Ok(errno(error.errno())),
+        }
+    })
+}
+
+extern "C" fn map_pop_elem(map: u64, value: u64, _: u64, _: u64, _: u64) -> u64 {
+    pop_or_peek(MAP_POP_ELEM, map, value, true)
+}
+
+extern "C" fn map_peek_elem(map: u64, value: u64, _: u64, _: u64, _: u64) -> u64 {
+    pop_or_peek(MAP_PEEK_ELEM, map, value, false)
+}
+
+extern "C" fn ktime_get_ns(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    if let Some(now) = CLOCK.with(Cell::get) {
+        return now;
+    }
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `now` is a valid timespec to write; CLOCK_MONOTONIC exists on
+    // every system this builds for.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(now.tv_nsec as u64)
+}
+
+extern "C" fn get_prandom_u32(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    // xorshift64*: not cryptographic, as Linux's prandom is not either.
+    RANDOM.with(|state| {
+        let mut x = state.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        state.set(x);
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) & 0xffff_ffff
+    })
+}
+
+extern "C" fn get_smp_processor_id(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    0
+}
+
+extern "C" fn tail_call(_ctx: u64, map: u64, index: u64, _: u64, _: u64) -> u64 {
+    with_state(|state| {
+        let map = state.map(TAIL_CALL, map)?;
+        if map.map_type() != MapType::ProgArray {
+            return Err(unsupported(TAIL_CALL, &map));
+        }
+        let target = u32::try_from(index).ok().and_then(|index| map.program(index));
+        let Some(target) = target.filter(|_| state.tail_calls.get() < MAX_TAIL_CALLS) else {
+            // As in Linux: the call fails and the program goes on.
+            return Ok(errno(libc::ENOENT));
+        };
+        state.tail_calls.set(state.tail_calls.get() + 1);
+        state.tail_call.set(Some(target));
+        // SAFETY: as in `stop_with`.
+        unsafe { *state.stop.get() = 1 };
+        Ok(0)
+    })
+}
+
+extern "C" fn csum_diff(from: u64, from_size: u64, to: u64, to_size: u64, seed: u64) -> u64 {
+    with_state(|state| {
+        if (from_size | to_size) % 4 != 0 || from_size.saturating_add(to_size) > MAX_CSUM_DIFF {
+            return Ok(errno(libc::EINVAL));
+        }
+        let from = state.read(CSUM_DIFF, from, from_size)?;
+        let to = state.read(CSUM_DIFF, to, to_size)?;
+        let word = |chunk: &[u8]| u64::from(u32::from_ne_bytes(chunk.try_into().expect("4-byte chunks")));
+        let mut sum = seed & 0xffff_ffff;
+        sum += from.chunks_exact(4).map(|chunk| !word(chunk) & 0xffff_ffff).sum::<u64>();
+        sum += to.chunks_exact(4).map(word).sum::<u64>();
+        while sum >> 32 != 0 {
+            sum = (sum & 0xffff_ffff) + (sum >> 32);
+        }
+        Ok(sum)
+    })
+}
+
+extern "C" fn trace_printk(format: u64, format_size: u64, a: u64, b: u64, c: u64) -> u64 {
+    with_state(|state| {
+        if format_size == 0 || format_size > MAX_PRINTK {
+            return Ok(errno(libc::EINVAL));
+        }
+        let format = state.read(TRACE_PRINTK, format, format_size)?;
+        let Some(end) = format.iter().position(|&byte| byte == 0) else {
+            return Err(ExecErrorKind::HelperArgument {
+                helper: TRACE_PRINTK,
+                what: "the format string has no NUL within its size".into(),
+            });
+        };
+        let text = printk(state, &format[..end], [a, b, c])?;
+        log::info!(target: "bpf_trace_printk", "{}", text.trim_end_matches('\n'));
+        Ok(text.len() as u64)
+    })
+}
+
+/// Formats like Linux's `bpf_trace_printk`: `%d %i %u %x %X %c %p %s %%`
+/// with `l`/`ll` sizes, at most three arguments.
+fn printk(state: &RunState, format: &[u8], args: [u64; 3]) -> Result<String, ExecErrorKind> {
+    let bad = |what: &str| ExecErrorKind::HelperArgument { helper: TRACE_PRINTK, what: what.into() };
+    let mut out = String::new();
+    let mut args = args.into_iter();
+    let mut bytes = format.iter().copied().peekable();
+    while let Some(byte) = bytes.next() {
+        if byte != b'%' {
+            out.push(byte as char);
+            continue;
+        }
+        let mut long = 0;
+        while bytes.next_if_eq(&b'l').is_some() {
+            long += 1;
+        }
+        let conversion = bytes.next().ok_or_else(|| bad("the format ends within a conversion"))?;
+        if conversion == b'%' {
+            out.push('%');
+            continue;
+        }
+        let arg = args.next().ok_or_else(|| bad("more than three conversions"))?;
+        let narrow = long == 0;
+        match conversion {
+            b'd' | b'i' if narrow => out.push_str(&(arg as i32).to_string()),
+            b'd' | b'i' => out.push_str(&(arg as i64).to_string()),
+            b'u' if narrow => out.push_str(&(arg as u32).to_string()),
+            b'u' => out.push_str(&arg.to_string()),
+            b'x' if narrow => out.push_str(&format!("{:x}", arg as u32)),
+            b'x' => out.push_str(&format!("{arg:x}")),
+            b'X' if narrow => out.push_str(&format!("{:X}", arg as u32)),
+            b'X' => out.push_str(&format!("{arg:X}")),
+            b'c' => out.push(arg as u8 as char),
+            b'p' => out.push_str(&format!("{arg:#x}")),
+            b's' => {
+                let mut text = Vec::new();
+                for offset in 0..MAX_PRINTK {
+                    let byte = state.read(TRACE_PRINTK, arg.wrapping_add(offset), 1)?[0];
+                    if byte == 0 {
+                        break;
+                    }
+                    text.push(byte);
+                }
+                out.push_str(&String::from_utf8_lossy(&text));
+            }
+            _ => return Err(bad("an unsupported conversion")),
+        }
+    }
+    Ok(out)
+}
+
+extern "C" fn ringbuf_output(map: u64, data: u64, size: u64, _flags: u64, _: u64) -> u64 {
+    with_state(|state| {
+        let map = state.map(RINGBUF_OUTPUT, map)?;
+        if map.map_type() != MapType::RingBuf {
+            return Err(unsupported(RINGBUF_OUTPUT, &map));
+        }
+        let bytes = state.read(RINGBUF_OUTPUT, data, size)?;
+        let addr = match map.ringbuf_reserve(size) {
+            Ok(addr) => addr,
+            Err(error) => return Ok(errno(error.errno())),
+        };
+        // SAFETY: `ringbuf_reserve` returned `size` bytes inside the arena,
+        // reserved for this record alone.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), addr as *mut u8, bytes.len()) };
+        Ok(result(map.ringbuf_commit(addr, true)))
+    })
+}
+
+extern "C" fn ringbuf_reserve(map: u64, size: u64, _flags: u64, _: u64, _: u64) -> u64 {
+    with_state(|state| {
+        let map = state.map(RINGBUF_RESERVE, map)?;
+        if map.map_type() != MapType::RingBuf {
+            return Err(unsupported(RINGBUF_RESERVE, &map));
+        }
+        match map.ringbuf_reserve(size) {
+            Ok(addr) => {
+                state.reservations.borrow_mut().push((map, addr));
+                Ok(addr)
+            }
+            // NULL, as Linux returns when the buffer is full.
+            Err(_) => Ok(0),
+        }
+    })
+}
+
+fn ringbuf_commit(helper: u32, addr: u64, submit: bool) -> u64 {
+    with_state(|state| {
+        let mut reservations = state.reservations.borrow_mut();
+        let position = reservations.iter().position(|(_, reserved)| *reserved == addr).ok_or_else(|| {
+            ExecErrorKind::HelperArgument { helper, what: format!("{addr:#x} is not a record this run reserved") }
+        })?;
+        let (map, _) = reservations.swap_remove(position);
+        map.ringbuf_commit(addr, submit)
+            .map_err(|error| ExecErrorKind::HelperArgument { helper, what: error.to_string() })?;
+        Ok(0)
+    })
+}
+
+extern "C" fn ringbuf_submit(data: u64, _flags: u64, _: u64, _: u64, _: u64) -> u64 {
+    ringbuf_commit(RINGBUF_SUBMIT, data, true)
+}
+
+extern "C" fn ringbuf_discard(data: u64, _flags: u64, _: u64, _: u64, _: u64) -> u64 {
+    ringbuf_commit(RINGBUF_DISCARD, data, false)
+}
+
+extern "C" fn ringbuf_query(map: u64, flags: u64, _: u64, _: u64, _: u64) -> u64 {
+    with_state(|state| {
+        let map = state.map(RINGBUF_QUERY, map)?;
+        if map.map_type() != MapType::RingBuf {
+            return Err(unsupported(RINGBUF_QUERY, &map));
+        }
+        // BPF_RB_AVAIL_DATA is 0, BPF_RB_RING_SIZE 1; the positions (2, 3)
+        // have no meaning in this ring buffer's layout.
+        Ok(match flags {
+            0 => map.ringbuf_pending(),
+            1 => u64::from(map.def().max_entries),
+            _ => 0,
+        })
+    })
+}

@@ -1,0 +1,1101 @@
+//! Maps: the state a program keeps across runs and shares with the host.
+//!
+//! Every map checks its sizes and flags when it is created and allocates
+//! what `max_entries` bounds up front. Values live in one contiguous arena
+//! per map (`max_entries` slots of `value_size` rounded up to 8 bytes),
+//! which the program sees as one [`Region`], so the interpreter and the JIT
+//! keep checking accesses through a looked-up value with the mechanism they
+//! use for global data: a program can never reach outside its maps' arenas.
+//! A hash map's deleted slot may be reused while a program still holds a
+//! pointer into it (as in the kernel, the program then sees the new
+//! element); it can never point outside the arena.
+//!
+//! Every operation is safe from several threads at once: the indexes are
+//! behind locks, and value bytes are copied with plain loads and stores
+//! (concurrent writers of one value may tear it, as in the kernel).
+
+use std::cell::UnsafeCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+
+use crate::program::{DataSection, Program, Region};
+
+pub mod json;
+
+/// Map types, numbered as Linux's `enum bpf_map_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MapType {
+    Hash = 1,
+    Array = 2,
+    ProgArray = 3,
+    LruHash = 9,
+    LpmTrie = 11,
+    Queue = 22,
+    Stack = 23,
+    RingBuf = 27,
+}
+
+impl MapType {
+    pub fn from_linux(number: u32) -> Option<MapType> {
+        Some(match number {
+            1 => MapType::Hash,
+            2 => MapType::Array,
+            3 => MapType::ProgArray,
+            9 => MapType::LruHash,
+            11 => MapType::LpmTrie,
+            22 => MapType::Queue,
+            23 => MapType::Stack,
+            27 => MapType::RingBuf,
+            _ => return None,
+        })
+    }
+
+    /// The name libbpf and bpftool use (`BPF_MAP_TYPE_` less the prefix,
+    /// lower case).
+    pub fn name(self) -> &'static str {
+        match self {
+            MapType::Hash => "hash",
+            MapType::Array => "array",
+            MapType::ProgArray => "prog_array",
+            MapType::LruHash => "lru_hash",
+            MapType::LpmTrie => "lpm_trie",
+            MapType::Queue => "queue",
+            MapType::Stack => "stack",
+            MapType::RingBuf => "ringbuf",
+        }
+    }
+}
+
+/// Map flags (`BPF_F_*`) this runtime accepts.
+pub const BPF_F_NO_PREALLOC: u32 = 1 << 0;
+pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
+pub const BPF_F_RDONLY_PROG: u32 = 1 << 8;
+pub const BPF_F_WRONLY_PROG: u32 = 1 << 9;
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Update flags, as `bpf_map_update_elem` takes them.
+pub const BPF_ANY: u64 = 0;
+pub const BPF_NOEXIST: u64 = 1;
+pub const BPF_EXIST: u64 = 2;
+
+/// Largest key or value a map may declare; the kernel's limit for values
+/// (`KMALLOC_MAX_SIZE`-bound) is larger, but a packet filter needs far less.
+pub const MAX_KEY_SIZE: u32 = 512;
+pub const MAX_VALUE_SIZE: u32 = 1 << 20;
+/// Most bytes one map's storage may take, so that a hostile object cannot
+/// make the loader allocate without bound.
+pub const MAX_MAP_BYTES: u64 = 1 << 30;
+
+/// A map as an object declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapDef {
+    pub name: String,
+    /// Linux's map type number (`BPF_MAP_TYPE_*`).
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+    /// Prog array slots the object fills statically (`.values = {...}` in
+    /// `.maps`): slot index and function name.
+    pub initial_programs: Vec<(u32, String)>,
+}
+
+/// Why a map could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    #[error(
+        "map {name}: type {map_type} is not supported (supported: hash, array, prog_array, lru_hash, lpm_trie, queue, stack, ringbuf)"
+    )]
+    UnsupportedType { name: String, map_type: u32 },
+    #[error("map {name}: {field} is {value}, but {rule}")]
+    BadField { name: String, field: &'static str, value: u64, rule: &'static str },
+    #[error("map {name}: flags {flags:#x} are not valid for a {map_type} map")]
+    BadFlags { name: String, flags: u32, map_type: &'static str },
+    #[error("map {name}: {bytes} bytes of storage, more than the limit of {MAX_MAP_BYTES}")]
+    TooLarge { name: String, bytes: u64 },
+}
+
+/// Why an operation on a map failed; each maps to the errno a helper
+/// returns (negated), as Linux's helpers do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MapOpError {
+    #[error("no such key")]
+    NotFound,
+    #[error("the key exists and BPF_NOEXIST was given")]
+    Exists,
+    #[error("the map is full")]
+    Full,
+    #[error("the key is {got} bytes, the map's keys are {expected}")]
+    KeySize { expected: u32, got: usize },
+    #[error("the value is {got} bytes, the map's values are {expected}")]
+    ValueSize { expected: u32, got: usize },
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    #[error("operation not supported on a {0} map")]
+    NotSupported(&'static str),
+}
+
+impl MapOpError {
+    /// The positive errno Linux returns for this failure.
+    pub fn errno(self) -> i32 {
+        match self {
+            MapOpError::NotFound => libc::ENOENT,
+            MapOpError::Exists => libc::EEXIST,
+            MapOpError::Full => libc::E2BIG,
+            MapOpError::KeySize { .. } | MapOpError::ValueSize { .. } | MapOpError::Invalid(_) => libc::EINVAL,
+            MapOpError::NotSupported(_) => libc::EOPNOTSUPP,
+        }
+    }
+}
+
+/// `max_entries` slots of `slot` bytes each (a multiple of 8), 8-byte
+/// aligned, at a fixed address for the map's life. Programs write it
+/// through raw pointers from any thread.
+struct Arena {
+    words: Box<[UnsafeCell<u64>]>,
+    slot: usize,
+    value_size: usize,
+    slots: usize,
+}
+
+impl Arena {
+    fn new(value_size: usize, slots: usize) -> Arena {
+        let slot = value_size.div_ceil(8) * 8;
+        let words = (0..(slot * slots / 8).max(1)).map(|_| UnsafeCell::new(0)).collect();
+        Arena { words, slot, value_size, slots }
+    }
+
+    fn addr(&self) -> u64 {
+        UnsafeCell::raw_get(self.words.as_ptr()) as u64
+    }
+
+    fn len(&self) -> usize {
+        self.slot * self.slots
+    }
+
+    fn slot_addr(&self, index: usize) -> u64 {
+        debug_assert!(index < self.slots);
+        self.addr() + (index * self.slot) as u64
+    }
+
+    fn read(&self, index: usize) -> Vec<u8> {
+        let mut value = vec![0; self.value_size];
+        // SAFETY: slot `index` holds `value_size` bytes inside the arena; a
+        // concurrent writer can only tear the copy.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.slot_addr(index) as *const u8, value.as_mut_ptr(), self.value_size)
+        };
+        value
+    }
+
+    fn write(&self, index: usize, value: &[u8]) {
+        debug_assert_eq!(value.len(), self.value_size);
+        // SAFETY: as in `read`; `value` is a distinct allocation.
+        unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), self.slot_addr(index) as *mut u8, self.value_size) };
+    }
+
+    fn clear(&self, index: usize) {
+        // SAFETY: as in `read`.
+        unsafe { std::ptr::write_bytes(self.slot_addr(index) as *mut u8, 0, self.slot) };
+    }
+}
+
+/// Hash keys to slots; with `lru`, the least recently used key makes room
+/// when the map is full.
+struct HashStore {
+    arena: Arena,
+    index: RwLock<HashIndex>,
+    /// Per slot, the tick of its last use (LRU maps only).
+    last_use: Option<Box<[AtomicU64]>>,
+    clock: AtomicU64,
+}
+
+#[derive(Default)]
+struct HashIndex {
+    slots: HashMap<Box<[u8]>, u32>,
+    free: Vec<u32>,
+}
+
+/// An LPM trie as one hash table per prefix length, probed from the
+/// longest length in use down: a lookup costs one probe per distinct
+/// length present, which a blocklist keeps small.
+struct LpmStore {
+    arena: Arena,
+    index: RwLock<LpmIndex>,
+}
+
+#[derive(Default)]
+struct LpmIndex {
+    by_length: BTreeMap<u32, HashMap<Box<[u8]>, u32>>,
+    free: Vec<u32>,
+}
+
+/// A ring buffer: records reserved in order in a data area of
+/// `max_entries` bytes, each contiguous (one that would cross the end
+/// starts again at 0), consumed in order by the host once submitted.
+struct RingStore {
+    arena: Arena,
+    records: Mutex<VecDeque<Record>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RecordState {
+    Reserved,
+    Submitted,
+    Discarded,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    start: usize,
+    /// The program's size; the space taken is this rounded up to 8.
+    len: usize,
+    state: RecordState,
+}
+
+enum Storage {
+    Array(Arena),
+    Hash(HashStore),
+    Lpm(LpmStore),
+    /// Weak, so that a program in its own object's prog array (maps hold
+    /// the array, the program holds its maps) is not a cycle; whoever loaded
+    /// the programs keeps them alive.
+    ProgArray(RwLock<Vec<Option<Weak<Program>>>>),
+    Queue(Mutex<VecDeque<Box<[u8]>>>),
+    RingBuf(RingStore),
+}
+
+/// A map: its definition and its storage. Shared (`Arc`) by the programs
+/// of an object and the host.
+pub struct Map {
+    def: MapDef,
+    map_type: MapType,
+    storage: Storage,
+    /// For a global data section's map, the section's own size, which
+    /// bounds the region (an empty section is given one byte of value).
+    exact_len: Option<usize>,
+}
+
+// SAFETY: the arenas are written only through raw pointers (by programs and
+// by the copies above), as map values are shared by every run and the host;
+// everything else is behind a lock or immutable.
+unsafe impl Sync for Map {}
+// SAFETY: as above; nothing is tied to the creating thread.
+unsafe impl Send for Map {}
+
+impl std::fmt::Debug for Map {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Map").field("def", &self.def).finish()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing here panics while holding a lock in a way that leaves the
+    // state inconsistent (each change is one step), so poison is ignored.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Map {
+    /// Creates a map, checking `def` as Linux does for its type.
+    pub fn new(def: MapDef) -> Result<Map, MapError> {
+        let name = def.name.clone();
+        let map_type = MapType::from_linux(def.map_type)
+            .ok_or_else(|| MapError::UnsupportedType { name: name.clone(), map_type: def.map_type })?;
+        let field = |field: &'static str, value: u32, rule: &'static str| MapError::BadField {
+            name: name.clone(),
+            field,
+            value: value.into(),
+            rule,
+        };
+        let (key_size, value_size, entries) = (def.key_size, def.value_size, def.max_entries);
+        if entries == 0 {
+            return Err(field("max_entries", 0, "it must be at least 1"));
+        }
+        let allowed_flags = match map_type {
+            MapType::Array => BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG | BPF_F_MMAPABLE,
+            MapType::Hash => BPF_F_NO_PREALLOC | BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
+            MapType::LruHash => BPF_F_NO_COMMON_LRU | BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
+            MapType::LpmTrie => BPF_F_NO_PREALLOC | BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
+            MapType::Queue | MapType::Stack => BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
+            MapType::ProgArray | MapType::RingBuf => 0,
+        };
+        if def.flags & !allowed_flags != 0 || (map_type == MapType::LpmTrie && def.flags & BPF_F_NO_PREALLOC == 0) {
+            return Err(MapError::BadFlags { name, flags: def.flags, map_type: map_type.name() });
+        }
+        match map_type {
+            MapType::Array | MapType::ProgArray if key_size != 4 => {
+                return Err(field("key_size", key_size, "an array's keys are 4-byte indexes"));
+            }
+            MapType::ProgArray if value_size != 4 => {
+                return Err(field("value_size", value_size, "a prog array's values are 4-byte program ids"));
+            }
+            MapType::Hash | MapType::LruHash if key_size == 0 || key_size > MAX_KEY_SIZE => {
+                return Err(field("key_size", key_size, "it must be 1 to 512"));
+            }
+            MapType::LpmTrie if !(5..=4 + 256).contains(&key_size) => {
+                return Err(field(
+                    "key_size",
+                    key_size,
+                    "an LPM trie's keys are a 4-byte prefix length and 1 to 256 bytes of data",
+                ));
+            }
+            MapType::Queue | MapType::Stack | MapType::RingBuf if key_size != 0 => {
+                return Err(field("key_size", key_size, "this type has no keys"));
+            }
+            MapType::RingBuf if value_size != 0 => {
+                return Err(field("value_size", value_size, "a ring buffer has no values"));
+            }
+            MapType::RingBuf if !entries.is_power_of_two() || entries < 4096 => {
+                return Err(field(
+                    "max_entries",
+                    entries,
+                    "a ring buffer's size is a power of 2 of at least 4096 bytes",
+                ));
+            }
+            MapType::Array | MapType::Hash | MapType::LruHash | MapType::LpmTrie | MapType::Queue | MapType::Stack
+                if value_size == 0 || value_size > MAX_VALUE_SIZE =>
+            {
+                return Err(field("value_size", value_size, "it must be 1 to 1048576"));
+            }
+            _ => {}
+        }
+        let entries_usize = entries as usize;
+        let slot = u64::from(value_size.div_ceil(8) * 8);
+        let bytes = match map_type {
+            MapType::RingBuf => u64::from(entries),
+            MapType::ProgArray => u64::from(entries) * 8,
+            _ => u64::from(entries) * (slot + u64::from(key_size)),
+        };
+        if bytes > MAX_MAP_BYTES {
+            return Err(MapError::TooLarge { name, bytes });
+        }
+        let storage = match map_type {
+            MapType::Array => Storage::Array(Arena::new(value_size as usize, entries_usize)),
+            MapType::Hash | MapType::LruHash => Storage::Hash(HashStore {
+                arena: Arena::new(value_size as usize, entries_usize),
+                index: RwLock::new(HashIndex { slots: HashMap::new(), free: (0..entries).rev().collect() }),
+                last_use: (map_type == MapType::LruHash).then(|| (0..entries).map(|_| AtomicU64::new(0)).collect()),
+                clock: AtomicU64::new(0),
+            }),
+            MapType::LpmTrie => Storage::Lpm(LpmStore {
+                arena: Arena::new(value_size as usize, entries_usize),
+                index: RwLock::new(LpmIndex { by_length: BTreeMap::new(), free: (0..entries).rev().collect() }),
+            }),
+            MapType::ProgArray => Storage::ProgArray(RwLock::new(vec![None; entries_usize])),
+            MapType::Queue | MapType::Stack => Storage::Queue(Mutex::new(VecDeque::new())),
+            MapType::RingBuf => Storage::RingBuf(RingStore {
+                arena: Arena::new(entries_usize, 1),
+                records: Mutex::new(VecDeque::new()),
+            }),
+        };
+        Ok(Map { def, map_type, storage, exact_len: None })
+    }
+
+    /// The map holding a global data section: an array of one value of
+    /// the section's size (at least 1 byte), read-only to programs for
+    /// `.rodata`, as libbpf makes it.
+    pub fn global_data(section: &DataSection) -> Map {
+        let value_size = section.bytes.len().max(1);
+        let arena = Arena::new(value_size, 1);
+        arena.write(0, &[&section.bytes[..], &vec![0; value_size - section.bytes.len()]].concat());
+        let flags = if section.writable { 0 } else { BPF_F_RDONLY_PROG };
+        Map {
+            def: MapDef {
+                name: section.name.clone(),
+                map_type: MapType::Array as u32,
+                key_size: 4,
+                value_size: value_size as u32,
+                max_entries: 1,
+                flags,
+                initial_programs: Vec::new(),
+            },
+            map_type: MapType::Array,
+            storage: Storage::Array(arena),
+            exact_len: Some(section.bytes.len()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    pub fn def(&self) -> &MapDef {
+        &self.def
+    }
+
+    pub fn map_type(&self) -> MapType {
+        self.map_type
+    }
+
+    /// The value that stands for this map in a program's registers (what
+    /// `lddw` of a map loads): the map's own address, which lies in no
+    /// region, so a program cannot read the map through it.
+    pub fn handle(&self) -> u64 {
+        self as *const Map as u64
+    }
+
+    /// The memory a program may access through pointers this map hands it
+    /// (looked-up values, ring buffer records), if any.
+    pub fn region(&self) -> Option<Region> {
+        let writable = self.def.flags & BPF_F_RDONLY_PROG == 0;
+        let arena = match &self.storage {
+            Storage::Array(arena) => arena,
+            Storage::Hash(store) => &store.arena,
+            Storage::Lpm(store) => &store.arena,
+            Storage::RingBuf(store) => &store.arena,
+            Storage::ProgArray(_) | Storage::Queue(_) => return None,
+        };
+        // The last slot's padding is not the program's.
+        let len = self.exact_len.unwrap_or(arena.len() - (arena.slot - arena.value_size));
+        Some(Region { start: arena.addr(), len: len as u64, writable })
+    }
+
+    /// The first value of an array map, which `lddw` (src 2 or 6) may
+    /// address directly, as libbpf does for global data.
+    pub fn direct_value(&self) -> Option<Region> {
+        let Storage::Array(arena) = &self.storage else { return None };
+        let len = self.exact_len.unwrap_or(arena.value_size);
+        Some(Region { start: arena.addr(), len: len as u64, writable: self.def.flags & BPF_F_RDONLY_PROG == 0 })
+    }
+
+    fn check_key(&self, key: &[u8]) -> Result<(), MapOpError> {
+        if key.len() != self.def.key_size as usize {
+            return Err(MapOpError::KeySize { expected: self.def.key_size, got: key.len() });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), MapOpError> {
+        if value.len() != self.def.value_size as usize {
+            return Err(MapOpError::ValueSize { expected: self.def.value_size, got: value.len() });
+        }
+        Ok(())
+    }
+
+    fn array_index(&self, key: &[u8]) -> Result<Option<usize>, MapOpError> {
+        self.check_key(key)?;
+        let index = u32::from_ne_bytes(key.try_into().expect("checked: 4 bytes"));
+        Ok((index < self.def.max_entries).then_some(index as usize))
+    }
+
+    /// The address of the value under `key`, as `bpf_map_lookup_elem`
+    /// returns it to a program; `None` when there is none.
+    pub fn lookup_addr(&self, key: &[u8]) -> Result<Option<u64>, MapOpError> {
+        match &self.storage {
+            Storage::Array(arena) => Ok(self.array_index(key)?.map(|index| arena.slot_addr(index))),
+            Storage::Hash(store) => {
+                self.check_key(key)?;
+                let index = read(&store.index);
+                let Some(&slot) = index.slots.get(key) else { return Ok(None) };
+                if let Some(last_use) = &store.last_use {
+                    last_use[slot as usize].store(store.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+                }
+                Ok(Some(store.arena.slot_addr(slot as usize)))
+            }
+            Storage::Lpm(store) => {
+                self.check_key(key)?;
+                Ok(lpm_find(&read(&store.index), key).map(|(_, slot)| store.arena.slot_addr(slot as usize)))
+            }
+            _ => Err(MapOpError::NotSupported(self.map_type.name())),
+        }
+    }
+
+    /// A copy of the value under `key`.
+    pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapOpError> {
+        match &self.storage {
+            Storage::Array(arena) => Ok(self.array_index(key)?.map(|index| arena.read(index))),
+            Storage::Hash(store) => {
+                self.check_key(key)?;
+                Ok(read(&store.index).slots.get(key).map(|&slot| store.arena.read(slot as usize)))
+            }
+            Storage::Lpm(store) => {
+                self.check_key(key)?;
+                Ok(lpm_find(&read(&store.index), key).map(|(_, slot)| store.arena.read(slot as usize)))
+            }
+            Storage::ProgArray(programs) => {
+                let Some(index) = self.array_index(key)? else { return Ok(None) };
+                Ok(read(programs)[index]
+                    .as_ref()
+                    .filter(|program| program.strong_count() > 0)
+                    .map(|_| (index as u32).to_ne_bytes().to_vec()))
+            }
+            _ => Err(MapOpError::NotSupported(self.map_type.name())),
+        }
+    }
+
+    /// Stores `value` under `key`; `flags` is `BPF_ANY`, `BPF_NOEXIST` or
+    /// `BPF_EXIST`.
+    pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapOpError> {
+        if flags > BPF_EXIST {
+            return Err(MapOpError::Invalid("flags must be BPF_ANY, BPF_NOEXIST or BPF_EXIST"));
+        }
+        match &self.storage {
+            Storage::Array(arena) => {
+                self.check_value(value)?;
+                let index = self.array_index(key)?.ok_or(MapOpError::Full)?;
+                if flags == BPF_NOEXIST {
+                    return Err(MapOpError::Exists);
+                }
+                arena.write(index, value);
+                Ok(())
+            }
+            Storage::Hash(store) => {
+                self.check_key(key)?;
+                self.check_value(value)?;
+                let mut index = write(&store.index);
+                if let Some(&slot) = index.slots.get(key) {
+                    if flags == BPF_NOEXIST {
+                        return Err(MapOpError::Exists);
+                    }
+                    store.arena.write(slot as usize, value);
+                    store.touch(slot);
+                    return Ok(());
+                }
+                if flags == BPF_EXIST {
+                    return Err(MapOpError::NotFound);
+                }
+                let slot = match index.free.pop() {
+                    Some(slot) => slot,
+                    None => store.evict(&mut index).ok_or(MapOpError::Full)?,
+                };
+                store.arena.write(slot as usize, value);
+                store.touch(slot);
+                index.slots.insert(key.into(), slot);
+                Ok(())
+            }
+            Storage::Lpm(store) => {
+                self.check_key(key)?;
+                self.check_value(value)?;
+                let (length, data) = lpm_key(key, self.def.key_size)?;
+                let masked = masked(data, length);
+                let mut index = write(&store.index);
+                let index = &mut *index;
+                if let Some(&slot) = index.by_length.get(&length).and_then(|table| table.get(&masked[..])) {
+                    if flags == BPF_NOEXIST {
+                        return Err(MapOpError::Exists);
+                    }
+                    store.arena.write(slot as usize, value);
+                    return Ok(());
+                }
+                if flags == BPF_EXIST {
+                    return Err(MapOpError::NotFound);
+                }
+                let slot = index.free.pop().ok_or(MapOpError::Full)?;
+                store.arena.write(slot as usize, value);
+                index.by_length.entry(length).or_default().insert(masked.into(), slot);
+                Ok(())
+            }
+            Storage::ProgArray(_) => {
+                Err(MapOpError::NotSupported("prog array through update (use set_program, as the value is a program)"))
+            }
+            _ => Err(MapOpError::NotSupported(self.map_type.name())),
+        }
+    }
+
+    /// Removes the value under `key`.
+    pub fn delete(&self, key: &[u8]) -> Result<(), MapOpError> {
+        match &self.storage {
+            Storage::Array(_) => {
+                self.check_key(key)?;
+                Err(MapOpError::Invalid("an array's elements cannot be deleted"))
+            }
+            Storage::Hash(store) => {
+                self.check_key(key)?;
+                let mut index = write(&store.index);
+                let slot = index.slots.remove(key).ok_or(MapOpError::NotFound)?;
+                store.arena.clear(slot as usize);
+                index.free.push(slot);
+                Ok(())
+            }
+            Storage::Lpm(store) => {
+                self.check_key(key)?;
+                let (length, data) = lpm_key(key, self.def.key_size)?;
+                let masked = masked(data, length);
+                let mut index = write(&store.index);
+                let table = index.by_length.get_mut(&length).ok_or(MapOpError::NotFound)?;
+                let slot = table.remove(&masked[..]).ok_or(MapOpError::NotFound)?;
+                if table.is_empty() {
+                    index.by_length.remove(&length);
+                }
+                store.arena.clear(slot as usize);
+                index.free.push(slot);
+                Ok(())
+            }
+            Storage::ProgArray(programs) => {
+                let index = self.array_index(key)?.ok_or(MapOpError::NotFound)?;
+                write(programs)[index].take().map(|_| ()).ok_or(MapOpError::NotFound)
+            }
+            _ => Err(MapOpError::NotSupported(self.map_type.name())),
+        }
+    }
+
+    /// Every key, in an order that is stable while the map is unchanged
+    /// (index order for arrays, sorted otherwise).
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        match &self.storage {
+            Storage::Array(_) => (0..self.def.max_entries).map(|index| index.to_ne_bytes().to_vec()).collect(),
+            Storage::Hash(store) => {
+                let mut keys: Vec<Vec<u8>> = read(&store.index).slots.keys().map(|key| key.to_vec()).collect();
+                keys.sort_unstable();
+                keys
+            }
+            Storage::Lpm(store) => {
+                let index = read(&store.index);
+                let mut keys = Vec::new();
+                for (&length, table) in &index.by_length {
+                    let mut data: Vec<&Box<[u8]>> = table.keys().collect();
+                    data.sort_unstable();
+                    keys.extend(data.into_iter().map(|data| [&length.to_ne_bytes()[..], data].concat()));
+                }
+                keys
+            }
+            Storage::ProgArray(programs) => read(programs)
+                .iter()
+                .enumerate()
+                .filter(|(_, program)| program.as_ref().is_some_and(|program| program.strong_count() > 0))
+                .map(|(index, _)| (index as u32).to_ne_bytes().to_vec())
+                .collect(),
+            Storage::Queue(_) | Storage::RingBuf(_) => Vec::new(),
+        }
+    }
+
+    /// The key after `key` in the order of [`Map::keys`], or the first key
+    /// when `key` is `None` or absent (as `bpf_map_get_next_key`).
+    pub fn next_key(&self, key: Option<&[u8]>) -> Option<Vec<u8>> {
+        let keys = self.keys();
+        match key.and_then(|key| keys.iter().position(|candidate| candidate == key)) {
+            Some(position) => keys.get(position + 1).cloned(),
+            None => keys.first().cloned(),
+        }
+    }
+
+    /// Puts `program` in slot `index` of a prog array (`None` empties it).
+    /// The array does not keep the program alive: the caller does.
+    pub fn set_program(&self, index: u32, program: Option<&Arc<Program>>) -> Result<(), MapOpError> {
+        let Storage::ProgArray(programs) = &self.storage else {
+            return Err(MapOpError::NotSupported(self.map_type.name()));
+        };
+        let mut programs = write(programs);
+        let slot = programs.get_mut(index as usize).ok_or(MapOpError::Invalid("index past max_entries"))?;
+        *slot = program.map(Arc::downgrade);
+        Ok(())
+    }
+
+    /// The program in slot `index` of a prog array.
+    pub fn program(&self, index: u32) -> Option<Arc<Program>> {
+        let Storage::ProgArray(programs) = &self.storage else { return None };
+        read(programs).get(index as usize)?.as_ref()?.upgrade()
+    }
+
+    /// Pushes `value` onto a queue or stack; when full, `BPF_EXIST` drops
+    /// the oldest element to make room.
+    pub fn push(&self, value: &[u8], flags: u64) -> Result<(), MapOpError> {
+        let Storage::Queue(queue) = &self.storage else {
+            return Err(MapOpError::NotSupported(self.map_type.name()));
+        };
+        self.check_value(value)?;
+        if flags & !BPF_EXIST != 0 {
+            return Err(MapOpError::Invalid("flags must be 0 or BPF_EXIST"));
+        }
+        let mut queue = lock(queue);
+        if queue.len() == self.def.max_entries as usize {
+            if flags != BPF_EXIST {
+                return Err(MapOpError::Full);
+            }
+            queue.pop_front();
+        }
+        queue.push_back(value.into());
+        Ok(())
+    }
+
+    /// Takes (`remove`) or reads the next element of a queue (the oldest)
+    /// or stack (the newest).
+    pub fn pop(&self, remove: bool) -> Result<Vec<u8>, MapOpError> {
+        let Storage::Queue(queue) = &self.storage else {
+            return Err(MapOpError::NotSupported(self.map_type.name()));
+        };
+        let mut queue = lock(queue);
+        let lifo = self.map_type == MapType::Stack;
+        let value = match (lifo, remove) {
+            (false, true) => queue.pop_front(),
+            (true, true) => queue.pop_back(),
+            (false, false) => queue.front().cloned(),
+            (true, false) => queue.back().cloned(),
+        };
+        value.map(Vec::from).ok_or(MapOpError::NotFound)
+    }
+
+    /// Every element of a queue or stack, oldest first, left in place.
+    pub fn peek_all(&self) -> Vec<Vec<u8>> {
+        let Storage::Queue(queue) = &self.storage else { return Vec::new() };
+        lock(queue).iter().map(|value| value.to_vec()).collect()
+    }
+
+    /// Reserves `size` bytes in a ring buffer and returns their address.
+    pub fn ringbuf_reserve(&self, size: u64) -> Result<u64, MapOpError> {
+        let Storage::RingBuf(ring) = &self.storage else {
+            return Err(MapOpError::NotSupported(self.map_type.name()));
+        };
+        let capacity = ring.arena.len();
+        let size = usize::try_from(size).ok().filter(|&size| size > 0 && size <= capacity / 2);
+        let size = size.ok_or(MapOpError::Invalid("a record must be 1 byte to half the ring buffer"))?;
+        let taken = size.div_ceil(8) * 8;
+        let mut records = lock(&ring.records);
+        let start = match (records.front(), records.back()) {
+            (Some(first), Some(last)) => {
+                let end = last.start + last.len.div_ceil(8) * 8;
+                if end > first.start {
+                    // Not wrapped: room after the last record, else at 0.
+                    if capacity - end >= taken {
+                        end
+                    } else if first.start >= taken {
+                        0
+                    } else {
+                        return Err(MapOpError::Full);
+                    }
+                } else if first.start - end >= taken {
+                    end
+                } else {
+                    return Err(MapOpError::Full);
+                }
+            }
+            _ => 0,
+        };
+        records.push_back(Record { start, len: size, state: RecordState::Reserved });
+        Ok(ring.arena.addr() + start as u64)
+    }
+
+    /// Submits (`submit`) or discards the record reserved at `addr`.
+    pub fn ringbuf_commit(&self, addr: u64, submit: bool) -> Result<(), MapOpError> {
+        let Storage::RingBuf(ring) = &self.storage else {
+            return Err(MapOpError::NotSupported(self.map_type.name()));
+        };
+        let mut records = lock(&ring.records);
+        let start = addr.wrapping_sub(ring.arena.addr());
+        let record = records
+            .iter_mut()
+            .find(|record| record.start as u64 == start && record.state == RecordState::Reserved)
+            .ok_or(MapOpError::Invalid("not a record reserved and not yet submitted"))?;
+        record.state = if submit { RecordState::Submitted } else { RecordState::Discarded };
+        Ok(())
+    }
+
+    /// Takes the submitted records at the front of a ring buffer, in order,
+    /// up to the first still reserved, skipping discarded ones.
+    pub fn ringbuf_drain(&self) -> Result<Vec<Vec<u8>>, MapOpError> {
+        let mut out = Vec::new();
+        while let Some(record) = self.ringbuf_next()? {
+            out.push(record);
+        }
+        Ok(out)
+    }
+
+    /// Takes the next submitted record of a ring buffer, if one is ready.
+    pub fn ringbuf_next(&self) -> Result<Option<Vec<u8>>, MapOpError> {
+        self.ringbuf_next_within(usize::MAX).map(|next| next.map(|record| record.unwrap_or_default()))
+    }
+
+    /// As [`Map::ringbuf_next`], but a record longer than `limit` stays in
+    /// the buffer: `Some(Err(len))` tells its length.
+    pub fn ringbuf_next_within(&self, limit: usize) -> Result<Option<Result<Vec<u8>, usize>>, MapOpError> {
+        let Storage::RingBuf(ring) = &self.storage else {
+            return Err(MapOpError::NotSupported(self.map_type.name()));
+        };
+        let mut records = lock(&ring.records);
+        while let Some(&record) = records.front() {
+            match record.state {
+                RecordState::Reserved => return Ok(None),
+                RecordState::Discarded => {
+                    records.pop_front();
+                }
+                RecordState::Submitted if record.len > limit => return Ok(Some(Err(record.len))),
+                RecordState::Submitted => {
+                    let mut bytes = vec![0; record.len];
+                    // SAFETY: the record lies inside the arena (reserve
+                    // placed it there); a program still writing it can only
+                    // tear the copy.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            (ring.arena.addr() + record.start as u64) as *const u8,
+                            bytes.as_mut_ptr(),
+                            record.len,
+                        )
+                    };
+                    records.pop_front();
+                    return Ok(Some(Ok(bytes)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Bytes of submitted records not yet taken (`BPF_RB_AVAIL_DATA`).
+    pub fn ringbuf_pending(&self) -> u64 {
+        let Storage::RingBuf(ring) = &self.storage else { return 0 };
+        lock(&ring.records)
+            .iter()
+            .filter(|record| record.state == RecordState::Submitted)
+            .map(|record| record.len as u64)
+            .sum()
+    }
+}
+
+impl HashStore {
+    fn touch(&self, slot: u32) {
+        if let Some(last_use) = &self.last_use {
+            last_use[slot as usize].store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
+    /// Frees the least recently used slot of an LRU map (a scan of every
+    /// slot: eviction happens only on inserting into a full map).
+    fn evict(&self, index: &mut HashIndex) -> Option<u32> {
+        let last_use = self.last_use.as_ref()?;
+        let (key, &slot) =
+            index.slots.iter().min_by_key(|&(_, &slot)| last_use[slot as usize].load(Ordering::Relaxed))?;
+        let key = key.clone();
+        index.slots.remove(&key);
+        self.arena.clear(slot as usize);
+        Some(slot)
+    }
+}
+
+/// An LPM key's prefix length (host order, as in `struct bpf_lpm_trie_key`)
+/// and data, the length checked against the data's bits.
+fn lpm_key(key: &[u8], key_size: u32) -> Result<(u32, &[u8]), MapOpError> {
+    let (length, data) = key.split_at(4);
+    let length = u32::from_ne_bytes(length.try_into().expect("split at 4"));
+    if length > (key_size - 4) * 8 {
+        return Err(MapOpError::Invalid("prefix length longer than the key's data"));
+    }
+    Ok((length, data))
+}
+
+/// The first `length` bits of `data`, the rest zeroed, in a buffer as long
+/// as `data`.
+fn masked(data: &[u8], length: u32) -> Vec<u8> {
+    let mut out = data.to_vec();
+    mask_in_place(&mut out, length);
+    out
+}
+
+fn mask_in_place(data: &mut [u8], length: u32) {
+    let full = (length / 8) as usize;
+    let bits = length % 8;
+    for (index, byte) in data.iter_mut().enumerate().skip(full) {
+        *byte &= if index == full && bits > 0 { 0xffu8 << (8 - bits) } else { 0 };
+    }
+}
+
+/// The longest prefix in `index` that matches `key` (its prefix length
+/// bounds the search, as the kernel's lookup does): length and slot.
+fn lpm_find(index: &LpmIndex, key: &[u8]) -> Option<(u32, u32)> {
+    let length = u32::from_ne_bytes(key[..4].try_into().expect("checked key size"));
+    let data = &key[4..];
+    let mut buffer = [0u8; 256];
+    let probe = &mut buffer[..data.len()];
+    for (&prefix, table) in index.by_length.range(..=length).rev() {
+        probe.copy_from_slice(data);
+        mask_in_place(probe, prefix);
+        if let Some(&slot) = table.get(&probe[..]) {
+            return Some((prefix, slot));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(map_type: MapType, key_size: u32, value_size: u32, max_entries: u32, flags: u32) -> MapDef {
+        MapDef {
+            name: "m".into(),
+            map_type: map_type as u32,
+            key_size,
+            value_size,
+            max_entries,
+            flags,
+            initial_programs: Vec::new(),
+        }
+    }
+
+    fn map(map_type: MapType, key_size: u32, value_size: u32, max_entries: u32, flags: u32) -> Map {
+        Map::new(def(map_type, key_size, value_size, max_entries, flags)).expect("valid definition")
+    }
+
+    #[test]
+    fn definitions_are_checked() {
+        let bad = [
+            def(MapType::Array, 8, 4, 4, 0),
+            def(MapType::Array, 4, 0, 4, 0),
+            def(MapType::Array, 4, 4, 0, 0),
+            def(MapType::Hash, 0, 4, 4, 0),
+            def(MapType::LpmTrie, 8, 4, 4, 0),
+            def(MapType::LpmTrie, 4, 4, 4, BPF_F_NO_PREALLOC),
+            def(MapType::RingBuf, 0, 0, 1000, 0),
+            def(MapType::ProgArray, 4, 8, 4, 0),
+            def(MapType::Hash, 4, 4, 4, 1 << 20),
+            def(MapType::Array, 4, MAX_VALUE_SIZE, 4096, 0),
+        ];
+        for def in bad {
+            assert!(Map::new(def.clone()).is_err(), "{def:?} must be refused");
+        }
+        let unknown = MapDef { map_type: 6, ..def(MapType::Array, 4, 4, 4, 0) };
+        assert!(matches!(Map::new(unknown), Err(MapError::UnsupportedType { map_type: 6, .. })));
+    }
+
+    #[test]
+    fn array_lookup_update_and_bounds() {
+        let array = map(MapType::Array, 4, 8, 4, 0);
+        assert_eq!(array.lookup(&1u32.to_ne_bytes()), Ok(Some(vec![0; 8])));
+        array.update(&1u32.to_ne_bytes(), &7u64.to_ne_bytes(), BPF_ANY).unwrap();
+        assert_eq!(array.lookup(&1u32.to_ne_bytes()), Ok(Some(7u64.to_ne_bytes().to_vec())));
+        assert_eq!(array.lookup(&4u32.to_ne_bytes()), Ok(None));
+        assert_eq!(array.update(&4u32.to_ne_bytes(), &[0; 8], BPF_ANY), Err(MapOpError::Full));
+        assert_eq!(array.update(&0u32.to_ne_bytes(), &[0; 8], BPF_NOEXIST), Err(MapOpError::Exists));
+        assert_eq!(
+            array.update(&0u32.to_ne_bytes(), &[0; 4], BPF_ANY),
+            Err(MapOpError::ValueSize { expected: 8, got: 4 })
+        );
+        assert!(array.delete(&0u32.to_ne_bytes()).is_err());
+        let region = array.region().unwrap();
+        let addr = array.lookup_addr(&3u32.to_ne_bytes()).unwrap().unwrap();
+        assert!(region.contains(addr, 8) && !region.contains(addr, 9));
+    }
+
+    #[test]
+    fn hash_flags_full_and_delete() {
+        let hash = map(MapType::Hash, 2, 4, 2, 0);
+        hash.update(b"aa", &[1; 4], BPF_NOEXIST).unwrap();
+        assert_eq!(hash.update(b"aa", &[2; 4], BPF_NOEXIST), Err(MapOpError::Exists));
+        assert_eq!(hash.update(b"bb", &[2; 4], BPF_EXIST), Err(MapOpError::NotFound));
+        hash.update(b"bb", &[2; 4], BPF_ANY).unwrap();
+        assert_eq!(hash.update(b"cc", &[3; 4], BPF_ANY), Err(MapOpError::Full));
+        assert_eq!(hash.keys(), vec![b"aa".to_vec(), b"bb".to_vec()]);
+        assert_eq!(hash.next_key(None), Some(b"aa".to_vec()));
+        assert_eq!(hash.next_key(Some(b"aa")), Some(b"bb".to_vec()));
+        assert_eq!(hash.next_key(Some(b"bb")), None);
+        hash.delete(b"aa").unwrap();
+        assert_eq!(hash.delete(b"aa"), Err(MapOpError::NotFound));
+        hash.update(b"cc", &[3; 4], BPF_ANY).unwrap();
+        assert_eq!(hash.lookup(b"cc"), Ok(Some(vec![3; 4])));
+        assert_eq!(hash.lookup(b"aa"), Ok(None));
+        assert!(matches!(hash.lookup(b"a"), Err(MapOpError::KeySize { expected: 2, got: 1 })));
+    }
+
+    #[test]
+    fn lru_evicts_the_least_recently_used() {
+        let lru = map(MapType::LruHash, 1, 1, 2, 0);
+        lru.update(b"a", b"1", BPF_ANY).unwrap();
+        lru.update(b"b", b"2", BPF_ANY).unwrap();
+        lru.lookup_addr(b"a").unwrap();
+        lru.update(b"c", b"3", BPF_ANY).unwrap();
+        assert_eq!(lru.keys(), vec![b"a".to_vec(), b"c".to_vec()]);
+    }
+
+    fn lpm_key(length: u32, address: [u8; 4]) -> Vec<u8> {
+        [&length.to_ne_bytes()[..], &address].concat()
+    }
+
+    #[test]
+    fn lpm_trie_matches_the_longest_prefix() {
+        let trie = map(MapType::LpmTrie, 8, 1, 8, BPF_F_NO_PREALLOC);
+        trie.update(&lpm_key(8, [10, 9, 9, 9]), &[8], BPF_ANY).unwrap();
+        trie.update(&lpm_key(24, [10, 1, 2, 0]), &[24], BPF_ANY).unwrap();
+        trie.update(&lpm_key(0, [0; 4]), &[0], BPF_ANY).unwrap();
+        assert_eq!(trie.lookup(&lpm_key(32, [10, 1, 2, 3])), Ok(Some(vec![24])));
+        assert_eq!(trie.lookup(&lpm_key(32, [10, 1, 3, 3])), Ok(Some(vec![8])));
+        assert_eq!(trie.lookup(&lpm_key(32, [11, 0, 0, 1])), Ok(Some(vec![0])));
+        // A query's own length bounds the match.
+        assert_eq!(trie.lookup(&lpm_key(16, [10, 1, 2, 3])), Ok(Some(vec![8])));
+        assert!(trie.update(&lpm_key(33, [0; 4]), &[1], BPF_ANY).is_err());
+        assert_eq!(trie.keys()[1], lpm_key(8, [10, 0, 0, 0]));
+        trie.delete(&lpm_key(24, [10, 1, 2, 99])).unwrap();
+        assert_eq!(trie.lookup(&lpm_key(32, [10, 1, 2, 3])), Ok(Some(vec![8])));
+    }
+
+    #[test]
+    fn queue_and_stack_orders() {
+        let queue = map(MapType::Queue, 0, 1, 2, 0);
+        let stack = map(MapType::Stack, 0, 1, 2, 0);
+        for map in [&queue, &stack] {
+            map.push(b"1", 0).unwrap();
+            map.push(b"2", 0).unwrap();
+            assert_eq!(map.push(b"3", 0), Err(MapOpError::Full));
+        }
+        queue.push(b"3", BPF_EXIST).unwrap();
+        assert_eq!(queue.pop(false), Ok(b"2".to_vec()));
+        assert_eq!(queue.pop(true), Ok(b"2".to_vec()));
+        assert_eq!(stack.pop(true), Ok(b"2".to_vec()));
+        assert_eq!(stack.pop(true), Ok(b"1".to_vec()));
+        assert_eq!(stack.pop(true), Err(MapOpError::NotFound));
+    }
+
+    #[test]
+    fn ring_buffer_keeps_order_and_wraps() {
+        let ring = map(MapType::RingBuf, 0, 0, 4096, 0);
+        let region = ring.region().unwrap();
+        let first = ring.ringbuf_reserve(2000).unwrap();
+        let second = ring.ringbuf_reserve(2000).unwrap();
+        assert!(region.contains(first, 2000) && region.contains(second, 2000));
+        assert_eq!(ring.ringbuf_reserve(200), Err(MapOpError::Full));
+        // The second is submitted first, but the first still holds the line.
+        ring.ringbuf_commit(second, true).unwrap();
+        assert_eq!(ring.ringbuf_next(), Ok(None));
+        ring.ringbuf_commit(first, false).unwrap();
+        assert!(ring.ringbuf_commit(first, true).is_err());
+        assert_eq!(ring.ringbuf_drain().unwrap().len(), 1);
+        // Space after the last record is short, the start is free: wrap.
+        let third = ring.ringbuf_reserve(2000).unwrap();
+        let fourth = ring.ringbuf_reserve(1500).unwrap();
+        ring.ringbuf_commit(third, true).unwrap();
+        assert_eq!(ring.ringbuf_drain().unwrap().len(), 1);
+        let fifth = ring.ringbuf_reserve(1000).unwrap();
+        assert_eq!(fifth, region.start, "wrapped to the start");
+        assert_eq!(ring.ringbuf_reserve(1200), Err(MapOpError::Full));
+        // SAFETY: the record is 1000 bytes inside the arena.
+        unsafe { std::ptr::write_bytes(fifth as *mut u8, 9, 1000) };
+        ring.ringbuf_commit(fifth, true).unwrap();
+        assert_eq!(ring.ringbuf_pending(), 1000);
+        assert_eq!(ring.ringbuf_drain(), Ok(vec![]), "the fourth, still reserved, is first");
+        ring.ringbuf_commit(fourth, true).unwrap();
+        let records = ring.ringbuf_drain().unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1], vec![9; 1000]);
+    }
+
+    #[test]
+    fn concurrent_updates_from_threads() {
+        let hash = Arc::new(map(MapType::Hash, 4, 8, 1024, 0));
+        let threads: Vec<_> = (0..4u32)
+            .map(|thread| {
+                let hash = hash.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200u32 {
+                        let key = (thread * 1000 + i).to_ne_bytes();
+                        hash.update(&key, &u64::from(i).to_ne_bytes(), BPF_ANY).unwrap();
+                        if i % 2 == 0 {
+                            hash.delete(&key).unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(hash.keys().len(), 400);
+        assert_eq!(hash.lookup(&1003u32.to_ne_bytes()), Ok(Some(3u64.to_ne_bytes().to_vec())));
+    }
+}

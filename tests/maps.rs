@@ -1,0 +1,339 @@
+//! Maps and the built-in helpers: libbpf-style objects (tests/fixtures/maps.c)
+//! loaded as they are, every helper through the interpreter and the JIT
+//! (which must agree on results, errors and map contents), argument checks,
+//! tail-call bounds, and the host reading and writing maps from another
+//! thread while programs run.
+
+use std::sync::{Arc, Mutex};
+
+use qemu_ubpf::helpers::builtin;
+use qemu_ubpf::isa::{self, Insn};
+use qemu_ubpf::jit::JitProgram;
+use qemu_ubpf::maps::{BPF_ANY, Map, MapDef, MapType};
+use qemu_ubpf::{Config, ExecErrorKind, Helpers, Image, LoadErrorKind, Object, Program, elf};
+
+fn read(path: &str) -> Vec<u8> {
+    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap()
+}
+
+fn fixture() -> Vec<u8> {
+    read("tests/fixtures/maps.o")
+}
+
+fn load(object: &[u8], name: &str) -> Program {
+    Program::from_elf(object, Some(name), &Helpers::linux(), &Config::default()).unwrap()
+}
+
+/// A program in one engine; each has its own copy of the object's maps.
+enum Engine {
+    Interp(Program),
+    Jit(JitProgram),
+}
+
+impl Engine {
+    fn both(object: &[u8], name: &str) -> [Engine; 2] {
+        [Engine::Interp(load(object, name)), Engine::Jit(JitProgram::compile(Arc::new(load(object, name))).unwrap())]
+    }
+
+    fn run(&self, packet: &[u8]) -> Result<u64, qemu_ubpf::ExecError> {
+        let mut packet = packet.to_vec();
+        match self {
+            Engine::Interp(program) => program.execute(&mut packet),
+            Engine::Jit(jit) => jit.execute(&mut packet),
+        }
+    }
+
+    fn program(&self) -> &Program {
+        match self {
+            Engine::Interp(program) => program,
+            Engine::Jit(jit) => jit.program(),
+        }
+    }
+
+    fn map(&self, name: &str) -> &Arc<Map> {
+        self.program().map(name).unwrap_or_else(|| panic!("no map {name}"))
+    }
+}
+
+/// Every key and value of a map, in key order.
+fn contents(map: &Map) -> Vec<(Vec<u8>, Vec<u8>)> {
+    map.keys().into_iter().map(|key| (key.clone(), map.lookup(&key).unwrap().unwrap())).collect()
+}
+
+/// `result` with a faulting address given relative to the start of the
+/// program's region at or below it (each engine has its own maps, so the
+/// same access faults at different addresses).
+fn relative(result: &Result<u64, qemu_ubpf::ExecError>, program: &Program) -> Result<u64, qemu_ubpf::ExecError> {
+    let mut result = result.clone();
+    if let Err(qemu_ubpf::ExecError { kind: ExecErrorKind::OutOfBounds { addr, .. }, .. }) = &mut result {
+        let base = program.regions().iter().map(|region| region.start).filter(|&start| start <= *addr).max();
+        *addr -= base.unwrap_or(0);
+    }
+    result
+}
+
+/// Runs `packets` through `name` in both engines; asserts they agree on
+/// every result and on the final contents of every map, and returns the
+/// results and the interpreter's engine.
+fn agree(object: &[u8], name: &str, packets: &[&[u8]]) -> (Vec<Result<u64, qemu_ubpf::ExecError>>, Engine) {
+    let [interp, jit] = Engine::both(object, name);
+    let mut results = Vec::new();
+    for packet in packets {
+        let expected = interp.run(packet);
+        let actual = jit.run(packet);
+        assert_eq!(relative(&actual, jit.program()), relative(&expected, interp.program()), "{name} over {packet:?}");
+        results.push(expected);
+    }
+    for (left, right) in interp.program().maps().iter().zip(jit.program().maps()) {
+        if left.map_type() == MapType::RingBuf {
+            assert_eq!(left.ringbuf_drain(), right.ringbuf_drain(), "ring buffer {}", left.name());
+        } else if left.map_type() != MapType::Queue {
+            assert_eq!(contents(left), contents(right), "map {}", left.name());
+        }
+    }
+    (results, interp)
+}
+
+#[test]
+fn btf_and_legacy_maps_are_read_from_the_object() {
+    let info = elf::inspect(&fixture()).unwrap();
+    let maps: Vec<_> = info
+        .maps
+        .iter()
+        .map(|map| (map.name.as_str(), map.map_type, map.key_size, map.value_size, map.max_entries))
+        .collect();
+    assert_eq!(
+        maps,
+        // By section (maps, then .maps, as the file has them), then offset.
+        [
+            ("legacy", 2, 4, 8, 2),
+            ("jumps", 3, 4, 4, 2),
+            ("hash", 1, 4, 8, 8),
+            ("queue", 22, 0, 4, 4),
+            ("events", 27, 0, 0, 4096)
+        ]
+    );
+    let jumps = info.maps.iter().find(|map| map.name == "jumps").unwrap();
+    assert_eq!(jumps.initial_programs, [(0, "chain".to_owned())]);
+    let object = Object::load(&fixture(), &Helpers::linux(), &Config::default()).unwrap();
+    let names: Vec<_> = object.program_names().map(|(function, _)| function).collect();
+    assert_eq!(names, ["chain", "count", "forget", "fifo", "report", "checksum", "overrun"]);
+    let data: Vec<_> = object.maps().iter().skip(5).map(|map| map.name().to_owned()).collect();
+    assert_eq!(data, [".bss", ".rodata"]);
+}
+
+#[test]
+fn hash_array_and_globals_count_in_both_engines() {
+    let object = fixture();
+    let packets: [&[u8]; 5] = [&[7, 1], &[7, 2, 3], &[9], &[7], &[]];
+    let (results, engine) = agree(&object, "count", &packets);
+    assert_eq!(results, [Ok(1), Ok(2), Ok(1), Ok(3), Ok(0)]);
+    let hash = engine.map("hash");
+    assert_eq!(hash.lookup(&7u32.to_ne_bytes()), Ok(Some(3u64.to_ne_bytes().to_vec())));
+    assert_eq!(hash.keys(), [7u32.to_ne_bytes().to_vec(), 9u32.to_ne_bytes().to_vec()]);
+    assert_eq!(engine.map("legacy").lookup(&1u32.to_ne_bytes()), Ok(Some(7u64.to_ne_bytes().to_vec())));
+    let bss = engine.map(".bss").lookup(&0u32.to_ne_bytes()).unwrap().unwrap();
+    assert_eq!(bss[..8], 4u64.to_ne_bytes(), "runs, in .bss");
+    let (results, _) = agree(&object, "forget", &[&[1]]);
+    assert_eq!(results, [Ok(-(libc::ENOENT as i64) as u64)]);
+}
+
+#[test]
+fn programs_of_one_object_share_maps() {
+    let object = Object::load(&fixture(), &Helpers::linux(), &Config::default()).unwrap();
+    let count = object.program("count").unwrap();
+    let forget = object.program("forget").unwrap();
+    count.execute(&mut [5]).unwrap();
+    assert_eq!(object.map("hash").unwrap().keys().len(), 1);
+    assert_eq!(forget.execute(&mut [5]), Ok(0));
+    assert!(object.map("hash").unwrap().keys().is_empty());
+}
+
+#[test]
+fn queue_ring_buffer_and_checksum() {
+    let object = fixture();
+    let (results, _) = agree(&object, "fifo", &[&[0; 3], &[0; 5]]);
+    assert_eq!(results, [Ok(3), Ok(5)]);
+    let [interp, jit] = Engine::both(&object, "report");
+    for engine in [&interp, &jit] {
+        assert_eq!(engine.run(&[1, 2, 3, 4, 5, 6, 7, 8, 9]), Ok(0));
+        assert_eq!(engine.run(&[0xaa, 0xbb]), Ok(0));
+        let records = engine.map("events").ringbuf_drain().unwrap();
+        assert_eq!(
+            records,
+            [vec![1, 2, 3, 4, 5, 6, 7, 8], vec![1, 2, 3, 4], vec![0xaa, 0xbb, 0, 0, 0, 0, 0, 0], vec![0xaa, 0xbb]]
+        );
+    }
+    let packet = [0x45, 0, 0, 0x54, 0xff, 0xff, 0x12, 0x34];
+    let (results, _) = agree(&object, "checksum", &[&packet]);
+    let words =
+        [u32::from_ne_bytes(packet[..4].try_into().unwrap()), u32::from_ne_bytes(packet[4..].try_into().unwrap())];
+    let mut sum: u64 = words.iter().map(|&word| u64::from(word)).sum();
+    while sum >> 32 != 0 {
+        sum = (sum & 0xffff_ffff) + (sum >> 32);
+    }
+    assert_eq!(results, [Ok(sum as u32 as u64)]);
+}
+
+#[test]
+fn tail_call_chains_stop_at_33() {
+    let (results, engine) = agree(&fixture(), "chain", &[&[1], &[2]]);
+    // The first program and 33 tail calls; the 34th call fails and the
+    // program returns. The count in .bss carries over to the second run.
+    assert_eq!(results, [Ok(34), Ok(68)]);
+    assert_eq!(engine.map("jumps").keys(), [0u32.to_ne_bytes().to_vec()]);
+}
+
+#[test]
+fn a_looked_up_value_is_bounded_by_its_map() {
+    let (results, _) = agree(&fixture(), "overrun", &[&[]]);
+    let error = results[0].clone().unwrap_err();
+    assert!(matches!(error.kind, ExecErrorKind::OutOfBounds { size: 8, write: false, .. }), "{error}");
+    assert_eq!(error.insn.opc, isa::LDXDW);
+}
+
+/// A program of `insns` with maps `maps`, whose `lddw src=1 imm=i` name them.
+fn image_program(insns: &[Insn], maps: &[MapDef]) -> Result<Program, qemu_ubpf::LoadError> {
+    let image = Image { insns: insns.to_vec(), maps: maps.to_vec(), ..Image::default() };
+    Program::from_image(image, &Helpers::linux(), &Config::default())
+}
+
+fn def(map_type: MapType, key_size: u32, value_size: u32, max_entries: u32) -> MapDef {
+    MapDef {
+        name: "m".into(),
+        map_type: map_type as u32,
+        key_size,
+        value_size,
+        max_entries,
+        flags: 0,
+        initial_programs: Vec::new(),
+    }
+}
+
+const EXIT: Insn = Insn::new(isa::EXIT, 0, 0, 0, 0);
+
+fn lddw_map(dst: u8, src: u8, index: i32, offset: i32) -> [Insn; 2] {
+    [Insn::new(isa::LDDW, dst, src, 0, index), Insn::new(0, 0, 0, 0, offset)]
+}
+
+/// Runs `program` in both engines over `input`, which must agree.
+fn both(program: Program, input: &[u8]) -> Result<u64, qemu_ubpf::ExecError> {
+    let program = Arc::new(program);
+    let expected = program.execute(&mut input.to_vec());
+    let jit = JitProgram::compile(program).unwrap();
+    assert_eq!(jit.execute(&mut input.to_vec()), expected);
+    expected
+}
+
+#[test]
+fn helpers_refuse_bad_arguments_naming_the_instruction() {
+    let hash = def(MapType::Hash, 4, 8, 4);
+    let call = |helper: u32| Insn::new(isa::CALL, 0, 0, 0, helper as i32);
+    // r1 = 12345, not a map.
+    let not_a_map = [Insn::new(isa::MOV64_IMM, 1, 0, 0, 12345), call(builtin::MAP_LOOKUP_ELEM), EXIT];
+    let error = both(image_program(&not_a_map, &[hash.clone()]).unwrap(), &[]).unwrap_err();
+    assert_eq!((error.pc, error.kind), (1, ExecErrorKind::NotAMap { helper: 1, value: 12345 }));
+    // The key pointer: 0x1000, which the program may not read.
+    let mut wild_key = lddw_map(1, 1, 0, 0).to_vec();
+    wild_key.extend([Insn::new(isa::MOV64_IMM, 2, 0, 0, 0x1000), call(builtin::MAP_UPDATE_ELEM), EXIT]);
+    let error = both(image_program(&wild_key, &[hash.clone()]).unwrap(), &[]).unwrap_err();
+    assert_eq!(error.pc, 3);
+    assert!(matches!(error.kind, ExecErrorKind::HelperMemory { helper: 2, addr: 0x1000, size: 4, write: false }));
+    // The key is the input, 2 bytes long: too short for a 4-byte key.
+    let [lddw, tail] = lddw_map(1, 1, 0, 0);
+    let short_key = [Insn::new(isa::MOV64_REG, 2, 1, 0, 0), lddw, tail, call(builtin::MAP_LOOKUP_ELEM), EXIT];
+    let error = both(image_program(&short_key, &[hash.clone()]).unwrap(), &[1, 2]).unwrap_err();
+    assert!(matches!(error.kind, ExecErrorKind::HelperMemory { helper: 1, size: 4, .. }), "{error}");
+    assert_eq!(both(image_program(&short_key, &[hash.clone()]).unwrap(), &[1, 2, 3, 4]), Ok(0), "absent key");
+    // Submitting what was never reserved.
+    let submit = [Insn::new(isa::MOV64_REG, 1, 10, 0, 0), call(builtin::RINGBUF_SUBMIT), EXIT];
+    let error = both(image_program(&submit, &[]).unwrap(), &[]).unwrap_err();
+    assert!(matches!(error.kind, ExecErrorKind::HelperArgument { helper: 132, .. }));
+    // A tail call through a map that is not a prog array.
+    let mut tail = lddw_map(2, 1, 0, 0).to_vec();
+    tail.extend([call(builtin::TAIL_CALL), EXIT]);
+    let error = both(image_program(&tail, &[hash.clone()]).unwrap(), &[]).unwrap_err();
+    assert!(matches!(error.kind, ExecErrorKind::HelperArgument { helper: 12, .. }));
+}
+
+#[test]
+fn lddw_of_maps_is_checked_at_load() {
+    let array = def(MapType::Array, 4, 16, 2);
+    let mut value = lddw_map(1, 2, 0, 12).to_vec();
+    value.extend([Insn::new(isa::STW, 1, 0, 0, 7), Insn::new(isa::LDXW, 0, 1, 0, 0), EXIT]);
+    let program = image_program(&value, std::slice::from_ref(&array)).unwrap();
+    assert_eq!(both(program, &[]), Ok(7));
+    let mut past = lddw_map(1, 2, 0, 16).to_vec();
+    past.push(EXIT);
+    let error = image_program(&past, std::slice::from_ref(&array)).err().unwrap();
+    assert!(matches!(error.kind, LoadErrorKind::BadMapValue { offset: 16, .. }));
+    let mut missing = lddw_map(1, 1, 1, 0).to_vec();
+    missing.push(EXIT);
+    let error = image_program(&missing, &[array]).err().unwrap();
+    assert_eq!((error.pc, error.kind), (0, LoadErrorKind::NoSuchMap { index: 1, maps: 1 }));
+    let error = image_program(&[EXIT], &[def(MapType::Array, 8, 8, 1)]).err().unwrap();
+    assert!(matches!(error.kind, LoadErrorKind::Map(_)));
+}
+
+struct Capture(Mutex<Vec<String>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.target() == "bpf_trace_printk"
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            self.0.lock().unwrap().push(record.args().to_string());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static CAPTURE: Capture = Capture(Mutex::new(Vec::new()));
+
+#[test]
+fn trace_printk_goes_to_the_log() {
+    log::set_logger(&CAPTURE).unwrap();
+    log::set_max_level(log::LevelFilter::Info);
+    load(&fixture(), "count").execute(&mut [1, 2, 3]).unwrap();
+    assert!(CAPTURE.0.lock().unwrap().contains(&"packet of 3 bytes".to_owned()));
+}
+
+#[test]
+fn the_host_reads_and_writes_maps_while_programs_run() {
+    let object = fixture();
+    let program = Arc::new(load(&object, "count"));
+    let jit = Arc::new(JitProgram::compile(program.clone()).unwrap());
+    let runs_per_thread = 20_000u64;
+    // Inserted before the runs, so that each of them adds to it atomically.
+    program.map("hash").unwrap().update(&1u32.to_ne_bytes(), &0u64.to_ne_bytes(), BPF_ANY).unwrap();
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let jit = jit.clone();
+            std::thread::spawn(move || {
+                for _ in 0..runs_per_thread {
+                    jit.execute(&mut [1]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let hash = program.map("hash").unwrap();
+    for round in 0..2_000u32 {
+        // Keys 100.. are the host's; key 1 is the programs'.
+        let key = (100 + round % 4).to_ne_bytes();
+        hash.update(&key, &u64::from(round).to_ne_bytes(), BPF_ANY).ok();
+        if round % 3 == 0 {
+            hash.delete(&key).ok();
+        }
+        assert!(hash.lookup(&1u32.to_ne_bytes()).unwrap().is_some());
+        assert!(hash.keys().len() <= 8);
+    }
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    // Every run counted, though the host was writing the same map.
+    let count = hash.lookup(&1u32.to_ne_bytes()).unwrap().unwrap();
+    assert_eq!(u64::from_ne_bytes(count.try_into().unwrap()), 2 * runs_per_thread);
+}

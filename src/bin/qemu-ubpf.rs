@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qemu_ubpf::elf::{HelperRef, ObjectInfo};
+use qemu_ubpf::maps::{self, MapType};
 use qemu_ubpf::replay::{
     CaptureReader, CaptureWriter, Engine, EngineKind, IpMode, Options, Outputs, Replay, Summary, Verdict,
 };
@@ -76,9 +77,20 @@ enum Command {
         /// Instructions one run may execute.
         #[arg(long, default_value_t = qemu_ubpf::program::DEFAULT_INSTRUCTION_LIMIT)]
         instruction_limit: u64,
+        /// After the run, print the program's maps as JSON (with --json, as
+        /// the summary's "maps"): keys and values as hex bytes in memory
+        /// order; arrays list only their non-zero values; ring buffers
+        /// their records.
+        #[arg(long)]
+        maps: bool,
+        /// Fill maps before the run from a JSON file:
+        /// {"MAP": [{"key": K, "value": V}, ...]}, K and V hex strings,
+        /// unsigned integers, or "a.b.c.d/len" keys for an LPM trie.
+        #[arg(long, value_name = "FILE")]
+        map_init: Option<PathBuf>,
     },
-    /// List what an ELF object holds: programs, data sections, relocations
-    /// and helper calls.
+    /// List what an ELF object holds: programs, maps, data sections,
+    /// relocations and helper calls.
     Inspect { object: PathBuf },
     /// Run a program once over one input and print r0 (and the verdict).
     Run {
@@ -144,7 +156,8 @@ fn load(path: &Path, name: Option<&str>, config: &Config) -> Result<Program, Str
 }
 
 fn load_bytes(bytes: &[u8], file: &str, name: Option<&str>, config: &Config) -> Result<Program, String> {
-    let helpers = Helpers::new();
+    // Linux's helpers, so that libbpf programs run as they are.
+    let helpers = Helpers::linux();
     let result = if bytes.starts_with(b"\x7fELF") {
         Program::from_elf(bytes, name, &helpers, config).map_err(|e| e.to_string())
     } else {
@@ -166,6 +179,8 @@ fn run(command: Command) -> Result<(), String> {
             drop,
             json,
             instruction_limit,
+            maps,
+            map_init,
         } => {
             let options = Options {
                 ip_mode: match ip_mode {
@@ -182,7 +197,8 @@ fn run(command: Command) -> Result<(), String> {
                 EngineArg::Interp => EngineKind::Interpreter,
             };
             let config = Config { instruction_limit, ..Config::default() };
-            let request = ReplayRequest { program, capture, function, engine, config, options, pass, drop, json };
+            let request =
+                ReplayRequest { program, capture, function, engine, config, options, pass, drop, json, maps, map_init };
             return replay(request);
         }
         Command::Inspect { object } => {
@@ -218,7 +234,7 @@ fn run(command: Command) -> Result<(), String> {
         Command::Disasm { program, name } => {
             let bytes = read(&program)?;
             let insns = if bytes.starts_with(b"\x7fELF") {
-                let linked = qemu_ubpf::elf::load(&bytes, name.as_deref(), &Helpers::new())
+                let linked = qemu_ubpf::elf::load(&bytes, name.as_deref(), &Helpers::linux())
                     .map_err(|e| format!("{}: {e}", program.display()))?;
                 linked.image.insns
             } else {
@@ -243,6 +259,8 @@ struct ReplayRequest {
     pass: Option<PathBuf>,
     drop: Option<PathBuf>,
     json: bool,
+    maps: bool,
+    map_init: Option<PathBuf>,
 }
 
 fn replay(request: ReplayRequest) -> Result<(), String> {
@@ -254,6 +272,10 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
             (BUNDLED_PROGRAM_NAME.to_owned(), program)
         }
     };
+    if let Some(path) = &request.map_init {
+        let text = String::from_utf8(read(path)?).map_err(|_| format!("{}: not UTF-8", path.display()))?;
+        maps::json::init(program.maps(), &text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
     let engine = Engine::new(program, request.engine).map_err(|e| {
         format!("{program_name}: the JIT cannot compile it: {e}; --engine interp runs it in the interpreter")
     })?;
@@ -283,11 +305,15 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
         request: &request,
         summary: replay.summary(),
         error: error.as_deref(),
+        maps: request.maps.then(|| maps::json::dump_all(engine.program().maps())),
     };
     if request.json {
         println!("{}", report.json());
     } else {
         print!("{}", report.text());
+        if let Some(maps) = &report.maps {
+            println!("{}", serde_json::to_string_pretty(maps).unwrap_or_default());
+        }
     }
     error
         .map_or(Ok(()), |error| Err(format!("{error}\n(the summary and the output files cover the packets before it)")))
@@ -373,6 +399,8 @@ struct Report<'a> {
     request: &'a ReplayRequest,
     summary: &'a Summary,
     error: Option<&'a str>,
+    /// The maps' dump, when asked for.
+    maps: Option<serde_json::Value>,
 }
 
 impl Report<'_> {
@@ -403,7 +431,7 @@ impl Report<'_> {
         let first_error = summary.first_error.as_ref().map(|fault| {
             serde_json::json!({ "packet": fault.packet, "offset": fault.offset, "message": fault.error.to_string() })
         });
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "program": self.program,
             "capture": self.capture,
             "format": self.format,
@@ -424,6 +452,9 @@ impl Report<'_> {
             "drop_file": path(&self.request.drop),
             "error": self.error,
         });
+        if let Some(maps) = &self.maps {
+            json["maps"] = maps["maps"].clone();
+        }
         serde_json::to_string_pretty(&json).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
 
@@ -500,9 +531,10 @@ impl Report<'_> {
 /// `inspect`'s listing of an object.
 fn describe_object(path: &Path, info: &ObjectInfo) -> String {
     let mut text = format!(
-        "{}: {} functions, {} data sections, {} relocations, {} helper calls\n",
+        "{}: {} functions, {} maps, {} data sections, {} relocations, {} helper calls\n",
         path.display(),
         info.functions.len(),
+        info.maps.len(),
         info.data.len(),
         info.relocations.len(),
         info.helper_calls.len()
@@ -515,6 +547,20 @@ fn describe_object(path: &Path, info: &ObjectInfo) -> String {
             "  {mark} {:<24} section {:<16} offset {:#06x}  {:>5} instructions  {linkage}\n",
             function.name, function.section, function.offset, function.insns
         );
+    }
+    if !info.maps.is_empty() {
+        text += "maps:\n";
+        for map in &info.maps {
+            let map_type =
+                MapType::from_linux(map.map_type).map_or_else(|| format!("type {}", map.map_type), |t| t.name().into());
+            text += &format!(
+                "    {:<24} {map_type:<10} key {:>3} bytes  value {:>5} bytes  max_entries {:>7}  flags {:#x}\n",
+                map.name, map.key_size, map.value_size, map.max_entries, map.flags
+            );
+            for (slot, function) in &map.initial_programs {
+                text += &format!("        [{slot}] = {function}\n");
+            }
+        }
     }
     if !info.data.is_empty() {
         text += "data sections:\n";

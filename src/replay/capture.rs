@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use pcap_file::pcap::PcapHeader;
 use pcap_file::pcapng::PcapNgParser;
+use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
 use pcap_file::pcapng::blocks::{ENHANCED_PACKET_BLOCK, PACKET_BLOCK, SECTION_HEADER_BLOCK, SIMPLE_PACKET_BLOCK};
 use pcap_file::{Endianness, TsResolution};
 
@@ -83,6 +84,9 @@ pub struct Packet<'a> {
     /// Where the record starts in the file.
     pub offset: u64,
     pub link_type: u32,
+    /// When the packet was captured, in nanoseconds since the epoch (as the
+    /// record's resolution gives it; 0 for a pcapng simple packet block).
+    pub timestamp_ns: u64,
     /// The captured bytes of the frame.
     pub data: &'a [u8],
     /// The whole record: header, data and (in pcapng) options.
@@ -193,16 +197,33 @@ impl<R: Read> CaptureReader<R> {
         let range = self.input.take(record_len);
         let record = &mut self.input.buffer[range];
         let parsed = match &mut self.format {
-            FormatState::Pcap { link_type, .. } => {
-                Ok(Parsed::Packet { link_type: *link_type, data: PCAP_RECORD_HEADER_LEN..record.len() })
+            FormatState::Pcap { link_type, header, .. } => {
+                let seconds = u64::from(read_u32(record, 0, header.endianness));
+                let fraction = u64::from(read_u32(record, 4, header.endianness));
+                let fraction_ns = match header.ts_resolution {
+                    TsResolution::MicroSecond => fraction * 1000,
+                    TsResolution::NanoSecond => fraction,
+                };
+                Ok(Parsed::Packet {
+                    link_type: *link_type,
+                    timestamp_ns: seconds * 1_000_000_000 + fraction_ns,
+                    data: PCAP_RECORD_HEADER_LEN..record.len(),
+                })
             }
             FormatState::PcapNg { parser } => pcapng_record(parser, record),
         };
         match parsed.map_err(|what| record_error(&self.file, what))? {
             Parsed::Metadata => Ok(Some(Record::Metadata(record))),
-            Parsed::Packet { link_type, data } => {
+            Parsed::Packet { link_type, timestamp_ns, data } => {
                 self.packets = number;
-                Ok(Some(Record::Packet(Packet { number, offset, link_type, data: &record[data], record })))
+                Ok(Some(Record::Packet(Packet {
+                    number,
+                    offset,
+                    link_type,
+                    timestamp_ns,
+                    data: &record[data],
+                    record,
+                })))
             }
         }
     }
@@ -211,7 +232,7 @@ impl<R: Read> CaptureReader<R> {
 /// A record's kind, with where its frame lies in it.
 enum Parsed {
     Metadata,
-    Packet { link_type: u32, data: Range<usize> },
+    Packet { link_type: u32, timestamp_ns: u64, data: Range<usize> },
 }
 
 impl FormatState {
@@ -290,19 +311,44 @@ fn pcapng_record(parser: &mut Option<PcapNgParser>, record: &mut [u8]) -> Result
         _ => return Ok(Parsed::Metadata),
     };
     let interfaces = parser.interfaces();
-    let link_type =
-        interfaces.get(interface as usize).map(|interface| u32::from(interface.linktype)).ok_or_else(|| {
-            format!(
-                "corrupt packet block: interface {interface}, but the section describes {} interfaces",
-                interfaces.len()
-            )
-        })?;
+    let description = interfaces.get(interface as usize).ok_or_else(|| {
+        format!(
+            "corrupt packet block: interface {interface}, but the section describes {} interfaces",
+            interfaces.len()
+        )
+    })?;
+    let link_type = u32::from(description.linktype);
+    let timestamp_ns = match block.type_ {
+        ENHANCED_PACKET_BLOCK | PACKET_BLOCK => {
+            let units = u64::from(read_u32(body, 4, endianness)) << 32 | u64::from(read_u32(body, 8, endianness));
+            to_nanoseconds(units, description)
+        }
+        _ => 0,
+    };
     let room = body.len() - data_at;
     if captured as usize > room {
         return Err(format!("corrupt packet block: captured length {captured}, but the block has room for {room}"));
     }
     let start = BODY + data_at;
-    Ok(Parsed::Packet { link_type, data: start..start + captured as usize })
+    Ok(Parsed::Packet { link_type, timestamp_ns, data: start..start + captured as usize })
+}
+
+/// A pcapng timestamp in nanoseconds: `units` of the interface's
+/// resolution (`if_tsresol`: 10^-n, or 2^-n with the top bit; 10^-6 when
+/// absent).
+fn to_nanoseconds(units: u64, interface: &InterfaceDescriptionBlock) -> u64 {
+    let resolution = interface.options.iter().find_map(|option| match option {
+        InterfaceDescriptionOption::IfTsResol(resolution) => Some(*resolution),
+        _ => None,
+    });
+    match resolution.unwrap_or(6) {
+        power if power & 0x80 != 0 => {
+            let shift = u32::from(power & 0x7f);
+            ((u128::from(units) * 1_000_000_000) >> shift.min(127)) as u64
+        }
+        power if power <= 9 => units.saturating_mul(10u64.pow(9 - u32::from(power))),
+        power => units / 10u64.saturating_pow(u32::from(power) - 9),
+    }
 }
 
 /// Sets a section header's length to -1, "not given": an output holds only

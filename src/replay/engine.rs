@@ -30,6 +30,14 @@ impl Engine {
         })
     }
 
+    /// The program the engine runs (its maps, for the host).
+    pub fn program(&self) -> &Arc<Program> {
+        match self {
+            Engine::Jit(jit) => jit.program(),
+            Engine::Interpreter(program) => program,
+        }
+    }
+
     /// Runs the program over `packet` (r1 = its address, r2 = its length)
     /// with `stack` as its call frames, and returns r0. A caller that runs
     /// many packets keeps one stack for all, rather than look up the

@@ -20,6 +20,7 @@ pub use engine::{Engine, EngineKind};
 pub use frame::{IpMode, UnsupportedLinkType};
 
 use crate::error::ExecError;
+use crate::helpers::builtin;
 use crate::interp::Stack;
 
 /// How often, in packets, a replay reports its progress.
@@ -145,7 +146,9 @@ impl<'a> Replay<'a> {
 
     /// Runs every packet of `reader` through the program and writes it to
     /// the output its verdict names, calling `progress` with the bytes read
-    /// so far now and then. The outputs are flushed however it ends; after
+    /// so far now and then. While a packet runs, `bpf_ktime_get_ns` gives
+    /// its capture time, so that time-based state (rate limits) evolves as
+    /// it did when the traffic was captured, and every replay agrees. The outputs are flushed however it ends; after
     /// an error they hold every record before the one at fault.
     pub fn run<R: Read, W: Write>(
         &mut self,
@@ -155,6 +158,7 @@ impl<'a> Replay<'a> {
     ) -> Result<(), CaptureError> {
         let started = Instant::now();
         let result = self.run_records(reader, outputs, progress);
+        builtin::set_clock(None);
         self.summary.elapsed += started.elapsed();
         let flushed = outputs.flush();
         result.and(flushed)
@@ -201,6 +205,7 @@ impl<'a> Replay<'a> {
             Some(input) => {
                 self.scratch.clear();
                 self.scratch.extend_from_slice(input);
+                builtin::set_clock(Some(packet.timestamp_ns));
                 match self.engine.run(&mut self.scratch, &mut self.stack) {
                     Ok(0) => Verdict::Pass,
                     Ok(_) => Verdict::Drop,

@@ -80,6 +80,16 @@ enum JitMode {
 };
 
 /**
+ * @brief A map of a loaded program, for the host: opaque; get one with
+ * ubpf_map_get() or ubpf_map_get_by_index(), free it with
+ * ubpf_map_release().
+ *
+ * The handle keeps the map alive, even after the program is unloaded (it
+ * is then no program's map any more). Not in ubpf.
+ */
+struct ubpf_map;
+
+/**
  * @brief A virtual machine: its helpers, its settings and at most one loaded
  * program. Opaque: create it with ubpf_create() and free it with
  * ubpf_destroy().
@@ -119,6 +129,18 @@ typedef uint64_t (*ubpf_data_relocation)(void *user_context,
  * stack (never called by qemu-ubpf: see ubpf_register_data_bounds_check()).
  */
 typedef bool (*ubpf_bounds_check)(void *context, uint64_t addr, uint64_t size);
+
+/**
+ * @brief What a map is: Linux's map type number (`BPF_MAP_TYPE_*`), its
+ * sizes and flags.
+ */
+struct ubpf_map_info {
+  uint32_t map_type;
+  uint32_t key_size;
+  uint32_t value_size;
+  uint32_t max_entries;
+  uint32_t flags;
+};
 
 #ifdef __cplusplus
 extern "C" {
@@ -616,6 +638,254 @@ int ubpf_set_jit_code_size(struct ubpf_vm *vm, size_t code_size);
  * `vm` is NULL or a live VM that no other thread uses.
  */
 int ubpf_set_pointer_secret(struct ubpf_vm *vm, uint64_t secret);
+
+/**
+ * @brief Adds the built-in helpers, with Linux's numbers and names
+ * (bpf_map_lookup_elem = 1, ..., bpf_ringbuf_query = 134), at every index
+ * no helper is registered at, so that programs built with libbpf's
+ * `bpf_helpers.h` load and run as they are.
+ *
+ * The built-ins check their arguments: a map argument that is not one of
+ * the program's maps, or a pointer to memory the program may not access
+ * itself, fails the run (the message names the instruction). Helpers
+ * registered with ubpf_register() take precedence, before or after this.
+ * Not in ubpf.
+ * Thread safety: nothing else may use the VM meanwhile.
+ *
+ * @param[in] vm The VM, with no program loaded.
+ * @retval 0 Success.
+ * @retval -1 Failure: NULL vm, or a program is loaded.
+ *
+ * # Safety
+ * `vm` is NULL or a live VM that no other thread uses.
+ */
+int ubpf_register_linux_helpers(struct ubpf_vm *vm);
+
+/**
+ * @brief The number of maps of the loaded program: those it declares,
+ * then one per global data section (`.rodata`, `.data`, `.bss`, each an
+ * array of one value), as libbpf counts them.
+ *
+ * Thread safety: as ubpf_exec().
+ *
+ * @param[in] vm The VM.
+ * @return The count; -1 when `vm` is NULL or has no program loaded.
+ *
+ * # Safety
+ * `vm` is NULL or a live VM that no other thread changes.
+ */
+int ubpf_map_count(const struct ubpf_vm *vm);
+
+/**
+ * @brief A handle to map number `index` of the loaded program (see
+ * ubpf_map_count()).
+ *
+ * Thread safety: as ubpf_exec().
+ *
+ * @param[in] vm The VM.
+ * @param[in] index From 0 to the count less 1.
+ * @return The handle, to free with ubpf_map_release(); NULL when there is
+ *         no such map (the reason in ubpf_last_error()).
+ *
+ * # Safety
+ * `vm` is NULL or a live VM that no other thread changes.
+ */
+struct ubpf_map *ubpf_map_get_by_index(const struct ubpf_vm *vm, unsigned int index);
+
+/**
+ * @brief A handle to the loaded program's map named `name` (its variable
+ * in C; `.bss`, `.data` or `.rodata` for global data).
+ *
+ * Thread safety: as ubpf_exec().
+ *
+ * @param[in] vm The VM.
+ * @param[in] name The map's name.
+ * @return The handle, to free with ubpf_map_release(); NULL when there is
+ *         no such map.
+ *
+ * # Safety
+ * `vm` is NULL or a live VM that no other thread changes; `name` is NULL
+ * or a NUL-terminated string.
+ */
+struct ubpf_map *ubpf_map_get(const struct ubpf_vm *vm, const char *name);
+
+/**
+ * @brief Frees a map handle.
+ *
+ * @param[in] map The handle; NULL does nothing.
+ *
+ * # Safety
+ * `map` is NULL or a handle not yet released, which no other thread uses.
+ */
+void ubpf_map_release(struct ubpf_map *map);
+
+/**
+ * @brief The map's name, valid as long as the handle.
+ *
+ * @param[in] map The handle.
+ * @return The name; NULL when `map` is NULL.
+ *
+ * # Safety
+ * `map` is NULL or a handle not yet released.
+ */
+const char *ubpf_map_name(const struct ubpf_map *map);
+
+/**
+ * @brief The map's type, sizes and flags.
+ *
+ * @param[in] map The handle.
+ * @param[out] info Where to write them.
+ * @retval 0 Success.
+ * @retval -EINVAL A NULL argument.
+ *
+ * # Safety
+ * `map` is NULL or a handle not yet released; `info` is NULL or writable.
+ */
+int ubpf_map_info(const struct ubpf_map *map, struct ubpf_map_info *info);
+
+/**
+ * @brief Copies the value under `key` into `value`.
+ *
+ * Sizes must be the map's. A prog array's value is the slot's index when
+ * it holds a program. Thread safety: any number of threads may use maps
+ * at once, while programs run.
+ *
+ * @param[in] map The handle.
+ * @param[in] key The key, `key_size` bytes.
+ * @param[out] value Where the value goes, `value_size` bytes.
+ * @retval 0 Found.
+ * @retval -ENOENT No such key.
+ * @retval -EINVAL Wrong sizes or NULL arguments.
+ * @retval -EOPNOTSUPP The map type has no lookup (ring buffer, queue).
+ *
+ * # Safety
+ * `map` is NULL or a handle not yet released; `key` and `value` are NULL or
+ * point at their sizes in bytes.
+ */
+int ubpf_map_lookup(const struct ubpf_map *map,
+                    const void *key,
+                    size_t key_size,
+                    void *value,
+                    size_t value_size);
+
+/**
+ * @brief Stores `value` under `key`; `flags` is 0 (BPF_ANY), 1
+ * (BPF_NOEXIST) or 2 (BPF_EXIST). For a queue or stack, pushes `value`
+ * (the key is NULL, size 0).
+ *
+ * Thread safety: as ubpf_map_lookup().
+ *
+ * @retval 0 Success.
+ * @retval -EEXIST, -ENOENT As `flags` asks.
+ * @retval -E2BIG The map is full.
+ * @retval -EINVAL Wrong sizes, flags or NULL arguments.
+ *
+ * # Safety
+ * `map` is NULL or a handle not yet released; `key` and `value` are NULL or
+ * point at their sizes in bytes.
+ */
+int ubpf_map_update(const struct ubpf_map *map,
+                    const void *key,
+                    size_t key_size,
+                    const void *value,
+                    size_t value_size,
+                    uint64_t flags);
+
+/**
+ * @brief Removes the value under `key` (empties a prog array's slot).
+ *
+ * Thread safety: as ubpf_map_lookup().
+ *
+ * @retval 0 Success.
+ * @retval -ENOENT No such key.
+ * @retval -EINVAL Wrong size, NULL arguments, or an array (whose elements
+ *         cannot be deleted).
+ *
+ * # Safety
+ * `map` is NULL or a handle not yet released; `key` is NULL or points at
+ * `key_size` bytes.
+ */
+int ubpf_map_delete(const struct ubpf_map *map, const void *key, size_t key_size);
+
+/**
+ * @brief Iterates keys: writes the key after `key` (the first one when
+ * `key` is NULL or absent) to `next_key`. Keys come in a stable order while
+ * the map is unchanged: index order for arrays, byte order otherwise.
+ *
+ * Thread safety: as ubpf_map_lookup().
+ *
+ * @retval 0 A key was written.
+ * @retval -ENOENT `key` was the last one (or the map is empty).
+ * @retval -EINVAL Wrong size or NULL `next_key`.
+ *
+ * # Safety
+ * `map` is NULL or a handle not yet released; `key` is NULL or points at
+ * `key_size` bytes; `next_key` is NULL or points at `key_size` writable
+ * bytes.
+ */
+int ubpf_map_next_key(const struct ubpf_map *map, const void *key, void *next_key, size_t key_size);
+
+/**
+ * @brief Takes the next record a program submitted to a ring buffer map.
+ *
+ * Records come in the order they were reserved; one reserved and not yet
+ * submitted holds back those after it. Meant for one consumer per ring
+ * buffer. Thread safety: as ubpf_map_lookup().
+ *
+ * @param[in] map The handle of a ring buffer map.
+ * @param[out] buffer Where the record goes.
+ * @param[in] size The buffer's size.
+ * @param[out] len The record's length (also when it does not fit); may be
+ *             NULL.
+ * @retval 1 A record was copied (and taken).
+ * @retval 0 No record is ready.
+ * @retval -ENOSPC The next record is longer than `size`; it stays.
+ * @retval -EINVAL Not a ring buffer, or NULL arguments.
+ *
+ * # Safety
+ * `map` is NULL or a handle not yet released; `buffer` is NULL or points
+ * at `size` writable bytes; `len` is NULL or writable.
+ */
+int ubpf_ringbuf_read(const struct ubpf_map *map, void *buffer, size_t size, size_t *len);
+
+/**
+ * @brief Every map of the loaded program as JSON, in the format of
+ * `qemu-ubpf replay --maps`: `{"maps": [{"name", "type", "key_size",
+ * "value_size", "max_entries", "flags", "entries": [{"key", "value"}]}]}`,
+ * keys and values as hex bytes in memory order. Arrays list their non-zero
+ * values only; ring buffers give (and consume) their records.
+ *
+ * Thread safety: as ubpf_exec(); entries change under a running program,
+ * each is read whole but the whole is no snapshot.
+ *
+ * @param[in] vm The VM.
+ * @return The JSON text, to free with free(); NULL on failure.
+ *
+ * # Safety
+ * `vm` is NULL or a live VM that no other thread changes.
+ */
+char *ubpf_maps_json(const struct ubpf_vm *vm);
+
+/**
+ * @brief Updates maps of the loaded program from JSON, in the format of
+ * `qemu-ubpf replay --map-init`: `{"MAP": [{"key": K, "value": V}, ...]}`,
+ * K and V hex strings (bytes in memory order), unsigned integers, or, for
+ * an LPM trie over IPv4, "a.b.c.d/len" keys.
+ *
+ * Entries before a failing one stay stored. Thread safety: as
+ * ubpf_map_lookup().
+ *
+ * @param[in] vm The VM.
+ * @param[in] json The text.
+ * @param[out] errmsg NULL, or where to store the error message (or NULL on
+ *             success), which the caller frees with free().
+ * @return The number of entries stored; -1 on failure.
+ *
+ * # Safety
+ * `vm` is NULL or a live VM that no other thread changes; `json` is NULL
+ * or a NUL-terminated string; `errmsg` is NULL or writable.
+ */
+int ubpf_maps_update_json(const struct ubpf_vm *vm, const char *json, char **errmsg);
 
 /**
  * @brief Returns the message of the last call on this thread that failed.

@@ -3,7 +3,8 @@
 //! programs in `tests/c/` build through pkg-config against the library as
 //! `scripts/install.sh` installs it, then run: QEMU's filter-ubpf call
 //! sequence on the example filters (interpreter and JIT), the error paths,
-//! four threads sharing one program, and the lot again under valgrind.
+//! four threads sharing one program, the maps of libbpf filters read and
+//! written from the host, and the lot again under valgrind.
 //!
 //! The library installed is the one `cargo test` has just built (beside
 //! this test binary, in `target/PROFILE/deps`), so no second build happens.
@@ -135,7 +136,7 @@ fn installed() -> &'static Installed {
 
         let bin = work.join("bin");
         std::fs::create_dir_all(&bin).expect("the target directory is writable");
-        for name in ["qemu_rfc", "errors", "threads", "ubpf_api"] {
+        for name in ["qemu_rfc", "errors", "threads", "ubpf_api", "maps"] {
             run(Command::new("gcc")
                 .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-g", "-pthread"])
                 .arg(root().join("tests/c").join(format!("{name}.c")))
@@ -244,6 +245,12 @@ fn ubpf_api_client_gets_ubpf_results() {
 }
 
 #[test]
+fn maps_of_libbpf_filters_through_the_c_api() {
+    let stdout = run_c_test(&[], "maps", &[]);
+    assert!(stdout.contains("maps:") && stdout.contains(" 0 failed"), "{stdout}");
+}
+
+#[test]
 fn four_threads_run_one_program() {
     let stdout = run_c_test(&[], "threads", &["2"]);
     assert!(stdout.contains(" 0 wrong verdicts") && stdout.contains(" 0 failed"), "{stdout}");
@@ -263,7 +270,8 @@ fn valgrind_finds_no_errors_and_no_leaks() {
         "--show-leak-kinds=definite,indirect,possible",
         "--errors-for-leak-kinds=definite,indirect,possible",
     ];
-    for (name, args) in [("qemu_rfc", &[][..]), ("errors", &[]), ("ubpf_api", &[]), ("threads", &["0.3"])] {
+    let runs = [("qemu_rfc", &[][..]), ("errors", &[]), ("ubpf_api", &[]), ("threads", &["0.3"][..]), ("maps", &[])];
+    for (name, args) in runs {
         let stdout = run_c_test(&valgrind, name, args);
         assert!(stdout.contains(" 0 failed"), "{name} under valgrind: {stdout}");
     }

@@ -692,7 +692,7 @@ fn relocations(
         }
         let entries = relocation_entries(section, symtab)?;
         let code = sections.get(target).map_or(&[][..], |code| code.bytes);
-        for (offset, rtype, symbol, addend) in entries.into_iter().filter(|&(_, rtype, ..)| rtype != R_BPF_NONE) {
+        for (offset, relocation) in entries.into_iter().filter(|(_, relocation)| relocation.rtype != R_BPF_NONE) {
             let bad = |what: &str| ElfError::BadRelocation {
                 section: sections.get(target).map(|code| code.name.clone()).unwrap_or_default(),
                 offset,
@@ -701,7 +701,6 @@ fn relocations(
             if offset % INSN_SIZE as u64 != 0 || offset >= code.len() as u64 {
                 return Err(bad("not at an instruction of the section"));
             }
-            let relocation = Relocation { rtype, symbol, addend };
             if relocations.insert((target, offset), relocation).is_some() {
                 return Err(bad("a second relocation of one instruction"));
             }
@@ -710,12 +709,9 @@ fn relocations(
     Ok(relocations)
 }
 
-/// The entries of relocation section `section` (REL or RELA) as offset,
-/// type, symbol and addend.
-fn relocation_entries(
-    section: &Section,
-    symtab: Option<usize>,
-) -> Result<Vec<(u64, u32, usize, Option<i64>)>, ElfError> {
+/// The entries of relocation section `section` (REL or RELA), with the
+/// offsets they apply to.
+fn relocation_entries(section: &Section, symtab: Option<usize>) -> Result<Vec<(u64, Relocation)>, ElfError> {
     let is_rela = section.header.sh_type == SHT_RELA;
     let section_error = |what: String| ElfError::BadSection { section: section.name.clone(), what };
     if usize::try_from(section.header.sh_link).ok() != symtab {
@@ -727,7 +723,9 @@ fn relocation_entries(
     }
     let entries = RelocSection::parse(section.bytes, 0, section.bytes.len(), is_rela, ctx())
         .map_err(|error| section_error(error.to_string()))?;
-    Ok(entries.iter().map(|entry| (entry.r_offset, entry.r_type, entry.r_sym, entry.r_addend)).collect())
+    let relocation =
+        |entry: goblin::elf::Reloc| Relocation { rtype: entry.r_type, symbol: entry.r_sym, addend: entry.r_addend };
+    Ok(entries.iter().map(|entry| (entry.r_offset, relocation(entry))).collect())
 }
 
 /// The maps of the `.maps` section (libbpf's BTF-defined maps, described by
@@ -780,9 +778,9 @@ fn maps(sections: &[Section], symtab: Option<usize>, symbols: &[Symbol]) -> Resu
                     (def.key_size, def.value_size) = (4, 4);
                     let start = symbol.value + values;
                     let end = defined.get(position + 1).map_or(section.bytes.len() as u64, |next| next.value);
-                    for &(offset, _, target, _) in statics.iter().filter(|(offset, ..)| (start..end).contains(offset)) {
+                    for (offset, relocation) in statics.iter().filter(|(offset, _)| (start..end).contains(offset)) {
                         let slot = (offset - start) / 8;
-                        let function = symbols.get(target).filter(|symbol| symbol.kind == STT_FUNC);
+                        let function = symbols.get(relocation.symbol).filter(|symbol| symbol.kind == STT_FUNC);
                         let function = function
                             .ok_or_else(|| map_error(&symbol.name, format!("value {slot} is not a function")))?;
                         let slot = u32::try_from(slot).map_err(|_| map_error(&symbol.name, "slot too large".into()))?;

@@ -150,7 +150,16 @@ impl MapOpError {
     }
 }
 
-/// `max_entries` slots of `slot` bytes each (a multiple of 8), 8-byte
+/// The distance between values: a power of two, so that the bounds check
+/// of an access through a value pointer (which slot, how far into it) is a
+/// mask, in the JIT's code too; at most twice the value size. A lone value
+/// needs only rounding to 8.
+fn slot_size(value_size: usize, slots: usize) -> usize {
+    let rounded = value_size.div_ceil(8) * 8;
+    if slots > 1 { rounded.next_power_of_two() } else { rounded }
+}
+
+/// `max_entries` slots of `slot` bytes each (see [`slot_size`]), 8-byte
 /// aligned, at a fixed address for the map's life. Programs write it
 /// through raw pointers from any thread.
 struct Arena {
@@ -162,7 +171,7 @@ struct Arena {
 
 impl Arena {
     fn new(value_size: usize, slots: usize) -> Arena {
-        let slot = value_size.div_ceil(8) * 8;
+        let slot = slot_size(value_size, slots);
         let words = (0..(slot * slots / 8).max(1)).map(|_| UnsafeCell::new(0)).collect();
         Arena { words, slot, value_size, slots }
     }
@@ -370,7 +379,7 @@ impl Map {
             _ => {}
         }
         let entries_usize = entries as usize;
-        let slot = u64::from(value_size.div_ceil(8) * 8);
+        let slot = slot_size(value_size as usize, entries_usize) as u64;
         let bytes = match map_type {
             MapType::RingBuf => u64::from(entries),
             MapType::ProgArray => u64::from(entries) * 8,
@@ -455,9 +464,11 @@ impl Map {
             Storage::RingBuf(store) => &store.arena,
             Storage::ProgArray(_) | Storage::Queue(_) => return None,
         };
-        // The last slot's padding is not the program's.
+        // The last slot's padding is not the program's; with several
+        // slots, no access may cross from one value into the next.
         let len = self.exact_len.unwrap_or(arena.len() - (arena.slot - arena.value_size));
-        Some(Region { start: arena.addr(), len: len as u64, writable })
+        let (stride, value_size) = if arena.slots > 1 { (arena.slot as u64, arena.value_size as u64) } else { (0, 0) };
+        Some(Region { start: arena.addr(), len: len as u64, writable, stride, value_size })
     }
 
     /// The first value of an array map, which `lddw` (src 2 or 6) may
@@ -465,7 +476,12 @@ impl Map {
     pub fn direct_value(&self) -> Option<Region> {
         let Storage::Array(arena) = &self.storage else { return None };
         let len = self.exact_len.unwrap_or(arena.value_size);
-        Some(Region { start: arena.addr(), len: len as u64, writable: self.def.flags & BPF_F_RDONLY_PROG == 0 })
+        Some(Region {
+            start: arena.addr(),
+            len: len as u64,
+            writable: self.def.flags & BPF_F_RDONLY_PROG == 0,
+            ..Region::default()
+        })
     }
 
     fn check_key(&self, key: &[u8]) -> Result<(), MapOpError> {

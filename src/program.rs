@@ -16,19 +16,36 @@ pub const MAX_HELPER_INDEX: u32 = 65536;
 /// Instructions a run may execute unless the embedder says otherwise.
 pub const DEFAULT_INSTRUCTION_LIMIT: u64 = 10_000_000;
 
-/// A range of host memory a program may access, `[start, start + len)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A range of host memory a program may access, `[start, start + len)`;
+/// with a `stride`, only the first `value_size` bytes of every `stride`
+/// bytes from `start` (a map's values, each in its own slot).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Region {
     pub start: u64,
     pub len: u64,
     pub writable: bool,
+    /// 0 for one span; otherwise a power of two, the distance between
+    /// slots.
+    pub stride: u64,
+    /// With a stride: how many bytes at the start of each slot an access
+    /// may touch.
+    pub value_size: u64,
 }
 
 impl Region {
-    /// Does `[addr, addr + size)` lie inside this region?
+    /// Does `[addr, addr + size)` lie inside this region (and inside one
+    /// slot of it)?
     #[inline(always)]
     pub fn contains(&self, addr: u64, size: u64) -> bool {
-        addr.wrapping_sub(self.start) <= self.len.saturating_sub(size) && size <= self.len
+        let offset = addr.wrapping_sub(self.start);
+        offset <= self.len.saturating_sub(size)
+            && size <= self.len
+            && (self.stride == 0 || (offset & (self.stride - 1)) + size <= self.value_size)
+    }
+
+    /// Can some access of `size` bytes lie inside this region?
+    pub fn fits(&self, size: u64) -> bool {
+        self.len >= size && (self.stride == 0 || self.value_size >= size)
     }
 }
 

@@ -184,11 +184,13 @@ fn registered_regions_honour_write_permission() {
     let mut insns = lddw(1, start).to_vec();
     insns.extend([Insn::new(LDXDW, 0, 1, 8, 0), Insn::new(STB, 1, 0, 0, 1), EXIT_INSN]);
 
-    let read_only = Config { regions: vec![Region { start, len: 16, writable: false }], ..Config::default() };
+    let read_only =
+        Config { regions: vec![Region { start, len: 16, writable: false, ..Region::default() }], ..Config::default() };
     let e = program(&insns, &Helpers::new(), &read_only).execute(&mut []).unwrap_err();
     assert_eq!((e.pc, e.kind), (3, ExecErrorKind::ReadOnly { addr: start, size: 1 }));
 
-    let writable = Config { regions: vec![Region { start, len: 16, writable: true }], ..Config::default() };
+    let writable =
+        Config { regions: vec![Region { start, len: 16, writable: true, ..Region::default() }], ..Config::default() };
     assert_eq!(program(&insns, &Helpers::new(), &writable).execute(&mut []).unwrap(), 0);
     assert_eq!(buffer[0], 1);
 

@@ -170,7 +170,8 @@ fn stack_frames_of_callers_stay_reachable() {
 fn read_only_region() {
     let data: &'static mut [u64; 4] = Box::leak(Box::new([7, 8, 9, 10]));
     let start = data.as_ptr() as u64;
-    let config = Config { regions: vec![Region { start, len: 32, writable: false }], ..Config::default() };
+    let config =
+        Config { regions: vec![Region { start, len: 32, writable: false, ..Region::default() }], ..Config::default() };
     let read = format!("lddw %r1, {start:#x}\nldxdw %r0, [%r1+24]\nexit");
     assert_eq!(agree_with(&read, &config, &[]), Ok(10));
     for store in ["stw [%r1+4], 1", "stxdw [%r1+24], %r1", "lock add32 [%r1+8], %r1"] {
@@ -188,7 +189,8 @@ fn read_only_region() {
     assert_eq!(data, &[7, 8, 9, 10]);
 
     // A writable region takes the store.
-    let config = Config { regions: vec![Region { start, len: 32, writable: true }], ..Config::default() };
+    let config =
+        Config { regions: vec![Region { start, len: 32, writable: true, ..Region::default() }], ..Config::default() };
     let write = format!("lddw %r1, {start:#x}\nstdw [%r1+8], 99\nldxdw %r0, [%r1+8]\nexit");
     assert_eq!(agree_with(&write, &config, &[]), Ok(99));
     assert_eq!(data[1], 99);
@@ -652,7 +654,8 @@ fn merged_checks_over_the_stack_and_regions() {
     // checks the stack and the regions.
     let data: &'static mut [u64; 4] = Box::leak(Box::new([7, 8, 9, 10]));
     let start = data.as_ptr() as u64;
-    let config = Config { regions: vec![Region { start, len: 32, writable: true }], ..Config::default() };
+    let config =
+        Config { regions: vec![Region { start, len: 32, writable: true, ..Region::default() }], ..Config::default() };
     let stack = "stdw [%r10-16], 3\nstdw [%r10-8], 4\nldxdw %r2, [%r10-8]\nadd %r2, 0\nmov %r3, %r10\nand %r2, 0\nadd %r3, %r2\n\
                  ldxw %r0, [%r3-16]\nldxw %r4, [%r3-8]\nldxw %r5, [%r3-4]\nexit";
     assert_eq!(agree_with(stack, &config, &[1, 2]), Ok(3));

@@ -192,6 +192,39 @@ fn a_looked_up_value_is_bounded_by_its_map() {
     assert_eq!(error.insn.opc, isa::LDXDW);
 }
 
+#[test]
+fn an_access_through_a_value_stays_in_that_value() {
+    // Four 12-byte values, 16 bytes apart: look up key 0 (on the stack),
+    // then access `size` bytes at `offset` from the value.
+    let array = def(MapType::Array, 4, 12, 4);
+    let access = |opc: u8, offset: i16| {
+        let [lddw, tail] = lddw_map(1, 1, 0, 0);
+        [
+            Insn::new(isa::STW, 10, 0, -4, 0),
+            Insn::new(isa::MOV64_REG, 2, 10, 0, 0),
+            Insn::new(isa::ADD64_IMM, 2, 0, 0, -4),
+            lddw,
+            tail,
+            Insn::new(isa::CALL, 0, 0, 0, builtin::MAP_LOOKUP_ELEM as i32),
+            Insn::new(opc, 0, 0, offset, 0),
+            EXIT,
+        ]
+    };
+    let run =
+        |opc: u8, offset: i16| both(image_program(&access(opc, offset), std::slice::from_ref(&array)).unwrap(), &[]);
+    assert_eq!(run(isa::LDXW, 8), Ok(0));
+    assert_eq!(run(isa::LDXB, 11), Ok(0));
+    // The whole of the next value is another value: the checks cannot tell
+    // which lookup a pointer came from, only that it stays in one value.
+    assert_eq!(run(isa::LDXW, 16), Ok(0));
+    // Into the padding after the value, across it, before the arena.
+    for (opc, offset) in [(isa::LDXDW, 8), (isa::LDXW, 10), (isa::LDXB, 12), (isa::LDXW, 28), (isa::LDXB, -1)] {
+        let error = run(opc, offset).unwrap_err();
+        assert!(matches!(error.kind, ExecErrorKind::OutOfBounds { .. }), "{opc:#x} at {offset}: {error}");
+        assert_eq!(error.pc, 6, "the load");
+    }
+}
+
 /// A program of `insns` with maps `maps`, whose `lddw src=1 imm=i` name them.
 fn image_program(insns: &[Insn], maps: &[MapDef]) -> Result<Program, qemu_ubpf::LoadError> {
     let image = Image { insns: insns.to_vec(), maps: maps.to_vec(), ..Image::default() };
@@ -231,20 +264,24 @@ fn helpers_refuse_bad_arguments_naming_the_instruction() {
     let call = |helper: u32| Insn::new(isa::CALL, 0, 0, 0, helper as i32);
     // r1 = 12345, not a map.
     let not_a_map = [Insn::new(isa::MOV64_IMM, 1, 0, 0, 12345), call(builtin::MAP_LOOKUP_ELEM), EXIT];
-    let error = both(image_program(&not_a_map, &[hash.clone()]).unwrap(), &[]).unwrap_err();
+    let error = both(image_program(&not_a_map, std::slice::from_ref(&hash)).unwrap(), &[]).unwrap_err();
     assert_eq!((error.pc, error.kind), (1, ExecErrorKind::NotAMap { helper: 1, value: 12345 }));
     // The key pointer: 0x1000, which the program may not read.
     let mut wild_key = lddw_map(1, 1, 0, 0).to_vec();
     wild_key.extend([Insn::new(isa::MOV64_IMM, 2, 0, 0, 0x1000), call(builtin::MAP_UPDATE_ELEM), EXIT]);
-    let error = both(image_program(&wild_key, &[hash.clone()]).unwrap(), &[]).unwrap_err();
+    let error = both(image_program(&wild_key, std::slice::from_ref(&hash)).unwrap(), &[]).unwrap_err();
     assert_eq!(error.pc, 3);
     assert!(matches!(error.kind, ExecErrorKind::HelperMemory { helper: 2, addr: 0x1000, size: 4, write: false }));
     // The key is the input, 2 bytes long: too short for a 4-byte key.
     let [lddw, tail] = lddw_map(1, 1, 0, 0);
     let short_key = [Insn::new(isa::MOV64_REG, 2, 1, 0, 0), lddw, tail, call(builtin::MAP_LOOKUP_ELEM), EXIT];
-    let error = both(image_program(&short_key, &[hash.clone()]).unwrap(), &[1, 2]).unwrap_err();
+    let error = both(image_program(&short_key, std::slice::from_ref(&hash)).unwrap(), &[1, 2]).unwrap_err();
     assert!(matches!(error.kind, ExecErrorKind::HelperMemory { helper: 1, size: 4, .. }), "{error}");
-    assert_eq!(both(image_program(&short_key, &[hash.clone()]).unwrap(), &[1, 2, 3, 4]), Ok(0), "absent key");
+    assert_eq!(
+        both(image_program(&short_key, std::slice::from_ref(&hash)).unwrap(), &[1, 2, 3, 4]),
+        Ok(0),
+        "absent key"
+    );
     // Submitting what was never reserved.
     let submit = [Insn::new(isa::MOV64_REG, 1, 10, 0, 0), call(builtin::RINGBUF_SUBMIT), EXIT];
     let error = both(image_program(&submit, &[]).unwrap(), &[]).unwrap_err();
@@ -252,7 +289,7 @@ fn helpers_refuse_bad_arguments_naming_the_instruction() {
     // A tail call through a map that is not a prog array.
     let mut tail = lddw_map(2, 1, 0, 0).to_vec();
     tail.extend([call(builtin::TAIL_CALL), EXIT]);
-    let error = both(image_program(&tail, &[hash.clone()]).unwrap(), &[]).unwrap_err();
+    let error = both(image_program(&tail, std::slice::from_ref(&hash)).unwrap(), &[]).unwrap_err();
     assert!(matches!(error.kind, ExecErrorKind::HelperArgument { helper: 12, .. }));
 }
 

@@ -200,7 +200,12 @@ impl RunState {
     fn allows(&self, addr: u64, size: u64, write: bool) -> bool {
         let in_input =
             addr.wrapping_sub(self.input_start) <= self.input_len.wrapping_sub(size) && size <= self.input_len;
-        let stack = Region { start: self.stack_top - STACK_SIZE as u64, len: STACK_SIZE as u64, writable: true };
+        let stack = Region {
+            start: self.stack_top - STACK_SIZE as u64,
+            len: STACK_SIZE as u64,
+            writable: true,
+            ..Region::default()
+        };
         in_input
             || stack.contains(addr, size)
             || self.program().regions().iter().any(|region| region.contains(addr, size) && (region.writable || !write))

@@ -486,7 +486,10 @@ mod tests {
     fn read_only_region() {
         static DATA: [u8; 16] = [3; 16];
         let start = DATA.as_ptr() as u64;
-        let config = Config { regions: vec![Region { start, len: 16, writable: false }], ..Config::default() };
+        let config = Config {
+            regions: vec![Region { start, len: 16, writable: false, ..Region::default() }],
+            ..Config::default()
+        };
         let read = [
             Insn::new(LDDW, 1, 0, 0, start as i32),
             Insn::new(0, 0, 0, 0, (start >> 32) as i32),

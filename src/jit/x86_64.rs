@@ -1976,7 +1976,7 @@ impl<'p> Emitter<'p> {
     /// The routine checking rcx against the regions an access of `size`
     /// bytes in this direction may use, if there are any.
     fn region_check(&mut self, size: usize, write: bool) -> Option<DynamicLabel> {
-        if !self.program.regions().iter().any(|region| region.len >= size as u64 && (region.writable || !write)) {
+        if !self.program.regions().iter().any(|region| region.fits(size as u64) && (region.writable || !write)) {
             return None;
         }
         let slot = &mut self.region_checks[size.trailing_zeros() as usize][write as usize];
@@ -1994,11 +1994,8 @@ impl<'p> Emitter<'p> {
                 let Some(routine) = routine else { continue };
                 let found = self.ops.new_dynamic_label();
                 x64!(self.ops ; =>routine);
-                let regions = self
-                    .program
-                    .regions()
-                    .iter()
-                    .filter(|region| region.len >= size && (region.writable || write == 0));
+                let regions =
+                    self.program.regions().iter().filter(|region| region.fits(size) && (region.writable || write == 0));
                 for region in regions {
                     // addr - start <= len - size, wrapping as `contains` does.
                     let minus_start = region.start.wrapping_neg() as i64;
@@ -2013,7 +2010,23 @@ impl<'p> Emitter<'p> {
                             ; pop rcx
                         ),
                     }
-                    x64!(self.ops ; jbe =>found);
+                    if region.stride == 0 {
+                        x64!(self.ops ; jbe =>found);
+                        continue;
+                    }
+                    // And within one slot: (addr - start) & (stride - 1)
+                    // <= value_size - size. Both fit an i32: values are at
+                    // most MAX_VALUE_SIZE bytes, strides twice that.
+                    let next = self.ops.new_dynamic_label();
+                    let mask = (region.stride - 1) as i32;
+                    let slot_slack = (region.value_size - size) as i32;
+                    x64!(self.ops
+                        ; ja =>next
+                        ; and r11, DWORD mask
+                        ; cmp r11, DWORD slot_slack
+                        ; jbe =>found
+                        ; =>next
+                    );
                 }
                 // Not found: rsp is not zero, so "above".
                 x64!(self.ops
@@ -2583,7 +2596,10 @@ mod tests {
         use crate::program::{Config, Region};
         static DATA: [u8; 16] = [0; 16];
         let start = DATA.as_ptr() as u64;
-        let config = Config { regions: vec![Region { start, len: 16, writable: false }], ..Config::default() };
+        let config = Config {
+            regions: vec![Region { start, len: 16, writable: false, ..Region::default() }],
+            ..Config::default()
+        };
         let insns = [
             Insn::new(STXDW, 10, 1, -8, 0),         // 0: in the frame
             Insn::new(MOV64_REG, 2, 10, 0, 0),      // 1: r2 = r10

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use crate::error::{ElfError, ExecError, LoadError, LoadErrorKind};
 use crate::helpers::{HelperFn, Helpers};
 use crate::isa::{self, Insn};
-use crate::maps::{Map, MapDef, MapError};
-use crate::{interp, verifier};
+use crate::maps::{Map, MapDef, MapError, MapType};
+use crate::{elf, interp, verifier};
 
 /// Helper indices at or above this are never callable; it bounds the dense
 /// table that makes a helper call one indexed load.
@@ -192,16 +192,22 @@ impl Program {
     }
 
     /// Loads a program from a clang `-target bpf` object; `name` picks a
-    /// function or section, by default the only program or the first. The
-    /// object's other programs are loaded too, sharing its maps, so that
-    /// its prog arrays can hold them.
+    /// function or section, by default the only program or the first. When
+    /// the object has a prog array, its other programs are loaded too,
+    /// sharing its maps, so that the array can hold them.
     pub fn from_elf(
         object: &[u8],
         name: Option<&str>,
         helpers: &Helpers,
         config: &Config,
     ) -> Result<Program, ElfError> {
-        crate::object::Object::load(object, helpers, config)?.instantiate(object, name, helpers, config)
+        let linked = elf::load(object, name, helpers)?;
+        if linked.image.maps.iter().any(|map| map.map_type == MapType::ProgArray as u32) {
+            return crate::object::Object::load(object, helpers, config)?.instantiate(object, name, helpers, config);
+        }
+        let maps = linked.image.create_maps()?;
+        let section = linked.section;
+        Program::with_maps(linked.image, maps, helpers, config).map_err(|error| ElfError::Load { section, error })
     }
 
     /// Creates the image's maps and global data, points its `lddw`s there,

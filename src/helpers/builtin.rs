@@ -118,6 +118,25 @@ fn random_seed() -> u64 {
     (time ^ (&local as *const u8 as u64).rotate_left(32)) | 1
 }
 
+/// Keys up to this long are copied without allocating.
+const INLINE_KEY: usize = 64;
+
+/// A key copied out of the program's memory.
+struct Key {
+    inline: [u8; INLINE_KEY],
+    /// How much of `inline` is the key; 0 when it is in `heap`.
+    len: usize,
+    heap: Vec<u8>,
+}
+
+impl std::ops::Deref for Key {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        if self.heap.is_empty() { &self.inline[..self.len] } else { &self.heap }
+    }
+}
+
 /// Restores the thread's previous run state (a helper may re-enter the
 /// engine) when a run ends.
 pub(crate) struct Published {
@@ -187,13 +206,8 @@ impl RunState {
     }
 
     /// The map whose handle is `value`, among the running program's.
-    fn map(&self, helper: u32, value: u64) -> Result<Arc<Map>, ExecErrorKind> {
-        self.program()
-            .maps()
-            .iter()
-            .find(|map| map.handle() == value)
-            .cloned()
-            .ok_or(ExecErrorKind::NotAMap { helper, value })
+    fn map(&self, helper: u32, value: u64) -> Result<&Arc<Map>, ExecErrorKind> {
+        self.program().maps().iter().find(|map| map.handle() == value).ok_or(ExecErrorKind::NotAMap { helper, value })
     }
 
     /// Can the program itself access `[addr, addr + size)`?
@@ -229,6 +243,21 @@ impl RunState {
             unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, bytes.as_mut_ptr(), size as usize) };
         }
         Ok(bytes)
+    }
+
+    /// A copy of the `size`-byte key the program passed at `addr`: in
+    /// place for the short keys of packet filters, sparing an allocation per
+    /// lookup.
+    fn read_key(&self, helper: u32, addr: u64, size: u64) -> Result<Key, ExecErrorKind> {
+        if size > INLINE_KEY as u64 {
+            return self.read(helper, addr, size).map(|bytes| Key { inline: [0; INLINE_KEY], len: 0, heap: bytes });
+        }
+        self.check(helper, addr, size, false)?;
+        let mut key = Key { inline: [0; INLINE_KEY], len: size as usize, heap: Vec::new() };
+        // SAFETY: `check` proved the bytes lie in memory the program may
+        // read, live for the run; `size` fits the inline buffer.
+        unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, key.inline.as_mut_ptr(), key.len) };
+        Ok(key)
     }
 
     /// Copies `bytes` to `addr` in memory the program may write.
@@ -298,8 +327,8 @@ fn unsupported(helper: u32, map: &Map) -> ExecErrorKind {
 extern "C" fn map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
     with_state(|state| {
         let map = state.map(MAP_LOOKUP_ELEM, map)?;
-        let key = state.read(MAP_LOOKUP_ELEM, key, key_size(&map))?;
-        map.lookup_addr(&key).map(|addr| addr.unwrap_or(0)).map_err(|_| unsupported(MAP_LOOKUP_ELEM, &map))
+        let key = state.read_key(MAP_LOOKUP_ELEM, key, key_size(map))?;
+        map.lookup_addr(&key).map(|addr| addr.unwrap_or(0)).map_err(|_| unsupported(MAP_LOOKUP_ELEM, map))
     })
 }
 
@@ -307,10 +336,10 @@ extern "C" fn map_update_elem(map: u64, key: u64, value: u64, flags: u64, _: u64
     with_state(|state| {
         let map = state.map(MAP_UPDATE_ELEM, map)?;
         if matches!(map.map_type(), MapType::ProgArray | MapType::RingBuf | MapType::Queue | MapType::Stack) {
-            return Err(unsupported(MAP_UPDATE_ELEM, &map));
+            return Err(unsupported(MAP_UPDATE_ELEM, map));
         }
-        let key = state.read(MAP_UPDATE_ELEM, key, key_size(&map))?;
-        let value = state.read(MAP_UPDATE_ELEM, value, value_size(&map))?;
+        let key = state.read_key(MAP_UPDATE_ELEM, key, key_size(map))?;
+        let value = state.read(MAP_UPDATE_ELEM, value, value_size(map))?;
         Ok(result(map.update(&key, &value, flags)))
     })
 }
@@ -319,9 +348,9 @@ extern "C" fn map_delete_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64
     with_state(|state| {
         let map = state.map(MAP_DELETE_ELEM, map)?;
         if matches!(map.map_type(), MapType::RingBuf | MapType::Queue | MapType::Stack) {
-            return Err(unsupported(MAP_DELETE_ELEM, &map));
+            return Err(unsupported(MAP_DELETE_ELEM, map));
         }
-        let key = state.read(MAP_DELETE_ELEM, key, key_size(&map))?;
+        let key = state.read_key(MAP_DELETE_ELEM, key, key_size(map))?;
         Ok(result(map.delete(&key)))
     })
 }
@@ -330,9 +359,9 @@ extern "C" fn map_push_elem(map: u64, value: u64, flags: u64, _: u64, _: u64) ->
     with_state(|state| {
         let map = state.map(MAP_PUSH_ELEM, map)?;
         if !matches!(map.map_type(), MapType::Queue | MapType::Stack) {
-            return Err(unsupported(MAP_PUSH_ELEM, &map));
+            return Err(unsupported(MAP_PUSH_ELEM, map));
         }
-        let value = state.read(MAP_PUSH_ELEM, value, value_size(&map))?;
+        let value = state.read(MAP_PUSH_ELEM, value, value_size(map))?;
         Ok(result(map.push(&value, flags)))
     })
 }
@@ -341,9 +370,9 @@ fn pop_or_peek(helper: u32, map: u64, value: u64, remove: bool) -> u64 {
     with_state(|state| {
         let map = state.map(helper, map)?;
         if !matches!(map.map_type(), MapType::Queue | MapType::Stack) {
-            return Err(unsupported(helper, &map));
+            return Err(unsupported(helper, map));
         }
-        state.check(helper, value, value_size(&map), true)?;
+        state.check(helper, value, value_size(map), true)?;
         match map.pop(remove) {
             Ok(bytes) => state.write(helper, value, &bytes).map(|()| 0),
             Err(error) => Ok(errno(error.errno())),
@@ -390,7 +419,7 @@ extern "C" fn tail_call(_ctx: u64, map: u64, index: u64, _: u64, _: u64) -> u64 
     with_state(|state| {
         let map = state.map(TAIL_CALL, map)?;
         if map.map_type() != MapType::ProgArray {
-            return Err(unsupported(TAIL_CALL, &map));
+            return Err(unsupported(TAIL_CALL, map));
         }
         let target = u32::try_from(index).ok().and_then(|index| map.program(index));
         let Some(target) = target.filter(|_| state.tail_calls.get() < MAX_TAIL_CALLS) else {
@@ -496,7 +525,7 @@ extern "C" fn ringbuf_output(map: u64, data: u64, size: u64, _flags: u64, _: u64
     with_state(|state| {
         let map = state.map(RINGBUF_OUTPUT, map)?;
         if map.map_type() != MapType::RingBuf {
-            return Err(unsupported(RINGBUF_OUTPUT, &map));
+            return Err(unsupported(RINGBUF_OUTPUT, map));
         }
         let bytes = state.read(RINGBUF_OUTPUT, data, size)?;
         let addr = match map.ringbuf_reserve(size) {
@@ -514,11 +543,11 @@ extern "C" fn ringbuf_reserve(map: u64, size: u64, _flags: u64, _: u64, _: u64) 
     with_state(|state| {
         let map = state.map(RINGBUF_RESERVE, map)?;
         if map.map_type() != MapType::RingBuf {
-            return Err(unsupported(RINGBUF_RESERVE, &map));
+            return Err(unsupported(RINGBUF_RESERVE, map));
         }
         match map.ringbuf_reserve(size) {
             Ok(addr) => {
-                state.reservations.borrow_mut().push((map, addr));
+                state.reservations.borrow_mut().push((map.clone(), addr));
                 Ok(addr)
             }
             // NULL, as Linux returns when the buffer is full.
@@ -552,7 +581,7 @@ extern "C" fn ringbuf_query(map: u64, flags: u64, _: u64, _: u64, _: u64) -> u64
     with_state(|state| {
         let map = state.map(RINGBUF_QUERY, map)?;
         if map.map_type() != MapType::RingBuf {
-            return Err(unsupported(RINGBUF_QUERY, &map));
+            return Err(unsupported(RINGBUF_QUERY, map));
         }
         // BPF_RB_AVAIL_DATA is 0, BPF_RB_RING_SIZE 1; the positions (2, 3)
         // have no meaning in this ring buffer's layout.

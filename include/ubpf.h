@@ -662,6 +662,35 @@ int ubpf_set_pointer_secret(struct ubpf_vm *vm, uint64_t secret);
 int ubpf_register_linux_helpers(struct ubpf_vm *vm);
 
 /**
+ * @brief Makes the next program loaded in `vm` take over the maps of the
+ * program loaded in `previous`, for swapping in a new version of a filter
+ * without losing its state.
+ *
+ * The rule: a map the new program declares (in `.maps` or `maps`) is the
+ * previous program's map of the same name when both have the same type,
+ * key size, value size, max_entries and flags; the map is then shared, so
+ * updates the previous program makes until it is unloaded stay visible.
+ * Any other map starts empty, and so do prog arrays (their programs belong
+ * to the previous object) and global data (`.data`, `.bss`, `.rodata`,
+ * whose layout is the previous program's). Not in ubpf.
+ * Thread safety: nothing else may use `vm` meanwhile; `previous` as for
+ * ubpf_exec().
+ *
+ * @param[in] vm The VM, with no program loaded.
+ * @param[in] previous Another VM, with a program loaded; NULL forgets the
+ *            maps a previous call took. The maps are taken by the next
+ *            successful load only.
+ * @retval 0 Success.
+ * @retval -1 Failure: NULL vm, a program is loaded in `vm`, or none in
+ *         `previous`.
+ *
+ * # Safety
+ * `vm` is NULL or a live VM that no other thread uses; `previous` is NULL
+ * or a live VM that no other thread changes.
+ */
+int ubpf_reuse_maps(struct ubpf_vm *vm, const struct ubpf_vm *previous);
+
+/**
  * @brief The number of maps of the loaded program: those it declares,
  * then one per global data section (`.rodata`, `.data`, `.bss`, each an
  * array of one value), as libbpf counts them.

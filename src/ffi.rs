@@ -75,6 +75,8 @@ pub struct ubpf_vm {
     data_relocation: ubpf_data_relocation,
     /// Recorded, never called (see ubpf_register_data_bounds_check).
     data_bounds_check: ubpf_bounds_check,
+    /// Maps the next program loaded takes over (see ubpf_reuse_maps).
+    reuse_maps: Vec<Arc<Map>>,
     loaded: Option<Loaded>,
 }
 
@@ -411,10 +413,15 @@ impl ubpf_vm {
     }
 
     fn config(&self) -> Config {
-        Config { instruction_limit: instruction_limit(self.instruction_limit), ..Config::default() }
+        Config {
+            instruction_limit: instruction_limit(self.instruction_limit),
+            reuse_maps: self.reuse_maps.clone(),
+            ..Config::default()
+        }
     }
 
     fn install(&mut self, program: Program) {
+        self.reuse_maps.clear();
         self.loaded = Some(Loaded { program: Arc::new(program), native: Mutex::new(Native::default()) });
     }
 }
@@ -569,6 +576,7 @@ pub extern "C" fn ubpf_create() -> *mut ubpf_vm {
             registers: ptr::null_mut(),
             data_relocation: None,
             data_bounds_check: None,
+            reuse_maps: Vec::new(),
             loaded: None,
         })))
     })
@@ -1354,6 +1362,47 @@ pub unsafe extern "C" fn ubpf_register_linux_helpers(vm: *mut ubpf_vm) -> c_int 
         let vm = unsafe { vm_mut(vm) }?;
         vm.check_unloaded("ubpf_register_linux_helpers()")?;
         vm.helpers.add_linux();
+        Ok(0)
+    })
+}
+
+/// @brief Makes the next program loaded in `vm` take over the maps of the
+/// program loaded in `previous`, for swapping in a new version of a filter
+/// without losing its state.
+///
+/// The rule: a map the new program declares (in `.maps` or `maps`) is the
+/// previous program's map of the same name when both have the same type,
+/// key size, value size, max_entries and flags; the map is then shared, so
+/// updates the previous program makes until it is unloaded stay visible.
+/// Any other map starts empty, and so do prog arrays (their programs belong
+/// to the previous object) and global data (`.data`, `.bss`, `.rodata`,
+/// whose layout is the previous program's). Not in ubpf.
+/// Thread safety: nothing else may use `vm` meanwhile; `previous` as for
+/// ubpf_exec().
+///
+/// @param[in] vm The VM, with no program loaded.
+/// @param[in] previous Another VM, with a program loaded; NULL forgets the
+///            maps a previous call took. The maps are taken by the next
+///            successful load only.
+/// @retval 0 Success.
+/// @retval -1 Failure: NULL vm, a program is loaded in `vm`, or none in
+///         `previous`.
+///
+/// # Safety
+/// `vm` is NULL or a live VM that no other thread uses; `previous` is NULL
+/// or a live VM that no other thread changes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ubpf_reuse_maps(vm: *mut ubpf_vm, previous: *const ubpf_vm) -> c_int {
+    boundary!(failure: -1, {
+        let maps = match previous.is_null() {
+            true => Vec::new(),
+            // SAFETY: the caller's contract.
+            false => unsafe { vm_ref(previous) }?.loaded()?.program.maps().to_vec(),
+        };
+        // SAFETY: the caller's contract.
+        let vm = unsafe { vm_mut(vm) }?;
+        vm.check_unloaded("ubpf_reuse_maps()")?;
+        vm.reuse_maps = maps;
         Ok(0)
     })
 }

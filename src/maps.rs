@@ -102,6 +102,15 @@ pub struct MapDef {
     pub initial_programs: Vec<(u32, String)>,
 }
 
+impl MapDef {
+    /// Do both define the same kind of map: type, key and value sizes,
+    /// max_entries and flags (the name aside)?
+    pub fn same_shape(&self, other: &MapDef) -> bool {
+        (self.map_type, self.key_size, self.value_size, self.max_entries, self.flags)
+            == (other.map_type, other.key_size, other.value_size, other.max_entries, other.flags)
+    }
+}
+
 /// Why a map could not be created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {

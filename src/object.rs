@@ -34,7 +34,7 @@ impl Object {
             // Hand-written code: no global function outside `.text`.
             linked.push(elf::load(object, None, helpers)?);
         }
-        let maps = linked[0].image.create_maps()?;
+        let maps = linked[0].image.create_maps(&config.reuse_maps)?;
         let mut programs = Vec::with_capacity(linked.len());
         for linked in linked {
             let program = load_linked(linked.clone(), &maps, helpers, config)?;

@@ -58,11 +58,18 @@ pub struct Config {
     /// Extra host memory the program may access, for example a buffer whose
     /// address the embedder passes in a register.
     pub regions: Vec<Region>,
+    /// Maps of a program this one replaces. A map the new program declares
+    /// (in `.maps` or `maps`) is taken from here, contents and all, when one
+    /// has its name and shape: type, key and value sizes, max_entries and
+    /// flags ([`MapDef::same_shape`]). Prog arrays, whose programs belong to
+    /// the old object, and global data, whose layout is the old program's,
+    /// are always new.
+    pub reuse_maps: Vec<Arc<Map>>,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { instruction_limit: DEFAULT_INSTRUCTION_LIMIT, regions: Vec::new() }
+        Config { instruction_limit: DEFAULT_INSTRUCTION_LIMIT, regions: Vec::new(), reuse_maps: Vec::new() }
     }
 }
 
@@ -98,10 +105,19 @@ pub struct Image {
 }
 
 impl Image {
-    /// Creates the image's maps, then one map per data section (an array
-    /// of one value, as libbpf makes them), in that order.
-    pub fn create_maps(&self) -> Result<Vec<Arc<Map>>, MapError> {
-        let declared = self.maps.iter().map(|def| Map::new(def.clone()).map(Arc::new));
+    /// Creates the image's maps (or takes them from `reuse`, see
+    /// [`Config::reuse_maps`]), then one map per data section (an array of
+    /// one value, as libbpf makes them), in that order.
+    pub fn create_maps(&self, reuse: &[Arc<Map>]) -> Result<Vec<Arc<Map>>, MapError> {
+        let declared = self.maps.iter().map(|def| {
+            let reusable = (def.map_type != MapType::ProgArray as u32)
+                .then(|| reuse.iter().find(|map| map.name() == def.name && map.def().same_shape(def)))
+                .flatten();
+            match reusable {
+                Some(map) => Ok(map.clone()),
+                None => Map::new(def.clone()).map(Arc::new),
+            }
+        });
         let data = self.data.iter().map(|section| Ok(Arc::new(Map::global_data(section))));
         declared.chain(data).collect()
     }
@@ -205,7 +221,7 @@ impl Program {
         if linked.image.maps.iter().any(|map| map.map_type == MapType::ProgArray as u32) {
             return crate::object::Object::load(object, helpers, config)?.instantiate(object, name, helpers, config);
         }
-        let maps = linked.image.create_maps()?;
+        let maps = linked.image.create_maps(&config.reuse_maps)?;
         let section = linked.section;
         Program::with_maps(linked.image, maps, helpers, config).map_err(|error| ElfError::Load { section, error })
     }
@@ -213,8 +229,9 @@ impl Program {
     /// Creates the image's maps and global data, points its `lddw`s there,
     /// and verifies the code.
     pub fn from_image(image: Image, helpers: &Helpers, config: &Config) -> Result<Program, LoadError> {
-        let maps =
-            image.create_maps().map_err(|error| verifier::error(0, Insn::default(), LoadErrorKind::Map(error)))?;
+        let maps = image
+            .create_maps(&config.reuse_maps)
+            .map_err(|error| verifier::error(0, Insn::default(), LoadErrorKind::Map(error)))?;
         Program::with_maps(image, maps, helpers, config)
     }
 

@@ -177,7 +177,7 @@ pub fn program_from_bytes(data: &[u8]) -> GeneratedCase {
         data_relocs: generator.data_relocs,
         input,
         helpers: helpers(unwind),
-        config: Config { instruction_limit, regions: Vec::new() },
+        config: Config { instruction_limit, ..Config::default() },
     }
 }
 

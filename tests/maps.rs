@@ -517,3 +517,24 @@ fn jit_agrees_with_interpreter_on_random_map_programs() {
     assert_eq!(outcomes.len(), 4, "{outcomes:?}");
     assert!(outcomes["returned"] > 3000 * 3 / 2, "most runs return: {outcomes:?}");
 }
+
+#[test]
+fn a_new_program_takes_over_maps_of_the_same_name_and_shape() {
+    let object = read("examples/proto_counters.o");
+    let old = load(&object, "count_protocols");
+    let mut tcp = [0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+    old.execute(&mut tcp).unwrap();
+    let config = Config { reuse_maps: old.maps().to_vec(), ..Config::default() };
+    let new = Program::from_elf(&object, None, &Helpers::linux(), &config).unwrap();
+    assert!(Arc::ptr_eq(old.map("counters").unwrap(), new.map("counters").unwrap()));
+    new.execute(&mut tcp).unwrap();
+    let packets = |program: &Program| program.map("counters").unwrap().lookup(&6u32.to_ne_bytes()).unwrap().unwrap();
+    assert_eq!(packets(&new)[..8], 2u64.to_ne_bytes());
+    // Another shape: a fresh map.
+    let mut other = old.map("counters").unwrap().def().clone();
+    other.max_entries = 16;
+    let image =
+        Image { insns: vec![Insn::new(isa::MOV64_IMM, 0, 0, 0, 0), EXIT], maps: vec![other], ..Image::default() };
+    let fresh = Program::from_image(image, &Helpers::linux(), &config).unwrap();
+    assert!(!Arc::ptr_eq(old.map("counters").unwrap(), fresh.map("counters").unwrap()));
+}

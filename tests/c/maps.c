@@ -61,6 +61,15 @@ static void *run_packets(void *arg)
     return NULL;
 }
 
+static uint64_t verdict(struct ubpf_vm *vm, const uint8_t *packet, size_t len)
+{
+    uint8_t copy[160];
+    memcpy(copy, packet, len);
+    uint64_t result = 99;
+    CHECK(ubpf_exec(vm, copy, len, &result) == 0);
+    return result;
+}
+
 /* Per-protocol counters, read from this thread while another counts. */
 static void counters(const char *root)
 {
@@ -110,6 +119,24 @@ static void counters(const char *root)
     }
     CHECK(status == -ENOENT && seen == 256);
 
+    /* A new version of the filter takes the counters over. */
+    struct ubpf_vm *swapped = ubpf_create();
+    CHECK(ubpf_register_linux_helpers(swapped) == 0);
+    CHECK(ubpf_reuse_maps(swapped, vm) == 0);
+    CHECK(ubpf_reuse_maps(vm, swapped) == -1);
+    size_t elf_len;
+    void *elf = read_file(root, "examples/proto_counters.o", &elf_len);
+    CHECK(ubpf_load_elf(swapped, elf, elf_len, NULL) == 0);
+    free(elf);
+    uint8_t packet[64];
+    size_t len = ip_packet(packet, PROTO_TCP, OUTSIDE, SERVER, 80);
+    CHECK(verdict(swapped, packet, len) == PASS);
+    struct ubpf_map *taken = ubpf_map_get(swapped, "counters");
+    CHECK(ubpf_map_lookup(taken, &tcp, sizeof tcp, &counter, sizeof counter) == 0);
+    CHECK(counter.packets == RUNS + 1);
+    ubpf_map_release(taken);
+    ubpf_destroy(swapped);
+
     /* Resetting a counter from the host. */
     struct counter zero = {0, 0};
     CHECK(ubpf_map_update(map, &tcp, sizeof tcp, &zero, sizeof zero, 0) == 0);
@@ -117,15 +144,6 @@ static void counters(const char *root)
     CHECK(ubpf_map_lookup(map, &tcp, sizeof tcp, &counter, sizeof counter) == 0 && counter.packets == 0);
     ubpf_map_release(map);
     ubpf_destroy(vm);
-}
-
-static uint64_t verdict(struct ubpf_vm *vm, const uint8_t *packet, size_t len)
-{
-    uint8_t copy[160];
-    memcpy(copy, packet, len);
-    uint64_t result = 99;
-    CHECK(ubpf_exec(vm, copy, len, &result) == 0);
-    return result;
 }
 
 /* A blocklist filled from the host, by key bytes and as JSON. */

@@ -1,0 +1,665 @@
+//! End-to-end tests of QEMU's filter-ubpf (qemu-patches/) with no guest.
+//!
+//! QEMU runs with `-M none -accel qtest`; two `-netdev dgram` on 127.0.0.1
+//! are joined by a hub. Frames from a real capture are sent over UDP into
+//! one netdev and what leaves the other is collected. `filter-dump` objects
+//! record the frames before and after `filter-ubpf`. The oracle is
+//! `qemu-ubpf replay` over the same capture, with the same options: QEMU
+//! must pass exactly the frames replay passes, byte for byte, with the same
+//! counters.
+//!
+//! QEMU comes from `scripts/qemu-build.sh`; its path is given in
+//! QEMU_UBPF_QEMU. Without it these tests fail under CI and are skipped,
+//! with a note, elsewhere.
+
+#[allow(dead_code)] // the helpers this suite does not use serve the others
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::UdpSocket;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use pcap_file::pcap::PcapReader;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The QEMU to test. Its absence fails the test under CI and skips it, with
+/// a note on stderr, elsewhere.
+fn qemu_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("QEMU_UBPF_QEMU") {
+        return Some(PathBuf::from(path));
+    }
+    let message = "QEMU_UBPF_QEMU is not set (scripts/qemu-build.sh builds QEMU and prints its path)";
+    if std::env::var_os("CI").is_some() {
+        panic!("{message}; CI must build QEMU");
+    }
+    // Straight to stderr, past the test harness's capture, so the skip shows.
+    let _ = writeln!(std::io::stderr(), "note: skipping: {message}");
+    None
+}
+
+/// The frames of a pcap file, in order.
+fn frames(path: &Path) -> Vec<Vec<u8>> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = PcapReader::new(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut frames = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        frames.push(packet.unwrap_or_else(|e| panic!("{}: {e}", path.display())).data.into_owned());
+    }
+    frames
+}
+
+/// A fresh directory for one rig's QMP socket, short enough for its path
+/// (at most 107 bytes) wherever the tree is.
+fn socket_dir() -> PathBuf {
+    static RIGS: AtomicUsize = AtomicUsize::new(0);
+    let dir =
+        std::env::temp_dir().join(format!("qemu-ubpf-{}-{}", std::process::id(), RIGS.fetch_add(1, Ordering::Relaxed)));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A UDP port free now. Another test may take it before QEMU binds it, so
+/// [`Rig::start`] retries with new ports when QEMU cannot start.
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A QMP connection.
+struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Qmp {
+    /// The QMP connection of `qemu`, or `None` when it exits first.
+    fn connect(path: &Path, qemu: &mut Child) -> Option<Qmp> {
+        let deadline = Instant::now() + WAIT;
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(stream) => break stream,
+                Err(_) if qemu.try_wait().unwrap().is_some() => return None,
+                Err(e) if Instant::now() > deadline => panic!("QMP socket {}: {e}", path.display()),
+                Err(_) => thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut qmp = Qmp { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream };
+        // An early event (RESUME) may come before the greeting.
+        let greeting = loop {
+            match qmp.try_read()? {
+                event if event.get("event").is_some() => continue,
+                greeting => break greeting,
+            }
+        };
+        assert!(greeting.get("QMP").is_some(), "QMP greeting: {greeting}");
+        qmp.execute("qmp_capabilities", json!({})).expect("qmp_capabilities");
+        Some(qmp)
+    }
+
+    /// The next message, or `None` when QEMU closed the connection.
+    fn try_read(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("QMP read");
+        (!line.is_empty()).then(|| serde_json::from_str(&line).unwrap_or_else(|e| panic!("QMP sent {line:?}: {e}")))
+    }
+
+    fn read(&mut self) -> Value {
+        self.try_read().expect("QMP connection closed")
+    }
+
+    /// The command's return value, or its error object.
+    fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, Value> {
+        self.send(json!({ "execute": command, "arguments": arguments })).expect("QMP write");
+        loop {
+            let reply = self.read();
+            if let Some(value) = reply.get("return") {
+                return Ok(value.clone());
+            }
+            if let Some(error) = reply.get("error") {
+                return Err(error.clone());
+            }
+            // An asynchronous event: not the reply.
+        }
+    }
+
+    /// Sends one request in one write: QEMU acts on a request as soon as its
+    /// JSON is complete, so a newline written apart could meet a closed
+    /// socket after `quit`.
+    fn send(&mut self, request: Value) -> std::io::Result<()> {
+        self.writer.write_all(format!("{request}\n").as_bytes())
+    }
+
+    fn set(&mut self, path: &str, property: &str, value: Value) -> Result<Value, Value> {
+        self.execute("qom-set", json!({ "path": path, "property": property, "value": value }))
+    }
+
+    fn get(&mut self, path: &str, property: &str) -> Value {
+        self.execute("qom-get", json!({ "path": path, "property": property }))
+            .unwrap_or_else(|e| panic!("qom-get {path} {property}: {e}"))
+    }
+}
+
+/// The counters of a filter-ubpf object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counters {
+    passed: u64,
+    dropped: u64,
+    skipped: u64,
+    errors: u64,
+}
+
+impl Counters {
+    fn of(qmp: &mut Qmp, id: &str) -> Counters {
+        let path = format!("/objects/{id}");
+        let mut get = |name: &str| qmp.get(&path, name).as_u64().unwrap_or_else(|| panic!("{name} is not a u64"));
+        Counters { passed: get("passed"), dropped: get("dropped"), skipped: get("skipped"), errors: get("errors") }
+    }
+
+    fn seen(&self) -> u64 {
+        self.passed + self.dropped
+    }
+}
+
+/// A running QEMU with two dgram netdevs on 127.0.0.1, n1 and n2, on one
+/// hub. `inject` sends frames into n1; what n2 sends out arrives at
+/// `collected`.
+struct Rig {
+    child: Child,
+    qmp: Qmp,
+    sockets: PathBuf,
+    inject: UdpSocket,
+    n1: u16,
+    collected: Arc<Mutex<Vec<Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+    collector: Option<thread::JoinHandle<()>>,
+}
+
+impl Rig {
+    fn start(qemu: &Path, objects: &[String]) -> Rig {
+        let sockets = socket_dir();
+        let qmp_path = sockets.join("qmp");
+        let inject = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let out = UdpSocket::bind("127.0.0.1:0").unwrap();
+        out.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let dgram = |id: &str, local: u16, remote: &UdpSocket| {
+            format!(
+                "dgram,id={id},local.type=inet,local.host=127.0.0.1,local.port={local},\
+                 remote.type=inet,remote.host=127.0.0.1,remote.port={}",
+                remote.local_addr().unwrap().port()
+            )
+        };
+        let mut attempts = 0;
+        let (child, qmp, n1) = loop {
+            let (n1, n2) = (free_udp_port(), free_udp_port());
+            let mut command = Command::new(qemu);
+            command
+                .args(["-M", "none", "-accel", "qtest", "-nodefaults", "-display", "none"])
+                .arg("-qmp")
+                .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+                .args(["-netdev", &dgram("n1", n1, &inject)])
+                .args(["-netdev", &dgram("n2", n2, &out)])
+                .args(["-netdev", "hubport,id=h1,hubid=0,netdev=n1"])
+                .args(["-netdev", "hubport,id=h2,hubid=0,netdev=n2"]);
+            for object in objects {
+                command.args(["-object", object]);
+            }
+            let mut child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{}: {e}", qemu.display()));
+            if let Some(qmp) = Qmp::connect(&qmp_path, &mut child) {
+                break (child, qmp, n1);
+            }
+            let status = child.wait().unwrap();
+            attempts += 1;
+            assert!(attempts < 5, "QEMU did not start ({status}) in {attempts} attempts");
+        };
+        let collected = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let collector = {
+            let (collected, stop) = (collected.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut buf = vec![0; 70_000];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(len) = out.recv(&mut buf) {
+                        collected.lock().unwrap().push(buf[..len].to_vec());
+                    }
+                }
+            })
+        };
+        Rig { child, qmp, sockets, inject, n1, collected, stop, collector: Some(collector) }
+    }
+
+    fn send(&self, frame: &[u8]) {
+        self.inject.send_to(frame, ("127.0.0.1", self.n1)).expect("inject a frame");
+    }
+
+    /// Sends `frames` a few at a time, each batch once the filter `id` has
+    /// seen the one before, so no socket buffer overflows.
+    fn send_all(&mut self, id: &str, frames: &[Vec<u8>]) {
+        let start = Counters::of(&mut self.qmp, id).seen();
+        for (index, batch) in frames.chunks(8).enumerate() {
+            for frame in batch {
+                self.send(frame);
+            }
+            self.wait_seen(id, start + (index * 8 + batch.len()) as u64);
+        }
+    }
+
+    fn wait_seen(&mut self, id: &str, seen: u64) -> Counters {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let counters = Counters::of(&mut self.qmp, id);
+            if counters.seen() >= seen {
+                assert_eq!(counters.seen(), seen, "{id} saw more packets than were sent: {counters:?}");
+                return counters;
+            }
+            assert!(Instant::now() < deadline, "{id} saw {} of {seen} packets: {counters:?}", counters.seen());
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The frames n2 sent out, once there are `count` (and no more arrive).
+    fn collected(&self, count: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + WAIT;
+        while self.collected.lock().unwrap().len() < count && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        thread::sleep(Duration::from_millis(100));
+        self.collected.lock().unwrap().clone()
+    }
+
+    /// Quits QEMU over QMP; it must exit cleanly.
+    fn quit(mut self) {
+        self.qmp.send(json!({ "execute": "quit" })).expect("QMP quit");
+        let deadline = Instant::now() + WAIT;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "QEMU did not quit");
+            thread::sleep(Duration::from_millis(10));
+        }
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "QEMU exited with {status}");
+    }
+}
+
+/// A failed test leaves no QEMU and no collector behind.
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(collector) = self.collector.take() {
+            let _ = collector.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.sockets);
+    }
+}
+
+/// What `qemu-ubpf replay` does with `capture`: its summary and the frames
+/// it passes.
+fn replay(dir: &Path, program: &Path, capture: &Path, options: &[&str]) -> (Counters, Vec<Vec<u8>>) {
+    let pass = dir.join("replay-pass.pcap");
+    let output = Command::new(env!("CARGO_BIN_EXE_qemu-ubpf"))
+        .arg("replay")
+        .arg("--json")
+        .args(options)
+        .arg("--pass")
+        .arg(&pass)
+        .arg(program)
+        .arg(capture)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "replay: {}", String::from_utf8_lossy(&output.stderr));
+    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let count = |name: &str| summary[name].as_u64().unwrap();
+    let counters = Counters {
+        passed: count("passed"),
+        dropped: count("dropped"),
+        skipped: count("skipped"),
+        errors: count("errors"),
+    };
+    (counters, frames(&pass))
+}
+
+/// Raw bytecode assembled by `qemu-ubpf asm` from `source`.
+fn assembled(dir: &Path, name: &str, source: &str) -> PathBuf {
+    let text = dir.join(format!("{name}.s"));
+    let bytecode = dir.join(format!("{name}.bin"));
+    std::fs::write(&text, source).unwrap();
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_qemu-ubpf")).arg("asm").arg("-o").arg(&bytecode).arg(&text).output().unwrap();
+    assert!(output.status.success(), "asm {name}: {}", String::from_utf8_lossy(&output.stderr));
+    bytecode
+}
+
+/// Drops Ethernet frames carrying IPv4 to 1.1.1.1 (untagged), for ip-mode=off.
+const FRAME_DROP_1_1_1_1: &str = "mov r0, 0
+jlt r2, 34, out
+ldxh r3, [r1+12]
+jne r3, 0x0008, out
+ldxw r3, [r1+30]
+jne r3, 0x01010101, out
+mov r0, 1
+out:
+exit
+";
+
+/// Faults on every packet: reads far beyond any frame.
+const FAULTS: &str = "ldxb r0, [r1+0x7000]\nexit\n";
+
+const DROP_ALL: &str = "mov r0, 1\nexit\n";
+
+fn filter_object(id: &str, netdev: &str, queue: &str, handler: &Path, options: &str) -> String {
+    format!("filter-ubpf,id={id},netdev={netdev},queue={queue},ubpf-handler={}{options}", handler.display())
+}
+
+fn dump_object(id: &str, netdev: &str, queue: &str, file: &Path) -> String {
+    format!("filter-dump,id={id},netdev={netdev},queue={queue},file={}", file.display())
+}
+
+/// One run of the rig in `dir`: `program` on `queue` with `options`
+/// (QEMU's) and `replay_options` (the same, spelled for replay); checks the
+/// frames out, both dumps and the counters against replay.
+fn filters_like_replay(qemu: &Path, dir: &Path, queue: &str, program: &Path, options: &str, replay_options: &[&str]) {
+    let test = dir.file_name().unwrap().to_string_lossy();
+    let capture = common::sample("ethernet.pcap");
+    let sent = frames(&capture);
+    let (expected, expected_frames) = replay(dir, program, &capture, replay_options);
+    assert!(expected.seen() == sent.len() as u64 && expected.passed > 0, "{test}: replay's summary: {expected:?}");
+
+    // tx on n1 sees frames n1 hands to the hub; rx on n2 sees those the hub
+    // hands to n2. Filters see rx packets in reverse order of the list.
+    let netdev = if queue == "tx" { "n1" } else { "n2" };
+    let (before, after) = (dir.join("before.pcap"), dir.join("after.pcap"));
+    let mut objects = vec![
+        dump_object("before", netdev, queue, &before),
+        filter_object("f0", netdev, queue, program, options),
+        dump_object("after", netdev, queue, &after),
+    ];
+    if queue == "rx" {
+        objects.reverse();
+    }
+    let mut rig = Rig::start(qemu, &objects);
+    rig.send_all("f0", &sent);
+    let counters = Counters::of(&mut rig.qmp, "f0");
+    let out = rig.collected(expected_frames.len());
+    rig.quit();
+
+    assert_eq!(counters, expected, "{test}: QEMU's counters against replay's");
+    assert_eq!(out.len(), expected_frames.len(), "{test}: frames out of n2");
+    let differs = out.iter().zip(&expected_frames).position(|(got, want)| got != want);
+    assert_eq!(differs, None, "{test}: the frames out of n2 differ from those replay passes, first at this index");
+    assert!(frames(&before) == sent, "{test}: the dump before the filter differs from the frames sent");
+    assert!(frames(&after) == expected_frames, "{test}: the dump after the filter differs from replay's");
+}
+
+/// The RFC example, which sees IPv4 packets (ip-mode on, the default).
+fn ip_packets(test: &str, queue: &str, jit: bool) {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", test);
+    let program = common::example("drop_1_1_1_1");
+    let (options, engine) = if jit { (",ip-mode=on", "jit") } else { (",jit=off", "interp") };
+    filters_like_replay(&qemu, &dir, queue, &program, options, &["--engine", engine]);
+}
+
+#[test]
+fn tx_ip_mode_on_jit() {
+    ip_packets("tx_ip_mode_on_jit", "tx", true);
+}
+
+#[test]
+fn tx_ip_mode_on_interpreter() {
+    ip_packets("tx_ip_mode_on_interpreter", "tx", false);
+}
+
+#[test]
+fn rx_ip_mode_on_jit() {
+    ip_packets("rx_ip_mode_on_jit", "rx", true);
+}
+
+#[test]
+fn rx_ip_mode_on_interpreter() {
+    ip_packets("rx_ip_mode_on_interpreter", "rx", false);
+}
+
+/// A program that reads Ethernet frames (ip-mode off).
+fn whole_frames(test: &str, queue: &str, jit: bool) {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", test);
+    let program = assembled(&dir, "frame_drop", FRAME_DROP_1_1_1_1);
+    let (options, engine) = if jit { (",ip-mode=off", "jit") } else { (",ip-mode=off,jit=off", "interp") };
+    filters_like_replay(&qemu, &dir, queue, &program, options, &["--ip-mode", "off", "--engine", engine]);
+}
+
+#[test]
+fn tx_ip_mode_off_jit() {
+    whole_frames("tx_ip_mode_off_jit", "tx", true);
+}
+
+#[test]
+fn tx_ip_mode_off_interpreter() {
+    whole_frames("tx_ip_mode_off_interpreter", "tx", false);
+}
+
+#[test]
+fn rx_ip_mode_off_jit() {
+    whole_frames("rx_ip_mode_off_jit", "rx", true);
+}
+
+#[test]
+fn rx_ip_mode_off_interpreter() {
+    whole_frames("rx_ip_mode_off_interpreter", "rx", false);
+}
+
+fn faults(test: &str, on_error: &str, jit: &str, engine: &str) {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", test);
+    let program = assembled(&dir, "faults", FAULTS);
+    let options = format!(",on-error={on_error},jit={jit}");
+    filters_like_replay(&qemu, &dir, "tx", &program, &options, &["--on-error", on_error, "--engine", engine]);
+}
+
+#[test]
+fn faults_are_counted_and_dropped() {
+    faults("faults_are_counted_and_dropped", "drop", "on", "jit");
+}
+
+#[test]
+fn faults_are_counted_and_passed_when_asked() {
+    faults("faults_are_counted_and_passed_when_asked", "pass", "off", "interp");
+}
+
+/// Frames that carry IPv4 to 1.1.1.1 among the sample's: what the RFC
+/// example drops.
+fn to_1_1_1_1(dir: &Path) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let (_, passed) = replay(dir, &common::example("drop_1_1_1_1"), &common::sample("ethernet.pcap"), &[]);
+    let all = frames(&common::sample("ethernet.pcap"));
+    let dropped = all.iter().filter(|frame| !passed.contains(frame)).cloned().collect();
+    (dropped, passed)
+}
+
+#[test]
+fn swap_under_traffic_loses_nothing() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "swap_under_traffic_loses_nothing");
+    let rfc = common::example("drop_1_1_1_1");
+    let drop_all = assembled(&dir, "drop_all", DROP_ALL);
+    let frames = frames(&common::sample("ethernet.pcap"));
+    let rig = Rig::start(&qemu, &[filter_object("f0", "n1", "tx", &rfc, "")]);
+    let rig = Arc::new(Mutex::new(rig));
+
+    // A steady stream from another thread while the program changes.
+    const ROUNDS: usize = 20;
+    let total = ROUNDS * frames.len();
+    let sender = {
+        let (inject, n1) = {
+            let rig = rig.lock().unwrap();
+            (rig.inject.try_clone().unwrap(), rig.n1)
+        };
+        let frames = frames.clone();
+        thread::spawn(move || {
+            for _ in 0..ROUNDS {
+                for frame in &frames {
+                    inject.send_to(frame, ("127.0.0.1", n1)).unwrap();
+                    thread::sleep(Duration::from_micros(200));
+                }
+            }
+        })
+    };
+    let mut swaps = 0;
+    while !sender.is_finished() {
+        let mut rig = rig.lock().unwrap();
+        let handler = if swaps % 2 == 0 { &drop_all } else { &rfc };
+        rig.qmp.set("/objects/f0", "ubpf-handler", json!(handler)).expect("swap");
+        if swaps % 5 == 0 {
+            // A failed swap keeps the program that runs.
+            let error = rig.qmp.set("/objects/f0", "ubpf-handler", json!("/nonexistent/prog.o")).unwrap_err();
+            assert_eq!(error["class"], "GenericError", "{error}");
+            assert_eq!(rig.qmp.get("/objects/f0", "ubpf-handler"), json!(handler));
+        }
+        swaps += 1;
+        drop(rig);
+        thread::sleep(Duration::from_millis(3));
+    }
+    sender.join().unwrap();
+    let mut rig = Arc::into_inner(rig).unwrap().into_inner().unwrap();
+    let counters = rig.wait_seen("f0", total as u64);
+    let out = rig.collected(counters.passed as usize);
+    rig.quit();
+    assert!(swaps >= 10, "only {swaps} swaps happened during the stream");
+    assert_eq!(out.len() as u64, counters.passed, "every frame is delivered or counted as dropped: {counters:?}");
+    assert_eq!(counters.errors, 0);
+    // Under either program, frames to 1.1.1.1 never pass.
+    let (to_1111, _) = to_1_1_1_1(&dir);
+    assert!(out.iter().all(|frame| !to_1111.contains(frame)), "a frame to 1.1.1.1 passed");
+}
+
+#[test]
+fn status_off_passes_everything_and_on_filters_again() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "status_off_passes_everything_and_on_filters_again");
+    let (to_1111, _) = to_1_1_1_1(&dir);
+    let rfc = common::example("drop_1_1_1_1");
+    let mut rig = Rig::start(&qemu, &[filter_object("f0", "n1", "tx", &rfc, "")]);
+
+    rig.qmp.set("/objects/f0", "status", json!("off")).expect("status off");
+    for frame in &to_1111 {
+        rig.send(frame);
+    }
+    let out = rig.collected(to_1111.len());
+    assert!(out == to_1111, "with status off every frame passes");
+    assert_eq!(Counters::of(&mut rig.qmp, "f0"), Counters::default(), "a disabled filter sees nothing");
+
+    rig.qmp.set("/objects/f0", "status", json!("on")).expect("status on");
+    rig.send_all("f0", &to_1111);
+    let counters = Counters::of(&mut rig.qmp, "f0");
+    assert_eq!(counters, Counters { dropped: to_1111.len() as u64, ..Counters::default() });
+    assert_eq!(rig.collected(to_1111.len()).len(), to_1111.len(), "nothing more passed once on again");
+    rig.quit();
+}
+
+#[test]
+fn object_add_and_object_del_over_qmp() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "object_add_and_object_del_over_qmp");
+    let (to_1111, passed) = to_1_1_1_1(&dir);
+    let rfc = common::example("drop_1_1_1_1");
+    let mut rig = Rig::start(&qemu, &[]);
+
+    let added = rig.qmp.execute(
+        "object-add",
+        json!({ "qom-type": "filter-ubpf", "id": "f1", "netdev": "n1", "queue": "tx", "ubpf-handler": rfc }),
+    );
+    added.expect("object-add filter-ubpf");
+    let all = [to_1111.clone(), passed.clone()].concat();
+    rig.send_all("f1", &all);
+    assert!(rig.collected(passed.len()) == passed, "with the filter added, the frames to 1.1.1.1 are dropped");
+    assert_eq!(Counters::of(&mut rig.qmp, "f1").dropped, to_1111.len() as u64);
+
+    rig.qmp.execute("object-del", json!({ "id": "f1" })).expect("object-del");
+    for frame in &to_1111 {
+        rig.send(frame);
+    }
+    let out = rig.collected(passed.len() + to_1111.len());
+    assert!(out[passed.len()..] == to_1111[..], "with the filter deleted, every frame passes");
+    rig.quit();
+}
+
+/// Handlers QEMU must refuse at creation, each with what its error names.
+fn bad_handlers(dir: &Path) -> Vec<(&'static str, PathBuf, &'static str)> {
+    let garbage_elf = dir.join("garbage.o");
+    std::fs::write(&garbage_elf, b"\x7fELF\x02\x01\x01\0garbage that is not an ELF object").unwrap();
+    vec![
+        ("missing file", dir.join("missing.o"), "missing.o"),
+        ("corrupt ELF", garbage_elf, "garbage.o"),
+        ("unknown helper", assembled(dir, "unknown_helper", "call 4000\nexit\n"), "4000"),
+        ("jump out of the program", assembled(dir, "wild_jump", "ja +5\nexit\n"), "instruction 0"),
+        ("write to r10", assembled(dir, "writes_r10", "mov r10, 0\nexit\n"), "r10"),
+    ]
+}
+
+#[test]
+fn bad_handlers_fail_creation_cleanly_on_the_command_line() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "bad_handlers_fail_creation_cleanly_on_the_command_line");
+    for (what, handler, named) in bad_handlers(&dir) {
+        let output = Command::new(&qemu)
+            .args(["-M", "none", "-accel", "qtest", "-nodefaults", "-display", "none"])
+            .args(["-netdev", "hubport,id=h1,hubid=0"])
+            .args(["-object", &filter_object("f0", "h1", "all", &handler, "")])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{what}: QEMU should exit 1; stderr: {stderr}");
+        assert!(
+            stderr.contains("filter-ubpf") && stderr.contains(named),
+            "{what}: the error should name {named}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn bad_handlers_fail_object_add_with_a_generic_error() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "bad_handlers_fail_object_add_with_a_generic_error");
+    let mut rig = Rig::start(&qemu, &[]);
+    for (what, handler, named) in bad_handlers(&dir) {
+        let error = rig
+            .qmp
+            .execute(
+                "object-add",
+                json!({ "qom-type": "filter-ubpf", "id": "bad", "netdev": "n1", "ubpf-handler": handler }),
+            )
+            .expect_err(what);
+        assert_eq!(error["class"], "GenericError", "{what}: {error}");
+        let desc = error["desc"].as_str().unwrap();
+        assert!(desc.contains(named), "{what}: the error should name {named}: {desc}");
+    }
+    // QEMU is alive and the id is free: a good handler is accepted.
+    let rfc = common::example("drop_1_1_1_1");
+    rig.qmp
+        .execute("object-add", json!({ "qom-type": "filter-ubpf", "id": "bad", "netdev": "n1", "ubpf-handler": rfc }))
+        .expect("object-add after the failures");
+    let error = rig
+        .qmp
+        .execute(
+            "object-add",
+            json!({ "qom-type": "filter-ubpf", "id": "raw", "netdev": "n1",
+                    "ubpf-handler": assembled(&dir, "raw", DROP_ALL), "program": "main" }),
+        )
+        .expect_err("program= with raw bytecode");
+    assert!(error["desc"].as_str().unwrap().contains("raw bytecode"), "{error}");
+    rig.quit();
+}

@@ -30,15 +30,20 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The QEMU to test. Its absence fails the test under CI and skips it, with
-/// a note on stderr, elsewhere.
+/// The QEMU to test.
 fn qemu_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("QEMU_UBPF_QEMU") {
+    required_path("QEMU_UBPF_QEMU", "scripts/qemu-build.sh builds QEMU and prints its path")
+}
+
+/// The path in `variable`. Its absence fails the test under CI and skips
+/// it, with a note on stderr, elsewhere.
+fn required_path(variable: &str, how: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
         return Some(PathBuf::from(path));
     }
-    let message = "QEMU_UBPF_QEMU is not set (scripts/qemu-build.sh builds QEMU and prints its path)";
+    let message = format!("{variable} is not set ({how})");
     if std::env::var_os("CI").is_some() {
-        panic!("{message}; CI must build QEMU");
+        panic!("{message}; CI must set it");
     }
     // Straight to stderr, past the test harness's capture, so the skip shows.
     let _ = writeln!(std::io::stderr(), "note: skipping: {message}");
@@ -169,6 +174,86 @@ impl Counters {
     }
 }
 
+/// A dgram netdev bound to `local` on 127.0.0.1 that sends to `remote`.
+fn dgram_netdev(id: &str, local: u16, remote: &UdpSocket) -> String {
+    format!(
+        "dgram,id={id},local.type=inet,local.host=127.0.0.1,local.port={local},\
+         remote.type=inet,remote.host=127.0.0.1,remote.port={}",
+        remote.local_addr().unwrap().port()
+    )
+}
+
+/// Receives on a UDP socket in a thread of its own, so that QEMU never
+/// finds the socket's buffer full.
+struct Collector {
+    frames: Arc<Mutex<Vec<Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Collector {
+    fn start(socket: UdpSocket) -> Collector {
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (frames, stop) = (frames.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut buf = vec![0; 70_000];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(len) = socket.recv(&mut buf) {
+                        frames.lock().unwrap().push(buf[..len].to_vec());
+                    }
+                }
+            })
+        };
+        Collector { frames, stop, thread: Some(thread) }
+    }
+
+    /// The frames received, once there are `count` (and no more arrive).
+    fn frames(&self, count: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + WAIT;
+        while self.frames.lock().unwrap().len() < count && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        thread::sleep(Duration::from_millis(100));
+        self.frames.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts QEMU with its QMP socket at `qmp_path`, the arguments `attempt`
+/// gives, and no default devices. A UDP port picked by `attempt` may be
+/// taken by then: when QEMU exits before QMP answers, it tries again with
+/// new arguments. Returns what `attempt` returned with them.
+fn launch<T>(qemu: &Path, qmp_path: &Path, mut attempt: impl FnMut() -> (Vec<String>, T)) -> (Child, Qmp, T) {
+    for _ in 0..5 {
+        let (args, value) = attempt();
+        let mut child = Command::new(qemu)
+            .args(["-nodefaults", "-display", "none", "-qmp"])
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", qemu.display()));
+        if let Some(qmp) = Qmp::connect(qmp_path, &mut child) {
+            return (child, qmp, value);
+        }
+        let _ = child.wait();
+    }
+    panic!("QEMU did not start in 5 attempts");
+}
+
 /// A running QEMU with two dgram netdevs on 127.0.0.1, n1 and n2, on one
 /// hub. `inject` sends frames into n1; what n2 sends out arrives at
 /// `collected`.
@@ -178,9 +263,7 @@ struct Rig {
     sockets: PathBuf,
     inject: UdpSocket,
     n1: u16,
-    collected: Arc<Mutex<Vec<Vec<u8>>>>,
-    stop: Arc<AtomicBool>,
-    collector: Option<thread::JoinHandle<()>>,
+    out: Collector,
 }
 
 impl Rig {
@@ -189,56 +272,23 @@ impl Rig {
         let qmp_path = sockets.join("qmp");
         let inject = UdpSocket::bind("127.0.0.1:0").unwrap();
         let out = UdpSocket::bind("127.0.0.1:0").unwrap();
-        out.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let dgram = |id: &str, local: u16, remote: &UdpSocket| {
-            format!(
-                "dgram,id={id},local.type=inet,local.host=127.0.0.1,local.port={local},\
-                 remote.type=inet,remote.host=127.0.0.1,remote.port={}",
-                remote.local_addr().unwrap().port()
-            )
-        };
-        let mut attempts = 0;
-        let (child, qmp, n1) = loop {
+        let (child, qmp, n1) = launch(qemu, &qmp_path, || {
             let (n1, n2) = (free_udp_port(), free_udp_port());
-            let mut command = Command::new(qemu);
-            command
-                .args(["-M", "none", "-accel", "qtest", "-nodefaults", "-display", "none"])
-                .arg("-qmp")
-                .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
-                .args(["-netdev", &dgram("n1", n1, &inject)])
-                .args(["-netdev", &dgram("n2", n2, &out)])
-                .args(["-netdev", "hubport,id=h1,hubid=0,netdev=n1"])
-                .args(["-netdev", "hubport,id=h2,hubid=0,netdev=n2"]);
+            let mut args: Vec<String> = ["-M", "none", "-accel", "qtest"].map(String::from).into();
+            for netdev in [
+                dgram_netdev("n1", n1, &inject),
+                dgram_netdev("n2", n2, &out),
+                "hubport,id=h1,hubid=0,netdev=n1".into(),
+                "hubport,id=h2,hubid=0,netdev=n2".into(),
+            ] {
+                args.extend(["-netdev".into(), netdev]);
+            }
             for object in objects {
-                command.args(["-object", object]);
+                args.extend(["-object".into(), object.clone()]);
             }
-            let mut child = command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap_or_else(|e| panic!("{}: {e}", qemu.display()));
-            if let Some(qmp) = Qmp::connect(&qmp_path, &mut child) {
-                break (child, qmp, n1);
-            }
-            let status = child.wait().unwrap();
-            attempts += 1;
-            assert!(attempts < 5, "QEMU did not start ({status}) in {attempts} attempts");
-        };
-        let collected = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let collector = {
-            let (collected, stop) = (collected.clone(), stop.clone());
-            thread::spawn(move || {
-                let mut buf = vec![0; 70_000];
-                while !stop.load(Ordering::Relaxed) {
-                    if let Ok(len) = out.recv(&mut buf) {
-                        collected.lock().unwrap().push(buf[..len].to_vec());
-                    }
-                }
-            })
-        };
-        Rig { child, qmp, sockets, inject, n1, collected, stop, collector: Some(collector) }
+            (args, n1)
+        });
+        Rig { child, qmp, sockets, inject, n1, out: Collector::start(out) }
     }
 
     fn send(&self, frame: &[u8]) {
@@ -272,12 +322,7 @@ impl Rig {
 
     /// The frames n2 sent out, once there are `count` (and no more arrive).
     fn collected(&self, count: usize) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + WAIT;
-        while self.collected.lock().unwrap().len() < count && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(5));
-        }
-        thread::sleep(Duration::from_millis(100));
-        self.collected.lock().unwrap().clone()
+        self.out.frames(count)
     }
 
     /// Quits QEMU over QMP; it must exit cleanly.
@@ -293,15 +338,11 @@ impl Rig {
     }
 }
 
-/// A failed test leaves no QEMU and no collector behind.
+/// A failed test leaves no QEMU behind.
 impl Drop for Rig {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(collector) = self.collector.take() {
-            let _ = collector.join();
-        }
         let _ = std::fs::remove_dir_all(&self.sockets);
     }
 }
@@ -662,4 +703,99 @@ fn bad_handlers_fail_object_add_with_a_generic_error() {
         .expect_err("program= with raw bytecode");
     assert!(error["desc"].as_str().unwrap().contains("raw bytecode"), "{error}");
     rig.quit();
+}
+
+/// ICMP echo requests in `frames` (Ethernet, IPv4), by destination address.
+fn pings_to(frames: &[Vec<u8>], destination: [u8; 4]) -> usize {
+    frames
+        .iter()
+        .filter(|frame| {
+            let ip = &frame[14.min(frame.len())..];
+            frame.len() > 14
+                && frame[12..14] == [0x08, 0x00]
+                && ip.len() >= 20
+                && ip[9] == 1
+                && ip[16..20] == destination
+                && ip.get(usize::from(ip[0] & 0x0f) * 4) == Some(&8)
+        })
+        .count()
+}
+
+/// The RFC's own scenario with a real guest: Debian's cloud kernel and a
+/// busybox initramfs (scripts/qemu-guest.sh) under TCG with a virtio-net
+/// NIC ping 1.1.1.1 and 9.9.9.9, three times each; filter-ubpf with the
+/// RFC example on queue=rx drops the first three and passes the others.
+#[test]
+fn a_real_guest_has_its_pings_to_1_1_1_1_dropped() {
+    let Some(qemu) = qemu_binary() else { return };
+    let Some(guest) = required_path("QEMU_UBPF_GUEST", "scripts/qemu-guest.sh prepares the guest and prints its path")
+    else {
+        return;
+    };
+    let dir = common::scratch_dir("qemu", "a_real_guest_has_its_pings_to_1_1_1_1_dropped");
+    let sockets = socket_dir();
+    let (serial, before, after) = (dir.join("serial.log"), dir.join("before.pcap"), dir.join("after.pcap"));
+    let out = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let rfc = common::example("drop_1_1_1_1");
+    let (mut child, mut qmp, ()) = launch(&qemu, &sockets.join("qmp"), || {
+        let _ = std::fs::remove_file(&serial);
+        let guest_file = |name: &str| guest.join(name).display().to_string();
+        let args = [
+            "-M".into(),
+            "pc".into(),
+            "-accel".into(),
+            "tcg".into(),
+            "-m".into(),
+            "256".into(),
+            "-no-shutdown".into(),
+            "-serial".into(),
+            format!("file:{}", serial.display()),
+            "-L".into(),
+            guest_file("firmware"),
+            "-kernel".into(),
+            guest_file("vmlinuz"),
+            "-initrd".into(),
+            guest_file("initrd.gz"),
+            "-append".into(),
+            "console=ttyS0 quiet panic=-1".into(),
+            "-netdev".into(),
+            dgram_netdev("n0", free_udp_port(), &out),
+            "-device".into(),
+            "virtio-net-pci,netdev=n0,romfile=".into(),
+            // queue=rx: the packets the guest sends. Filters see them in the
+            // reverse order of the list.
+            "-object".into(),
+            dump_object("after", "n0", "rx", &after),
+            "-object".into(),
+            filter_object("f0", "n0", "rx", &rfc, ""),
+            "-object".into(),
+            dump_object("before", "n0", "rx", &before),
+        ];
+        (args.into(), ())
+    });
+    let out = Collector::start(out);
+
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let log = loop {
+        let log = std::fs::read_to_string(&serial).unwrap_or_default();
+        if log.contains("guest: pings sent") {
+            break log;
+        }
+        assert!(Instant::now() < deadline, "the guest did not finish its pings; its console:\n{log}");
+        assert!(child.try_wait().unwrap().is_none(), "QEMU exited; the guest's console:\n{log}");
+        thread::sleep(Duration::from_millis(200));
+    };
+    let counters = Counters::of(&mut qmp, "f0");
+    qmp.send(json!({ "execute": "quit" })).expect("QMP quit");
+    assert!(child.wait().unwrap().success(), "QEMU's exit");
+    let _ = std::fs::remove_dir_all(&sockets);
+
+    let (seen, passed) = (frames(&before), frames(&after));
+    assert!(log.contains("guest: network up"), "the guest's console:\n{log}");
+    assert_eq!((pings_to(&seen, [1, 1, 1, 1]), pings_to(&seen, [9, 9, 9, 9])), (3, 3), "pings the guest sent");
+    assert_eq!((pings_to(&passed, [1, 1, 1, 1]), pings_to(&passed, [9, 9, 9, 9])), (0, 3), "pings that passed");
+    assert_eq!(counters.dropped, 3, "{counters:?}");
+    assert_eq!(counters.errors, 0, "{counters:?}");
+    assert_eq!(counters.seen(), seen.len() as u64, "{counters:?}");
+    assert!(out.frames(passed.len()) == passed, "the frames the netdev sent are those after the filter");
 }

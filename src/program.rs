@@ -178,6 +178,8 @@ pub struct Program {
     helpers: Vec<Option<HelperFn>>,
     /// By helper index, as `helpers`: may the helper stop the run?
     may_stop: Vec<bool>,
+    /// Does the code call such a helper (by index, or with `callx`)?
+    calls_stopping_helpers: bool,
     unwind: Option<u32>,
     /// The image's maps, then its data sections' maps.
     maps: Vec<Arc<Map>>,
@@ -272,11 +274,18 @@ impl Program {
             table[index as usize] = Some(helper.func);
             may_stop[index as usize] = helper.may_stop;
         }
+        let stops = |index: i32| usize::try_from(index).ok().and_then(|index| may_stop.get(index)) == Some(&true);
+        let calls_stopping_helpers = image.insns.iter().any(|insn| match insn.opc {
+            isa::CALL => insn.src == isa::CALL_HELPER && stops(insn.imm),
+            isa::CALLX => may_stop.contains(&true),
+            _ => false,
+        });
         Ok(Program {
             insns: image.insns,
             functions,
             helpers: table,
             may_stop,
+            calls_stopping_helpers,
             unwind: helpers.unwind(),
             data_maps: image.data.len(),
             maps,
@@ -315,10 +324,12 @@ impl Program {
         usize::try_from(index).ok().and_then(|index| self.may_stop.get(index)).copied().unwrap_or(false)
     }
 
-    /// Does some helper the program may call stop runs? Then runs publish
-    /// a [`RunState`](crate::helpers::builtin) for them.
+    /// Does the program call a helper that may stop the run (or call
+    /// helpers by register, with such helpers registered)? Then its runs
+    /// publish a run state for the built-in helpers, and the engines look at
+    /// the stop word after such calls.
     pub fn has_stopping_helpers(&self) -> bool {
-        self.may_stop.contains(&true)
+        self.calls_stopping_helpers
     }
 
     /// The program's maps: those it declares, then one per global data

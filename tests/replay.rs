@@ -718,3 +718,14 @@ mod map_examples {
         assert!(stderr.contains("bad.json") && stderr.contains("blocklist") && stderr.contains("entry 0"), "{stderr}");
     }
 }
+
+#[test]
+fn trace_prints_what_the_program_writes_with_bpf_trace_printk() {
+    let fixture = root().join("tests/fixtures/maps.o");
+    let args = ["run", path(&fixture), "--name", "count", "--hex", "07 00 00", "--trace"];
+    let output = qemu_ubpf(&args);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("bpf_trace_printk: packet of 3 bytes"), "{}", text(&output.stderr));
+    let quiet = qemu_ubpf(&args[..args.len() - 1]);
+    assert!(!text(&quiet.stderr).contains("bpf_trace_printk"), "{}", text(&quiet.stderr));
+}

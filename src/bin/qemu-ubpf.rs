@@ -88,6 +88,9 @@ enum Command {
         /// unsigned integers, or "a.b.c.d/len" keys for an LPM trie.
         #[arg(long, value_name = "FILE")]
         map_init: Option<PathBuf>,
+        /// Print what the program writes with bpf_trace_printk to stderr.
+        #[arg(long)]
+        trace: bool,
     },
     /// List what an ELF object holds: programs, maps, data sections,
     /// relocations and helper calls.
@@ -108,6 +111,9 @@ enum Command {
         /// Instructions one run may execute.
         #[arg(long, default_value_t = qemu_ubpf::program::DEFAULT_INSTRUCTION_LIMIT)]
         instruction_limit: u64,
+        /// Print what the program writes with bpf_trace_printk to stderr.
+        #[arg(long)]
+        trace: bool,
     },
     /// Load and verify a program, printing what the loader finds wrong.
     Check {
@@ -181,7 +187,9 @@ fn run(command: Command) -> Result<(), String> {
             instruction_limit,
             maps,
             map_init,
+            trace,
         } => {
+            show_trace(trace);
             let options = Options {
                 ip_mode: match ip_mode {
                     Switch::On => IpMode::On,
@@ -205,7 +213,8 @@ fn run(command: Command) -> Result<(), String> {
             let info = elf::inspect(&read(&object)?).map_err(|e| format!("{}: {e}", object.display()))?;
             print!("{}", describe_object(&object, &info));
         }
-        Command::Run { program, name, hex, input, instruction_limit } => {
+        Command::Run { program, name, hex, input, instruction_limit, trace } => {
+            show_trace(trace);
             let config = Config { instruction_limit, ..Config::default() };
             let loaded = load(&program, name.as_deref(), &config)?;
             let mut packet = match (hex, input) {
@@ -601,6 +610,31 @@ fn relocation_name(rtype: u32) -> String {
         _ => return format!("type {rtype}"),
     };
     name.to_owned()
+}
+
+/// Prints `bpf_trace_printk` lines (the `log` target the helper uses) to
+/// stderr.
+struct TraceToStderr;
+
+impl log::Log for TraceToStderr {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.target() == "bpf_trace_printk"
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            eprintln!("bpf_trace_printk: {}", record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn show_trace(on: bool) {
+    static TRACE: TraceToStderr = TraceToStderr;
+    if on && log::set_logger(&TRACE).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
 }
 
 fn main() -> ExitCode {

@@ -22,15 +22,18 @@
  * ubpf_exec(), ubpf_exec_ex(), the functions returned by ubpf_compile(),
  * ubpf_compile_ex(), ubpf_jit() and ubpf_copy_jit(), and ubpf_compile(),
  * ubpf_compile_ex(), ubpf_jit(), ubpf_copy_jit(), ubpf_translate(),
- * ubpf_translate_ex() and ubpf_get_registers() themselves. Every other call
+ * ubpf_translate_ex() and ubpf_get_registers() themselves, and the map calls
+ * (ubpf_map_count(), ubpf_map_get(), ubpf_map_get_by_index(), the calls on a
+ * ::ubpf_map, ubpf_maps_json(), ubpf_maps_update_json()). Every other call
  * that takes a VM (ubpf_register(), the loads, ubpf_unload_code(),
  * ubpf_destroy(), the setters and toggles) changes it: nothing else may use
  * that VM while it runs. ubpf_create() and ubpf_last_error() may run at any
  * time.
  *
  * @par Failed runs
- * A run that fails (a memory access outside the input, the stack and the
- * program's global data; an unknown helper; the instruction limit) makes
+ * A run that fails (a memory access outside the input, the stack, the
+ * program's global data and its map values; an unknown helper; a built-in
+ * helper given a bad argument; the instruction limit) makes
  * ubpf_exec() return -1 and a compiled function return UINT64_MAX. Either way
  * the message goes to the function set with ubpf_set_error_print() (by
  * default, a line on stderr) and to ubpf_last_error().

@@ -77,11 +77,15 @@ pub enum ExecErrorKind {
     BudgetExhausted(u64),
     #[error("local call would need more than {0} stack frames")]
     CallDepthExceeded(usize),
-    #[error("helper {helper}: r1 = {value:#x} is not one of the program's maps")]
+    #[error("helper {helper} ({}): r1 = {value:#x} is not one of the program's maps", crate::helpers::builtin::name(*.helper))]
     NotAMap { helper: u32, value: u64 },
-    #[error("helper {helper}: {size} bytes at {addr:#x} are outside the memory the program may {}", if *.write { "write" } else { "read" })]
+    #[error(
+        "helper {helper} ({}): {size} bytes at {addr:#x} are outside the memory the program may {}",
+        crate::helpers::builtin::name(*.helper),
+        if *.write { "write" } else { "read" }
+    )]
     HelperMemory { helper: u32, addr: u64, size: u64, write: bool },
-    #[error("helper {helper}: {what}")]
+    #[error("helper {helper} ({}): {what}", crate::helpers::builtin::name(*.helper))]
     HelperArgument { helper: u32, what: String },
 }
 

@@ -14,6 +14,11 @@
 //! straight and at most 65536 instructions long, so no run exceeds
 //! limit + 65536 instructions. The JIT counts the same way, so both stop at
 //! the same instruction.
+//!
+//! Tail calls: `bpf_tail_call` ends the run of the caller (as if it exited)
+//! and the target runs over the same input from a fresh frame, with a
+//! budget of its own; the count of instructions covers the whole chain,
+//! which has at most 1 + `MAX_TAIL_CALLS` programs.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

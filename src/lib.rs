@@ -3,8 +3,10 @@
 //!
 //! Stages, one module each: [`isa`] (the opcode table everything reads),
 //! [`asm`] and [`disasm`], [`elf`] (clang objects), [`verifier`] (load-time
-//! checks), [`interp`] (the reference semantics), [`helpers`], [`program`]
-//! (a loaded program), [`error`].
+//! checks), [`interp`] (the reference semantics), [`jit`], [`helpers`]
+//! (with Linux's built-ins), [`maps`], [`program`] (a loaded program),
+//! [`object`] (every program of an ELF object over one set of maps),
+//! [`error`], [`ffi`] (the C API), [`replay`].
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]

@@ -80,6 +80,11 @@ pub const BUILTINS: &[(u32, &str, HelperFn, bool)] = &[
     (RINGBUF_QUERY,        "bpf_ringbuf_query",        ringbuf_query,        true),
 ];
 
+/// The name of built-in helper `index`, for messages.
+pub fn name(index: u32) -> &'static str {
+    BUILTINS.iter().find(|(number, ..)| *number == index).map_or("unknown", |(_, name, ..)| name)
+}
+
 /// What the built-in helpers know about the run in progress on a thread.
 pub(crate) struct RunState {
     /// The running program (it changes at a tail call).

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pcap_file::pcap::PcapReader;
+use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -74,6 +74,16 @@ fn socket_dir() -> PathBuf {
 
 /// A UDP port free now. Another test may take it before QEMU binds it, so
 /// [`Rig::start`] retries with new ports when QEMU cannot start.
+/// Writes `frames` as an Ethernet pcap file.
+fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = PcapWriter::new(file).unwrap();
+    for (index, frame) in frames.iter().enumerate() {
+        let time = Duration::from_millis(index as u64);
+        writer.write_packet(&PcapPacket::new(time, frame.len() as u32, frame)).unwrap();
+    }
+}
+
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -347,9 +357,23 @@ impl Drop for Rig {
     }
 }
 
-/// What `qemu-ubpf replay` does with `capture`: its summary and the frames
+/// What `qemu-ubpf replay` does with `capture`: its counters and the frames
 /// it passes.
 fn replay(dir: &Path, program: &Path, capture: &Path, options: &[&str]) -> (Counters, Vec<Vec<u8>>) {
+    let (summary, passed) = replay_summary(dir, program, capture, options);
+    let count = |name: &str| summary[name].as_u64().unwrap();
+    let counters = Counters {
+        passed: count("passed"),
+        dropped: count("dropped"),
+        skipped: count("skipped"),
+        errors: count("errors"),
+    };
+    (counters, passed)
+}
+
+/// `qemu-ubpf replay --json` over `capture`: its summary and the frames it
+/// passes.
+fn replay_summary(dir: &Path, program: &Path, capture: &Path, options: &[&str]) -> (Value, Vec<Vec<u8>>) {
     let pass = dir.join("replay-pass.pcap");
     let output = Command::new(env!("CARGO_BIN_EXE_qemu-ubpf"))
         .arg("replay")
@@ -362,15 +386,7 @@ fn replay(dir: &Path, program: &Path, capture: &Path, options: &[&str]) -> (Coun
         .output()
         .unwrap();
     assert!(output.status.success(), "replay: {}", String::from_utf8_lossy(&output.stderr));
-    let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
-    let count = |name: &str| summary[name].as_u64().unwrap();
-    let counters = Counters {
-        passed: count("passed"),
-        dropped: count("dropped"),
-        skipped: count("skipped"),
-        errors: count("errors"),
-    };
-    (counters, frames(&pass))
+    (serde_json::from_slice(&output.stdout).unwrap(), frames(&pass))
 }
 
 /// Raw bytecode assembled by `qemu-ubpf asm` from `source`.
@@ -798,4 +814,73 @@ fn a_real_guest_has_its_pings_to_1_1_1_1_dropped() {
     assert_eq!(counters.errors, 0, "{counters:?}");
     assert_eq!(counters.seen(), seen.len() as u64, "{counters:?}");
     assert!(out.frames(passed.len()) == passed, "the frames the netdev sent are those after the filter");
+}
+
+/// The maps of filter `id`, from its `maps` property.
+fn maps_of(qmp: &mut Qmp, id: &str) -> Value {
+    let json = qmp.get(&format!("/objects/{id}"), "maps");
+    let maps: Value = serde_json::from_str(json.as_str().expect("maps is a string")).expect("maps is JSON");
+    maps["maps"].clone()
+}
+
+#[test]
+fn maps_read_over_qmp_hold_what_replay_counts_and_survive_a_swap() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "maps_read_over_qmp_hold_what_replay_counts_and_survive_a_swap");
+    let program = common::example("proto_counters");
+    let capture = common::sample("ethernet.pcap");
+    let (summary, _) = replay_summary(&dir, &program, &capture, &["--maps"]);
+    let sent = frames(&capture);
+    let twice_capture = dir.join("twice.pcap");
+    write_pcap(&twice_capture, &[sent.clone(), sent.clone()].concat());
+    let (twice, _) = replay_summary(&dir, &program, &twice_capture, &["--maps"]);
+    let mut rig = Rig::start(&qemu, &[filter_object("f0", "n1", "tx", &program, "")]);
+    rig.send_all("f0", &sent);
+    assert_eq!(maps_of(&mut rig.qmp, "f0"), summary["maps"], "the counters over QMP against replay's");
+
+    // The same object again: its map has the same name and shape, so the
+    // counts carry over and go on from there.
+    rig.qmp.set("/objects/f0", "ubpf-handler", json!(program)).expect("swap");
+    rig.send_all("f0", &sent);
+    assert_eq!(maps_of(&mut rig.qmp, "f0"), twice["maps"], "the counters after a swap and a second pass");
+    rig.quit();
+}
+
+#[test]
+fn map_update_over_qmp_changes_verdicts_as_replay_map_init_does() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "map_update_over_qmp_changes_verdicts_as_replay_map_init_does");
+    let program = common::example("prefix_blocklist");
+    let capture = common::sample("ethernet.pcap");
+    let sent = frames(&capture);
+    let blocklist = json!({ "blocklist": [{ "key": "1.1.1.0/24", "value": 3 }, { "key": "10.0.0.0/8", "value": 5 }] });
+    let init = dir.join("blocklist.json");
+    std::fs::write(&init, blocklist.to_string()).unwrap();
+    let (empty, _) = replay(&dir, &program, &capture, &[]);
+    let init_option = init.display().to_string();
+    let (summary, blocked) = replay_summary(&dir, &program, &capture, &["--map-init", &init_option, "--maps"]);
+    assert!(summary["dropped"].as_u64().unwrap() > 0, "the blocklist should drop some of the sample");
+
+    // An empty blocklist, then the same entries over QMP.
+    let mut rig = Rig::start(&qemu, &[filter_object("f0", "n1", "tx", &program, "")]);
+    rig.send_all("f0", &sent);
+    assert_eq!(Counters::of(&mut rig.qmp, "f0"), empty);
+    rig.qmp.set("/objects/f0", "map-update", json!(blocklist.to_string())).expect("map-update");
+    rig.send_all("f0", &sent);
+    let after = Counters::of(&mut rig.qmp, "f0");
+    assert_eq!(after.dropped - empty.dropped, summary["dropped"].as_u64().unwrap(), "{after:?}");
+    let out = rig.collected(sent.len() + blocked.len());
+    assert!(out[sent.len()..] == blocked[..], "with the blocklist, the frames replay --map-init passes");
+    assert_eq!(maps_of(&mut rig.qmp, "f0"), summary["maps"], "the maps over QMP against replay's");
+
+    let error = rig.qmp.set("/objects/f0", "map-update", json!("{\"nosuchmap\": []}")).unwrap_err();
+    assert!(error["desc"].as_str().unwrap().contains("nosuchmap"), "{error}");
+    rig.quit();
+
+    // Given at creation, the entries are there before the first packet.
+    let options = format!(",map-update={}", blocklist.to_string().replace(',', ",,"));
+    let mut rig = Rig::start(&qemu, &[filter_object("f0", "n1", "tx", &program, &options)]);
+    rig.send_all("f0", &sent);
+    assert_eq!(Counters::of(&mut rig.qmp, "f0").dropped, summary["dropped"].as_u64().unwrap());
+    rig.quit();
 }

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(20);
+/// How long to wait for QEMU before a test fails (QEMU under valgrind
+/// takes about 20 s to start).
+const WAIT: Duration = Duration::from_secs(90);
 
 /// The QEMU to test.
 fn qemu_binary() -> Option<PathBuf> {
@@ -883,4 +885,61 @@ fn map_update_over_qmp_changes_verdicts_as_replay_map_init_does() {
     rig.send_all("f0", &sent);
     assert_eq!(Counters::of(&mut rig.qmp, "f0").dropped, summary["dropped"].as_u64().unwrap());
     rig.quit();
+}
+
+/// valgrind's leak summary of a run: bytes definitely lost and the number
+/// of errors (invalid accesses, uses of uninitialised memory, and definite
+/// leaks).
+fn valgrind_summary(log: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(log).unwrap();
+    let number = |label: &str| {
+        let line = text.lines().find(|line| line.contains(label)).unwrap_or_else(|| panic!("{label} in:\n{text}"));
+        let field = line.split(label).nth(1).unwrap().split_whitespace().next().unwrap();
+        field.replace(',', "").parse::<u64>().unwrap()
+    };
+    let lost = if text.contains("definitely lost:") { number("definitely lost:") } else { 0 };
+    (lost, number("ERROR SUMMARY:"))
+}
+
+/// QEMU under valgrind, filtering the sample once and then ten times: no
+/// invalid access, and memory lost does not grow with the packets.
+#[test]
+fn no_per_packet_leak_or_invalid_access_under_valgrind() {
+    let Some(qemu) = qemu_binary() else { return };
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "valgrind is not installed; CI must install it");
+        let _ = writeln!(std::io::stderr(), "note: skipping: valgrind is not installed");
+        return;
+    }
+    let dir = common::scratch_dir("qemu", "no_per_packet_leak_or_invalid_access_under_valgrind");
+    let sent = frames(&common::sample("ethernet.pcap"));
+    let rfc = common::example("drop_1_1_1_1");
+    let mut summaries = Vec::new();
+    for rounds in [1, 10] {
+        let log = dir.join(format!("valgrind-{rounds}.log"));
+        let wrapper = dir.join(format!("qemu-{rounds}"));
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec valgrind --log-file={} --leak-check=full --errors-for-leak-kinds=definite {} \"$@\"\n",
+                log.display(),
+                qemu.display()
+            ),
+        )
+        .unwrap();
+        let mut permissions = std::fs::metadata(&wrapper).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&wrapper, permissions).unwrap();
+        let mut rig = Rig::start(&wrapper, &[filter_object("f0", "n1", "tx", &rfc, "")]);
+        for _ in 0..rounds {
+            rig.send_all("f0", &sent);
+        }
+        assert_eq!(Counters::of(&mut rig.qmp, "f0").seen(), (rounds * sent.len()) as u64);
+        rig.quit();
+        summaries.push(valgrind_summary(&log));
+    }
+    let (lost_once, errors_once) = summaries[0];
+    let (lost_ten_times, errors_ten_times) = summaries[1];
+    assert_eq!((errors_once, errors_ten_times), (0, 0), "valgrind errors; see {}", dir.display());
+    assert_eq!(lost_once, lost_ten_times, "memory lost grows with the packets");
 }

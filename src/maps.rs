@@ -86,6 +86,9 @@ pub const MAX_VALUE_SIZE: u32 = 1 << 20;
 /// Most bytes one map's storage may take, so that a hostile object cannot
 /// make the loader allocate without bound.
 pub const MAX_MAP_BYTES: u64 = 1 << 30;
+/// Most slots of a prog array (allocated up front, unlike values): far more
+/// than a dispatcher needs.
+pub const MAX_PROG_ARRAY_ENTRIES: u32 = 1 << 16;
 
 /// A map as an object declares it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,6 +171,27 @@ fn slot_size(value_size: usize, slots: usize) -> usize {
     if slots > 1 { rounded.next_power_of_two() } else { rounded }
 }
 
+/// `len` zeroed words from the allocator's zeroed memory, which the system
+/// provides page by page as it is first touched: a large map costs only
+/// what its entries use.
+fn zeroed<T: ZeroedWord>(len: usize) -> Box<[T]> {
+    let words = vec![0u64; len].into_boxed_slice();
+    // SAFETY: `T` is `UnsafeCell<u64>` or `AtomicU64`, both with the size,
+    // alignment (checked below) and bit validity of u64, for which zero is
+    // a valid value; the allocation's layout is unchanged.
+    unsafe { Box::from_raw(Box::into_raw(words) as *mut [T]) }
+}
+
+/// Words [`zeroed`] may create.
+trait ZeroedWord {}
+impl ZeroedWord for UnsafeCell<u64> {}
+impl ZeroedWord for AtomicU64 {}
+const _: () = assert!(
+    std::mem::align_of::<u64>() == std::mem::align_of::<AtomicU64>()
+        && std::mem::size_of::<u64>() == std::mem::size_of::<AtomicU64>()
+        && std::mem::align_of::<u64>() == std::mem::align_of::<UnsafeCell<u64>>()
+);
+
 /// `max_entries` slots of `slot` bytes each (see [`slot_size`]), 8-byte
 /// aligned, at a fixed address for the map's life. Programs write it
 /// through raw pointers from any thread.
@@ -181,8 +205,7 @@ struct Arena {
 impl Arena {
     fn new(value_size: usize, slots: usize) -> Arena {
         let slot = slot_size(value_size, slots);
-        let words = (0..(slot * slots / 8).max(1)).map(|_| UnsafeCell::new(0)).collect();
-        Arena { words, slot, value_size, slots }
+        Arena { words: zeroed((slot * slots / 8).max(1)), slot, value_size, slots }
     }
 
     fn addr(&self) -> u64 {
@@ -302,7 +325,35 @@ struct HashStore {
 
 struct HashIndex {
     slots: KeyMap,
-    free: Vec<u32>,
+    free: FreeSlots,
+}
+
+/// The slots not in use: those freed by deletes, then those never used
+/// (counted, not listed, so an empty map costs nothing per entry).
+struct FreeSlots {
+    freed: Vec<u32>,
+    never_used: u32,
+    capacity: u32,
+}
+
+impl FreeSlots {
+    fn new(capacity: u32) -> FreeSlots {
+        FreeSlots { freed: Vec::new(), never_used: 0, capacity }
+    }
+
+    fn pop(&mut self) -> Option<u32> {
+        self.freed.pop().or_else(|| {
+            let slot = self.never_used;
+            (slot < self.capacity).then(|| {
+                self.never_used += 1;
+                slot
+            })
+        })
+    }
+
+    fn push(&mut self, slot: u32) {
+        self.freed.push(slot);
+    }
 }
 
 /// An LPM trie as one hash table per prefix length, probed from the
@@ -315,7 +366,7 @@ struct LpmStore {
 
 struct LpmIndex {
     by_length: BTreeMap<u32, KeyMap>,
-    free: Vec<u32>,
+    free: FreeSlots,
 }
 
 /// A ring buffer: records reserved in order in a data area of
@@ -422,6 +473,9 @@ impl Map {
             MapType::Array | MapType::ProgArray if key_size != 4 => {
                 return Err(field("key_size", key_size, "an array's keys are 4-byte indexes"));
             }
+            MapType::ProgArray if entries > MAX_PROG_ARRAY_ENTRIES => {
+                return Err(field("max_entries", entries, "a prog array has at most 65536 slots"));
+            }
             MapType::ProgArray if value_size != 4 => {
                 return Err(field("value_size", value_size, "a prog array's values are 4-byte program ids"));
             }
@@ -471,14 +525,14 @@ impl Map {
                 arena: Arena::new(value_size as usize, entries_usize),
                 index: RwLock::new(HashIndex {
                     slots: HashMap::with_hasher(KeyHashBuilder::new()),
-                    free: (0..entries).rev().collect(),
+                    free: FreeSlots::new(entries),
                 }),
-                last_use: (map_type == MapType::LruHash).then(|| (0..entries).map(|_| AtomicU64::new(0)).collect()),
+                last_use: (map_type == MapType::LruHash).then(|| zeroed(entries_usize)),
                 clock: AtomicU64::new(0),
             }),
             MapType::LpmTrie => Storage::Lpm(LpmStore {
                 arena: Arena::new(value_size as usize, entries_usize),
-                index: RwLock::new(LpmIndex { by_length: BTreeMap::new(), free: (0..entries).rev().collect() }),
+                index: RwLock::new(LpmIndex { by_length: BTreeMap::new(), free: FreeSlots::new(entries) }),
             }),
             MapType::ProgArray => Storage::ProgArray(RwLock::new(vec![None; entries_usize])),
             MapType::Queue | MapType::Stack => Storage::Queue(Mutex::new(VecDeque::new())),
@@ -766,12 +820,28 @@ impl Map {
     }
 
     /// The key after `key` in the order of [`Map::keys`], or the first key
-    /// when `key` is `None` or absent (as `bpf_map_get_next_key`).
+    /// when `key` is `None` or absent (as `bpf_map_get_next_key`). Arrays
+    /// answer at once; hash maps with one pass over their keys.
     pub fn next_key(&self, key: Option<&[u8]>) -> Option<Vec<u8>> {
-        let keys = self.keys();
-        match key.and_then(|key| keys.iter().position(|candidate| candidate == key)) {
-            Some(position) => keys.get(position + 1).cloned(),
-            None => keys.first().cloned(),
+        match &self.storage {
+            Storage::Array(_) => {
+                let index = key.and_then(|key| <[u8; 4]>::try_from(key).ok()).map(u32::from_ne_bytes);
+                let next = index.filter(|&index| index < self.def.max_entries).map_or(0, |index| index + 1);
+                (next < self.def.max_entries).then(|| next.to_ne_bytes().to_vec())
+            }
+            Storage::Hash(store) => {
+                let index = read(&store.index);
+                let after = key.filter(|key| index.slots.contains_key(*key));
+                let later = index.slots.keys().filter(|candidate| after.is_none_or(|key| &candidate[..] > key));
+                later.min().map(|key| key.to_vec())
+            }
+            _ => {
+                let keys = self.keys();
+                match key.and_then(|key| keys.iter().position(|candidate| candidate == key)) {
+                    Some(position) => keys.get(position + 1).cloned(),
+                    None => keys.first().cloned(),
+                }
+            }
         }
     }
 

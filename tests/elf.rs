@@ -114,7 +114,6 @@ fn every_truncation_is_an_error() {
 
 #[test]
 fn corrupted_bytes_never_panic() {
-    let object = read("examples/calls_rodata.o");
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let mut next = || {
         state ^= state << 13;
@@ -122,16 +121,30 @@ fn corrupted_bytes_never_panic() {
         state ^= state << 17;
         state
     };
-    for _ in 0..3000 {
-        let mut corrupted = object.clone();
-        for _ in 0..1 + next() % 4 {
-            let at = (next() % corrupted.len() as u64) as usize;
-            corrupted[at] = next() as u8;
+    // Data and calls; then maps (BTF, legacy, a prog array, a ring buffer).
+    for path in ["examples/calls_rodata.o", "tests/fixtures/maps.o", "examples/dispatcher.o"] {
+        let object = read(path);
+        for _ in 0..2000 {
+            let mut corrupted = object.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % corrupted.len() as u64) as usize;
+                corrupted[at] = next() as u8;
+            }
+            // Any result will do, but it must be a result.
+            let _ = elf::load(&corrupted, None, &Helpers::new());
+            let _ = elf::inspect(&corrupted);
+            let _ = Program::from_elf(&corrupted, None, &Helpers::linux(), &Config::default());
         }
-        // Any result will do, but it must be a result.
-        let _ = elf::load(&corrupted, None, &Helpers::new());
-        let _ = elf::inspect(&corrupted);
     }
+}
+
+#[test]
+fn corrupt_btf_is_an_error_naming_the_section() {
+    let mut object = read("tests/fixtures/maps.o");
+    let btf = section_offset(&object, ".BTF");
+    object[btf] ^= 0xff;
+    let error = elf::load(&object, None, &Helpers::new()).unwrap_err();
+    assert!(matches!(error, ElfError::BadBtf { offset: 0, .. }), "{error}");
 }
 
 #[test]

@@ -538,3 +538,40 @@ fn a_new_program_takes_over_maps_of_the_same_name_and_shape() {
     let fresh = Program::from_image(image, &Helpers::linux(), &config).unwrap();
     assert!(!Arc::ptr_eq(old.map("counters").unwrap(), fresh.map("counters").unwrap()));
 }
+
+#[test]
+fn the_host_drains_a_ring_buffer_while_programs_fill_it() {
+    let program = Arc::new(load(&fixture(), "report"));
+    let jit = Arc::new(JitProgram::compile(program.clone()).unwrap());
+    let ring = program.map("events").unwrap().clone();
+    let workers: Vec<_> = (0..2u8)
+        .map(|worker| {
+            let jit = jit.clone();
+            std::thread::spawn(move || {
+                // Records each run submitted: 2, 1 (the output found the
+                // buffer full) or 0 (so did the reserve).
+                let mut submitted = 0u64;
+                for _ in 0..5_000 {
+                    submitted += match jit.execute(&mut [worker; 9]).unwrap() as i32 {
+                        0 => 2,
+                        -1 => 0,
+                        _ => 1,
+                    };
+                }
+                submitted
+            })
+        })
+        .collect();
+    let mut drained = Vec::new();
+    while workers.iter().any(|worker| !worker.is_finished()) {
+        drained.extend(ring.ringbuf_drain().unwrap());
+    }
+    let submitted: u64 = workers.into_iter().map(|worker| worker.join().unwrap()).sum();
+    drained.extend(ring.ringbuf_drain().unwrap());
+    assert_eq!(drained.len() as u64, submitted);
+    // Every record whole: 8 bytes of one worker's packet, or its first 4.
+    for record in &drained {
+        assert!(record.len() == 8 || record.len() == 4, "{record:?}");
+        assert!(record.iter().all(|&byte| byte == record[0]) && record[0] < 2, "{record:?}");
+    }
+}

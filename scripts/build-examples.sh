@@ -47,6 +47,10 @@ for source in examples/*.c tests/fixtures/*.c; do
     # wherever the checkout is.
     extra=()
     if grep -q '#include <bpf/' "$source"; then
+        if [ ! -f /usr/include/bpf/bpf_helpers.h ]; then
+            echo "$source includes libbpf's headers: install libbpf-dev (apt-get install libbpf-dev)" >&2
+            exit 1
+        fi
         extra=("${libbpf_flags[@]}")
     fi
     "$clang" "${flags[@]}" "${extra[@]}" -c "$source" -o "$out_dir/$object"

@@ -313,19 +313,26 @@ impl std::hash::Hasher for KeyHasher {
 
 type KeyMap = HashMap<Box<[u8]>, u32, KeyHashBuilder>;
 
-/// Hash keys to slots; with `lru`, the least recently used key makes room
-/// when the map is full.
+/// Hash keys to slots. In an LRU map, a key not used lately makes room when
+/// the map is full, chosen by the CLOCK algorithm (an approximation of least
+/// recently used, as the kernel's LRU is one): each slot has a bit set when
+/// it is used; a hand sweeps the slots, clearing bits, and takes the first
+/// slot whose bit is clear. Eviction costs O(1) amortised, so traffic from
+/// ever new sources cannot make each insert scan the map.
 struct HashStore {
     arena: Arena,
     index: RwLock<HashIndex>,
-    /// Per slot, the tick of its last use (LRU maps only).
-    last_use: Option<Box<[AtomicU64]>>,
-    clock: AtomicU64,
+    /// Per slot, 1 when used since the hand last passed (LRU maps only).
+    referenced: Option<Box<[AtomicU64]>>,
 }
 
 struct HashIndex {
     slots: KeyMap,
     free: FreeSlots,
+    /// LRU maps: the key in each slot ever used, by slot (a deleted slot's
+    /// stays until the slot is reused), and where the hand is.
+    lru_keys: Vec<Box<[u8]>>,
+    hand: usize,
 }
 
 /// The slots not in use: those freed by deletes, then those never used
@@ -526,9 +533,10 @@ impl Map {
                 index: RwLock::new(HashIndex {
                     slots: HashMap::with_hasher(KeyHashBuilder::new()),
                     free: FreeSlots::new(entries),
+                    lru_keys: Vec::new(),
+                    hand: 0,
                 }),
-                last_use: (map_type == MapType::LruHash).then(|| zeroed(entries_usize)),
-                clock: AtomicU64::new(0),
+                referenced: (map_type == MapType::LruHash).then(|| zeroed(entries_usize)),
             }),
             MapType::LpmTrie => Storage::Lpm(LpmStore {
                 arena: Arena::new(value_size as usize, entries_usize),
@@ -647,9 +655,7 @@ impl Map {
                 self.check_key(key)?;
                 let index = read(&store.index);
                 let Some(&slot) = index.slots.get(key) else { return Ok(None) };
-                if let Some(last_use) = &store.last_use {
-                    last_use[slot as usize].store(store.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-                }
+                store.touch(slot);
                 Ok(Some(store.arena.slot_addr(slot as usize)))
             }
             Storage::Lpm(store) => {
@@ -719,7 +725,14 @@ impl Map {
                     None => store.evict(&mut index).ok_or(MapOpError::Full)?,
                 };
                 store.arena.write(slot as usize, value);
-                store.touch(slot);
+                if store.referenced.is_some() {
+                    // New keys start unused: the hand, just past this slot
+                    // when it was evicted, gives them a whole sweep.
+                    match index.lru_keys.get_mut(slot as usize) {
+                        Some(old) => *old = key.into(),
+                        None => index.lru_keys.push(key.into()),
+                    }
+                }
                 index.slots.insert(key.into(), slot);
                 Ok(())
             }
@@ -1017,22 +1030,32 @@ impl Map {
 }
 
 impl HashStore {
+    /// Marks `slot` used (LRU maps); a read first, so that a slot in use
+    /// stays in the cache of every thread that uses it.
     fn touch(&self, slot: u32) {
-        if let Some(last_use) = &self.last_use {
-            last_use[slot as usize].store(self.clock.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+        if let Some(bit) = self.referenced.as_ref().map(|referenced| &referenced[slot as usize]) {
+            if bit.load(Ordering::Relaxed) == 0 {
+                bit.store(1, Ordering::Relaxed);
+            }
         }
     }
 
-    /// Frees the least recently used slot of an LRU map (a scan of every
-    /// slot: eviction happens only on inserting into a full map).
+    /// Frees a slot of a full LRU map: the first the hand finds unused
+    /// since it last passed. Nothing sets bits meanwhile (lookups need the
+    /// read lock), so two sweeps at most.
     fn evict(&self, index: &mut HashIndex) -> Option<u32> {
-        let last_use = self.last_use.as_ref()?;
-        let (key, &slot) =
-            index.slots.iter().min_by_key(|&(_, &slot)| last_use[slot as usize].load(Ordering::Relaxed))?;
-        let key = key.clone();
-        index.slots.remove(&key);
-        self.arena.clear(slot as usize);
-        Some(slot)
+        let referenced = self.referenced.as_ref()?;
+        let used = index.lru_keys.len();
+        for _ in 0..=2 * used {
+            let slot = index.hand % used;
+            index.hand = (slot + 1) % used;
+            if referenced[slot].swap(0, Ordering::Relaxed) == 0 {
+                index.slots.remove(&index.lru_keys[slot]);
+                self.arena.clear(slot);
+                return Some(slot as u32);
+            }
+        }
+        None
     }
 }
 
@@ -1168,6 +1191,20 @@ mod tests {
         lru.lookup_addr(b"a").unwrap();
         lru.update(b"c", b"3", BPF_ANY).unwrap();
         assert_eq!(lru.keys(), vec![b"a".to_vec(), b"c".to_vec()]);
+    }
+
+    #[test]
+    fn lru_keeps_a_key_in_use_through_churn() {
+        let lru = map(MapType::LruHash, 4, 1, 4, 0);
+        lru.update(b"hot!", b"h", BPF_ANY).unwrap();
+        for cold in 0..100u32 {
+            lru.lookup_addr(b"hot!").unwrap().expect("the key in use stays");
+            lru.update(&cold.to_ne_bytes(), b"c", BPF_ANY).unwrap();
+            assert_eq!(lru.keys().len(), 4.min(cold as usize + 2));
+        }
+        // The newest key is there too; the others made room.
+        assert!(lru.lookup(&99u32.to_ne_bytes()).unwrap().is_some());
+        assert!(lru.lookup(&0u32.to_ne_bytes()).unwrap().is_none());
     }
 
     fn lpm_key(length: u32, address: [u8; 4]) -> Vec<u8> {

@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use qemu_ubpf::helpers::builtin;
+use qemu_ubpf::interp;
 use qemu_ubpf::isa::{self, Insn};
 use qemu_ubpf::jit::JitProgram;
 use qemu_ubpf::maps::{BPF_ANY, Map, MapDef, MapType};
@@ -35,11 +36,13 @@ impl Engine {
         [Engine::Interp(load(object, name)), Engine::Jit(JitProgram::compile(Arc::new(load(object, name))).unwrap())]
     }
 
-    fn run(&self, packet: &[u8]) -> Result<u64, qemu_ubpf::ExecError> {
+    /// The result of a run over `packet`, and how many instructions ran
+    /// (over a whole tail-call chain).
+    fn run(&self, packet: &[u8]) -> (Result<u64, qemu_ubpf::ExecError>, u64) {
         let mut packet = packet.to_vec();
         match self {
-            Engine::Interp(program) => program.execute(&mut packet),
-            Engine::Jit(jit) => jit.execute(&mut packet),
+            Engine::Interp(program) => interp::execute_counted(program, &mut packet),
+            Engine::Jit(jit) => jit.execute_counted(&mut packet),
         }
     }
 
@@ -84,9 +87,10 @@ fn agree(object: &[u8], name: &str, packets: &[&[u8]]) -> (Vec<Result<u64, qemu_
     let [interp, jit] = Engine::both(object, name);
     let mut results = Vec::new();
     for packet in packets {
-        let expected = interp.run(packet);
-        let actual = jit.run(packet);
+        let (expected, interpreted) = interp.run(packet);
+        let (actual, compiled) = jit.run(packet);
         assert_eq!(relative(&actual, jit.program()), relative(&expected, interp.program()), "{name} over {packet:?}");
+        assert_eq!(compiled, interpreted, "{name} over {packet:?}: instructions executed");
         results.push(expected);
     }
     for (left, right) in interp.program().maps().iter().zip(jit.program().maps()) {
@@ -161,8 +165,8 @@ fn queue_ring_buffer_and_checksum() {
     assert_eq!(results, [Ok(3), Ok(5)]);
     let [interp, jit] = Engine::both(&object, "report");
     for engine in [&interp, &jit] {
-        assert_eq!(engine.run(&[1, 2, 3, 4, 5, 6, 7, 8, 9]), Ok(0));
-        assert_eq!(engine.run(&[0xaa, 0xbb]), Ok(0));
+        assert_eq!(engine.run(&[1, 2, 3, 4, 5, 6, 7, 8, 9]).0, Ok(0));
+        assert_eq!(engine.run(&[0xaa, 0xbb]).0, Ok(0));
         let records = engine.map("events").ringbuf_drain().unwrap();
         assert_eq!(
             records,
@@ -257,9 +261,11 @@ fn lddw_map(dst: u8, src: u8, index: i32, offset: i32) -> [Insn; 2] {
 /// Runs `program` in both engines over `input`, which must agree.
 fn both(program: Program, input: &[u8]) -> Result<u64, qemu_ubpf::ExecError> {
     let program = Arc::new(program);
-    let expected = program.execute(&mut input.to_vec());
+    let (expected, interpreted) = interp::execute_counted(&program, &mut input.to_vec());
     let jit = JitProgram::compile(program).unwrap();
-    assert_eq!(jit.execute(&mut input.to_vec()), expected);
+    let (actual, compiled) = jit.execute_counted(&mut input.to_vec());
+    assert_eq!(actual, expected);
+    assert_eq!(compiled, interpreted, "instructions executed");
     expected
 }
 
@@ -490,9 +496,10 @@ fn jit_agrees_with_interpreter_on_random_map_programs() {
         let jit = JitProgram::compile(compiled.clone()).unwrap();
         // Three runs each, so that later runs see what earlier ones stored.
         for run in 0..3 {
-            let expected = interp.execute(&mut []);
-            let actual = jit.execute(&mut []);
+            let (expected, interpreted) = interp::execute_counted(&interp, &mut []);
+            let (actual, executed) = jit.execute_counted(&mut []);
             assert_eq!(relative(&actual, &compiled), relative(&expected, &interp), "seed {seed}, run {run}: {insns:?}");
+            assert_eq!(executed, interpreted, "seed {seed}, run {run}: instructions executed");
             let name = match &expected {
                 Ok(_) => "returned",
                 Err(error) => match error.kind {

@@ -690,7 +690,9 @@ impl Map {
     }
 
     /// Stores `value` under `key`; `flags` is `BPF_ANY`, `BPF_NOEXIST` or
-    /// `BPF_EXIST`.
+    /// `BPF_EXIST`. A prog array takes programs through
+    /// [`Map::set_program`] instead, a queue or stack values through
+    /// [`Map::push`].
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapOpError> {
         if flags > BPF_EXIST {
             return Err(MapOpError::Invalid("flags must be BPF_ANY, BPF_NOEXIST or BPF_EXIST"));
@@ -757,9 +759,6 @@ impl Map {
                 store.arena.write(slot as usize, value);
                 index.by_length.entry(length).or_default().insert(masked.into(), slot);
                 Ok(())
-            }
-            Storage::ProgArray(_) => {
-                Err(MapOpError::NotSupported("prog array through update (use set_program, as the value is a program)"))
             }
             _ => Err(MapOpError::NotSupported(self.map_type.name())),
         }

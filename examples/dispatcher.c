@@ -11,6 +11,8 @@
  * The entry is "dispatch" (replay --program dispatch; ubpf_load_elf_ex()
  * with "dispatch"): clang places the handlers' sections first. The program
  * sees the packet from its IPv4 header on (ip-mode=on).
+ *
+ * Try it: qemu-ubpf replay examples/dispatcher.o CAPTURE --program dispatch --maps
  */
 
 #include <linux/bpf.h>

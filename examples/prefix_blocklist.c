@@ -5,6 +5,10 @@
  * per reason in an array.
  *
  * The program sees the packet from its IPv4 header on (ip-mode=on).
+ *
+ * Try it, with the sample list examples/prefix_blocklist.json:
+ *   qemu-ubpf replay examples/prefix_blocklist.o CAPTURE \
+ *       --map-init examples/prefix_blocklist.json --maps
  */
 
 #include <linux/bpf.h>

@@ -5,6 +5,8 @@
  *
  * The program sees the packet from its IPv4 header on (ip-mode=on): r1 = the
  * header, r2 = the captured length from there.
+ *
+ * Try it: qemu-ubpf replay examples/proto_counters.o CAPTURE --maps
  */
 
 #include <linux/bpf.h>

@@ -6,6 +6,8 @@
  * seen in it. Everything else passes.
  *
  * The program sees the packet from its IPv4 header on (ip-mode=on).
+ *
+ * Try it: qemu-ubpf replay examples/syn_limiter.o CAPTURE --maps
  */
 
 #include <linux/bpf.h>

@@ -4,6 +4,8 @@
  * Every packet passes.
  *
  * The program sees the packet from its IPv4 header on (ip-mode=on).
+ *
+ * Try it: qemu-ubpf replay examples/top_talkers.o CAPTURE --maps
  */
 
 #include <linux/bpf.h>

@@ -693,6 +693,19 @@ mod map_examples {
     }
 
     #[test]
+    fn the_sample_blocklist_fills_the_example() {
+        let sample = super::root().join("examples/prefix_blocklist.json");
+        let (capture, object) = (super::sample("ethernet.pcap"), example("prefix_blocklist"));
+        let args = ["replay", path(&object), path(&capture), "--json", "--maps", "--map-init"];
+        let output = Command::new(env!("CARGO_BIN_EXE_qemu-ubpf")).args(args).arg(&sample).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let maps = json["maps"].as_array().unwrap();
+        let blocklist = maps.iter().find(|map| map["name"] == "blocklist").unwrap();
+        assert_eq!(blocklist["entries"].as_array().unwrap().len(), 4);
+    }
+
+    #[test]
     fn inspect_lists_maps_and_a_bad_init_file_is_named() {
         let output = Command::new(env!("CARGO_BIN_EXE_qemu-ubpf"))
             .args(["inspect", path(&example("dispatcher"))])

@@ -14,7 +14,6 @@
 //! behind locks, and value bytes are copied with plain loads and stores
 //! (concurrent writers of one value may tear it, as in the kernel).
 
-use std::cell::UnsafeCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
@@ -22,6 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use crate::program::{DataSection, Program, Region};
 
 pub mod json;
+mod storage;
+
+use storage::{Arena, FreeSlots, KeyHashBuilder, KeyMap, slot_size, zeroed};
 
 /// Map types, numbered as Linux's `enum bpf_map_type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -162,157 +164,6 @@ impl MapOpError {
     }
 }
 
-/// The distance between values: a power of two, so that the bounds check
-/// of an access through a value pointer (which slot, how far into it) is a
-/// mask, in the JIT's code too; at most twice the value size. A lone value
-/// needs only rounding to 8.
-fn slot_size(value_size: usize, slots: usize) -> usize {
-    let rounded = value_size.div_ceil(8) * 8;
-    if slots > 1 { rounded.next_power_of_two() } else { rounded }
-}
-
-/// `len` zeroed words from the allocator's zeroed memory, which the system
-/// provides page by page as it is first touched: a large map costs only
-/// what its entries use.
-fn zeroed<T: ZeroedWord>(len: usize) -> Box<[T]> {
-    let words = vec![0u64; len].into_boxed_slice();
-    // SAFETY: `T` is `UnsafeCell<u64>` or `AtomicU64`, both with the size,
-    // alignment (checked below) and bit validity of u64, for which zero is
-    // a valid value; the allocation's layout is unchanged.
-    unsafe { Box::from_raw(Box::into_raw(words) as *mut [T]) }
-}
-
-/// Words [`zeroed`] may create.
-trait ZeroedWord {}
-impl ZeroedWord for UnsafeCell<u64> {}
-impl ZeroedWord for AtomicU64 {}
-const _: () = assert!(
-    std::mem::align_of::<u64>() == std::mem::align_of::<AtomicU64>()
-        && std::mem::size_of::<u64>() == std::mem::size_of::<AtomicU64>()
-        && std::mem::align_of::<u64>() == std::mem::align_of::<UnsafeCell<u64>>()
-);
-
-/// `max_entries` slots of `slot` bytes each (see [`slot_size`]), 8-byte
-/// aligned, at a fixed address for the map's life. Programs write it
-/// through raw pointers from any thread.
-struct Arena {
-    words: Box<[UnsafeCell<u64>]>,
-    slot: usize,
-    value_size: usize,
-    slots: usize,
-}
-
-impl Arena {
-    fn new(value_size: usize, slots: usize) -> Arena {
-        let slot = slot_size(value_size, slots);
-        Arena { words: zeroed((slot * slots / 8).max(1)), slot, value_size, slots }
-    }
-
-    fn addr(&self) -> u64 {
-        UnsafeCell::raw_get(self.words.as_ptr()) as u64
-    }
-
-    fn len(&self) -> usize {
-        self.slot * self.slots
-    }
-
-    fn slot_addr(&self, index: usize) -> u64 {
-        debug_assert!(index < self.slots);
-        self.addr() + (index * self.slot) as u64
-    }
-
-    fn read(&self, index: usize) -> Vec<u8> {
-        let mut value = vec![0; self.value_size];
-        // SAFETY: slot `index` holds `value_size` bytes inside the arena; a
-        // concurrent writer can only tear the copy.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.slot_addr(index) as *const u8, value.as_mut_ptr(), self.value_size)
-        };
-        value
-    }
-
-    fn write(&self, index: usize, value: &[u8]) {
-        debug_assert_eq!(value.len(), self.value_size);
-        // SAFETY: as in `read`; `value` is a distinct allocation.
-        unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), self.slot_addr(index) as *mut u8, self.value_size) };
-    }
-
-    fn clear(&self, index: usize) {
-        // SAFETY: as in `read`.
-        unsafe { std::ptr::write_bytes(self.slot_addr(index) as *mut u8, 0, self.slot) };
-    }
-}
-
-/// Hashes keys for the maps' tables: a 64-bit mix (murmur3's finaliser)
-/// per 8 bytes, from a random seed per table. Keys come from packets, so
-/// an attacker must not be able to make them collide: with the seed
-/// unknown and every bit of a word mixed into every bit of the hash, keys
-/// cannot be chosen to share buckets. Several times faster than SipHash for
-/// the short keys of packet filters.
-#[derive(Clone, Copy)]
-struct KeyHashBuilder {
-    seed: u64,
-}
-
-impl KeyHashBuilder {
-    fn new() -> KeyHashBuilder {
-        // std's RandomState is seeded from the OS's randomness.
-        KeyHashBuilder { seed: std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u64) }
-    }
-}
-
-impl Default for KeyHashBuilder {
-    fn default() -> KeyHashBuilder {
-        KeyHashBuilder::new()
-    }
-}
-
-impl std::hash::BuildHasher for KeyHashBuilder {
-    type Hasher = KeyHasher;
-
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher { state: self.seed }
-    }
-}
-
-struct KeyHasher {
-    state: u64,
-}
-
-fn mix(mut x: u64) -> u64 {
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
-
-impl std::hash::Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            self.state = mix(self.state ^ u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            // The length keeps a short tail apart from one padded with zeros.
-            self.state = mix(self.state ^ u64::from_le_bytes(word) ^ (rest.len() as u64) << 59);
-        }
-    }
-
-    fn write_usize(&mut self, value: usize) {
-        self.state = mix(self.state ^ value as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.state
-    }
-}
-
-type KeyMap = HashMap<Box<[u8]>, u32, KeyHashBuilder>;
-
 /// Hash keys to slots. In an LRU map, a key not used lately makes room when
 /// the map is full, chosen by the CLOCK algorithm (an approximation of least
 /// recently used, as the kernel's LRU is one): each slot has a bit set when
@@ -333,34 +184,6 @@ struct HashIndex {
     /// stays until the slot is reused), and where the hand is.
     lru_keys: Vec<Box<[u8]>>,
     hand: usize,
-}
-
-/// The slots not in use: those freed by deletes, then those never used
-/// (counted, not listed, so an empty map costs nothing per entry).
-struct FreeSlots {
-    freed: Vec<u32>,
-    never_used: u32,
-    capacity: u32,
-}
-
-impl FreeSlots {
-    fn new(capacity: u32) -> FreeSlots {
-        FreeSlots { freed: Vec::new(), never_used: 0, capacity }
-    }
-
-    fn pop(&mut self) -> Option<u32> {
-        self.freed.pop().or_else(|| {
-            let slot = self.never_used;
-            (slot < self.capacity).then(|| {
-                self.never_used += 1;
-                slot
-            })
-        })
-    }
-
-    fn push(&mut self, slot: u32) {
-        self.freed.push(slot);
-    }
 }
 
 /// An LPM trie as one hash table per prefix length, probed from the

@@ -80,6 +80,21 @@ static void counters(const char *root)
     CHECK(ubpf_map_info(map, &info) == 0);
     CHECK(info.map_type == 2 && info.key_size == 4 && info.value_size == 16 && info.max_entries == 256);
     CHECK(ubpf_map_get(vm, "no such map") == NULL);
+    CHECK(ubpf_map_count(vm) == 1);
+    struct ubpf_map *first = ubpf_map_get_by_index(vm, 0);
+    CHECK(first != NULL && strcmp(ubpf_map_name(first), "counters") == 0);
+    ubpf_map_release(first);
+    CHECK(ubpf_map_get_by_index(vm, 1) == NULL);
+
+    /* Misuse fails with -EINVAL, never a crash. */
+    uint8_t scratch[16];
+    CHECK(ubpf_ringbuf_read(map, scratch, sizeof scratch, NULL) == -EINVAL);
+    CHECK(ubpf_map_info(NULL, &info) == -EINVAL && ubpf_map_info(map, NULL) == -EINVAL);
+    CHECK(ubpf_map_lookup(NULL, scratch, 4, scratch, 16) == -EINVAL);
+    CHECK(ubpf_map_lookup(map, NULL, 4, scratch, 16) == -EINVAL);
+    CHECK(ubpf_map_next_key(map, NULL, scratch, 8) == -EINVAL);
+    CHECK(ubpf_map_name(NULL) == NULL);
+    ubpf_map_release(NULL);
 
     char *errmsg = NULL;
     struct runner runner = {vm, ubpf_compile(vm, &errmsg), 0};

@@ -126,7 +126,7 @@ fn btf_and_legacy_maps_are_read_from_the_object() {
     assert_eq!(jumps.initial_programs, [(0, "chain".to_owned())]);
     let object = Object::load(&fixture(), &Helpers::linux(), &Config::default()).unwrap();
     let names: Vec<_> = object.program_names().map(|(function, _)| function).collect();
-    assert_eq!(names, ["chain", "count", "forget", "fifo", "report", "checksum", "overrun"]);
+    assert_eq!(names, ["chain", "count", "forget", "fifo", "report", "checksum", "overrun", "printk4"]);
     let data: Vec<_> = object.maps().iter().skip(5).map(|map| map.name().to_owned()).collect();
     assert_eq!(data, [".bss", ".rodata"]);
 }
@@ -342,11 +342,14 @@ impl log::Log for Capture {
 static CAPTURE: Capture = Capture(Mutex::new(Vec::new()));
 
 #[test]
-fn trace_printk_goes_to_the_log() {
+fn trace_printk_and_vprintk_go_to_the_log() {
     log::set_logger(&CAPTURE).unwrap();
     log::set_max_level(log::LevelFilter::Info);
     load(&fixture(), "count").execute(&mut [1, 2, 3]).unwrap();
-    assert!(CAPTURE.0.lock().unwrap().contains(&"packet of 3 bytes".to_owned()));
+    load(&fixture(), "printk4").execute(&mut [1, 2, 3]).unwrap();
+    let lines = CAPTURE.0.lock().unwrap();
+    assert!(lines.contains(&"packet of 3 bytes".to_owned()), "{lines:?}");
+    assert!(lines.contains(&"3 bytes: 1 2 3".to_owned()), "bpf_trace_vprintk: {lines:?}");
 }
 
 #[test]

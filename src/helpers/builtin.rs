@@ -45,6 +45,7 @@ pub const RINGBUF_RESERVE: u32 = 131;
 pub const RINGBUF_SUBMIT: u32 = 132;
 pub const RINGBUF_DISCARD: u32 = 133;
 pub const RINGBUF_QUERY: u32 = 134;
+pub const TRACE_VPRINTK: u32 = 177;
 
 /// Tail calls one run may make, as Linux's `MAX_TAIL_CALL_CNT`: the 34th
 /// fails (returns an error to the program, which goes on).
@@ -54,6 +55,8 @@ pub const MAX_TAIL_CALLS: u32 = 33;
 const MAX_CSUM_DIFF: u64 = 512;
 /// Most bytes of a `trace_printk` format or `%s` argument read.
 const MAX_PRINTK: u64 = 1024;
+/// Most arguments of `trace_vprintk` (Linux's `MAX_BPF_FUNC_VARARGS`).
+const MAX_PRINTK_ARGS: usize = 12;
 
 /// Every built-in: index, name (as `bpf_helper_defs.h` names it, for
 /// objects that call helpers by name), function, and whether it may stop
@@ -78,6 +81,7 @@ pub const BUILTINS: &[(u32, &str, HelperFn, bool)] = &[
     (RINGBUF_SUBMIT,       "bpf_ringbuf_submit",       ringbuf_submit,       true),
     (RINGBUF_DISCARD,      "bpf_ringbuf_discard",      ringbuf_discard,      true),
     (RINGBUF_QUERY,        "bpf_ringbuf_query",        ringbuf_query,        true),
+    (TRACE_VPRINTK,        "bpf_trace_vprintk",        trace_vprintk,        true),
 ];
 
 /// The name of built-in helper `index`, for messages.
@@ -458,29 +462,47 @@ extern "C" fn csum_diff(from: u64, from_size: u64, to: u64, to_size: u64, seed: 
 }
 
 extern "C" fn trace_printk(format: u64, format_size: u64, a: u64, b: u64, c: u64) -> u64 {
+    with_state(|state| trace(state, TRACE_PRINTK, format, format_size, &[a, b, c]))
+}
+
+/// `bpf_trace_vprintk` (what libbpf's `bpf_printk` calls with more than
+/// three arguments): the arguments are `data_len / 8` u64s at `data`.
+extern "C" fn trace_vprintk(format: u64, format_size: u64, data: u64, data_len: u64, _: u64) -> u64 {
     with_state(|state| {
-        if format_size == 0 || format_size > MAX_PRINTK {
+        if data_len % 8 != 0 || data_len > 8 * MAX_PRINTK_ARGS as u64 {
             return Ok(errno(libc::EINVAL));
         }
-        let format = state.read(TRACE_PRINTK, format, format_size)?;
-        let Some(end) = format.iter().position(|&byte| byte == 0) else {
-            return Err(ExecErrorKind::HelperArgument {
-                helper: TRACE_PRINTK,
-                what: "the format string has no NUL within its size".into(),
-            });
-        };
-        let text = printk(state, &format[..end], [a, b, c])?;
-        log::info!(target: "bpf_trace_printk", "{}", text.trim_end_matches('\n'));
-        Ok(text.len() as u64)
+        let data = state.read(TRACE_VPRINTK, data, data_len)?;
+        let args: Vec<u64> =
+            data.chunks_exact(8).map(|arg| u64::from_ne_bytes(arg.try_into().expect("8-byte chunks"))).collect();
+        trace(state, TRACE_VPRINTK, format, format_size, &args)
     })
 }
 
+/// Formats the NUL-terminated `format` (at most `format_size` bytes, in
+/// the program's memory) with `args` and logs it; returns its length.
+fn trace(state: &RunState, helper: u32, format: u64, format_size: u64, args: &[u64]) -> Result<u64, ExecErrorKind> {
+    if format_size == 0 || format_size > MAX_PRINTK {
+        return Ok(errno(libc::EINVAL));
+    }
+    let format = state.read(helper, format, format_size)?;
+    let Some(end) = format.iter().position(|&byte| byte == 0) else {
+        return Err(ExecErrorKind::HelperArgument {
+            helper,
+            what: "the format string has no NUL within its size".into(),
+        });
+    };
+    let text = printk(state, helper, &format[..end], args)?;
+    log::info!(target: "bpf_trace_printk", "{}", text.trim_end_matches('\n'));
+    Ok(text.len() as u64)
+}
+
 /// Formats like Linux's `bpf_trace_printk`: `%d %i %u %x %X %c %p %s %%`
-/// with `l`/`ll` sizes, at most three arguments.
-fn printk(state: &RunState, format: &[u8], args: [u64; 3]) -> Result<String, ExecErrorKind> {
-    let bad = |what: &str| ExecErrorKind::HelperArgument { helper: TRACE_PRINTK, what: what.into() };
+/// with `l`/`ll` sizes, one argument of `args` per conversion.
+fn printk(state: &RunState, helper: u32, format: &[u8], args: &[u64]) -> Result<String, ExecErrorKind> {
+    let bad = |what: &str| ExecErrorKind::HelperArgument { helper, what: what.into() };
     let mut out = String::new();
-    let mut args = args.into_iter();
+    let mut args = args.iter().copied();
     let mut bytes = format.iter().copied().peekable();
     while let Some(byte) = bytes.next() {
         if byte != b'%' {
@@ -496,7 +518,7 @@ fn printk(state: &RunState, format: &[u8], args: [u64; 3]) -> Result<String, Exe
             out.push('%');
             continue;
         }
-        let arg = args.next().ok_or_else(|| bad("more than three conversions"))?;
+        let arg = args.next().ok_or_else(|| bad("more conversions than arguments"))?;
         let narrow = long == 0;
         match conversion {
             b'd' | b'i' if narrow => out.push_str(&(arg as i32).to_string()),
@@ -512,7 +534,7 @@ fn printk(state: &RunState, format: &[u8], args: [u64; 3]) -> Result<String, Exe
             b's' => {
                 let mut text = Vec::new();
                 for offset in 0..MAX_PRINTK {
-                    let byte = state.read(TRACE_PRINTK, arg.wrapping_add(offset), 1)?[0];
+                    let byte = state.read(helper, arg.wrapping_add(offset), 1)?[0];
                     if byte == 0 {
                         break;
                     }

@@ -943,3 +943,80 @@ fn no_per_packet_leak_or_invalid_access_under_valgrind() {
     assert_eq!((errors_once, errors_ten_times), (0, 0), "valgrind errors; see {}", dir.display());
     assert_eq!(lost_once, lost_ten_times, "memory lost grows with the packets");
 }
+
+/// A map example in QEMU and in replay over the sample: the same frames
+/// pass, the counters agree and the maps hold the same entries.
+fn map_example_like_replay(test: &str, name: &str, qemu_options: &str, replay_options: &[&str]) {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", test);
+    let program = common::example(name);
+    let capture = common::sample("ethernet.pcap");
+    let sent = frames(&capture);
+    let (summary, passed) = replay_summary(&dir, &program, &capture, &[replay_options, &["--maps"]].concat());
+    let mut rig = Rig::start(&qemu, &[filter_object("f0", "n1", "tx", &program, qemu_options)]);
+    rig.send_all("f0", &sent);
+    let counters = Counters::of(&mut rig.qmp, "f0");
+    let maps = maps_of(&mut rig.qmp, "f0");
+    let out = rig.collected(passed.len());
+    rig.quit();
+    let count = |name: &str| summary[name].as_u64().unwrap();
+    assert_eq!(
+        (counters.passed, counters.dropped, counters.errors),
+        (count("passed"), count("dropped"), count("errors")),
+        "{name}: QEMU's counters against replay's"
+    );
+    assert!(out == passed, "{name}: the frames out of n2 differ from those replay passes");
+    assert_eq!(maps, summary["maps"], "{name}: the maps over QMP against replay's");
+}
+
+#[test]
+fn proto_counters_in_qemu_as_in_replay() {
+    map_example_like_replay("proto_counters_in_qemu_as_in_replay", "proto_counters", "", &[]);
+}
+
+#[test]
+fn top_talkers_in_qemu_as_in_replay() {
+    map_example_like_replay("top_talkers_in_qemu_as_in_replay", "top_talkers", ",jit=off", &["--engine", "interp"]);
+}
+
+#[test]
+fn prefix_blocklist_in_qemu_as_in_replay() {
+    let init = common::root().join("examples/prefix_blocklist.json");
+    let json = std::fs::read_to_string(&init).unwrap().replace('\n', " ");
+    let options = format!(",map-update={}", json.replace(',', ",,"));
+    let init_option = init.display().to_string();
+    map_example_like_replay(
+        "prefix_blocklist_in_qemu_as_in_replay",
+        "prefix_blocklist",
+        &options,
+        &["--map-init", &init_option],
+    );
+}
+
+#[test]
+fn dispatcher_with_tail_calls_in_qemu_as_in_replay() {
+    map_example_like_replay(
+        "dispatcher_with_tail_calls_in_qemu_as_in_replay",
+        "dispatcher",
+        ",program=dispatch",
+        &["--program", "dispatch"],
+    );
+}
+
+/// The SYN limiter follows the clock, which in QEMU is the host's, not the
+/// capture's: its verdicts may differ from replay's, but it runs without a
+/// fault and keeps state per source.
+#[test]
+fn syn_limiter_runs_in_qemu_and_keeps_state() {
+    let Some(qemu) = qemu_binary() else { return };
+    let program = common::example("syn_limiter");
+    let sent = frames(&common::sample("ethernet.pcap"));
+    let mut rig = Rig::start(&qemu, &[filter_object("f0", "n1", "tx", &program, "")]);
+    rig.send_all("f0", &sent);
+    let counters = Counters::of(&mut rig.qmp, "f0");
+    let maps = maps_of(&mut rig.qmp, "f0");
+    rig.quit();
+    assert_eq!((counters.seen(), counters.errors), (sent.len() as u64, 0), "{counters:?}");
+    let entries: usize = maps.as_array().unwrap().iter().map(|map| map["entries"].as_array().unwrap().len()).sum();
+    assert!(entries > 0, "the limiter keeps no state: {maps}");
+}

@@ -126,8 +126,8 @@ struct Frame {
 }
 
 #[cold]
-fn stop(pc: usize, insn: Insn, kind: ExecErrorKind) -> ExecError {
-    ExecError { pc, insn, kind }
+fn stop(insns: &[Insn], pc: usize, kind: ExecErrorKind) -> ExecError {
+    ExecError { pc, insn: insns[pc], kind }
 }
 
 /// Applies the atomic operation `op` (an `ATOMIC_*` imm) to the value at
@@ -203,6 +203,7 @@ fn run_one(
     stops: Option<(&RunState, &Cell<u64>)>,
 ) -> Result<u64, ExecError> {
     let insns = program.insns();
+    let slots = program.slots();
     let memory = Memory {
         input_start: if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 },
         input_len: mem.len() as u64,
@@ -222,55 +223,62 @@ fn run_one(
     let mut executed: u64 = 0;
     let mut pc = 0;
 
-    macro_rules! check {
-        ($at:expr, $insn:expr, $addr:expr, $size:expr, $write:expr) => {
-            if !memory.allows($addr, $size, $write, stack_low) {
-                break Err(stop($at, $insn, memory.fault($addr, $size, $write)));
-            }
-        };
-    }
-    macro_rules! load {
-        ($at:expr, $insn:expr, $ty:ty) => {{
-            let addr = reg[$insn.src as usize & 15].wrapping_add($insn.off as i64 as u64);
-            check!($at, $insn, addr, std::mem::size_of::<$ty>() as u64, false);
-            // SAFETY: `allows` proved the bytes lie in readable memory.
-            unsafe { (addr as *const $ty).read_unaligned() }
-        }};
-    }
-    macro_rules! store {
-        ($at:expr, $insn:expr, $ty:ty, $value:expr) => {{
-            let addr = reg[$insn.dst as usize & 15].wrapping_add($insn.off as i64 as u64);
-            check!($at, $insn, addr, std::mem::size_of::<$ty>() as u64, true);
-            // SAFETY: `allows` proved the bytes lie in writable memory.
-            unsafe { (addr as *mut $ty).write_unaligned($value as $ty) }
-        }};
-    }
-    macro_rules! check_budget {
-        ($at:expr, $insn:expr) => {
-            if executed > limit {
-                break Err(stop($at, $insn, ExecErrorKind::BudgetExhausted(limit)));
-            }
-        };
-    }
-    macro_rules! jump_if {
-        ($at:expr, $insn:expr, $cond:expr) => {{
-            if $insn.off < 0 {
-                check_budget!($at, $insn);
-            }
-            if $cond {
-                pc = (pc as i64 + $insn.off as i64) as usize;
-            }
-        }};
-    }
-
     let result = loop {
         let at = pc;
-        let insn = insns[at];
+        let slot = slots[at];
         executed += 1;
         pc += 1;
-        let dst = insn.dst as usize & 15;
-        let src = insn.src as usize & 15;
-        let imm = insn.imm;
+        // The fields of `Insn::pack`'s layout.
+        let dst = (slot >> 8) as usize & 15;
+        let src = (slot >> 12) as usize & 15;
+        let off = (slot >> 16) as i16;
+        let imm = (slot >> 32) as i32;
+
+        macro_rules! fail {
+            ($kind:expr) => {
+                break Err(stop(insns, at, $kind))
+            };
+        }
+        macro_rules! check {
+            ($addr:expr, $size:expr, $write:expr) => {
+                if !memory.allows($addr, $size, $write, stack_low) {
+                    fail!(memory.fault($addr, $size, $write));
+                }
+            };
+        }
+        macro_rules! load {
+            ($ty:ty) => {{
+                let addr = reg[src].wrapping_add(off as i64 as u64);
+                check!(addr, std::mem::size_of::<$ty>() as u64, false);
+                // SAFETY: `allows` proved the bytes lie in readable memory.
+                unsafe { (addr as *const $ty).read_unaligned() }
+            }};
+        }
+        macro_rules! store {
+            ($ty:ty, $value:expr) => {{
+                let addr = reg[dst].wrapping_add(off as i64 as u64);
+                check!(addr, std::mem::size_of::<$ty>() as u64, true);
+                // SAFETY: `allows` proved the bytes lie in writable memory.
+                unsafe { (addr as *mut $ty).write_unaligned($value as $ty) }
+            }};
+        }
+        macro_rules! check_budget {
+            () => {
+                if executed > limit {
+                    fail!(ExecErrorKind::BudgetExhausted(limit));
+                }
+            };
+        }
+        macro_rules! jump_if {
+            ($cond:expr) => {{
+                if off < 0 {
+                    check_budget!();
+                }
+                if $cond {
+                    pc = (pc as i64 + off as i64) as usize;
+                }
+            }};
+        }
         // Operands as the forms read them, computed only in the arms that
         // use them so the dispatch carries no dead loads.
         macro_rules! d32 {
@@ -305,15 +313,15 @@ fn run_one(
         }
 
         #[rustfmt::skip]
-        match insn.opc {
+        match slot as u8 {
             ADD32_IMM  => reg[dst] = d32!().wrapping_add(k32!()) as u64,
             ADD32_REG  => reg[dst] = d32!().wrapping_add(s32!()) as u64,
             SUB32_IMM  => reg[dst] = d32!().wrapping_sub(k32!()) as u64,
             SUB32_REG  => reg[dst] = d32!().wrapping_sub(s32!()) as u64,
             MUL32_IMM  => reg[dst] = d32!().wrapping_mul(k32!()) as u64,
             MUL32_REG  => reg[dst] = d32!().wrapping_mul(s32!()) as u64,
-            DIV32_IMM  => reg[dst] = div32(d32!(), k32!(), insn.off) as u64,
-            DIV32_REG  => reg[dst] = div32(d32!(), s32!(), insn.off) as u64,
+            DIV32_IMM  => reg[dst] = div32(d32!(), k32!(), off) as u64,
+            DIV32_REG  => reg[dst] = div32(d32!(), s32!(), off) as u64,
             OR32_IMM   => reg[dst] = (d32!() | k32!()) as u64,
             OR32_REG   => reg[dst] = (d32!() | s32!()) as u64,
             AND32_IMM  => reg[dst] = (d32!() & k32!()) as u64,
@@ -323,12 +331,12 @@ fn run_one(
             RSH32_IMM  => reg[dst] = d32!().wrapping_shr(k32!()) as u64,
             RSH32_REG  => reg[dst] = d32!().wrapping_shr(s32!()) as u64,
             NEG32      => reg[dst] = d32!().wrapping_neg() as u64,
-            MOD32_IMM  => reg[dst] = mod32(d32!(), k32!(), insn.off) as u64,
-            MOD32_REG  => reg[dst] = mod32(d32!(), s32!(), insn.off) as u64,
+            MOD32_IMM  => reg[dst] = mod32(d32!(), k32!(), off) as u64,
+            MOD32_REG  => reg[dst] = mod32(d32!(), s32!(), off) as u64,
             XOR32_IMM  => reg[dst] = (d32!() ^ k32!()) as u64,
             XOR32_REG  => reg[dst] = (d32!() ^ s32!()) as u64,
             MOV32_IMM  => reg[dst] = k32!() as u64,
-            MOV32_REG  => reg[dst] = movsx32(s32!(), insn.off) as u64,
+            MOV32_REG  => reg[dst] = movsx32(s32!(), off) as u64,
             ARSH32_IMM => reg[dst] = (d32!() as i32).wrapping_shr(k32!()) as u32 as u64,
             ARSH32_REG => reg[dst] = (d32!() as i32).wrapping_shr(s32!()) as u32 as u64,
             LE         => reg[dst] = to_le(d64!(), imm),
@@ -340,8 +348,8 @@ fn run_one(
             SUB64_REG  => reg[dst] = d64!().wrapping_sub(s64!()),
             MUL64_IMM  => reg[dst] = d64!().wrapping_mul(k64!()),
             MUL64_REG  => reg[dst] = d64!().wrapping_mul(s64!()),
-            DIV64_IMM  => reg[dst] = div64(d64!(), k64!(), insn.off),
-            DIV64_REG  => reg[dst] = div64(d64!(), s64!(), insn.off),
+            DIV64_IMM  => reg[dst] = div64(d64!(), k64!(), off),
+            DIV64_REG  => reg[dst] = div64(d64!(), s64!(), off),
             OR64_IMM   => reg[dst] = d64!() | k64!(),
             OR64_REG   => reg[dst] = d64!() | s64!(),
             AND64_IMM  => reg[dst] = d64!() & k64!(),
@@ -351,39 +359,39 @@ fn run_one(
             RSH64_IMM  => reg[dst] = d64!().wrapping_shr(k32!()),
             RSH64_REG  => reg[dst] = d64!().wrapping_shr(s32!()),
             NEG64      => reg[dst] = d64!().wrapping_neg(),
-            MOD64_IMM  => reg[dst] = mod64(d64!(), k64!(), insn.off),
-            MOD64_REG  => reg[dst] = mod64(d64!(), s64!(), insn.off),
+            MOD64_IMM  => reg[dst] = mod64(d64!(), k64!(), off),
+            MOD64_REG  => reg[dst] = mod64(d64!(), s64!(), off),
             XOR64_IMM  => reg[dst] = d64!() ^ k64!(),
             XOR64_REG  => reg[dst] = d64!() ^ s64!(),
             MOV64_IMM  => reg[dst] = k64!(),
-            MOV64_REG  => reg[dst] = movsx64(s64!(), insn.off),
+            MOV64_REG  => reg[dst] = movsx64(s64!(), off),
             ARSH64_IMM => reg[dst] = (d64!() as i64).wrapping_shr(k32!()) as u64,
             ARSH64_REG => reg[dst] = (d64!() as i64).wrapping_shr(s32!()) as u64,
             BSWAP      => reg[dst] = bswap(d64!(), imm),
 
             LDDW => {
-                reg[dst] = k32!() as u64 | (insns[pc].imm as u32 as u64) << 32;
+                reg[dst] = k32!() as u64 | (slots[pc] >> 32) << 32;
                 pc += 1;
             }
 
-            LDXW  => reg[dst] = load!(at, insn, u32) as u64,
-            LDXH  => reg[dst] = load!(at, insn, u16) as u64,
-            LDXB  => reg[dst] = load!(at, insn, u8) as u64,
-            LDXDW => reg[dst] = load!(at, insn, u64),
-            LDXSW => reg[dst] = load!(at, insn, i32) as i64 as u64,
-            LDXSH => reg[dst] = load!(at, insn, i16) as i64 as u64,
-            LDXSB => reg[dst] = load!(at, insn, i8) as i64 as u64,
-            STW   => store!(at, insn, u32, k32!()),
-            STH   => store!(at, insn, u16, k32!()),
-            STB   => store!(at, insn, u8, k32!()),
-            STDW  => store!(at, insn, u64, k64!()),
-            STXW  => store!(at, insn, u32, s64!()),
-            STXH  => store!(at, insn, u16, s64!()),
-            STXB  => store!(at, insn, u8, s64!()),
-            STXDW => store!(at, insn, u64, s64!()),
+            LDXW  => reg[dst] = load!(u32) as u64,
+            LDXH  => reg[dst] = load!(u16) as u64,
+            LDXB  => reg[dst] = load!(u8) as u64,
+            LDXDW => reg[dst] = load!(u64),
+            LDXSW => reg[dst] = load!(i32) as i64 as u64,
+            LDXSH => reg[dst] = load!(i16) as i64 as u64,
+            LDXSB => reg[dst] = load!(i8) as i64 as u64,
+            STW   => store!(u32, k32!()),
+            STH   => store!(u16, k32!()),
+            STB   => store!(u8, k32!()),
+            STDW  => store!(u64, k64!()),
+            STXW  => store!(u32, s64!()),
+            STXH  => store!(u16, s64!()),
+            STXB  => store!(u8, s64!()),
+            STXDW => store!(u64, s64!()),
             ATOMIC32 => {
-                let addr = d64!().wrapping_add(insn.off as i64 as u64);
-                check!(at, insn, addr, 4, true);
+                let addr = d64!().wrapping_add(off as i64 as u64);
+                check!(addr, 4, true);
                 let old = atomic_rmw32(addr, imm, s32!(), reg[0] as u32) as u64;
                 match imm {
                     ATOMIC_CMPXCHG => reg[0] = old,
@@ -392,8 +400,8 @@ fn run_one(
                 }
             }
             ATOMIC64 => {
-                let addr = d64!().wrapping_add(insn.off as i64 as u64);
-                check!(at, insn, addr, 8, true);
+                let addr = d64!().wrapping_add(off as i64 as u64);
+                check!(addr, 8, true);
                 let old = atomic_rmw64(addr, imm, s64!(), reg[0]);
                 match imm {
                     ATOMIC_CMPXCHG => reg[0] = old,
@@ -402,63 +410,63 @@ fn run_one(
                 }
             }
 
-            JA         => jump_if!(at, insn, true),
-            JEQ_IMM    => jump_if!(at, insn, d64!() == k64!()),
-            JEQ_REG    => jump_if!(at, insn, d64!() == s64!()),
-            JGT_IMM    => jump_if!(at, insn, d64!() > k64!()),
-            JGT_REG    => jump_if!(at, insn, d64!() > s64!()),
-            JGE_IMM    => jump_if!(at, insn, d64!() >= k64!()),
-            JGE_REG    => jump_if!(at, insn, d64!() >= s64!()),
-            JSET_IMM   => jump_if!(at, insn, d64!() & k64!() != 0),
-            JSET_REG   => jump_if!(at, insn, d64!() & s64!() != 0),
-            JNE_IMM    => jump_if!(at, insn, d64!() != k64!()),
-            JNE_REG    => jump_if!(at, insn, d64!() != s64!()),
-            JSGT_IMM   => jump_if!(at, insn, (d64!() as i64) > k64!() as i64),
-            JSGT_REG   => jump_if!(at, insn, (d64!() as i64) > s64!() as i64),
-            JSGE_IMM   => jump_if!(at, insn, (d64!() as i64) >= k64!() as i64),
-            JSGE_REG   => jump_if!(at, insn, (d64!() as i64) >= s64!() as i64),
-            JLT_IMM    => jump_if!(at, insn, d64!() < k64!()),
-            JLT_REG    => jump_if!(at, insn, d64!() < s64!()),
-            JLE_IMM    => jump_if!(at, insn, d64!() <= k64!()),
-            JLE_REG    => jump_if!(at, insn, d64!() <= s64!()),
-            JSLT_IMM   => jump_if!(at, insn, (d64!() as i64) < k64!() as i64),
-            JSLT_REG   => jump_if!(at, insn, (d64!() as i64) < s64!() as i64),
-            JSLE_IMM   => jump_if!(at, insn, (d64!() as i64) <= k64!() as i64),
-            JSLE_REG   => jump_if!(at, insn, (d64!() as i64) <= s64!() as i64),
+            JA         => jump_if!(true),
+            JEQ_IMM    => jump_if!(d64!() == k64!()),
+            JEQ_REG    => jump_if!(d64!() == s64!()),
+            JGT_IMM    => jump_if!(d64!() > k64!()),
+            JGT_REG    => jump_if!(d64!() > s64!()),
+            JGE_IMM    => jump_if!(d64!() >= k64!()),
+            JGE_REG    => jump_if!(d64!() >= s64!()),
+            JSET_IMM   => jump_if!(d64!() & k64!() != 0),
+            JSET_REG   => jump_if!(d64!() & s64!() != 0),
+            JNE_IMM    => jump_if!(d64!() != k64!()),
+            JNE_REG    => jump_if!(d64!() != s64!()),
+            JSGT_IMM   => jump_if!((d64!() as i64) > k64!() as i64),
+            JSGT_REG   => jump_if!((d64!() as i64) > s64!() as i64),
+            JSGE_IMM   => jump_if!((d64!() as i64) >= k64!() as i64),
+            JSGE_REG   => jump_if!((d64!() as i64) >= s64!() as i64),
+            JLT_IMM    => jump_if!(d64!() < k64!()),
+            JLT_REG    => jump_if!(d64!() < s64!()),
+            JLE_IMM    => jump_if!(d64!() <= k64!()),
+            JLE_REG    => jump_if!(d64!() <= s64!()),
+            JSLT_IMM   => jump_if!((d64!() as i64) < k64!() as i64),
+            JSLT_REG   => jump_if!((d64!() as i64) < s64!() as i64),
+            JSLE_IMM   => jump_if!((d64!() as i64) <= k64!() as i64),
+            JSLE_REG   => jump_if!((d64!() as i64) <= s64!() as i64),
 
             JA32       => {
                 if imm < 0 {
-                    check_budget!(at, insn);
+                    check_budget!();
                 }
                 pc = (pc as i64 + imm as i64) as usize;
             }
-            JEQ32_IMM  => jump_if!(at, insn, d32!() == k32!()),
-            JEQ32_REG  => jump_if!(at, insn, d32!() == s32!()),
-            JGT32_IMM  => jump_if!(at, insn, d32!() > k32!()),
-            JGT32_REG  => jump_if!(at, insn, d32!() > s32!()),
-            JGE32_IMM  => jump_if!(at, insn, d32!() >= k32!()),
-            JGE32_REG  => jump_if!(at, insn, d32!() >= s32!()),
-            JSET32_IMM => jump_if!(at, insn, d32!() & k32!() != 0),
-            JSET32_REG => jump_if!(at, insn, d32!() & s32!() != 0),
-            JNE32_IMM  => jump_if!(at, insn, d32!() != k32!()),
-            JNE32_REG  => jump_if!(at, insn, d32!() != s32!()),
-            JSGT32_IMM => jump_if!(at, insn, (d32!() as i32) > k32!() as i32),
-            JSGT32_REG => jump_if!(at, insn, (d32!() as i32) > s32!() as i32),
-            JSGE32_IMM => jump_if!(at, insn, (d32!() as i32) >= k32!() as i32),
-            JSGE32_REG => jump_if!(at, insn, (d32!() as i32) >= s32!() as i32),
-            JLT32_IMM  => jump_if!(at, insn, d32!() < k32!()),
-            JLT32_REG  => jump_if!(at, insn, d32!() < s32!()),
-            JLE32_IMM  => jump_if!(at, insn, d32!() <= k32!()),
-            JLE32_REG  => jump_if!(at, insn, d32!() <= s32!()),
-            JSLT32_IMM => jump_if!(at, insn, (d32!() as i32) < k32!() as i32),
-            JSLT32_REG => jump_if!(at, insn, (d32!() as i32) < s32!() as i32),
-            JSLE32_IMM => jump_if!(at, insn, (d32!() as i32) <= k32!() as i32),
-            JSLE32_REG => jump_if!(at, insn, (d32!() as i32) <= s32!() as i32),
+            JEQ32_IMM  => jump_if!(d32!() == k32!()),
+            JEQ32_REG  => jump_if!(d32!() == s32!()),
+            JGT32_IMM  => jump_if!(d32!() > k32!()),
+            JGT32_REG  => jump_if!(d32!() > s32!()),
+            JGE32_IMM  => jump_if!(d32!() >= k32!()),
+            JGE32_REG  => jump_if!(d32!() >= s32!()),
+            JSET32_IMM => jump_if!(d32!() & k32!() != 0),
+            JSET32_REG => jump_if!(d32!() & s32!() != 0),
+            JNE32_IMM  => jump_if!(d32!() != k32!()),
+            JNE32_REG  => jump_if!(d32!() != s32!()),
+            JSGT32_IMM => jump_if!((d32!() as i32) > k32!() as i32),
+            JSGT32_REG => jump_if!((d32!() as i32) > s32!() as i32),
+            JSGE32_IMM => jump_if!((d32!() as i32) >= k32!() as i32),
+            JSGE32_REG => jump_if!((d32!() as i32) >= s32!() as i32),
+            JLT32_IMM  => jump_if!(d32!() < k32!()),
+            JLT32_REG  => jump_if!(d32!() < s32!()),
+            JLE32_IMM  => jump_if!(d32!() <= k32!()),
+            JLE32_REG  => jump_if!(d32!() <= s32!()),
+            JSLT32_IMM => jump_if!((d32!() as i32) < k32!() as i32),
+            JSLT32_REG => jump_if!((d32!() as i32) < s32!() as i32),
+            JSLE32_IMM => jump_if!((d32!() as i32) <= k32!() as i32),
+            JSLE32_REG => jump_if!((d32!() as i32) <= s32!() as i32),
 
-            CALL if insn.src == CALL_LOCAL => {
-                check_budget!(at, insn);
+            CALL if src as u8 == CALL_LOCAL => {
+                check_budget!();
                 if depth + 1 == MAX_CALL_DEPTH {
-                    break Err(stop(at, insn, ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH)));
+                    fail!(ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH));
                 }
                 frames[depth] = Frame { return_pc: pc, saved: [reg[6], reg[7], reg[8], reg[9]], frame_pointer: reg[10] };
                 depth += 1;
@@ -467,15 +475,15 @@ fn run_one(
                 pc = (pc as i64 + imm as i64) as usize;
             }
             CALL | CALLX => {
-                check_budget!(at, insn);
-                let index = if insn.opc == CALL { k32!() as u64 } else { d64!() };
+                check_budget!();
+                let index = if slot as u8 == CALL { k32!() as u64 } else { d64!() };
                 let Some(helper) = program.helper(index) else {
-                    break Err(stop(at, insn, ExecErrorKind::UnknownHelper(index)));
+                    fail!(ExecErrorKind::UnknownHelper(index));
                 };
                 reg[0] = helper(reg[1], reg[2], reg[3], reg[4], reg[5]);
                 if let Some((state, _)) = stops.filter(|(_, word)| word.get() != 0) {
                     match state.take_fault() {
-                        Some(kind) => break Err(stop(at, insn, kind)),
+                        Some(kind) => fail!(kind),
                         None => break Ok(0),
                     }
                 }
@@ -494,7 +502,7 @@ fn run_one(
                 stack_low += STACK_FRAME_SIZE as u64;
                 pc = frame.return_pc;
             }
-            _ => unreachable!("instruction {at} passed the verifier but has opcode {:#04x}", insn.opc),
+            _ => unreachable!("instruction {at} passed the verifier but has opcode {:#04x}", slot as u8),
         };
     };
     *executed_out += executed;

@@ -386,6 +386,13 @@ impl Insn {
         }
     }
 
+    /// This instruction's slot read as a little-endian `u64`: the opcode in
+    /// bits 0-7, dst in 8-11, src in 12-15, the offset in 16-31 and the
+    /// immediate in 32-63.
+    pub fn pack(&self) -> u64 {
+        u64::from_le_bytes(self.encode())
+    }
+
     /// Encodes this instruction as one slot; registers keep only their 4 bits.
     pub fn encode(&self) -> [u8; INSN_SIZE] {
         let off = self.off.to_le_bytes();

@@ -174,6 +174,9 @@ fn resolve_map_lddws(insns: &mut [Insn], maps: &[Arc<Map>], declared: usize) -> 
 /// A verified program, ready to run from any number of threads.
 pub struct Program {
     insns: Vec<Insn>,
+    /// The same instructions as 8-byte slots ([`Insn::pack`]), which the
+    /// interpreter decodes with shifts from one register-sized load.
+    slots: Vec<u64>,
     functions: Vec<usize>,
     helpers: Vec<Option<HelperFn>>,
     /// By helper index, as `helpers`: may the helper stop the run?
@@ -281,6 +284,7 @@ impl Program {
             _ => false,
         });
         Ok(Program {
+            slots: image.insns.iter().map(Insn::pack).collect(),
             insns: image.insns,
             functions,
             helpers: table,
@@ -303,6 +307,11 @@ impl Program {
 
     pub fn insns(&self) -> &[Insn] {
         &self.insns
+    }
+
+    /// The instructions packed, one `u64` each, for the interpreter.
+    pub fn slots(&self) -> &[u64] {
+        &self.slots
     }
 
     /// First instruction of each function, in order; the entry is at 0.

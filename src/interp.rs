@@ -228,12 +228,6 @@ fn run_one(
         let slot = slots[at];
         executed += 1;
         pc += 1;
-        // The fields of `Insn::pack`'s layout.
-        let dst = (slot >> 8) as usize & 15;
-        let src = (slot >> 12) as usize & 15;
-        let off = (slot >> 16) as i16;
-        let imm = (slot >> 32) as i32;
-
         macro_rules! fail {
             ($kind:expr) => {
                 break Err(stop(insns, at, $kind))
@@ -248,7 +242,7 @@ fn run_one(
         }
         macro_rules! load {
             ($ty:ty) => {{
-                let addr = reg[src].wrapping_add(off as i64 as u64);
+                let addr = reg[slot.src()].wrapping_add(slot.off() as i64 as u64);
                 check!(addr, std::mem::size_of::<$ty>() as u64, false);
                 // SAFETY: `allows` proved the bytes lie in readable memory.
                 unsafe { (addr as *const $ty).read_unaligned() }
@@ -256,7 +250,7 @@ fn run_one(
         }
         macro_rules! store {
             ($ty:ty, $value:expr) => {{
-                let addr = reg[dst].wrapping_add(off as i64 as u64);
+                let addr = reg[slot.dst()].wrapping_add(slot.off() as i64 as u64);
                 check!(addr, std::mem::size_of::<$ty>() as u64, true);
                 // SAFETY: `allows` proved the bytes lie in writable memory.
                 unsafe { (addr as *mut $ty).write_unaligned($value as $ty) }
@@ -271,11 +265,11 @@ fn run_one(
         }
         macro_rules! jump_if {
             ($cond:expr) => {{
-                if off < 0 {
+                if slot.off() < 0 {
                     check_budget!();
                 }
                 if $cond {
-                    pc = (pc as i64 + off as i64) as usize;
+                    pc = (pc as i64 + slot.off() as i64) as usize;
                 }
             }};
         }
@@ -283,104 +277,104 @@ fn run_one(
         // use them so the dispatch carries no dead loads.
         macro_rules! d32 {
             () => {
-                reg[dst] as u32
+                reg[slot.dst()] as u32
             };
         }
         macro_rules! s32 {
             () => {
-                reg[src] as u32
+                reg[slot.src()] as u32
             };
         }
         macro_rules! k32 {
             () => {
-                imm as u32
+                slot.imm() as u32
             };
         }
         macro_rules! d64 {
             () => {
-                reg[dst]
+                reg[slot.dst()]
             };
         }
         macro_rules! s64 {
             () => {
-                reg[src]
+                reg[slot.src()]
             };
         }
         macro_rules! k64 {
             () => {
-                imm as i64 as u64
+                slot.imm() as i64 as u64
             };
         }
 
         #[rustfmt::skip]
-        match slot as u8 {
-            ADD32_IMM  => reg[dst] = d32!().wrapping_add(k32!()) as u64,
-            ADD32_REG  => reg[dst] = d32!().wrapping_add(s32!()) as u64,
-            SUB32_IMM  => reg[dst] = d32!().wrapping_sub(k32!()) as u64,
-            SUB32_REG  => reg[dst] = d32!().wrapping_sub(s32!()) as u64,
-            MUL32_IMM  => reg[dst] = d32!().wrapping_mul(k32!()) as u64,
-            MUL32_REG  => reg[dst] = d32!().wrapping_mul(s32!()) as u64,
-            DIV32_IMM  => reg[dst] = div32(d32!(), k32!(), off) as u64,
-            DIV32_REG  => reg[dst] = div32(d32!(), s32!(), off) as u64,
-            OR32_IMM   => reg[dst] = (d32!() | k32!()) as u64,
-            OR32_REG   => reg[dst] = (d32!() | s32!()) as u64,
-            AND32_IMM  => reg[dst] = (d32!() & k32!()) as u64,
-            AND32_REG  => reg[dst] = (d32!() & s32!()) as u64,
-            LSH32_IMM  => reg[dst] = d32!().wrapping_shl(k32!()) as u64,
-            LSH32_REG  => reg[dst] = d32!().wrapping_shl(s32!()) as u64,
-            RSH32_IMM  => reg[dst] = d32!().wrapping_shr(k32!()) as u64,
-            RSH32_REG  => reg[dst] = d32!().wrapping_shr(s32!()) as u64,
-            NEG32      => reg[dst] = d32!().wrapping_neg() as u64,
-            MOD32_IMM  => reg[dst] = mod32(d32!(), k32!(), off) as u64,
-            MOD32_REG  => reg[dst] = mod32(d32!(), s32!(), off) as u64,
-            XOR32_IMM  => reg[dst] = (d32!() ^ k32!()) as u64,
-            XOR32_REG  => reg[dst] = (d32!() ^ s32!()) as u64,
-            MOV32_IMM  => reg[dst] = k32!() as u64,
-            MOV32_REG  => reg[dst] = movsx32(s32!(), off) as u64,
-            ARSH32_IMM => reg[dst] = (d32!() as i32).wrapping_shr(k32!()) as u32 as u64,
-            ARSH32_REG => reg[dst] = (d32!() as i32).wrapping_shr(s32!()) as u32 as u64,
-            LE         => reg[dst] = to_le(d64!(), imm),
-            BE         => reg[dst] = to_be(d64!(), imm),
+        match slot.opc() {
+            ADD32_IMM  => reg[slot.dst()] = d32!().wrapping_add(k32!()) as u64,
+            ADD32_REG  => reg[slot.dst()] = d32!().wrapping_add(s32!()) as u64,
+            SUB32_IMM  => reg[slot.dst()] = d32!().wrapping_sub(k32!()) as u64,
+            SUB32_REG  => reg[slot.dst()] = d32!().wrapping_sub(s32!()) as u64,
+            MUL32_IMM  => reg[slot.dst()] = d32!().wrapping_mul(k32!()) as u64,
+            MUL32_REG  => reg[slot.dst()] = d32!().wrapping_mul(s32!()) as u64,
+            DIV32_IMM  => reg[slot.dst()] = div32(d32!(), k32!(), slot.off()) as u64,
+            DIV32_REG  => reg[slot.dst()] = div32(d32!(), s32!(), slot.off()) as u64,
+            OR32_IMM   => reg[slot.dst()] = (d32!() | k32!()) as u64,
+            OR32_REG   => reg[slot.dst()] = (d32!() | s32!()) as u64,
+            AND32_IMM  => reg[slot.dst()] = (d32!() & k32!()) as u64,
+            AND32_REG  => reg[slot.dst()] = (d32!() & s32!()) as u64,
+            LSH32_IMM  => reg[slot.dst()] = d32!().wrapping_shl(k32!()) as u64,
+            LSH32_REG  => reg[slot.dst()] = d32!().wrapping_shl(s32!()) as u64,
+            RSH32_IMM  => reg[slot.dst()] = d32!().wrapping_shr(k32!()) as u64,
+            RSH32_REG  => reg[slot.dst()] = d32!().wrapping_shr(s32!()) as u64,
+            NEG32      => reg[slot.dst()] = d32!().wrapping_neg() as u64,
+            MOD32_IMM  => reg[slot.dst()] = mod32(d32!(), k32!(), slot.off()) as u64,
+            MOD32_REG  => reg[slot.dst()] = mod32(d32!(), s32!(), slot.off()) as u64,
+            XOR32_IMM  => reg[slot.dst()] = (d32!() ^ k32!()) as u64,
+            XOR32_REG  => reg[slot.dst()] = (d32!() ^ s32!()) as u64,
+            MOV32_IMM  => reg[slot.dst()] = k32!() as u64,
+            MOV32_REG  => reg[slot.dst()] = movsx32(s32!(), slot.off()) as u64,
+            ARSH32_IMM => reg[slot.dst()] = (d32!() as i32).wrapping_shr(k32!()) as u32 as u64,
+            ARSH32_REG => reg[slot.dst()] = (d32!() as i32).wrapping_shr(s32!()) as u32 as u64,
+            LE         => reg[slot.dst()] = to_le(d64!(), slot.imm()),
+            BE         => reg[slot.dst()] = to_be(d64!(), slot.imm()),
 
-            ADD64_IMM  => reg[dst] = d64!().wrapping_add(k64!()),
-            ADD64_REG  => reg[dst] = d64!().wrapping_add(s64!()),
-            SUB64_IMM  => reg[dst] = d64!().wrapping_sub(k64!()),
-            SUB64_REG  => reg[dst] = d64!().wrapping_sub(s64!()),
-            MUL64_IMM  => reg[dst] = d64!().wrapping_mul(k64!()),
-            MUL64_REG  => reg[dst] = d64!().wrapping_mul(s64!()),
-            DIV64_IMM  => reg[dst] = div64(d64!(), k64!(), off),
-            DIV64_REG  => reg[dst] = div64(d64!(), s64!(), off),
-            OR64_IMM   => reg[dst] = d64!() | k64!(),
-            OR64_REG   => reg[dst] = d64!() | s64!(),
-            AND64_IMM  => reg[dst] = d64!() & k64!(),
-            AND64_REG  => reg[dst] = d64!() & s64!(),
-            LSH64_IMM  => reg[dst] = d64!().wrapping_shl(k32!()),
-            LSH64_REG  => reg[dst] = d64!().wrapping_shl(s32!()),
-            RSH64_IMM  => reg[dst] = d64!().wrapping_shr(k32!()),
-            RSH64_REG  => reg[dst] = d64!().wrapping_shr(s32!()),
-            NEG64      => reg[dst] = d64!().wrapping_neg(),
-            MOD64_IMM  => reg[dst] = mod64(d64!(), k64!(), off),
-            MOD64_REG  => reg[dst] = mod64(d64!(), s64!(), off),
-            XOR64_IMM  => reg[dst] = d64!() ^ k64!(),
-            XOR64_REG  => reg[dst] = d64!() ^ s64!(),
-            MOV64_IMM  => reg[dst] = k64!(),
-            MOV64_REG  => reg[dst] = movsx64(s64!(), off),
-            ARSH64_IMM => reg[dst] = (d64!() as i64).wrapping_shr(k32!()) as u64,
-            ARSH64_REG => reg[dst] = (d64!() as i64).wrapping_shr(s32!()) as u64,
-            BSWAP      => reg[dst] = bswap(d64!(), imm),
+            ADD64_IMM  => reg[slot.dst()] = d64!().wrapping_add(k64!()),
+            ADD64_REG  => reg[slot.dst()] = d64!().wrapping_add(s64!()),
+            SUB64_IMM  => reg[slot.dst()] = d64!().wrapping_sub(k64!()),
+            SUB64_REG  => reg[slot.dst()] = d64!().wrapping_sub(s64!()),
+            MUL64_IMM  => reg[slot.dst()] = d64!().wrapping_mul(k64!()),
+            MUL64_REG  => reg[slot.dst()] = d64!().wrapping_mul(s64!()),
+            DIV64_IMM  => reg[slot.dst()] = div64(d64!(), k64!(), slot.off()),
+            DIV64_REG  => reg[slot.dst()] = div64(d64!(), s64!(), slot.off()),
+            OR64_IMM   => reg[slot.dst()] = d64!() | k64!(),
+            OR64_REG   => reg[slot.dst()] = d64!() | s64!(),
+            AND64_IMM  => reg[slot.dst()] = d64!() & k64!(),
+            AND64_REG  => reg[slot.dst()] = d64!() & s64!(),
+            LSH64_IMM  => reg[slot.dst()] = d64!().wrapping_shl(k32!()),
+            LSH64_REG  => reg[slot.dst()] = d64!().wrapping_shl(s32!()),
+            RSH64_IMM  => reg[slot.dst()] = d64!().wrapping_shr(k32!()),
+            RSH64_REG  => reg[slot.dst()] = d64!().wrapping_shr(s32!()),
+            NEG64      => reg[slot.dst()] = d64!().wrapping_neg(),
+            MOD64_IMM  => reg[slot.dst()] = mod64(d64!(), k64!(), slot.off()),
+            MOD64_REG  => reg[slot.dst()] = mod64(d64!(), s64!(), slot.off()),
+            XOR64_IMM  => reg[slot.dst()] = d64!() ^ k64!(),
+            XOR64_REG  => reg[slot.dst()] = d64!() ^ s64!(),
+            MOV64_IMM  => reg[slot.dst()] = k64!(),
+            MOV64_REG  => reg[slot.dst()] = movsx64(s64!(), slot.off()),
+            ARSH64_IMM => reg[slot.dst()] = (d64!() as i64).wrapping_shr(k32!()) as u64,
+            ARSH64_REG => reg[slot.dst()] = (d64!() as i64).wrapping_shr(s32!()) as u64,
+            BSWAP      => reg[slot.dst()] = bswap(d64!(), slot.imm()),
 
             LDDW => {
-                reg[dst] = k32!() as u64 | (slots[pc] >> 32) << 32;
+                reg[slot.dst()] = k32!() as u64 | (slots[pc].imm() as u32 as u64) << 32;
                 pc += 1;
             }
 
-            LDXW  => reg[dst] = load!(u32) as u64,
-            LDXH  => reg[dst] = load!(u16) as u64,
-            LDXB  => reg[dst] = load!(u8) as u64,
-            LDXDW => reg[dst] = load!(u64),
-            LDXSW => reg[dst] = load!(i32) as i64 as u64,
-            LDXSH => reg[dst] = load!(i16) as i64 as u64,
-            LDXSB => reg[dst] = load!(i8) as i64 as u64,
+            LDXW  => reg[slot.dst()] = load!(u32) as u64,
+            LDXH  => reg[slot.dst()] = load!(u16) as u64,
+            LDXB  => reg[slot.dst()] = load!(u8) as u64,
+            LDXDW => reg[slot.dst()] = load!(u64),
+            LDXSW => reg[slot.dst()] = load!(i32) as i64 as u64,
+            LDXSH => reg[slot.dst()] = load!(i16) as i64 as u64,
+            LDXSB => reg[slot.dst()] = load!(i8) as i64 as u64,
             STW   => store!(u32, k32!()),
             STH   => store!(u16, k32!()),
             STB   => store!(u8, k32!()),
@@ -390,22 +384,22 @@ fn run_one(
             STXB  => store!(u8, s64!()),
             STXDW => store!(u64, s64!()),
             ATOMIC32 => {
-                let addr = d64!().wrapping_add(off as i64 as u64);
+                let addr = d64!().wrapping_add(slot.off() as i64 as u64);
                 check!(addr, 4, true);
-                let old = atomic_rmw32(addr, imm, s32!(), reg[0] as u32) as u64;
-                match imm {
+                let old = atomic_rmw32(addr, slot.imm(), s32!(), reg[0] as u32) as u64;
+                match slot.imm() {
                     ATOMIC_CMPXCHG => reg[0] = old,
-                    _ if imm & ATOMIC_FETCH != 0 => reg[src] = old,
+                    _ if slot.imm() & ATOMIC_FETCH != 0 => reg[slot.src()] = old,
                     _ => {}
                 }
             }
             ATOMIC64 => {
-                let addr = d64!().wrapping_add(off as i64 as u64);
+                let addr = d64!().wrapping_add(slot.off() as i64 as u64);
                 check!(addr, 8, true);
-                let old = atomic_rmw64(addr, imm, s64!(), reg[0]);
-                match imm {
+                let old = atomic_rmw64(addr, slot.imm(), s64!(), reg[0]);
+                match slot.imm() {
                     ATOMIC_CMPXCHG => reg[0] = old,
-                    _ if imm & ATOMIC_FETCH != 0 => reg[src] = old,
+                    _ if slot.imm() & ATOMIC_FETCH != 0 => reg[slot.src()] = old,
                     _ => {}
                 }
             }
@@ -435,10 +429,10 @@ fn run_one(
             JSLE_REG   => jump_if!((d64!() as i64) <= s64!() as i64),
 
             JA32       => {
-                if imm < 0 {
+                if slot.imm() < 0 {
                     check_budget!();
                 }
-                pc = (pc as i64 + imm as i64) as usize;
+                pc = (pc as i64 + slot.imm() as i64) as usize;
             }
             JEQ32_IMM  => jump_if!(d32!() == k32!()),
             JEQ32_REG  => jump_if!(d32!() == s32!()),
@@ -463,7 +457,7 @@ fn run_one(
             JSLE32_IMM => jump_if!((d32!() as i32) <= k32!() as i32),
             JSLE32_REG => jump_if!((d32!() as i32) <= s32!() as i32),
 
-            CALL if src as u8 == CALL_LOCAL => {
+            CALL if slot.src() == CALL_LOCAL as usize => {
                 check_budget!();
                 if depth + 1 == MAX_CALL_DEPTH {
                     fail!(ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH));
@@ -472,11 +466,11 @@ fn run_one(
                 depth += 1;
                 reg[10] -= STACK_FRAME_SIZE as u64;
                 stack_low -= STACK_FRAME_SIZE as u64;
-                pc = (pc as i64 + imm as i64) as usize;
+                pc = (pc as i64 + slot.imm() as i64) as usize;
             }
             CALL | CALLX => {
                 check_budget!();
-                let index = if slot as u8 == CALL { k32!() as u64 } else { d64!() };
+                let index = if slot.opc() == CALL { k32!() as u64 } else { d64!() };
                 let Some(helper) = program.helper(index) else {
                     fail!(ExecErrorKind::UnknownHelper(index));
                 };
@@ -502,7 +496,7 @@ fn run_one(
                 stack_low += STACK_FRAME_SIZE as u64;
                 pc = frame.return_pc;
             }
-            _ => unreachable!("instruction {at} passed the verifier but has opcode {:#04x}", slot as u8),
+            _ => unreachable!("instruction {at} passed the verifier but has opcode {:#04x}", slot.opc()),
         };
     };
     *executed_out += executed;

@@ -358,6 +358,43 @@ opcodes! {
     JSLE32_REG = BPF_JMP32 | BPF_X | BPF_JSLE;
 }
 
+/// An instruction in its encoded slot, read as a little-endian `u64`: the
+/// opcode in bits 0-7, dst in 8-11, src in 12-15, the offset in 16-31 and
+/// the immediate in 32-63. The interpreter loads one and takes each field
+/// with a shift only where an instruction uses it, which is cheaper than
+/// copying an [`Insn`] per instruction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot(u64);
+
+impl Slot {
+    #[inline(always)]
+    pub fn opc(self) -> u8 {
+        self.0 as u8
+    }
+
+    /// dst, as an index into sixteen registers.
+    #[inline(always)]
+    pub fn dst(self) -> usize {
+        (self.0 >> 8) as usize & 15
+    }
+
+    /// src, as an index into sixteen registers.
+    #[inline(always)]
+    pub fn src(self) -> usize {
+        (self.0 >> 12) as usize & 15
+    }
+
+    #[inline(always)]
+    pub fn off(self) -> i16 {
+        (self.0 >> 16) as i16
+    }
+
+    #[inline(always)]
+    pub fn imm(self) -> i32 {
+        (self.0 >> 32) as i32
+    }
+}
+
 /// One decoded instruction slot. The second slot of `lddw` is an `Insn` too,
 /// with opcode 0 and the high half of the immediate in `imm`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -386,11 +423,9 @@ impl Insn {
         }
     }
 
-    /// This instruction's slot read as a little-endian `u64`: the opcode in
-    /// bits 0-7, dst in 8-11, src in 12-15, the offset in 16-31 and the
-    /// immediate in 32-63.
-    pub fn pack(&self) -> u64 {
-        u64::from_le_bytes(self.encode())
+    /// This instruction as the interpreter reads it.
+    pub fn pack(&self) -> Slot {
+        Slot(u64::from_le_bytes(self.encode()))
     }
 
     /// Encodes this instruction as one slot; registers keep only their 4 bits.

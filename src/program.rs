@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::{ElfError, ExecError, LoadError, LoadErrorKind};
 use crate::helpers::{HelperFn, Helpers};
-use crate::isa::{self, Insn};
+use crate::isa::{self, Insn, Slot};
 use crate::maps::{Map, MapDef, MapError, MapType};
 use crate::{elf, interp, verifier};
 
@@ -174,9 +174,8 @@ fn resolve_map_lddws(insns: &mut [Insn], maps: &[Arc<Map>], declared: usize) -> 
 /// A verified program, ready to run from any number of threads.
 pub struct Program {
     insns: Vec<Insn>,
-    /// The same instructions as 8-byte slots ([`Insn::pack`]), which the
-    /// interpreter decodes with shifts from one register-sized load.
-    slots: Vec<u64>,
+    /// The same instructions packed for the interpreter.
+    slots: Vec<Slot>,
     functions: Vec<usize>,
     helpers: Vec<Option<HelperFn>>,
     /// By helper index, as `helpers`: may the helper stop the run?
@@ -309,8 +308,8 @@ impl Program {
         &self.insns
     }
 
-    /// The instructions packed, one `u64` each, for the interpreter.
-    pub fn slots(&self) -> &[u64] {
+    /// The instructions packed for the interpreter.
+    pub fn slots(&self) -> &[Slot] {
         &self.slots
     }
 

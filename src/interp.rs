@@ -69,7 +69,9 @@ thread_local! {
 
 /// Runs `program` over `mem` on this thread's stack.
 pub fn execute(program: &Program, mem: &mut [u8]) -> Result<u64, ExecError> {
-    execute_counted(program, mem).0
+    // Not through `execute_counted`: without its tuple the result is
+    // written once, in the caller's slot, rather than copied at each level.
+    with_thread_stack(|stack| run(program, mem, stack, &mut 0))
 }
 
 /// Runs `program` over `mem` and also returns how many instructions ran.

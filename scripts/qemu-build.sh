@@ -41,26 +41,41 @@ export DEBIAN_FRONTEND=noninteractive
 log() { echo "== qemu-build: $*" >&2; }
 
 # --- 1. QEMU's source from Debian -------------------------------------------
-deb_src_entry=/etc/apt/sources.list.d/qemu-ubpf-deb-src.sources
-have_backports_src() {
-    grep -rqsE '^(Types:.*deb-src|deb-src .*bookworm-backports)' /etc/apt/sources.list /etc/apt/sources.list.d/ &&
-        grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/
+qemu_10_source_known() {
+    apt-cache showsrc qemu 2>/dev/null | grep -q '^Version: 1:10\.0\.'
 }
-if $install_deps; then
-    if ! have_backports_src; then
-        # The Debian archive's stanza of the existing deb822 file, with
-        # deb-src and the two suites QEMU 10.0 needs.
-        log "adding $deb_src_entry"
+
+# A deb-src entry for bookworm and bookworm-backports, made from the
+# Debian archive's entry apt already has: its deb822 stanza, or else its
+# one-line form in sources.list.
+add_deb_src_entry() {
+    local deb822=/etc/apt/sources.list.d/debian.sources
+    local entry
+    if [ -f "$deb822" ]; then
+        entry=/etc/apt/sources.list.d/qemu-ubpf-deb-src.sources
         awk 'BEGIN { RS = ""; ORS = "\n\n" }
              /Suites:[^\n]*bookworm( |$|\n)/ {
                  gsub(/Types: deb/, "Types: deb-src")
                  gsub(/Suites:[^\n]*/, "Suites: bookworm bookworm-backports")
                  print
-             }' /etc/apt/sources.list.d/debian.sources | $sudo tee "$deb_src_entry" >/dev/null
-        [ -s "$deb_src_entry" ] || { echo "qemu-build.sh: no Debian entry in /etc/apt/sources.list.d/debian.sources to copy" >&2; exit 1; }
+             }' "$deb822" | $sudo tee "$entry" >/dev/null
+    else
+        entry=/etc/apt/sources.list.d/qemu-ubpf-deb-src.list
+        awk '$1 == "deb" && $3 == "bookworm" {
+                 $1 = "deb-src"; print; $3 = "bookworm-backports"; print; exit
+             }' /etc/apt/sources.list 2>/dev/null | $sudo tee "$entry" >/dev/null
+    fi
+    [ -s "$entry" ] || { echo "qemu-build.sh: apt has no Debian bookworm entry to copy into $entry" >&2; exit 1; }
+    log "added $entry"
+}
+
+if $install_deps; then
+    $sudo apt-get update -qq
+    if ! qemu_10_source_known; then
+        add_deb_src_entry
+        $sudo apt-get update -qq
     fi
     log "installing build dependencies"
-    $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends \
         dpkg-dev ninja-build pkg-config libglib2.0-dev libfdt-dev flex bison libpixman-1-dev libslirp-dev \
         python3-venv bzip2 xz-utils gcc >/dev/null

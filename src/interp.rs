@@ -83,12 +83,21 @@ pub fn execute_counted(program: &Program, mem: &mut [u8]) -> (Result<u64, ExecEr
 
 /// Lends this thread's stack to `f`; the interpreter and the JIT share it,
 /// so both see the same frame addresses.
+#[inline]
 pub fn with_thread_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> R {
     THREAD_STACK.with(|cell| match cell.try_borrow_mut() {
         Ok(mut stack) => f(&mut stack),
         // A helper re-entered the engine on this thread: give it its own stack.
-        Err(_) => f(&mut Stack::default()),
+        Err(_) => f(&mut reentry_stack()),
     })
+}
+
+/// A stack for a run inside a helper, on the heap and out of line, so that
+/// the common path stays small enough to inline into every caller.
+#[cold]
+#[inline(never)]
+fn reentry_stack() -> Box<Stack> {
+    Box::default()
 }
 
 /// Where a run may read and write.

@@ -25,6 +25,8 @@ use crate::isa::{self, MAX_CALL_DEPTH};
 use crate::program::Program;
 
 #[cfg(target_arch = "x86_64")]
+mod facts;
+#[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
 /// Why a program could not be compiled.

@@ -21,22 +21,23 @@
 //! but the order in which the three are tried does not change the answer,
 //! so the code tries the likely one inline and the rest out of line:
 //!
+//! What is known of the base register comes from [`super::facts`], which
+//! follows the values along the forward edges of the program:
+//!
 //! - A base register that holds `r10 + c` with `c` known (r10 itself, or a
-//!   copy moved by constants within the same straight-line code) gives an
-//!   address whose place in the frame is known. Inside the current frame
-//!   the check is left out (the verifier guarantees r10 is never written,
-//!   and calls and returns move it only between frames); otherwise the
-//!   inline check is the stack's, a compare of `r10 + c + off + size` with
-//!   the stack top.
+//!   copy moved by constants) gives an address whose place in the frame is
+//!   known. Inside the current frame the check is left out (the verifier
+//!   guarantees r10 is never written, and calls and returns move it only
+//!   between frames); otherwise the inline check is the stack's, a compare
+//!   of `r10 + c + off + size` with the stack top.
 //! - A base register that holds a known constant (an `lddw` of a global's
 //!   address, say) gives a known address: when a region holds the bytes
 //!   (writable, for a store) the check is left out, as the regions are fixed
 //!   for the program's life.
-//! - A base register that holds the input's address plus a known `c`
-//!   (r1 on entry, or a copy moved by constants), where the straight-line
-//!   code got there only by not taking jumps that compared the length (r2
-//!   on entry, or a copy) with constants, gives an address that is in the
-//!   input when the length so learnt covers it: the check is left out.
+//! - A base register that holds the input's address plus an offset that the
+//!   jumps taken or not taken on the way compared with the length (r2 on
+//!   entry, or a copy) gives an address that is in the input when the
+//!   length so learnt covers it: the check is left out.
 //! - Any other address is checked against the input inline:
 //!   `lea rcx, [base + off]; sub rcx, input_start; cmp rcx, bound; jae slow`,
 //!   with `bound = input_len - size + 1` (0 when the input is shorter).
@@ -77,6 +78,7 @@ use dynasmrt::components::{LabelRegistry, PatchLoc, RelocRegistry};
 use dynasmrt::x64::{Rq, X64Relocation};
 use dynasmrt::{AssemblyOffset, DynamicLabel, DynasmApi, DynasmError, DynasmLabelApi, dynasm};
 
+use super::facts::{Facts, Ids, Place};
 use super::{Context, Exit, JitError, Scratch, Status};
 use crate::isa::*;
 use crate::program::Program;
@@ -775,21 +777,6 @@ enum LoadKind {
     S32,
 }
 
-/// What the analysis knows of a register's value within straight-line
-/// code.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Value {
-    Unknown,
-    /// Exactly this.
-    Const(u64),
-    /// r10 plus this (wrapping).
-    Frame(i64),
-    /// The input's address plus this (wrapping).
-    Input(i64),
-    /// The input's length.
-    Len,
-}
-
 /// How a memory access is checked on its own.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Check {
@@ -883,38 +870,14 @@ fn target(pc: usize, offset: i64) -> usize {
     (pc as i64 + 1 + offset) as usize
 }
 
-/// The register values and facts the analysis follows.
-#[derive(Clone, Copy)]
-struct State {
-    values: [Value; REG_SLOTS],
-    /// The input is at least this long.
-    len_min: u64,
-    /// The open group of accesses through each register.
-    open: [Option<u32>; REG_SLOTS],
-}
-
-impl State {
-    /// What is known anywhere: r10 is the frame pointer.
-    fn fresh() -> State {
-        let mut values = [Value::Unknown; REG_SLOTS];
-        values[FRAME_REG as usize] = Value::Frame(0);
-        State { values, len_min: 0, open: [None; REG_SLOTS] }
-    }
-
-    /// On entry, as the interpreter sets the registers.
-    fn entry() -> State {
-        let mut state = State::fresh();
-        for value in &mut state.values[..FRAME_REG as usize] {
-            *value = Value::Const(0);
-        }
-        state.values[1] = Value::Input(0);
-        state.values[2] = Value::Len;
-        state
-    }
-
-    fn set(&mut self, reg: usize, value: Value) {
-        self.values[reg & 15] = value;
-        self.open[reg & 15] = None;
+/// Where the jump `insn` at `pc` may go, if it is a jump (not a call or
+/// an exit).
+fn jump_target(pc: usize, insn: Insn) -> Option<usize> {
+    match insn.opc {
+        JA32 => Some(target(pc, insn.imm as i64)),
+        CALL | CALLX | EXIT => None,
+        _ if matches!(insn.class(), BPF_JMP | BPF_JMP32) => Some(target(pc, insn.off as i64)),
+        _ => None,
     }
 }
 
@@ -939,25 +902,16 @@ impl Analysis {
             // set up.
             used[insn.dst as usize & 15] = true;
             used[insn.src as usize & 15] = true;
-            let jump = match insn.opc {
-                LDDW => {
-                    pc += 1;
-                    None
-                }
-                JA32 => Some(target(pc, insn.imm as i64)),
+            match insn.opc {
+                LDDW => pc += 1,
                 CALL if insn.src == CALL_LOCAL => {
                     local_calls = true;
                     entry_is_called |= target(pc, insn.imm as i64) == 0;
-                    None
                 }
-                CALL | CALLX => {
-                    helper_calls = true;
-                    None
-                }
-                EXIT => None,
-                _ if matches!(insn.class(), BPF_JMP | BPF_JMP32) => Some(target(pc, insn.off as i64)),
-                _ => None,
-            };
+                CALL | CALLX => helper_calls = true,
+                _ => {}
+            }
+            let jump = jump_target(pc, insn);
             branches |= matches!(insn.class(), BPF_JMP | BPF_JMP32) && insn.opc != EXIT;
             if let Some(to) = jump {
                 slots[to].target = true;
@@ -984,65 +938,116 @@ impl Analysis {
         analysis
     }
 
-    /// Follows register values through straight-line code (forgetting them
-    /// at every jump target and call; the input's length is learnt from the
-    /// jumps not taken) and decides each access's check.
+    /// Follows what is known of the registers (see [`facts`]) along the
+    /// program's forward edges, joining it where paths meet and starting
+    /// afresh at loop heads and functions, and decides each access's check.
     fn plan_checks(&mut self, program: &Program, entry_known: bool) {
         let insns = program.insns();
-        let mut state = if entry_known { State::entry() } else { State::fresh() };
+        let mut loop_head = vec![false; insns.len()];
+        for (pc, insn) in insns.iter().enumerate() {
+            if let Some(to) = jump_target(pc, *insn).filter(|&to| to <= pc) {
+                loop_head[to] = true;
+            }
+        }
+        let function_start = |pc: usize| program.functions().contains(&pc);
+        let mut ids = Ids::new();
+        // The facts forward jumps bring to targets not reached yet, joined
+        // (few at a time: a linear search beats hashing).
+        let mut incoming: Vec<(usize, Facts)> = Vec::new();
+        let take = |incoming: &mut Vec<(usize, Facts)>, pc: usize| {
+            let at = incoming.iter().position(|&(to, _)| to == pc)?;
+            Some(incoming.swap_remove(at).1)
+        };
+        let mut facts = if entry_known { Facts::entry() } else { Facts::fresh() };
+        // Can control fall into `pc` from the instruction before?
+        let mut falls_in = true;
+        // The open group of input-checked accesses through each register.
+        let mut open: [Option<u32>; REG_SLOTS] = [None; REG_SLOTS];
         let mut pc = 0;
         while pc < insns.len() {
-            if self.slots[pc].target && !(pc == 0 && entry_known) {
-                state = State::fresh();
+            if self.slots[pc].target {
+                open = [None; REG_SLOTS];
+                let arriving = take(&mut incoming, pc);
+                facts = if (pc == 0 && entry_known) || (loop_head[pc] || function_start(pc)) {
+                    if pc == 0 && entry_known { facts } else { Facts::fresh() }
+                } else {
+                    match (falls_in, arriving) {
+                        (true, Some(jumped)) => facts.join(&jumped, &mut ids),
+                        (false, Some(jumped)) => jumped,
+                        (true, None) => facts,
+                        // Dead code: nothing reaches it.
+                        (false, None) => Facts::fresh(),
+                    }
+                };
             }
             let insn = insns[pc];
-            let (dst, src) = (insn.dst as usize & 15, insn.src as usize & 15);
-            let imm = insn.imm as i64;
             let class = insn.class();
+            falls_in = true;
             match insn.opc {
-                MOV64_IMM => state.set(dst, Value::Const(imm as u64)),
-                MOV32_IMM => state.set(dst, Value::Const(imm as u32 as u64)),
-                LDDW => {
-                    let high = insns[pc + 1].imm;
-                    state.set(dst, Value::Const(insn.imm as u32 as u64 | (high as u32 as u64) << 32));
-                    pc += 1;
-                }
-                MOV64_REG if insn.off == 0 => state.set(dst, state.values[src]),
-                ADD64_IMM => state.set(dst, offset(state.values[dst], imm)),
-                SUB64_IMM => state.set(dst, offset(state.values[dst], imm.wrapping_neg())),
-                ADD64_REG => {
-                    let sum = match (state.values[dst], state.values[src]) {
-                        (value, Value::Const(k)) | (Value::Const(k), value) => offset(value, k as i64),
-                        _ => Value::Unknown,
-                    };
-                    state.set(dst, sum);
-                }
                 CALL | CALLX => {
-                    state = State { len_min: state.len_min, ..State::fresh() };
+                    facts = facts.after_call();
+                    open = [None; REG_SLOTS];
                 }
-                EXIT => state.open = [None; REG_SLOTS],
-                _ if class == BPF_LDX => {
-                    self.plan_access(&mut state, pc, insn.src, insn.off, access_size(insn.opc), false, program);
-                    state.set(dst, Value::Unknown);
+                EXIT => {
+                    open = [None; REG_SLOTS];
+                    falls_in = false;
                 }
-                _ if class == BPF_ST || class == BPF_STX => {
-                    self.plan_access(&mut state, pc, insn.dst, insn.off, access_size(insn.opc), true, program);
-                    if insn.opc == ATOMIC32 || insn.opc == ATOMIC64 {
-                        if insn.imm == ATOMIC_CMPXCHG {
-                            state.set(0, Value::Unknown);
-                        } else if insn.imm & ATOMIC_FETCH != 0 {
-                            state.set(src, Value::Unknown);
-                        }
+                _ if class == BPF_JMP || class == BPF_JMP32 => {
+                    // The end of a straight run.
+                    open = [None; REG_SLOTS];
+                    if let Some(to) = jump_target(pc, insn).filter(|&to| to > pc) {
+                        let mut taken = facts;
+                        taken.assume(insn, true);
+                        let joined = match take(&mut incoming, to) {
+                            Some(earlier) => earlier.join(&taken, &mut ids),
+                            None => taken,
+                        };
+                        incoming.push((to, joined));
+                    }
+                    if insn.opc == JA || insn.opc == JA32 {
+                        falls_in = false;
+                    } else {
+                        facts.assume(insn, false);
                     }
                 }
-                _ if class == BPF_ALU || class == BPF_ALU64 => state.set(dst, Value::Unknown),
-                _ if class == BPF_JMP || class == BPF_JMP32 => {
-                    // The end of a straight run; the next instruction, when
-                    // no jump lands on it, is reached only by not jumping.
-                    state.open = [None; REG_SLOTS];
-                    state.len_min = state.len_min.max(len_min_if_not_taken(insn, &state.values));
+                _ => {
+                    if class == BPF_LDX {
+                        self.plan_access(
+                            &facts,
+                            &mut open,
+                            pc,
+                            insn.src,
+                            insn.off,
+                            access_size(insn.opc),
+                            false,
+                            program,
+                        );
+                    } else if class == BPF_ST || class == BPF_STX {
+                        self.plan_access(
+                            &facts,
+                            &mut open,
+                            pc,
+                            insn.dst,
+                            insn.off,
+                            access_size(insn.opc),
+                            true,
+                            program,
+                        );
+                    }
+                    facts.step(insns, pc, &mut ids);
+                    // A register written closes its group.
+                    let atomic = insn.opc == ATOMIC32 || insn.opc == ATOMIC64;
+                    if class == BPF_ALU || class == BPF_ALU64 || class == BPF_LDX || insn.opc == LDDW {
+                        open[insn.dst as usize & 15] = None;
+                    } else if atomic && insn.imm == ATOMIC_CMPXCHG {
+                        open[0] = None;
+                    } else if atomic && insn.imm & ATOMIC_FETCH != 0 {
+                        open[insn.src as usize & 15] = None;
+                    }
+                    if insn.opc == LDDW {
+                        pc += 1;
+                    }
                 }
-                _ => {}
             }
             pc += 1;
         }
@@ -1051,7 +1056,8 @@ impl Analysis {
     #[allow(clippy::too_many_arguments)]
     fn plan_access(
         &mut self,
-        state: &mut State,
+        facts: &Facts,
+        open: &mut [Option<u32>; REG_SLOTS],
         pc: usize,
         base: u8,
         off: i16,
@@ -1060,9 +1066,8 @@ impl Analysis {
         program: &Program,
     ) {
         let frame = STACK_FRAME_SIZE as i64;
-        let check = match state.values[base as usize & 15] {
-            Value::Frame(c) => {
-                let start = c.wrapping_add(off as i64);
+        let check = match facts.place(base, off, size) {
+            Place::Frame(start) => {
                 if start >= -frame && start <= -(size as i64) {
                     // [r10 + start, r10 + start + size) is inside [r10 - 512, r10).
                     Check::None
@@ -1072,27 +1077,15 @@ impl Analysis {
                     Check::Input
                 }
             }
-            Value::Input(c) => {
-                // [input + start, input + start + size) is inside the input,
-                // which is at least len_min >= size > 0 bytes long (so not
-                // empty, and input is its address).
-                let start = c.checked_add(off as i64);
-                match start.and_then(|start| u64::try_from(start).ok()) {
-                    Some(start) if start.checked_add(size as u64).is_some_and(|end| end <= state.len_min) => {
-                        Check::None
-                    }
-                    _ => Check::Input,
-                }
-            }
-            Value::Const(base) => {
-                let addr = base.wrapping_add(off as i64 as u64);
+            Place::Input => Check::None,
+            Place::Address(addr) => {
                 let allowed = program
                     .regions()
                     .iter()
                     .any(|region| region.contains(addr, size as u64) && (region.writable || !write));
                 if allowed { Check::None } else { Check::Input }
             }
-            Value::Unknown | Value::Len => Check::Input,
+            Place::Unknown => Check::Input,
         };
         self.slots[pc].check = check;
         if check == Check::None {
@@ -1105,7 +1098,7 @@ impl Analysis {
         }
         let (lo, hi) = (off as i32, off as i32 + size as i32);
         let base_index = base as usize & 15;
-        if let Some(index) = state.open[base_index] {
+        if let Some(index) = open[base_index] {
             let group = &mut self.groups[index as usize];
             let (lo, hi) = (group.lo.min(lo), group.hi.max(hi));
             if hi - lo <= MAX_SPAN {
@@ -1115,7 +1108,7 @@ impl Analysis {
             }
         }
         let index = self.groups.len() as u32;
-        state.open[base_index] = Some(index);
+        open[base_index] = Some(index);
         self.slots[pc].member_of = Some(index);
         self.groups.push(Group { first: pc, last: pc, lo, hi, members: 1 });
     }
@@ -1157,58 +1150,6 @@ impl Analysis {
             }
             self.copy_end[index] = end;
         }
-    }
-}
-
-/// `value + k`, where known.
-fn offset(value: Value, k: i64) -> Value {
-    match value {
-        Value::Const(c) => Value::Const(c.wrapping_add(k as u64)),
-        Value::Frame(c) => Value::Frame(c.wrapping_add(k)),
-        Value::Input(c) => Value::Input(c.wrapping_add(k)),
-        Value::Unknown | Value::Len => Value::Unknown,
-    }
-}
-
-/// A lower bound of the input's length that holds after the conditional
-/// jump `insn` was not taken (0 when it says nothing).
-fn len_min_if_not_taken(insn: Insn, values: &[Value; REG_SLOTS]) -> u64 {
-    let wide = insn.class() == BPF_JMP;
-    let constant = |value: Value| match value {
-        Value::Const(k) if wide => Some(k),
-        Value::Const(k) => Some(k as u32 as u64),
-        _ => None,
-    };
-    let imm = if wide { insn.imm as i64 as u64 } else { insn.imm as u32 as u64 };
-    let (dst, src) = (values[insn.dst as usize & 15], values[insn.src as usize & 15]);
-    let uses_src = insn.opc & BPF_X != 0;
-    let operand = if uses_src { constant(src) } else { Some(imm) };
-    // A 32-bit comparison sees the length's low half, which is no more than
-    // the length; signed comparisons with a non-negative bound say as much
-    // as unsigned ones.
-    let signed_ok = |k: u64| if wide { (k as i64) >= 0 } else { (k as u32 as i32) >= 0 };
-    let op = insn.opc & 0xf0;
-    match (dst, operand) {
-        // Not (len < k), not (len <= k), not (len != k).
-        (Value::Len, Some(k)) => match op {
-            BPF_JLT | BPF_JNE => k,
-            BPF_JLE => k.saturating_add(1),
-            BPF_JSLT if signed_ok(k) => k,
-            BPF_JSLE if signed_ok(k) => k.saturating_add(1),
-            _ => 0,
-        },
-        // Not (k > len), not (k >= len).
-        (Value::Const(_), None) if uses_src && src == Value::Len => {
-            let k = constant(dst).unwrap_or(0);
-            match op {
-                BPF_JGT => k,
-                BPF_JGE => k.saturating_add(1),
-                BPF_JSGT if signed_ok(k) => k,
-                BPF_JSGE if signed_ok(k) => k.saturating_add(1),
-                _ => 0,
-            }
-        }
-        _ => 0,
     }
 }
 
@@ -2588,6 +2529,25 @@ mod tests {
             let perms = line.split_whitespace().nth(1).unwrap_or("");
             assert!(!(perms.contains('w') && perms.contains('x')), "writable and executable: {line}");
         }
+    }
+
+    #[test]
+    fn analysis_proves_every_access_of_the_classifier() {
+        use crate::helpers::Helpers;
+        use crate::program::Config;
+        // Each read follows a comparison of its end with the length, some
+        // through offsets that differ by path (VLAN tag or not) or come
+        // from the packet (the IPv4 header length).
+        let object = include_bytes!("../../examples/classifier.o");
+        let program = Program::from_elf(object, None, &Helpers::new(), &Config::default()).expect("loads");
+        let analysis = Analysis::new(&program);
+        let loads: Vec<usize> =
+            (0..program.insns().len()).filter(|&pc| program.insns()[pc].class() == BPF_LDX).collect();
+        assert_eq!(loads.len(), 11);
+        for pc in loads {
+            assert_eq!(analysis.slots[pc].check, Check::None, "instruction {pc}");
+        }
+        assert!(!analysis.any_check);
     }
 
     #[test]

@@ -68,5 +68,15 @@ fn bench_classifier(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_loop, bench_classifier);
+/// The fixed cost of one run (taking the thread's stack, setting up
+/// registers and memory bounds, returning the result), with two
+/// instructions: what weighs on short filters such as the classifier.
+fn bench_empty(c: &mut Criterion) {
+    let code = isa::encode_program(&asm::assemble("mov %r0, 0\nexit").expect("assembles"));
+    let program = Program::load(&code, &Helpers::new(), &Config::default()).expect("verifies");
+    let mut packet = vec![0xa5u8; 64];
+    c.bench_function("interp/empty_run", |b| b.iter(|| program.execute(&mut packet)));
+}
+
+criterion_group!(benches, bench_loop, bench_classifier, bench_empty);
 criterion_main!(benches);

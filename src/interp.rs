@@ -20,7 +20,7 @@
 //! budget of its own; the count of instructions covers the whole chain,
 //! which has at most 1 + `MAX_TAIL_CALLS` programs.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{ExecError, ExecErrorKind};
@@ -64,7 +64,10 @@ impl Stack {
 }
 
 thread_local! {
-    static THREAD_STACK: RefCell<Stack> = RefCell::new(Stack::default());
+    /// This thread's stack while no run holds it. A run takes it out and puts
+    /// it back, so the run's result goes straight to the caller rather than
+    /// being copied out of a `LocalKey::with` closure.
+    static THREAD_STACK: Cell<Option<Box<Stack>>> = const { Cell::new(None) };
 }
 
 /// Runs `program` over `mem` on this thread's stack.
@@ -85,19 +88,21 @@ pub fn execute_counted(program: &Program, mem: &mut [u8]) -> (Result<u64, ExecEr
 /// so both see the same frame addresses.
 #[inline]
 pub fn with_thread_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> R {
-    THREAD_STACK.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut stack) => f(&mut stack),
-        // A helper re-entered the engine on this thread: give it its own stack.
-        Err(_) => f(&mut reentry_stack()),
-    })
+    // None on a thread's first run, or when a helper re-entered the engine
+    // while the outer run holds the stack: then a stack of its own. The
+    // guard puts the stack back after `f`, which writes its result straight
+    // into the caller's.
+    let mut lent = LentStack(THREAD_STACK.take());
+    f(lent.0.get_or_insert_with(Box::default))
 }
 
-/// A stack for a run inside a helper, on the heap and out of line, so that
-/// the common path stays small enough to inline into every caller.
-#[cold]
-#[inline(never)]
-fn reentry_stack() -> Box<Stack> {
-    Box::default()
+/// The thread's stack while a run holds it; dropping it puts it back.
+struct LentStack(Option<Box<Stack>>);
+
+impl Drop for LentStack {
+    fn drop(&mut self) {
+        THREAD_STACK.set(self.0.take());
+    }
 }
 
 /// Where a run may read and write.
@@ -188,10 +193,19 @@ atomic_rmw!(atomic_rmw64, u64, AtomicU64);
 /// executed to `executed`. A program that may call built-in helpers gets a
 /// [`RunState`] for them, and its tail calls are followed here: the target
 /// runs over the same input, from a fresh stack frame.
+#[inline]
 pub fn run(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &mut u64) -> Result<u64, ExecError> {
-    if !program.has_stopping_helpers() {
-        return run_one(program, mem, stack, executed_out, None);
+    if program.has_stopping_helpers() {
+        run_chain(program, mem, stack, executed_out)
+    } else {
+        run_one(program, mem, stack, executed_out, None)
     }
+}
+
+/// [`run`] for a program whose helpers may stop it or tail-call; kept out of
+/// line so that the plain case stays a direct call to `run_one`.
+#[inline(never)]
+fn run_chain(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &mut u64) -> Result<u64, ExecError> {
     let stop = Cell::new(0);
     let input_start = if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 };
     let state = RunState::new(program, input_start, mem.len() as u64, stack.top(), stop.as_ptr());
@@ -613,5 +627,44 @@ fn bswap(value: u64, width: i32) -> u64 {
         16 => (value as u16).swap_bytes() as u64,
         32 => (value as u32).swap_bytes() as u64,
         _ => value.swap_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Config, Helpers, asm};
+
+    fn load(source: &str, helpers: &Helpers) -> Program {
+        let code = encode_program(&asm::assemble(source).expect("assembles"));
+        Program::load(&code, helpers, &Config::default()).expect("verifies")
+    }
+
+    /// Writes its own frame and returns its r10.
+    const INNER: &str = "stdw [%r10-8], 0x5678\nmov %r0, %r10\nexit";
+
+    thread_local! {
+        static INNER_PROGRAM: Program = load(INNER, &Helpers::new());
+    }
+
+    /// Runs `INNER` from inside a helper, as an embedder's helper may.
+    extern "C" fn run_inner(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+        INNER_PROGRAM.with(|program| execute(program, &mut []).unwrap_or(u64::MAX))
+    }
+
+    #[test]
+    fn a_helper_that_reenters_gets_a_stack_of_its_own() {
+        let mut helpers = Helpers::new();
+        helpers.register(0, "run_inner", run_inner);
+        // 0 when the inner run had another frame and left this one alone.
+        let outer = load(
+            "mov %r6, 0x1234\n stxdw [%r10-8], %r6\n call 0\n mov %r7, %r10\n jeq %r0, %r7, bad\n \
+             ldxdw %r1, [%r10-8]\n jne %r1, %r6, bad\n mov %r0, 0\n exit\n bad:\n mov %r0, 1\n exit",
+            &helpers,
+        );
+        let frame = load("mov %r0, %r10\nexit", &Helpers::new());
+        let before = execute(&frame, &mut []).unwrap();
+        assert_eq!(execute(&outer, &mut []).unwrap(), 0);
+        assert_eq!(execute(&frame, &mut []).unwrap(), before, "the thread's stack is back for the next run");
     }
 }

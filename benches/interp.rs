@@ -40,24 +40,16 @@ done:
 /// The CPU time the calling thread has used, in nanoseconds.
 struct ThreadCpuTime;
 
-fn thread_cpu_ns() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `now` is a valid timespec for the call to fill.
-    let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
-    assert_eq!(status, 0, "Linux has a per-thread CPU clock");
-    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
-}
-
 impl Measurement for ThreadCpuTime {
     type Intermediate = u64;
     type Value = u64;
 
     fn start(&self) -> u64 {
-        thread_cpu_ns()
+        common::thread_cpu_ns()
     }
 
     fn end(&self, start: u64) -> u64 {
-        thread_cpu_ns() - start
+        common::thread_cpu_ns() - start
     }
 
     fn add(&self, a: &u64, b: &u64) -> u64 {

@@ -93,16 +93,36 @@ pub fn with_thread_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> R {
     // guard puts the stack back after `f`, which writes its result straight
     // into the caller's.
     let mut lent = LentStack(THREAD_STACK.take());
-    f(lent.0.get_or_insert_with(Box::default))
+    f(lent.0.get_or_insert_with(new_stack))
 }
 
 /// The thread's stack while a run holds it; dropping it puts it back.
 struct LentStack(Option<Box<Stack>>);
 
 impl Drop for LentStack {
+    #[inline]
     fn drop(&mut self) {
-        THREAD_STACK.set(self.0.take());
+        // Something is there only when a helper's run put its own stack back.
+        if let Some(displaced) = THREAD_STACK.replace(self.0.take()) {
+            free_stack(displaced);
+        }
     }
+}
+
+// Allocating and freeing stacks happens once per thread, or when a helper
+// re-enters the engine: out of line, so that lending stays a few
+// instructions in every caller (a `Stack` built in place would also give
+// each caller a frame of its size).
+#[cold]
+#[inline(never)]
+fn new_stack() -> Box<Stack> {
+    Box::default()
+}
+
+#[cold]
+#[inline(never)]
+fn free_stack(stack: Box<Stack>) {
+    drop(stack);
 }
 
 /// Where a run may read and write.

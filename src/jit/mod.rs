@@ -176,13 +176,22 @@ impl JitProgram {
     #[inline]
     pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
         if self.program.has_stopping_helpers() {
-            return interp::with_thread_stack(|stack| self.run(mem, stack, &mut 0));
+            return self.execute_chain(mem);
         }
         // Nothing reads the context afterwards, so the code may have it
         // uninitialised (it writes what it reads).
         let mut context = MaybeUninit::uninit();
         let exit = interp::with_thread_stack(|stack| self.enter(mem, stack, context.as_mut_ptr()));
         if exit.status == Status::Exited as u64 { Ok(exit.value) } else { Err(self.error(exit)) }
+    }
+
+    /// [`JitProgram::execute`] for a program whose helpers may stop it or
+    /// tail-call: out of line, so that the plain case stays small enough to
+    /// inline into its callers.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(never)]
+    fn execute_chain(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
+        interp::with_thread_stack(|stack| self.run(mem, stack, &mut 0))
     }
 
     /// Runs the compiled program over `mem`, exactly as

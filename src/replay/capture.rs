@@ -39,6 +39,8 @@ const MAX_RECORD_LEN: u32 = 16 << 20;
 /// The pcap link-type field keeps FCS information in its upper bits.
 const LINK_TYPE_MASK: u32 = 0xFFFF;
 const READ_BUFFER_LEN: usize = 1 << 18;
+/// How far ahead of the record being read [`prefetch`] asks for the input.
+const PREFETCH_DISTANCE: usize = 4096;
 
 /// Why a capture could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +228,7 @@ impl<R: Read> CaptureReader<R> {
             return None;
         };
         let available = self.input.bytes().get(self.input.start..self.input.end)?;
+        prefetch(available, PREFETCH_DISTANCE);
         let head = available.get(..PCAP_RECORD_HEADER_LEN)?;
         let captured = read_u32(head, 8, header.endianness);
         let record_len = PCAP_RECORD_HEADER_LEN + captured as usize;
@@ -314,6 +317,25 @@ struct PcapPacketAt {
     link_type: u32,
     timestamp_ns: u64,
     record: Range<usize>,
+}
+
+/// Asks the CPU to load `bytes[at]` into the cache, if there is such a
+/// byte. The hardware prefetcher follows a sequential read only within a
+/// page, so without this hint the first record of every page waits for
+/// memory (perf: a fifth of the replay loop's samples on that load; the
+/// hint took `replay --drop` on the 1M-packet benchmark from 31.0 to 29.1
+/// ms).
+#[inline]
+fn prefetch(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(byte) = bytes.get(at) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch is a hint that reads nothing into the program
+        // and never faults; the address is in `bytes` anyway.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, at);
 }
 
 /// The capture time of the pcap record that starts with `head`, in

@@ -12,7 +12,9 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use qemu_ubpf::replay::{CaptureReader, Engine, EngineKind, IpMode, Options, Outputs, Record, Replay, Verdict};
+use qemu_ubpf::replay::{
+    CaptureReader, Engine, EngineKind, IpMode, MappedCapture, Options, Outputs, Record, Replay, Verdict,
+};
 use qemu_ubpf::{Config, Helpers, Program, asm, isa};
 
 #[path = "../examples/gen_captures.rs"]
@@ -403,6 +405,74 @@ fn corrupted_captures_never_panic() {
             let options = Options { ip_mode: IpMode::On, on_error: Verdict::Drop };
             let _ = Replay::new(&engine, options).run(&mut reader, &mut outputs, &mut |_| {});
         }
+    }
+}
+
+/// Every record of a capture as its reader gives it, then how it ends.
+fn read_all<R: std::io::Read>(mut reader: CaptureReader<R>) -> (Vec<String>, String) {
+    let mut records = Vec::new();
+    loop {
+        match reader.next_record() {
+            Ok(None) => return (records, "end".into()),
+            Err(error) => return (records, error.to_string()),
+            Ok(Some(Record::Metadata(bytes))) => records.push(format!("metadata {bytes:?}")),
+            Ok(Some(Record::Packet(p))) => records.push(format!(
+                "packet {} at {}: link type {}, time {}, data {:?}, record {:?}",
+                p.number, p.offset, p.link_type, p.timestamp_ns, p.data, p.record
+            )),
+        }
+    }
+}
+
+/// Files are read through a map, other sources streamed: both give the
+/// same records and the same error, whole or cut short or corrupt.
+#[test]
+fn a_mapped_capture_reads_as_a_streamed_one() {
+    let dir = scratch_dir("replay", "mapped");
+    let file = dir.join("capture");
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for (name, whole) in gen_captures::sample_captures() {
+        for round in 0..40 {
+            let mut bytes = whole.clone();
+            if round > 0 {
+                let at = (random() % bytes.len() as u64) as usize;
+                bytes[at] = random() as u8;
+                bytes.truncate(bytes.len() - (random() % 64) as usize);
+            }
+            std::fs::write(&file, &bytes).unwrap();
+            let map = MappedCapture::new(&std::fs::File::open(&file).unwrap()).unwrap();
+            let streamed = CaptureReader::new(&bytes[..], name).map(read_all).map_err(|e| e.to_string());
+            let mapped = CaptureReader::<&[u8]>::mapped(map, name).map(read_all).map_err(|e| e.to_string());
+            assert!(streamed == mapped, "{name}, round {round}: {streamed:?}\n{mapped:?}");
+        }
+    }
+}
+
+/// A capture that cannot be mapped (a pipe) is streamed.
+#[test]
+fn a_capture_from_a_pipe_replays() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let capture = std::fs::read(sample("ethernet.pcap")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qemu-ubpf"))
+        .args(["replay", path(&example("drop_1_1_1_1")), "/dev/stdin", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&capture).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let (json, _) = replay_json(&[path(&example("drop_1_1_1_1")), path(&sample("ethernet.pcap"))]);
+    let piped: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(output.status.success());
+    for count in ["packets", "passed", "dropped", "skipped", "bytes"] {
+        assert_eq!(piped[count], json[count], "{count}");
     }
 }
 

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qemu_ubpf::elf::{HelperRef, ObjectInfo};
 use qemu_ubpf::maps::{self, MapType};
 use qemu_ubpf::replay::{
-    CaptureReader, CaptureWriter, Engine, EngineKind, IpMode, Options, Outputs, Replay, Summary, Verdict,
+    CaptureReader, CaptureWriter, Engine, EngineKind, IpMode, MappedCapture, Options, Outputs, Replay, Summary, Verdict,
 };
 use qemu_ubpf::{Config, Helpers, Program, asm, disasm, elf, isa};
 
@@ -288,16 +288,28 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
     let engine = Engine::new(program, request.engine).map_err(|e| {
         format!("{program_name}: the JIT cannot compile it: {e}; --engine interp runs it in the interpreter")
     })?;
-    let (capture_name, source, capture_len): (String, Box<dyn Read>, Option<u64>) = match &request.capture {
+    let (capture_name, source, capture_len): (String, Source, Option<u64>) = match &request.capture {
         Some(path) => {
             let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let len = file.metadata().ok().map(|metadata| metadata.len());
-            (path.display().to_string(), Box::new(file), len)
+            let source = match MappedCapture::new(&file) {
+                Some(map) => Source::Mapped(map),
+                None => Source::Stream(Box::new(file)),
+            };
+            (path.display().to_string(), source, len)
         }
-        None => (BUNDLED_CAPTURE_NAME.to_owned(), Box::new(BUNDLED_CAPTURE), Some(BUNDLED_CAPTURE.len() as u64)),
+        None => (
+            BUNDLED_CAPTURE_NAME.to_owned(),
+            Source::Stream(Box::new(BUNDLED_CAPTURE)),
+            Some(BUNDLED_CAPTURE.len() as u64),
+        ),
     };
     check_outputs(request.capture.as_deref(), request.pass.as_deref(), request.drop.as_deref())?;
-    let mut reader = CaptureReader::new(source, &capture_name).map_err(|e| e.to_string())?;
+    let reader: Result<CaptureReader<Box<dyn Read>>, _> = match source {
+        Source::Mapped(map) => CaptureReader::mapped(map, &capture_name),
+        Source::Stream(stream) => CaptureReader::new(stream, &capture_name),
+    };
+    let mut reader = reader.map_err(|e| e.to_string())?;
     let mut outputs =
         Outputs { pass: create_output(request.pass.as_deref())?, drop: create_output(request.drop.as_deref())? };
 
@@ -326,6 +338,13 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
     }
     error
         .map_or(Ok(()), |error| Err(format!("{error}\n(the summary and the output files cover the packets before it)")))
+}
+
+/// A capture to replay: a file mapped whenever it can be (a regular file),
+/// since reading records in place spares copying each one; else a stream.
+enum Source {
+    Mapped(MappedCapture),
+    Stream(Box<dyn Read>),
 }
 
 /// Refuses outputs that would overwrite the capture or each other.

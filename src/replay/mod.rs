@@ -15,7 +15,7 @@ pub mod frame;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-pub use capture::{CaptureError, CaptureReader, CaptureWriter, Format, Packet, Record};
+pub use capture::{CaptureError, CaptureReader, CaptureWriter, Format, MappedCapture, Packet, Record};
 pub use engine::{Engine, EngineKind};
 pub use frame::{IpMode, UnsupportedLinkType};
 
@@ -171,27 +171,43 @@ impl<'a> Replay<'a> {
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), CaptureError> {
         let file = reader.file().to_owned();
-        while let Some(record) = reader.next_record()? {
-            match record {
-                Record::Metadata(bytes) => outputs.write_metadata(bytes)?,
-                Record::Packet(packet) => {
-                    let verdict = self.verdict(&packet).map_err(|error| CaptureError::Record {
-                        file: file.clone(),
-                        packet: packet.number,
-                        offset: packet.offset,
-                        what: error.to_string(),
-                    })?;
-                    outputs.write_packet(verdict, packet.record)?;
-                    if packet.number % PROGRESS_INTERVAL == 0 {
-                        progress(reader.offset());
-                    }
-                }
+        loop {
+            if let Some(packet) = reader.next_pcap_packet() {
+                self.packet(&packet, outputs, progress, &file)?;
+                continue;
+            }
+            match reader.next_record()? {
+                None => break,
+                Some(Record::Metadata(bytes)) => outputs.write_metadata(bytes)?,
+                Some(Record::Packet(packet)) => self.packet(&packet, outputs, progress, &file)?,
             }
         }
         progress(reader.offset());
         Ok(())
     }
 
+    #[inline]
+    fn packet<W: Write>(
+        &mut self,
+        packet: &Packet,
+        outputs: &mut Outputs<W>,
+        progress: &mut dyn FnMut(u64),
+        file: &str,
+    ) -> Result<(), CaptureError> {
+        let verdict = self.verdict(packet).map_err(|error| CaptureError::Record {
+            file: file.into(),
+            packet: packet.number,
+            offset: packet.offset,
+            what: error.to_string(),
+        })?;
+        outputs.write_packet(verdict, packet.record)?;
+        if packet.number % PROGRESS_INTERVAL == 0 {
+            progress(packet.offset + packet.record.len() as u64);
+        }
+        Ok(())
+    }
+
+    #[inline]
     fn verdict(&mut self, packet: &Packet) -> Result<Verdict, UnsupportedLinkType> {
         let input = frame::program_input(self.options.ip_mode, packet.link_type, packet.data)?;
         let summary = &mut self.summary;

@@ -812,3 +812,19 @@ fn trace_prints_what_the_program_writes_with_bpf_trace_printk() {
     let quiet = qemu_ubpf(&args[..args.len() - 1]);
     assert!(!text(&quiet.stderr).contains("bpf_trace_printk"), "{}", text(&quiet.stderr));
 }
+
+/// Output into a pipe nobody reads any more (`| head`, a pager that quit)
+/// ends the command as it ends other Unix tools: by SIGPIPE, not a panic.
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_qemu-ubpf"))
+        .args(["replay", path(&example("drop_1_1_1_1")), path(&sample("ethernet.pcap"))])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert!(!text(&output.stderr).contains("panicked"), "{}", text(&output.stderr));
+    assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{:?}", output.status);
+}

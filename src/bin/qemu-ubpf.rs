@@ -657,6 +657,11 @@ fn show_trace(on: bool) {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` or a pager that quits ends the command quietly,
+    // as it ends other Unix tools, rather than making `println!` panic.
+    // SAFETY: called before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -525,11 +525,19 @@ mod tests {
                     insns.push(Insn::new(LDDW, x, 0, 0, value as i32));
                     insns.push(Insn::new(0, 0, 0, 0, (value >> 32) as i32));
                 }
-                7 | 8 => {
+                7 => {
                     // A guard: compare with the length (or a copy), leave
                     // when it fails.
                     exits.push(insns.len());
                     insns.push(guard(rng, x, imm));
+                }
+                8 => {
+                    // The same, laid out the other way: go on when it holds,
+                    // else fall into an early exit.
+                    let mut go_on = guard(rng, x, imm);
+                    go_on.off = 1;
+                    insns.push(go_on);
+                    insns.push(Insn::new(EXIT, 0, 0, 0, 0));
                 }
                 9 | 10 => {
                     // A header check, as C filters make them: the offset
@@ -604,11 +612,14 @@ mod tests {
 
     #[test]
     fn jit_checks_what_the_facts_cannot_prove() {
-        let config = Config::default();
         let mut stack = Stack::default();
         for seed in 0..20_000 {
             let mut rng = Rng(seed);
             let insns = guarded_program(&mut rng);
+            // Limits below the program's length too: without loops or calls
+            // no check stops the run, but the count must still be exact.
+            let instruction_limit = rng.pick(&[Config::default().instruction_limit, 1, 7, 30, i64::MAX as u64]);
+            let config = Config { instruction_limit, ..Config::default() };
             let program = Arc::new(
                 Program::load(&encode_program(&insns), &Helpers::new(), &config)
                     .unwrap_or_else(|error| panic!("seed {seed}: {error}")),
@@ -619,10 +630,12 @@ mod tests {
                 let input: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
                 // One buffer for both runs, so that fault addresses agree.
                 let mut buffer = input.clone();
-                let expected = interp::run(&program, &mut buffer, &mut stack, &mut 0);
+                let (mut interpreted, mut compiled) = (0, 0);
+                let expected = interp::run(&program, &mut buffer, &mut stack, &mut interpreted);
                 buffer.copy_from_slice(&input);
-                let actual = jit.run(&mut buffer, &mut stack, &mut 0);
+                let actual = jit.run(&mut buffer, &mut stack, &mut compiled);
                 assert_eq!(actual, expected, "seed {seed}, input of {len} bytes, program {insns:?}");
+                assert_eq!(compiled, interpreted, "instructions executed: seed {seed}, program {insns:?}");
             }
         }
     }

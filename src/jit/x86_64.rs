@@ -863,11 +863,36 @@ struct Analysis {
     /// Does some local call enter the entry function (recursion)? Then its
     /// `exit` must look at the depth.
     entry_is_called: bool,
+    /// For a program without calls whose jumps all go forward: for each
+    /// slot, the most instructions a run can still execute from there, its
+    /// own included (see [`Emitter::dag`]). Empty for other programs.
+    to_exit: Vec<u32>,
 }
 
 fn target(pc: usize, offset: i64) -> usize {
     // The verifier checked that every jump and call lands inside the program.
     (pc as i64 + 1 + offset) as usize
+}
+
+/// For a program without calls or backward jumps: from each slot, the most
+/// instructions a run executes until it exits (an lddw counts once, as the
+/// interpreter counts it).
+fn longest_runs(insns: &[Insn]) -> Vec<u32> {
+    let mut to_exit = vec![0u32; insns.len() + 2];
+    for pc in (0..insns.len()).rev() {
+        let insn = insns[pc];
+        to_exit[pc] = 1 + match insn.opc {
+            EXIT => 0,
+            LDDW => to_exit[pc + 2],
+            JA | JA32 => to_exit[jump_target(pc, insn).unwrap_or(pc + 1)],
+            _ => match jump_target(pc, insn) {
+                Some(to) => to_exit[pc + 1].max(to_exit[to]),
+                None => to_exit[pc + 1],
+            },
+        };
+    }
+    to_exit.truncate(insns.len());
+    to_exit
 }
 
 /// Where the jump `insn` at `pc` may go, if it is a jump (not a call or
@@ -895,6 +920,7 @@ impl Analysis {
         let mut branches = false;
         let mut entry_is_called = false;
         let mut entry_is_jumped_to = false;
+        let mut backward = false;
         let mut pc = 0;
         while pc < insns.len() {
             let insn = insns[pc];
@@ -912,6 +938,7 @@ impl Analysis {
                 _ => {}
             }
             let jump = jump_target(pc, insn);
+            backward |= jump.is_some_and(|to| to <= pc);
             branches |= matches!(insn.class(), BPF_JMP | BPF_JMP32) && insn.opc != EXIT;
             if let Some(to) = jump {
                 slots[to].target = true;
@@ -932,7 +959,11 @@ impl Analysis {
             branches,
             entry_end: program.functions().get(1).copied().unwrap_or(insns.len()),
             entry_is_called,
+            to_exit: Vec::new(),
         };
+        if !local_calls && !helper_calls && !backward {
+            analysis.to_exit = longest_runs(insns);
+        }
         analysis.plan_checks(program, !(entry_is_jumped_to || entry_is_called));
         analysis.plan_groups();
         analysis
@@ -1158,7 +1189,7 @@ impl Analysis {
 enum Cold {
     /// Stops the run at `pc` with `status`, counting `unflushed` more
     /// instructions; r11 already holds the value to report, if any.
-    Stop { label: DynamicLabel, pc: usize, status: Status, unflushed: u32 },
+    Stop { label: DynamicLabel, pc: usize, status: Status, unflushed: i32 },
     /// The budget went below zero at the check of `pc`: refill it from the
     /// context and go `back`, or stop.
     Budget { label: DynamicLabel, back: Option<DynamicLabel>, pc: usize },
@@ -1173,12 +1204,15 @@ enum Cold {
         size: usize,
         write: bool,
         inline: Check,
-        unflushed: u32,
+        unflushed: i32,
     },
     /// The code from `first` to `last` with each access checked on its own,
     /// run when the merged check at `first` fails, then `back` to the code
     /// after `last`; `pending` instructions of the run come before `first`.
-    Copy { label: DynamicLabel, first: usize, last: usize, pending: u32, back: DynamicLabel },
+    Copy { label: DynamicLabel, first: usize, last: usize, pending: i32, back: DynamicLabel },
+    /// A jump to `target` that must add `amount` to the budget on the way
+    /// (see [`Emitter::dag`]).
+    Adjust { label: DynamicLabel, amount: i32, target: DynamicLabel },
 }
 
 /// [`REGISTER_MAP`] indexed by any 4-bit field (the verifier keeps them to
@@ -1220,9 +1254,10 @@ struct Emitter<'p> {
     analysis: &'p Analysis,
     /// A label for each slot that some jump or call lands on.
     labels: Vec<Option<DynamicLabel>>,
-    /// Instructions of the current straight run not yet subtracted from the
-    /// budget.
-    pending: u32,
+    /// What r12 is ahead of the budget left once the current instruction is
+    /// counted: the instructions of the current straight run not yet
+    /// subtracted, or in DAG mode `1 - to_exit` of the instruction.
+    pending: i32,
     cold: Vec<Cold>,
     /// Region-check routines by access size (log2) and direction (write).
     region_checks: [[Option<DynamicLabel>; 2]; 4],
@@ -1236,6 +1271,15 @@ struct Emitter<'p> {
     /// Does r12 hold the budget? Not when the program is one straight run
     /// (and the limit is small): its count is known where it ends.
     budget_in_register: bool,
+    /// DAG mode, for a program whose jumps all go forward and that makes
+    /// no calls (and a small limit): no budget check can happen, so only
+    /// the count at the end matters. Before each instruction, r12 holds
+    /// `limit - executed - to_exit`; going on to the next instruction
+    /// keeps that true at no cost, and so does the jump to the successor
+    /// with the longer run; the other successor of a conditional jump adds
+    /// the difference. So the count costs nothing along a longest path,
+    /// and at `exit` (`to_exit` 1, counted) r12 is the budget left.
+    dag: bool,
     /// Does rbp hold eBPF r10? Not when no instruction names r10 and there
     /// are no local calls: then it is the stack top, in the context.
     frame_in_rbp: bool,
@@ -1257,6 +1301,7 @@ impl<'p> Emitter<'p> {
         let call_saved: Vec<Rq> = (6..=9).filter(|&r| analysis.used[r]).map(|r| REGISTER_MAP[r]).collect();
         let big_limit = program.instruction_limit() > REMAINING_MAX;
         let budget_in_register = analysis.branches || big_limit;
+        let dag = analysis.branches && !big_limit && !analysis.to_exit.is_empty();
         let frame_in_rbp = analysis.used[FRAME_REG as usize] || analysis.local_calls;
         let mut saved = Vec::with_capacity(6);
         if frame_in_rbp {
@@ -1286,6 +1331,7 @@ impl<'p> Emitter<'p> {
             call_saved,
             big_limit,
             budget_in_register,
+            dag,
             frame_in_rbp,
             individual: false,
             resume: Vec::new(),
@@ -1340,6 +1386,12 @@ impl<'p> Emitter<'p> {
         let limit = self.program.instruction_limit();
         if !self.budget_in_register {
             // Counted where the run ends.
+        } else if self.dag {
+            let start = limit as i64 - i64::from(self.analysis.to_exit[0]);
+            match i32::try_from(start) {
+                Ok(start) => x64!(self.ops ; mov r12, DWORD start),
+                Err(_) => x64!(self.ops ; mov r12, QWORD start),
+            }
         } else if self.big_limit {
             let extra = (limit - REMAINING_MAX) as i64;
             x64!(self.ops
@@ -1396,11 +1448,11 @@ impl<'p> Emitter<'p> {
                     let addend = if next.src == insn.dst { src } else { reg(next.src) };
                     x64!(self.ops ; lea Rq(dst), [Rq(src) + Rq(addend)]);
                 }
-                self.pending += 2;
+                self.count(pc + 1, 2);
                 return Ok(pc + 2);
             }
         }
-        self.pending += 1;
+        self.count(pc, 1);
         self.emit_insn(pc, insn)?;
         if !self.individual {
             while let Some(index) = self.resume.iter().position(|&(last, _)| last == pc) {
@@ -1570,11 +1622,20 @@ impl<'p> Emitter<'p> {
     }
 
     /// Subtracts the current straight run from the budget.
+    /// Counts the instructions of one step, the last at `last`.
+    fn count(&mut self, last: usize, instructions: i32) {
+        if self.dag {
+            self.pending = 1 - self.analysis.to_exit[last] as i32;
+        } else {
+            self.pending += instructions;
+        }
+    }
+
     fn flush(&mut self) {
         // Without the register, the only run ends at an exit or a fault,
-        // which store the count themselves.
-        if self.pending > 0 && self.budget_in_register {
-            self.put(enc::group1(true, 5, Rq::R12, self.pending as i32));
+        // which store the count themselves; in DAG mode nothing is owed.
+        if self.pending > 0 && self.budget_in_register && !self.dag {
+            self.put(enc::group1(true, 5, Rq::R12, self.pending));
             self.pending = 0;
         }
     }
@@ -1865,7 +1926,7 @@ impl<'p> Emitter<'p> {
         size: usize,
         write: bool,
         inline: Check,
-        unflushed: u32,
+        unflushed: i32,
     ) {
         let frame = STACK_FRAME_SIZE as i32;
         x64!(self.ops ; =>label);
@@ -2162,7 +2223,20 @@ impl<'p> Emitter<'p> {
             (_, Reg(s)) => enc::rr(w, &[0x39], s, dst),
         };
         self.put(compare);
-        let label = self.label(target(pc, insn.off as i64));
+        let to = target(pc, insn.off as i64);
+        let mut label = self.label(to);
+        // DAG mode: what each successor adds to r12 (one of them 0).
+        let (mut taken_adds, mut next_adds) = (0, 0);
+        if self.dag {
+            let after = self.analysis.to_exit[pc] as i32 - 1;
+            (taken_adds, next_adds) =
+                (after - self.analysis.to_exit[to] as i32, after - self.analysis.to_exit[pc + 1] as i32);
+        }
+        if taken_adds > 0 {
+            let adjust = self.ops.new_dynamic_label();
+            self.cold.push(Cold::Adjust { label: adjust, amount: taken_adds, target: label });
+            label = adjust;
+        }
         #[rustfmt::skip]
         match cond {
             Cond::Eq  => x64!(self.ops ; je =>label),
@@ -2177,6 +2251,9 @@ impl<'p> Emitter<'p> {
             Cond::Slt => x64!(self.ops ; jl =>label),
             Cond::Sle => x64!(self.ops ; jle =>label),
         };
+        if next_adds > 0 {
+            self.put(enc::group1(true, 0, Rq::R12, next_adds));
+        }
     }
 
     /// `call local`: budget, depth, then a native call with the r6-r9 the
@@ -2364,8 +2441,8 @@ impl<'p> Emitter<'p> {
 
     /// Without the budget register: leaves `limit - executed` in the
     /// context, for a count known here.
-    fn emit_store_count(&mut self, executed: u32) {
-        let remaining = self.program.instruction_limit().wrapping_sub(u64::from(executed)) as i64;
+    fn emit_store_count(&mut self, executed: i32) {
+        let remaining = self.program.instruction_limit().wrapping_sub(executed as i64 as u64) as i64;
         match i32::try_from(remaining) {
             Ok(remaining) => x64!(self.ops ; mov QWORD [r10 + CTX_REMAINING], DWORD remaining),
             Err(_) => x64!(self.ops ; mov rcx, QWORD remaining ; mov [r10 + CTX_REMAINING], rcx),
@@ -2374,11 +2451,10 @@ impl<'p> Emitter<'p> {
 
     /// Counts `unflushed` more instructions and stops the run at `pc` with
     /// `status` (r11 holding the value to report).
-    fn emit_stop_tail(&mut self, pc: usize, status: Status, unflushed: u32) {
+    fn emit_stop_tail(&mut self, pc: usize, status: Status, unflushed: i32) {
         if self.budget_in_register {
-            if unflushed > 0 {
-                let count = unflushed as i32;
-                x64!(self.ops ; sub r12, DWORD count);
+            if unflushed != 0 {
+                x64!(self.ops ; sub r12, DWORD unflushed);
             }
         } else {
             self.emit_store_count(unflushed);
@@ -2414,6 +2490,13 @@ impl<'p> Emitter<'p> {
                 }
                 Cold::Memory { label, back, pc, base, off, size, write, inline, unflushed } => {
                     self.emit_slow_check(label, back, pc, base, off, size, write, inline, unflushed);
+                }
+                Cold::Adjust { label, amount, target } => {
+                    x64!(self.ops
+                        ; =>label
+                        ; add r12, DWORD amount
+                        ; jmp =>target
+                    );
                 }
                 Cold::Copy { label, first, last, pending, back } => {
                     x64!(self.ops ; =>label);

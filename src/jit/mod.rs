@@ -181,7 +181,14 @@ impl JitProgram {
         // Nothing reads the context afterwards, so the code may have it
         // uninitialised (it writes what it reads).
         let mut context = MaybeUninit::uninit();
-        let exit = interp::with_thread_stack(|stack| self.enter(mem, stack, context.as_mut_ptr()));
+        let exit = if self.code.uses_stack() {
+            interp::with_thread_stack(|stack| self.enter(mem, stack, context.as_mut_ptr()))
+        } else {
+            let input = if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 };
+            // SAFETY: as in `enter`, but the code reads no stack (see
+            // `uses_stack`), so the thread's need not be lent.
+            unsafe { self.code.call(input, mem.len() as u64, context.as_mut_ptr(), 0) }
+        };
         if exit.status == Status::Exited as u64 { Ok(exit.value) } else { Err(self.error(exit)) }
     }
 

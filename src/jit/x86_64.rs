@@ -174,12 +174,20 @@ macro_rules! maybe_locked {
 pub(super) struct Code {
     run: pool::Pages,
     len: usize,
+    uses_stack: bool,
 }
 
 impl Code {
-    fn new(bytes: &[u8]) -> Result<Code, JitError> {
+    fn new(bytes: &[u8], uses_stack: bool) -> Result<Code, JitError> {
         let run = pool::Pages::fill(bytes)?;
-        Ok(Code { run, len: bytes.len() })
+        Ok(Code { run, len: bytes.len(), uses_stack })
+    }
+
+    /// Does the code read its stack argument? Not when it names no r10,
+    /// makes no calls and checks no access: then no access can reach the
+    /// stack, and the caller may pass 0 instead of lending one.
+    pub(super) fn uses_stack(&self) -> bool {
+        self.uses_stack
     }
 
     pub(super) fn bytes(&self) -> &[u8] {
@@ -190,7 +198,7 @@ impl Code {
 
     /// Runs the code over the input at `input` (`input_len` bytes, or
     /// `input == 0` and no bytes) with the stack of `STACK_SIZE` bytes whose
-    /// top is `stack_top`.
+    /// top is `stack_top` (anything, when the code does not use the stack).
     ///
     /// # Safety
     /// The input and the stack must be valid for reads and writes and not
@@ -1245,7 +1253,8 @@ pub(super) fn compile(program: &Program) -> Result<Code, JitError> {
     emitter.emit_shared_exits();
     emitter.emit_region_checks();
     let bytes = emitter.ops.finalize().map_err(|error| JitError::Assembler(error.to_string()))?;
-    Code::new(&bytes)
+    let uses_stack = emitter.frame_in_rbp || analysis.any_check || analysis.local_calls || analysis.helper_calls;
+    Code::new(&bytes, uses_stack)
 }
 
 struct Emitter<'p> {

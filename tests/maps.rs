@@ -258,12 +258,15 @@ fn lddw_map(dst: u8, src: u8, index: i32, offset: i32) -> [Insn; 2] {
     [Insn::new(isa::LDDW, dst, src, 0, index), Insn::new(0, 0, 0, 0, offset)]
 }
 
-/// Runs `program` in both engines over `input`, which must agree.
+/// Runs `program` in both engines over `input`, which must agree. One
+/// buffer serves both runs, so that addresses in errors agree too.
 fn both(program: Program, input: &[u8]) -> Result<u64, qemu_ubpf::ExecError> {
     let program = Arc::new(program);
-    let (expected, interpreted) = interp::execute_counted(&program, &mut input.to_vec());
-    let jit = JitProgram::compile(program).unwrap();
-    let (actual, compiled) = jit.execute_counted(&mut input.to_vec());
+    let jit = JitProgram::compile(program.clone()).unwrap();
+    let mut buffer = input.to_vec();
+    let (expected, interpreted) = interp::execute_counted(&program, &mut buffer);
+    buffer.copy_from_slice(input);
+    let (actual, compiled) = jit.execute_counted(&mut buffer);
     assert_eq!(actual, expected);
     assert_eq!(compiled, interpreted, "instructions executed");
     expected

@@ -28,6 +28,38 @@ const REG_SLOTS: usize = 16;
 /// can name at once (r10 is always the frame).
 const ROOMS: usize = 16;
 
+/// r0-r9, as bits.
+const ALL_REGS: u16 = (1 << FRAME_REG) - 1;
+
+/// The registers `insn` reads, as bits (a call: its arguments; a local
+/// call: all, as the callee may read any).
+fn reads(insn: Insn) -> u16 {
+    let (dst, src) = (1 << (insn.dst & 15), 1 << (insn.src & 15));
+    let uses_src = insn.opc & BPF_X != 0;
+    let class = insn.class();
+    match insn.opc {
+        LDDW | JA | JA32 => 0,
+        EXIT => 1,
+        CALL if insn.src == CALL_LOCAL => ALL_REGS,
+        CALL => 0b11_1110,
+        CALLX => 0b11_1110 | dst,
+        ATOMIC32 | ATOMIC64 if insn.imm == ATOMIC_CMPXCHG => dst | src | 1,
+        _ if class == BPF_LDX => src,
+        _ if class == BPF_ST => dst,
+        _ if class == BPF_STX => dst | src,
+        // mov (and movsx) reads only its source; le/be/bswap only dst.
+        _ if (class == BPF_ALU || class == BPF_ALU64) && insn.opc & OP_MASK == BPF_MOV => {
+            if uses_src {
+                src
+            } else {
+                0
+            }
+        }
+        _ if (class == BPF_ALU || class == BPF_ALU64) && insn.opc & OP_MASK == BPF_END => dst,
+        _ => dst | if uses_src { src } else { 0 },
+    }
+}
+
 /// `s + c`, where `s` is an unknown in `[0, max]` named by `id` (id 0: `s`
 /// is 0 and `max` is 0, the offset is the constant `c`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -116,6 +148,9 @@ pub(super) struct Facts {
     /// `(id, room)`: unknown `id` plus `room` is at most the length (id 0:
     /// an empty entry).
     rooms: [(u32, i64); ROOMS],
+    /// r0-r9 that may still hold the value the run started with (a bit
+    /// each): the code must set up those some instruction reads.
+    unwritten: u16,
 }
 
 impl Facts {
@@ -123,7 +158,7 @@ impl Facts {
     pub(super) fn fresh() -> Facts {
         let mut values = [Value::Unknown; REG_SLOTS];
         values[FRAME_REG as usize] = Value::Frame(0);
-        Facts { values, len_min: 0, rooms: [(0, 0); ROOMS] }
+        Facts { values, len_min: 0, rooms: [(0, 0); ROOMS], unwritten: ALL_REGS }
     }
 
     /// On entry, as the interpreter sets the registers: r1 the input's
@@ -135,6 +170,7 @@ impl Facts {
         }
         facts.values[1] = Value::Input(Offset::constant(0));
         facts.values[2] = Value::Len;
+        facts.unwritten = ALL_REGS & !0b110;
         facts
     }
 
@@ -145,7 +181,15 @@ impl Facts {
         for value in &mut facts.values[..6] {
             *value = Value::Unknown;
         }
+        // A callee may leave r1-r5 as they were; r0 it sets.
+        facts.unwritten &= !1;
         facts
+    }
+
+    /// Of the registers `insn` reads, those that may still hold their
+    /// value from the start of the run.
+    pub(super) fn read_unwritten(&self, insn: Insn) -> u16 {
+        reads(insn) & self.unwritten
     }
 
     pub(super) fn value(&self, reg: u8) -> Value {
@@ -154,6 +198,7 @@ impl Facts {
 
     fn set(&mut self, reg: u8, value: Value) {
         self.values[reg as usize & 15] = value;
+        self.unwritten &= !(1 << (reg & 15));
     }
 
     /// The room known for an offset's unknown: `s + room <= length`.
@@ -383,6 +428,7 @@ impl Facts {
         }
         let mut joined = Facts::fresh();
         joined.len_min = self.len_min.min(other.len_min);
+        joined.unwritten = self.unwritten | other.unwritten;
         let mut covered = Vec::new();
         for reg in 0..REG_SLOTS {
             let (mine, theirs) = (self.values[reg], other.values[reg]);

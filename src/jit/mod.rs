@@ -546,6 +546,33 @@ mod tests {
     }
 
     #[test]
+    fn registers_read_before_written_start_at_zero() {
+        let config = Config::default();
+        let read_all = |dst: u8| (3..=9).map(move |r| Insn::new(ADD64_REG, dst, r, 0, 0));
+        // Straight: r0 and r3-r9 read as the run starts.
+        let mut straight: Vec<Insn> = read_all(0).collect();
+        straight.push(EXIT_INSN);
+        assert_eq!(both(&straight, &config, &[]), Ok(0));
+        // Written on one path only, read where the paths meet.
+        let mut joined = vec![
+            Insn::new(JEQ_IMM, 1, 0, 4, 0),
+            Insn::new(MOV64_IMM, 6, 0, 0, 7),
+            Insn::new(MOV64_IMM, 3, 0, 0, 5),
+            Insn::new(MOV64_IMM, 0, 0, 0, 1),
+            Insn::new(MOV64_IMM, 9, 0, 0, 2),
+        ];
+        joined.extend(read_all(0));
+        joined.push(EXIT_INSN);
+        assert_eq!(both(&joined, &config, &[]), Ok(0));
+        assert_eq!(both(&joined, &config, &[1]), Ok(15));
+        // A callee reading what neither it nor its caller wrote.
+        let mut called = vec![Insn::new(CALL, 0, CALL_LOCAL, 0, 1), EXIT_INSN];
+        called.extend(read_all(0));
+        called.push(EXIT_INSN);
+        assert_eq!(both(&called, &config, &[]), Ok(0));
+    }
+
+    #[test]
     fn budget_and_depth() {
         let config = Config { instruction_limit: 10, ..Config::default() };
         let spin = [Insn::new(MOV64_IMM, 0, 0, 0, 0), Insn::new(JA, 0, 0, -1, 0), EXIT_INSN];

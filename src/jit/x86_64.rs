@@ -875,6 +875,9 @@ struct Analysis {
     /// slot, the most instructions a run can still execute from there, its
     /// own included (see [`Emitter::dag`]). Empty for other programs.
     to_exit: Vec<u32>,
+    /// r0-r9 (bits) that some instruction may read before anything wrote
+    /// them: the prologue sets these to 0, as the interpreter starts.
+    read_unwritten: u16,
 }
 
 fn target(pc: usize, offset: i64) -> usize {
@@ -968,6 +971,7 @@ impl Analysis {
             entry_end: program.functions().get(1).copied().unwrap_or(insns.len()),
             entry_is_called,
             to_exit: Vec::new(),
+            read_unwritten: 0,
         };
         if !local_calls && !helper_calls && !backward {
             analysis.to_exit = longest_runs(insns);
@@ -1021,6 +1025,7 @@ impl Analysis {
             }
             let insn = insns[pc];
             let class = insn.class();
+            self.read_unwritten |= facts.read_unwritten(insn);
             falls_in = true;
             match insn.opc {
                 CALL | CALLX => {
@@ -1413,10 +1418,12 @@ impl<'p> Emitter<'p> {
         } else {
             x64!(self.ops ; mov r12, QWORD limit as i64);
         }
-        // r0 always, r3-r5 when named or passed to helpers, r6-r9 when named.
-        x64!(self.ops ; xor eax, eax);
-        for (r, &host) in REGISTER_MAP.iter().enumerate().take(10).skip(3) {
-            if analysis.used[r] || (r <= 5 && analysis.helper_calls) {
+        // r1 and r2 arrive set; of the others, those read before written
+        // (r6-r9 only where named: the prologue saves no others, and only
+        // an instruction naming one reads it).
+        for (r, &host) in REGISTER_MAP.iter().enumerate().take(10) {
+            let named_if_saved = r <= 5 || analysis.used[r];
+            if r != 1 && r != 2 && named_if_saved && analysis.read_unwritten & 1 << r != 0 {
                 x64!(self.ops ; xor Rd(host), Rd(host));
             }
         }

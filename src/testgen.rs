@@ -140,7 +140,7 @@ pub fn seed_bytes(seed: u64) -> Vec<u8> {
 
 /// The case that `data` describes; every byte string gives a valid one.
 pub fn program_from_bytes(data: &[u8]) -> GeneratedCase {
-    let mut source = ByteSource { bytes: data, pos: 0 };
+    let mut source = ByteSource::new(data);
     let input_len = match source.below(16) {
         0 => 0,
         1 => source.below(16),
@@ -231,13 +231,17 @@ extern "C" fn sum(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64 {
 }
 
 /// Reads choices from a byte string; zeros once it is exhausted.
-struct ByteSource<'a> {
+pub(crate) struct ByteSource<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl ByteSource<'_> {
-    fn byte(&mut self) -> u8 {
+    pub(crate) fn new(bytes: &[u8]) -> ByteSource<'_> {
+        ByteSource { bytes, pos: 0 }
+    }
+
+    pub(crate) fn byte(&mut self) -> u8 {
         let byte = self.bytes.get(self.pos).copied().unwrap_or(0);
         self.pos = (self.pos + 1).min(self.bytes.len());
         byte
@@ -260,7 +264,7 @@ impl ByteSource<'_> {
     }
 
     /// A number in `0..n` (`n` > 0), from as few bytes as `n` needs.
-    fn below(&mut self, n: u32) -> u32 {
+    pub(crate) fn below(&mut self, n: u32) -> u32 {
         match n {
             0..=256 => u32::from(self.byte()) % n,
             257..=65536 => u32::from(self.u16()) % n,
@@ -273,7 +277,7 @@ impl ByteSource<'_> {
         self.byte() < in_256
     }
 
-    fn pick<T: Copy>(&mut self, choices: &[T]) -> T {
+    pub(crate) fn pick<T: Copy>(&mut self, choices: &[T]) -> T {
         choices[self.below(choices.len() as u32) as usize]
     }
 }

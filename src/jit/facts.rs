@@ -252,8 +252,8 @@ impl Facts {
 
     /// Follows the instruction at `pc` (an lddw's both slots), except jumps,
     /// whose outcome [`Facts::assume`] follows, and calls
-    /// ([`Facts::after_call`]).
-    pub(super) fn step(&mut self, insns: &[Insn], pc: usize, ids: &mut Ids) {
+    /// ([`Facts::after_call`]); returns the register it writes, if any.
+    pub(super) fn step(&mut self, insns: &[Insn], pc: usize, ids: &mut Ids) -> Option<u8> {
         let insn = insns[pc];
         let (dst, src) = (insn.dst, insn.src);
         let imm = insn.imm as i64;
@@ -313,15 +313,16 @@ impl Facts {
             _ if class == BPF_LDX => Value::Unknown,
             ATOMIC32 | ATOMIC64 if insn.imm == ATOMIC_CMPXCHG => {
                 self.set(0, Value::Unknown);
-                return;
+                return Some(0);
             }
             ATOMIC32 | ATOMIC64 if insn.imm & ATOMIC_FETCH != 0 => {
                 self.set(src, Value::Unknown);
-                return;
+                return Some(src);
             }
-            _ => return,
+            _ => return None,
         };
         self.set(dst, value);
+        Some(dst)
     }
 
     /// `[lowest, highest]` of a number, when known and never below 0.

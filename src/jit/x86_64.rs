@@ -1011,8 +1011,10 @@ impl Analysis {
             if self.slots[pc].target {
                 open = [None; REG_SLOTS];
                 let arriving = take(&mut incoming, pc);
-                facts = if (pc == 0 && entry_known) || (loop_head[pc] || function_start(pc)) {
-                    if pc == 0 && entry_known { facts } else { Facts::fresh() }
+                facts = if pc == 0 && entry_known {
+                    facts
+                } else if loop_head[pc] || function_start(pc) {
+                    Facts::fresh()
                 } else {
                     match (falls_in, arriving) {
                         (true, Some(jumped)) => facts.join(&jumped, &mut ids),
@@ -1055,38 +1057,18 @@ impl Analysis {
                     }
                 }
                 _ => {
-                    if class == BPF_LDX {
-                        self.plan_access(
-                            &facts,
-                            &mut open,
-                            pc,
-                            insn.src,
-                            insn.off,
-                            access_size(insn.opc),
-                            false,
-                            program,
-                        );
-                    } else if class == BPF_ST || class == BPF_STX {
-                        self.plan_access(
-                            &facts,
-                            &mut open,
-                            pc,
-                            insn.dst,
-                            insn.off,
-                            access_size(insn.opc),
-                            true,
-                            program,
-                        );
+                    let access = match class {
+                        BPF_LDX => Some((insn.src, false)),
+                        BPF_ST | BPF_STX => Some((insn.dst, true)),
+                        _ => None,
+                    };
+                    if let Some((base, write)) = access {
+                        let size = access_size(insn.opc);
+                        self.plan_access(&facts, &mut open, pc, base, insn.off, size, write, program);
                     }
-                    facts.step(insns, pc, &mut ids);
                     // A register written closes its group.
-                    let atomic = insn.opc == ATOMIC32 || insn.opc == ATOMIC64;
-                    if class == BPF_ALU || class == BPF_ALU64 || class == BPF_LDX || insn.opc == LDDW {
-                        open[insn.dst as usize & 15] = None;
-                    } else if atomic && insn.imm == ATOMIC_CMPXCHG {
-                        open[0] = None;
-                    } else if atomic && insn.imm & ATOMIC_FETCH != 0 {
-                        open[insn.src as usize & 15] = None;
+                    if let Some(written) = facts.step(insns, pc, &mut ids) {
+                        open[written as usize & 15] = None;
                     }
                     if insn.opc == LDDW {
                         pc += 1;

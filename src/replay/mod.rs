@@ -22,6 +22,7 @@ pub use frame::{IpMode, UnsupportedLinkType};
 use crate::error::ExecError;
 use crate::helpers::builtin;
 use crate::interp::Stack;
+use crate::isa;
 
 /// How often, in packets, a replay reports its progress.
 const PROGRESS_INTERVAL: u64 = 4096;
@@ -131,11 +132,19 @@ pub struct Replay<'a> {
     /// every packet.
     scratch: Vec<u8>,
     stack: Stack,
+    /// Whether the program calls helpers, so may read the clock that each
+    /// packet sets; setting it costs a call per packet for nothing otherwise.
+    clock: bool,
 }
 
 impl<'a> Replay<'a> {
     pub fn new(engine: &'a Engine, options: Options) -> Replay<'a> {
-        Replay { engine, options, summary: Summary::default(), scratch: Vec::new(), stack: Stack::default() }
+        let clock = engine
+            .program()
+            .insns()
+            .iter()
+            .any(|insn| (insn.opc == isa::CALL && insn.src != isa::CALL_LOCAL) || insn.opc == isa::CALLX);
+        Replay { engine, options, summary: Summary::default(), scratch: Vec::new(), stack: Stack::default(), clock }
     }
 
     /// What the replay did so far; after an error, everything before the
@@ -221,7 +230,9 @@ impl<'a> Replay<'a> {
             Some(input) => {
                 self.scratch.clear();
                 self.scratch.extend_from_slice(input);
-                builtin::set_clock(Some(packet.timestamp_ns));
+                if self.clock {
+                    builtin::set_clock(Some(packet.timestamp_ns));
+                }
                 match self.engine.run(&mut self.scratch, &mut self.stack) {
                     Ok(0) => Verdict::Pass,
                     Ok(_) => Verdict::Drop,

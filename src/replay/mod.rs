@@ -4,13 +4,14 @@
 //!
 //! Stages, one module each: [`capture`] reads and writes pcap and pcapng
 //! record by record, [`frame`] finds the bytes the program sees (ip-mode),
-//! [`engine`] runs the program in the JIT or the interpreter. [`Replay`]
-//! ties them together: it streams, so memory stays flat however long the
-//! capture is.
+//! [`engine`] runs the program in the JIT or the interpreter, [`output`]
+//! writes output files. [`Replay`] ties them together: it streams, so
+//! memory stays flat however long the capture is.
 
 pub mod capture;
 pub mod engine;
 pub mod frame;
+pub mod output;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 pub use capture::{CaptureError, CaptureReader, CaptureWriter, Format, MappedCapture, Packet, Record};
 pub use engine::{Engine, EngineKind};
 pub use frame::{IpMode, UnsupportedLinkType};
+pub use output::OutputFile;
 
 use crate::error::ExecError;
 use crate::helpers::builtin;

@@ -24,6 +24,9 @@
 # - The capture is written to disk and dropped from the page cache, so that
 #   the runs read it as a capture read from disk is cached (in large
 #   folios), not as the generator's small writes left it (in small ones).
+#   The first warmup run, a replay, reads it from disk; its map's huge-page
+#   hint caches it in 2 MiB folios (tcpdump's reads leave most of it so too:
+#   125 of 127 MB, as /proc/PID/smaps_rollup's FilePmdMapped shows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use qemu_ubpf::replay::{
-    CaptureReader, Engine, EngineKind, IpMode, MappedCapture, Options, Outputs, Record, Replay, Verdict,
+    CaptureReader, Engine, EngineKind, IpMode, MappedCapture, Options, OutputFile, Outputs, Record, Replay, Verdict,
 };
 use qemu_ubpf::{Config, Helpers, Program, asm, isa};
 
@@ -474,6 +474,26 @@ fn a_capture_from_a_pipe_replays() {
     for count in ["packets", "passed", "dropped", "skipped", "bytes"] {
         assert_eq!(piped[count], json[count], "{count}");
     }
+}
+
+/// An output file holds what was written, and after the flush no blocks
+/// past its end (on ext4 they are allocated ahead of the writes).
+#[cfg(unix)]
+#[test]
+fn an_output_file_keeps_no_blocks_past_its_end() {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+
+    let path = scratch_dir("replay", "output_file").join("out.pcap");
+    let mut out = OutputFile::new(std::fs::File::create(&path).unwrap());
+    let bytes: Vec<u8> = (0..10_000_003u32).map(|i| (i % 251) as u8).collect();
+    for piece in bytes.chunks(65_537) {
+        out.write_all(piece).unwrap();
+    }
+    out.flush().unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let allocated = std::fs::metadata(&path).unwrap().blocks() * 512;
+    assert!(allocated < bytes.len() as u64 + (1 << 20), "{allocated} bytes allocated for {}", bytes.len());
 }
 
 #[test]

@@ -12,7 +12,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qemu_ubpf::elf::{HelperRef, ObjectInfo};
 use qemu_ubpf::maps::{self, MapType};
 use qemu_ubpf::replay::{
-    CaptureReader, CaptureWriter, Engine, EngineKind, IpMode, MappedCapture, Options, Outputs, Replay, Summary, Verdict,
+    CaptureReader, CaptureWriter, Engine, EngineKind, IpMode, MappedCapture, Options, OutputFile, Outputs, Replay,
+    Summary, Verdict,
 };
 use qemu_ubpf::{Config, Helpers, Program, asm, disasm, elf, isa};
 
@@ -368,10 +369,11 @@ fn check_outputs(capture: Option<&Path>, pass: Option<&Path>, drop: Option<&Path
     Ok(())
 }
 
-fn create_output(path: Option<&Path>) -> Result<Option<CaptureWriter<BufWriter<File>>>, String> {
+fn create_output(path: Option<&Path>) -> Result<Option<CaptureWriter<BufWriter<OutputFile>>>, String> {
     let Some(path) = path else { return Ok(None) };
     let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Some(CaptureWriter::new(BufWriter::with_capacity(OUTPUT_BUFFER_LEN, file), path.display().to_string())))
+    let out = BufWriter::with_capacity(OUTPUT_BUFFER_LEN, OutputFile::new(file));
+    Ok(Some(CaptureWriter::new(out, path.display().to_string())))
 }
 
 /// A progress bar on stderr, for replays long enough to need one and only

@@ -5,7 +5,7 @@
 //! carries no IPv4 bypasses the program. With ip-mode off it sees the whole
 //! frame, whatever the link type.
 
-use etherparse::{EtherType, Ethernet2Slice, SingleVlanSlice};
+use etherparse::EtherType;
 use pcap_file::DataLink;
 
 /// Link types (the numbers of pcap headers and pcapng interfaces).
@@ -31,6 +31,9 @@ pub const SUPPORTED_LINK_TYPES: &str = "ETHERNET (1), RAW (101, and DLT_RAW 12 a
 const VLAN_TPIDS: [EtherType; 3] =
     [EtherType::VLAN_TAGGED_FRAME, EtherType::PROVIDER_BRIDGING, EtherType::VLAN_DOUBLE_TAGGED_FRAME];
 
+/// Where an Ethernet frame's EtherType lies, and where a VLAN tag's.
+const ETHER_TYPE_AT: usize = 12;
+const VLAN_ETHER_TYPE_AT: usize = 16;
 const SLL_HEADER_LEN: usize = 16;
 const SLL_PROTOCOL_AT: usize = 14;
 const SLL2_HEADER_LEN: usize = 20;
@@ -63,7 +66,9 @@ pub fn link_type_name(link_type: u32) -> String {
 }
 
 /// The bytes of `frame` the program runs on, or `None` when the frame
-/// bypasses it (ip-mode on and no IPv4 in the frame).
+/// bypasses it (ip-mode on and no IPv4 in the frame). Inlined, as a replay
+/// calls it for every packet.
+#[inline]
 pub fn program_input(mode: IpMode, link_type: u32, frame: &[u8]) -> Result<Option<&[u8]>, UnsupportedLinkType> {
     if mode == IpMode::Off {
         return Ok(Some(frame));
@@ -81,21 +86,28 @@ pub fn program_input(mode: IpMode, link_type: u32, frame: &[u8]) -> Result<Optio
     })
 }
 
-/// The IPv4 packet of an Ethernet frame, after at most one VLAN tag.
+/// The IPv4 packet of an Ethernet frame, after at most one VLAN tag. Read
+/// by hand, so that it inlines into a replay's loop: etherparse's slices
+/// are calls into another crate for every packet.
+#[inline]
 fn ethernet_ipv4(frame: &[u8]) -> Option<&[u8]> {
-    let ethernet = Ethernet2Slice::from_slice_without_fcs(frame).ok()?;
-    let (ether_type, payload) = if VLAN_TPIDS.contains(&ethernet.ether_type()) {
-        let vlan = SingleVlanSlice::from_slice(ethernet.payload_slice()).ok()?;
-        (vlan.ether_type(), vlan.payload_slice())
-    } else {
-        (ethernet.ether_type(), ethernet.payload_slice())
+    let (ether_type, payload_at) = match ether_type_at(frame, ETHER_TYPE_AT)? {
+        tpid if VLAN_TPIDS.contains(&tpid) => (ether_type_at(frame, VLAN_ETHER_TYPE_AT)?, VLAN_ETHER_TYPE_AT + 2),
+        ether_type => (ether_type, ETHER_TYPE_AT + 2),
     };
-    (ether_type == EtherType::IPV4).then_some(payload)
+    if ether_type == EtherType::IPV4 { frame.get(payload_at..) } else { None }
+}
+
+#[inline]
+fn ether_type_at(frame: &[u8], at: usize) -> Option<EtherType> {
+    let bytes = frame.get(at..at + 2)?;
+    Some(EtherType(u16::from_be_bytes([bytes[0], bytes[1]])))
 }
 
 /// The IPv4 packet of a Linux cooked capture frame. The protocol field is
 /// read whatever the hardware type, as libpcap does: etherparse's SLL parser
 /// refuses the loopback and tunnel devices that `tcpdump -i any` records.
+#[inline]
 fn cooked_ipv4(frame: &[u8], protocol_at: usize, header_len: usize) -> Option<&[u8]> {
     let protocol = frame.get(protocol_at..protocol_at + 2)?;
     let payload = frame.get(header_len..)?;

@@ -91,7 +91,6 @@ pub(crate) struct Exit {
 /// when the limit is above `i64::MAX`, and every field of `scratch` it reads
 /// before it reads it.
 #[repr(C)]
-#[derive(Default)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Context {
     /// `limit - executed` when the run ended (the part of a limit above
@@ -113,7 +112,6 @@ pub(crate) const BOUND_SLOTS: usize = 16;
 
 /// Context fields only the native code uses.
 #[repr(C)]
-#[derive(Default)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Scratch {
     /// Address of the input (0 when it is empty): r1 on entry.
@@ -277,18 +275,28 @@ impl JitProgram {
         executed: &mut u64,
         state: Option<&RunState>,
     ) -> Result<u64, ExecError> {
-        let mut context = MaybeUninit::new(Context::default());
+        // Only the fields read here or by the stop protocol are set: the
+        // code writes the others before it reads them (a run per packet
+        // should not clear the whole context).
+        let mut context = MaybeUninit::<Context>::uninit();
         let context_ptr = context.as_mut_ptr();
+        // SAFETY: in-place writes of two whole fields of the context, which
+        // this function owns.
+        unsafe {
+            (&raw mut (*context_ptr).extra).write(0);
+            (&raw mut (*context_ptr).helper_stop).write(0);
+        }
         if let Some(state) = state {
-            // SAFETY: a field of the initialised context, which outlives
-            // the run (the only time helpers write through the pointer).
+            // SAFETY: a field of the context, initialised above, which
+            // outlives the run (the only time helpers write through it).
             state.set_stop(unsafe { &raw mut (*context_ptr).helper_stop });
         }
         let exit = self.enter(mem, stack, context_ptr);
-        // SAFETY: initialised above; the code writes only whole u64 fields.
-        let context = unsafe { context.assume_init_ref() };
+        // SAFETY: `extra` was written above (and maybe by the code), and the
+        // code writes `remaining` on every way out; both are whole u64s.
+        let (remaining, extra) = unsafe { ((*context_ptr).remaining, (*context_ptr).extra) };
         // remaining = limit - extra - executed, all wrapping.
-        *executed += self.program.instruction_limit().wrapping_sub(context.extra).wrapping_sub(context.remaining);
+        *executed += self.program.instruction_limit().wrapping_sub(extra).wrapping_sub(remaining);
         match exit.status {
             s if s == Status::Exited as u64 => Ok(exit.value),
             s if s & 0xff == Status::HelperStop as u64 => {

@@ -135,6 +135,9 @@ pub(crate) struct Scratch {
 /// memory is unmapped when the `JitProgram` is dropped.
 pub struct JitProgram {
     program: Arc<Program>,
+    /// The program's `has_stopping_helpers`, kept here so that a run need
+    /// not reach into the program to choose its path.
+    stopping_helpers: bool,
     /// Tail-call targets, compiled on their first call.
     targets: Mutex<Vec<Arc<JitProgram>>>,
     #[cfg(target_arch = "x86_64")]
@@ -158,7 +161,12 @@ impl JitProgram {
         #[cfg(target_arch = "x86_64")]
         {
             let code = x86_64::compile(&program)?;
-            Ok(JitProgram { program, targets: Mutex::new(Vec::new()), code })
+            Ok(JitProgram {
+                stopping_helpers: program.has_stopping_helpers(),
+                program,
+                targets: Mutex::new(Vec::new()),
+                code,
+            })
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -173,7 +181,7 @@ impl JitProgram {
     #[cfg(target_arch = "x86_64")]
     #[inline]
     pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
-        if self.program.has_stopping_helpers() {
+        if self.stopping_helpers {
             return self.execute_chain(mem);
         }
         // Nothing reads the context afterwards, so the code may have it
@@ -244,7 +252,7 @@ impl JitProgram {
     /// [`interp::run`]: crate::interp::run
     #[cfg(target_arch = "x86_64")]
     pub fn run(&self, mem: &mut [u8], stack: &mut Stack, executed: &mut u64) -> Result<u64, ExecError> {
-        if !self.program.has_stopping_helpers() {
+        if !self.stopping_helpers {
             return self.run_one(mem, stack, executed, None);
         }
         // The interpreter's protocol (see `interp::run`), with the stop

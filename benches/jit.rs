@@ -161,38 +161,52 @@ fn criterion_cases(c: &mut Criterion) {
     c.bench_function("load_verify_compile_100", |b| b.iter(|| load_and_compile(black_box(&bytecode))));
 }
 
-/// Nanoseconds of the thread's CPU time per call of `f`: the fastest mean
-/// over several batches, which is what the machine can do when nothing else
-/// interferes. CPU time rather than the wall clock, so that a batch during
-/// which the thread waited for a core counts only what it ran.
-fn ns_per_call(mut f: impl FnMut()) -> f64 {
-    let mut batch = 1u64;
-    loop {
+/// Nanoseconds of the thread's CPU time per call of each case: the fastest
+/// mean over several batches, which is what the machine can do when nothing
+/// else interferes. CPU time rather than the wall clock, so that a batch
+/// during which the thread waited for a core counts only what it ran; the
+/// cases' batches take turns, so that a slow spell of the machine (a busy
+/// host under this virtual one, say) falls on all of them alike. Each case
+/// runs a batch of calls (see [`repeated`]), so the calls themselves are
+/// direct and inlined as in a real caller.
+fn ns_per_call<const N: usize>(mut cases: [&mut dyn FnMut(u64); N]) -> [f64; N] {
+    let cpu_ns = |f: &mut dyn FnMut(u64), batch: u64| {
         let start = common::thread_cpu_ns();
-        for _ in 0..batch {
+        f(batch);
+        common::thread_cpu_ns() - start
+    };
+    let batches = cases.each_mut().map(|f| {
+        let mut batch = 1u64;
+        while cpu_ns(&mut **f, batch) < 20_000_000 {
+            batch *= 2;
+        }
+        batch
+    });
+    let mut fastest = [f64::INFINITY; N];
+    for _ in 0..15 {
+        for (f, (&batch, best)) in cases.iter_mut().zip(batches.iter().zip(&mut fastest)) {
+            *best = best.min(cpu_ns(&mut **f, batch) as f64 / batch as f64);
+        }
+    }
+    fastest
+}
+
+/// `f` as a case of [`ns_per_call`]: a batch of `n` calls.
+fn repeated(mut f: impl FnMut()) -> impl FnMut(u64) {
+    move |n| {
+        for _ in 0..n {
             f();
         }
-        if common::thread_cpu_ns() - start > 20_000_000 {
-            break;
-        }
-        batch *= 2;
     }
-    (0..15)
-        .map(|_| {
-            let start = common::thread_cpu_ns();
-            for _ in 0..batch {
-                f();
-            }
-            (common::thread_cpu_ns() - start) as f64 / batch as f64
-        })
-        .fold(f64::INFINITY, f64::min)
 }
 
 fn ratio_table() {
     let classifier = engines(CLASSIFIER);
-    let mut packets = common::packets();
+    let (mut interp_packets, mut jit_packets, native_packets) =
+        (common::packets(), common::packets(), common::packets());
     let checksum = engines(CHECKSUM);
-    let mut data: Vec<u8> = (0..1500u32).map(|i| (i * 7 + 3) as u8).collect();
+    let data: Vec<u8> = (0..1500u32).map(|i| (i * 7 + 3) as u8).collect();
+    let (mut interp_data, mut jit_data) = (data.clone(), data.clone());
     let empty = empty_engines();
     let bytecode = program_100();
 
@@ -205,43 +219,42 @@ fn ratio_table() {
         let ratio = native.map_or("-".to_string(), |n| format!("{:.2}", jit / n));
         println!("{name:<28} {interp:>11.1} {jit:>11.1} {native_text:>11} {ratio:>10} {:>10.2}", interp / jit);
     };
-    row(
-        "classifier (4 packets)",
-        ns_per_call(|| {
-            black_box(packets.iter_mut().map(|p| classifier.interp.execute(p).unwrap()).sum::<u64>());
+    let [interp, jit, native] = ns_per_call([
+        &mut repeated(|| {
+            black_box(interp_packets.iter_mut().map(|p| classifier.interp.execute(p).unwrap()).sum::<u64>());
         }),
-        ns_per_call(|| {
-            black_box(packets.iter_mut().map(|p| classifier.jit.execute(p).unwrap()).sum::<u64>());
+        &mut repeated(|| {
+            black_box(jit_packets.iter_mut().map(|p| classifier.jit.execute(p).unwrap()).sum::<u64>());
         }),
-        Some(ns_per_call(|| {
-            black_box(packets.iter().map(|p| classify_native(black_box(p))).sum::<u64>());
-        })),
-    );
-    row(
-        "checksum (1500 bytes)",
-        ns_per_call(|| {
-            black_box(checksum.interp.execute(&mut data).unwrap());
+        &mut repeated(|| {
+            black_box(native_packets.iter().map(|p| classify_native(black_box(p))).sum::<u64>());
         }),
-        ns_per_call(|| {
-            black_box(checksum.jit.execute(&mut data).unwrap());
+    ]);
+    row("classifier (4 packets)", interp, jit, Some(native));
+    let [interp, jit, native] = ns_per_call([
+        &mut repeated(|| {
+            black_box(checksum.interp.execute(&mut interp_data).unwrap());
         }),
-        Some(ns_per_call(|| {
+        &mut repeated(|| {
+            black_box(checksum.jit.execute(&mut jit_data).unwrap());
+        }),
+        &mut repeated(|| {
             black_box(checksum_native(black_box(&data)));
-        })),
-    );
-    row(
-        "empty program",
-        ns_per_call(|| {
+        }),
+    ]);
+    row("checksum (1500 bytes)", interp, jit, Some(native));
+    let [interp, jit] = ns_per_call([
+        &mut repeated(|| {
             black_box(empty.interp.execute(&mut []).unwrap());
         }),
-        ns_per_call(|| {
+        &mut repeated(|| {
             black_box(empty.jit.execute(&mut []).unwrap());
         }),
-        None,
-    );
-    let compile = ns_per_call(|| {
+    ]);
+    row("empty program", interp, jit, None);
+    let [compile] = ns_per_call([&mut repeated(|| {
         black_box(load_and_compile(black_box(&bytecode)));
-    });
+    })]);
     println!(
         "{:<28} {:>11} {:>11.1} (load + verify + JIT compile, 100 instructions)",
         "load+verify+compile", "-", compile

@@ -562,6 +562,38 @@ mod tests {
     }
 
     #[test]
+    fn helper_calls_check_the_budget_where_the_interpreter_does() {
+        // Forward jumps only, so DAG mode with limits this small: the run
+        // stops at a call once the count there passes the limit, unwinds,
+        // or exits; counts agree in every case.
+        let program = [
+            Insn::new(MOV64_IMM, 1, 0, 0, 1),
+            Insn::new(JEQ_IMM, 2, 0, 2, 0),
+            Insn::new(MOV64_IMM, 1, 0, 0, 0),
+            Insn::new(ADD64_IMM, 1, 0, 0, 3),
+            // r0 = r1 + r2: 1 without input, 5 with two bytes.
+            Insn::new(CALL, 0, 0, 0, 1),
+            Insn::new(JGT_IMM, 0, 0, 2, 4),
+            // Unwinds.
+            Insn::new(CALL, 0, 0, 0, 2),
+            Insn::new(MOV64_IMM, 0, 0, 0, 7),
+            EXIT_INSN,
+        ];
+        for limit in 0..12 {
+            let config = Config { instruction_limit: limit, ..Config::default() };
+            for input in [&[][..], &[1, 2][..]] {
+                both(&program, &config, input).ok();
+            }
+        }
+        let roomy = Config { instruction_limit: 100, ..Config::default() };
+        assert_eq!(both(&program, &roomy, &[]), Ok(0), "unwound");
+        assert_eq!(both(&program, &roomy, &[1, 2]), Ok(5));
+        // Without input, the call at 4 is the third instruction run.
+        let error = both(&program, &Config { instruction_limit: 2, ..Config::default() }, &[]).unwrap_err();
+        assert_eq!((error.pc, error.kind), (4, ExecErrorKind::BudgetExhausted(2)));
+    }
+
+    #[test]
     fn registers_read_before_written_start_at_zero() {
         let config = Config::default();
         let read_all = |dst: u8| (3..=9).map(move |r| Insn::new(ADD64_REG, dst, r, 0, 0));

@@ -885,9 +885,9 @@ fn target(pc: usize, offset: i64) -> usize {
     (pc as i64 + 1 + offset) as usize
 }
 
-/// For a program without calls or backward jumps: from each slot, the most
-/// instructions a run executes until it exits (an lddw counts once, as the
-/// interpreter counts it).
+/// For a program without local calls or backward jumps: from each slot, the
+/// most instructions a run executes until it exits (an lddw counts once, as
+/// the interpreter counts it; a helper call is one instruction).
 fn longest_runs(insns: &[Insn]) -> Vec<u32> {
     let mut to_exit = vec![0u32; insns.len() + 2];
     for pc in (0..insns.len()).rev() {
@@ -973,7 +973,7 @@ impl Analysis {
             to_exit: Vec::new(),
             read_unwritten: 0,
         };
-        if !local_calls && !helper_calls && !backward {
+        if !local_calls && !backward {
             analysis.to_exit = longest_runs(insns);
         }
         analysis.plan_checks(program, !(entry_is_jumped_to || entry_is_called));
@@ -1268,13 +1268,14 @@ struct Emitter<'p> {
     /// (and the limit is small): its count is known where it ends.
     budget_in_register: bool,
     /// DAG mode, for a program whose jumps all go forward and that makes
-    /// no calls (and a small limit): no budget check can happen, so only
-    /// the count at the end matters. Before each instruction, r12 holds
-    /// `limit - executed - to_exit`; going on to the next instruction
-    /// keeps that true at no cost, and so does the jump to the successor
-    /// with the longer run; the other successor of a conditional jump adds
-    /// the difference. So the count costs nothing along a longest path,
-    /// and at `exit` (`to_exit` 1, counted) r12 is the budget left.
+    /// no local calls (and a small limit): the budget is checked only at
+    /// helper calls, and otherwise only the count at the end matters.
+    /// Before each instruction, r12 holds `limit - executed - to_exit`;
+    /// going on to the next instruction keeps that true at no cost, and so
+    /// does the jump to the successor with the longer run; the other
+    /// successor of a conditional jump adds the difference. So the count
+    /// costs nothing along a longest path, at `exit` (`to_exit` 1, counted)
+    /// r12 is the budget left, and anywhere else it is `r12 - pending`.
     dag: bool,
     /// Does rbp hold eBPF r10? Not when no instruction names r10 and there
     /// are no local calls: then it is the stack top, in the context.
@@ -2290,7 +2291,7 @@ impl<'p> Emitter<'p> {
 
     /// `call imm`: the helper is known now, as the table is fixed.
     fn emit_helper_call(&mut self, pc: usize, insn: Insn) {
-        self.flush_and_check(pc);
+        self.emit_call_budget(pc);
         let index = insn.imm as u32 as u64;
         let Some(helper) = self.program.helper(index) else {
             // Registered, but past the table (MAX_HELPER_INDEX): the
@@ -2307,14 +2308,39 @@ impl<'p> Emitter<'p> {
             self.emit_stop_check(pc);
         }
         if self.program.unwind_helper().is_some_and(|unwind| unwind as u64 == index) {
-            let unwind = self.unwind;
+            let unwind = self.unwind_label();
             x64!(self.ops ; test rax, rax ; jz =>unwind);
         }
     }
 
+    /// Counts the helper call at `pc` and stops the run there if the budget
+    /// is past the limit, as the interpreter checks at every call.
+    fn emit_call_budget(&mut self, pc: usize) {
+        if self.dag {
+            // The budget left is r12 - pending.
+            let stop = self.stop(pc, Status::Budget);
+            let pending = self.pending;
+            x64!(self.ops ; cmp r12, DWORD pending ; jl =>stop);
+        } else {
+            self.flush_and_check(pc);
+        }
+    }
+
+    /// Where an unwind after the current instruction goes: the shared exit,
+    /// which stores r12 as the budget left, by way of a stub that makes it
+    /// so in DAG mode.
+    fn unwind_label(&mut self) -> DynamicLabel {
+        if !self.dag || self.pending == 0 {
+            return self.unwind;
+        }
+        let label = self.ops.new_dynamic_label();
+        self.cold.push(Cold::Adjust { label, amount: -self.pending, target: self.unwind });
+        label
+    }
+
     /// `callx dst`: the index in a register, looked up in the helper table.
     fn emit_helper_call_by_register(&mut self, pc: usize, insn: Insn) {
-        self.flush_and_check(pc);
+        self.emit_call_budget(pc);
         let unknown = self.stop(pc, Status::UnknownHelper);
         let table = self.program.helper_table();
         // At most MAX_HELPER_INDEX entries.
@@ -2339,7 +2365,7 @@ impl<'p> Emitter<'p> {
         }
         if let Some(unwind) = unwind {
             let next = self.ops.new_dynamic_label();
-            let unwind_label = self.unwind;
+            let unwind_label = self.unwind_label();
             x64!(self.ops
                 ; test rax, rax
                 ; jnz =>next

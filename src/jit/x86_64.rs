@@ -61,7 +61,10 @@
 //! every run too. A limit above `i64::MAX` starts the register at
 //! `i64::MAX` and keeps the rest in the context, moved in when the register
 //! runs out. A program without jumps or calls is one straight run: its
-//! count is known wherever it stops, so it needs no register.
+//! count is known wherever it stops, so it needs no register. A program
+//! whose jumps all go forward and that makes no local calls is counted in
+//! DAG mode instead (see `Emitter::dag`), at no cost along its longest
+//! paths.
 //!
 //! Local calls use the native stack: the caller pushes those of r6-r9 the
 //! program uses, and r10, and `call`s the function; its `exit` is a `ret`.

@@ -11,7 +11,11 @@
 //! input's address (the way C filters check a header before reading it)
 //! gives an address known to be in the input, whichever came first. Where
 //! paths join, the values they agree on stay; differing ones become a fresh
-//! unknown covering both, with the facts both paths had.
+//! unknown covering both, with the facts both paths had. At a loop head a
+//! candidate invariant stands for every turn: [`Facts::fits`] says whether
+//! a state arriving there is one of its cases, [`Facts::widen`] makes a
+//! candidate that covers one more, keeping copies of a counter copies and
+//! a counter that stays below the length bounded by it.
 
 use crate::isa::*;
 
@@ -27,6 +31,12 @@ const REG_SLOTS: usize = 16;
 /// Facts are kept for at most this many unknowns: more than the registers
 /// can name at once (r10 is always the frame).
 const ROOMS: usize = 16;
+
+/// Inputs are shorter than this: they are slices of a process's memory,
+/// whose user addresses on x86-64 stay below 2^47. So an unknown known to
+/// be `room` below the length is below `MAX_LEN - room`: how a loop's
+/// counter stays bounded from one turn to the next.
+const MAX_LEN: i64 = 1 << 47;
 
 /// r0-r9, as bits.
 const ALL_REGS: u16 = (1 << FRAME_REG) - 1;
@@ -455,6 +465,134 @@ impl Facts {
         joined
     }
 
+    /// Does every run in a state `self` describes also fit `candidate`
+    /// (a loop head's invariant)? Each unknown of the candidate must stand
+    /// for one and the same offset of `self` (an unknown of its own plus a
+    /// constant) wherever it appears, within its bounds and with its facts.
+    pub(super) fn fits(&self, candidate: &Facts) -> bool {
+        if self.len_min < candidate.len_min || self.unwritten & !candidate.unwritten != 0 {
+            return false;
+        }
+        // Candidate unknown -> (this state's offset it stands for).
+        let mut bound: Vec<(u32, Offset)> = Vec::new();
+        for (&theirs, &mine) in candidate.values.iter().zip(&self.values) {
+            let (wanted, found) = match (theirs, mine) {
+                (Value::Unknown, _) => continue,
+                (Value::Scalar(wanted), _) => match self.number(mine) {
+                    Some((found, _)) => (wanted, found),
+                    None => return false,
+                },
+                (Value::Input(wanted), Value::Input(found)) => (wanted, found),
+                _ if theirs == mine => continue,
+                _ => return false,
+            };
+            // The candidate's `s` is found's `s' + delta`.
+            let delta = found.c - wanted.c;
+            let stands_for = Offset { c: delta, ..found };
+            if wanted.id == 0 {
+                if found.id != 0 || delta != 0 {
+                    return false;
+                }
+                continue;
+            }
+            match bound.iter().find(|(id, _)| *id == wanted.id) {
+                Some((_, earlier)) if *earlier != stands_for => return false,
+                Some(_) => continue,
+                None => bound.push((wanted.id, stands_for)),
+            }
+            if delta < 0 || self.highest_unknown(found).is_none_or(|top| top + delta > wanted.max as i64) {
+                return false;
+            }
+        }
+        // The candidate's facts about its unknowns hold of what they stand for.
+        bound.iter().all(|&(id, stands_for)| match candidate.room(Offset { id, max: 0, c: 0 }) {
+            None => true,
+            Some(room) => self.room(stands_for).is_some_and(|mine| mine >= stands_for.c + room),
+        })
+    }
+
+    /// The most an offset's unknown can be: its bound, or less when the
+    /// facts put it below the length.
+    fn highest_unknown(&self, offset: Offset) -> Option<i64> {
+        let by_room = self.room(offset).map(|room| MAX_LEN - room);
+        let max = i64::try_from(offset.max).ok()?;
+        Some(by_room.map_or(max, |by_room| by_room.min(max)))
+    }
+
+    /// A candidate invariant that covers both `self` (the previous one) and
+    /// `state`: registers they agree on stay; registers holding offsets on
+    /// both sides become fresh unknowns, one per class of registers whose
+    /// offsets differ alike on the two sides, so that copies of a loop
+    /// counter stay copies; the rest become unknown.
+    pub(super) fn widen(&self, state: &Facts, ids: &mut Ids) -> Facts {
+        let mut widened = Facts::fresh();
+        widened.len_min = self.len_min.min(state.len_min);
+        widened.unwritten = self.unwritten | state.unwritten;
+        // (their id, my id, difference) -> the fresh unknown for the class.
+        let mut classes: Vec<((u32, u32, i64), Offset)> = Vec::new();
+        let mut facts: Vec<(u32, i64)> = Vec::new();
+        for reg in 0..REG_SLOTS {
+            let (mine, theirs) = (self.values[reg], state.values[reg]);
+            if mine == theirs {
+                widened.values[reg] = mine;
+                if let Value::Scalar(o) | Value::Input(o) = mine
+                    && let Some(room) = self.room(o).zip(state.room(o)).map(|(a, b)| a.min(b))
+                {
+                    facts.push((o.id, room));
+                }
+                continue;
+            }
+            let pair = match (self.number(mine), state.number(theirs), mine, theirs) {
+                (Some((a, _)), Some((b, _)), _, _) => Some((a, b, false)),
+                (_, _, Value::Input(a), Value::Input(b)) => Some((a, b, true)),
+                _ => None,
+            };
+            widened.values[reg] = pair
+                .and_then(|(a, b, input)| {
+                    let d = b.c - a.c;
+                    let key = (a.id, b.id, d);
+                    let offset = match classes.iter().find(|(k, _)| *k == key) {
+                        Some(&(_, offset)) => offset,
+                        None => {
+                            // g = a's unknown - min(0, d) = b's unknown + max(0, d).
+                            // Where `state` goes past the old bound, the new
+                            // one is MAX_LEN at once (a loop counter kept
+                            // below the length stays there), else unknown:
+                            // a bound creeping up by a step a round would
+                            // never settle.
+                            let old = self.highest_unknown(a)?.checked_sub(d.min(0))?;
+                            let new = state.highest_unknown(b)?.checked_add(d.max(0))?;
+                            let top = match new {
+                                _ if new <= old => old,
+                                _ if new <= MAX_LEN => MAX_LEN,
+                                _ => return None,
+                            };
+                            let offset = ids.fresh(u64::try_from(top).ok()?, 0)?;
+                            let room_a = self.room(a).map(|room| room + d.min(0));
+                            let room_b = state.room(b).map(|room| room - d.max(0));
+                            if let (Some(x), Some(y)) = (room_a, room_b) {
+                                facts.push((offset.id, x.min(y)));
+                            }
+                            classes.push((key, offset));
+                            offset
+                        }
+                    };
+                    // value = g + a.c + min(0, d).
+                    let value = offset.plus(a.c + d.min(0))?;
+                    if input {
+                        Some(Value::Input(value))
+                    } else {
+                        (value.lowest() >= 0).then_some(Value::Scalar(value))
+                    }
+                })
+                .unwrap_or(Value::Unknown);
+        }
+        for (id, room) in facts {
+            widened.learn(id, room);
+        }
+        widened
+    }
+
     /// A number's offset and how far below the length its value is known
     /// to be (`value + headroom <= length`).
     fn number(&self, value: Value) -> Option<(Offset, Option<i64>)> {
@@ -501,6 +639,7 @@ fn cover(
 mod tests {
     use std::sync::Arc;
 
+    use super::{Facts, Ids, MAX_LEN, Offset, Value};
     use crate::helpers::Helpers;
     use crate::interp::{self, Stack};
     use crate::isa::*;
@@ -508,8 +647,9 @@ mod tests {
     use crate::program::{Config, Program};
     use crate::testgen::{self, ByteSource};
 
-    /// Value registers; r1 keeps the input's address and r2 its length.
-    const VALUES: [u8; 6] = [3, 4, 5, 6, 7, 8];
+    /// Value registers; r1 keeps the input's address and r2 its length, r8
+    /// counts a loop's turns and r9 is a temporary.
+    const VALUES: [u8; 5] = [3, 4, 5, 6, 7];
 
     /// A program in the shape of a C filter's header parsing: offsets loaded
     /// from the input, masked, shifted, added and copied; compared with the
@@ -518,17 +658,49 @@ mod tests {
     /// through; with forward jumps that make paths meet. Every jump goes
     /// forward to the final `exit`, or over a few instructions.
     fn guarded_program(rng: &mut ByteSource) -> Vec<Insn> {
-        let mut insns = vec![Insn::new(MOV64_IMM, 0, 0, 0, 0)];
+        let mut program =
+            Generated { insns: vec![Insn::new(MOV64_IMM, 0, 0, 0, 0)], exits: Vec::new(), skips: Vec::new() };
         for &r in &VALUES {
-            insns.push(Insn::new(MOV64_IMM, r, 0, 0, rng.below(24) as i32));
+            program.insns.push(Insn::new(MOV64_IMM, r, 0, 0, rng.below(24) as i32));
         }
-        let mut skips: Vec<usize> = Vec::new();
-        let steps = 4 + rng.below(20);
-        let mut exits = Vec::new();
-        for _ in 0..steps {
+        program.insns.push(Insn::new(MOV64_IMM, 8, 0, 0, 0));
+        for _ in 0..4 + rng.below(20) {
+            program.step(rng, 0);
+        }
+        let Generated { mut insns, exits, skips } = program;
+        let exit = insns.len();
+        insns.push(Insn::new(EXIT, 0, 0, 0, 0));
+        for pc in exits {
+            insns[pc].off = (exit - pc - 1) as i16;
+        }
+        for pc in skips {
+            let span = (exit - pc - 1) as u64;
+            let mut to = pc + 1 + rng.below(span.min(6) as u32 + 1) as usize;
+            // Never into the middle of an lddw.
+            while to > 0 && to < exit && insns[to - 1].opc == LDDW {
+                to += 1;
+            }
+            insns[pc].off = (to - pc - 1) as i16;
+        }
+        insns
+    }
+
+    /// A program being generated, with the jumps whose targets come last:
+    /// to the final exit, and forward over a few instructions.
+    struct Generated {
+        insns: Vec<Insn>,
+        exits: Vec<usize>,
+        skips: Vec<usize>,
+    }
+
+    impl Generated {
+        /// One step of the program: an operation, a guard, a read, a jump
+        /// forward, or (in at most one loop) a loop of a few steps.
+        fn step(&mut self, rng: &mut ByteSource, loops: u32) {
+            let Generated { insns, exits, skips } = self;
             let (x, y) = (rng.pick(&VALUES), rng.pick(&VALUES));
             let imm = rng.pick(&[0, 1, 2, 3, 4, 8, 14, 20, 40, 60, 255, -1, -4, 0x7fff_ffff, i32::MIN]);
-            match rng.below(15) {
+            match rng.below(if loops < 2 { 17 } else { 15 }) {
                 0 => insns.push(Insn::new(rng.pick(&[LDXB, LDXH, LDXW, LDXDW, LDXSB]), x, 1, rng.below(8) as i16, 0)),
                 1 => insns.push(Insn::new(rng.pick(&[AND64_IMM, AND32_IMM]), x, 0, 0, imm)),
                 2 => insns.push(Insn::new(
@@ -596,28 +768,42 @@ mod tests {
                     insns.push(Insn::new(ADD64_REG, 9, x, 0, 0));
                     insns.push(Insn::new(size_op, 0, 9, rng.below(48) as i16 - 4, 0));
                 }
-                _ => {
+                14 => {
                     // A forward jump over what follows: paths meet.
                     skips.push(insns.len());
                     insns.push(Insn::new(BPF_JMP | BPF_K | rng.pick(&[BPF_JEQ, BPF_JGT, BPF_JSET]), x, 0, 0, imm));
                 }
+                _ => self.looped(rng, x, loops + 1),
             }
         }
-        let exit = insns.len();
-        insns.push(Insn::new(EXIT, 0, 0, 0, 0));
-        for pc in exits {
-            insns[pc].off = (exit - pc - 1) as i16;
-        }
-        for pc in skips {
-            let span = (exit - pc - 1) as u64;
-            let mut to = pc + 1 + rng.below(span.min(6) as u32 + 1) as usize;
-            // Never into the middle of an lddw.
-            while to > 0 && to < exit && insns[to - 1].opc == LDDW {
-                to += 1;
+
+        /// A loop: a few steps, then `x` moves on and a back edge on a
+        /// count of turns, or on `x` (plus a constant) against the length,
+        /// either width; reads through `x` in the steps then walk the input.
+        fn looped(&mut self, rng: &mut ByteSource, x: u8, loops: u32) {
+            self.insns.push(Insn::new(MOV64_IMM, 8, 0, 0, 1 + rng.below(6) as i32));
+            let head = self.insns.len();
+            for _ in 0..1 + rng.below(4) {
+                self.step(rng, loops);
             }
-            insns[pc].off = (to - pc - 1) as i16;
+            self.insns.push(Insn::new(ADD64_IMM, x, 0, 0, rng.pick(&[1, 1, 2, 4, 3])));
+            let class = if rng.below(4) == 0 { BPF_JMP32 } else { BPF_JMP };
+            let back = match rng.below(4) {
+                0 => {
+                    self.insns.push(Insn::new(SUB64_IMM, 8, 0, 0, 1));
+                    Insn::new(JNE_IMM, 8, 0, 0, 0)
+                }
+                1 => Insn::new(class | BPF_X | rng.pick(&[BPF_JLT, BPF_JLE, BPF_JSLT]), x, 2, 0, 0),
+                2 => Insn::new(class | BPF_X | rng.pick(&[BPF_JGT, BPF_JGE]), 2, x, 0, 0),
+                _ => {
+                    self.insns.push(Insn::new(MOV64_REG, 9, x, 0, 0));
+                    self.insns.push(Insn::new(ADD64_IMM, 9, 0, 0, rng.below(9) as i32));
+                    Insn::new(class | BPF_X | rng.pick(&[BPF_JLT, BPF_JLE]), 9, 2, 0, 0)
+                }
+            };
+            let pc = self.insns.len();
+            self.insns.push(Insn { off: (head as i64 - pc as i64 - 1) as i16, ..back });
         }
-        insns
     }
 
     /// A comparison of `reg` with the length: mostly the usual `reg > len`,
@@ -638,6 +824,41 @@ mod tests {
     }
 
     #[test]
+    fn a_loop_state_fits_a_candidate_only_within_its_bounds_and_facts() {
+        let mut ids = Ids::new();
+        let counter = ids.fresh(10, 0).unwrap();
+        let mut candidate = Facts::entry();
+        candidate.values[3] = Value::Scalar(counter);
+        candidate.len_min = 4;
+        // The counter moved on by 5, past its bound of 10.
+        let mut moved = candidate;
+        moved.values[3] = Value::Scalar(Offset { c: 5, ..counter });
+        assert!(!moved.fits(&candidate));
+        // Unless the length holds it below: s + 4 <= len, so s < MAX_LEN - 4.
+        let mut loose = candidate;
+        loose.values[3] = Value::Scalar(ids.fresh(MAX_LEN as u64, 0).unwrap());
+        let Value::Scalar(wide) = loose.values[3] else { unreachable!() };
+        let mut held = loose;
+        held.values[3] = Value::Scalar(Offset { c: 3, ..wide });
+        assert!(!held.fits(&loose));
+        held.learn(wide.id, 4);
+        assert!(held.fits(&loose));
+        // A candidate's fact must hold of what its unknown stands for.
+        loose.learn(wide.id, 2);
+        assert!(!held.fits(&loose), "s + 3 + 2 <= len is not known");
+        held.learn(wide.id, 5);
+        assert!(held.fits(&loose));
+        // Less known of the length than the candidate says.
+        let mut shorter = held;
+        shorter.len_min = 3;
+        assert!(!shorter.fits(&loose));
+        // Copies of one unknown must stay copies.
+        loose.values[4] = loose.values[3];
+        held.values[4] = Value::Scalar(Offset { c: 4, ..wide });
+        assert!(!held.fits(&loose));
+    }
+
+    #[test]
     fn jit_checks_what_the_facts_cannot_prove() {
         let mut stack = Stack::default();
         for seed in 0..20_000 {
@@ -645,9 +866,11 @@ mod tests {
             let bytes = testgen::seed_bytes(seed);
             let mut rng = ByteSource::new(&bytes);
             let insns = guarded_program(&mut rng);
-            // Limits below the program's length too: without loops or calls
-            // no check stops the run, but the count must still be exact.
-            let instruction_limit = rng.pick(&[Config::default().instruction_limit, 1, 7, 30, i64::MAX as u64]);
+            // Limits below the program's length too: without loops no check
+            // stops the run, but the count must still be exact. Loops may
+            // not end (a 32-bit comparison, a count entered past its start):
+            // the limit ends them.
+            let instruction_limit = rng.pick(&[10_000, 1, 7, 30, 300]);
             let config = Config { instruction_limit, ..Config::default() };
             let program = Arc::new(
                 Program::load(&encode_program(&insns), &Helpers::new(), &config)

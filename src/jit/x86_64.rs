@@ -22,7 +22,9 @@
 //! so the code tries the likely one inline and the rest out of line:
 //!
 //! What is known of the base register comes from [`super::facts`], which
-//! follows the values along the forward edges of the program:
+//! follows the values along the edges of the program, with an invariant
+//! at each loop head that every way in and every back edge fit (see
+//! `Analysis::plan_checks`):
 //!
 //! - A base register that holds `r10 + c` with `c` known (r10 itself, or a
 //!   copy moved by constants) gives an address whose place in the frame is
@@ -824,6 +826,10 @@ impl Group {
     }
 }
 
+/// Rounds of [`Analysis::plan_checks`] before loop heads start afresh: a
+/// candidate only widens, and few widenings reach what a loop keeps.
+const MAX_ROUNDS: usize = 6;
+
 /// A merged check spans at most this many bytes.
 const MAX_SPAN: i32 = 4096;
 /// Input bounds the context holds: one per access size, then spans.
@@ -984,19 +990,67 @@ impl Analysis {
         analysis
     }
 
-    /// Follows what is known of the registers (see [`facts`]) along the
-    /// program's forward edges, joining it where paths meet and starting
-    /// afresh at loop heads and functions, and decides each access's check.
+    /// Decides each access's check from what is known of the registers
+    /// (see [`facts`]), followed along the program's edges: joined where
+    /// forward edges meet, fresh at function starts, and at a loop head a
+    /// candidate invariant. A walk over the program takes each loop head's
+    /// candidate as given and reports every state arriving there (from
+    /// before the loop and along its back edges); a candidate that some
+    /// arrival does not fit is widened to cover it, and the walk runs again,
+    /// until every arrival fits, so that the candidates hold and the walk's
+    /// decisions with them. Should that take too many rounds, loop heads
+    /// start afresh instead, which always holds.
     fn plan_checks(&mut self, program: &Program, entry_known: bool) {
         let insns = program.insns();
         let mut loop_head = vec![false; insns.len()];
         for (pc, insn) in insns.iter().enumerate() {
             if let Some(to) = jump_target(pc, *insn).filter(|&to| to <= pc) {
-                loop_head[to] = true;
+                loop_head[to] = !program.functions().contains(&to);
             }
         }
-        let function_start = |pc: usize| program.functions().contains(&pc);
         let mut ids = Ids::new();
+        let mut candidates: Vec<(usize, Facts)> = Vec::new();
+        for _ in 0..MAX_ROUNDS {
+            let arrivals = self.walk(program, entry_known, &loop_head, Some(&mut candidates), &mut ids);
+            let mut settled = true;
+            for (head, state) in arrivals {
+                let Some((_, candidate)) = candidates.iter_mut().find(|(pc, _)| *pc == head) else { continue };
+                if !state.fits(candidate) {
+                    *candidate = candidate.widen(&state, &mut ids);
+                    settled = false;
+                }
+            }
+            if settled {
+                return;
+            }
+        }
+        self.walk(program, entry_known, &loop_head, None, &mut ids);
+    }
+
+    /// One walk over the program for [`Analysis::plan_checks`], with each
+    /// loop head's candidate (first the state arriving from before the
+    /// loop), or with every loop head afresh; returns the states arriving
+    /// at loop heads.
+    fn walk(
+        &mut self,
+        program: &Program,
+        entry_known: bool,
+        loop_head: &[bool],
+        mut candidates: Option<&mut Vec<(usize, Facts)>>,
+        ids: &mut Ids,
+    ) -> Vec<(usize, Facts)> {
+        let insns = program.insns();
+        // A walk starts from no decisions.
+        for slot in &mut self.slots {
+            slot.check = Check::None;
+            slot.member_of = None;
+        }
+        self.groups.clear();
+        self.bound_used = [false; BOUND_SLOTS];
+        self.any_check = false;
+        self.read_unwritten = 0;
+        let mut arrivals = Vec::new();
+        let function_start = |pc: usize| program.functions().contains(&pc);
         // The facts forward jumps bring to targets not reached yet, joined
         // (few at a time: a linear search beats hashing).
         let mut incoming: Vec<(usize, Facts)> = Vec::new();
@@ -1014,18 +1068,33 @@ impl Analysis {
             if self.slots[pc].target {
                 open = [None; REG_SLOTS];
                 let arriving = take(&mut incoming, pc);
+                let joined = match (falls_in, arriving) {
+                    (true, Some(jumped)) => facts.join(&jumped, ids),
+                    (false, Some(jumped)) => jumped,
+                    (true, None) => facts,
+                    // Dead code: nothing reaches it.
+                    (false, None) => Facts::fresh(),
+                };
                 facts = if pc == 0 && entry_known {
                     facts
-                } else if loop_head[pc] || function_start(pc) {
+                } else if function_start(pc) {
                     Facts::fresh()
-                } else {
-                    match (falls_in, arriving) {
-                        (true, Some(jumped)) => facts.join(&jumped, &mut ids),
-                        (false, Some(jumped)) => jumped,
-                        (true, None) => facts,
-                        // Dead code: nothing reaches it.
-                        (false, None) => Facts::fresh(),
+                } else if loop_head[pc] {
+                    match candidates.as_deref_mut() {
+                        None => Facts::fresh(),
+                        Some(candidates) => {
+                            arrivals.push((pc, joined));
+                            match candidates.iter().find(|(head, _)| *head == pc) {
+                                Some(&(_, candidate)) => candidate,
+                                None => {
+                                    candidates.push((pc, joined));
+                                    joined
+                                }
+                            }
+                        }
                     }
+                } else {
+                    joined
                 };
             }
             let insn = insns[pc];
@@ -1044,14 +1113,22 @@ impl Analysis {
                 _ if class == BPF_JMP || class == BPF_JMP32 => {
                     // The end of a straight run.
                     open = [None; REG_SLOTS];
-                    if let Some(to) = jump_target(pc, insn).filter(|&to| to > pc) {
+                    if let Some(to) = jump_target(pc, insn) {
                         let mut taken = facts;
                         taken.assume(insn, true);
-                        let joined = match take(&mut incoming, to) {
-                            Some(earlier) => earlier.join(&taken, &mut ids),
-                            None => taken,
-                        };
-                        incoming.push((to, joined));
+                        if to <= pc {
+                            // A back edge, to a loop head (or a function's
+                            // start, always afresh).
+                            if loop_head[to] {
+                                arrivals.push((to, taken));
+                            }
+                        } else {
+                            let joined = match take(&mut incoming, to) {
+                                Some(earlier) => earlier.join(&taken, ids),
+                                None => taken,
+                            };
+                            incoming.push((to, joined));
+                        }
                     }
                     if insn.opc == JA || insn.opc == JA32 {
                         falls_in = false;
@@ -1070,7 +1147,7 @@ impl Analysis {
                         self.plan_access(&facts, &mut open, pc, base, insn.off, size, write, program);
                     }
                     // A register written closes its group.
-                    if let Some(written) = facts.step(insns, pc, &mut ids) {
+                    if let Some(written) = facts.step(insns, pc, ids) {
                         open[written as usize & 15] = None;
                     }
                     if insn.opc == LDDW {
@@ -1080,6 +1157,7 @@ impl Analysis {
             }
             pc += 1;
         }
+        arrivals
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -211,12 +211,13 @@ impl Facts {
         self.unwritten &= !(1 << (reg & 15));
     }
 
-    /// The room known for an offset's unknown: `s + room <= length`.
-    fn room(&self, offset: Offset) -> Option<i64> {
-        if offset.id == 0 {
+    /// The room known for unknown `id`: `s + room <= length` (id 0, the
+    /// unknown that is 0: the length's known minimum).
+    fn room(&self, id: u32) -> Option<i64> {
+        if id == 0 {
             return i64::try_from(self.len_min).ok();
         }
-        self.rooms.iter().find(|&&(id, _)| id == offset.id).map(|&(_, room)| room)
+        self.rooms.iter().find(|entry| entry.0 == id).map(|&(_, room)| room)
     }
 
     /// Learns `s + room <= length` for unknown `id`.
@@ -251,7 +252,7 @@ impl Facts {
                 // input then holds at least size > 0 bytes, so its address
                 // is the real one.
                 let start = offset.c + off as i64;
-                match self.room(offset) {
+                match self.room(offset.id) {
                     Some(room) if start >= 0 && start + size as i64 <= room => Place::Input,
                     _ => Place::Unknown,
                 }
@@ -505,16 +506,16 @@ impl Facts {
             }
         }
         // The candidate's facts about its unknowns hold of what they stand for.
-        bound.iter().all(|&(id, stands_for)| match candidate.room(Offset { id, max: 0, c: 0 }) {
+        bound.iter().all(|&(id, stands_for)| match candidate.room(id) {
             None => true,
-            Some(room) => self.room(stands_for).is_some_and(|mine| mine >= stands_for.c + room),
+            Some(room) => self.room(stands_for.id).is_some_and(|mine| mine >= stands_for.c + room),
         })
     }
 
     /// The most an offset's unknown can be: its bound, or less when the
     /// facts put it below the length.
     fn highest_unknown(&self, offset: Offset) -> Option<i64> {
-        let by_room = self.room(offset).map(|room| MAX_LEN - room);
+        let by_room = self.room(offset.id).map(|room| MAX_LEN - room);
         let max = i64::try_from(offset.max).ok()?;
         Some(by_room.map_or(max, |by_room| by_room.min(max)))
     }
@@ -536,7 +537,7 @@ impl Facts {
             if mine == theirs {
                 widened.values[reg] = mine;
                 if let Value::Scalar(o) | Value::Input(o) = mine
-                    && let Some(room) = self.room(o).zip(state.room(o)).map(|(a, b)| a.min(b))
+                    && let Some(room) = self.room(o.id).zip(state.room(o.id)).map(|(a, b)| a.min(b))
                 {
                     facts.push((o.id, room));
                 }
@@ -568,8 +569,8 @@ impl Facts {
                                 _ => return None,
                             };
                             let offset = ids.fresh(u64::try_from(top).ok()?, 0)?;
-                            let room_a = self.room(a).map(|room| room + d.min(0));
-                            let room_b = state.room(b).map(|room| room - d.max(0));
+                            let room_a = self.room(a.id).map(|room| room + d.min(0));
+                            let room_b = state.room(b.id).map(|room| room - d.max(0));
                             if let (Some(x), Some(y)) = (room_a, room_b) {
                                 facts.push((offset.id, x.min(y)));
                             }
@@ -613,7 +614,7 @@ impl Facts {
     }
 
     fn headroom(&self, offset: Offset) -> Option<i64> {
-        self.room(offset).map(|room| room - offset.c)
+        self.room(offset.id).map(|room| room - offset.c)
     }
 }
 

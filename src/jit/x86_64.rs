@@ -848,6 +848,9 @@ struct Slot {
     leads: Option<u32>,
     /// The group this input-checked access joined.
     member_of: Option<u32>,
+    /// Some jump from here or further on lands here: a loop head (or a
+    /// function's start, always afresh).
+    loop_head: bool,
 }
 
 /// Register-indexed tables have 16 entries, so that a 4-bit field indexes
@@ -929,7 +932,8 @@ fn jump_target(pc: usize, insn: Insn) -> Option<usize> {
 impl Analysis {
     fn new(program: &Program) -> Analysis {
         let insns = program.insns();
-        let empty = Slot { target: false, covered: false, check: Check::None, leads: None, member_of: None };
+        let empty =
+            Slot { target: false, covered: false, check: Check::None, leads: None, member_of: None, loop_head: false };
         let mut slots = vec![empty; insns.len()];
         for &start in program.functions() {
             slots[start].target = true;
@@ -940,7 +944,6 @@ impl Analysis {
         let mut branches = false;
         let mut entry_is_called = false;
         let mut entry_is_jumped_to = false;
-        let mut backward = false;
         let mut pc = 0;
         while pc < insns.len() {
             let insn = insns[pc];
@@ -958,10 +961,10 @@ impl Analysis {
                 _ => {}
             }
             let jump = jump_target(pc, insn);
-            backward |= jump.is_some_and(|to| to <= pc);
             branches |= matches!(insn.class(), BPF_JMP | BPF_JMP32) && insn.opc != EXIT;
             if let Some(to) = jump {
                 slots[to].target = true;
+                slots[to].loop_head |= to <= pc;
                 entry_is_jumped_to |= to == 0;
             }
             pc += 1;
@@ -982,7 +985,7 @@ impl Analysis {
             to_exit: Vec::new(),
             read_unwritten: 0,
         };
-        if !local_calls && !backward {
+        if !local_calls && !analysis.slots.iter().any(|slot| slot.loop_head) {
             analysis.to_exit = longest_runs(insns);
         }
         analysis.plan_checks(program, !(entry_is_jumped_to || entry_is_called));
@@ -1001,17 +1004,10 @@ impl Analysis {
     /// decisions with them. Should that take too many rounds, loop heads
     /// start afresh instead, which always holds.
     fn plan_checks(&mut self, program: &Program, entry_known: bool) {
-        let insns = program.insns();
-        let mut loop_head = vec![false; insns.len()];
-        for (pc, insn) in insns.iter().enumerate() {
-            if let Some(to) = jump_target(pc, *insn).filter(|&to| to <= pc) {
-                loop_head[to] = !program.functions().contains(&to);
-            }
-        }
         let mut ids = Ids::new();
         let mut candidates: Vec<(usize, Facts)> = Vec::new();
         for _ in 0..MAX_ROUNDS {
-            let arrivals = self.walk(program, entry_known, &loop_head, Some(&mut candidates), &mut ids);
+            let arrivals = self.walk(program, entry_known, Some(&mut candidates), &mut ids);
             let mut settled = true;
             for (head, state) in arrivals {
                 let Some((_, candidate)) = candidates.iter_mut().find(|(pc, _)| *pc == head) else { continue };
@@ -1024,7 +1020,7 @@ impl Analysis {
                 return;
             }
         }
-        self.walk(program, entry_known, &loop_head, None, &mut ids);
+        self.walk(program, entry_known, None, &mut ids);
     }
 
     /// One walk over the program for [`Analysis::plan_checks`], with each
@@ -1035,7 +1031,6 @@ impl Analysis {
         &mut self,
         program: &Program,
         entry_known: bool,
-        loop_head: &[bool],
         mut candidates: Option<&mut Vec<(usize, Facts)>>,
         ids: &mut Ids,
     ) -> Vec<(usize, Facts)> {
@@ -1079,7 +1074,7 @@ impl Analysis {
                     facts
                 } else if function_start(pc) {
                     Facts::fresh()
-                } else if loop_head[pc] {
+                } else if self.slots[pc].loop_head {
                     match candidates.as_deref_mut() {
                         None => Facts::fresh(),
                         Some(candidates) => {
@@ -1118,10 +1113,8 @@ impl Analysis {
                         taken.assume(insn, true);
                         if to <= pc {
                             // A back edge, to a loop head (or a function's
-                            // start, always afresh).
-                            if loop_head[to] {
-                                arrivals.push((to, taken));
-                            }
+                            // start, which has no candidate: always afresh).
+                            arrivals.push((to, taken));
                         } else {
                             let joined = match take(&mut incoming, to) {
                                 Some(earlier) => earlier.join(&taken, ids),

@@ -43,7 +43,7 @@ const ALL_REGS: u16 = (1 << FRAME_REG) - 1;
 
 /// The registers `insn` reads, as bits (a call: its arguments; a local
 /// call: all, as the callee may read any).
-fn reads(insn: Insn) -> u16 {
+pub(super) fn reads(insn: Insn) -> u16 {
     let (dst, src) = (1 << (insn.dst & 15), 1 << (insn.src & 15));
     let uses_src = insn.opc & BPF_X != 0;
     let class = insn.class();

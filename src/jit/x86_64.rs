@@ -15,6 +15,15 @@
 //! sets up only what the program uses (callee-saved registers it names,
 //! r10, the budget register, the input bounds its checks read).
 //!
+//! Fused runs. A few runs of instructions are emitted as one (see
+//! `Fusion`): `mov; add` as an `lea`, and the 16-bit reads of packet fields
+//! that clang writes as two byte loads, a shift and an or (BPF has no
+//! unaligned loads) as one 16-bit load and a byte swap, with an address
+//! computed just before folded in. A fused run may leave unwritten the
+//! registers that nothing reads again (see [`super::liveness`]); no jump
+//! lands inside it and none of its accesses needs a check, so no run stops
+//! inside it and the count is the interpreter's.
+//!
 //! Memory checks. Every load, store and atomic is checked as
 //! `Memory::allows` does (the live stack frames `[r10 - 512, stack_top)`,
 //! r10 being the current frame's top; the input; the program's regions),
@@ -77,6 +86,7 @@
 //! the program is dropped they go back to the pool, still not writable,
 //! until they are switched back to be filled again.
 
+use std::cell::OnceCell;
 use std::mem::offset_of;
 
 use dynasmrt::components::{LabelRegistry, PatchLoc, RelocRegistry};
@@ -84,6 +94,7 @@ use dynasmrt::x64::{Rq, X64Relocation};
 use dynasmrt::{AssemblyOffset, DynamicLabel, DynasmApi, DynasmError, DynasmLabelApi, dynasm};
 
 use super::facts::{Facts, Ids, Place};
+use super::liveness;
 use super::{Context, Exit, JitError, Scratch, Status};
 use crate::isa::*;
 use crate::program::Program;
@@ -685,6 +696,17 @@ mod enc {
         b
     }
 
+    /// `rol dst16, count`: a byte swap of the low 16 bits when `count` is
+    /// 8, keeping the rest.
+    pub(super) fn rol16_imm(dst: Rq, count: u8) -> Bytes {
+        let dst = dst as u8;
+        let mut b = Bytes::new();
+        b.push(0x66);
+        b.rex(false, 0, dst, false);
+        b.extend(&[0xc1, 0xc0 | (dst & 7), count]);
+        b
+    }
+
     /// `opcode` with the memory operand `[base + disp]` (ModRM reg =
     /// `reg`, a register or an opcode extension) and an immediate;
     /// `operand16` adds the 0x66 prefix, `byte_reg` forces a REX prefix so
@@ -851,6 +873,35 @@ struct Slot {
     /// Some jump from here or further on lands here: a loop head (or a
     /// function's start, always afresh).
     loop_head: bool,
+    /// The instructions from here on that the code generator emits as one.
+    fusion: Option<Fusion>,
+}
+
+/// A run of instructions emitted as one, for an equal effect on everything
+/// a later instruction reads (see [`super::liveness`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fusion {
+    /// `mov dst, src; add dst, x`: one `lea`.
+    MovAdd,
+    /// Two byte loads from adjacent addresses, one of them shifted left by
+    /// 8 and or-ed with the other, as clang writes a 16-bit read of a
+    /// packet field (BPF has no unaligned loads): one 16-bit load, byte
+    /// swapped when the byte shifted up is the lower-addressed one. The
+    /// register or-ed in is written no more, so it must be dead. Both loads
+    /// must need no check: nothing in the run can fault.
+    BytePair {
+        /// The or's destination, which gets the 16 bits.
+        dst: u8,
+        /// The lower byte's address: `base (+ index) + disp`, folding an
+        /// `add` (or `mov; add`) of the loads' base register just before
+        /// them when that register is not read again either.
+        base: u8,
+        index: Option<u8>,
+        disp: i32,
+        swap: bool,
+        /// Instructions in the run.
+        len: u8,
+    },
 }
 
 /// Register-indexed tables have 16 entries, so that a 4-bit field indexes
@@ -932,8 +983,15 @@ fn jump_target(pc: usize, insn: Insn) -> Option<usize> {
 impl Analysis {
     fn new(program: &Program) -> Analysis {
         let insns = program.insns();
-        let empty =
-            Slot { target: false, covered: false, check: Check::None, leads: None, member_of: None, loop_head: false };
+        let empty = Slot {
+            target: false,
+            covered: false,
+            check: Check::None,
+            leads: None,
+            member_of: None,
+            loop_head: false,
+            fusion: None,
+        };
         let mut slots = vec![empty; insns.len()];
         for &start in program.functions() {
             slots[start].target = true;
@@ -990,6 +1048,7 @@ impl Analysis {
         }
         analysis.plan_checks(program, !(entry_is_jumped_to || entry_is_called));
         analysis.plan_groups();
+        analysis.plan_fusions(insns);
         analysis
     }
 
@@ -1251,6 +1310,109 @@ impl Analysis {
             self.copy_end[index] = end;
         }
     }
+
+    /// Decides which runs of instructions are emitted as one (after the
+    /// checks: a byte pair needs its loads unchecked). The runs are found
+    /// in the order the emitter steps through the program. Liveness is
+    /// computed only once some run needs it.
+    fn plan_fusions(&mut self, insns: &[Insn]) {
+        let called_from = if self.entry_is_called { 0 } else { self.entry_end };
+        let live_after = OnceCell::new();
+        let dead = |pc: usize, reg: u8| {
+            live_after.get_or_init(|| liveness::live_after(insns, called_from))[pc] & 1 << (reg & 15) == 0
+        };
+        let mut pc = 0;
+        while pc < insns.len() {
+            let fusion = self.byte_pair(insns, pc, &dead).or_else(|| self.mov_add(insns, pc));
+            self.slots[pc].fusion = fusion;
+            pc += match fusion {
+                Some(Fusion::MovAdd) => 2,
+                Some(Fusion::BytePair { len, .. }) => len as usize,
+                None if insns[pc].opc == LDDW => 2,
+                None => 1,
+            };
+        }
+    }
+
+    /// Can control reach `pc` only from the instruction before?
+    fn inner(&self, pc: usize) -> bool {
+        pc < self.slots.len() && !self.slots[pc].target
+    }
+
+    fn mov_add(&self, insns: &[Insn], pc: usize) -> Option<Fusion> {
+        let (mov, add) = (insns[pc], *insns.get(pc + 1)?);
+        let fused = mov.opc == MOV64_REG
+            && mov.off == 0
+            && mov.dst != mov.src
+            && self.inner(pc + 1)
+            && add.dst == mov.dst
+            && (add.opc == ADD64_IMM || add.opc == ADD64_REG);
+        fused.then_some(Fusion::MovAdd)
+    }
+
+    /// A byte pair at `pc`, or after an address computation at `pc`.
+    fn byte_pair(&self, insns: &[Insn], pc: usize, dead: &impl Fn(usize, u8) -> bool) -> Option<Fusion> {
+        let insn = insns[pc];
+        let next = insns.get(pc + 1).copied();
+        // (instructions, register set, its value as base + index + disp)
+        let address = match (insn.opc, next) {
+            (MOV64_REG, Some(add)) if insn.off == 0 && insn.dst != insn.src && add.dst == insn.dst => {
+                match add.opc {
+                    // dst + dst is src + src here.
+                    ADD64_REG => {
+                        let index = if add.src == insn.dst { insn.src } else { add.src };
+                        Some((2, insn.dst, insn.src, Some(index), 0))
+                    }
+                    ADD64_IMM => Some((2, insn.dst, insn.src, None, add.imm)),
+                    _ => None,
+                }
+            }
+            (ADD64_REG, _) => Some((1, insn.dst, insn.dst, Some(insn.src), 0)),
+            (ADD64_IMM, _) => Some((1, insn.dst, insn.dst, None, insn.imm)),
+            _ => None,
+        };
+        if let Some((skip, set, base, index, disp)) = address {
+            let inner = (pc + 1..pc + skip + 1).all(|pc| self.inner(pc));
+            let pair = inner.then(|| self.plain_byte_pair(insns, pc + skip, dead)).flatten();
+            if let Some(Fusion::BytePair { dst, base: pair_base, index: None, disp: pair_disp, swap, len }) = pair {
+                if pair_base == set && (dst == set || dead(pc + skip + len as usize - 1, set)) {
+                    let disp = pair_disp.checked_add(disp)?;
+                    return Some(Fusion::BytePair { dst, base, index, disp, swap, len: len + skip as u8 });
+                }
+            }
+        }
+        self.plain_byte_pair(insns, pc, dead)
+    }
+
+    /// `ldxb a, [base + k]; ldxb b, [base + k ± 1]; lsh a|b, 8; or a|b, b|a`.
+    fn plain_byte_pair(&self, insns: &[Insn], pc: usize, dead: &impl Fn(usize, u8) -> bool) -> Option<Fusion> {
+        let [first, second, shift, or] = *insns.get(pc..pc + 4)? else { return None };
+        let loads = first.opc == LDXB
+            && second.opc == LDXB
+            && first.src == second.src
+            && first.dst != first.src
+            && first.dst != second.dst
+            && self.slots[pc].check == Check::None
+            && self.slots[pc + 1].check == Check::None;
+        let low = match second.off.checked_sub(first.off)? {
+            1 => first,
+            -1 => second,
+            _ => return None,
+        };
+        let pair = [first.dst, second.dst];
+        let shifted = matches!(shift.opc, LSH32_IMM | LSH64_IMM) && shift.imm == 8 && pair.contains(&shift.dst);
+        let ored = matches!(or.opc, OR32_REG | OR64_REG) && pair.contains(&or.dst) && pair.contains(&or.src);
+        let inner = (pc + 1..pc + 4).all(|pc| self.inner(pc));
+        let fused = loads && shifted && ored && or.dst != or.src && inner && dead(pc + 3, or.src);
+        fused.then_some(Fusion::BytePair {
+            dst: or.dst,
+            base: first.src,
+            index: None,
+            disp: low.off as i32,
+            swap: shift.dst == low.dst,
+            len: 4,
+        })
+    }
 }
 
 /// Code placed after the body, reached only when a run stops or a check's
@@ -1500,20 +1662,15 @@ impl<'p> Emitter<'p> {
         Ok(())
     }
 
-    /// The instruction at `pc` (or two, fused); returns the next slot.
+    /// The instruction at `pc` (or a fused run); returns the next slot.
     fn emit_step(&mut self, pc: usize) -> Result<usize, JitError> {
         let insns = self.program.insns();
         let insn = insns[pc];
-        // `mov dst, src; add dst, x` (neither a jump target): one `lea`.
-        if insn.opc == MOV64_REG
-            && insn.off == 0
-            && insn.dst != insn.src
-            && pc + 1 < insns.len()
-            && self.labels[pc + 1].is_none()
-        {
-            let next = insns[pc + 1];
-            if next.dst == insn.dst && (next.opc == ADD64_IMM || next.opc == ADD64_REG) {
+        match self.analysis.slots[pc].fusion {
+            Some(Fusion::MovAdd) => {
+                let next = insns[pc + 1];
                 let (dst, src) = (reg(insn.dst), reg(insn.src));
+                self.count(pc + 1, 2);
                 if next.opc == ADD64_IMM {
                     self.put(enc::mem(false, true, false, &[0x8d], dst as u8, src, next.imm, enc::Imm::None));
                 } else {
@@ -1521,9 +1678,24 @@ impl<'p> Emitter<'p> {
                     let addend = if next.src == insn.dst { src } else { reg(next.src) };
                     x64!(self.ops ; lea Rq(dst), [Rq(src) + Rq(addend)]);
                 }
-                self.count(pc + 1, 2);
                 return Ok(pc + 2);
             }
+            Some(Fusion::BytePair { dst, base, index, disp, swap, len }) => {
+                let (dst, base) = (reg(dst), reg(base));
+                self.count(pc + len as usize - 1, len as i32);
+                match index.map(reg) {
+                    Some(index) if disp == 0 => x64!(self.ops ; movzx Rd(dst), WORD [Rq(base) + Rq(index)]),
+                    Some(index) => x64!(self.ops ; movzx Rd(dst), WORD [Rq(base) + Rq(index) + disp]),
+                    None => {
+                        self.put(enc::mem(false, false, false, &[0x0f, 0xb7], dst as u8, base, disp, enc::Imm::None))
+                    }
+                }
+                if swap {
+                    self.put(enc::rol16_imm(dst, 8));
+                }
+                return Ok(pc + len as usize);
+            }
+            None => {}
         }
         self.count(pc, 1);
         self.emit_insn(pc, insn)?;
@@ -2729,6 +2901,140 @@ mod tests {
             assert_eq!(analysis.slots[pc].check, Check::None, "instruction {pc}");
         }
         assert!(!analysis.any_check);
+    }
+
+    #[test]
+    fn clangs_16_bit_reads_become_one_load() {
+        use crate::helpers::Helpers;
+        use crate::program::Config;
+        let pairs = |object: &[u8]| {
+            let program = Program::from_elf(object, None, &Helpers::new(), &Config::default()).expect("loads");
+            let analysis = Analysis::new(&program);
+            let fused = analysis.slots.iter().enumerate().filter_map(|(pc, slot)| match slot.fusion {
+                Some(Fusion::BytePair { index, swap, len, .. }) => Some((pc, index.is_some(), swap, len)),
+                _ => None,
+            });
+            fused.collect::<Vec<_>>()
+        };
+        // The ethertype (twice) and the destination port, through `r1 + 12`,
+        // `r1 + 16` and `r1 + r3 + 2`; the fragment field is masked between
+        // its shift and its or, so it stays apart.
+        let classifier = pairs(include_bytes!("../../examples/classifier.o"));
+        assert_eq!(classifier, [(2, false, true, 4), (12, false, true, 4), (53, true, true, 5)]);
+        // The checksum's loop reads `r1 + r4` and `r1 + r4 + 1`.
+        let checksum = pairs(include_bytes!("../../tests/fixtures/checksum.o"));
+        assert_eq!(checksum, [(6, true, true, 6)]);
+    }
+
+    /// Byte pairs in every shape clang might write them, and near misses:
+    /// either order, either byte shifted, either width, the or either way
+    /// round, the address computed just before or not, the spare register
+    /// and the base read again or not, the loads proved or checked. Both
+    /// engines must agree on the result and the count, and enough programs
+    /// must be fused for that to say something.
+    #[test]
+    fn byte_pairs_read_what_their_bytes_hold() {
+        use std::sync::Arc;
+
+        use crate::helpers::Helpers;
+        use crate::interp::{self, Stack};
+        use crate::jit::JitProgram;
+        use crate::program::Config;
+        use crate::testgen::{self, ByteSource};
+
+        // r1 keeps the input's address, r2 its length; r3 a small constant;
+        // r9 the computed address.
+        const VALUES: [u8; 7] = [0, 4, 5, 6, 7, 8, 9];
+        let mut stack = Stack::default();
+        let mut fused_programs = 0;
+        for seed in 0..5_000 {
+            let bytes = testgen::seed_bytes(seed);
+            let mut rng = ByteSource::new(&bytes);
+            let mut insns = vec![Insn::new(MOV64_IMM, 3, 0, 0, rng.below(4) as i32)];
+            for &r in &VALUES {
+                insns.push(Insn::new(MOV64_IMM, r, 0, 0, 0x100 + rng.below(256) as i32));
+            }
+            let mut exits = Vec::new();
+            for _ in 0..1 + rng.below(3) {
+                let k = rng.below(12) as i16;
+                if rng.below(4) != 0 {
+                    // Proves the reads below, or (one short) does not.
+                    exits.push(insns.len());
+                    insns.push(Insn::new(JLT_IMM, 2, 0, 0, k as i32 + 5 - rng.below(2) as i32));
+                }
+                let base = match rng.below(5) {
+                    0 => 1,
+                    1 => {
+                        insns.push(Insn::new(MOV64_REG, 9, 1, 0, 0));
+                        insns.push(Insn::new(ADD64_REG, 9, 3, 0, 0));
+                        9
+                    }
+                    2 => {
+                        insns.push(Insn::new(MOV64_REG, 9, 1, 0, 0));
+                        insns.push(Insn::new(ADD64_IMM, 9, 0, 0, 2));
+                        9
+                    }
+                    3 => {
+                        // Apart, so only the add is folded.
+                        insns.push(Insn::new(MOV64_REG, 9, 1, 0, 0));
+                        insns.push(Insn::new(XOR64_REG, 0, 3, 0, 0));
+                        insns.push(Insn::new(ADD64_REG, 9, 3, 0, 0));
+                        9
+                    }
+                    _ => {
+                        insns.push(Insn::new(MOV64_REG, 9, 1, 0, 0));
+                        insns.push(Insn::new(ADD64_REG, 9, 9, 0, 0));
+                        insns.push(Insn::new(SUB64_REG, 9, 1, 0, 0));
+                        9
+                    }
+                };
+                let (a, b) = (rng.pick(&VALUES), rng.pick(&VALUES));
+                if a == b || a == base {
+                    continue;
+                }
+                let (first, second) = if rng.below(2) == 0 { (k, k + 1) } else { (k + 1, k) };
+                insns.push(Insn::new(LDXB, a, base, first, 0));
+                insns.push(Insn::new(LDXB, b, base, second, 0));
+                let (shifted, other) = if rng.below(2) == 0 { (a, b) } else { (b, a) };
+                let amount = if rng.below(8) == 0 { 4 } else { 8 };
+                insns.push(Insn::new(rng.pick(&[LSH32_IMM, LSH64_IMM]), shifted, 0, 0, amount));
+                let (dst, src) = if rng.below(2) == 0 { (shifted, other) } else { (other, shifted) };
+                insns.push(Insn::new(rng.pick(&[OR32_REG, OR64_REG]), dst, src, 0, 0));
+                // Read some registers again (the spare, the base, others).
+                for _ in 0..rng.below(3) {
+                    insns.push(Insn::new(rng.pick(&[XOR64_REG, ADD64_REG]), 0, rng.pick(&[a, b, 9, 4, 6]), 0, 0));
+                }
+            }
+            // Some registers into the result; the others are dead.
+            for _ in 0..rng.below(4) {
+                insns.push(Insn::new(XOR64_REG, 0, rng.pick(&VALUES), 0, 0));
+            }
+            let exit = insns.len();
+            insns.push(Insn::new(EXIT, 0, 0, 0, 0));
+            for pc in exits {
+                insns[pc].off = (exit - pc - 1) as i16;
+            }
+            let program = Arc::new(
+                Program::load(&encode_program(&insns), &Helpers::new(), &Config::default())
+                    .unwrap_or_else(|error| panic!("seed {seed}: {error}")),
+            );
+            let analysis = Analysis::new(&program);
+            fused_programs +=
+                analysis.slots.iter().any(|slot| matches!(slot.fusion, Some(Fusion::BytePair { .. }))) as u32;
+            let jit = JitProgram::compile(program.clone()).expect("compiles");
+            for _ in 0..4 {
+                let len = rng.below(20) as usize;
+                let input: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
+                let mut buffer = input.clone();
+                let (mut interpreted, mut compiled) = (0, 0);
+                let expected = interp::run(&program, &mut buffer, &mut stack, &mut interpreted);
+                buffer.copy_from_slice(&input);
+                let actual = jit.run(&mut buffer, &mut stack, &mut compiled);
+                assert_eq!(actual, expected, "seed {seed}, input {input:?}, program {insns:?}");
+                assert_eq!(compiled, interpreted, "instructions executed: seed {seed}, program {insns:?}");
+            }
+        }
+        assert!(fused_programs > 1_000, "only {fused_programs} programs had a fused pair");
     }
 
     #[test]

@@ -482,6 +482,29 @@ impl Asm {
         Ok(self.ops)
     }
 
+    /// Pads to a multiple of `alignment` with the fewest no-op
+    /// instructions (the recommended multi-byte forms), which run when
+    /// control falls through them.
+    fn align_with_nops(&mut self, alignment: usize) {
+        const NOPS: [&[u8]; 9] = [
+            &[0x90],
+            &[0x66, 0x90],
+            &[0x0f, 0x1f, 0x00],
+            &[0x0f, 0x1f, 0x40, 0x00],
+            &[0x0f, 0x1f, 0x44, 0x00, 0x00],
+            &[0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00],
+            &[0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00],
+            &[0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+            &[0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
+        ];
+        let mut padding = self.ops.len().wrapping_neg() % alignment;
+        while padding > 0 {
+            let nop = NOPS[padding.min(NOPS.len()) - 1];
+            self.ops.extend_from_slice(nop);
+            padding -= nop.len();
+        }
+    }
+
     /// For the label kinds this assembler does not keep.
     fn unsupported(&mut self) {
         self.error = Some(DynasmError::CheckFailed);
@@ -851,6 +874,10 @@ impl Group {
 /// Rounds of [`Analysis::plan_checks`] before loop heads start afresh: a
 /// candidate only widens, and few widenings reach what a loop keeps.
 const MAX_ROUNDS: usize = 6;
+
+/// Loop heads start at a multiple of this many bytes, so that a short loop
+/// spans as few of the front end's fetch blocks as it can.
+const LOOP_ALIGN: usize = 32;
 
 /// A merged check spans at most this many bytes.
 const MAX_SPAN: i32 = 4096;
@@ -1655,6 +1682,9 @@ impl<'p> Emitter<'p> {
             if let Some(label) = self.labels[pc] {
                 // Falling into a jump target ends the straight run.
                 self.flush();
+                if self.analysis.slots[pc].loop_head {
+                    self.ops.align_with_nops(LOOP_ALIGN);
+                }
                 x64!(self.ops ; =>label);
             }
             pc = self.emit_step(pc)?;

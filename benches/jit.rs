@@ -166,7 +166,8 @@ fn criterion_cases(c: &mut Criterion) {
 /// else interferes. CPU time rather than the wall clock, so that a batch
 /// during which the thread waited for a core counts only what it ran; the
 /// cases' batches take turns, so that a slow spell of the machine (a busy
-/// host under this virtual one, say) falls on all of them alike. Each case
+/// host under this virtual one, say) falls on all of them alike, and none
+/// loses all its batches to it unless it lasts the whole measurement. Each case
 /// runs a batch of calls (see [`repeated`]), so the calls themselves are
 /// direct and inlined as in a real caller.
 fn ns_per_call<const N: usize>(mut cases: [&mut dyn FnMut(u64); N]) -> [f64; N] {
@@ -219,7 +220,19 @@ fn ratio_table() {
         let ratio = native.map_or("-".to_string(), |n| format!("{:.2}", jit / n));
         println!("{name:<28} {interp:>11.1} {jit:>11.1} {native_text:>11} {ratio:>10} {:>10.2}", interp / jit);
     };
-    let [interp, jit, native] = ns_per_call([
+    // All cases in one call, so that each case's batches spread over the
+    // whole measurement: a slow spell shorter than that cannot cover them.
+    let [
+        classifier_interp,
+        classifier_jit,
+        classifier_native,
+        checksum_interp,
+        checksum_jit,
+        checksum_native_ns,
+        empty_interp,
+        empty_jit,
+        compile,
+    ] = ns_per_call([
         &mut repeated(|| {
             black_box(interp_packets.iter_mut().map(|p| classifier.interp.execute(p).unwrap()).sum::<u64>());
         }),
@@ -229,9 +242,6 @@ fn ratio_table() {
         &mut repeated(|| {
             black_box(native_packets.iter().map(|p| classify_native(black_box(p))).sum::<u64>());
         }),
-    ]);
-    row("classifier (4 packets)", interp, jit, Some(native));
-    let [interp, jit, native] = ns_per_call([
         &mut repeated(|| {
             black_box(checksum.interp.execute(&mut interp_data).unwrap());
         }),
@@ -241,20 +251,19 @@ fn ratio_table() {
         &mut repeated(|| {
             black_box(checksum_native(black_box(&data)));
         }),
-    ]);
-    row("checksum (1500 bytes)", interp, jit, Some(native));
-    let [interp, jit] = ns_per_call([
         &mut repeated(|| {
             black_box(empty.interp.execute(&mut []).unwrap());
         }),
         &mut repeated(|| {
             black_box(empty.jit.execute(&mut []).unwrap());
         }),
+        &mut repeated(|| {
+            black_box(load_and_compile(black_box(&bytecode)));
+        }),
     ]);
-    row("empty program", interp, jit, None);
-    let [compile] = ns_per_call([&mut repeated(|| {
-        black_box(load_and_compile(black_box(&bytecode)));
-    })]);
+    row("classifier (4 packets)", classifier_interp, classifier_jit, Some(classifier_native));
+    row("checksum (1500 bytes)", checksum_interp, checksum_jit, Some(checksum_native_ns));
+    row("empty program", empty_interp, empty_jit, None);
     println!(
         "{:<28} {:>11} {:>11.1} (load + verify + JIT compile, 100 instructions)",
         "load+verify+compile", "-", compile

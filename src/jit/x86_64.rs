@@ -911,7 +911,7 @@ enum Fusion {
     /// `mov dst, src; add dst, x`: one `lea`.
     MovAdd,
     /// Two byte loads from adjacent addresses, one of them shifted left by
-    /// 8 and or-ed with the other, as clang writes a 16-bit read of a
+    /// 8 (and maybe masked) and or-ed with the other, as clang writes a 16-bit read of a
     /// packet field (BPF has no unaligned loads): one 16-bit load, byte
     /// swapped when the byte shifted up is the lower-addressed one. The
     /// register or-ed in is written no more, so it must be dead. Both loads
@@ -926,6 +926,8 @@ enum Fusion {
         index: Option<u8>,
         disp: i32,
         swap: bool,
+        /// The bits kept, when the shifted byte is masked before the or.
+        mask: u16,
         /// Instructions in the run.
         len: u8,
     },
@@ -1401,19 +1403,33 @@ impl Analysis {
         if let Some((skip, set, base, index, disp)) = address {
             let inner = (pc + 1..pc + skip + 1).all(|pc| self.inner(pc));
             let pair = inner.then(|| self.plain_byte_pair(insns, pc + skip, dead)).flatten();
-            if let Some(Fusion::BytePair { dst, base: pair_base, index: None, disp: pair_disp, swap, len }) = pair {
+            if let Some(Fusion::BytePair { dst, base: pair_base, index: None, disp: pair_disp, swap, mask, len }) = pair
+            {
                 if pair_base == set && (dst == set || dead(pc + skip + len as usize - 1, set)) {
                     let disp = pair_disp.checked_add(disp)?;
-                    return Some(Fusion::BytePair { dst, base, index, disp, swap, len: len + skip as u8 });
+                    return Some(Fusion::BytePair { dst, base, index, disp, swap, mask, len: len + skip as u8 });
                 }
             }
         }
         self.plain_byte_pair(insns, pc, dead)
     }
 
-    /// `ldxb a, [base + k]; ldxb b, [base + k ± 1]; lsh a|b, 8; or a|b, b|a`.
+    /// `ldxb a, [base + k]; ldxb b, [base + k ± 1]; lsh a|b, 8; [and a|b,
+    /// mask;] or a|b, b|a`.
     fn plain_byte_pair(&self, insns: &[Insn], pc: usize, dead: &impl Fn(usize, u8) -> bool) -> Option<Fusion> {
-        let [first, second, shift, or] = *insns.get(pc..pc + 4)? else { return None };
+        let [first, second, shift, mut or] = *insns.get(pc..pc + 4)? else { return None };
+        // The shifted byte masked before the or (a fragment offset's flags
+        // cleared, say): the 16 bits masked by the mask's bits 8-15 (the
+        // shifted byte has no others), the other byte kept whole.
+        let masked = matches!(or.opc, AND32_IMM | AND64_IMM) && or.dst == shift.dst;
+        let mask = if masked {
+            let mask = or.imm as u16 | 0xff;
+            or = *insns.get(pc + 4)?;
+            mask
+        } else {
+            0xffff
+        };
+        let len = 4 + masked as usize;
         let loads = first.opc == LDXB
             && second.opc == LDXB
             && first.src == second.src
@@ -1429,15 +1445,16 @@ impl Analysis {
         let pair = [first.dst, second.dst];
         let shifted = matches!(shift.opc, LSH32_IMM | LSH64_IMM) && shift.imm == 8 && pair.contains(&shift.dst);
         let ored = matches!(or.opc, OR32_REG | OR64_REG) && pair.contains(&or.dst) && pair.contains(&or.src);
-        let inner = (pc + 1..pc + 4).all(|pc| self.inner(pc));
-        let fused = loads && shifted && ored && or.dst != or.src && inner && dead(pc + 3, or.src);
+        let inner = (pc + 1..pc + len).all(|pc| self.inner(pc));
+        let fused = loads && shifted && ored && or.dst != or.src && inner && dead(pc + len - 1, or.src);
         fused.then_some(Fusion::BytePair {
             dst: or.dst,
             base: first.src,
             index: None,
             disp: low.off as i32,
             swap: shift.dst == low.dst,
-            len: 4,
+            mask,
+            len: len as u8,
         })
     }
 }
@@ -1710,7 +1727,7 @@ impl<'p> Emitter<'p> {
                 }
                 return Ok(pc + 2);
             }
-            Some(Fusion::BytePair { dst, base, index, disp, swap, len }) => {
+            Some(Fusion::BytePair { dst, base, index, disp, swap, mask, len }) => {
                 let (dst, base) = (reg(dst), reg(base));
                 self.count(pc + len as usize - 1, len as i32);
                 match index.map(reg) {
@@ -1722,6 +1739,9 @@ impl<'p> Emitter<'p> {
                 }
                 if swap {
                     self.put(enc::rol16_imm(dst, 8));
+                }
+                if mask != 0xffff {
+                    self.put(enc::group1(false, 4, dst, i32::from(mask)));
                 }
                 return Ok(pc + len as usize);
             }
@@ -2941,23 +2961,29 @@ mod tests {
             let program = Program::from_elf(object, None, &Helpers::new(), &Config::default()).expect("loads");
             let analysis = Analysis::new(&program);
             let fused = analysis.slots.iter().enumerate().filter_map(|(pc, slot)| match slot.fusion {
-                Some(Fusion::BytePair { index, swap, len, .. }) => Some((pc, index.is_some(), swap, len)),
+                Some(Fusion::BytePair { index, swap, mask, len, .. }) => Some((pc, index.is_some(), swap, mask, len)),
                 _ => None,
             });
             fused.collect::<Vec<_>>()
         };
-        // The ethertype (twice) and the destination port, through `r1 + 12`,
-        // `r1 + 16` and `r1 + r3 + 2`; the fragment field is masked between
-        // its shift and its or, so it stays apart.
+        // The ethertype (twice), through `r1 + 12` and `r1 + 16`; the
+        // fragment offset, masked between its shift and its or; the
+        // destination port, through `r1 + r3 + 2`.
         let classifier = pairs(include_bytes!("../../examples/classifier.o"));
-        assert_eq!(classifier, [(2, false, true, 4), (12, false, true, 4), (53, true, true, 5)]);
+        let expected = [
+            (2, false, true, 0xffff, 4),
+            (12, false, true, 0xffff, 4),
+            (42, false, true, 0x1fff, 5),
+            (53, true, true, 0xffff, 5),
+        ];
+        assert_eq!(classifier, expected);
         // The checksum's loop reads `r1 + r4` and `r1 + r4 + 1`.
         let checksum = pairs(include_bytes!("../../tests/fixtures/checksum.o"));
-        assert_eq!(checksum, [(6, true, true, 6)]);
+        assert_eq!(checksum, [(6, true, true, 0xffff, 6)]);
     }
 
     /// Byte pairs in every shape clang might write them, and near misses:
-    /// either order, either byte shifted, either width, the or either way
+    /// either order, either byte shifted and maybe masked, either width, the or either way
     /// round, the address computed just before or not, the spare register
     /// and the base read again or not, the loads proved or checked. Both
     /// engines must agree on the result and the count, and enough programs
@@ -3028,6 +3054,12 @@ mod tests {
                 let (shifted, other) = if rng.below(2) == 0 { (a, b) } else { (b, a) };
                 let amount = if rng.below(8) == 0 { 4 } else { 8 };
                 insns.push(Insn::new(rng.pick(&[LSH32_IMM, LSH64_IMM]), shifted, 0, 0, amount));
+                if rng.below(3) == 0 {
+                    // Masked (or, a near miss, the other byte masked).
+                    let masked = if rng.below(4) == 0 { other } else { shifted };
+                    let mask = rng.pick(&[0x1f00, 0x1fff, -256, 0x0ff0, 0x8000, 0]);
+                    insns.push(Insn::new(rng.pick(&[AND32_IMM, AND64_IMM]), masked, 0, 0, mask));
+                }
                 let (dst, src) = if rng.below(2) == 0 { (shifted, other) } else { (other, shifted) };
                 insns.push(Insn::new(rng.pick(&[OR32_REG, OR64_REG]), dst, src, 0, 0));
                 // Read some registers again (the spare, the base, others).

@@ -26,6 +26,7 @@ use crate::program::Program;
 
 #[cfg(target_arch = "x86_64")]
 mod facts;
+#[cfg(target_arch = "x86_64")]
 mod liveness;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;

@@ -642,9 +642,8 @@ mod tests {
 
     use super::{Facts, Ids, MAX_LEN, Offset, Value};
     use crate::helpers::Helpers;
-    use crate::interp::{self, Stack};
     use crate::isa::*;
-    use crate::jit::JitProgram;
+    use crate::jit::{JitProgram, assert_engines_agree};
     use crate::program::{Config, Program};
     use crate::testgen::{self, ByteSource};
 
@@ -861,7 +860,6 @@ mod tests {
 
     #[test]
     fn jit_checks_what_the_facts_cannot_prove() {
-        let mut stack = Stack::default();
         for seed in 0..20_000 {
             // A fixed sequence per seed, so a failing seed reruns alone.
             let bytes = testgen::seed_bytes(seed);
@@ -881,14 +879,7 @@ mod tests {
             for _ in 0..6 {
                 let len = rng.below(80) as usize;
                 let input: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
-                // One buffer for both runs, so that fault addresses agree.
-                let mut buffer = input.clone();
-                let (mut interpreted, mut compiled) = (0, 0);
-                let expected = interp::run(&program, &mut buffer, &mut stack, &mut interpreted);
-                buffer.copy_from_slice(&input);
-                let actual = jit.run(&mut buffer, &mut stack, &mut compiled);
-                assert_eq!(actual, expected, "seed {seed}, input of {len} bytes, program {insns:?}");
-                assert_eq!(compiled, interpreted, "instructions executed: seed {seed}, program {insns:?}");
+                let _ = assert_engines_agree(&program, &jit, &input, &format_args!("seed {seed}, program {insns:?}"));
             }
         }
     }

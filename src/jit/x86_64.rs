@@ -2993,15 +2993,13 @@ mod tests {
         use std::sync::Arc;
 
         use crate::helpers::Helpers;
-        use crate::interp::{self, Stack};
-        use crate::jit::JitProgram;
+        use crate::jit::{JitProgram, assert_engines_agree};
         use crate::program::Config;
         use crate::testgen::{self, ByteSource};
 
         // r1 keeps the input's address, r2 its length; r3 a small constant;
         // r9 the computed address.
         const VALUES: [u8; 7] = [0, 4, 5, 6, 7, 8, 9];
-        let mut stack = Stack::default();
         let mut fused_programs = 0;
         for seed in 0..5_000 {
             let bytes = testgen::seed_bytes(seed);
@@ -3087,13 +3085,7 @@ mod tests {
             for _ in 0..4 {
                 let len = rng.below(20) as usize;
                 let input: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
-                let mut buffer = input.clone();
-                let (mut interpreted, mut compiled) = (0, 0);
-                let expected = interp::run(&program, &mut buffer, &mut stack, &mut interpreted);
-                buffer.copy_from_slice(&input);
-                let actual = jit.run(&mut buffer, &mut stack, &mut compiled);
-                assert_eq!(actual, expected, "seed {seed}, input {input:?}, program {insns:?}");
-                assert_eq!(compiled, interpreted, "instructions executed: seed {seed}, program {insns:?}");
+                let _ = assert_engines_agree(&program, &jit, &input, &format_args!("seed {seed}, program {insns:?}"));
             }
         }
         assert!(fused_programs > 1_000, "only {fused_programs} programs had a fused pair");

@@ -911,11 +911,12 @@ enum Fusion {
     /// `mov dst, src; add dst, x`: one `lea`.
     MovAdd,
     /// Two byte loads from adjacent addresses, one of them shifted left by
-    /// 8 (and maybe masked) and or-ed with the other, as clang writes a 16-bit read of a
-    /// packet field (BPF has no unaligned loads): one 16-bit load, byte
-    /// swapped when the byte shifted up is the lower-addressed one. The
-    /// register or-ed in is written no more, so it must be dead. Both loads
-    /// must need no check: nothing in the run can fault.
+    /// 8 (and maybe masked) and or-ed with the other, as clang writes a
+    /// 16-bit read of a packet field (BPF has no unaligned loads): one
+    /// 16-bit load, byte swapped when the byte shifted up is the
+    /// lower-addressed one. The register or-ed in is written no more, so it
+    /// must be dead. Both loads must need no check: nothing in the run can
+    /// fault.
     BytePair {
         /// The or's destination, which gets the 16 bits.
         dst: u8,
@@ -2983,11 +2984,12 @@ mod tests {
     }
 
     /// Byte pairs in every shape clang might write them, and near misses:
-    /// either order, either byte shifted and maybe masked, either width, the or either way
-    /// round, the address computed just before or not, the spare register
-    /// and the base read again or not, the loads proved or checked. Both
-    /// engines must agree on the result and the count, and enough programs
-    /// must be fused for that to say something.
+    /// either order, either byte shifted and maybe masked, either width, the
+    /// or either way round, the address computed just before or not (r13
+    /// as its base or index too), the spare register and the base read
+    /// again or not, the loads proved or checked. Both engines must agree
+    /// on the result, the count and the memory, and enough programs must be
+    /// fused for that to say something.
     #[test]
     fn byte_pairs_read_what_their_bytes_hold() {
         use std::sync::Arc;
@@ -2998,7 +3000,7 @@ mod tests {
         use crate::testgen::{self, ByteSource};
 
         // r1 keeps the input's address, r2 its length; r3 a small constant;
-        // r9 the computed address.
+        // r9 the computed address; r7 sometimes a copy of r1 or r3.
         const VALUES: [u8; 7] = [0, 4, 5, 6, 7, 8, 9];
         let mut fused_programs = 0;
         for seed in 0..5_000 {
@@ -3016,23 +3018,37 @@ mod tests {
                     exits.push(insns.len());
                     insns.push(Insn::new(JLT_IMM, 2, 0, 0, k as i32 + 5 - rng.below(2) as i32));
                 }
+                // The address and the constant, also in r7 (r13, which as a
+                // base needs a displacement byte).
+                let address = if rng.below(3) == 0 {
+                    insns.push(Insn::new(MOV64_REG, 7, 1, 0, 0));
+                    7
+                } else {
+                    1
+                };
+                let constant = if address == 1 && rng.below(3) == 0 {
+                    insns.push(Insn::new(MOV64_REG, 7, 3, 0, 0));
+                    7
+                } else {
+                    3
+                };
                 let base = match rng.below(5) {
-                    0 => 1,
+                    0 => address,
                     1 => {
-                        insns.push(Insn::new(MOV64_REG, 9, 1, 0, 0));
-                        insns.push(Insn::new(ADD64_REG, 9, 3, 0, 0));
+                        insns.push(Insn::new(MOV64_REG, 9, address, 0, 0));
+                        insns.push(Insn::new(ADD64_REG, 9, constant, 0, 0));
                         9
                     }
                     2 => {
-                        insns.push(Insn::new(MOV64_REG, 9, 1, 0, 0));
+                        insns.push(Insn::new(MOV64_REG, 9, address, 0, 0));
                         insns.push(Insn::new(ADD64_IMM, 9, 0, 0, 2));
                         9
                     }
                     3 => {
                         // Apart, so only the add is folded.
-                        insns.push(Insn::new(MOV64_REG, 9, 1, 0, 0));
+                        insns.push(Insn::new(MOV64_REG, 9, address, 0, 0));
                         insns.push(Insn::new(XOR64_REG, 0, 3, 0, 0));
-                        insns.push(Insn::new(ADD64_REG, 9, 3, 0, 0));
+                        insns.push(Insn::new(ADD64_REG, 9, constant, 0, 0));
                         9
                     }
                     _ => {

@@ -378,17 +378,22 @@ fn engine(filter: &str, kind: EngineKind) -> Engine {
     Engine::new(Program::from_elf(&object, None, &Helpers::new(), &Config::default()).unwrap(), kind).unwrap()
 }
 
-/// Mutated captures: every outcome is a summary or an error, never a panic.
-#[test]
-fn corrupted_captures_never_panic() {
-    let engine = engine("dns_blocklist", EngineKind::Interpreter);
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut random = move || {
+/// A fixed pseudo-random sequence (xorshift64) from `seed`, so that a
+/// failing case reruns as it was.
+fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
         seed
-    };
+    }
+}
+
+/// Mutated captures: every outcome is a summary or an error, never a panic.
+#[test]
+fn corrupted_captures_never_panic() {
+    let engine = engine("dns_blocklist", EngineKind::Interpreter);
+    let mut random = xorshift(0x2545_f491_4f6c_dd1d);
     for (name, bytes) in gen_captures::sample_captures() {
         for _ in 0..300 {
             let mut bytes = bytes.clone();
@@ -430,13 +435,7 @@ fn read_all<R: std::io::Read>(mut reader: CaptureReader<R>) -> (Vec<String>, Str
 fn a_mapped_capture_reads_as_a_streamed_one() {
     let dir = scratch_dir("replay", "mapped");
     let file = dir.join("capture");
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut random = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
+    let mut random = xorshift(0x9e37_79b9_7f4a_7c15);
     for (name, whole) in gen_captures::sample_captures() {
         for round in 0..40 {
             let mut bytes = whole.clone();

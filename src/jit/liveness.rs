@@ -8,6 +8,7 @@
 //! caller sees the argument registers as the callee left them.
 
 use super::facts::reads;
+use super::jump_target;
 use crate::isa::*;
 
 /// r0-r5: what a called function's `exit` hands back to its caller.
@@ -38,14 +39,7 @@ pub(super) fn live_after(insns: &[Insn], called_from: usize) -> Vec<u16> {
         for pc in (0..insns.len()).rev() {
             let insn = insns[pc];
             let next = if insn.opc == LDDW { pc + 2 } else { pc + 1 };
-            let jump = match insn.opc {
-                JA32 => Some(insn.imm as i64),
-                CALL | CALLX | EXIT => None,
-                _ if matches!(insn.class(), BPF_JMP | BPF_JMP32) => Some(insn.off as i64),
-                _ => None,
-            }
-            // The verifier checked that every jump lands inside the program.
-            .map(|offset| (pc as i64 + 1 + offset) as usize);
+            let jump = jump_target(pc, insn);
             let falls_through = !matches!(insn.opc, EXIT | JA | JA32);
             let mut out = 0;
             if falls_through {

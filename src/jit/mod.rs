@@ -31,6 +31,26 @@ mod liveness;
 #[cfg(target_arch = "x86_64")]
 pub mod x86_64;
 
+/// Where the jump or call at `pc` with relative `offset` lands.
+#[cfg(target_arch = "x86_64")]
+fn target(pc: usize, offset: i64) -> usize {
+    // The verifier checked that every jump and call lands inside the program.
+    (pc as i64 + 1 + offset) as usize
+}
+
+/// Where the jump `insn` at `pc` may go, if it is a jump (not a call or
+/// an exit).
+#[cfg(target_arch = "x86_64")]
+fn jump_target(pc: usize, insn: isa::Insn) -> Option<usize> {
+    use isa::*;
+    match insn.opc {
+        JA32 => Some(target(pc, insn.imm as i64)),
+        CALL | CALLX | EXIT => None,
+        _ if matches!(insn.class(), BPF_JMP | BPF_JMP32) => Some(target(pc, insn.off as i64)),
+        _ => None,
+    }
+}
+
 /// Why a program could not be compiled.
 #[derive(Debug, thiserror::Error)]
 pub enum JitError {

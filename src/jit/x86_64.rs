@@ -95,7 +95,7 @@ use dynasmrt::{AssemblyOffset, DynamicLabel, DynasmApi, DynasmError, DynasmLabel
 
 use super::facts::{Facts, Ids, Place};
 use super::liveness;
-use super::{Context, Exit, JitError, Scratch, Status};
+use super::{Context, Exit, JitError, Scratch, Status, jump_target, target};
 use crate::isa::*;
 use crate::program::Program;
 
@@ -908,8 +908,8 @@ struct Slot {
 /// a later instruction reads (see [`super::liveness`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Fusion {
-    /// `mov dst, src; add dst, x`: one `lea`.
-    MovAdd,
+    /// `mov dst, src; add dst, x`: one `lea` of `base (+ index) + disp`.
+    Lea { dst: u8, base: u8, index: Option<u8>, disp: i32 },
     /// Two byte loads from adjacent addresses, one of them shifted left by
     /// 8 (and maybe masked) and or-ed with the other, as clang writes a
     /// 16-bit read of a packet field (BPF has no unaligned loads): one
@@ -973,9 +973,25 @@ struct Analysis {
     read_unwritten: u16,
 }
 
-fn target(pc: usize, offset: i64) -> usize {
-    // The verifier checked that every jump and call lands inside the program.
-    (pc as i64 + 1 + offset) as usize
+/// An address computation at `pc`, `mov dst, src; add dst, x` or `add dst,
+/// x`: (its instructions, the register it sets, the value as `base (+
+/// index) + disp`).
+fn address(insns: &[Insn], pc: usize) -> Option<(usize, u8, u8, Option<u8>, i32)> {
+    let insn = insns[pc];
+    match (insn.opc, insns.get(pc + 1)) {
+        (MOV64_REG, Some(&add)) if insn.off == 0 && insn.dst != insn.src && add.dst == insn.dst => match add.opc {
+            // dst + dst is src + src here.
+            ADD64_REG => {
+                let index = if add.src == insn.dst { insn.src } else { add.src };
+                Some((2, insn.dst, insn.src, Some(index), 0))
+            }
+            ADD64_IMM => Some((2, insn.dst, insn.src, None, add.imm)),
+            _ => None,
+        },
+        (ADD64_REG, _) => Some((1, insn.dst, insn.dst, Some(insn.src), 0)),
+        (ADD64_IMM, _) => Some((1, insn.dst, insn.dst, None, insn.imm)),
+        _ => None,
+    }
 }
 
 /// For a program without local calls or backward jumps: from each slot, the
@@ -997,17 +1013,6 @@ fn longest_runs(insns: &[Insn]) -> Vec<u32> {
     }
     to_exit.truncate(insns.len());
     to_exit
-}
-
-/// Where the jump `insn` at `pc` may go, if it is a jump (not a call or
-/// an exit).
-fn jump_target(pc: usize, insn: Insn) -> Option<usize> {
-    match insn.opc {
-        JA32 => Some(target(pc, insn.imm as i64)),
-        CALL | CALLX | EXIT => None,
-        _ if matches!(insn.class(), BPF_JMP | BPF_JMP32) => Some(target(pc, insn.off as i64)),
-        _ => None,
-    }
 }
 
 impl Analysis {
@@ -1353,10 +1358,10 @@ impl Analysis {
         };
         let mut pc = 0;
         while pc < insns.len() {
-            let fusion = self.byte_pair(insns, pc, &dead).or_else(|| self.mov_add(insns, pc));
+            let fusion = self.byte_pair(insns, pc, &dead).or_else(|| self.lea(insns, pc));
             self.slots[pc].fusion = fusion;
             pc += match fusion {
-                Some(Fusion::MovAdd) => 2,
+                Some(Fusion::Lea { .. }) => 2,
                 Some(Fusion::BytePair { len, .. }) => len as usize,
                 None if insns[pc].opc == LDDW => 2,
                 None => 1,
@@ -1369,39 +1374,16 @@ impl Analysis {
         pc < self.slots.len() && !self.slots[pc].target
     }
 
-    fn mov_add(&self, insns: &[Insn], pc: usize) -> Option<Fusion> {
-        let (mov, add) = (insns[pc], *insns.get(pc + 1)?);
-        let fused = mov.opc == MOV64_REG
-            && mov.off == 0
-            && mov.dst != mov.src
-            && self.inner(pc + 1)
-            && add.dst == mov.dst
-            && (add.opc == ADD64_IMM || add.opc == ADD64_REG);
-        fused.then_some(Fusion::MovAdd)
+    fn lea(&self, insns: &[Insn], pc: usize) -> Option<Fusion> {
+        match address(insns, pc)? {
+            (2, dst, base, index, disp) if self.inner(pc + 1) => Some(Fusion::Lea { dst, base, index, disp }),
+            _ => None,
+        }
     }
 
     /// A byte pair at `pc`, or after an address computation at `pc`.
     fn byte_pair(&self, insns: &[Insn], pc: usize, dead: &impl Fn(usize, u8) -> bool) -> Option<Fusion> {
-        let insn = insns[pc];
-        let next = insns.get(pc + 1).copied();
-        // (instructions, register set, its value as base + index + disp)
-        let address = match (insn.opc, next) {
-            (MOV64_REG, Some(add)) if insn.off == 0 && insn.dst != insn.src && add.dst == insn.dst => {
-                match add.opc {
-                    // dst + dst is src + src here.
-                    ADD64_REG => {
-                        let index = if add.src == insn.dst { insn.src } else { add.src };
-                        Some((2, insn.dst, insn.src, Some(index), 0))
-                    }
-                    ADD64_IMM => Some((2, insn.dst, insn.src, None, add.imm)),
-                    _ => None,
-                }
-            }
-            (ADD64_REG, _) => Some((1, insn.dst, insn.dst, Some(insn.src), 0)),
-            (ADD64_IMM, _) => Some((1, insn.dst, insn.dst, None, insn.imm)),
-            _ => None,
-        };
-        if let Some((skip, set, base, index, disp)) = address {
+        if let Some((skip, set, base, index, disp)) = address(insns, pc) {
             let inner = (pc + 1..pc + skip + 1).all(|pc| self.inner(pc));
             let pair = inner.then(|| self.plain_byte_pair(insns, pc + skip, dead)).flatten();
             if let Some(Fusion::BytePair { dst, base: pair_base, index: None, disp: pair_disp, swap, mask, len }) = pair
@@ -1715,16 +1697,13 @@ impl<'p> Emitter<'p> {
         let insns = self.program.insns();
         let insn = insns[pc];
         match self.analysis.slots[pc].fusion {
-            Some(Fusion::MovAdd) => {
-                let next = insns[pc + 1];
-                let (dst, src) = (reg(insn.dst), reg(insn.src));
+            Some(Fusion::Lea { dst, base, index, disp }) => {
+                let (dst, base) = (reg(dst), reg(base));
                 self.count(pc + 1, 2);
-                if next.opc == ADD64_IMM {
-                    self.put(enc::mem(false, true, false, &[0x8d], dst as u8, src, next.imm, enc::Imm::None));
-                } else {
-                    // dst + dst is src + src here.
-                    let addend = if next.src == insn.dst { src } else { reg(next.src) };
-                    x64!(self.ops ; lea Rq(dst), [Rq(src) + Rq(addend)]);
+                match index.map(reg) {
+                    // An `add` of a register: no displacement.
+                    Some(index) => x64!(self.ops ; lea Rq(dst), [Rq(base) + Rq(index)]),
+                    None => self.put(enc::mem(false, true, false, &[0x8d], dst as u8, base, disp, enc::Imm::None)),
                 }
                 return Ok(pc + 2);
             }

@@ -1,0 +1,303 @@
+/*
+ * Times eBPF programs through the C API that QEMU's filter and C embedders
+ * call: ubpf_load_elf(), ubpf_compile(), then the returned ubpf_jit_fn called
+ * from C. Each engine is a shared library implementing ubpf.h, opened with
+ * dlopen, so qemu-ubpf and iovisor/ubpf run side by side in one process,
+ * beside the same C compiled natively and called through a pointer.
+ *
+ *   bench OBJDIR LIB...    OBJDIR holds NAME.o for every case; each LIB is
+ *                          "label=path/to/lib.so"
+ *   bench --packets DIR    writes the packets as files, for bpftool
+ *
+ * Every figure is the fastest of BATCHES batches, timed by the thread's CPU
+ * time; the batches of all engines take turns, so a slow spell of the
+ * machine falls on all of them. Prints one table row per case, in ns.
+ */
+
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "packets.h"
+
+typedef uint64_t (*jit_fn)(void *mem, size_t len);
+typedef uint64_t (*native_fn)(const uint8_t *pkt, unsigned long len);
+
+struct api {
+    const char *label;
+    void *(*create)(void);
+    void (*destroy)(void *vm);
+    int (*load)(void *vm, const void *code, uint32_t len, char **errmsg);
+    int (*load_elf)(void *vm, const void *elf, size_t len, char **errmsg);
+    jit_fn (*compile)(void *vm, char **errmsg);
+};
+
+#define BATCHES 15
+
+/* The sum of every result, kept so that no call can be left out. */
+volatile uint64_t results_sink;
+#define MAX_ENGINES 4
+
+static uint64_t thread_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static void *must_sym(void *lib, const char *path, const char *name)
+{
+    void *sym = dlsym(lib, name);
+    if (!sym) {
+        fprintf(stderr, "%s has no %s\n", path, name);
+        exit(1);
+    }
+    return sym;
+}
+
+static struct api open_api(char *spec)
+{
+    char *eq = strchr(spec, '=');
+    if (!eq) {
+        fprintf(stderr, "engine %s: want label=path\n", spec);
+        exit(2);
+    }
+    *eq = 0;
+    const char *path = eq + 1;
+    /* RTLD_DEEPBIND: each library's own calls stay inside it. */
+    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (!lib) {
+        fprintf(stderr, "%s\n", dlerror());
+        exit(1);
+    }
+    struct api api = {.label = spec};
+    api.create = (void *(*)(void))must_sym(lib, path, "ubpf_create");
+    api.destroy = (void (*)(void *))must_sym(lib, path, "ubpf_destroy");
+    api.load = (int (*)(void *, const void *, uint32_t, char **))must_sym(lib, path, "ubpf_load");
+    api.load_elf = (int (*)(void *, const void *, size_t, char **))must_sym(lib, path, "ubpf_load_elf");
+    api.compile = (jit_fn(*)(void *, char **))must_sym(lib, path, "ubpf_compile");
+    return api;
+}
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        perror(path);
+        exit(1);
+    }
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    rewind(f);
+    uint8_t *bytes = malloc(*len);
+    if (fread(bytes, 1, *len, f) != *len) {
+        perror(path);
+        exit(1);
+    }
+    fclose(f);
+    return bytes;
+}
+
+static jit_fn compile_object(const struct api *api, const char *path, void **vm_out)
+{
+    size_t len;
+    uint8_t *elf = read_file(path, &len);
+    void *vm = api->create();
+    char *err = NULL;
+    if (api->load_elf(vm, elf, len, &err) < 0) {
+        fprintf(stderr, "%s: %s refused %s: %s\n", api->label, "ubpf_load_elf", path, err);
+        exit(1);
+    }
+    jit_fn fn = api->compile(vm, &err);
+    if (!fn) {
+        fprintf(stderr, "%s: ubpf_compile refused %s: %s\n", api->label, path, err);
+        exit(1);
+    }
+    free(elf);
+    *vm_out = vm;
+    return fn;
+}
+
+/* One batch: `calls` calls rotating over the packets, in ns per call. */
+static double time_jit(jit_fn fn, struct packet *pkts, int npkts, int calls, uint64_t *sink)
+{
+    uint64_t start = thread_ns();
+    for (int i = 0; i < calls; i++) {
+        struct packet *p = &pkts[i % npkts];
+        *sink += fn(p->bytes, p->len);
+    }
+    return (double)(thread_ns() - start) / calls;
+}
+
+static double time_native(native_fn volatile fn, struct packet *pkts, int npkts, int calls, uint64_t *sink)
+{
+    uint64_t start = thread_ns();
+    for (int i = 0; i < calls; i++) {
+        struct packet *p = &pkts[i % npkts];
+        *sink += fn(p->bytes, p->len);
+    }
+    return (double)(thread_ns() - start) / calls;
+}
+
+uint64_t classifier_native(const uint8_t *pkt, unsigned long len);
+uint64_t checksum_native(const uint8_t *pkt, unsigned long len);
+uint64_t empty_native(const uint8_t *pkt, unsigned long len);
+
+struct run_case {
+    const char *name;
+    native_fn native;
+    struct packet *packets;
+    int npackets;
+    int calls;
+};
+
+static void run_case(const char *objdir, const struct run_case *c, struct api *apis, int napis)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s.o", objdir, c->name);
+    jit_fn fns[MAX_ENGINES];
+    void *vms[MAX_ENGINES];
+    for (int e = 0; e < napis; e++) {
+        fns[e] = compile_object(&apis[e], path, &vms[e]);
+        /* Every engine must give the native result on every packet. */
+        for (int i = 0; i < c->npackets; i++) {
+            uint64_t want = c->native(c->packets[i].bytes, c->packets[i].len);
+            uint64_t got = fns[e](c->packets[i].bytes, c->packets[i].len);
+            if (got != want) {
+                fprintf(stderr, "%s: %s gives %llu on packet %d, native %llu\n", c->name, apis[e].label,
+                        (unsigned long long)got, i, (unsigned long long)want);
+                exit(1);
+            }
+        }
+    }
+    double best_native = 1e18, best[MAX_ENGINES];
+    for (int e = 0; e < napis; e++)
+        best[e] = 1e18;
+    uint64_t sink = 0;
+    for (int b = 0; b < BATCHES; b++) {
+        double t = time_native(c->native, c->packets, c->npackets, c->calls, &sink);
+        if (t < best_native)
+            best_native = t;
+        for (int e = 0; e < napis; e++) {
+            t = time_jit(fns[e], c->packets, c->npackets, c->calls, &sink);
+            if (t < best[e])
+                best[e] = t;
+        }
+    }
+    printf("%-12s native %8.2f ns", c->name, best_native);
+    for (int e = 0; e < napis; e++)
+        printf(" | %s %8.2f ns (%.2fx)", apis[e].label, best[e], best[e] / best_native);
+    printf("\n");
+    results_sink = sink;
+    for (int e = 0; e < napis; e++)
+        apis[e].destroy(vms[e]);
+}
+
+/*
+ * Load + compile time of a straight-line program of `n` instructions:
+ * create, load raw bytecode, compile, destroy, in µs.
+ */
+static uint8_t *straight_line(int n, uint32_t *len)
+{
+    uint64_t *insns = calloc((size_t)n, 8);
+    for (int i = 0; i < n - 1; i++) {
+        uint8_t dst = (uint8_t)(i % 5), src = (uint8_t)((i + 1) % 5);
+        /* mov/add/xor/lsh/stxdw/ldxdw, cycling over r0..r4 and the stack */
+        static const uint8_t ops[] = {0xb7, 0x0f, 0xaf, 0x67, 0x7b, 0x79};
+        uint8_t op = ops[i % 6];
+        uint64_t regs = op == 0x7b   ? (uint64_t)(10 | dst << 4)
+                        : op == 0x79 ? (uint64_t)(dst | 10 << 4)
+                        : op == 0x0f || op == 0xaf ? (uint64_t)(dst | src << 4)
+                                                   : dst;
+        int16_t off = (op == 0x7b || op == 0x79) ? (int16_t)(-8 * (1 + i % 8)) : 0;
+        int32_t imm = op == 0x67 ? 3 : op == 0xb7 ? i : 0;
+        insns[i] = op | regs << 8 | (uint64_t)(uint16_t)off << 16 | (uint64_t)(uint32_t)imm << 32;
+    }
+    insns[n - 1] = 0x95;
+    *len = (uint32_t)n * 8;
+    return (uint8_t *)insns;
+}
+
+static void compile_times(struct api *apis, int napis)
+{
+    static const int sizes[] = {100, 1000, 10000};
+    for (size_t s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+        uint32_t len;
+        uint8_t *code = straight_line(sizes[s], &len);
+        double best[MAX_ENGINES];
+        for (int e = 0; e < napis; e++)
+            best[e] = 1e18;
+        int reps = sizes[s] >= 10000 ? 5 : 50;
+        for (int b = 0; b < BATCHES; b++) {
+            for (int e = 0; e < napis; e++) {
+                uint64_t start = thread_ns();
+                for (int r = 0; r < reps; r++) {
+                    void *vm = apis[e].create();
+                    char *err = NULL;
+                    if (apis[e].load(vm, code, len, &err) < 0 || !apis[e].compile(vm, &err)) {
+                        fprintf(stderr, "%s: straight-line %d: %s\n", apis[e].label, sizes[s], err);
+                        exit(1);
+                    }
+                    apis[e].destroy(vm);
+                }
+                double t = (double)(thread_ns() - start) / reps / 1000.0;
+                if (t < best[e])
+                    best[e] = t;
+            }
+        }
+        printf("compile %-5d", sizes[s]);
+        for (int e = 0; e < napis; e++)
+            printf(" | %s %9.1f µs (%.0f ns/insn)", apis[e].label, best[e], best[e] * 1000.0 / sizes[s]);
+        printf("\n");
+        free(code);
+    }
+}
+
+static int write_packets(const char *dir)
+{
+    struct packet mix[4], big;
+    int n = packet_mix(mix);
+    packet_1500(&big);
+    char path[4096];
+    for (int i = 0; i <= n; i++) {
+        const struct packet *p = i < n ? &mix[i] : &big;
+        snprintf(path, sizeof(path), i < n ? "%s/mix%d.bin" : "%s/big.bin", dir, i);
+        FILE *f = fopen(path, "wb");
+        if (!f || fwrite(p->bytes, 1, p->len, f) != p->len || fclose(f) != 0) {
+            perror(path);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--packets") == 0)
+        return write_packets(argv[2]);
+    if (argc < 3 || argc - 2 > MAX_ENGINES) {
+        fprintf(stderr, "usage: %s OBJDIR label=lib.so...\n", argv[0]);
+        return 2;
+    }
+    struct api apis[MAX_ENGINES];
+    int napis = argc - 2;
+    for (int e = 0; e < napis; e++)
+        apis[e] = open_api(argv[2 + e]);
+
+    struct packet mix[4], big[1];
+    int nmix = packet_mix(mix);
+    packet_1500(&big[0]);
+    const struct run_case cases[] = {
+        {"classifier", classifier_native, mix, nmix, 2000000},
+        {"checksum", checksum_native, big, 1, 20000},
+        {"empty", empty_native, mix, nmix, 5000000},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        run_case(argv[1], &cases[i], apis, napis);
+    compile_times(apis, napis);
+    return 0;
+}

@@ -19,7 +19,8 @@
 //! - lddw pseudo forms (RFC 9669 section 5.4) write the src kind, the first
 //!   slot's imm, and, where not zero, the second slot's imm as a signed
 //!   addend: `lddw %r1, map_fd 3`, `lddw %r1, map_value 3+8`, and likewise
-//!   `var_addr`, `code_addr`, `map_idx`, `map_idx_value` for src 3..6.
+//!   `var_addr`, `code_addr`, `map_idx`, `map_idx_value` (the keywords of
+//!   [`isa::LDDW_PSEUDO_KEYWORDS`]).
 //! - `.insn opc=0x95 dst=0 src=0 off=0 imm=0` emits one raw slot (absent
 //!   fields are zero), so that any encoding can be written down.
 
@@ -27,16 +28,6 @@ use std::collections::HashMap;
 
 use crate::error::AsmError;
 use crate::isa::{self, FORMS, Form, Insn, Operands, Selector};
-
-/// The lddw pseudo forms by src value, as written before their immediate.
-pub(crate) const LDDW_PSEUDO_NAMES: [(u8, &str); 6] = [
-    (isa::LDDW_MAP_FD, "map_fd"),
-    (isa::LDDW_MAP_VALUE, "map_value"),
-    (isa::LDDW_VARIABLE_ADDR, "var_addr"),
-    (isa::LDDW_CODE_ADDR, "code_addr"),
-    (isa::LDDW_MAP_IDX, "map_idx"),
-    (isa::LDDW_MAP_IDX_VALUE, "map_idx_value"),
-];
 
 /// Assembles a program; errors name the 1-based line at fault.
 pub fn assemble(source: &str) -> Result<Vec<Insn>, AsmError> {
@@ -372,7 +363,7 @@ fn parse_target(text: &str, field: Field) -> Result<Target<'_>, String> {
 
 /// The src of an lddw value (0 unless it starts with a pseudo form's name) and the rest.
 fn lddw_pseudo(value: &str) -> (u8, &str) {
-    LDDW_PSEUDO_NAMES
+    isa::LDDW_PSEUDO_KEYWORDS
         .iter()
         .find_map(|&(src, name)| after_keyword(value, name).map(|rest| (src, rest)))
         .unwrap_or((isa::LDDW_IMM64, value))

@@ -5,7 +5,6 @@
 //! without its second slot) prints as a raw `.insn` line, so that
 //! reassembling any disassembly gives back the same bytes.
 
-use crate::asm::LDDW_PSEUDO_NAMES;
 use crate::isa::{self, Form, Insn, Operands, Selector};
 
 /// One slot as text, for error messages. An lddw shows only its low half,
@@ -42,7 +41,7 @@ pub fn disassemble(insns: &[Insn]) -> String {
 /// The form of `insn`, if printing it loses no field.
 fn printable_form(insn: &Insn) -> Option<&'static Form> {
     let form = isa::form_of(insn)?;
-    let uses = Fields::of(form.operands);
+    let uses = form.operands.fields();
     let fits = (if uses.dst { isa::is_register(insn.dst) } else { insn.dst == 0 })
         && (if uses.src {
             isa::is_register(insn.src)
@@ -52,30 +51,6 @@ fn printable_form(insn: &Insn) -> Option<&'static Form> {
         && (uses.off || insn.off == 0 || matches!(form.selector, Selector::Off(_)))
         && (uses.imm || insn.imm == 0 || matches!(form.selector, Selector::Imm(_)));
     fits.then_some(form)
-}
-
-/// Which fields a form's operands occupy (its selector field aside).
-struct Fields {
-    dst: bool,
-    src: bool,
-    off: bool,
-    imm: bool,
-}
-
-impl Fields {
-    fn of(operands: Operands) -> Fields {
-        let (dst, src, off, imm) = match operands {
-            Operands::DstImm | Operands::DstImm64 => (true, false, false, true),
-            Operands::DstSrc => (true, true, false, false),
-            Operands::Dst | Operands::CallReg => (true, false, false, false),
-            Operands::DstMem | Operands::MemSrc | Operands::DstSrcJump => (true, true, true, false),
-            Operands::MemImm | Operands::DstImmJump => (true, false, true, true),
-            Operands::Jump => (false, false, true, false),
-            Operands::Jump32 | Operands::CallHelper | Operands::CallLocal => (false, false, false, true),
-            Operands::Nothing => (false, false, false, false),
-        };
-        Fields { dst, src, off, imm }
-    }
 }
 
 /// The second slot of an lddw carries only an imm.
@@ -129,7 +104,7 @@ fn memory(base: u8, off: i16) -> String {
 
 fn lddw_value(insn: &Insn, high: Option<i32>) -> String {
     let low = insn.imm as u32;
-    match LDDW_PSEUDO_NAMES.iter().find(|&&(src, _)| src == insn.src) {
+    match isa::LDDW_PSEUDO_KEYWORDS.iter().find(|&&(src, _)| src == insn.src) {
         Some((_, name)) => match high {
             Some(0) | None => format!("{name} {}", insn.imm),
             Some(addend) => format!("{name} {}{addend:+}", insn.imm),
@@ -202,6 +177,17 @@ mod tests {
         let bad_tail = [Insn::new(isa::LDDW, 0, 0, 0, 1), Insn::new(0, 1, 0, 0, 0)];
         for program in [&cut_off[..], &bad_tail[..], &value[..]] {
             assert_eq!(assemble(&disassemble(program)).as_deref(), Ok(program));
+        }
+    }
+
+    #[test]
+    fn lddw_pseudo_keywords_round_trip() {
+        for (src, keyword) in isa::LDDW_PSEUDO_KEYWORDS {
+            for (text, high) in [(format!("lddw %r1, {keyword} 3"), 0), (format!("lddw %r1, {keyword} 3-8"), -8)] {
+                let insns = assemble(&text).unwrap();
+                assert_eq!(insns, [Insn::new(isa::LDDW, 1, src, 0, 3), Insn::new(0, 0, 0, 0, high)]);
+                assert_eq!(disassemble(&insns), format!("{text}\n"));
+            }
         }
     }
 }

@@ -28,10 +28,6 @@ use crate::program::{DataReloc, DataSection, Image};
 
 mod btf;
 
-/// `lddw` src for a map's handle (`BPF_PSEUDO_MAP_FD`); imm is the map's
-/// index in [`Image::maps`].
-const PSEUDO_MAP: u8 = 1;
-
 /// Smallest legacy `struct bpf_map_def`: type, key_size, value_size and
 /// max_entries (u32 each); map_flags follows when the definitions are 20
 /// bytes or more. As libbpf, the size of one is the section's size over
@@ -426,7 +422,8 @@ impl Linker<'_> {
                     let map =
                         object.maps.iter().position(|map| map.section == symbol.section && Some(map.offset) == offset);
                     let map = map.ok_or_else(|| bad(format!("lddw of {}{addend:+}, which is no map", symbol.name)))?;
-                    insn.src = PSEUDO_MAP;
+                    // The map's handle, imm its index in `Image::maps`.
+                    insn.src = isa::LDDW_MAP_FD;
                     insn.imm = i32::try_from(map).map_err(|_| bad("too many maps".into()))?;
                     return Ok(insn);
                 }

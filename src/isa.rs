@@ -1,6 +1,8 @@
 //! The eBPF instruction set of RFC 9669 (up to cpu v4): field constants,
 //! opcodes, the instruction word, and [`FORMS`], the one table of instruction
-//! forms that the assembler, disassembler, verifier, interpreter and JIT read.
+//! forms that the assembler, disassembler, verifier, interpreter and JIT read;
+//! from a form, which registers an instruction reads and writes ([`Regs`])
+//! and where a jump or local call lands.
 
 /// Bytes in one instruction slot.
 pub const INSN_SIZE: usize = 8;
@@ -8,6 +10,10 @@ pub const INSN_SIZE: usize = 8;
 pub const MAX_INSNS: usize = 65536;
 /// Registers r0..r10.
 pub const NUM_REGS: usize = 11;
+/// Entries of a register-indexed table: as many as a 4-bit register field
+/// names, so that a field indexes the table without a check (the verifier
+/// keeps fields to r0..r10).
+pub const REG_SLOTS: usize = 16;
 /// The read-only frame pointer.
 pub const FRAME_REG: u8 = 10;
 /// Bytes of stack in each call frame.
@@ -93,14 +99,47 @@ pub const ATOMIC_CMPXCHG: i32 = 0xf0 | ATOMIC_FETCH;
 pub const CALL_HELPER: u8 = 0;
 pub const CALL_LOCAL: u8 = 1;
 
-// The src field of lddw (RFC 9669 section 5.4).
+// The src field of lddw (RFC 9669 section 5.4), numbered as Linux numbers
+// its BPF_PSEUDO_* forms.
+/// `imm64`: the two imms are the value.
 pub const LDDW_IMM64: u8 = 0;
+/// `map_fd`: imm names a map; loads the map's handle (`BPF_PSEUDO_MAP_FD`).
 pub const LDDW_MAP_FD: u8 = 1;
+/// `map_value`: imm names a map; loads the address of its value plus the
+/// second slot's imm (`BPF_PSEUDO_MAP_VALUE`).
 pub const LDDW_MAP_VALUE: u8 = 2;
+/// `var_addr`: the address of variable imm (`BPF_PSEUDO_BTF_ID`).
 pub const LDDW_VARIABLE_ADDR: u8 = 3;
+/// `code_addr`: the address of instruction imm (`BPF_PSEUDO_FUNC`).
 pub const LDDW_CODE_ADDR: u8 = 4;
+/// `map_idx`: as `map_fd`, the map named by its index (`BPF_PSEUDO_MAP_IDX`).
 pub const LDDW_MAP_IDX: u8 = 5;
+/// `map_idx_value`: as `map_value`, the map named by its index
+/// (`BPF_PSEUDO_MAP_IDX_VALUE`).
 pub const LDDW_MAP_IDX_VALUE: u8 = 6;
+
+/// The lddw pseudo forms by src, with the keyword the assembler writes
+/// before their immediate: `lddw %r1, map_fd 3`, `lddw %r1, map_value 3+8`.
+pub const LDDW_PSEUDO_KEYWORDS: [(u8, &str); 6] = [
+    (LDDW_MAP_FD, "map_fd"),
+    (LDDW_MAP_VALUE, "map_value"),
+    (LDDW_VARIABLE_ADDR, "var_addr"),
+    (LDDW_CODE_ADDR, "code_addr"),
+    (LDDW_MAP_IDX, "map_idx"),
+    (LDDW_MAP_IDX_VALUE, "map_idx_value"),
+];
+
+/// Does an lddw with this src name a map by its imm (and load its handle or
+/// an address in its value)?
+pub fn lddw_names_map(src: u8) -> bool {
+    matches!(src, LDDW_MAP_FD | LDDW_MAP_VALUE | LDDW_MAP_IDX | LDDW_MAP_IDX_VALUE)
+}
+
+/// Does an lddw with this src load an address in a map's value (rather than
+/// the map's handle, or no map at all)?
+pub fn lddw_loads_map_value(src: u8) -> bool {
+    matches!(src, LDDW_MAP_VALUE | LDDW_MAP_IDX_VALUE)
+}
 
 macro_rules! opcodes {
     ($($(#[doc = $doc:literal])* $name:ident = $value:expr;)*) => {
@@ -438,6 +477,189 @@ impl Insn {
     pub fn class(&self) -> u8 {
         self.opc & CLASS_MASK
     }
+
+    /// The registers this instruction reads: a helper call its arguments
+    /// r1-r5, a local call r0-r9 (the callee may read any), `exit` r0.
+    /// None where no form describes the slot (an lddw's second half).
+    pub fn reads(&self) -> Regs {
+        let Some(form) = form_of(self) else { return Regs::NONE };
+        let (dst, src) = (Regs::of(self.dst), Regs::of(self.src));
+        match form.operands {
+            // mov (and movsx) sets dst without reading it.
+            Operands::DstImm if self.is_mov() => Regs::NONE,
+            Operands::DstSrc if self.is_mov() => src,
+            Operands::DstImm | Operands::Dst | Operands::MemImm | Operands::DstImmJump => dst,
+            Operands::DstSrc | Operands::DstSrcJump => dst | src,
+            // cmpxchg compares with r0.
+            Operands::MemSrc if self.atomic_op() == Some(ATOMIC_CMPXCHG) => dst | src | Regs::R0,
+            Operands::MemSrc => dst | src,
+            Operands::DstMem => src,
+            Operands::DstImm64 | Operands::Jump | Operands::Jump32 => Regs::NONE,
+            Operands::CallHelper => Regs::ARGS,
+            Operands::CallReg => Regs::ARGS | dst,
+            Operands::CallLocal => Regs::WRITABLE,
+            Operands::Nothing => Regs::R0,
+        }
+    }
+
+    /// The registers this instruction itself writes (at most one): dst of
+    /// an operation or a load; the old value a fetching atomic returns, in
+    /// src (r0 for cmpxchg); r0 after a helper call. A local call writes
+    /// none itself: its callee's instructions do.
+    pub fn writes(&self) -> Regs {
+        let Some(form) = form_of(self) else { return Regs::NONE };
+        match form.operands {
+            Operands::DstImm | Operands::DstSrc | Operands::Dst | Operands::DstImm64 | Operands::DstMem => {
+                Regs::of(self.dst)
+            }
+            Operands::MemSrc => match self.atomic_op() {
+                Some(ATOMIC_CMPXCHG) => Regs::R0,
+                Some(op) if op & ATOMIC_FETCH != 0 => Regs::of(self.src),
+                _ => Regs::NONE,
+            },
+            Operands::CallHelper | Operands::CallReg => Regs::R0,
+            Operands::MemImm
+            | Operands::Jump
+            | Operands::Jump32
+            | Operands::DstImmJump
+            | Operands::DstSrcJump
+            | Operands::CallLocal
+            | Operands::Nothing => Regs::NONE,
+        }
+    }
+
+    /// How far this jump goes from the slot after it: off, or imm for
+    /// `ja32`. `None` for anything but a jump (calls and `exit` included).
+    pub fn jump_offset(&self) -> Option<i64> {
+        match form_of(self)?.operands {
+            Operands::Jump | Operands::DstImmJump | Operands::DstSrcJump => Some(self.off.into()),
+            Operands::Jump32 => Some(self.imm.into()),
+            _ => None,
+        }
+    }
+
+    /// Where this jump at `pc` lands, if it is a jump: in a verified
+    /// program, an instruction of the same function.
+    pub fn jump_target(&self, pc: usize) -> Option<usize> {
+        self.jump_offset().map(|offset| branch_target(pc, offset) as usize)
+    }
+
+    /// How far this local call goes from the slot after it (imm), if it is
+    /// a local call.
+    pub fn local_call_offset(&self) -> Option<i64> {
+        (form_of(self)?.operands == Operands::CallLocal).then_some(self.imm.into())
+    }
+
+    /// Where this local call at `pc` lands, if it is one: in a verified
+    /// program, the first instruction of a function.
+    pub fn local_call_target(&self, pc: usize) -> Option<usize> {
+        self.local_call_offset().map(|offset| branch_target(pc, offset) as usize)
+    }
+
+    /// `mov` or `movsx`, of either width: sets dst without reading it.
+    fn is_mov(&self) -> bool {
+        matches!(self.class(), BPF_ALU | BPF_ALU64) && self.opc & OP_MASK == BPF_MOV
+    }
+
+    /// The operation (imm) of an atomic; `None` for any other instruction.
+    fn atomic_op(&self) -> Option<i32> {
+        (self.class() == BPF_STX && self.opc & MODE_MASK == BPF_ATOMIC).then_some(self.imm)
+    }
+}
+
+/// The slot that a jump or local call at `pc` going `offset` lands on:
+/// `pc + 1 + offset`, which may lie outside the program (the verifier
+/// refuses that).
+pub fn branch_target(pc: usize, offset: i64) -> i64 {
+    pc as i64 + 1 + offset
+}
+
+/// A set of registers, a bit each (bit n: rn), as many as a 4-bit field
+/// names: those an instruction reads or writes, those live at a point.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Regs(u16);
+
+impl Regs {
+    pub const NONE: Regs = Regs(0);
+    /// r0: what `exit` returns and a helper call sets.
+    pub const R0: Regs = Regs(1);
+    /// r1-r5: a helper's arguments.
+    pub const ARGS: Regs = Regs(0b11_1110);
+    /// r0-r9: every register but the read-only frame pointer.
+    pub const WRITABLE: Regs = Regs((1 << FRAME_REG) - 1);
+
+    /// `{reg}` (of a 4-bit field, as decoded).
+    pub const fn of(reg: u8) -> Regs {
+        Regs(1 << (reg & 15))
+    }
+
+    /// Bit n set for rn.
+    pub const fn bits(self) -> u16 {
+        self.0
+    }
+
+    pub const fn union(self, other: Regs) -> Regs {
+        Regs(self.0 | other.0)
+    }
+
+    pub const fn contains(self, reg: u8) -> bool {
+        self.0 & 1 << (reg & 15) != 0
+    }
+
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The lowest-numbered register of the set.
+    pub fn first(self) -> Option<u8> {
+        (self.0 != 0).then(|| self.0.trailing_zeros() as u8)
+    }
+
+    /// The registers of the set, lowest first.
+    pub fn iter(self) -> impl Iterator<Item = u8> {
+        (0..REG_SLOTS as u8).filter(move |&reg| self.contains(reg))
+    }
+}
+
+impl std::ops::BitOr for Regs {
+    type Output = Regs;
+    fn bitor(self, other: Regs) -> Regs {
+        self.union(other)
+    }
+}
+
+impl std::ops::BitOrAssign for Regs {
+    fn bitor_assign(&mut self, other: Regs) {
+        self.0 |= other.0;
+    }
+}
+
+impl std::ops::BitAnd for Regs {
+    type Output = Regs;
+    fn bitand(self, other: Regs) -> Regs {
+        Regs(self.0 & other.0)
+    }
+}
+
+/// The registers of `self` that are not in `other`.
+impl std::ops::Sub for Regs {
+    type Output = Regs;
+    fn sub(self, other: Regs) -> Regs {
+        Regs(self.0 & !other.0)
+    }
+}
+
+impl std::ops::SubAssign for Regs {
+    fn sub_assign(&mut self, other: Regs) {
+        self.0 &= !other.0;
+    }
+}
+
+impl std::fmt::Debug for Regs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = self.iter().map(|reg| format!("r{reg}")).collect();
+        write!(f, "{{{}}}", names.join(", "))
+    }
 }
 
 /// Decodes a whole program; `None` when its length is not a multiple of 8.
@@ -491,6 +713,33 @@ pub enum Operands {
     CallReg,
     /// `exit`
     Nothing,
+}
+
+/// Which fields of a slot an instruction form's operands occupy (its
+/// selector's field aside).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fields {
+    pub dst: bool,
+    pub src: bool,
+    pub off: bool,
+    pub imm: bool,
+}
+
+impl Operands {
+    /// The fields these operands occupy.
+    pub fn fields(self) -> Fields {
+        let (dst, src, off, imm) = match self {
+            Operands::DstImm | Operands::DstImm64 => (true, false, false, true),
+            Operands::DstSrc => (true, true, false, false),
+            Operands::Dst | Operands::CallReg => (true, false, false, false),
+            Operands::DstMem | Operands::MemSrc | Operands::DstSrcJump => (true, true, true, false),
+            Operands::MemImm | Operands::DstImmJump => (true, false, true, true),
+            Operands::Jump => (false, false, true, false),
+            Operands::Jump32 | Operands::CallHelper | Operands::CallLocal => (false, false, false, true),
+            Operands::Nothing => (false, false, false, false),
+        };
+        Fields { dst, src, off, imm }
+    }
 }
 
 /// A field whose value selects among forms sharing one opcode.
@@ -785,5 +1034,130 @@ mod tests {
         assert_eq!(LDXSB, 0x91);
         assert_eq!(JA32, 0x06);
         assert_eq!(BSWAP, 0xd7);
+    }
+
+    /// An instruction of `form`, its selector's field set, dst r7 and src
+    /// r8 where it has them (registers no instruction reads or writes
+    /// implicitly), and the given off and imm where it uses them.
+    fn sample(form: &Form, off: i16, imm: i32) -> Insn {
+        let fields = form.operands.fields();
+        let mut insn = Insn::new(
+            form.opc,
+            if fields.dst { 7 } else { 0 },
+            if fields.src { 8 } else { 0 },
+            if fields.off { off } else { 0 },
+            if fields.imm { imm } else { 0 },
+        );
+        match form.selector {
+            Selector::None => {}
+            Selector::Off(off) => insn.off = off,
+            Selector::Imm(imm) => insn.imm = imm,
+            Selector::Src(src) => insn.src = src,
+        }
+        insn
+    }
+
+    #[test]
+    fn every_form_reads_and_writes_only_what_it_names() {
+        for form in FORMS {
+            let insn = sample(form, 0, 0);
+            let fields = form.operands.fields();
+            let named = |used: bool, reg: u8| if used { Regs::of(reg) } else { Regs::NONE };
+            let named = named(fields.dst, 7) | named(fields.src, 8);
+            let (reads, writes) = (insn.reads(), insn.writes());
+            // What a form reads or writes beyond its fields: a call's
+            // arguments and result, exit's r0, cmpxchg's r0.
+            let implicit = (reads | writes) - named;
+            match form.operands {
+                Operands::CallHelper | Operands::CallReg => assert_eq!(implicit, Regs::ARGS | Regs::R0, "{form:?}"),
+                Operands::CallLocal => assert_eq!(implicit, Regs::WRITABLE, "{form:?}"),
+                Operands::Nothing => assert_eq!(implicit, Regs::R0, "{form:?}"),
+                _ if insn.imm == ATOMIC_CMPXCHG => assert_eq!(implicit, Regs::R0, "{form:?}"),
+                _ => assert_eq!(implicit, Regs::NONE, "{form:?}"),
+            }
+            assert!(writes.iter().count() <= 1, "{form:?} writes {writes:?}");
+            // Operations and loads write dst and only dst; so the verifier
+            // can refuse r10 there.
+            let sets_dst = matches!(insn.class(), BPF_ALU | BPF_ALU64 | BPF_LDX) || insn.opc == LDDW;
+            assert_eq!(writes == Regs::of(7), sets_dst, "{form:?} writes {writes:?}");
+        }
+    }
+
+    #[test]
+    fn reads_and_writes_of_each_kind() {
+        let cases = [
+            (Insn::new(MOV64_REG, 1, 2, 0, 0), Regs::of(2), Regs::of(1)),
+            (Insn::new(MOV32_REG, 1, 2, 8, 0), Regs::of(2), Regs::of(1)),
+            (Insn::new(MOV64_IMM, 1, 0, 0, 5), Regs::NONE, Regs::of(1)),
+            (Insn::new(ADD64_REG, 1, 2, 0, 0), Regs::of(1) | Regs::of(2), Regs::of(1)),
+            (Insn::new(NEG64, 1, 0, 0, 0), Regs::of(1), Regs::of(1)),
+            (Insn::new(BE, 1, 0, 0, 16), Regs::of(1), Regs::of(1)),
+            (Insn::new(LDDW, 1, 0, 0, 5), Regs::NONE, Regs::of(1)),
+            (Insn::new(LDXW, 1, 2, 0, 0), Regs::of(2), Regs::of(1)),
+            (Insn::new(STW, 1, 0, 0, 3), Regs::of(1), Regs::NONE),
+            (Insn::new(STXW, 1, 2, 0, 0), Regs::of(1) | Regs::of(2), Regs::NONE),
+            (Insn::new(ATOMIC64, 1, 2, 0, ATOMIC_ADD), Regs::of(1) | Regs::of(2), Regs::NONE),
+            (Insn::new(ATOMIC32, 1, 2, 0, ATOMIC_OR | ATOMIC_FETCH), Regs::of(1) | Regs::of(2), Regs::of(2)),
+            (Insn::new(ATOMIC64, 1, 2, 0, ATOMIC_XCHG), Regs::of(1) | Regs::of(2), Regs::of(2)),
+            (Insn::new(ATOMIC64, 1, 2, 0, ATOMIC_CMPXCHG), Regs::R0 | Regs::of(1) | Regs::of(2), Regs::R0),
+            (Insn::new(JA, 0, 0, 3, 0), Regs::NONE, Regs::NONE),
+            (Insn::new(JEQ_IMM, 1, 0, 3, 0), Regs::of(1), Regs::NONE),
+            (Insn::new(JSLT32_REG, 1, 2, 3, 0), Regs::of(1) | Regs::of(2), Regs::NONE),
+            (Insn::new(CALL, 0, CALL_HELPER, 0, 1), Regs::ARGS, Regs::R0),
+            (Insn::new(CALLX, 7, 0, 0, 0), Regs::ARGS | Regs::of(7), Regs::R0),
+            (Insn::new(CALL, 0, CALL_LOCAL, 0, 1), Regs::WRITABLE, Regs::NONE),
+            (Insn::new(EXIT, 0, 0, 0, 0), Regs::R0, Regs::NONE),
+            // An lddw's second slot, which no form describes.
+            (Insn::new(0, 0, 0, 0, 5), Regs::NONE, Regs::NONE),
+        ];
+        for (insn, reads, writes) in cases {
+            assert_eq!((insn.reads(), insn.writes()), (reads, writes), "{insn:?}");
+        }
+    }
+
+    #[test]
+    fn jumps_and_local_calls_land_relative_to_the_next_slot() {
+        for form in FORMS {
+            let insn = sample(form, -3, 5);
+            let jump = match form.operands {
+                Operands::Jump | Operands::DstImmJump | Operands::DstSrcJump => Some(7),
+                Operands::Jump32 => Some(15),
+                _ => None,
+            };
+            assert_eq!(insn.jump_target(9), jump, "{form:?}");
+            let call = (form.operands == Operands::CallLocal).then_some(15);
+            assert_eq!(insn.local_call_target(9), call, "{form:?}");
+        }
+        assert_eq!(branch_target(0, -2), -1);
+        assert_eq!(Insn::new(JA, 0, 0, -1, 0).jump_target(0), Some(0));
+    }
+
+    #[test]
+    fn lddw_pseudo_sources_are_the_forms_of_lddw() {
+        let forms: Vec<u8> = forms_named("lddw")
+            .map(|form| match form.selector {
+                Selector::Src(src) => src,
+                other => panic!("lddw selected by {other:?}"),
+            })
+            .collect();
+        let keywords: Vec<u8> = LDDW_PSEUDO_KEYWORDS.iter().map(|&(src, _)| src).collect();
+        assert_eq!(forms[0], LDDW_IMM64);
+        assert_eq!(forms[1..], keywords);
+        for (src, keyword) in LDDW_PSEUDO_KEYWORDS {
+            assert_eq!(lddw_names_map(src), keyword.starts_with("map_"), "{keyword}");
+            assert_eq!(lddw_loads_map_value(src), keyword.ends_with("_value"), "{keyword}");
+        }
+        assert!(!lddw_names_map(LDDW_IMM64) && !lddw_loads_map_value(LDDW_IMM64));
+    }
+
+    #[test]
+    fn register_sets() {
+        let set = Regs::of(1) | Regs::of(10);
+        assert!(set.contains(10) && !set.contains(2));
+        assert_eq!(set - Regs::of(1), Regs::of(10));
+        assert_eq!(set.first(), Some(1));
+        assert_eq!(Regs::NONE.first(), None);
+        assert_eq!(Regs::WRITABLE.iter().collect::<Vec<_>>(), (0..FRAME_REG).collect::<Vec<_>>());
+        assert_eq!(format!("{:?}", Regs::R0 | Regs::of(3)), "{r0, r3}");
     }
 }

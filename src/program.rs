@@ -92,10 +92,10 @@ pub struct DataReloc {
 /// Code and data before they are placed in memory and verified: what the ELF
 /// loader produces, or plain bytecode with no data.
 ///
-/// An `lddw` with src 1 or 5 (`BPF_PSEUDO_MAP_FD`, `BPF_PSEUDO_MAP_IDX`)
-/// names map `imm` of `maps` and loads its handle; with src 2 or 6 (the
-/// `_VALUE` forms) it loads the address of that array map's first value
-/// plus the second half's imm.
+/// An `lddw` whose src names a map ([`isa::lddw_names_map`]: by fd or by
+/// index, both meaning index `imm` of `maps`) loads the map's handle, or
+/// for the `_VALUE` forms the address of that array map's first value plus
+/// the second half's imm.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Image {
     pub insns: Vec<Insn>,
@@ -133,7 +133,7 @@ fn normalize_callx(insns: &mut [Insn]) {
     }
 }
 
-/// Points each `lddw` of a map (src 1, 2, 5, 6) at the map's handle or
+/// Points each `lddw` of a map ([`isa::lddw_names_map`]) at the map's handle or
 /// value, leaving a plain 64-bit immediate.
 fn resolve_map_lddws(insns: &mut [Insn], maps: &[Arc<Map>], declared: usize) -> Result<(), LoadError> {
     let mut pc = 0;
@@ -143,7 +143,7 @@ fn resolve_map_lddws(insns: &mut [Insn], maps: &[Arc<Map>], declared: usize) -> 
             pc += 1;
             continue;
         }
-        if !matches!(insn.src, 1 | 2 | 5 | 6) {
+        if !isa::lddw_names_map(insn.src) {
             pc += 2;
             continue;
         }
@@ -151,7 +151,7 @@ fn resolve_map_lddws(insns: &mut [Insn], maps: &[Arc<Map>], declared: usize) -> 
         let map = map.ok_or_else(|| {
             verifier::error(pc, insn, LoadErrorKind::NoSuchMap { index: insn.imm.into(), maps: declared })
         })?;
-        let addr = if matches!(insn.src, 1 | 5) {
+        let addr = if !isa::lddw_loads_map_value(insn.src) {
             if insns[pc + 1].imm != 0 {
                 return Err(verifier::error(pc, insn, LoadErrorKind::BadLddwTail));
             }

@@ -32,20 +32,17 @@ pub fn verify(insns: &[Insn], helpers: &Helpers) -> Result<Vec<usize>, LoadError
             continue;
         }
         let form = checked_form(pc, insn)?;
-        check_registers(pc, insn, form)?;
+        check_registers(pc, insn)?;
+        if let Some(offset) = insn.jump_offset() {
+            checked_target(insns, &lddw_tail, pc, offset)?;
+        }
+        if let Some(offset) = insn.local_call_offset() {
+            let target = checked_target(insns, &lddw_tail, pc, offset).map_err(|e| {
+                error(e.pc, e.insn, LoadErrorKind::CallToNonFunction { target: isa::branch_target(pc, offset) })
+            })?;
+            functions.push(target);
+        }
         match form.operands {
-            Operands::Jump | Operands::DstImmJump | Operands::DstSrcJump => {
-                jump_target(insns, &lddw_tail, pc, insn.off as i64)?;
-            }
-            Operands::Jump32 => {
-                jump_target(insns, &lddw_tail, pc, insn.imm as i64)?;
-            }
-            Operands::CallLocal => {
-                let target = jump_target(insns, &lddw_tail, pc, insn.imm as i64).map_err(|e| {
-                    error(e.pc, e.insn, LoadErrorKind::CallToNonFunction { target: pc as i64 + 1 + insn.imm as i64 })
-                })?;
-                functions.push(target);
-            }
             Operands::CallHelper if insn.imm as u32 >= MAX_HELPER_INDEX || helpers.get(insn.imm as u32).is_none() => {
                 return Err(error(pc, *insn, LoadErrorKind::UnknownHelper(insn.imm as u32)));
             }
@@ -94,25 +91,11 @@ fn checked_form(pc: usize, insn: &Insn) -> Result<&'static Form, LoadError> {
             _ => error(pc, *insn, LoadErrorKind::UnknownOpcode(insn.opc)),
         });
     };
-    let (uses_dst, uses_src, uses_off, uses_imm) = match form.operands {
-        Operands::DstImm => (true, false, false, true),
-        Operands::DstImmJump => (true, false, true, true),
-        Operands::DstSrc => (true, true, false, false),
-        Operands::Dst => (true, false, false, false),
-        Operands::DstImm64 => (true, false, false, true),
-        Operands::DstMem => (true, true, true, false),
-        Operands::MemImm => (true, false, true, true),
-        Operands::MemSrc => (true, true, true, false),
-        Operands::Jump => (false, false, true, false),
-        Operands::Jump32 | Operands::CallHelper | Operands::CallLocal => (false, false, false, true),
-        Operands::DstSrcJump => (true, true, true, false),
-        Operands::CallReg => (true, false, false, false),
-        Operands::Nothing => (false, false, false, false),
-    };
-    let uses_off = uses_off || matches!(form.selector, Selector::Off(_));
-    let uses_imm = uses_imm || matches!(form.selector, Selector::Imm(_));
-    let uses_src = uses_src || matches!(form.selector, Selector::Src(_));
-    if !uses_dst && insn.dst != 0 {
+    let fields = form.operands.fields();
+    let uses_off = fields.off || matches!(form.selector, Selector::Off(_));
+    let uses_imm = fields.imm || matches!(form.selector, Selector::Imm(_));
+    let uses_src = fields.src || matches!(form.selector, Selector::Src(_));
+    if !fields.dst && insn.dst != 0 {
         return Err(invalid("dst", insn.dst as i64));
     }
     if !uses_src && insn.src != 0 {
@@ -127,31 +110,21 @@ fn checked_form(pc: usize, insn: &Insn) -> Result<&'static Form, LoadError> {
     Ok(form)
 }
 
-fn check_registers(pc: usize, insn: &Insn, form: &Form) -> Result<(), LoadError> {
+fn check_registers(pc: usize, insn: &Insn) -> Result<(), LoadError> {
     for reg in [insn.dst, insn.src] {
         if !isa::is_register(reg) {
             return Err(error(pc, *insn, LoadErrorKind::BadRegister(reg)));
         }
     }
-    let writes_dst = matches!(
-        form.operands,
-        Operands::DstImm | Operands::DstSrc | Operands::Dst | Operands::DstImm64 | Operands::DstMem
-    ) && insn.class() != isa::BPF_JMP
-        && insn.class() != isa::BPF_JMP32;
-    // Fetching atomics write the old value back into src (cmpxchg into r0).
-    let writes_src = insn.class() == isa::BPF_STX
-        && insn.opc & isa::MODE_MASK == isa::BPF_ATOMIC
-        && insn.imm & isa::ATOMIC_FETCH != 0
-        && insn.imm != isa::ATOMIC_CMPXCHG;
-    if (writes_dst && insn.dst == FRAME_REG) || (writes_src && insn.src == FRAME_REG) {
+    if insn.writes().contains(FRAME_REG) {
         return Err(error(pc, *insn, LoadErrorKind::WriteToR10));
     }
     Ok(())
 }
 
 /// The instruction `pc + 1 + offset`, which must exist and start an instruction.
-fn jump_target(insns: &[Insn], lddw_tail: &[bool], pc: usize, offset: i64) -> Result<usize, LoadError> {
-    let target = pc as i64 + 1 + offset;
+fn checked_target(insns: &[Insn], lddw_tail: &[bool], pc: usize, offset: i64) -> Result<usize, LoadError> {
+    let target = isa::branch_target(pc, offset);
     if target < 0 || target >= insns.len() as i64 {
         return Err(error(pc, insns[pc], LoadErrorKind::JumpOutOfRange { target }));
     }
@@ -173,15 +146,10 @@ fn check_function_bounds(insns: &[Insn], lddw_tail: &[bool], functions: &[usize]
         }
         for pc in start..end {
             let insn = &insns[pc];
-            if lddw_tail[pc] || !matches!(insn.class(), isa::BPF_JMP | isa::BPF_JMP32) {
+            if lddw_tail[pc] {
                 continue;
             }
-            let offset = match insn.opc {
-                isa::JA32 => insn.imm as i64,
-                isa::CALL | isa::CALLX | isa::EXIT => continue,
-                _ => insn.off as i64,
-            };
-            let target = (pc as i64 + 1 + offset) as usize;
+            let Some(target) = insn.jump_target(pc) else { continue };
             if !(start..end).contains(&target) {
                 return Err(error(pc, *insn, LoadErrorKind::CrossesFunction { target }));
             }

@@ -24,10 +24,6 @@ use crate::isa::*;
 /// holds says the same of the mathematical value as of the wrapped one.
 const LIMIT: i64 = 1 << 60;
 
-/// Register-indexed tables have 16 entries, so that a 4-bit field indexes
-/// them without a check (the verifier keeps fields to r0..r10).
-const REG_SLOTS: usize = 16;
-
 /// Facts are kept for at most this many unknowns: more than the registers
 /// can name at once (r10 is always the frame).
 const ROOMS: usize = 16;
@@ -37,38 +33,6 @@ const ROOMS: usize = 16;
 /// be `room` below the length is below `MAX_LEN - room`: how a loop's
 /// counter stays bounded from one turn to the next.
 const MAX_LEN: i64 = 1 << 47;
-
-/// r0-r9, as bits.
-const ALL_REGS: u16 = (1 << FRAME_REG) - 1;
-
-/// The registers `insn` reads, as bits (a call: its arguments; a local
-/// call: all, as the callee may read any).
-pub(super) fn reads(insn: Insn) -> u16 {
-    let (dst, src) = (1 << (insn.dst & 15), 1 << (insn.src & 15));
-    let uses_src = insn.opc & BPF_X != 0;
-    let class = insn.class();
-    match insn.opc {
-        LDDW | JA | JA32 => 0,
-        EXIT => 1,
-        CALL if insn.src == CALL_LOCAL => ALL_REGS,
-        CALL => 0b11_1110,
-        CALLX => 0b11_1110 | dst,
-        ATOMIC32 | ATOMIC64 if insn.imm == ATOMIC_CMPXCHG => dst | src | 1,
-        _ if class == BPF_LDX => src,
-        _ if class == BPF_ST => dst,
-        _ if class == BPF_STX => dst | src,
-        // mov (and movsx) reads only its source; le/be/bswap only dst.
-        _ if (class == BPF_ALU || class == BPF_ALU64) && insn.opc & OP_MASK == BPF_MOV => {
-            if uses_src {
-                src
-            } else {
-                0
-            }
-        }
-        _ if (class == BPF_ALU || class == BPF_ALU64) && insn.opc & OP_MASK == BPF_END => dst,
-        _ => dst | if uses_src { src } else { 0 },
-    }
-}
 
 /// `s + c`, where `s` is an unknown in `[0, max]` named by `id` (id 0: `s`
 /// is 0 and `max` is 0, the offset is the constant `c`).
@@ -158,9 +122,9 @@ pub(super) struct Facts {
     /// `(id, room)`: unknown `id` plus `room` is at most the length (id 0:
     /// an empty entry).
     rooms: [(u32, i64); ROOMS],
-    /// r0-r9 that may still hold the value the run started with (a bit
-    /// each): the code must set up those some instruction reads.
-    unwritten: u16,
+    /// r0-r9 that may still hold the value the run started with: the code
+    /// must set up those some instruction reads.
+    unwritten: Regs,
 }
 
 impl Facts {
@@ -168,7 +132,7 @@ impl Facts {
     pub(super) fn fresh() -> Facts {
         let mut values = [Value::Unknown; REG_SLOTS];
         values[FRAME_REG as usize] = Value::Frame(0);
-        Facts { values, len_min: 0, rooms: [(0, 0); ROOMS], unwritten: ALL_REGS }
+        Facts { values, len_min: 0, rooms: [(0, 0); ROOMS], unwritten: Regs::WRITABLE }
     }
 
     /// On entry, as the interpreter sets the registers: r1 the input's
@@ -180,7 +144,7 @@ impl Facts {
         }
         facts.values[1] = Value::Input(Offset::constant(0));
         facts.values[2] = Value::Len;
-        facts.unwritten = ALL_REGS & !0b110;
+        facts.unwritten = Regs::WRITABLE - (Regs::of(1) | Regs::of(2));
         facts
     }
 
@@ -192,14 +156,14 @@ impl Facts {
             *value = Value::Unknown;
         }
         // A callee may leave r1-r5 as they were; r0 it sets.
-        facts.unwritten &= !1;
+        facts.unwritten -= Regs::R0;
         facts
     }
 
     /// Of the registers `insn` reads, those that may still hold their
-    /// value from the start of the run.
+    /// value from the start of the run (as bits).
     pub(super) fn read_unwritten(&self, insn: Insn) -> u16 {
-        reads(insn) & self.unwritten
+        (insn.reads() & self.unwritten).bits()
     }
 
     pub(super) fn value(&self, reg: u8) -> Value {
@@ -208,7 +172,7 @@ impl Facts {
 
     fn set(&mut self, reg: u8, value: Value) {
         self.values[reg as usize & 15] = value;
-        self.unwritten &= !(1 << (reg & 15));
+        self.unwritten -= Regs::of(reg);
     }
 
     /// The room known for unknown `id`: `s + room <= length` (id 0, the
@@ -321,19 +285,13 @@ impl Facts {
             _ if class == BPF_LDX && insn.opc & MODE_MASK == BPF_MEM && access_size(insn.opc) < 8 => {
                 ids.scalar((1u64 << (8 * access_size(insn.opc))) - 1)
             }
-            _ if class == BPF_LDX => Value::Unknown,
-            ATOMIC32 | ATOMIC64 if insn.imm == ATOMIC_CMPXCHG => {
-                self.set(0, Value::Unknown);
-                return Some(0);
-            }
-            ATOMIC32 | ATOMIC64 if insn.imm & ATOMIC_FETCH != 0 => {
-                self.set(src, Value::Unknown);
-                return Some(src);
-            }
-            _ => return None,
+            // Wider loads, and what a fetching atomic returns (stores and
+            // other atomics write nothing).
+            _ => Value::Unknown,
         };
-        self.set(dst, value);
-        Some(dst)
+        let written = insn.writes().first()?;
+        self.set(written, value);
+        Some(written)
     }
 
     /// `[lowest, highest]` of a number, when known and never below 0.
@@ -471,7 +429,7 @@ impl Facts {
     /// for one and the same offset of `self` (an unknown of its own plus a
     /// constant) wherever it appears, within its bounds and with its facts.
     pub(super) fn fits(&self, candidate: &Facts) -> bool {
-        if self.len_min < candidate.len_min || self.unwritten & !candidate.unwritten != 0 {
+        if self.len_min < candidate.len_min || !(self.unwritten - candidate.unwritten).is_empty() {
             return false;
         }
         // Candidate unknown -> (this state's offset it stands for).

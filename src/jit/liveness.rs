@@ -7,52 +7,37 @@
 //! a function that may be called returns r0-r5 as well as r0, since its
 //! caller sees the argument registers as the callee left them.
 
-use super::facts::reads;
-use super::jump_target;
 use crate::isa::*;
 
 /// r0-r5: what a called function's `exit` hands back to its caller.
-const RETURNED: u16 = 0b11_1111;
-
-/// The registers `insn` surely writes, as bits. Only writes that always
-/// happen count: an atomic's fetch or a local call is left out.
-fn writes(insn: Insn) -> u16 {
-    let class = insn.class();
-    match insn.opc {
-        CALL if insn.src == CALL_LOCAL => 0,
-        CALL | CALLX => 1,
-        _ if class == BPF_ALU || class == BPF_ALU64 || class == BPF_LDX || insn.opc == LDDW => 1 << (insn.dst & 15),
-        _ => 0,
-    }
-}
+const RETURNED: Regs = Regs::R0.union(Regs::ARGS);
 
 /// For each slot, the registers (r0-r9, as bits) that some instruction
 /// after it may read before writing them. `called_from` is the first slot
 /// whose `exit` may return to a caller (the entry function's end, or 0
 /// when some local call enters the entry function).
 pub(super) fn live_after(insns: &[Insn], called_from: usize) -> Vec<u16> {
-    let mut live_in = vec![0u16; insns.len() + 1];
-    let mut live_out = vec![0u16; insns.len()];
+    let mut live_in = vec![Regs::NONE; insns.len() + 1];
+    let mut live_out = vec![Regs::NONE; insns.len()];
     let mut changed = true;
     while changed {
         changed = false;
         for pc in (0..insns.len()).rev() {
             let insn = insns[pc];
             let next = if insn.opc == LDDW { pc + 2 } else { pc + 1 };
-            let jump = jump_target(pc, insn);
             let falls_through = !matches!(insn.opc, EXIT | JA | JA32);
-            let mut out = 0;
+            let mut out = Regs::NONE;
             if falls_through {
                 out |= live_in[next.min(insns.len())];
             }
-            if let Some(to) = jump {
+            if let Some(to) = insn.jump_target(pc) {
                 out |= live_in[to];
             }
             let read = match insn.opc {
                 EXIT if pc >= called_from => RETURNED,
-                _ => reads(insn),
+                _ => insn.reads(),
             };
-            let live = read | out & !writes(insn);
+            let live = read | (out - insn.writes());
             live_out[pc] = out;
             if live != live_in[pc] {
                 live_in[pc] = live;
@@ -60,7 +45,7 @@ pub(super) fn live_after(insns: &[Insn], called_from: usize) -> Vec<u16> {
             }
         }
     }
-    live_out
+    live_out.into_iter().map(Regs::bits).collect()
 }
 
 #[cfg(test)]
@@ -114,7 +99,7 @@ mod tests {
             3,
         );
         assert_eq!(after[0] & 1 << 7, 1 << 7);
-        assert_eq!(after[3], RETURNED);
+        assert_eq!(after[3], RETURNED.bits());
         let after = live("mov %r0, 1\ncall 0x10\nexit", usize::MAX);
         assert_eq!(after[0], 0b11_1110);
     }

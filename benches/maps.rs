@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
-use qemu_ubpf::helpers::builtin;
+use qemu_ubpf::helpers::linux;
+use qemu_ubpf::image::MapDef;
 use qemu_ubpf::isa::{self, Insn};
 use qemu_ubpf::jit::JitProgram;
-use qemu_ubpf::maps::{BPF_ANY, BPF_F_NO_PREALLOC, MapDef, MapType};
+use qemu_ubpf::maps::{BPF_ANY, BPF_F_NO_PREALLOC, MapType};
 use qemu_ubpf::{Config, Helpers, Image, Program};
 
 /// Calls per run.
@@ -107,10 +108,10 @@ fn cases() -> Vec<Case> {
         Case { name, interp, jit }
     };
     vec![
-        case("hash lookup", hash(), builtin::MAP_LOOKUP_ELEM),
-        case("hash update", hash(), builtin::MAP_UPDATE_ELEM),
-        case("lpm trie lookup", trie(), builtin::MAP_LOOKUP_ELEM),
-        case("lpm trie update", trie(), builtin::MAP_UPDATE_ELEM),
+        case("hash lookup", hash(), linux::MAP_LOOKUP_ELEM),
+        case("hash update", hash(), linux::MAP_UPDATE_ELEM),
+        case("lpm trie lookup", trie(), linux::MAP_LOOKUP_ELEM),
+        case("lpm trie update", trie(), linux::MAP_UPDATE_ELEM),
     ]
 }
 

@@ -22,9 +22,9 @@ use goblin::elf64::sym::SIZEOF_SYM;
 
 use crate::error::ElfError;
 use crate::helpers::Helpers;
+use crate::image::{DataReloc, DataSection, Image, MapDef};
 use crate::isa::{self, INSN_SIZE, Insn};
-use crate::maps::{MapDef, MapType};
-use crate::program::{DataReloc, DataSection, Image};
+use crate::maps::MapType;
 
 mod btf;
 
@@ -57,17 +57,10 @@ pub struct Linked {
     pub function: String,
 }
 
-/// Loads one program from `object` and links it with the functions it calls.
-///
-/// `name` is a function (global or static) or a section; without it, the
-/// first global function, by section and offset, is the entry (the first
-/// function when none is global). Data sections all go into the image.
+/// Parses `object` and links one program of it, picked by `name` as
+/// [`ElfFile::link`] picks.
 pub fn load(object: &[u8], name: Option<&str>, helpers: &Helpers) -> Result<Linked, ElfError> {
-    let object = Object::parse(object)?;
-    let entry = object.entry(name)?;
-    let image = object.link(entry, helpers)?;
-    let function = &object.functions[entry];
-    Ok(Linked { image, section: function.section_name.clone(), function: function.name.clone() })
+    ElfFile::parse(object)?.link(name, helpers)
 }
 
 /// What an object holds, for `qemu-ubpf inspect`.
@@ -130,7 +123,7 @@ pub enum HelperRef {
 
 /// Lists what `object` holds without linking any program.
 pub fn inspect(object: &[u8]) -> Result<ObjectInfo, ElfError> {
-    let object = Object::parse(object)?;
+    let object = ElfFile::parse(object)?;
     let functions = object
         .functions
         .iter()
@@ -175,21 +168,6 @@ pub fn inspect(object: &[u8]) -> Result<ObjectInfo, ElfError> {
         helper_calls,
         maps: object.maps.iter().map(|map| map.def.clone()).collect(),
     })
-}
-
-/// Every program of `object` (its global functions outside `.text`, in
-/// section and offset order), each linked with the functions it calls.
-/// Their images share the object's maps and data, with the same indices.
-pub fn load_all(object: &[u8], helpers: &Helpers) -> Result<Vec<Linked>, ElfError> {
-    let object = Object::parse(object)?;
-    let mut programs = Vec::new();
-    for (index, function) in object.functions.iter().enumerate() {
-        if function.global && function.section_name != ".text" {
-            let image = object.link(index, helpers)?;
-            programs.push(Linked { image, section: function.section_name.clone(), function: function.name.clone() });
-        }
-    }
-    Ok(programs)
 }
 
 /// A section whose contents have been checked to lie inside the file.
@@ -243,8 +221,9 @@ struct Function {
     global: bool,
 }
 
-/// The parts of an object the loader uses, all checked.
-struct Object {
+/// An ELF file parsed and checked: the parts of it the loader uses. Parse
+/// once, then link any number of its programs.
+pub struct ElfFile {
     section_names: Vec<String>,
     symbols: Vec<Symbol>,
     /// By section index, then offset.
@@ -257,8 +236,8 @@ struct Object {
     maps: Vec<ObjectMap>,
 }
 
-impl Object {
-    fn parse(file: &[u8]) -> Result<Object, ElfError> {
+impl ElfFile {
+    pub fn parse(file: &[u8]) -> Result<ElfFile, ElfError> {
         check_ident(file)?;
         let header = Elf::parse_header(file).map_err(|error| ElfError::NotElf(error.to_string()))?;
         if header.e_machine != EM_BPF {
@@ -271,7 +250,7 @@ impl Object {
         let relocations = relocations(&sections, symtab, &functions)?;
         let data = data_sections(&sections)?;
         let maps = maps(&sections, symtab, &symbols)?;
-        Ok(Object {
+        Ok(ElfFile {
             section_names: sections.into_iter().map(|section| section.name).collect(),
             symbols,
             functions,
@@ -279,6 +258,25 @@ impl Object {
             data,
             maps,
         })
+    }
+
+    /// One program linked with the functions it calls.
+    ///
+    /// `name` is a function (global or static) or a section; without it, the
+    /// first global function, by section and offset, is the entry (the first
+    /// function when none is global). Data sections all go into the image.
+    pub fn link(&self, name: Option<&str>, helpers: &Helpers) -> Result<Linked, ElfError> {
+        let entry = self.entry(name)?;
+        self.link_function(entry, helpers)
+    }
+
+    /// Every program of the file (its global functions outside `.text`, in
+    /// section and offset order), each linked with the functions it calls.
+    /// Their images share the file's maps and data, with the same indices.
+    pub fn programs(&self, helpers: &Helpers) -> Result<Vec<Linked>, ElfError> {
+        let programs = self.functions.iter().enumerate();
+        let programs = programs.filter(|(_, function)| function.global && function.section_name != ".text");
+        programs.map(|(index, _)| self.link_function(index, helpers)).collect()
     }
 
     fn entry(&self, name: Option<&str>) -> Result<usize, ElfError> {
@@ -320,7 +318,7 @@ impl Object {
 
     /// Copies the entry and, in the order they are first called, the
     /// functions it reaches into one array, with calls and `lddw`s fixed up.
-    fn link(&self, entry: usize, helpers: &Helpers) -> Result<Image, ElfError> {
+    fn link_function(&self, entry: usize, helpers: &Helpers) -> Result<Linked, ElfError> {
         let mut linker = Linker {
             object: self,
             helpers,
@@ -342,13 +340,15 @@ impl Object {
         }
         let data = self.data.iter().map(|(_, section)| section.clone()).collect();
         let maps = self.maps.iter().map(|map| map.def.clone()).collect();
-        Ok(Image { insns, data, data_relocs: linker.data_relocs, maps })
+        let image = Image { insns, data, data_relocs: linker.data_relocs, maps };
+        let function = &self.functions[entry];
+        Ok(Linked { image, section: function.section_name.clone(), function: function.name.clone() })
     }
 }
 
 /// The state of linking one program.
 struct Linker<'a> {
-    object: &'a Object,
+    object: &'a ElfFile,
     helpers: &'a Helpers,
     /// Functions placed so far, in the order first reached, and where each
     /// starts in the linked program.

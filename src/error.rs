@@ -47,7 +47,7 @@ pub enum LoadErrorKind {
     #[error("lddw with src {0} (a BTF id or a function address) is not supported")]
     UnsupportedLddw(u8),
     #[error("{0}")]
-    Map(crate::maps::MapError),
+    Map(MapError),
     #[error("lddw names map {index}, but the program has {maps} maps")]
     NoSuchMap { index: i64, maps: usize },
     #[error("lddw of map {map} value at offset {offset}, which is not inside an array map's first value")]
@@ -77,16 +77,31 @@ pub enum ExecErrorKind {
     BudgetExhausted(u64),
     #[error("local call would need more than {0} stack frames")]
     CallDepthExceeded(usize),
-    #[error("helper {helper} ({}): r1 = {value:#x} is not one of the program's maps", crate::helpers::builtin::name(*.helper))]
+    #[error("helper {helper} ({}): r1 = {value:#x} is not one of the program's maps", crate::helpers::linux::name(*.helper))]
     NotAMap { helper: u32, value: u64 },
     #[error(
         "helper {helper} ({}): {size} bytes at {addr:#x} are outside the memory the program may {}",
-        crate::helpers::builtin::name(*.helper),
+        crate::helpers::linux::name(*.helper),
         if *.write { "write" } else { "read" }
     )]
     HelperMemory { helper: u32, addr: u64, size: u64, write: bool },
-    #[error("helper {helper} ({}): {what}", crate::helpers::builtin::name(*.helper))]
+    #[error("helper {helper} ({}): {what}", crate::helpers::linux::name(*.helper))]
     HelperArgument { helper: u32, what: String },
+}
+
+/// Why a map could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    #[error(
+        "map {name}: type {map_type} is not supported (supported: hash, array, prog_array, lru_hash, lpm_trie, queue, stack, ringbuf)"
+    )]
+    UnsupportedType { name: String, map_type: u32 },
+    #[error("map {name}: {field} is {value}, but {rule}")]
+    BadField { name: String, field: &'static str, value: u64, rule: &'static str },
+    #[error("map {name}: flags {flags:#x} are not valid for a {map_type} map")]
+    BadFlags { name: String, flags: u32, map_type: &'static str },
+    #[error("map {name}: {bytes} bytes of storage, more than the limit of {}", crate::image::MAX_MAP_BYTES)]
+    TooLarge { name: String, bytes: u64 },
 }
 
 /// Why an ELF object could not be turned into a program.
@@ -119,7 +134,7 @@ pub enum ElfError {
     #[error("{section}: {error}")]
     Load { section: String, error: LoadError },
     #[error("{0}")]
-    Map(#[from] crate::maps::MapError),
+    Map(#[from] MapError),
     #[error("section {section}, map {map}: {what}")]
     BadMap { section: String, map: String, what: String },
     #[error("section .BTF, offset {offset:#x}: {what}")]

@@ -36,10 +36,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::helpers::Helpers;
+use crate::image::{DEFAULT_INSTRUCTION_LIMIT, MAX_HELPER_INDEX};
 use crate::isa::{MAX_CALL_DEPTH, STACK_FRAME_SIZE};
 use crate::jit::JitProgram;
 use crate::maps::{Map, MapOpError, MapType};
-use crate::program::{Config, DEFAULT_INSTRUCTION_LIMIT, MAX_HELPER_INDEX, Program};
+use crate::program::{Config, Program};
 
 /// Defined when the ELF loader (`ubpf_load_elf`, `ubpf_load_elf_ex`) is
 /// available, as ubpf's `ubpf_config.h` does; always, here.

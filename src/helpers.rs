@@ -1,11 +1,12 @@
 //! The helper registry: functions a program may `call` by index, which the
-//! embedder fills; [`Helpers::linux`] starts from the built-in helpers with
-//! Linux's numbers (see [`builtin`]), so that programs written against
-//! libbpf's `bpf_helpers.h` call the right thing.
+//! embedder fills; [`Helpers::linux`] starts from the built-in helpers
+//! ([`builtin`]) with Linux's numbers and names ([`linux`]), so that
+//! programs written against libbpf's `bpf_helpers.h` call the right thing.
 
 use std::collections::BTreeMap;
 
 pub mod builtin;
+pub mod linux;
 
 /// A helper: five arguments in r1..r5, the result in r0, System V ABI so the
 /// JIT and C embedders call it directly.
@@ -32,25 +33,9 @@ impl Helpers {
         Helpers::default()
     }
 
-    /// The built-in helpers, by Linux's numbers and names.
-    pub fn linux() -> Helpers {
-        let mut helpers = Helpers::new();
-        for &(index, name, func, may_stop) in builtin::BUILTINS {
-            helpers.by_index.insert(index, Helper { name: name.to_owned(), func, may_stop });
-        }
-        helpers
-    }
-
     /// Registers `func` as helper `index`, replacing any earlier one there.
     pub fn register(&mut self, index: u32, name: &str, func: HelperFn) {
         self.by_index.insert(index, Helper { name: name.to_owned(), func, may_stop: false });
-    }
-
-    /// Adds the built-in helpers at the indices nothing is registered at.
-    pub fn add_linux(&mut self) {
-        for (index, helper) in Helpers::linux().by_index {
-            self.by_index.entry(index).or_insert(helper);
-        }
     }
 
     pub fn get(&self, index: u32) -> Option<&Helper> {

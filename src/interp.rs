@@ -26,10 +26,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use crate::error::{ExecError, ExecErrorKind};
 use crate::helpers::builtin::RunState;
 use crate::isa::*;
-use crate::program::{Program, Region};
-
-/// Stack bytes for all call frames of one run.
-pub const STACK_SIZE: usize = STACK_FRAME_SIZE * MAX_CALL_DEPTH;
+use crate::memory::{Memory, STACK_SIZE};
+use crate::program::Program;
 
 /// Unused bytes kept above the stack's top, so that an address a little
 /// past the top never belongs to another allocation (a program's global
@@ -68,6 +66,14 @@ thread_local! {
     /// it back, so the run's result goes straight to the caller rather than
     /// being copied out of a `LocalKey::with` closure.
     static THREAD_STACK: Cell<Option<Box<Stack>>> = const { Cell::new(None) };
+}
+
+impl Program {
+    /// Runs the program in the interpreter over `mem` (r1 = its address, or
+    /// 0 when empty; r2 = its length) and returns r0.
+    pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
+        execute(self, mem)
+    }
 }
 
 /// Runs `program` over `mem` on this thread's stack.
@@ -123,35 +129,6 @@ fn new_stack() -> Box<Stack> {
 #[inline(never)]
 fn free_stack(stack: Box<Stack>) {
     drop(stack);
-}
-
-/// Where a run may read and write.
-struct Memory<'a> {
-    input_start: u64,
-    input_len: u64,
-    stack_top: u64,
-    regions: &'a [Region],
-}
-
-impl Memory<'_> {
-    /// May `size` bytes at `addr` be accessed, with `stack_low` the bottom of
-    /// the deepest live frame?
-    #[inline(always)]
-    fn allows(&self, addr: u64, size: u64, write: bool, stack_low: u64) -> bool {
-        (addr.wrapping_sub(self.input_start) <= self.input_len.wrapping_sub(size) && size <= self.input_len)
-            || (addr.wrapping_sub(stack_low) <= self.stack_top - stack_low - size)
-            || self.regions.iter().any(|region| region.contains(addr, size) && (region.writable || !write))
-    }
-
-    #[cold]
-    fn fault(&self, addr: u64, size: u64, write: bool) -> ExecErrorKind {
-        let size = size as usize;
-        if write && self.regions.iter().any(|region| region.contains(addr, size as u64)) {
-            ExecErrorKind::ReadOnly { addr, size }
-        } else {
-            ExecErrorKind::OutOfBounds { addr, size, write }
-        }
-    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -226,16 +203,28 @@ pub fn run(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &
 /// line so that the plain case stays a direct call to `run_one`.
 #[inline(never)]
 fn run_chain(program: &Program, mem: &mut [u8], stack: &mut Stack, executed_out: &mut u64) -> Result<u64, ExecError> {
-    let stop = Cell::new(0);
     let input_start = if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 };
-    let state = RunState::new(program, input_start, mem.len() as u64, stack.top(), stop.as_ptr());
+    let state = RunState::new(program, input_start, mem.len() as u64, stack.top());
+    let watched = Watched { state: &state, stop: &Cell::new(0), frame_pointer: &Cell::new(stack.top()) };
+    state.watch(watched.stop.as_ptr(), watched.frame_pointer.as_ptr());
     let _published = state.publish();
-    let mut result = run_one(program, mem, stack, executed_out, Some((&state, &stop)));
+    let mut result = run_one(program, mem, stack, executed_out, Some(watched));
     while let (Ok(_), Some(target)) = (&result, state.take_tail_call()) {
-        stop.set(0);
-        result = run_one(&target, mem, stack, executed_out, Some((&state, &stop)));
+        watched.stop.set(0);
+        result = run_one(&target, mem, stack, executed_out, Some(watched));
     }
     result
+}
+
+/// A run's state for the built-in helpers, and the words it shares with
+/// them.
+#[derive(Clone, Copy)]
+struct Watched<'a> {
+    state: &'a RunState,
+    /// Set by a helper that stops the run.
+    stop: &'a Cell<u64>,
+    /// r10 of the frame that calls a helper, written before each call.
+    frame_pointer: &'a Cell<u64>,
 }
 
 /// Runs one program of a tail-call chain; with a run state, a helper that
@@ -245,7 +234,7 @@ fn run_one(
     mem: &mut [u8],
     stack: &mut Stack,
     executed_out: &mut u64,
-    stops: Option<(&RunState, &Cell<u64>)>,
+    watched: Option<Watched>,
 ) -> Result<u64, ExecError> {
     let insns = program.insns();
     let slots = program.slots();
@@ -524,9 +513,12 @@ fn run_one(
                 let Some(helper) = program.helper(index) else {
                     fail!(ExecErrorKind::UnknownHelper(index));
                 };
+                if let Some(watched) = watched {
+                    watched.frame_pointer.set(reg[10]);
+                }
                 reg[0] = helper(reg[1], reg[2], reg[3], reg[4], reg[5]);
-                if let Some((state, _)) = stops.filter(|(_, word)| word.get() != 0) {
-                    match state.take_fault() {
+                if let Some(watched) = watched.filter(|watched| watched.stop.get() != 0) {
+                    match watched.state.take_fault() {
                         Some(kind) => fail!(kind),
                         None => break Ok(0),
                     }

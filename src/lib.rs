@@ -1,12 +1,15 @@
 //! qemu-ubpf: a userspace eBPF runtime (RFC 9669) for QEMU's `filter-ubpf`
 //! network filter and for any C program that embeds iovisor/ubpf.
 //!
-//! Stages, one module each: [`isa`] (the opcode table everything reads),
-//! [`asm`] and [`disasm`], [`elf`] (clang objects), [`verifier`] (load-time
-//! checks), [`interp`] (the reference semantics), [`jit`], [`helpers`]
-//! (with Linux's built-ins), [`maps`], [`program`] (a loaded program),
-//! [`object`] (every program of an ELF object over one set of maps),
-//! [`error`], [`ffi`] (the C API), [`replay`].
+//! Stages, one module each, each reading only those before it: [`isa`] (the
+//! opcode table everything reads), [`error`], [`asm`] and [`disasm`],
+//! [`image`] (code, data and maps before loading: plain values), [`memory`]
+//! (the one access rule), [`elf`] (clang objects), [`verifier`] (load-time
+//! checks), [`helpers`] (the registry; Linux's built-ins), [`maps`] and
+//! [`program`] (a verified image; a prog array holds programs, so these two
+//! read each other), [`object`] (the way from ELF bytes to programs),
+//! [`interp`] (the reference semantics), [`jit`], [`ffi`] (the C API),
+//! [`replay`].
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
@@ -18,10 +21,12 @@ pub mod elf;
 pub mod error;
 pub mod ffi;
 pub mod helpers;
+pub mod image;
 pub mod interp;
 pub mod isa;
 pub mod jit;
 pub mod maps;
+pub mod memory;
 pub mod object;
 pub mod program;
 pub mod replay;
@@ -29,8 +34,9 @@ pub mod replay;
 pub mod testgen;
 pub mod verifier;
 
-pub use error::{AsmError, ElfError, Error, ExecError, ExecErrorKind, LoadError, LoadErrorKind};
+pub use error::{AsmError, ElfError, Error, ExecError, ExecErrorKind, LoadError, LoadErrorKind, MapError};
 pub use helpers::{HelperFn, Helpers};
-pub use maps::{Map, MapDef, MapError, MapOpError, MapType};
+pub use image::{Image, MapDef, Region};
+pub use maps::{Map, MapOpError, MapType};
 pub use object::Object;
-pub use program::{Config, Image, Program, Region};
+pub use program::{Config, Program};

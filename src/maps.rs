@@ -18,7 +18,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
-use crate::program::{DataSection, Program, Region};
+use crate::error::MapError;
+use crate::image::{
+    DataSection, Image, MAX_KEY_SIZE, MAX_MAP_BYTES, MAX_PROG_ARRAY_ENTRIES, MAX_VALUE_SIZE, MapDef, Region,
+};
+use crate::program::Program;
 
 pub mod json;
 mod storage;
@@ -80,56 +84,6 @@ pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 pub const BPF_ANY: u64 = 0;
 pub const BPF_NOEXIST: u64 = 1;
 pub const BPF_EXIST: u64 = 2;
-
-/// Largest key or value a map may declare; the kernel's limit for values
-/// (`KMALLOC_MAX_SIZE`-bound) is larger, but a packet filter needs far less.
-pub const MAX_KEY_SIZE: u32 = 512;
-pub const MAX_VALUE_SIZE: u32 = 1 << 20;
-/// Most bytes one map's storage may take, so that a hostile object cannot
-/// make the loader allocate without bound.
-pub const MAX_MAP_BYTES: u64 = 1 << 30;
-/// Most slots of a prog array (allocated up front, unlike values): far more
-/// than a dispatcher needs.
-pub const MAX_PROG_ARRAY_ENTRIES: u32 = 1 << 16;
-
-/// A map as an object declares it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MapDef {
-    pub name: String,
-    /// Linux's map type number (`BPF_MAP_TYPE_*`).
-    pub map_type: u32,
-    pub key_size: u32,
-    pub value_size: u32,
-    pub max_entries: u32,
-    pub flags: u32,
-    /// Prog array slots the object fills statically (`.values = {...}` in
-    /// `.maps`): slot index and function name.
-    pub initial_programs: Vec<(u32, String)>,
-}
-
-impl MapDef {
-    /// Do both define the same kind of map: type, key and value sizes,
-    /// max_entries and flags (the name aside)?
-    pub fn same_shape(&self, other: &MapDef) -> bool {
-        (self.map_type, self.key_size, self.value_size, self.max_entries, self.flags)
-            == (other.map_type, other.key_size, other.value_size, other.max_entries, other.flags)
-    }
-}
-
-/// Why a map could not be created.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MapError {
-    #[error(
-        "map {name}: type {map_type} is not supported (supported: hash, array, prog_array, lru_hash, lpm_trie, queue, stack, ringbuf)"
-    )]
-    UnsupportedType { name: String, map_type: u32 },
-    #[error("map {name}: {field} is {value}, but {rule}")]
-    BadField { name: String, field: &'static str, value: u64, rule: &'static str },
-    #[error("map {name}: flags {flags:#x} are not valid for a {map_type} map")]
-    BadFlags { name: String, flags: u32, map_type: &'static str },
-    #[error("map {name}: {bytes} bytes of storage, more than the limit of {MAX_MAP_BYTES}")]
-    TooLarge { name: String, bytes: u64 },
-}
 
 /// Why an operation on a map failed; each maps to the errno a helper
 /// returns (negated), as Linux's helpers do.
@@ -849,6 +803,25 @@ impl Map {
             .map(|record| record.len as u64)
             .sum()
     }
+}
+
+/// Creates the maps `image` declares (or takes them from `reuse`, see
+/// [`Config::reuse_maps`]), then one map per data section (an array of one
+/// value, as libbpf makes them), in that order.
+///
+/// [`Config::reuse_maps`]: crate::program::Config::reuse_maps
+pub fn create_for(image: &Image, reuse: &[Arc<Map>]) -> Result<Vec<Arc<Map>>, MapError> {
+    let declared = image.maps.iter().map(|def| {
+        let reusable = (def.map_type != MapType::ProgArray as u32)
+            .then(|| reuse.iter().find(|map| map.name() == def.name && map.def().same_shape(def)))
+            .flatten();
+        match reusable {
+            Some(map) => Ok(map.clone()),
+            None => Map::new(def.clone()).map(Arc::new),
+        }
+    });
+    let data = image.data.iter().map(|section| Ok(Arc::new(Map::global_data(section))));
+    declared.chain(data).collect()
 }
 
 impl HashStore {

@@ -1,14 +1,37 @@
-//! An ELF object loaded whole, as libbpf loads one: its maps created once,
-//! every program of it (each global function outside `.text`) loaded over
-//! those maps, and prog arrays filled from their static `.values`.
+//! The way from ELF bytes to programs, parsing the file once: one program
+//! ([`Program::from_elf`]), or an object loaded whole, as libbpf loads one
+//! ([`Object`]): its maps created once, every program of it (each global
+//! function outside `.text`) loaded over those maps, and prog arrays filled
+//! from their static `.values`.
 
 use std::sync::Arc;
 
-use crate::elf::{self, Linked};
+use crate::elf::{ElfFile, Linked};
 use crate::error::ElfError;
 use crate::helpers::Helpers;
-use crate::maps::Map;
+use crate::maps::{self, Map, MapType};
 use crate::program::{Config, Program};
+
+impl Program {
+    /// Loads a program from a clang `-target bpf` object; `name` picks a
+    /// function or section, by default the only program or the first. When
+    /// the object has a prog array, its other programs are loaded too,
+    /// sharing its maps, so that the array can hold them.
+    pub fn from_elf(
+        object: &[u8],
+        name: Option<&str>,
+        helpers: &Helpers,
+        config: &Config,
+    ) -> Result<Program, ElfError> {
+        let file = ElfFile::parse(object)?;
+        let linked = file.link(name, helpers)?;
+        if linked.image.maps.iter().any(|map| map.map_type == MapType::ProgArray as u32) {
+            return Object::from_file(&file, helpers, config)?.instantiate(linked, helpers, config);
+        }
+        let maps = maps::create_for(&linked.image, &config.reuse_maps)?;
+        load_linked(linked, &maps, helpers, config)
+    }
+}
 
 /// The maps and programs of one object.
 pub struct Object {
@@ -29,12 +52,16 @@ impl std::fmt::Debug for Object {
 impl Object {
     /// Loads every program of `object` over one set of maps.
     pub fn load(object: &[u8], helpers: &Helpers, config: &Config) -> Result<Object, ElfError> {
-        let mut linked = elf::load_all(object, helpers)?;
+        Object::from_file(&ElfFile::parse(object)?, helpers, config)
+    }
+
+    fn from_file(file: &ElfFile, helpers: &Helpers, config: &Config) -> Result<Object, ElfError> {
+        let mut linked = file.programs(helpers)?;
         if linked.is_empty() {
             // Hand-written code: no global function outside `.text`.
-            linked.push(elf::load(object, None, helpers)?);
+            linked.push(file.link(None, helpers)?);
         }
-        let maps = linked[0].image.create_maps(&config.reuse_maps)?;
+        let maps = maps::create_for(&linked[0].image, &config.reuse_maps)?;
         let mut programs = Vec::with_capacity(linked.len());
         for linked in linked {
             let program = load_linked(linked.clone(), &maps, helpers, config)?;
@@ -58,18 +85,9 @@ impl Object {
         Ok(object)
     }
 
-    /// A program of `object` picked by `name` (a function or section, as
-    /// [`elf::load`] picks), over this object's maps, which keeps the
-    /// object's programs alive for its tail calls. `object` must be the
-    /// bytes this was loaded from.
-    pub fn instantiate(
-        &self,
-        object: &[u8],
-        name: Option<&str>,
-        helpers: &Helpers,
-        config: &Config,
-    ) -> Result<Program, ElfError> {
-        let linked = elf::load(object, name, helpers)?;
+    /// A program `linked` out of this object's file, over this object's
+    /// maps, which keeps the object's programs alive for its tail calls.
+    fn instantiate(&self, linked: Linked, helpers: &Helpers, config: &Config) -> Result<Program, ElfError> {
         let mut program = load_linked(linked, &self.maps, helpers, config)?;
         program.keep_alive(self.programs.iter().map(|(_, _, program)| program.clone()).collect());
         Ok(program)

@@ -1,53 +1,17 @@
-//! A loaded program: verified code, its global data, the helpers it may call
-//! and the memory regions it may touch besides its input and stack.
+//! A verified image: code the verifier accepted, with its maps and global
+//! data placed in memory, the helpers it may call and the memory regions it
+//! may touch besides its input and stack. The front doors from ELF bytes
+//! are in `object`; running a program is the engines' job (`interp`,
+//! `jit`).
 
 use std::sync::Arc;
 
-use crate::error::{ElfError, ExecError, LoadError, LoadErrorKind};
+use crate::error::{LoadError, LoadErrorKind};
 use crate::helpers::{HelperFn, Helpers};
+use crate::image::{DEFAULT_INSTRUCTION_LIMIT, Image, MAX_HELPER_INDEX, Region};
 use crate::isa::{self, Insn, Slot};
-use crate::maps::{Map, MapDef, MapError, MapType};
-use crate::{elf, interp, verifier};
-
-/// Helper indices at or above this are never callable; it bounds the dense
-/// table that makes a helper call one indexed load.
-pub const MAX_HELPER_INDEX: u32 = 65536;
-
-/// Instructions a run may execute unless the embedder says otherwise.
-pub const DEFAULT_INSTRUCTION_LIMIT: u64 = 10_000_000;
-
-/// A range of host memory a program may access, `[start, start + len)`;
-/// with a `stride`, only the first `value_size` bytes of every `stride`
-/// bytes from `start` (a map's values, each in its own slot).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Region {
-    pub start: u64,
-    pub len: u64,
-    pub writable: bool,
-    /// 0 for one span; otherwise a power of two, the distance between
-    /// slots.
-    pub stride: u64,
-    /// With a stride: how many bytes at the start of each slot an access
-    /// may touch.
-    pub value_size: u64,
-}
-
-impl Region {
-    /// Does `[addr, addr + size)` lie inside this region (and inside one
-    /// slot of it)?
-    #[inline(always)]
-    pub fn contains(&self, addr: u64, size: u64) -> bool {
-        let offset = addr.wrapping_sub(self.start);
-        offset <= self.len.saturating_sub(size)
-            && size <= self.len
-            && (self.stride == 0 || (offset & (self.stride - 1)) + size <= self.value_size)
-    }
-
-    /// Can some access of `size` bytes lie inside this region?
-    pub fn fits(&self, size: u64) -> bool {
-        self.len >= size && (self.stride == 0 || self.value_size >= size)
-    }
-}
+use crate::maps::{self, Map};
+use crate::verifier;
 
 /// Settings an embedder chooses when loading.
 #[derive(Clone, Debug)]
@@ -64,62 +28,14 @@ pub struct Config {
     /// flags ([`MapDef::same_shape`]). Prog arrays, whose programs belong to
     /// the old object, and global data, whose layout is the old program's,
     /// are always new.
+    ///
+    /// [`MapDef::same_shape`]: crate::image::MapDef::same_shape
     pub reuse_maps: Vec<Arc<Map>>,
 }
 
 impl Default for Config {
     fn default() -> Config {
         Config { instruction_limit: DEFAULT_INSTRUCTION_LIMIT, regions: Vec::new(), reuse_maps: Vec::new() }
-    }
-}
-
-/// A global data section (`.rodata`, `.data`, `.bss`) as the loader found it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DataSection {
-    pub name: String,
-    pub bytes: Vec<u8>,
-    pub writable: bool,
-}
-
-/// An `lddw` at `pc` that must load the address of `data[section] + offset`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DataReloc {
-    pub pc: usize,
-    pub section: usize,
-    pub offset: u64,
-}
-
-/// Code and data before they are placed in memory and verified: what the ELF
-/// loader produces, or plain bytecode with no data.
-///
-/// An `lddw` whose src names a map ([`isa::lddw_names_map`]: by fd or by
-/// index, both meaning index `imm` of `maps`) loads the map's handle, or
-/// for the `_VALUE` forms the address of that array map's first value plus
-/// the second half's imm.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Image {
-    pub insns: Vec<Insn>,
-    pub data: Vec<DataSection>,
-    pub data_relocs: Vec<DataReloc>,
-    pub maps: Vec<MapDef>,
-}
-
-impl Image {
-    /// Creates the image's maps (or takes them from `reuse`, see
-    /// [`Config::reuse_maps`]), then one map per data section (an array of
-    /// one value, as libbpf makes them), in that order.
-    pub fn create_maps(&self, reuse: &[Arc<Map>]) -> Result<Vec<Arc<Map>>, MapError> {
-        let declared = self.maps.iter().map(|def| {
-            let reusable = (def.map_type != MapType::ProgArray as u32)
-                .then(|| reuse.iter().find(|map| map.name() == def.name && map.def().same_shape(def)))
-                .flatten();
-            match reusable {
-                Some(map) => Ok(map.clone()),
-                None => Map::new(def.clone()).map(Arc::new),
-            }
-        });
-        let data = self.data.iter().map(|section| Ok(Arc::new(Map::global_data(section))));
-        declared.chain(data).collect()
     }
 }
 
@@ -211,36 +127,16 @@ impl Program {
         Program::from_image(Image { insns, ..Image::default() }, helpers, config)
     }
 
-    /// Loads a program from a clang `-target bpf` object; `name` picks a
-    /// function or section, by default the only program or the first. When
-    /// the object has a prog array, its other programs are loaded too,
-    /// sharing its maps, so that the array can hold them.
-    pub fn from_elf(
-        object: &[u8],
-        name: Option<&str>,
-        helpers: &Helpers,
-        config: &Config,
-    ) -> Result<Program, ElfError> {
-        let linked = elf::load(object, name, helpers)?;
-        if linked.image.maps.iter().any(|map| map.map_type == MapType::ProgArray as u32) {
-            return crate::object::Object::load(object, helpers, config)?.instantiate(object, name, helpers, config);
-        }
-        let maps = linked.image.create_maps(&config.reuse_maps)?;
-        let section = linked.section;
-        Program::with_maps(linked.image, maps, helpers, config).map_err(|error| ElfError::Load { section, error })
-    }
-
     /// Creates the image's maps and global data, points its `lddw`s there,
     /// and verifies the code.
     pub fn from_image(image: Image, helpers: &Helpers, config: &Config) -> Result<Program, LoadError> {
-        let maps = image
-            .create_maps(&config.reuse_maps)
+        let maps = maps::create_for(&image, &config.reuse_maps)
             .map_err(|error| verifier::error(0, Insn::default(), LoadErrorKind::Map(error)))?;
         Program::with_maps(image, maps, helpers, config)
     }
 
     /// As [`Program::from_image`], with maps already created by
-    /// [`Image::create_maps`] (for this image, or for another one of the
+    /// [`maps::create_for`] (for this image, or for another one of the
     /// same object, so that programs share them).
     pub fn with_maps(
         mut image: Image,
@@ -249,7 +145,7 @@ impl Program {
         config: &Config,
     ) -> Result<Program, LoadError> {
         let declared = image.maps.len();
-        assert_eq!(maps.len(), declared + image.data.len(), "maps created by Image::create_maps");
+        assert_eq!(maps.len(), declared + image.data.len(), "maps created by maps::create_for");
         for reloc in &image.data_relocs {
             let (Some(section), true) = (maps.get(declared + reloc.section), reloc.pc + 1 < image.insns.len()) else {
                 return Err(verifier::error(
@@ -296,12 +192,6 @@ impl Program {
             instruction_limit: config.instruction_limit,
             siblings: Vec::new(),
         })
-    }
-
-    /// Runs the program in the interpreter over `mem` (r1 = its address, or
-    /// 0 when empty; r2 = its length) and returns r0.
-    pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
-        interp::execute(self, mem)
     }
 
     pub fn insns(&self) -> &[Insn] {

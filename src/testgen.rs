@@ -22,8 +22,9 @@ use std::fmt::Write as _;
 use crate::disasm;
 use crate::error::{ExecError, ExecErrorKind, LoadError};
 use crate::helpers::Helpers;
+use crate::image::{DataReloc, DataSection, Image, Region};
 use crate::isa::*;
-use crate::program::{Config, DataReloc, DataSection, Image, Program, Region};
+use crate::program::{Config, Program};
 
 /// Bytes at the top of each frame that its function initialises and may read.
 pub const FRAME_INIT: i16 = 64;

@@ -8,8 +8,8 @@
 
 use crate::error::{LoadError, LoadErrorKind};
 use crate::helpers::Helpers;
+use crate::image::MAX_HELPER_INDEX;
 use crate::isa::{self, FRAME_REG, Form, Insn, MAX_INSNS, Operands, Selector};
-use crate::program::MAX_HELPER_INDEX;
 
 #[cold]
 pub(crate) fn error(pc: usize, insn: Insn, kind: LoadErrorKind) -> LoadError {

@@ -211,8 +211,8 @@ fn global_data_is_shared_between_runs() {
             Insn::new(LDXDW, 0, 1, 0, 0),
             EXIT_INSN,
         ],
-        data: vec![qemu_ubpf::program::DataSection { name: ".data".into(), bytes: vec![0; 8], writable: true }],
-        data_relocs: vec![qemu_ubpf::program::DataReloc { pc: 0, section: 0, offset: 0 }],
+        data: vec![qemu_ubpf::image::DataSection { name: ".data".into(), bytes: vec![0; 8], writable: true }],
+        data_relocs: vec![qemu_ubpf::image::DataReloc { pc: 0, section: 0, offset: 0 }],
         maps: Vec::new(),
     };
     let program = Arc::new(Program::from_image(image, &Helpers::new(), &Config::default()).unwrap());

@@ -6,11 +6,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use qemu_ubpf::helpers::builtin;
+use qemu_ubpf::helpers::linux;
+use qemu_ubpf::image::MapDef;
 use qemu_ubpf::interp;
 use qemu_ubpf::isa::{self, Insn};
 use qemu_ubpf::jit::JitProgram;
-use qemu_ubpf::maps::{BPF_ANY, Map, MapDef, MapType};
+use qemu_ubpf::maps::{BPF_ANY, Map, MapType};
 use qemu_ubpf::{Config, ExecErrorKind, Helpers, Image, LoadErrorKind, Object, Program, elf};
 
 fn read(path: &str) -> Vec<u8> {
@@ -214,7 +215,7 @@ fn an_access_through_a_value_stays_in_that_value() {
             Insn::new(isa::ADD64_IMM, 2, 0, 0, -4),
             lddw,
             tail,
-            Insn::new(isa::CALL, 0, 0, 0, builtin::MAP_LOOKUP_ELEM as i32),
+            Insn::new(isa::CALL, 0, 0, 0, linux::MAP_LOOKUP_ELEM as i32),
             Insn::new(opc, 0, 0, offset, 0),
             EXIT,
         ]
@@ -277,18 +278,18 @@ fn helpers_refuse_bad_arguments_naming_the_instruction() {
     let hash = def(MapType::Hash, 4, 8, 4);
     let call = |helper: u32| Insn::new(isa::CALL, 0, 0, 0, helper as i32);
     // r1 = 12345, not a map.
-    let not_a_map = [Insn::new(isa::MOV64_IMM, 1, 0, 0, 12345), call(builtin::MAP_LOOKUP_ELEM), EXIT];
+    let not_a_map = [Insn::new(isa::MOV64_IMM, 1, 0, 0, 12345), call(linux::MAP_LOOKUP_ELEM), EXIT];
     let error = both(image_program(&not_a_map, std::slice::from_ref(&hash)).unwrap(), &[]).unwrap_err();
     assert_eq!((error.pc, error.kind), (1, ExecErrorKind::NotAMap { helper: 1, value: 12345 }));
     // The key pointer: 0x1000, which the program may not read.
     let mut wild_key = lddw_map(1, 1, 0, 0).to_vec();
-    wild_key.extend([Insn::new(isa::MOV64_IMM, 2, 0, 0, 0x1000), call(builtin::MAP_UPDATE_ELEM), EXIT]);
+    wild_key.extend([Insn::new(isa::MOV64_IMM, 2, 0, 0, 0x1000), call(linux::MAP_UPDATE_ELEM), EXIT]);
     let error = both(image_program(&wild_key, std::slice::from_ref(&hash)).unwrap(), &[]).unwrap_err();
     assert_eq!(error.pc, 3);
     assert!(matches!(error.kind, ExecErrorKind::HelperMemory { helper: 2, addr: 0x1000, size: 4, write: false }));
     // The key is the input, 2 bytes long: too short for a 4-byte key.
     let [lddw, tail] = lddw_map(1, 1, 0, 0);
-    let short_key = [Insn::new(isa::MOV64_REG, 2, 1, 0, 0), lddw, tail, call(builtin::MAP_LOOKUP_ELEM), EXIT];
+    let short_key = [Insn::new(isa::MOV64_REG, 2, 1, 0, 0), lddw, tail, call(linux::MAP_LOOKUP_ELEM), EXIT];
     let error = both(image_program(&short_key, std::slice::from_ref(&hash)).unwrap(), &[1, 2]).unwrap_err();
     assert!(matches!(error.kind, ExecErrorKind::HelperMemory { helper: 1, size: 4, .. }), "{error}");
     assert_eq!(
@@ -297,14 +298,81 @@ fn helpers_refuse_bad_arguments_naming_the_instruction() {
         "absent key"
     );
     // Submitting what was never reserved.
-    let submit = [Insn::new(isa::MOV64_REG, 1, 10, 0, 0), call(builtin::RINGBUF_SUBMIT), EXIT];
+    let submit = [Insn::new(isa::MOV64_REG, 1, 10, 0, 0), call(linux::RINGBUF_SUBMIT), EXIT];
     let error = both(image_program(&submit, &[]).unwrap(), &[]).unwrap_err();
     assert!(matches!(error.kind, ExecErrorKind::HelperArgument { helper: 132, .. }));
     // A tail call through a map that is not a prog array.
     let mut tail = lddw_map(2, 1, 0, 0).to_vec();
-    tail.extend([call(builtin::TAIL_CALL), EXIT]);
+    tail.extend([call(linux::TAIL_CALL), EXIT]);
     let error = both(image_program(&tail, std::slice::from_ref(&hash)).unwrap(), &[]).unwrap_err();
     assert!(matches!(error.kind, ExecErrorKind::HelperArgument { helper: 12, .. }));
+}
+
+#[test]
+fn helpers_may_touch_only_live_stack_frames() {
+    // A bpf-to-bpf callee leaves the address of its stack in r0 and
+    // returns; the caller hands that address to a helper as the key and
+    // value of map_update_elem (with `from_caller`), or its own stack.
+    let hash = def(MapType::Hash, 4, 8, 4);
+    let program = |from_caller: bool| {
+        let [lddw, tail] = lddw_map(1, 1, 0, 0);
+        let key =
+            if from_caller { Insn::new(isa::MOV64_REG, 2, 0, 0, 0) } else { Insn::new(isa::MOV64_REG, 2, 10, 0, 0) };
+        let key_offset = if from_caller { 0 } else { -8 };
+        let insns = [
+            Insn::new(isa::STDW, 10, 0, -8, 3),
+            Insn::new(isa::CALL, 0, isa::CALL_LOCAL, 0, 9),
+            key,
+            Insn::new(isa::ADD64_IMM, 2, 0, 0, key_offset),
+            Insn::new(isa::MOV64_REG, 3, 2, 0, 0),
+            lddw,
+            tail,
+            Insn::new(isa::MOV64_IMM, 4, 0, 0, 0),
+            Insn::new(isa::CALL, 0, 0, 0, linux::MAP_UPDATE_ELEM as i32),
+            Insn::new(isa::LDXDW, 0, 10, -8, 0),
+            EXIT,
+            // The callee, at 11.
+            Insn::new(isa::STDW, 10, 0, -8, 7),
+            Insn::new(isa::MOV64_REG, 0, 10, 0, 0),
+            Insn::new(isa::ADD64_IMM, 0, 0, 0, -8),
+            EXIT,
+        ];
+        image_program(&insns, std::slice::from_ref(&hash)).unwrap()
+    };
+    assert_eq!(both(program(false), &[]), Ok(3), "the caller's own frame");
+    let error = both(program(true), &[]).unwrap_err();
+    assert_eq!(error.pc, 8);
+    assert!(
+        matches!(error.kind, ExecErrorKind::HelperMemory { helper: 2, size: 4, write: false, .. }),
+        "the callee's frame, which has returned: {error}"
+    );
+}
+
+/// A callee passes a helper its own frame and its caller's, both live.
+#[test]
+fn a_callee_hands_helpers_its_frame_and_its_callers() {
+    let insns = [
+        Insn::new(isa::STDW, 10, 0, -8, 0x0102_0304),
+        Insn::new(isa::MOV64_REG, 6, 10, 0, 0),
+        Insn::new(isa::CALL, 0, isa::CALL_LOCAL, 0, 1),
+        EXIT,
+        // The callee, at 4: csum_diff(caller's 8 bytes, own 8 bytes).
+        Insn::new(isa::STDW, 10, 0, -8, 0x0506_0708),
+        Insn::new(isa::MOV64_REG, 1, 6, 0, 0),
+        Insn::new(isa::ADD64_IMM, 1, 0, 0, -8),
+        Insn::new(isa::MOV64_IMM, 2, 0, 0, 8),
+        Insn::new(isa::MOV64_REG, 3, 10, 0, 0),
+        Insn::new(isa::ADD64_IMM, 3, 0, 0, -8),
+        Insn::new(isa::MOV64_IMM, 4, 0, 0, 8),
+        Insn::new(isa::MOV64_IMM, 5, 0, 0, 0),
+        Insn::new(isa::CALL, 0, 0, 0, linux::CSUM_DIFF as i32),
+        EXIT,
+    ];
+    let result = both(image_program(&insns, &[]).unwrap(), &[]).unwrap();
+    // From: the caller's words 0x01020304 and 0; to: the callee's
+    // 0x05060708 and 0. Folding keeps the sum modulo 2^32 - 1.
+    let sum = (0x0506_0708u64 + (!0x0102_0304u32) as u64 + 0xffff_ffff) % 0xffff_ffff;
+    assert_eq!(result % 0xffff_ffff, sum);
 }
 
 #[test]
@@ -429,8 +497,8 @@ fn random_program_maps() -> Vec<MapDef> {
 /// found), so results show every call's outcome.
 fn random_map_program(random: &mut Random) -> Vec<Insn> {
     let maps = random_program_maps().len() as u64;
-    let keyed = [builtin::MAP_LOOKUP_ELEM, builtin::MAP_UPDATE_ELEM, builtin::MAP_DELETE_ELEM];
-    let queued = [builtin::MAP_PUSH_ELEM, builtin::MAP_POP_ELEM, builtin::MAP_PEEK_ELEM];
+    let keyed = [linux::MAP_LOOKUP_ELEM, linux::MAP_UPDATE_ELEM, linux::MAP_DELETE_ELEM];
+    let queued = [linux::MAP_PUSH_ELEM, linux::MAP_POP_ELEM, linux::MAP_PEEK_ELEM];
     const QUEUE: i32 = 3;
     let mut insns = vec![Insn::new(isa::MOV64_IMM, 9, 0, 0, 0)];
     for _ in 0..1 + random.below(8) {
@@ -461,12 +529,12 @@ fn random_map_program(random: &mut Random) -> Vec<Insn> {
         insns.push(value);
         insns.push(Insn::new(isa::MOV64_IMM, 4, 0, 0, random.below(4) as i32));
         // Queue helpers take the value in r2 and flags in r3.
-        if matches!(helper, builtin::MAP_PUSH_ELEM | builtin::MAP_POP_ELEM | builtin::MAP_PEEK_ELEM) {
+        if matches!(helper, linux::MAP_PUSH_ELEM | linux::MAP_POP_ELEM | linux::MAP_PEEK_ELEM) {
             insns.push(Insn::new(isa::MOV64_REG, 2, 3, 0, 0));
             insns.push(Insn::new(isa::MOV64_IMM, 3, 0, 0, random.below(3) as i32));
         }
         insns.push(Insn::new(isa::CALL, 0, 0, 0, helper as i32));
-        if helper == builtin::MAP_LOOKUP_ELEM {
+        if helper == linux::MAP_LOOKUP_ELEM {
             let access = [isa::LDXB, isa::LDXH, isa::LDXW, isa::LDXDW, isa::STB, isa::STW, isa::STDW];
             let access = access[random.below(access.len() as u64) as usize];
             let offset = random.below(20) as i16 - 2;

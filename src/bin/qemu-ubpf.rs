@@ -76,7 +76,7 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Instructions one run may execute.
-        #[arg(long, default_value_t = qemu_ubpf::program::DEFAULT_INSTRUCTION_LIMIT)]
+        #[arg(long, default_value_t = qemu_ubpf::image::DEFAULT_INSTRUCTION_LIMIT)]
         instruction_limit: u64,
         /// After the run, print the program's maps as JSON (with --json, as
         /// the summary's "maps"): keys and values as hex bytes in memory
@@ -110,7 +110,7 @@ enum Command {
         #[arg(long)]
         input: Option<PathBuf>,
         /// Instructions one run may execute.
-        #[arg(long, default_value_t = qemu_ubpf::program::DEFAULT_INSTRUCTION_LIMIT)]
+        #[arg(long, default_value_t = qemu_ubpf::image::DEFAULT_INSTRUCTION_LIMIT)]
         instruction_limit: u64,
         /// Print what the program writes with bpf_trace_printk to stderr.
         #[arg(long)]

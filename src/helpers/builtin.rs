@@ -5,9 +5,9 @@
 //! program's maps, which memory the program may hand it, where to report a
 //! fault) is in a [`RunState`] the engine publishes in a thread-local for
 //! the run. A helper never trusts a pointer: every key, value, format string
-//! or buffer must lie in memory the program may read (or write) itself: its
-//! input, its stack, its regions (global data, map values, ring buffer
-//! records). Anything else, or an r1 that is not one of the program's maps,
+//! or buffer must lie in memory the program may read (or write) itself
+//! ([`crate::memory`]): its input, its live stack frames, its regions
+//! (global data, map values, ring buffer records). Anything else, or an r1 that is not one of the program's maps,
 //! stops the run with an [`ExecErrorKind`] that names the helper; the engine
 //! adds the instruction.
 //!
@@ -20,32 +20,12 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::HelperFn;
+use super::linux::{self, *};
+use super::{Helper, HelperFn, Helpers};
 use crate::error::ExecErrorKind;
-use crate::interp::STACK_SIZE;
 use crate::maps::{Map, MapOpError, MapType};
-use crate::program::{Program, Region};
-
-/// Linux's numbers of the built-in helpers.
-pub const MAP_LOOKUP_ELEM: u32 = 1;
-pub const MAP_UPDATE_ELEM: u32 = 2;
-pub const MAP_DELETE_ELEM: u32 = 3;
-pub const KTIME_GET_NS: u32 = 5;
-pub const TRACE_PRINTK: u32 = 6;
-pub const GET_PRANDOM_U32: u32 = 7;
-pub const GET_SMP_PROCESSOR_ID: u32 = 8;
-pub const TAIL_CALL: u32 = 12;
-pub const CSUM_DIFF: u32 = 28;
-pub const MAP_PUSH_ELEM: u32 = 87;
-pub const MAP_POP_ELEM: u32 = 88;
-pub const MAP_PEEK_ELEM: u32 = 89;
-pub const KTIME_GET_BOOT_NS: u32 = 125;
-pub const RINGBUF_OUTPUT: u32 = 130;
-pub const RINGBUF_RESERVE: u32 = 131;
-pub const RINGBUF_SUBMIT: u32 = 132;
-pub const RINGBUF_DISCARD: u32 = 133;
-pub const RINGBUF_QUERY: u32 = 134;
-pub const TRACE_VPRINTK: u32 = 177;
+use crate::memory::{self, Memory};
+use crate::program::Program;
 
 /// Tail calls one run may make, as Linux's `MAX_TAIL_CALL_CNT`: the 34th
 /// fails (returns an error to the program, which goes on).
@@ -58,35 +38,46 @@ const MAX_PRINTK: u64 = 1024;
 /// Most arguments of `trace_vprintk` (Linux's `MAX_BPF_FUNC_VARARGS`).
 const MAX_PRINTK_ARGS: usize = 12;
 
-/// Every built-in: index, name (as `bpf_helper_defs.h` names it, for
-/// objects that call helpers by name), function, and whether it may stop
-/// the run.
+/// Every built-in: index, function, and whether it may stop the run.
 #[rustfmt::skip]
-pub const BUILTINS: &[(u32, &str, HelperFn, bool)] = &[
-    (MAP_LOOKUP_ELEM,      "bpf_map_lookup_elem",      map_lookup_elem,      true),
-    (MAP_UPDATE_ELEM,      "bpf_map_update_elem",      map_update_elem,      true),
-    (MAP_DELETE_ELEM,      "bpf_map_delete_elem",      map_delete_elem,      true),
-    (KTIME_GET_NS,         "bpf_ktime_get_ns",         ktime_get_ns,         false),
-    (TRACE_PRINTK,         "bpf_trace_printk",         trace_printk,         true),
-    (GET_PRANDOM_U32,      "bpf_get_prandom_u32",      get_prandom_u32,      false),
-    (GET_SMP_PROCESSOR_ID, "bpf_get_smp_processor_id", get_smp_processor_id, false),
-    (TAIL_CALL,            "bpf_tail_call",            tail_call,            true),
-    (CSUM_DIFF,            "bpf_csum_diff",            csum_diff,            true),
-    (MAP_PUSH_ELEM,        "bpf_map_push_elem",        map_push_elem,        true),
-    (MAP_POP_ELEM,         "bpf_map_pop_elem",         map_pop_elem,         true),
-    (MAP_PEEK_ELEM,        "bpf_map_peek_elem",        map_peek_elem,        true),
-    (KTIME_GET_BOOT_NS,    "bpf_ktime_get_boot_ns",    ktime_get_ns,         false),
-    (RINGBUF_OUTPUT,       "bpf_ringbuf_output",       ringbuf_output,       true),
-    (RINGBUF_RESERVE,      "bpf_ringbuf_reserve",      ringbuf_reserve,      true),
-    (RINGBUF_SUBMIT,       "bpf_ringbuf_submit",       ringbuf_submit,       true),
-    (RINGBUF_DISCARD,      "bpf_ringbuf_discard",      ringbuf_discard,      true),
-    (RINGBUF_QUERY,        "bpf_ringbuf_query",        ringbuf_query,        true),
-    (TRACE_VPRINTK,        "bpf_trace_vprintk",        trace_vprintk,        true),
+const BUILTINS: &[(u32, HelperFn, bool)] = &[
+    (MAP_LOOKUP_ELEM,      map_lookup_elem,      true),
+    (MAP_UPDATE_ELEM,      map_update_elem,      true),
+    (MAP_DELETE_ELEM,      map_delete_elem,      true),
+    (KTIME_GET_NS,         ktime_get_ns,         false),
+    (TRACE_PRINTK,         trace_printk,         true),
+    (GET_PRANDOM_U32,      get_prandom_u32,      false),
+    (GET_SMP_PROCESSOR_ID, get_smp_processor_id, false),
+    (TAIL_CALL,            tail_call,            true),
+    (CSUM_DIFF,            csum_diff,            true),
+    (MAP_PUSH_ELEM,        map_push_elem,        true),
+    (MAP_POP_ELEM,         map_pop_elem,         true),
+    (MAP_PEEK_ELEM,        map_peek_elem,        true),
+    (KTIME_GET_BOOT_NS,    ktime_get_ns,         false),
+    (RINGBUF_OUTPUT,       ringbuf_output,       true),
+    (RINGBUF_RESERVE,      ringbuf_reserve,      true),
+    (RINGBUF_SUBMIT,       ringbuf_submit,       true),
+    (RINGBUF_DISCARD,      ringbuf_discard,      true),
+    (RINGBUF_QUERY,        ringbuf_query,        true),
+    (TRACE_VPRINTK,        trace_vprintk,        true),
 ];
 
-/// The name of built-in helper `index`, for messages.
-pub fn name(index: u32) -> &'static str {
-    BUILTINS.iter().find(|(number, ..)| *number == index).map_or("unknown", |(_, name, ..)| name)
+impl Helpers {
+    /// The built-in helpers, by Linux's numbers and names.
+    pub fn linux() -> Helpers {
+        let mut helpers = Helpers::new();
+        for &(index, func, may_stop) in BUILTINS {
+            helpers.by_index.insert(index, Helper { name: linux::name(index).to_owned(), func, may_stop });
+        }
+        helpers
+    }
+
+    /// Adds the built-in helpers at the indices nothing is registered at.
+    pub fn add_linux(&mut self) {
+        for (index, helper) in Helpers::linux().by_index {
+            self.by_index.entry(index).or_insert(helper);
+        }
+    }
 }
 
 /// What the built-in helpers know about the run in progress on a thread.
@@ -98,6 +89,9 @@ pub(crate) struct RunState {
     stack_top: u64,
     /// The word the engine reads after a helper that may stop.
     stop: Cell<*mut u64>,
+    /// The word where the engine puts r10 of the frame that calls a helper
+    /// that may stop: the frames below it have returned.
+    frame_pointer: Cell<*const u64>,
     fault: Cell<Option<ExecErrorKind>>,
     tail_call: Cell<Option<Arc<Program>>>,
     tail_calls: Cell<u32>,
@@ -160,14 +154,16 @@ impl Drop for Published {
 
 impl RunState {
     /// The state of a run of `program` over `[input_start, +input_len)`
-    /// with the stack below `stack_top`; helpers that stop set `*stop`.
-    pub(crate) fn new(program: &Program, input_start: u64, input_len: u64, stack_top: u64, stop: *mut u64) -> RunState {
+    /// with the stack below `stack_top`. Before any helper runs, the engine
+    /// points it at its words with [`RunState::watch`].
+    pub(crate) fn new(program: &Program, input_start: u64, input_len: u64, stack_top: u64) -> RunState {
         RunState {
             program: Cell::new(program),
             input_start,
             input_len,
             stack_top,
-            stop: Cell::new(stop),
+            stop: Cell::new(std::ptr::null_mut()),
+            frame_pointer: Cell::new(std::ptr::null()),
             fault: Cell::new(None),
             tail_call: Cell::new(None),
             tail_calls: Cell::new(0),
@@ -183,10 +179,14 @@ impl RunState {
         Published { previous: CURRENT.with(|current| current.replace(self)) }
     }
 
-    /// The next word to watch for stops (the JIT's context, after the
-    /// interpreter's own); `stop` must be valid for the rest of the run.
-    pub(crate) fn set_stop(&self, stop: *mut u64) {
+    /// The words the engine shares with the helpers of a run (the JIT's
+    /// context, or the interpreter's own): `stop`, which a helper that stops
+    /// the run sets, and `frame_pointer`, where the engine puts r10 before
+    /// it calls a helper that may stop. Both must be valid for the rest of
+    /// the run.
+    pub(crate) fn watch(&self, stop: *mut u64, frame_pointer: *const u64) {
         self.stop.set(stop);
+        self.frame_pointer.set(frame_pointer);
     }
 
     /// Why a helper stopped the run, if it was a fault.
@@ -210,7 +210,7 @@ impl RunState {
     fn stop_with(&self, kind: ExecErrorKind) {
         self.fault.set(Some(kind));
         // SAFETY: the engine keeps the stop word valid while the state is
-        // published (see `set_stop`).
+        // published (see `watch`).
         unsafe { *self.stop.get() = 1 };
     }
 
@@ -219,19 +219,19 @@ impl RunState {
         self.program().maps().iter().find(|map| map.handle() == value).ok_or(ExecErrorKind::NotAMap { helper, value })
     }
 
-    /// Can the program itself access `[addr, addr + size)`?
+    /// Can the program itself access `[addr, addr + size)`, from the frame
+    /// that called the helper?
     fn allows(&self, addr: u64, size: u64, write: bool) -> bool {
-        let in_input =
-            addr.wrapping_sub(self.input_start) <= self.input_len.wrapping_sub(size) && size <= self.input_len;
-        let stack = Region {
-            start: self.stack_top - STACK_SIZE as u64,
-            len: STACK_SIZE as u64,
-            writable: true,
-            ..Region::default()
+        // SAFETY: the engine keeps the word valid while the state is
+        // published (see `watch`), and wrote it before the call.
+        let frame_pointer = unsafe { *self.frame_pointer.get() };
+        let memory = Memory {
+            input_start: self.input_start,
+            input_len: self.input_len,
+            stack_top: self.stack_top,
+            regions: self.program().regions(),
         };
-        in_input
-            || stack.contains(addr, size)
-            || self.program().regions().iter().any(|region| region.contains(addr, size) && (region.writable || !write))
+        memory.allows(addr, size, write, memory::live_stack_low(frame_pointer))
     }
 
     fn check(&self, helper: u32, addr: u64, size: u64, write: bool) -> Result<(), ExecErrorKind> {
@@ -248,7 +248,7 @@ impl RunState {
         let mut bytes = vec![0; size as usize];
         if size > 0 {
             // SAFETY: `check` proved the bytes lie in memory the program may
-            // read (input, stack, regions), all live for the run.
+            // read (input, live stack frames, regions), all live for the run.
             unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, bytes.as_mut_ptr(), size as usize) };
         }
         Ok(bytes)

@@ -22,6 +22,7 @@ use crate::error::{ExecError, ExecErrorKind};
 use crate::helpers::builtin::RunState;
 use crate::interp::{self, Stack};
 use crate::isa::{self, MAX_CALL_DEPTH};
+use crate::memory;
 use crate::program::Program;
 
 #[cfg(target_arch = "x86_64")]
@@ -126,6 +127,11 @@ pub(crate) struct Context {
     /// before a run of a program that has such helpers.
     pub(crate) helper_stop: u64,
     pub(crate) scratch: Scratch,
+    /// r10 for a helper that may stop the run, so that it checks pointers
+    /// against the live frames only: Rust writes the entry frame's before
+    /// the run, the code the current one before each call of such a helper.
+    /// After `scratch`, so that the other fields' offsets stay as they were.
+    pub(crate) frame_pointer: u64,
 }
 
 /// Input bounds a [`Scratch`] holds: for the access sizes 1, 2, 4, 8 and
@@ -280,7 +286,7 @@ impl JitProgram {
         // The interpreter's protocol (see `interp::run`), with the stop
         // word in each run's context.
         let input_start = if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 };
-        let state = RunState::new(&self.program, input_start, mem.len() as u64, stack.top(), std::ptr::null_mut());
+        let state = RunState::new(&self.program, input_start, mem.len() as u64, stack.top());
         let _published = state.publish();
         let mut result = self.run_one(mem, stack, executed, Some(&state));
         let mut target = state.take_tail_call();
@@ -317,9 +323,14 @@ impl JitProgram {
             (&raw mut (*context_ptr).helper_stop).write(0);
         }
         if let Some(state) = state {
-            // SAFETY: a field of the context, initialised above, which
-            // outlives the run (the only time helpers write through it).
-            state.set_stop(unsafe { &raw mut (*context_ptr).helper_stop });
+            // SAFETY: fields of the context, which this function owns and
+            // which outlives the run (the only time helpers use them): the
+            // stop word, initialised above, and the frame pointer, r10 of the
+            // entry frame until the code writes it before a helper call.
+            unsafe {
+                (&raw mut (*context_ptr).frame_pointer).write(stack.top());
+                state.watch(&raw mut (*context_ptr).helper_stop, &raw const (*context_ptr).frame_pointer);
+            }
         }
         let exit = self.enter(mem, stack, context_ptr);
         // SAFETY: `extra` was written above (and maybe by the code), and the
@@ -358,7 +369,7 @@ impl JitProgram {
             pc: 0,
             insn: self.program.insns()[0],
             kind: ExecErrorKind::HelperArgument {
-                helper: crate::helpers::builtin::TAIL_CALL,
+                helper: crate::helpers::linux::TAIL_CALL,
                 what: format!("the target could not be compiled: {error}"),
             },
         }
@@ -404,17 +415,11 @@ impl JitProgram {
     }
 }
 
-/// Classifies a refused access as the interpreter does (`Memory::fault`): a
-/// store into a region that holds the bytes but is read-only is `ReadOnly`;
-/// anything else is `OutOfBounds`.
+/// Classifies a refused access as the interpreter does ([`memory::fault`]).
 #[cold]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn memory_fault(program: &Program, addr: u64, size: usize, write: bool) -> ExecErrorKind {
-    if write && program.regions().iter().any(|region| region.contains(addr, size as u64)) {
-        ExecErrorKind::ReadOnly { addr, size }
-    } else {
-        ExecErrorKind::OutOfBounds { addr, size, write }
-    }
+    memory::fault(program.regions(), addr, size, write)
 }
 
 /// Runs `program` in both engines over `input` (restored in between, in
@@ -445,8 +450,9 @@ pub(crate) fn assert_engines_agree(
 mod tests {
     use super::*;
     use crate::helpers::Helpers;
+    use crate::image::Region;
     use crate::isa::*;
-    use crate::program::{Config, Region};
+    use crate::program::Config;
 
     fn load(insns: &[Insn], config: &Config) -> Arc<Program> {
         let mut helpers = Helpers::new();

@@ -138,6 +138,7 @@ const _: () = {
 const CTX_REMAINING: i32 = offset_of!(Context, remaining) as i32;
 const CTX_EXTRA: i32 = offset_of!(Context, extra) as i32;
 const CTX_HELPER_STOP: i32 = offset_of!(Context, helper_stop) as i32;
+const CTX_FRAME_POINTER: i32 = offset_of!(Context, frame_pointer) as i32;
 const SCRATCH: usize = offset_of!(Context, scratch);
 const CTX_INPUT_START: i32 = (SCRATCH + offset_of!(Scratch, input_start)) as i32;
 const CTX_INPUT_BOUND: i32 = (SCRATCH + offset_of!(Scratch, input_bound)) as i32;
@@ -2577,10 +2578,14 @@ impl<'p> Emitter<'p> {
             return;
         };
         let address = helper as usize as i64;
+        let may_stop = self.program.helper_may_stop(index);
+        if may_stop {
+            self.emit_frame_pointer_for_helper();
+        }
         // r0 is about to receive the result.
         x64!(self.ops ; mov rax, QWORD address);
         self.emit_native_call(false);
-        if self.program.helper_may_stop(index) {
+        if may_stop {
             self.emit_stop_check(pc);
         }
         if self.program.unwind_helper().is_some_and(|unwind| unwind as u64 == index) {
@@ -2634,6 +2639,9 @@ impl<'p> Emitter<'p> {
             // r0 is about to receive the result.
             ; mov rax, rcx
         );
+        if self.program.has_stopping_helpers() {
+            self.emit_frame_pointer_for_helper();
+        }
         let unwind = self.program.unwind_helper();
         self.emit_native_call(unwind.is_some());
         if self.program.has_stopping_helpers() {
@@ -2649,6 +2657,16 @@ impl<'p> Emitter<'p> {
                 ; je =>unwind_label
                 ; =>next
             );
+        }
+    }
+
+    /// Before a helper that may stop the run: tells it r10, so that it
+    /// checks pointers against the live frames only (the run state reads
+    /// the context's frame pointer). Without r10 in rbp there are no local
+    /// calls, and the entry frame's r10, which Rust wrote, stays right.
+    fn emit_frame_pointer_for_helper(&mut self) {
+        if self.frame_in_rbp {
+            x64!(self.ops ; mov [r10 + CTX_FRAME_POINTER], rbp);
         }
     }
 
@@ -3089,7 +3107,8 @@ mod tests {
     #[test]
     fn analysis_elides_frame_and_region_checks_only() {
         use crate::helpers::Helpers;
-        use crate::program::{Config, Region};
+        use crate::image::Region;
+        use crate::program::Config;
         static DATA: [u8; 16] = [0; 16];
         let start = DATA.as_ptr() as u64;
         let config = Config {

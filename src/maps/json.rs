@@ -153,7 +153,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::maps::{BPF_F_NO_PREALLOC, MapDef};
+    use crate::image::MapDef;
+    use crate::maps::BPF_F_NO_PREALLOC;
 
     fn map(name: &str, map_type: MapType, key_size: u32, value_size: u32, flags: u32) -> Arc<Map> {
         let def = MapDef {

@@ -1,0 +1,113 @@
+//! A program image: code, global data and declared maps as a loader
+//! produces them, before anything is placed in memory or verified; the
+//! memory regions a program may be given; and the limits on all of these.
+//! Plain values only: every stage above reads them, this reads nothing
+//! but the instruction set.
+
+use crate::isa::Insn;
+
+/// Helper indices at or above this are never callable; it bounds the dense
+/// table that makes a helper call one indexed load.
+pub const MAX_HELPER_INDEX: u32 = 65536;
+
+/// Instructions a run may execute unless the embedder says otherwise.
+pub const DEFAULT_INSTRUCTION_LIMIT: u64 = 10_000_000;
+
+/// A range of host memory a program may access, `[start, start + len)`;
+/// with a `stride`, only the first `value_size` bytes of every `stride`
+/// bytes from `start` (a map's values, each in its own slot).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub len: u64,
+    pub writable: bool,
+    /// 0 for one span; otherwise a power of two, the distance between
+    /// slots.
+    pub stride: u64,
+    /// With a stride: how many bytes at the start of each slot an access
+    /// may touch.
+    pub value_size: u64,
+}
+
+impl Region {
+    /// Does `[addr, addr + size)` lie inside this region (and inside one
+    /// slot of it)?
+    #[inline(always)]
+    pub fn contains(&self, addr: u64, size: u64) -> bool {
+        let offset = addr.wrapping_sub(self.start);
+        offset <= self.len.saturating_sub(size)
+            && size <= self.len
+            && (self.stride == 0 || (offset & (self.stride - 1)) + size <= self.value_size)
+    }
+
+    /// Can some access of `size` bytes lie inside this region?
+    pub fn fits(&self, size: u64) -> bool {
+        self.len >= size && (self.stride == 0 || self.value_size >= size)
+    }
+}
+
+/// A global data section (`.rodata`, `.data`, `.bss`) as the loader found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataSection {
+    pub name: String,
+    pub bytes: Vec<u8>,
+    pub writable: bool,
+}
+
+/// An `lddw` at `pc` that must load the address of `data[section] + offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DataReloc {
+    pub pc: usize,
+    pub section: usize,
+    pub offset: u64,
+}
+
+/// Code and data before they are placed in memory and verified: what the ELF
+/// loader produces, or plain bytecode with no data.
+///
+/// An `lddw` whose src names a map ([`isa::lddw_names_map`]: by fd or by
+/// index, both meaning index `imm` of `maps`) loads the map's handle, or
+/// for the `_VALUE` forms the address of that array map's first value plus
+/// the second half's imm.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Image {
+    pub insns: Vec<Insn>,
+    pub data: Vec<DataSection>,
+    pub data_relocs: Vec<DataReloc>,
+    pub maps: Vec<MapDef>,
+}
+
+/// Largest key or value a map may declare; the kernel's limit for values
+/// (`KMALLOC_MAX_SIZE`-bound) is larger, but a packet filter needs far less.
+pub const MAX_KEY_SIZE: u32 = 512;
+pub const MAX_VALUE_SIZE: u32 = 1 << 20;
+/// Most bytes one map's storage may take, so that a hostile object cannot
+/// make the loader allocate without bound.
+pub const MAX_MAP_BYTES: u64 = 1 << 30;
+/// Most slots of a prog array (allocated up front, unlike values): far more
+/// than a dispatcher needs.
+pub const MAX_PROG_ARRAY_ENTRIES: u32 = 1 << 16;
+
+/// A map as an object declares it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapDef {
+    pub name: String,
+    /// Linux's map type number (`BPF_MAP_TYPE_*`).
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+    /// Prog array slots the object fills statically (`.values = {...}` in
+    /// `.maps`): slot index and function name.
+    pub initial_programs: Vec<(u32, String)>,
+}
+
+impl MapDef {
+    /// Do both define the same kind of map: type, key and value sizes,
+    /// max_entries and flags (the name aside)?
+    pub fn same_shape(&self, other: &MapDef) -> bool {
+        (self.map_type, self.key_size, self.value_size, self.max_entries, self.flags)
+            == (other.map_type, other.key_size, other.value_size, other.max_entries, other.flags)
+    }
+}

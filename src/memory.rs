@@ -1,0 +1,102 @@
+//! The one rule for what memory a run may touch: its input, its live stack
+//! frames, and its regions (global data, map values, embedder buffers),
+//! read-only ones for loads only. The interpreter checks every access with
+//! it, the built-in helpers check every pointer a program hands them with
+//! it (a helper may touch exactly what the program may), and both engines
+//! classify a refused access with [`fault`].
+
+use crate::error::ExecErrorKind;
+use crate::image::Region;
+use crate::isa::{MAX_CALL_DEPTH, STACK_FRAME_SIZE};
+
+/// Stack bytes for all call frames of one run.
+pub const STACK_SIZE: usize = STACK_FRAME_SIZE * MAX_CALL_DEPTH;
+
+/// Where a run may read and write.
+#[derive(Clone, Copy, Debug)]
+pub struct Memory<'a> {
+    /// Address of the input (0 when it is empty).
+    pub input_start: u64,
+    pub input_len: u64,
+    /// Just past the stack: r10 of the entry frame.
+    pub stack_top: u64,
+    pub regions: &'a [Region],
+}
+
+impl Memory<'_> {
+    /// May `size` bytes at `addr` be accessed (written, if `write`), with
+    /// `stack_low` the bottom of the deepest live frame (see
+    /// [`live_stack_low`])? Frames below it have returned, or were never
+    /// entered.
+    #[inline(always)]
+    pub fn allows(&self, addr: u64, size: u64, write: bool, stack_low: u64) -> bool {
+        let live_stack = self.stack_top - stack_low;
+        (addr.wrapping_sub(self.input_start) <= self.input_len.wrapping_sub(size) && size <= self.input_len)
+            || (addr.wrapping_sub(stack_low) <= live_stack.wrapping_sub(size) && size <= live_stack)
+            || self.regions.iter().any(|region| region.contains(addr, size) && (region.writable || !write))
+    }
+
+    /// Why an access [`Memory::allows`] refused was refused.
+    #[cold]
+    pub fn fault(&self, addr: u64, size: u64, write: bool) -> ExecErrorKind {
+        fault(self.regions, addr, size as usize, write)
+    }
+}
+
+/// The bottom of the live stack when the deepest live frame's r10 is
+/// `frame_pointer`.
+#[inline(always)]
+pub fn live_stack_low(frame_pointer: u64) -> u64 {
+    frame_pointer.wrapping_sub(STACK_FRAME_SIZE as u64)
+}
+
+/// Classifies a refused access of a program with `regions`: a store into a
+/// region that holds the bytes but is read-only is `ReadOnly`; anything
+/// else is `OutOfBounds`.
+#[cold]
+pub fn fault(regions: &[Region], addr: u64, size: usize, write: bool) -> ExecErrorKind {
+    if write && regions.iter().any(|region| region.contains(addr, size as u64)) {
+        ExecErrorKind::ReadOnly { addr, size }
+    } else {
+        ExecErrorKind::OutOfBounds { addr, size, write }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOP: u64 = 0x10_0000;
+
+    fn memory(regions: &[Region]) -> Memory<'_> {
+        Memory { input_start: 0x1000, input_len: 16, stack_top: TOP, regions }
+    }
+
+    #[test]
+    fn only_live_frames_of_the_stack() {
+        let memory = memory(&[]);
+        let low = live_stack_low(TOP - STACK_FRAME_SIZE as u64);
+        assert_eq!(low, TOP - 2 * STACK_FRAME_SIZE as u64);
+        assert!(memory.allows(low, 8, true, low));
+        assert!(memory.allows(TOP - 8, 8, true, low));
+        assert!(memory.allows(low, 2 * STACK_FRAME_SIZE as u64, false, low), "both live frames at once");
+        assert!(!memory.allows(low - 1, 1, false, low), "a frame that has returned");
+        assert!(!memory.allows(TOP - 4, 8, false, low), "past the top");
+        assert!(!memory.allows(low, 2 * STACK_FRAME_SIZE as u64 + 1, false, low), "more than the live stack");
+        assert!(!memory.allows(low, u64::MAX, false, low));
+    }
+
+    #[test]
+    fn input_and_regions() {
+        let regions = [Region { start: 0x8000, len: 8, writable: false, ..Region::default() }];
+        let memory = memory(&regions);
+        let low = live_stack_low(TOP);
+        assert!(memory.allows(0x1000, 16, true, low));
+        assert!(!memory.allows(0x1008, 9, false, low));
+        assert!(memory.allows(0x8000, 8, false, low));
+        assert!(!memory.allows(0x8000, 8, true, low));
+        assert_eq!(memory.fault(0x8000, 8, true), ExecErrorKind::ReadOnly { addr: 0x8000, size: 8 });
+        assert_eq!(memory.fault(0x8000, 8, false), ExecErrorKind::OutOfBounds { addr: 0x8000, size: 8, write: false });
+        assert_eq!(memory.fault(0x8004, 8, true), ExecErrorKind::OutOfBounds { addr: 0x8004, size: 8, write: true });
+    }
+}

@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::AsmError;
+use crate::error::{AsmError, AsmErrorKind};
 use crate::isa::{self, FORMS, Form, Insn, Operands, Selector};
 
 /// Assembles a program; errors name the 1-based line at fault.
@@ -37,15 +37,15 @@ pub fn assemble(source: &str) -> Result<Vec<Insn>, AsmError> {
     let mut first_exit = None;
     for (index, raw_line) in source.lines().enumerate() {
         let line = index + 1;
-        let at_line = |what: String| AsmError { line, what };
+        let at_line = |kind| AsmError { line, kind };
         let mut text = raw_line.split('#').next().unwrap_or_default().trim();
         if let Some((name, rest)) = text.split_once(':') {
             let name = name.trim();
             if !is_label_name(name) {
-                return Err(at_line(format!("`{name}` is not a valid label name")));
+                return Err(at_line(AsmErrorKind::BadLabelName(name.to_string())));
             }
             if let Some((_, defined_on)) = labels.insert(name, (slots, line)) {
-                return Err(at_line(format!("label `{name}` is already defined on line {defined_on}")));
+                return Err(at_line(AsmErrorKind::DuplicateLabel { name: name.to_string(), first: defined_on }));
             }
             text = rest.trim();
         }
@@ -70,13 +70,12 @@ pub fn assemble(source: &str) -> Result<Vec<Insn>, AsmError> {
                 Place::Label(name) => {
                     let implicit_exit = if name == "exit" { first_exit } else { None };
                     let destination = labels.get(name).map(|&(slot, _)| slot).or(implicit_exit);
-                    let destination =
-                        destination.ok_or_else(|| AsmError { line, what: format!("undefined label `{name}`") })?;
+                    let destination = destination
+                        .ok_or_else(|| AsmError { line, kind: AsmErrorKind::UndefinedLabel(name.to_string()) })?;
                     destination as i128 - pc as i128 - 1
                 }
             };
-            let out_of_range =
-                || AsmError { line, what: format!("jump offset {offset} is out of range for its field") };
+            let out_of_range = || AsmError { line, kind: AsmErrorKind::JumpOutOfRange(offset) };
             match target.field {
                 Field::Off => insn.off = i16::try_from(offset).map_err(|_| out_of_range())?,
                 Field::Imm => insn.imm = i32::try_from(offset).map_err(|_| out_of_range())?,
@@ -127,7 +126,7 @@ enum Operand<'a> {
     Value(&'a str),
 }
 
-fn parse_instruction(text: &str) -> Result<Parsed<'_>, String> {
+fn parse_instruction(text: &str) -> Result<Parsed<'_>, AsmErrorKind> {
     let words: Vec<&str> = text.split_whitespace().collect();
     if words.first() == Some(&".insn") {
         return parse_raw(&words[1..]);
@@ -142,19 +141,19 @@ fn parse_instruction(text: &str) -> Result<Parsed<'_>, String> {
 
     let candidates: Vec<&Form> = forms_for(&mnemonic).filter(|form| arity(form.operands) == operands.len()).collect();
     if candidates.is_empty() {
-        let counts = distinct(forms_for(&mnemonic).map(|form| arity(form.operands).to_string()));
-        return Err(format!("`{mnemonic}` takes {} operand(s), not {}", counts.join(" or "), operands.len()));
+        let takes = distinct(forms_for(&mnemonic).map(|form| arity(form.operands)));
+        return Err(AsmErrorKind::OperandCount { mnemonic, takes, given: operands.len() });
     }
     for form in &candidates {
         if let Some(instruction) = encode(form, &operands)? {
             return Ok(instruction);
         }
     }
-    let shapes = distinct(candidates.iter().map(|form| syntax(form.operands).to_string()));
-    Err(format!("`{mnemonic}` takes `{}`", shapes.join("` or `")))
+    let shapes = distinct(candidates.iter().map(|form| syntax(form.operands)));
+    Err(AsmErrorKind::OperandShape { mnemonic, shapes })
 }
 
-fn distinct(items: impl Iterator<Item = String>) -> Vec<String> {
+fn distinct<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
     let mut unique = Vec::new();
     for item in items {
         if !unique.contains(&item) {
@@ -181,7 +180,7 @@ fn skip_words(text: &str, count: usize) -> &str {
     })
 }
 
-fn unknown_mnemonic(words: &[&str]) -> String {
+fn unknown_mnemonic(words: &[&str]) -> AsmErrorKind {
     let is_mnemonic_word = |word: &str| FORMS.iter().any(|form| form.mnemonic.split(' ').any(|part| part == word));
     // Report `lock fetch bogus` whole, but not the operands after `bogus`.
     let mut count = 1;
@@ -191,7 +190,7 @@ fn unknown_mnemonic(words: &[&str]) -> String {
     {
         count += 1;
     }
-    format!("unknown mnemonic `{}`", words[..count.min(words.len())].join(" "))
+    AsmErrorKind::UnknownMnemonic(words[..count.min(words.len())].join(" "))
 }
 
 /// Forms spelled `mnemonic`; `call %rN` is the bpf_conformance spelling of `callx`.
@@ -229,7 +228,7 @@ fn arity(operands: Operands) -> usize {
 }
 
 /// Builds `form` from `operands`; `Ok(None)` when their shape is not the form's.
-fn encode<'a>(form: &Form, operands: &[Operand<'a>]) -> Result<Option<Parsed<'a>>, String> {
+fn encode<'a>(form: &Form, operands: &[Operand<'a>]) -> Result<Option<Parsed<'a>>, AsmErrorKind> {
     use Operand::{Local, Mem, Reg, Value};
     let mut insn = Insn::new(form.opc, 0, 0, 0, 0);
     let mut high = None;
@@ -296,9 +295,9 @@ fn encode<'a>(form: &Form, operands: &[Operand<'a>]) -> Result<Option<Parsed<'a>
     Ok(Some(Parsed { insn, high, target }))
 }
 
-fn classify(text: &str) -> Result<Operand<'_>, String> {
+fn classify(text: &str) -> Result<Operand<'_>, AsmErrorKind> {
     if text.is_empty() {
-        Err("missing operand".to_string())
+        Err(AsmErrorKind::MissingOperand)
     } else if text.starts_with('[') {
         parse_mem(text)
     } else if looks_like_register(text) {
@@ -315,22 +314,22 @@ fn looks_like_register(text: &str) -> bool {
         || text.strip_prefix('r').is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
-fn parse_register(text: &str) -> Result<u8, String> {
+fn parse_register(text: &str) -> Result<u8, AsmErrorKind> {
     let digits = text.strip_prefix('%').unwrap_or(text).strip_prefix('r');
     let number = digits
         .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
-        .ok_or_else(|| format!("`{text}` is not a register"))?;
+        .ok_or_else(|| AsmErrorKind::NotARegister(text.to_string()))?;
     match number.parse::<u8>() {
         Ok(index) if isa::is_register(index) => Ok(index),
-        _ => Err(format!("there is no register r{number} (registers are r0..r10)")),
+        _ => Err(AsmErrorKind::NoSuchRegister(number.to_string())),
     }
 }
 
-fn parse_mem(text: &str) -> Result<Operand<'_>, String> {
+fn parse_mem(text: &str) -> Result<Operand<'_>, AsmErrorKind> {
     let inner = text
         .strip_prefix('[')
         .and_then(|rest| rest.strip_suffix(']'))
-        .ok_or_else(|| format!("`{text}` is not a memory operand like [%r1+4]"))?;
+        .ok_or_else(|| AsmErrorKind::NotAMemoryOperand(text.to_string()))?;
     let (base, off) = match inner.find(['+', '-']) {
         Some(sign) => (&inner[..sign], offset16(&inner[sign..])?),
         None => (inner, 0),
@@ -350,13 +349,13 @@ fn is_label_name(name: &str) -> bool {
         && !looks_like_register(name)
 }
 
-fn parse_target(text: &str, field: Field) -> Result<Target<'_>, String> {
+fn parse_target(text: &str, field: Field) -> Result<Target<'_>, AsmErrorKind> {
     let place = if text.starts_with(['+', '-']) || text.starts_with(|c: char| c.is_ascii_digit()) {
         Place::Relative(parse_int(text)?)
     } else if is_label_name(text) {
         Place::Label(text)
     } else {
-        return Err(format!("`{text}` is neither a label nor a relative offset like +2"));
+        return Err(AsmErrorKind::NotATarget(text.to_string()));
     };
     Ok(Target { place, field })
 }
@@ -370,7 +369,7 @@ fn lddw_pseudo(value: &str) -> (u8, &str) {
 }
 
 /// `3` or `3+8` or `3-8`: the imm of the first slot and of the second.
-fn pseudo_imms(text: &str) -> Result<(i32, i32), String> {
+fn pseudo_imms(text: &str) -> Result<(i32, i32), AsmErrorKind> {
     // A sign after the first character separates the addend.
     match text.char_indices().skip(1).find(|&(_, c)| c == '+' || c == '-') {
         Some((split, _)) => Ok((imm32(text[..split].trim())?, imm32(&text[split..])?)),
@@ -379,29 +378,29 @@ fn pseudo_imms(text: &str) -> Result<(i32, i32), String> {
 }
 
 /// A 64-bit immediate, split into the imms of lddw's two slots.
-fn imm64(text: &str) -> Result<(i32, i32), String> {
+fn imm64(text: &str) -> Result<(i32, i32), AsmErrorKind> {
     let value = parse_int(text)?;
     if !(i128::from(i64::MIN)..=i128::from(u64::MAX)).contains(&value) {
-        return Err(format!("`{text}` is out of range for a 64-bit immediate"));
+        return Err(AsmErrorKind::ImmediateOutOfRange { text: text.to_string(), bits: 64 });
     }
     let bits = value as u64;
     Ok((bits as u32 as i32, (bits >> 32) as u32 as i32))
 }
 
-fn imm32(text: &str) -> Result<i32, String> {
+fn imm32(text: &str) -> Result<i32, AsmErrorKind> {
     let value = parse_int(text)?;
     if !(i128::from(i32::MIN)..=i128::from(u32::MAX)).contains(&value) {
-        return Err(format!("`{text}` is out of range for a 32-bit immediate"));
+        return Err(AsmErrorKind::ImmediateOutOfRange { text: text.to_string(), bits: 32 });
     }
     Ok(value as u32 as i32)
 }
 
-fn offset16(text: &str) -> Result<i16, String> {
-    i16::try_from(parse_int(text)?).map_err(|_| format!("`{text}` is out of range for a 16-bit offset"))
+fn offset16(text: &str) -> Result<i16, AsmErrorKind> {
+    i16::try_from(parse_int(text)?).map_err(|_| AsmErrorKind::OffsetOutOfRange(text.to_string()))
 }
 
 /// A decimal or `0x` hex integer with an optional sign.
-fn parse_int(text: &str) -> Result<i128, String> {
+fn parse_int(text: &str) -> Result<i128, AsmErrorKind> {
     let (negative, unsigned) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text.strip_prefix('+').unwrap_or(text)),
@@ -413,28 +412,28 @@ fn parse_int(text: &str) -> Result<i128, String> {
     };
     // from_str_radix would also take a sign here, which "0x-1" must not have.
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-        return Err(format!("`{text}` is not a number"));
+        return Err(AsmErrorKind::NotANumber(text.to_string()));
     }
     // Digits are checked, so parsing fails only on overflow; callers check their own range.
-    let magnitude = i128::from_str_radix(digits, radix).map_err(|_| format!("`{text}` is out of range"))?;
+    let magnitude = i128::from_str_radix(digits, radix).map_err(|_| AsmErrorKind::NumberTooLarge(text.to_string()))?;
     Ok(if negative { -magnitude } else { magnitude })
 }
 
 /// `.insn opc=.. dst=.. src=.. off=.. imm=..`: one slot, fields given raw.
-fn parse_raw(fields: &[&str]) -> Result<Parsed<'static>, String> {
+fn parse_raw(fields: &[&str]) -> Result<Parsed<'static>, AsmErrorKind> {
     let mut insn = Insn::new(0, 0, 0, 0, 0);
     let mut seen: Vec<&str> = Vec::new();
     for field in fields {
         let (key, value) = field
             .trim_end_matches(',')
             .split_once('=')
-            .ok_or_else(|| format!("`.insn` wants key=value fields, not `{field}`"))?;
+            .ok_or_else(|| AsmErrorKind::RawNotKeyValue(field.to_string()))?;
         if seen.contains(&key) {
-            return Err(format!("`.insn` field `{key}` given twice"));
+            return Err(AsmErrorKind::RawFieldTwice(key.to_string()));
         }
         seen.push(key);
         let number = parse_int(value)?;
-        let out_of_range = || format!("`.insn` field {key}={value} is out of range");
+        let out_of_range = || AsmErrorKind::RawFieldOutOfRange { field: key.to_string(), value: value.to_string() };
         match key {
             "opc" => insn.opc = u8::try_from(number).map_err(|_| out_of_range())?,
             "dst" | "src" => {
@@ -443,7 +442,7 @@ fn parse_raw(fields: &[&str]) -> Result<Parsed<'static>, String> {
             }
             "off" => insn.off = i16::try_from(number).map_err(|_| out_of_range())?,
             "imm" => insn.imm = imm32(value)?,
-            _ => return Err(format!("`.insn` has no field `{key}` (opc, dst, src, off, imm)")),
+            _ => return Err(AsmErrorKind::RawNoSuchField(key.to_string())),
         }
     }
     Ok(Parsed { insn, high: None, target: None })
@@ -459,8 +458,12 @@ mod tests {
         insns[0]
     }
 
-    fn error_of(source: &str) -> AsmError {
-        assemble(source).expect_err(source)
+    fn error_of(source: &str) -> AsmErrorKind {
+        assemble(source).expect_err(source).kind
+    }
+
+    fn text(text: &str) -> String {
+        text.to_string()
     }
 
     #[test]
@@ -482,8 +485,8 @@ mod tests {
     #[test]
     fn registers_with_and_without_percent() {
         assert_eq!(one("mov r1, %r10"), Insn::new(isa::MOV64_REG, 1, 10, 0, 0));
-        assert!(error_of("mov %r11, 1").what.contains("r11"));
-        assert!(error_of("mov %x1, 1").what.contains("%x1"));
+        assert_eq!(error_of("mov %r11, 1"), AsmErrorKind::NoSuchRegister(text("11")));
+        assert_eq!(error_of("mov %x1, 1"), AsmErrorKind::NotARegister(text("%x1")));
     }
 
     #[test]
@@ -508,14 +511,20 @@ mod tests {
         assert_eq!(insns[0].off, 0);
         let insns = assemble("ja exit\nexit\nexit:\nexit").unwrap();
         assert_eq!(insns[0].off, 1);
-        assert_eq!(error_of("mov %r0, 0\nja exit").line, 2);
+        assert_eq!(
+            assemble("mov %r0, 0\nja exit"),
+            Err(AsmError { line: 2, kind: AsmErrorKind::UndefinedLabel(text("exit")) })
+        );
     }
 
     #[test]
     fn lddw_splits_its_value() {
         let insns = assemble("lddw %r3, -2").unwrap();
         assert_eq!(insns, [Insn::new(isa::LDDW, 3, 0, 0, -2), Insn::new(0, 0, 0, 0, -1)]);
-        assert!(error_of("lddw %r3, 0x10000000000000000").what.contains("64-bit immediate"));
+        assert!(matches!(
+            error_of("lddw %r3, 0x10000000000000000"),
+            AsmErrorKind::ImmediateOutOfRange { bits: 64, .. }
+        ));
     }
 
     #[test]
@@ -541,23 +550,38 @@ mod tests {
     fn raw_slots() {
         assert_eq!(one(".insn opc=0xff dst=15 src=1 off=-2 imm=0xffffffff"), Insn::new(0xff, 15, 1, -2, -1));
         assert_eq!(one(".insn imm=3"), Insn::new(0, 0, 0, 0, 3));
-        assert!(error_of(".insn dst=16").what.contains("dst"));
-        assert!(error_of(".insn opc=1 opc=2").what.contains("twice"));
-        assert!(error_of(".insn foo=1").what.contains("foo"));
+        assert!(matches!(error_of(".insn dst=16"), AsmErrorKind::RawFieldOutOfRange { field, .. } if field == "dst"));
+        assert_eq!(error_of(".insn opc=1 opc=2"), AsmErrorKind::RawFieldTwice(text("opc")));
+        assert_eq!(error_of(".insn foo=1"), AsmErrorKind::RawNoSuchField(text("foo")));
     }
 
     #[test]
-    fn messages_name_the_fault() {
-        assert_eq!(error_of("lock fetch bogus [%r1], %r2").what, "unknown mnemonic `lock fetch bogus`");
-        assert_eq!(error_of("jx %r1").what, "unknown mnemonic `jx`");
-        assert_eq!(error_of("add %r1, 1, 2").what, "`add` takes 2 operand(s), not 3");
-        assert_eq!(error_of("add %r1, [%r2]").what, "`add` takes `%dst, imm` or `%dst, %src`");
-        assert!(error_of("a:\na:").what.contains("already defined on line 1"));
-        assert!(error_of("ldxw %r0, [%r1+0x8000]").what.contains("16-bit offset"));
-        assert!(error_of("ldxw %r0, [%r1+4").what.contains("memory operand"));
-        assert!(error_of("1a: exit").what.contains("label"));
-        assert!(error_of("add %r1,").what.contains("missing operand"));
-        assert!(error_of("ja +0x8000").what.contains("out of range"));
-        assert!(error_of("ja %%").what.contains("register"));
+    fn errors_name_the_fault() {
+        use AsmErrorKind::*;
+        assert_eq!(error_of("lock fetch bogus [%r1], %r2"), UnknownMnemonic(text("lock fetch bogus")));
+        assert_eq!(error_of("jx %r1"), UnknownMnemonic(text("jx")));
+        assert_eq!(error_of("add %r1, 1, 2"), OperandCount { mnemonic: text("add"), takes: vec![2], given: 3 });
+        assert_eq!(
+            error_of("add %r1, [%r2]"),
+            OperandShape { mnemonic: text("add"), shapes: vec!["%dst, imm", "%dst, %src"] }
+        );
+        assert_eq!(error_of("a:\na:"), DuplicateLabel { name: text("a"), first: 1 });
+        assert_eq!(error_of("ldxw %r0, [%r1+0x8000]"), OffsetOutOfRange(text("+0x8000")));
+        assert_eq!(error_of("ldxw %r0, [%r1+4"), NotAMemoryOperand(text("[%r1+4")));
+        assert_eq!(error_of("1a: exit"), BadLabelName(text("1a")));
+        assert_eq!(error_of("add %r1,"), MissingOperand);
+        assert_eq!(error_of("ja +0x8000"), JumpOutOfRange(0x8000));
+        assert_eq!(error_of("ja %%"), NotARegister(text("%%")));
+    }
+
+    #[test]
+    fn messages_show_the_line_and_the_text_at_fault() {
+        let message = |source: &str| assemble(source).expect_err(source).to_string();
+        assert_eq!(message("exit\nadd %r1, 1, 2"), "line 2: `add` takes 2 operand(s), not 3");
+        assert_eq!(message("add %r1, [%r2]"), "line 1: `add` takes `%dst, imm` or `%dst, %src`");
+        assert_eq!(
+            message("lddw %r3, 0x10000000000000000"),
+            "line 1: `0x10000000000000000` is out of range for a 64-bit immediate"
+        );
     }
 }

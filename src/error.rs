@@ -143,10 +143,60 @@ pub enum ElfError {
 
 /// A line of assembly that could not be assembled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("line {line}: {what}")]
+#[error("line {line}: {kind}")]
 pub struct AsmError {
+    /// The 1-based line at fault.
     pub line: usize,
-    pub what: String,
+    pub kind: AsmErrorKind,
+}
+
+/// What is wrong with a line of assembly; the text at fault is kept as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AsmErrorKind {
+    #[error("`{0}` is not a valid label name")]
+    BadLabelName(String),
+    #[error("label `{name}` is already defined on line {first}")]
+    DuplicateLabel { name: String, first: usize },
+    #[error("undefined label `{0}`")]
+    UndefinedLabel(String),
+    #[error("jump offset {0} is out of range for its field")]
+    JumpOutOfRange(i128),
+    #[error("unknown mnemonic `{0}`")]
+    UnknownMnemonic(String),
+    #[error("`{mnemonic}` takes {} operand(s), not {given}", join(.takes, " or "))]
+    OperandCount { mnemonic: String, takes: Vec<usize>, given: usize },
+    #[error("`{mnemonic}` takes `{}`", join(.shapes, "` or `"))]
+    OperandShape { mnemonic: String, shapes: Vec<&'static str> },
+    #[error("missing operand")]
+    MissingOperand,
+    #[error("`{0}` is not a register")]
+    NotARegister(String),
+    #[error("there is no register r{0} (registers are r0..r10)")]
+    NoSuchRegister(String),
+    #[error("`{0}` is not a memory operand like [%r1+4]")]
+    NotAMemoryOperand(String),
+    #[error("`{0}` is neither a label nor a relative offset like +2")]
+    NotATarget(String),
+    #[error("`{0}` is not a number")]
+    NotANumber(String),
+    #[error("`{0}` is out of range")]
+    NumberTooLarge(String),
+    #[error("`{text}` is out of range for a {bits}-bit immediate")]
+    ImmediateOutOfRange { text: String, bits: u32 },
+    #[error("`{0}` is out of range for a 16-bit offset")]
+    OffsetOutOfRange(String),
+    #[error("`.insn` wants key=value fields, not `{0}`")]
+    RawNotKeyValue(String),
+    #[error("`.insn` field `{0}` given twice")]
+    RawFieldTwice(String),
+    #[error("`.insn` has no field `{0}` (opc, dst, src, off, imm)")]
+    RawNoSuchField(String),
+    #[error("`.insn` field {field}={value} is out of range")]
+    RawFieldOutOfRange { field: String, value: String },
+}
+
+fn join<T: std::fmt::Display>(items: &[T], separator: &str) -> String {
+    items.iter().map(T::to_string).collect::<Vec<_>>().join(separator)
 }
 
 /// Any error of the engine.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use qemu_ubpf::asm::assemble;
 use qemu_ubpf::disasm::disassemble;
+use qemu_ubpf::error::AsmErrorKind;
 use qemu_ubpf::isa::{self, FORMS, Insn, Operands, Selector};
 
 fn conformance_dir() -> PathBuf {
@@ -146,19 +147,22 @@ fn every_form_assembles_from_its_disassembly() {
 
 #[test]
 fn errors_carry_their_line() {
+    use AsmErrorKind::*;
+    let text = |text: &str| text.to_string();
     let cases = [
-        ("mov %r0, 1\nfrob %r0\nexit", 2),
-        ("mov %r0, 1\nexit\nja nowhere", 3),
-        ("\n\nmov %r11, 1", 3),
-        ("add %r1\nexit", 1),
-        ("exit %r0", 1),
-        ("# comment\nmov %r0, 0x100000000", 2),
-        ("again:\nexit\nagain:\nexit", 3),
-        ("ldxw %r0, [%r1+40000]", 1),
+        ("mov %r0, 1\nfrob %r0\nexit", 2, UnknownMnemonic(text("frob"))),
+        ("mov %r0, 1\nexit\nja nowhere", 3, UndefinedLabel(text("nowhere"))),
+        ("\n\nmov %r11, 1", 3, NoSuchRegister(text("11"))),
+        ("add %r1\nexit", 1, OperandCount { mnemonic: text("add"), takes: vec![2], given: 1 }),
+        ("exit %r0", 1, OperandCount { mnemonic: text("exit"), takes: vec![0], given: 1 }),
+        ("# comment\nmov %r0, 0x100000000", 2, ImmediateOutOfRange { text: text("0x100000000"), bits: 32 }),
+        ("again:\nexit\nagain:\nexit", 3, DuplicateLabel { name: text("again"), first: 1 }),
+        ("ldxw %r0, [%r1+40000]", 1, OffsetOutOfRange(text("+40000"))),
     ];
-    for (source, line) in cases {
+    for (source, line, kind) in cases {
         let error = assemble(source).expect_err(source);
         assert_eq!(error.line, line, "{source}: {error}");
+        assert_eq!(error.kind, kind, "{source}: {error}");
     }
 }
 

@@ -26,6 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+use qemu_ubpf::replay::{IpMode, frame};
 use serde_json::{Value, json};
 
 /// How long to wait for QEMU before a test fails (QEMU under valgrind
@@ -718,15 +719,16 @@ fn bad_handlers_fail_object_add_with_a_generic_error() {
     rig.quit();
 }
 
-/// ICMP echo requests in `frames` (Ethernet, IPv4), by destination address.
+/// ICMP echo requests in `frames` (Ethernet, IPv4 found as ip-mode finds it),
+/// by destination address.
 fn pings_to(frames: &[Vec<u8>], destination: [u8; 4]) -> usize {
     frames
         .iter()
         .filter(|frame| {
-            let ip = &frame[14.min(frame.len())..];
-            frame.len() > 14
-                && frame[12..14] == [0x08, 0x00]
-                && ip.len() >= 20
+            let Ok(Some(ip)) = frame::program_input(IpMode::On, frame::link_type::ETHERNET, frame) else {
+                return false;
+            };
+            ip.len() >= 20
                 && ip[9] == 1
                 && ip[16..20] == destination
                 && ip.get(usize::from(ip[0] & 0x0f) * 4) == Some(&8)

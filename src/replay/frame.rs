@@ -27,7 +27,8 @@ pub const SUPPORTED_LINK_TYPES: &str = "ETHERNET (1), RAW (101, and DLT_RAW 12 a
      IPV4 (228), IPV6 (229), LINUX_SLL2 (276)";
 
 /// Tag protocol identifiers that libpcap's `vlan` accepts: 802.1Q, 802.1ad
-/// and the older QinQ value. One tag is skipped, whichever it is.
+/// and the older QinQ value. One tag is skipped, whichever it is, as QEMU's
+/// filter-ubpf does (`filter_ubpf_ipv4_offset` in qemu-patches/).
 const VLAN_TPIDS: [EtherType; 3] =
     [EtherType::VLAN_TAGGED_FRAME, EtherType::PROVIDER_BRIDGING, EtherType::VLAN_DOUBLE_TAGGED_FRAME];
 

@@ -24,6 +24,7 @@ use crate::interp::{self, Stack};
 use crate::isa::{self, MAX_CALL_DEPTH};
 use crate::program::Program;
 
+mod code_memory;
 #[cfg(target_arch = "x86_64")]
 mod facts;
 #[cfg(target_arch = "x86_64")]

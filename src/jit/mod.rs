@@ -30,7 +30,7 @@ mod facts;
 #[cfg(target_arch = "x86_64")]
 mod liveness;
 #[cfg(target_arch = "x86_64")]
-pub mod x86_64;
+mod x86_64;
 
 /// Where the jump or call at `pc` with relative `offset` lands.
 #[cfg(target_arch = "x86_64")]

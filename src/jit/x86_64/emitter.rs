@@ -1,101 +1,19 @@
-//! The x86-64 backend: an analysis pass, then one pass over the
-//! instructions, in the interpreter's terms, emitting System V code (the
-//! frequent forms encoded directly, see `enc`, the rest with dynasm).
-//!
-//! The generated function is
-//! `extern "sysv64" fn(input: u64, input_len: u64, context: *mut Context, stack_top: u64) -> Exit`:
-//! the first two arguments arrive where eBPF r1 and r2 live; it returns the
-//! `Status` (with the stopping pc above it) and r0 (or the faulting address,
-//! or the unknown helper index) in rax:rdx, and leaves the instruction
-//! budget in the `Context`. Layout: prologue at offset 0, then the
-//! instructions (a label only where some jump or call lands), then the cold
-//! paths (the slow half of each memory check, the checked copies of merged
-//! checks, the fault stubs, each stopping the run at its own pc), then the
-//! shared exits, then the region-check routines. The prologue saves and
-//! sets up only what the program uses (callee-saved registers it names,
-//! r10, the budget register, the input bounds its checks read).
-//!
-//! Fused runs. A few runs of instructions are emitted as one (see
-//! `Fusion`): `mov; add` as an `lea`, and the 16-bit reads of packet fields
-//! that clang writes as two byte loads, a shift and an or (BPF has no
-//! unaligned loads) as one 16-bit load and a byte swap, with an address
-//! computed just before folded in. A fused run may leave unwritten the
-//! registers that nothing reads again (see [`super::liveness`]); no jump
-//! lands inside it and none of its accesses needs a check, so no run stops
-//! inside it and the count is the interpreter's.
-//!
-//! Memory checks. Every load, store and atomic is checked as
-//! `Memory::allows` does (the live stack frames `[r10 - 512, stack_top)`,
-//! r10 being the current frame's top; the input; the program's regions),
-//! but the order in which the three are tried does not change the answer,
-//! so the code tries the likely one inline and the rest out of line:
-//!
-//! What is known of the base register comes from [`super::facts`], which
-//! follows the values along the edges of the program, with an invariant
-//! at each loop head that every way in and every back edge fit (see
-//! `Analysis::plan_checks`):
-//!
-//! - A base register that holds `r10 + c` with `c` known (r10 itself, or a
-//!   copy moved by constants) gives an address whose place in the frame is
-//!   known. Inside the current frame the check is left out (the verifier
-//!   guarantees r10 is never written, and calls and returns move it only
-//!   between frames); otherwise the inline check is the stack's, a compare
-//!   of `r10 + c + off + size` with the stack top.
-//! - A base register that holds a known constant (an `lddw` of a global's
-//!   address, say) gives a known address: when a region holds the bytes
-//!   (writable, for a store) the check is left out, as the regions are fixed
-//!   for the program's life.
-//! - A base register that holds the input's address plus an offset that the
-//!   jumps taken or not taken on the way compared with the length (r2 on
-//!   entry, or a copy) gives an address that is in the input when the
-//!   length so learnt covers it: the check is left out.
-//! - Any other address is checked against the input inline:
-//!   `lea rcx, [base + off]; sub rcx, input_start; cmp rcx, bound; jae slow`,
-//!   with `bound = input_len - size + 1` (0 when the input is shorter).
-//!   Several such accesses through one unchanged base register in one
-//!   straight run share one check of the bytes they span (see `Group`);
-//!   when it fails, a copy of that code checking each access on its own
-//!   runs instead.
-//!
-//! The slow path tries the remaining places (the regions through a shared
-//! routine per size and direction, with their bounds compiled in as
-//! constants), then stops the run at the instruction's own pc; nothing is
-//! hoisted, so every fault happens where the interpreter's does.
-//!
-//! Instruction budget. The interpreter compares its count with the limit at
-//! backward jumps and calls only, so the code subtracts each straight run's
-//! length from a register holding `limit - executed` where the run ends (at
-//! a jump, call or exit, or before falling into a jump target) and, at the
-//! same instructions as the interpreter, stops when it goes below zero
-//! (`sub r12, n; jl`): the count is exact there. A fault stub subtracts the
-//! part of its run not yet counted, so the count is exact at the end of
-//! every run too. A limit above `i64::MAX` starts the register at
-//! `i64::MAX` and keeps the rest in the context, moved in when the register
-//! runs out. A program without jumps or calls is one straight run: its
-//! count is known wherever it stops, so it needs no register. A program
-//! whose jumps all go forward and that makes no local calls is counted in
-//! DAG mode instead (see `Emitter::dag`), at no cost along its longest
-//! paths.
-//!
-//! Local calls use the native stack: the caller pushes those of r6-r9 the
-//! program uses, and r10, and `call`s the function; its `exit` is a `ret`.
-//! The depth is r10's distance from the stack top.
-//!
-//! The code lives in pages from the process-wide pool of
-//! [`super::code_memory`], never writable and executable at once.
+//! The x86-64 emitter: one pass over the instructions, in the
+//! interpreter's terms, after the analysis (see [`super`] for the code's
+//! shape).
 
 use std::cell::OnceCell;
 use std::mem::offset_of;
 
-use dynasmrt::components::{LabelRegistry, PatchLoc, RelocRegistry};
-use dynasmrt::x64::{Rq, X64Relocation};
-use dynasmrt::{AssemblyOffset, DynamicLabel, DynasmApi, DynasmError, DynasmLabelApi, dynasm};
+use dynasmrt::x64::Rq;
+use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
 
-use super::code_memory::ExecutableCode;
-use super::facts::{Facts, Ids, Place};
-use super::liveness;
-use super::{Context, Exit, JitError, Scratch, Status, jump_target, target};
+use super::assembler::Assembler;
+use super::encoder;
 use crate::isa::*;
+use crate::jit::facts::{Facts, Ids, Place};
+use crate::jit::liveness;
+use crate::jit::{Context, JitError, Scratch, Status, jump_target, target};
 use crate::program::Program;
 
 /// Where each eBPF register lives while the program runs (index = eBPF
@@ -181,404 +99,6 @@ macro_rules! maybe_locked {
             x64!($ops ; $($t)*)
         }
     };
-}
-
-/// The native code of one program, in pool pages that are readable and
-/// executable but never writable while they hold it. Returned to the pool
-/// on drop.
-pub(super) struct Code {
-    run: ExecutableCode,
-    uses_stack: bool,
-}
-
-impl Code {
-    fn new(bytes: &[u8], uses_stack: bool) -> Result<Code, JitError> {
-        let run = ExecutableCode::new(bytes)?;
-        Ok(Code { run, uses_stack })
-    }
-
-    /// Does the code read its stack argument? Not when it names no r10,
-    /// makes no calls and checks no access: then no access can reach the
-    /// stack, and the caller may pass 0 instead of lending one.
-    pub(super) fn uses_stack(&self) -> bool {
-        self.uses_stack
-    }
-
-    pub(super) fn bytes(&self) -> &[u8] {
-        self.run.bytes()
-    }
-
-    /// Runs the code over the input at `input` (`input_len` bytes, or
-    /// `input == 0` and no bytes) with the stack of `STACK_SIZE` bytes whose
-    /// top is `stack_top` (anything, when the code does not use the stack).
-    ///
-    /// # Safety
-    /// The input and the stack must be valid for reads and writes and not
-    /// otherwise in use for the call, the program the code was compiled from
-    /// must outlive it, and `context` must be valid for writes (the code
-    /// initialises what it reads).
-    #[inline(always)]
-    pub(super) unsafe fn call(&self, input: u64, input_len: u64, context: *mut Context, stack_top: u64) -> Exit {
-        type Entry = unsafe extern "sysv64" fn(u64, u64, *mut Context, u64) -> Exit;
-        // SAFETY: the pages hold a complete function generated by `compile`
-        // with this signature at offset 0 (the prologue), mapped executable,
-        // and live as long as `self`.
-        let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(self.run.as_ptr()) };
-        // SAFETY: the code only touches memory that its checks admit: the
-        // input and stack the arguments describe (valid for the call, by the
-        // caller's contract), the program's regions and helper table (owned
-        // by the program, which outlives the call), and the context itself;
-        // helpers are called with the System V convention they are declared
-        // with; the native stack is restored on every way out.
-        unsafe { entry(input, input_len, context, stack_top) }
-    }
-}
-
-/// dynasm's `VecAssembler` cut down to dynamic labels, with its buffer open
-/// to the direct encoder ([`enc`]).
-struct Asm {
-    ops: Vec<u8>,
-    labels: LabelRegistry,
-    relocs: RelocRegistry<X64Relocation>,
-    error: Option<DynasmError>,
-}
-
-impl Asm {
-    fn with_capacity(bytes: usize, labels: usize, relocs: usize) -> Asm {
-        Asm {
-            ops: Vec::with_capacity(bytes),
-            labels: LabelRegistry::with_capacity(0, 0, labels),
-            relocs: RelocRegistry::with_capacity(0, relocs),
-            error: None,
-        }
-    }
-
-    fn new_dynamic_label(&mut self) -> DynamicLabel {
-        self.labels.new_dynamic_label()
-    }
-
-    /// Appends one directly encoded instruction.
-    #[inline(always)]
-    fn put(&mut self, bytes: enc::Bytes) {
-        self.ops.reserve(enc::MAX_LEN);
-        let len = self.ops.len();
-        // SAFETY: the reserve leaves room for `MAX_LEN` bytes past `len`;
-        // all of them are written (the instruction and zeroes after it) and
-        // only the instruction's are counted in.
-        unsafe {
-            std::ptr::write_unaligned(self.ops.as_mut_ptr().add(len).cast::<[u8; enc::MAX_LEN]>(), bytes.buf);
-            self.ops.set_len(len + bytes.len);
-        }
-    }
-
-    /// The code, with every label reference resolved.
-    fn finalize(mut self) -> Result<Vec<u8>, DynasmError> {
-        if let Some(error) = self.error.take() {
-            return Err(error);
-        }
-        for (loc, id) in self.relocs.take_dynamics() {
-            let target = self.labels.resolve_dynamic(id)?;
-            if loc.patch(&mut self.ops[loc.range(0)], 0, target.0).is_err() {
-                return Err(DynasmError::ImpossibleRelocation(dynasmrt::TargetKind::Dynamic(id)));
-            }
-        }
-        Ok(self.ops)
-    }
-
-    /// Pads to a multiple of `alignment` with the fewest no-op
-    /// instructions (the recommended multi-byte forms), which run when
-    /// control falls through them.
-    fn align_with_nops(&mut self, alignment: usize) {
-        const NOPS: [&[u8]; 9] = [
-            &[0x90],
-            &[0x66, 0x90],
-            &[0x0f, 0x1f, 0x00],
-            &[0x0f, 0x1f, 0x40, 0x00],
-            &[0x0f, 0x1f, 0x44, 0x00, 0x00],
-            &[0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00],
-            &[0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00],
-            &[0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
-            &[0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00],
-        ];
-        let mut padding = self.ops.len().wrapping_neg() % alignment;
-        while padding > 0 {
-            let nop = NOPS[padding.min(NOPS.len()) - 1];
-            self.ops.extend_from_slice(nop);
-            padding -= nop.len();
-        }
-    }
-
-    /// For the label kinds this assembler does not keep.
-    fn unsupported(&mut self) {
-        self.error = Some(DynasmError::CheckFailed);
-    }
-}
-
-impl Extend<u8> for Asm {
-    fn extend<T: IntoIterator<Item = u8>>(&mut self, iter: T) {
-        self.ops.extend(iter)
-    }
-}
-
-impl<'a> Extend<&'a u8> for Asm {
-    fn extend<T: IntoIterator<Item = &'a u8>>(&mut self, iter: T) {
-        self.ops.extend(iter)
-    }
-}
-
-impl DynasmApi for Asm {
-    fn offset(&self) -> AssemblyOffset {
-        AssemblyOffset(self.ops.len())
-    }
-
-    #[inline(always)]
-    fn push(&mut self, byte: u8) {
-        self.ops.push(byte);
-    }
-
-    fn align(&mut self, alignment: usize, with: u8) {
-        while self.ops.len() % alignment != 0 {
-            self.ops.push(with);
-        }
-    }
-}
-
-impl DynasmLabelApi for Asm {
-    type Relocation = X64Relocation;
-
-    fn local_label(&mut self, _: &'static str) {
-        self.unsupported();
-    }
-
-    fn global_label(&mut self, _: &'static str) {
-        self.unsupported();
-    }
-
-    fn dynamic_label(&mut self, id: DynamicLabel) {
-        let offset = self.offset();
-        if let Err(error) = self.labels.define_dynamic(id, offset) {
-            self.error = Some(error);
-        }
-    }
-
-    fn forward_relocation(&mut self, _: &'static str, _: isize, _: u8, _: u8, _: X64Relocation) {
-        self.unsupported();
-    }
-
-    fn backward_relocation(&mut self, _: &'static str, _: isize, _: u8, _: u8, _: X64Relocation) {
-        self.unsupported();
-    }
-
-    fn global_relocation(&mut self, _: &'static str, _: isize, _: u8, _: u8, _: X64Relocation) {
-        self.unsupported();
-    }
-
-    fn dynamic_relocation(
-        &mut self,
-        id: DynamicLabel,
-        target_offset: isize,
-        field_offset: u8,
-        ref_offset: u8,
-        kind: X64Relocation,
-    ) {
-        let location = self.offset();
-        self.relocs.add_dynamic(id, PatchLoc::new(location, target_offset, field_offset, ref_offset, kind));
-    }
-
-    fn value_relocation(&mut self, _: usize, _: u8, _: u8, _: X64Relocation) {
-        self.unsupported();
-    }
-}
-
-/// x86-64 encodings of the most frequent instruction forms, written
-/// directly: dynasm builds each byte at run time behind a capacity check,
-/// which made it most of the cost of compiling. Jumps to labels, and the
-/// rarer forms, still go through dynasm.
-mod enc {
-    use dynasmrt::x64::Rq;
-
-    /// The longest instruction encoded here, and then some.
-    pub(super) const MAX_LEN: usize = 16;
-
-    /// One instruction's bytes.
-    pub(super) struct Bytes {
-        pub(super) buf: [u8; MAX_LEN],
-        pub(super) len: usize,
-    }
-
-    impl Bytes {
-        fn new() -> Bytes {
-            Bytes { buf: [0; MAX_LEN], len: 0 }
-        }
-
-        fn push(&mut self, byte: u8) {
-            self.buf[self.len] = byte;
-            self.len += 1;
-        }
-
-        fn extend(&mut self, bytes: &[u8]) {
-            for &byte in bytes {
-                self.push(byte);
-            }
-        }
-
-        /// A REX prefix with W and the high bits of the ModRM reg and r/m
-        /// (or base) fields, left out when it would be plain 0x40 unless
-        /// `force` (byte registers sil, dil, bpl, spl need it).
-        fn rex(&mut self, w: bool, reg: u8, rm: u8, force: bool) {
-            let rex = 0x40 | (w as u8) << 3 | (reg >> 3 & 1) << 2 | (rm >> 3 & 1);
-            if rex != 0x40 || force {
-                self.push(rex);
-            }
-        }
-    }
-
-    /// An immediate operand of a memory form.
-    #[derive(Clone, Copy)]
-    pub(super) enum Imm {
-        None,
-        I8(i8),
-        I16(i16),
-        I32(i32),
-    }
-
-    /// `opcode` with registers: ModRM reg = `reg`, r/m = `rm`.
-    pub(super) fn rr(w: bool, opcode: &[u8], reg: Rq, rm: Rq) -> Bytes {
-        let (reg, rm) = (reg as u8, rm as u8);
-        let mut b = Bytes::new();
-        b.rex(w, reg, rm, false);
-        b.extend(opcode);
-        b.push(0xc0 | (reg & 7) << 3 | (rm & 7));
-        b
-    }
-
-    /// A group-1 operation (`/ext`: add 0, or 1, and 4, sub 5, xor 6,
-    /// cmp 7) of `rm` with a sign-extended immediate.
-    pub(super) fn group1(w: bool, ext: u8, rm: Rq, imm: i32) -> Bytes {
-        let rm = rm as u8;
-        let mut b = Bytes::new();
-        b.rex(w, 0, rm, false);
-        match i8::try_from(imm) {
-            Ok(imm) => b.extend(&[0x83, 0xc0 | ext << 3 | (rm & 7), imm as u8]),
-            Err(_) => {
-                b.extend(&[0x81, 0xc0 | ext << 3 | (rm & 7)]);
-                b.extend(&imm.to_le_bytes());
-            }
-        }
-        b
-    }
-
-    /// `test rm, imm32` (sign-extended for 64 bits).
-    pub(super) fn test_imm(w: bool, rm: Rq, imm: i32) -> Bytes {
-        let rm = rm as u8;
-        let mut b = Bytes::new();
-        b.rex(w, 0, rm, false);
-        b.extend(&[0xf7, 0xc0 | (rm & 7)]);
-        b.extend(&imm.to_le_bytes());
-        b
-    }
-
-    /// `imul dst, src, imm`.
-    pub(super) fn imul_imm(w: bool, dst: Rq, src: Rq, imm: i32) -> Bytes {
-        let (dst, src) = (dst as u8, src as u8);
-        let mut b = Bytes::new();
-        b.rex(w, dst, src, false);
-        match i8::try_from(imm) {
-            Ok(imm) => b.extend(&[0x6b, 0xc0 | (dst & 7) << 3 | (src & 7), imm as u8]),
-            Err(_) => {
-                b.extend(&[0x69, 0xc0 | (dst & 7) << 3 | (src & 7)]);
-                b.extend(&imm.to_le_bytes());
-            }
-        }
-        b
-    }
-
-    /// `mov dst32, imm32`, zero-extending.
-    pub(super) fn mov32_imm(dst: Rq, imm: i32) -> Bytes {
-        let dst = dst as u8;
-        let mut b = Bytes::new();
-        b.rex(false, 0, dst, false);
-        b.push(0xb8 | (dst & 7));
-        b.extend(&imm.to_le_bytes());
-        b
-    }
-
-    /// `mov dst64, imm32`, sign-extending.
-    pub(super) fn mov64_imm(dst: Rq, imm: i32) -> Bytes {
-        let dst = dst as u8;
-        let mut b = Bytes::new();
-        b.rex(true, 0, dst, false);
-        b.extend(&[0xc7, 0xc0 | (dst & 7)]);
-        b.extend(&imm.to_le_bytes());
-        b
-    }
-
-    /// A shift by a count (`/ext`: shl 4, shr 5, sar 7).
-    pub(super) fn shift_imm(w: bool, ext: u8, dst: Rq, count: u8) -> Bytes {
-        let dst = dst as u8;
-        let mut b = Bytes::new();
-        b.rex(w, 0, dst, false);
-        b.extend(&[0xc1, 0xc0 | ext << 3 | (dst & 7), count]);
-        b
-    }
-
-    /// `rol dst16, count`: a byte swap of the low 16 bits when `count` is
-    /// 8, keeping the rest.
-    pub(super) fn rol16_imm(dst: Rq, count: u8) -> Bytes {
-        let dst = dst as u8;
-        let mut b = Bytes::new();
-        b.push(0x66);
-        b.rex(false, 0, dst, false);
-        b.extend(&[0xc1, 0xc0 | (dst & 7), count]);
-        b
-    }
-
-    /// `opcode` with the memory operand `[base + disp]` (ModRM reg =
-    /// `reg`, a register or an opcode extension) and an immediate;
-    /// `operand16` adds the 0x66 prefix, `byte_reg` forces a REX prefix so
-    /// that `reg` names sil, dil, bpl or spl rather than a high byte.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn mem(
-        operand16: bool,
-        w: bool,
-        byte_reg: bool,
-        opcode: &[u8],
-        reg: u8,
-        base: Rq,
-        disp: i32,
-        imm: Imm,
-    ) -> Bytes {
-        let base = base as u8;
-        let mut b = Bytes::new();
-        if operand16 {
-            b.push(0x66);
-        }
-        b.rex(w, reg, base, byte_reg && (4..8).contains(&reg));
-        b.extend(opcode);
-        // rbp and r13 as a base always take a displacement.
-        let (mode, disp8) = match i8::try_from(disp) {
-            Ok(0) if base & 7 != 5 => (0, None),
-            Ok(disp) => (1, Some(disp)),
-            Err(_) => (2, None),
-        };
-        b.push(mode << 6 | (reg & 7) << 3 | (base & 7));
-        if base & 7 == 4 {
-            // rsp and r12 as a base need a SIB byte: no index.
-            b.push(0x24);
-        }
-        match (mode, disp8) {
-            (1, Some(disp)) => b.push(disp as u8),
-            (2, _) => b.extend(&disp.to_le_bytes()),
-            _ => {}
-        }
-        match imm {
-            Imm::None => {}
-            Imm::I8(imm) => b.push(imm as u8),
-            Imm::I16(imm) => b.extend(&imm.to_le_bytes()),
-            Imm::I32(imm) => b.extend(&imm.to_le_bytes()),
-        }
-        b
-    }
 }
 
 /// The second operand of an ALU or jump instruction.
@@ -685,7 +205,7 @@ const LOOP_ALIGN: usize = 32;
 /// A merged check spans at most this many bytes.
 const MAX_SPAN: i32 = 4096;
 /// Input bounds the context holds: one per access size, then spans.
-const BOUND_SLOTS: usize = super::BOUND_SLOTS;
+const BOUND_SLOTS: usize = crate::jit::BOUND_SLOTS;
 
 /// What the analysis found about one instruction slot.
 #[derive(Clone, Copy)]
@@ -1292,12 +812,9 @@ fn reg(index: u8) -> Rq {
     HOST[index as usize & 15]
 }
 
-/// Compiles a verified program.
-pub(super) fn compile(program: &Program) -> Result<Code, JitError> {
-    if cfg!(windows) {
-        // Helpers are `extern "C"`, which is not System V there.
-        return Err(JitError::Unsupported("x86_64-windows"));
-    }
+/// The code of a verified program, and whether it reads its stack
+/// argument (see [`super::Code::uses_stack`]).
+pub(super) fn emit(program: &Program) -> Result<(Vec<u8>, bool), JitError> {
     let analysis = Analysis::new(program);
     let mut emitter = Emitter::new(program, &analysis);
     emitter.emit_prologue();
@@ -1307,11 +824,11 @@ pub(super) fn compile(program: &Program) -> Result<Code, JitError> {
     emitter.emit_region_checks();
     let bytes = emitter.ops.finalize().map_err(|error| JitError::Assembler(error.to_string()))?;
     let uses_stack = emitter.frame_in_rbp || analysis.any_check || analysis.local_calls || analysis.helper_calls;
-    Code::new(&bytes, uses_stack)
+    Ok((bytes, uses_stack))
 }
 
 struct Emitter<'p> {
-    ops: Asm,
+    ops: Assembler,
     program: &'p Program,
     analysis: &'p Analysis,
     /// A label for each slot that some jump or call lands on.
@@ -1359,7 +876,7 @@ struct Emitter<'p> {
 impl<'p> Emitter<'p> {
     fn new(program: &'p Program, analysis: &'p Analysis) -> Emitter<'p> {
         let insns = program.insns();
-        let mut ops = Asm::with_capacity(24 * insns.len() + 256, insns.len() / 2 + 16, insns.len() + 16);
+        let mut ops = Assembler::with_capacity(24 * insns.len() + 256, insns.len() / 2 + 16, insns.len() + 16);
         let labels = analysis.slots.iter().map(|slot| slot.target.then(|| ops.new_dynamic_label())).collect();
         let call_saved: Vec<Rq> = (6..=9).filter(|&r| analysis.used[r]).map(|r| REGISTER_MAP[r]).collect();
         let big_limit = program.instruction_limit() > REMAINING_MAX;
@@ -1506,7 +1023,9 @@ impl<'p> Emitter<'p> {
                 match index.map(reg) {
                     // An `add` of a register: no displacement.
                     Some(index) => x64!(self.ops ; lea Rq(dst), [Rq(base) + Rq(index)]),
-                    None => self.put(enc::mem(false, true, false, &[0x8d], dst as u8, base, disp, enc::Imm::None)),
+                    None => {
+                        self.put(encoder::mem(false, true, false, &[0x8d], dst as u8, base, disp, encoder::Imm::None))
+                    }
                 }
                 return Ok(pc + 2);
             }
@@ -1516,15 +1035,22 @@ impl<'p> Emitter<'p> {
                 match index.map(reg) {
                     Some(index) if disp == 0 => x64!(self.ops ; movzx Rd(dst), WORD [Rq(base) + Rq(index)]),
                     Some(index) => x64!(self.ops ; movzx Rd(dst), WORD [Rq(base) + Rq(index) + disp]),
-                    None => {
-                        self.put(enc::mem(false, false, false, &[0x0f, 0xb7], dst as u8, base, disp, enc::Imm::None))
-                    }
+                    None => self.put(encoder::mem(
+                        false,
+                        false,
+                        false,
+                        &[0x0f, 0xb7],
+                        dst as u8,
+                        base,
+                        disp,
+                        encoder::Imm::None,
+                    )),
                 }
                 if swap {
-                    self.put(enc::rol16_imm(dst, 8));
+                    self.put(encoder::rol16_imm(dst, 8));
                 }
                 if mask != 0xffff {
-                    self.put(enc::group1(false, 4, dst, i32::from(mask)));
+                    self.put(encoder::group1(false, 4, dst, i32::from(mask)));
                 }
                 return Ok(pc + len as usize);
             }
@@ -1695,7 +1221,7 @@ impl<'p> Emitter<'p> {
         Ok(())
     }
 
-    fn put(&mut self, bytes: enc::Bytes) {
+    fn put(&mut self, bytes: encoder::Bytes) {
         self.ops.put(bytes);
     }
 
@@ -1713,7 +1239,7 @@ impl<'p> Emitter<'p> {
         // Without the register, the only run ends at an exit or a fault,
         // which store the count themselves; in DAG mode nothing is owed.
         if self.pending > 0 && self.budget_in_register && !self.dag {
-            self.put(enc::group1(true, 5, Rq::R12, self.pending));
+            self.put(encoder::group1(true, 5, Rq::R12, self.pending));
             self.pending = 0;
         }
     }
@@ -1742,11 +1268,11 @@ impl<'p> Emitter<'p> {
     fn emit_alu(&mut self, width: Width, op: Alu, dst: Rq, operand: Operand) {
         let w = width == Width::W64;
         let bytes = match (op, operand) {
-            (Alu::Mul, Operand::Imm(k)) => enc::imul_imm(w, dst, dst, k),
-            (Alu::Mul, Operand::Reg(s)) => enc::rr(w, &[0x0f, 0xaf], dst, s),
-            (Alu::Mov, Operand::Imm(k)) if !w || k >= 0 => enc::mov32_imm(dst, k),
+            (Alu::Mul, Operand::Imm(k)) => encoder::imul_imm(w, dst, dst, k),
+            (Alu::Mul, Operand::Reg(s)) => encoder::rr(w, &[0x0f, 0xaf], dst, s),
+            (Alu::Mov, Operand::Imm(k)) if !w || k >= 0 => encoder::mov32_imm(dst, k),
             // 64-bit forms sign-extend the immediate, as `k64` does.
-            (Alu::Mov, Operand::Imm(k)) => enc::mov64_imm(dst, k),
+            (Alu::Mov, Operand::Imm(k)) => encoder::mov64_imm(dst, k),
             (op, Operand::Imm(k)) => {
                 let ext = match op {
                     Alu::Add => 0,
@@ -1755,7 +1281,7 @@ impl<'p> Emitter<'p> {
                     Alu::Sub => 5,
                     _ => 6,
                 };
-                enc::group1(w, ext, dst, k)
+                encoder::group1(w, ext, dst, k)
             }
             (op, Operand::Reg(s)) => {
                 let opcode = match op {
@@ -1766,7 +1292,7 @@ impl<'p> Emitter<'p> {
                     Alu::Xor => 0x31,
                     _ => 0x89,
                 };
-                enc::rr(w, &[opcode], s, dst)
+                encoder::rr(w, &[opcode], s, dst)
             }
         };
         self.put(bytes);
@@ -1792,7 +1318,7 @@ impl<'p> Emitter<'p> {
                     Shift::Right => 5,
                     Shift::Arithmetic => 7,
                 };
-                self.put(enc::shift_imm(width == W64, ext, dst, count as u8));
+                self.put(encoder::shift_imm(width == W64, ext, dst, count as u8));
             }
             Operand::Reg(s) => {
                 x64!(self.ops ; mov rcx, Rq(s));
@@ -1985,10 +1511,10 @@ impl<'p> Emitter<'p> {
     /// `rcx = base + off - input_start`, compared with the input bound at
     /// `bound` in the context (allowed when below).
     fn emit_input_compare(&mut self, base: Rq, off: i32, bound: i32) {
-        let none = enc::Imm::None;
-        self.put(enc::mem(false, true, false, &[0x8d], Rq::RCX as u8, base, off, none));
-        self.put(enc::mem(false, true, false, &[0x2b], Rq::RCX as u8, Rq::R10, CTX_INPUT_START, none));
-        self.put(enc::mem(false, true, false, &[0x3b], Rq::RCX as u8, Rq::R10, bound, none));
+        let none = encoder::Imm::None;
+        self.put(encoder::mem(false, true, false, &[0x8d], Rq::RCX as u8, base, off, none));
+        self.put(encoder::mem(false, true, false, &[0x2b], Rq::RCX as u8, Rq::R10, CTX_INPUT_START, none));
+        self.put(encoder::mem(false, true, false, &[0x3b], Rq::RCX as u8, Rq::R10, bound, none));
     }
 
     /// The out-of-line half of a memory check: the places the inline half
@@ -2134,7 +1660,7 @@ impl<'p> Emitter<'p> {
             LoadKind::S16 => (true, &[0x0f, 0xbf]),
             LoadKind::S32 => (true, &[0x63]),
         };
-        self.put(enc::mem(false, w, false, opcode, dst as u8, base, off, enc::Imm::None));
+        self.put(encoder::mem(false, w, false, opcode, dst as u8, base, off, encoder::Imm::None));
     }
 
     /// `st*` (imm, truncated; `stdw` sign-extends it) and `stx*` (src).
@@ -2143,16 +1669,16 @@ impl<'p> Emitter<'p> {
         self.emit_check(pc, insn.dst, insn.off, size, true);
         let base = reg(insn.dst);
         let off = insn.off as i32;
-        use enc::Imm;
+        use encoder::Imm;
         let bytes = match (size, value) {
-            (1, Operand::Imm(k)) => enc::mem(false, false, false, &[0xc6], 0, base, off, Imm::I8(k as i8)),
-            (2, Operand::Imm(k)) => enc::mem(true, false, false, &[0xc7], 0, base, off, Imm::I16(k as i16)),
-            (4, Operand::Imm(k)) => enc::mem(false, false, false, &[0xc7], 0, base, off, Imm::I32(k)),
-            (_, Operand::Imm(k)) => enc::mem(false, true, false, &[0xc7], 0, base, off, Imm::I32(k)),
-            (1, Operand::Reg(s)) => enc::mem(false, false, true, &[0x88], s as u8, base, off, Imm::None),
-            (2, Operand::Reg(s)) => enc::mem(true, false, false, &[0x89], s as u8, base, off, Imm::None),
-            (4, Operand::Reg(s)) => enc::mem(false, false, false, &[0x89], s as u8, base, off, Imm::None),
-            (_, Operand::Reg(s)) => enc::mem(false, true, false, &[0x89], s as u8, base, off, Imm::None),
+            (1, Operand::Imm(k)) => encoder::mem(false, false, false, &[0xc6], 0, base, off, Imm::I8(k as i8)),
+            (2, Operand::Imm(k)) => encoder::mem(true, false, false, &[0xc7], 0, base, off, Imm::I16(k as i16)),
+            (4, Operand::Imm(k)) => encoder::mem(false, false, false, &[0xc7], 0, base, off, Imm::I32(k)),
+            (_, Operand::Imm(k)) => encoder::mem(false, true, false, &[0xc7], 0, base, off, Imm::I32(k)),
+            (1, Operand::Reg(s)) => encoder::mem(false, false, true, &[0x88], s as u8, base, off, Imm::None),
+            (2, Operand::Reg(s)) => encoder::mem(true, false, false, &[0x89], s as u8, base, off, Imm::None),
+            (4, Operand::Reg(s)) => encoder::mem(false, false, false, &[0x89], s as u8, base, off, Imm::None),
+            (_, Operand::Reg(s)) => encoder::mem(false, true, false, &[0x89], s as u8, base, off, Imm::None),
         };
         self.put(bytes);
     }
@@ -2293,12 +1819,12 @@ impl<'p> Emitter<'p> {
         let dst = reg(insn.dst);
         let w = width == W64;
         let compare = match (cond, operand) {
-            (Cond::Set, Imm(k)) => enc::test_imm(w, dst, k),
-            (Cond::Set, Reg(s)) => enc::rr(w, &[0x85], s, dst),
+            (Cond::Set, Imm(k)) => encoder::test_imm(w, dst, k),
+            (Cond::Set, Reg(s)) => encoder::rr(w, &[0x85], s, dst),
             // Sign-extended immediates, as `k64` (and for 32 bits, the same
             // low half).
-            (_, Imm(k)) => enc::group1(w, 7, dst, k),
-            (_, Reg(s)) => enc::rr(w, &[0x39], s, dst),
+            (_, Imm(k)) => encoder::group1(w, 7, dst, k),
+            (_, Reg(s)) => encoder::rr(w, &[0x39], s, dst),
         };
         self.put(compare);
         let to = target(pc, insn.off as i64);
@@ -2330,7 +1856,7 @@ impl<'p> Emitter<'p> {
             Cond::Sle => x64!(self.ops ; jle =>label),
         };
         if next_adds > 0 {
-            self.put(enc::group1(true, 0, Rq::R12, next_adds));
+            self.put(encoder::group1(true, 0, Rq::R12, next_adds));
         }
     }
 
@@ -2700,7 +2226,7 @@ mod tests {
         // Each read follows a comparison of its end with the length, some
         // through offsets that differ by path (VLAN tag or not) or come
         // from the packet (the IPv4 header length).
-        let object = include_bytes!("../../examples/classifier.o");
+        let object = include_bytes!("../../../examples/classifier.o");
         let program = Program::from_elf(object, None, &Helpers::new(), &Config::default()).expect("loads");
         let analysis = Analysis::new(&program);
         let loads: Vec<usize> =
@@ -2728,7 +2254,7 @@ mod tests {
         // The ethertype (twice), through `r1 + 12` and `r1 + 16`; the
         // fragment offset, masked between its shift and its or; the
         // destination port, through `r1 + r3 + 2`.
-        let classifier = pairs(include_bytes!("../../examples/classifier.o"));
+        let classifier = pairs(include_bytes!("../../../examples/classifier.o"));
         let expected = [
             (2, false, true, 0xffff, 4),
             (12, false, true, 0xffff, 4),
@@ -2737,7 +2263,7 @@ mod tests {
         ];
         assert_eq!(classifier, expected);
         // The checksum's loop reads `r1 + r4` and `r1 + r4 + 1`.
-        let checksum = pairs(include_bytes!("../../tests/fixtures/checksum.o"));
+        let checksum = pairs(include_bytes!("../../../tests/fixtures/checksum.o"));
         assert_eq!(checksum, [(6, true, true, 0xffff, 6)]);
     }
 

@@ -24,11 +24,19 @@ use crate::interp::{self, Stack};
 use crate::isa::{self, MAX_CALL_DEPTH};
 use crate::program::Program;
 
+#[cfg(target_arch = "x86_64")]
+mod checks;
 mod code_memory;
 #[cfg(target_arch = "x86_64")]
 mod facts;
 #[cfg(target_arch = "x86_64")]
+mod flow;
+#[cfg(target_arch = "x86_64")]
+mod fusion;
+#[cfg(target_arch = "x86_64")]
 mod liveness;
+#[cfg(target_arch = "x86_64")]
+mod plan;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 

@@ -1,8 +1,7 @@
 //! The x86-64 emitter: one pass over the instructions, in the
-//! interpreter's terms, after the analysis (see [`super`] for the code's
-//! shape).
+//! interpreter's terms, by the program's [`Plan`] (see [`super`] for the
+//! code's shape).
 
-use std::cell::OnceCell;
 use std::mem::offset_of;
 
 use dynasmrt::x64::Rq;
@@ -11,9 +10,11 @@ use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
 use super::assembler::Assembler;
 use super::encoder;
 use crate::isa::*;
-use crate::jit::facts::{Facts, Ids, Place};
-use crate::jit::liveness;
-use crate::jit::{Context, JitError, Scratch, Status, jump_target, target};
+use crate::jit::checks::Check;
+use crate::jit::flow::REG_SLOTS;
+use crate::jit::fusion::Fusion;
+use crate::jit::plan::Plan;
+use crate::jit::{Context, JitError, Scratch, Status, target};
 use crate::program::Program;
 
 /// Where each eBPF register lives while the program runs (index = eBPF
@@ -158,612 +159,9 @@ enum LoadKind {
     S32,
 }
 
-/// How a memory access is checked on its own.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Check {
-    /// Not at all: provably in the current frame, in the input, or in a
-    /// region.
-    None,
-    /// The input inline; the stack and the regions out of line.
-    Input,
-    /// The stack inline, as `r10 + end <= stack_top` where the access is
-    /// `[r10 + end - size, r10 + end)` with `end - size >= -512`; the
-    /// input and the regions out of line.
-    Stack { end: i32 },
-}
-
-/// Input-checked accesses through the same base register, unchanged, in
-/// one straight run: one inline check of the bytes they span covers them
-/// all, as the input is contiguous. When it fails, a copy of the code from
-/// the first access to the last, checking each access on its own, runs
-/// instead, so that a fault is still the first access's that faults.
-#[derive(Clone, Copy, Debug)]
-struct Group {
-    first: usize,
-    last: usize,
-    /// The span, `[base + lo, base + hi)`.
-    lo: i32,
-    hi: i32,
-    members: u32,
-}
-
-impl Group {
-    /// The input bound slot of the span.
-    fn span(&self) -> u32 {
-        (self.hi - self.lo) as u32
-    }
-}
-
-/// Rounds of [`Analysis::plan_checks`] before loop heads start afresh: a
-/// candidate only widens, and few widenings reach what a loop keeps.
-const MAX_ROUNDS: usize = 6;
-
 /// Loop heads start at a multiple of this many bytes, so that a short loop
 /// spans as few of the front end's fetch blocks as it can.
 const LOOP_ALIGN: usize = 32;
-
-/// A merged check spans at most this many bytes.
-const MAX_SPAN: i32 = 4096;
-/// Input bounds the context holds: one per access size, then spans.
-const BOUND_SLOTS: usize = crate::jit::BOUND_SLOTS;
-
-/// What the analysis found about one instruction slot.
-#[derive(Clone, Copy)]
-struct Slot {
-    /// Some jump or local call lands here (function starts included).
-    target: bool,
-    /// A group's check covers this access.
-    covered: bool,
-    /// How this memory access is checked on its own.
-    check: Check,
-    /// The group this access leads.
-    leads: Option<u32>,
-    /// The group this input-checked access joined.
-    member_of: Option<u32>,
-    /// Some jump from here or further on lands here: a loop head (or a
-    /// function's start, always afresh).
-    loop_head: bool,
-    /// The instructions from here on that the code generator emits as one.
-    fusion: Option<Fusion>,
-}
-
-/// A run of instructions emitted as one, for an equal effect on everything
-/// a later instruction reads (see [`super::liveness`]).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Fusion {
-    /// `mov dst, src; add dst, x`: one `lea` of `base (+ index) + disp`.
-    Lea { dst: u8, base: u8, index: Option<u8>, disp: i32 },
-    /// Two byte loads from adjacent addresses, one of them shifted left by
-    /// 8 (and maybe masked) and or-ed with the other, as clang writes a
-    /// 16-bit read of a packet field (BPF has no unaligned loads): one
-    /// 16-bit load, byte swapped when the byte shifted up is the
-    /// lower-addressed one. The register or-ed in is written no more, so it
-    /// must be dead. Both loads must need no check: nothing in the run can
-    /// fault.
-    BytePair {
-        /// The or's destination, which gets the 16 bits.
-        dst: u8,
-        /// The lower byte's address: `base (+ index) + disp`, folding an
-        /// `add` (or `mov; add`) of the loads' base register just before
-        /// them when that register is not read again either.
-        base: u8,
-        index: Option<u8>,
-        disp: i32,
-        swap: bool,
-        /// The bits kept, when the shifted byte is masked before the or.
-        mask: u16,
-        /// Instructions in the run.
-        len: u8,
-    },
-}
-
-/// Register-indexed tables have 16 entries, so that a 4-bit field indexes
-/// them without a check (the verifier keeps fields to r0..r10).
-const REG_SLOTS: usize = 16;
-
-/// What the code generator needs to know before it starts.
-struct Analysis {
-    slots: Vec<Slot>,
-    groups: Vec<Group>,
-    /// For the group an access leads: the last slot its copy spans (past
-    /// the last access of every group the copy starts).
-    copy_end: Vec<usize>,
-    /// The span (access size, or group span) each input bound slot is for;
-    /// sizes 1, 2, 4 and 8 in slots 0 to 3.
-    bounds: Vec<u32>,
-    /// Which slots some check reads.
-    bound_used: [bool; BOUND_SLOTS],
-    /// Does some access need a check at all?
-    any_check: bool,
-    /// eBPF registers any instruction names.
-    used: [bool; REG_SLOTS],
-    local_calls: bool,
-    helper_calls: bool,
-    /// Are there jumps or calls at all? Without, the program is one
-    /// straight run and its count is known where it ends.
-    branches: bool,
-    /// First slot after the entry function.
-    entry_end: usize,
-    /// Does some local call enter the entry function (recursion)? Then its
-    /// `exit` must look at the depth.
-    entry_is_called: bool,
-    /// For a program without calls whose jumps all go forward: for each
-    /// slot, the most instructions a run can still execute from there, its
-    /// own included (see [`Emitter::dag`]). Empty for other programs.
-    to_exit: Vec<u32>,
-    /// r0-r9 (bits) that some instruction may read before anything wrote
-    /// them: the prologue sets these to 0, as the interpreter starts.
-    read_unwritten: u16,
-}
-
-/// An address computation at `pc`, `mov dst, src; add dst, x` or `add dst,
-/// x`: (its instructions, the register it sets, the value as `base (+
-/// index) + disp`).
-fn address(insns: &[Insn], pc: usize) -> Option<(usize, u8, u8, Option<u8>, i32)> {
-    let insn = insns[pc];
-    match (insn.opc, insns.get(pc + 1)) {
-        (MOV64_REG, Some(&add)) if insn.off == 0 && insn.dst != insn.src && add.dst == insn.dst => match add.opc {
-            // dst + dst is src + src here.
-            ADD64_REG => {
-                let index = if add.src == insn.dst { insn.src } else { add.src };
-                Some((2, insn.dst, insn.src, Some(index), 0))
-            }
-            ADD64_IMM => Some((2, insn.dst, insn.src, None, add.imm)),
-            _ => None,
-        },
-        (ADD64_REG, _) => Some((1, insn.dst, insn.dst, Some(insn.src), 0)),
-        (ADD64_IMM, _) => Some((1, insn.dst, insn.dst, None, insn.imm)),
-        _ => None,
-    }
-}
-
-/// For a program without local calls or backward jumps: from each slot, the
-/// most instructions a run executes until it exits (an lddw counts once, as
-/// the interpreter counts it; a helper call is one instruction).
-fn longest_runs(insns: &[Insn]) -> Vec<u32> {
-    let mut to_exit = vec![0u32; insns.len() + 2];
-    for pc in (0..insns.len()).rev() {
-        let insn = insns[pc];
-        to_exit[pc] = 1 + match insn.opc {
-            EXIT => 0,
-            LDDW => to_exit[pc + 2],
-            JA | JA32 => to_exit[jump_target(pc, insn).unwrap_or(pc + 1)],
-            _ => match jump_target(pc, insn) {
-                Some(to) => to_exit[pc + 1].max(to_exit[to]),
-                None => to_exit[pc + 1],
-            },
-        };
-    }
-    to_exit.truncate(insns.len());
-    to_exit
-}
-
-impl Analysis {
-    fn new(program: &Program) -> Analysis {
-        let insns = program.insns();
-        let empty = Slot {
-            target: false,
-            covered: false,
-            check: Check::None,
-            leads: None,
-            member_of: None,
-            loop_head: false,
-            fusion: None,
-        };
-        let mut slots = vec![empty; insns.len()];
-        for &start in program.functions() {
-            slots[start].target = true;
-        }
-        let mut used = [false; REG_SLOTS];
-        let mut local_calls = false;
-        let mut helper_calls = false;
-        let mut branches = false;
-        let mut entry_is_called = false;
-        let mut entry_is_jumped_to = false;
-        let mut pc = 0;
-        while pc < insns.len() {
-            let insn = insns[pc];
-            // Fields a form does not use are 0, naming r0, which is always
-            // set up.
-            used[insn.dst as usize & 15] = true;
-            used[insn.src as usize & 15] = true;
-            match insn.opc {
-                LDDW => pc += 1,
-                CALL if insn.src == CALL_LOCAL => {
-                    local_calls = true;
-                    entry_is_called |= target(pc, insn.imm as i64) == 0;
-                }
-                CALL | CALLX => helper_calls = true,
-                _ => {}
-            }
-            let jump = jump_target(pc, insn);
-            branches |= matches!(insn.class(), BPF_JMP | BPF_JMP32) && insn.opc != EXIT;
-            if let Some(to) = jump {
-                slots[to].target = true;
-                slots[to].loop_head |= to <= pc;
-                entry_is_jumped_to |= to == 0;
-            }
-            pc += 1;
-        }
-        let mut analysis = Analysis {
-            slots,
-            groups: Vec::new(),
-            copy_end: Vec::new(),
-            bounds: vec![1, 2, 4, 8],
-            bound_used: [false; BOUND_SLOTS],
-            any_check: false,
-            used,
-            local_calls,
-            helper_calls,
-            branches,
-            entry_end: program.functions().get(1).copied().unwrap_or(insns.len()),
-            entry_is_called,
-            to_exit: Vec::new(),
-            read_unwritten: 0,
-        };
-        if !local_calls && !analysis.slots.iter().any(|slot| slot.loop_head) {
-            analysis.to_exit = longest_runs(insns);
-        }
-        analysis.plan_checks(program, !(entry_is_jumped_to || entry_is_called));
-        analysis.plan_groups();
-        analysis.plan_fusions(insns);
-        analysis
-    }
-
-    /// Decides each access's check from what is known of the registers
-    /// (see [`facts`]), followed along the program's edges: joined where
-    /// forward edges meet, fresh at function starts, and at a loop head a
-    /// candidate invariant. A walk over the program takes each loop head's
-    /// candidate as given and reports every state arriving there (from
-    /// before the loop and along its back edges); a candidate that some
-    /// arrival does not fit is widened to cover it, and the walk runs again,
-    /// until every arrival fits, so that the candidates hold and the walk's
-    /// decisions with them. Should that take too many rounds, loop heads
-    /// start afresh instead, which always holds.
-    fn plan_checks(&mut self, program: &Program, entry_known: bool) {
-        let mut ids = Ids::new();
-        let mut candidates: Vec<(usize, Facts)> = Vec::new();
-        for _ in 0..MAX_ROUNDS {
-            let arrivals = self.walk(program, entry_known, Some(&mut candidates), &mut ids);
-            let mut settled = true;
-            for (head, state) in arrivals {
-                let Some((_, candidate)) = candidates.iter_mut().find(|(pc, _)| *pc == head) else { continue };
-                if !state.fits(candidate) {
-                    *candidate = candidate.widen(&state, &mut ids);
-                    settled = false;
-                }
-            }
-            if settled {
-                return;
-            }
-        }
-        self.walk(program, entry_known, None, &mut ids);
-    }
-
-    /// One walk over the program for [`Analysis::plan_checks`], with each
-    /// loop head's candidate (first the state arriving from before the
-    /// loop), or with every loop head afresh; returns the states arriving
-    /// at loop heads.
-    fn walk(
-        &mut self,
-        program: &Program,
-        entry_known: bool,
-        mut candidates: Option<&mut Vec<(usize, Facts)>>,
-        ids: &mut Ids,
-    ) -> Vec<(usize, Facts)> {
-        let insns = program.insns();
-        // A walk starts from no decisions.
-        for slot in &mut self.slots {
-            slot.check = Check::None;
-            slot.member_of = None;
-        }
-        self.groups.clear();
-        self.bound_used = [false; BOUND_SLOTS];
-        self.any_check = false;
-        self.read_unwritten = 0;
-        let mut arrivals = Vec::new();
-        let function_start = |pc: usize| program.functions().contains(&pc);
-        // The facts forward jumps bring to targets not reached yet, joined
-        // (few at a time: a linear search beats hashing).
-        let mut incoming: Vec<(usize, Facts)> = Vec::new();
-        let take = |incoming: &mut Vec<(usize, Facts)>, pc: usize| {
-            let at = incoming.iter().position(|&(to, _)| to == pc)?;
-            Some(incoming.swap_remove(at).1)
-        };
-        let mut facts = if entry_known { Facts::entry() } else { Facts::fresh() };
-        // Can control fall into `pc` from the instruction before?
-        let mut falls_in = true;
-        // The open group of input-checked accesses through each register.
-        let mut open: [Option<u32>; REG_SLOTS] = [None; REG_SLOTS];
-        let mut pc = 0;
-        while pc < insns.len() {
-            if self.slots[pc].target {
-                open = [None; REG_SLOTS];
-                let arriving = take(&mut incoming, pc);
-                let joined = match (falls_in, arriving) {
-                    (true, Some(jumped)) => facts.join(&jumped, ids),
-                    (false, Some(jumped)) => jumped,
-                    (true, None) => facts,
-                    // Dead code: nothing reaches it.
-                    (false, None) => Facts::fresh(),
-                };
-                facts = if pc == 0 && entry_known {
-                    facts
-                } else if function_start(pc) {
-                    Facts::fresh()
-                } else if self.slots[pc].loop_head {
-                    match candidates.as_deref_mut() {
-                        None => Facts::fresh(),
-                        Some(candidates) => {
-                            arrivals.push((pc, joined));
-                            match candidates.iter().find(|(head, _)| *head == pc) {
-                                Some(&(_, candidate)) => candidate,
-                                None => {
-                                    candidates.push((pc, joined));
-                                    joined
-                                }
-                            }
-                        }
-                    }
-                } else {
-                    joined
-                };
-            }
-            let insn = insns[pc];
-            let class = insn.class();
-            self.read_unwritten |= facts.read_unwritten(insn);
-            falls_in = true;
-            match insn.opc {
-                CALL | CALLX => {
-                    facts = facts.after_call();
-                    open = [None; REG_SLOTS];
-                }
-                EXIT => {
-                    open = [None; REG_SLOTS];
-                    falls_in = false;
-                }
-                _ if class == BPF_JMP || class == BPF_JMP32 => {
-                    // The end of a straight run.
-                    open = [None; REG_SLOTS];
-                    if let Some(to) = jump_target(pc, insn) {
-                        let mut taken = facts;
-                        taken.assume(insn, true);
-                        if to <= pc {
-                            // A back edge, to a loop head (or a function's
-                            // start, which has no candidate: always afresh).
-                            arrivals.push((to, taken));
-                        } else {
-                            let joined = match take(&mut incoming, to) {
-                                Some(earlier) => earlier.join(&taken, ids),
-                                None => taken,
-                            };
-                            incoming.push((to, joined));
-                        }
-                    }
-                    if insn.opc == JA || insn.opc == JA32 {
-                        falls_in = false;
-                    } else {
-                        facts.assume(insn, false);
-                    }
-                }
-                _ => {
-                    let access = match class {
-                        BPF_LDX => Some((insn.src, false)),
-                        BPF_ST | BPF_STX => Some((insn.dst, true)),
-                        _ => None,
-                    };
-                    if let Some((base, write)) = access {
-                        let size = access_size(insn.opc);
-                        self.plan_access(&facts, &mut open, pc, base, insn.off, size, write, program);
-                    }
-                    // A register written closes its group.
-                    if let Some(written) = facts.step(insns, pc, ids) {
-                        open[written as usize & 15] = None;
-                    }
-                    if insn.opc == LDDW {
-                        pc += 1;
-                    }
-                }
-            }
-            pc += 1;
-        }
-        arrivals
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn plan_access(
-        &mut self,
-        facts: &Facts,
-        open: &mut [Option<u32>; REG_SLOTS],
-        pc: usize,
-        base: u8,
-        off: i16,
-        size: usize,
-        write: bool,
-        program: &Program,
-    ) {
-        let frame = STACK_FRAME_SIZE as i64;
-        let check = match facts.place(base, off, size) {
-            Place::Frame(start) => {
-                if start >= -frame && start <= -(size as i64) {
-                    // [r10 + start, r10 + start + size) is inside [r10 - 512, r10).
-                    Check::None
-                } else if start >= -frame && start <= i32::MAX as i64 - 8 {
-                    Check::Stack { end: (start + size as i64) as i32 }
-                } else {
-                    Check::Input
-                }
-            }
-            Place::Input => Check::None,
-            Place::Address(addr) => {
-                let allowed = program
-                    .regions()
-                    .iter()
-                    .any(|region| region.contains(addr, size as u64) && (region.writable || !write));
-                if allowed { Check::None } else { Check::Input }
-            }
-            Place::Unknown => Check::Input,
-        };
-        self.slots[pc].check = check;
-        if check == Check::None {
-            return;
-        }
-        self.any_check = true;
-        self.bound_used[size.trailing_zeros() as usize] = true;
-        if check != Check::Input {
-            return;
-        }
-        let (lo, hi) = (off as i32, off as i32 + size as i32);
-        let base_index = base as usize & 15;
-        if let Some(index) = open[base_index] {
-            let group = &mut self.groups[index as usize];
-            let (lo, hi) = (group.lo.min(lo), group.hi.max(hi));
-            if hi - lo <= MAX_SPAN {
-                *group = Group { lo, hi, last: pc, members: group.members + 1, ..*group };
-                self.slots[pc].member_of = Some(index);
-                return;
-            }
-        }
-        let index = self.groups.len() as u32;
-        open[base_index] = Some(index);
-        self.slots[pc].member_of = Some(index);
-        self.groups.push(Group { first: pc, last: pc, lo, hi, members: 1 });
-    }
-
-    /// Keeps the groups of two or more accesses whose span has (or can
-    /// have) an input bound slot, and sizes their copies.
-    fn plan_groups(&mut self) {
-        for (index, group) in self.groups.iter().enumerate() {
-            if group.members < 2 {
-                continue;
-            }
-            let span = (group.hi - group.lo) as u32;
-            let slot = match self.bounds.iter().position(|&bound| bound == span) {
-                Some(slot) => slot,
-                None if self.bounds.len() < BOUND_SLOTS => {
-                    self.bounds.push(span);
-                    self.bounds.len() - 1
-                }
-                None => continue,
-            };
-            self.bound_used[slot] = true;
-            self.slots[group.first].leads = Some(index as u32);
-            for slot in &mut self.slots[group.first + 1..=group.last] {
-                slot.covered |= slot.member_of == Some(index as u32);
-            }
-        }
-        // A copy runs instead of the code from its group's first access
-        // on, without the merged checks of the groups starting inside it,
-        // so it must reach past their last accesses too. (Groups are in
-        // order of their first access, each within one straight run.)
-        self.copy_end = self.groups.iter().map(|group| group.last).collect();
-        for index in 0..self.groups.len() {
-            let mut end = self.groups[index].last;
-            for later in &self.groups[index + 1..] {
-                if later.first > end {
-                    break;
-                }
-                end = end.max(later.last);
-            }
-            self.copy_end[index] = end;
-        }
-    }
-
-    /// Decides which runs of instructions are emitted as one (after the
-    /// checks: a byte pair needs its loads unchecked). The runs are found
-    /// in the order the emitter steps through the program. Liveness is
-    /// computed only once some run needs it.
-    fn plan_fusions(&mut self, insns: &[Insn]) {
-        let called_from = if self.entry_is_called { 0 } else { self.entry_end };
-        let live_after = OnceCell::new();
-        let dead = |pc: usize, reg: u8| {
-            live_after.get_or_init(|| liveness::live_after(insns, called_from))[pc] & 1 << (reg & 15) == 0
-        };
-        let mut pc = 0;
-        while pc < insns.len() {
-            let fusion = self.byte_pair(insns, pc, &dead).or_else(|| self.lea(insns, pc));
-            self.slots[pc].fusion = fusion;
-            pc += match fusion {
-                Some(Fusion::Lea { .. }) => 2,
-                Some(Fusion::BytePair { len, .. }) => len as usize,
-                None if insns[pc].opc == LDDW => 2,
-                None => 1,
-            };
-        }
-    }
-
-    /// Can control reach `pc` only from the instruction before?
-    fn inner(&self, pc: usize) -> bool {
-        pc < self.slots.len() && !self.slots[pc].target
-    }
-
-    fn lea(&self, insns: &[Insn], pc: usize) -> Option<Fusion> {
-        match address(insns, pc)? {
-            (2, dst, base, index, disp) if self.inner(pc + 1) => Some(Fusion::Lea { dst, base, index, disp }),
-            _ => None,
-        }
-    }
-
-    /// A byte pair at `pc`, or after an address computation at `pc`.
-    fn byte_pair(&self, insns: &[Insn], pc: usize, dead: &impl Fn(usize, u8) -> bool) -> Option<Fusion> {
-        if let Some((skip, set, base, index, disp)) = address(insns, pc) {
-            let inner = (pc + 1..pc + skip + 1).all(|pc| self.inner(pc));
-            let pair = inner.then(|| self.plain_byte_pair(insns, pc + skip, dead)).flatten();
-            if let Some(Fusion::BytePair { dst, base: pair_base, index: None, disp: pair_disp, swap, mask, len }) = pair
-            {
-                if pair_base == set && (dst == set || dead(pc + skip + len as usize - 1, set)) {
-                    let disp = pair_disp.checked_add(disp)?;
-                    return Some(Fusion::BytePair { dst, base, index, disp, swap, mask, len: len + skip as u8 });
-                }
-            }
-        }
-        self.plain_byte_pair(insns, pc, dead)
-    }
-
-    /// `ldxb a, [base + k]; ldxb b, [base + k ± 1]; lsh a|b, 8; [and a|b,
-    /// mask;] or a|b, b|a`.
-    fn plain_byte_pair(&self, insns: &[Insn], pc: usize, dead: &impl Fn(usize, u8) -> bool) -> Option<Fusion> {
-        let [first, second, shift, mut or] = *insns.get(pc..pc + 4)? else { return None };
-        // The shifted byte masked before the or (a fragment offset's flags
-        // cleared, say): the 16 bits masked by the mask's bits 8-15 (the
-        // shifted byte has no others), the other byte kept whole.
-        let masked = matches!(or.opc, AND32_IMM | AND64_IMM) && or.dst == shift.dst;
-        let mask = if masked {
-            let mask = or.imm as u16 | 0xff;
-            or = *insns.get(pc + 4)?;
-            mask
-        } else {
-            0xffff
-        };
-        let len = 4 + masked as usize;
-        let loads = first.opc == LDXB
-            && second.opc == LDXB
-            && first.src == second.src
-            && first.dst != first.src
-            && first.dst != second.dst
-            && self.slots[pc].check == Check::None
-            && self.slots[pc + 1].check == Check::None;
-        let low = match second.off.checked_sub(first.off)? {
-            1 => first,
-            -1 => second,
-            _ => return None,
-        };
-        let pair = [first.dst, second.dst];
-        let shifted = matches!(shift.opc, LSH32_IMM | LSH64_IMM) && shift.imm == 8 && pair.contains(&shift.dst);
-        let ored = matches!(or.opc, OR32_REG | OR64_REG) && pair.contains(&or.dst) && pair.contains(&or.src);
-        let inner = (pc + 1..pc + len).all(|pc| self.inner(pc));
-        let fused = loads && shifted && ored && or.dst != or.src && inner && dead(pc + len - 1, or.src);
-        fused.then_some(Fusion::BytePair {
-            dst: or.dst,
-            base: first.src,
-            index: None,
-            disp: low.off as i32,
-            swap: shift.dst == low.dst,
-            mask,
-            len: len as u8,
-        })
-    }
-}
 
 /// Code placed after the body, reached only when a run stops or a check's
 /// inline half fails.
@@ -815,22 +213,22 @@ fn reg(index: u8) -> Rq {
 /// The code of a verified program, and whether it reads its stack
 /// argument (see [`super::Code::uses_stack`]).
 pub(super) fn emit(program: &Program) -> Result<(Vec<u8>, bool), JitError> {
-    let analysis = Analysis::new(program);
-    let mut emitter = Emitter::new(program, &analysis);
+    let plan = Plan::new(program);
+    let mut emitter = Emitter::new(program, &plan);
     emitter.emit_prologue();
     emitter.emit_body()?;
     emitter.emit_cold()?;
     emitter.emit_shared_exits();
     emitter.emit_region_checks();
     let bytes = emitter.ops.finalize().map_err(|error| JitError::Assembler(error.to_string()))?;
-    let uses_stack = emitter.frame_in_rbp || analysis.any_check || analysis.local_calls || analysis.helper_calls;
+    let uses_stack = emitter.frame_in_rbp || plan.checks.any_check || plan.flow.local_calls || plan.flow.helper_calls;
     Ok((bytes, uses_stack))
 }
 
 struct Emitter<'p> {
     ops: Assembler,
     program: &'p Program,
-    analysis: &'p Analysis,
+    plan: &'p Plan,
     /// A label for each slot that some jump or call lands on.
     labels: Vec<Option<DynamicLabel>>,
     /// What r12 is ahead of the budget left once the current instruction is
@@ -874,15 +272,15 @@ struct Emitter<'p> {
 }
 
 impl<'p> Emitter<'p> {
-    fn new(program: &'p Program, analysis: &'p Analysis) -> Emitter<'p> {
+    fn new(program: &'p Program, plan: &'p Plan) -> Emitter<'p> {
         let insns = program.insns();
         let mut ops = Assembler::with_capacity(24 * insns.len() + 256, insns.len() / 2 + 16, insns.len() + 16);
-        let labels = analysis.slots.iter().map(|slot| slot.target.then(|| ops.new_dynamic_label())).collect();
-        let call_saved: Vec<Rq> = (6..=9).filter(|&r| analysis.used[r]).map(|r| REGISTER_MAP[r]).collect();
+        let labels = plan.flow.landings.iter().map(|landing| landing.target.then(|| ops.new_dynamic_label())).collect();
+        let call_saved: Vec<Rq> = (6..=9).filter(|&r| plan.flow.used[r]).map(|r| REGISTER_MAP[r]).collect();
         let big_limit = program.instruction_limit() > REMAINING_MAX;
-        let budget_in_register = analysis.branches || big_limit;
-        let dag = analysis.branches && !big_limit && !analysis.to_exit.is_empty();
-        let frame_in_rbp = analysis.used[FRAME_REG as usize] || analysis.local_calls;
+        let budget_in_register = plan.flow.branches || big_limit;
+        let dag = plan.flow.branches && !big_limit && !plan.flow.to_exit.is_empty();
+        let frame_in_rbp = plan.flow.used[FRAME_REG as usize] || plan.flow.local_calls;
         let mut saved = Vec::with_capacity(6);
         if frame_in_rbp {
             saved.push(Rq::RBP);
@@ -893,7 +291,7 @@ impl<'p> Emitter<'p> {
         saved.extend(&call_saved);
         // Helpers want rsp 16-byte aligned: the return address and the
         // pushes, then padding.
-        let padding = if !analysis.helper_calls || (saved.len() + 1) % 2 == 0 { 0 } else { 8 };
+        let padding = if !plan.flow.helper_calls || (saved.len() + 1) % 2 == 0 { 0 } else { 8 };
         Emitter {
             fault: ops.new_dynamic_label(),
             unwind: ops.new_dynamic_label(),
@@ -901,7 +299,7 @@ impl<'p> Emitter<'p> {
             refill: ops.new_dynamic_label(),
             ops,
             program,
-            analysis,
+            plan,
             labels,
             pending: 0,
             cold: Vec::new(),
@@ -929,15 +327,15 @@ impl<'p> Emitter<'p> {
         if self.padding != 0 {
             x64!(self.ops ; sub rsp, BYTE self.padding as i8);
         }
-        let analysis = self.analysis;
+        let plan = self.plan;
         x64!(self.ops ; mov r10, rdx);
         if self.frame_in_rbp {
             x64!(self.ops ; mov rbp, rcx);
         }
-        if analysis.any_check || analysis.local_calls {
+        if plan.checks.any_check || plan.flow.local_calls {
             x64!(self.ops ; mov [r10 + CTX_STACK_TOP], rcx);
         }
-        if analysis.local_calls {
+        if plan.flow.local_calls {
             let deepest = (STACK_FRAME_SIZE * (MAX_CALL_DEPTH - 1)) as i32;
             x64!(self.ops
                 ; lea r11, [rcx - deepest]
@@ -945,9 +343,11 @@ impl<'p> Emitter<'p> {
                 ; mov [r10 + CTX_SAVED_RSP], rsp
             );
         }
-        if analysis.any_check {
+        if plan.checks.any_check {
             x64!(self.ops ; mov [r10 + CTX_INPUT_START], rdi ; xor ecx, ecx);
-            for (index, &span) in analysis.bounds.iter().enumerate().filter(|&(index, _)| analysis.bound_used[index]) {
+            for (index, &span) in
+                plan.checks.bounds.iter().enumerate().filter(|&(index, _)| plan.checks.bound_used[index])
+            {
                 let slot = CTX_INPUT_BOUND + 8 * index as i32;
                 let short = span as i32 - 1;
                 if short == 0 {
@@ -967,7 +367,7 @@ impl<'p> Emitter<'p> {
         if !self.budget_in_register {
             // Counted where the run ends.
         } else if self.dag {
-            let start = limit as i64 - i64::from(self.analysis.to_exit[0]);
+            let start = limit as i64 - i64::from(self.plan.flow.to_exit[0]);
             match i32::try_from(start) {
                 Ok(start) => x64!(self.ops ; mov r12, DWORD start),
                 Err(_) => x64!(self.ops ; mov r12, QWORD start),
@@ -988,8 +388,8 @@ impl<'p> Emitter<'p> {
         // (r6-r9 only where named: the prologue saves no others, and only
         // an instruction naming one reads it).
         for (r, &host) in REGISTER_MAP.iter().enumerate().take(10) {
-            let named_if_saved = r <= 5 || analysis.used[r];
-            if r != 1 && r != 2 && named_if_saved && analysis.read_unwritten & 1 << r != 0 {
+            let named_if_saved = r <= 5 || plan.flow.used[r];
+            if r != 1 && r != 2 && named_if_saved && plan.checks.read_unwritten & 1 << r != 0 {
                 x64!(self.ops ; xor Rd(host), Rd(host));
             }
         }
@@ -1002,7 +402,7 @@ impl<'p> Emitter<'p> {
             if let Some(label) = self.labels[pc] {
                 // Falling into a jump target ends the straight run.
                 self.flush();
-                if self.analysis.slots[pc].loop_head {
+                if self.plan.flow.landings[pc].loop_head {
                     self.ops.align_with_nops(LOOP_ALIGN);
                 }
                 x64!(self.ops ; =>label);
@@ -1016,7 +416,7 @@ impl<'p> Emitter<'p> {
     fn emit_step(&mut self, pc: usize) -> Result<usize, JitError> {
         let insns = self.program.insns();
         let insn = insns[pc];
-        match self.analysis.slots[pc].fusion {
+        match self.plan.fusions[pc] {
             Some(Fusion::Lea { dst, base, index, disp }) => {
                 let (dst, base) = (reg(dst), reg(base));
                 self.count(pc + 1, 2);
@@ -1229,7 +629,7 @@ impl<'p> Emitter<'p> {
     /// Counts the instructions of one step, the last at `last`.
     fn count(&mut self, last: usize, instructions: i32) {
         if self.dag {
-            self.pending = 1 - self.analysis.to_exit[last] as i32;
+            self.pending = 1 - self.plan.flow.to_exit[last] as i32;
         } else {
             self.pending += instructions;
         }
@@ -1456,29 +856,33 @@ impl<'p> Emitter<'p> {
     }
 
     /// The inline half of the check of the access of `size` bytes at
-    /// `[base + off]` made by the instruction at `pc`, as the analysis
+    /// `[base + off]` made by the instruction at `pc`, as the plan
     /// planned it; the rest goes out of line.
     fn emit_check(&mut self, pc: usize, base: u8, off: i16, size: usize, write: bool) {
-        let analysis = self.analysis;
-        let slot = analysis.slots[pc];
-        let inline = slot.check;
-        if inline == Check::None || (!self.individual && slot.covered) {
+        let plan = self.plan;
+        let access = plan.checks.accesses[pc];
+        let inline = access.check;
+        if inline == Check::None || (!self.individual && access.covered) {
             return;
         }
         let base = reg(base);
         let off = off as i32;
         let label = self.ops.new_dynamic_label();
         let back = self.ops.new_dynamic_label();
-        if let (false, Some(index)) = (self.individual, slot.leads) {
+        if let (false, Some(index)) = (self.individual, access.leads) {
             // The span of the group's accesses, then theirs unchecked; or
             // the copy that checks them one by one.
-            let group = analysis.groups[index as usize];
-            let slot =
-                analysis.bounds.iter().position(|&bound| bound == group.span()).expect("a kept group has a bound slot");
+            let group = plan.checks.groups[index as usize];
+            let slot = plan
+                .checks
+                .bounds
+                .iter()
+                .position(|&bound| bound == group.span())
+                .expect("a kept group has a bound slot");
             let bound = CTX_INPUT_BOUND + 8 * slot as i32;
             self.emit_input_compare(base, group.lo, bound);
             x64!(self.ops ; jae =>label);
-            let last = analysis.copy_end[index as usize];
+            let last = plan.checks.copy_end[index as usize];
             self.resume.push((last, back));
             self.cold.push(Cold::Copy { label, first: pc, last, pending: self.pending - 1, back });
             return;
@@ -1802,7 +1206,7 @@ impl<'p> Emitter<'p> {
     }
 
     fn label(&self, pc: usize) -> DynamicLabel {
-        // The analysis gave every jump and call target a label.
+        // The flow gave every jump and call target a label.
         self.labels[pc].expect("every jump and call target has a label")
     }
 
@@ -1832,9 +1236,9 @@ impl<'p> Emitter<'p> {
         // DAG mode: what each successor adds to r12 (one of them 0).
         let (mut taken_adds, mut next_adds) = (0, 0);
         if self.dag {
-            let after = self.analysis.to_exit[pc] as i32 - 1;
+            let after = self.plan.flow.to_exit[pc] as i32 - 1;
             (taken_adds, next_adds) =
-                (after - self.analysis.to_exit[to] as i32, after - self.analysis.to_exit[pc + 1] as i32);
+                (after - self.plan.flow.to_exit[to] as i32, after - self.plan.flow.to_exit[pc + 1] as i32);
         }
         if taken_adds > 0 {
             let adjust = self.ops.new_dynamic_label();
@@ -2027,10 +1431,10 @@ impl<'p> Emitter<'p> {
     /// `exit`: return from a local call, or end the run when at depth 0.
     fn emit_exit(&mut self, pc: usize) {
         self.flush();
-        if pc >= self.analysis.entry_end {
+        if pc >= self.plan.flow.entry_end {
             // Only local calls enter the other functions.
             x64!(self.ops ; ret);
-        } else if self.analysis.entry_is_called {
+        } else if self.plan.flow.entry_is_called {
             let exit = self.exit;
             x64!(self.ops
                 ; cmp rbp, [r10 + CTX_STACK_TOP]
@@ -2056,7 +1460,7 @@ impl<'p> Emitter<'p> {
     /// Restores the native stack (from any depth, when asked) and the
     /// callee-saved registers, and returns.
     fn emit_epilogue(&mut self, from_any_depth: bool) {
-        if from_any_depth && self.analysis.local_calls {
+        if from_any_depth && self.plan.flow.local_calls {
             x64!(self.ops ; mov rsp, [r10 + CTX_SAVED_RSP]);
         }
         if self.padding != 0 {
@@ -2217,211 +1621,5 @@ mod tests {
     fn status_is_exited_zero() {
         // The exits return 0 with `xor eax, eax`.
         assert_eq!(Status::Exited as u64, 0);
-    }
-
-    #[test]
-    fn analysis_proves_every_access_of_the_classifier() {
-        use crate::helpers::Helpers;
-        use crate::program::Config;
-        // Each read follows a comparison of its end with the length, some
-        // through offsets that differ by path (VLAN tag or not) or come
-        // from the packet (the IPv4 header length).
-        let object = include_bytes!("../../../examples/classifier.o");
-        let program = Program::from_elf(object, None, &Helpers::new(), &Config::default()).expect("loads");
-        let analysis = Analysis::new(&program);
-        let loads: Vec<usize> =
-            (0..program.insns().len()).filter(|&pc| program.insns()[pc].class() == BPF_LDX).collect();
-        assert_eq!(loads.len(), 11);
-        for pc in loads {
-            assert_eq!(analysis.slots[pc].check, Check::None, "instruction {pc}");
-        }
-        assert!(!analysis.any_check);
-    }
-
-    #[test]
-    fn clangs_16_bit_reads_become_one_load() {
-        use crate::helpers::Helpers;
-        use crate::program::Config;
-        let pairs = |object: &[u8]| {
-            let program = Program::from_elf(object, None, &Helpers::new(), &Config::default()).expect("loads");
-            let analysis = Analysis::new(&program);
-            let fused = analysis.slots.iter().enumerate().filter_map(|(pc, slot)| match slot.fusion {
-                Some(Fusion::BytePair { index, swap, mask, len, .. }) => Some((pc, index.is_some(), swap, mask, len)),
-                _ => None,
-            });
-            fused.collect::<Vec<_>>()
-        };
-        // The ethertype (twice), through `r1 + 12` and `r1 + 16`; the
-        // fragment offset, masked between its shift and its or; the
-        // destination port, through `r1 + r3 + 2`.
-        let classifier = pairs(include_bytes!("../../../examples/classifier.o"));
-        let expected = [
-            (2, false, true, 0xffff, 4),
-            (12, false, true, 0xffff, 4),
-            (42, false, true, 0x1fff, 5),
-            (53, true, true, 0xffff, 5),
-        ];
-        assert_eq!(classifier, expected);
-        // The checksum's loop reads `r1 + r4` and `r1 + r4 + 1`.
-        let checksum = pairs(include_bytes!("../../../tests/fixtures/checksum.o"));
-        assert_eq!(checksum, [(6, true, true, 0xffff, 6)]);
-    }
-
-    /// Byte pairs in every shape clang might write them, and near misses:
-    /// either order, either byte shifted and maybe masked, either width, the
-    /// or either way round, the address computed just before or not (r13
-    /// as its base or index too), the spare register and the base read
-    /// again or not, the loads proved or checked. Both engines must agree
-    /// on the result, the count and the memory, and enough programs must be
-    /// fused for that to say something.
-    #[test]
-    fn byte_pairs_read_what_their_bytes_hold() {
-        use std::sync::Arc;
-
-        use crate::helpers::Helpers;
-        use crate::jit::{JitProgram, assert_engines_agree};
-        use crate::program::Config;
-        use crate::testgen::{self, ByteSource};
-
-        // r1 keeps the input's address, r2 its length; r3 a small constant;
-        // r9 the computed address; r7 sometimes a copy of r1 or r3.
-        const VALUES: [u8; 7] = [0, 4, 5, 6, 7, 8, 9];
-        let mut fused_programs = 0;
-        for seed in 0..5_000 {
-            let bytes = testgen::seed_bytes(seed);
-            let mut rng = ByteSource::new(&bytes);
-            let mut insns = vec![Insn::new(MOV64_IMM, 3, 0, 0, rng.below(4) as i32)];
-            for &r in &VALUES {
-                insns.push(Insn::new(MOV64_IMM, r, 0, 0, 0x100 + rng.below(256) as i32));
-            }
-            let mut exits = Vec::new();
-            for _ in 0..1 + rng.below(3) {
-                let k = rng.below(12) as i16;
-                if rng.below(4) != 0 {
-                    // Proves the reads below, or (one short) does not.
-                    exits.push(insns.len());
-                    insns.push(Insn::new(JLT_IMM, 2, 0, 0, k as i32 + 5 - rng.below(2) as i32));
-                }
-                // The address and the constant, also in r7 (r13, which as a
-                // base needs a displacement byte).
-                let address = if rng.below(3) == 0 {
-                    insns.push(Insn::new(MOV64_REG, 7, 1, 0, 0));
-                    7
-                } else {
-                    1
-                };
-                let constant = if address == 1 && rng.below(3) == 0 {
-                    insns.push(Insn::new(MOV64_REG, 7, 3, 0, 0));
-                    7
-                } else {
-                    3
-                };
-                let base = match rng.below(5) {
-                    0 => address,
-                    1 => {
-                        insns.push(Insn::new(MOV64_REG, 9, address, 0, 0));
-                        insns.push(Insn::new(ADD64_REG, 9, constant, 0, 0));
-                        9
-                    }
-                    2 => {
-                        insns.push(Insn::new(MOV64_REG, 9, address, 0, 0));
-                        insns.push(Insn::new(ADD64_IMM, 9, 0, 0, 2));
-                        9
-                    }
-                    3 => {
-                        // Apart, so only the add is folded.
-                        insns.push(Insn::new(MOV64_REG, 9, address, 0, 0));
-                        insns.push(Insn::new(XOR64_REG, 0, 3, 0, 0));
-                        insns.push(Insn::new(ADD64_REG, 9, constant, 0, 0));
-                        9
-                    }
-                    _ => {
-                        insns.push(Insn::new(MOV64_REG, 9, 1, 0, 0));
-                        insns.push(Insn::new(ADD64_REG, 9, 9, 0, 0));
-                        insns.push(Insn::new(SUB64_REG, 9, 1, 0, 0));
-                        9
-                    }
-                };
-                let (a, b) = (rng.pick(&VALUES), rng.pick(&VALUES));
-                if a == b || a == base {
-                    continue;
-                }
-                let (first, second) = if rng.below(2) == 0 { (k, k + 1) } else { (k + 1, k) };
-                insns.push(Insn::new(LDXB, a, base, first, 0));
-                insns.push(Insn::new(LDXB, b, base, second, 0));
-                let (shifted, other) = if rng.below(2) == 0 { (a, b) } else { (b, a) };
-                let amount = if rng.below(8) == 0 { 4 } else { 8 };
-                insns.push(Insn::new(rng.pick(&[LSH32_IMM, LSH64_IMM]), shifted, 0, 0, amount));
-                if rng.below(3) == 0 {
-                    // Masked (or, a near miss, the other byte masked).
-                    let masked = if rng.below(4) == 0 { other } else { shifted };
-                    let mask = rng.pick(&[0x1f00, 0x1fff, -256, 0x0ff0, 0x8000, 0]);
-                    insns.push(Insn::new(rng.pick(&[AND32_IMM, AND64_IMM]), masked, 0, 0, mask));
-                }
-                let (dst, src) = if rng.below(2) == 0 { (shifted, other) } else { (other, shifted) };
-                insns.push(Insn::new(rng.pick(&[OR32_REG, OR64_REG]), dst, src, 0, 0));
-                // Read some registers again (the spare, the base, others).
-                for _ in 0..rng.below(3) {
-                    insns.push(Insn::new(rng.pick(&[XOR64_REG, ADD64_REG]), 0, rng.pick(&[a, b, 9, 4, 6]), 0, 0));
-                }
-            }
-            // Some registers into the result; the others are dead.
-            for _ in 0..rng.below(4) {
-                insns.push(Insn::new(XOR64_REG, 0, rng.pick(&VALUES), 0, 0));
-            }
-            let exit = insns.len();
-            insns.push(Insn::new(EXIT, 0, 0, 0, 0));
-            for pc in exits {
-                insns[pc].off = (exit - pc - 1) as i16;
-            }
-            let program = Arc::new(
-                Program::load(&encode_program(&insns), &Helpers::new(), &Config::default())
-                    .unwrap_or_else(|error| panic!("seed {seed}: {error}")),
-            );
-            let analysis = Analysis::new(&program);
-            fused_programs +=
-                analysis.slots.iter().any(|slot| matches!(slot.fusion, Some(Fusion::BytePair { .. }))) as u32;
-            let jit = JitProgram::compile(program.clone()).expect("compiles");
-            for _ in 0..4 {
-                let len = rng.below(20) as usize;
-                let input: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
-                let _ = assert_engines_agree(&program, &jit, &input, &format_args!("seed {seed}, program {insns:?}"));
-            }
-        }
-        assert!(fused_programs > 1_000, "only {fused_programs} programs had a fused pair");
-    }
-
-    #[test]
-    fn analysis_elides_frame_and_region_checks_only() {
-        use crate::helpers::Helpers;
-        use crate::program::{Config, Region};
-        static DATA: [u8; 16] = [0; 16];
-        let start = DATA.as_ptr() as u64;
-        let config = Config {
-            regions: vec![Region { start, len: 16, writable: false, ..Region::default() }],
-            ..Config::default()
-        };
-        let insns = [
-            Insn::new(STXDW, 10, 1, -8, 0),         // 0: in the frame
-            Insn::new(MOV64_REG, 2, 10, 0, 0),      // 1: r2 = r10
-            Insn::new(ADD64_IMM, 2, 0, 0, -16),     // 2: r2 = r10 - 16
-            Insn::new(LDXDW, 0, 2, 8, 0),           // 3: r10 - 8: in the frame
-            Insn::new(LDXDW, 0, 2, 16, 0),          // 4: r10 + 0: a caller's frame, maybe
-            Insn::new(LDDW, 3, 0, 0, start as i32), // 5
-            Insn::new(0, 0, 0, 0, (start >> 32) as i32),
-            Insn::new(LDXW, 0, 3, 12, 0), // 7: in the region
-            Insn::new(STW, 3, 0, 12, 0),  // 8: read-only region
-            Insn::new(LDXW, 0, 3, 13, 0), // 9: past the region
-            Insn::new(LDXB, 0, 1, 0, 0),  // 10: the input, probably
-            Insn::new(EXIT, 0, 0, 0, 0),
-        ];
-        let program = Program::load(&encode_program(&insns), &Helpers::new(), &config).expect("verifies");
-        let analysis = Analysis::new(&program);
-        let checks: Vec<Check> = [0, 3, 4, 7, 8, 9, 10].iter().map(|&pc| analysis.slots[pc].check).collect();
-        assert_eq!(
-            checks,
-            [Check::None, Check::None, Check::Stack { end: 8 }, Check::None, Check::Input, Check::Input, Check::Input]
-        );
-        assert_eq!(analysis.bound_used[..4], [true, false, true, true]);
     }
 }

@@ -14,7 +14,7 @@ use crate::jit::checks::Check;
 use crate::jit::flow::REG_SLOTS;
 use crate::jit::fusion::Fusion;
 use crate::jit::plan::Plan;
-use crate::jit::{Context, JitError, Scratch, Status, target};
+use crate::jit::{Context, JitError, MachineCode, Scratch, Status, target};
 use crate::program::Program;
 
 /// Where each eBPF register lives while the program runs (index = eBPF
@@ -61,7 +61,7 @@ const CTX_INPUT_START: i32 = (SCRATCH + offset_of!(Scratch, input_start)) as i32
 const CTX_INPUT_BOUND: i32 = (SCRATCH + offset_of!(Scratch, input_bound)) as i32;
 const CTX_STACK_TOP: i32 = (SCRATCH + offset_of!(Scratch, stack_top)) as i32;
 const CTX_DEEPEST: i32 = (SCRATCH + offset_of!(Scratch, deepest_frame)) as i32;
-const CTX_SAVED_RSP: i32 = (SCRATCH + offset_of!(Scratch, saved_rsp)) as i32;
+const CTX_SAVED_SP: i32 = (SCRATCH + offset_of!(Scratch, saved_sp)) as i32;
 const CTX_SPILL: i32 = (SCRATCH + offset_of!(Scratch, spill)) as i32;
 
 // The helper table is read as an array of nullable code pointers.
@@ -210,9 +210,8 @@ fn reg(index: u8) -> Rq {
     HOST[index as usize & 15]
 }
 
-/// The code of a verified program, and whether it reads its stack
-/// argument (see [`super::Code::uses_stack`]).
-pub(super) fn emit(program: &Program) -> Result<(Vec<u8>, bool), JitError> {
+/// The code of a verified program.
+pub(super) fn emit(program: &Program) -> Result<MachineCode, JitError> {
     let plan = Plan::new(program);
     let mut emitter = Emitter::new(program, &plan);
     emitter.emit_prologue();
@@ -222,7 +221,7 @@ pub(super) fn emit(program: &Program) -> Result<(Vec<u8>, bool), JitError> {
     emitter.emit_region_checks();
     let bytes = emitter.ops.finalize().map_err(|error| JitError::Assembler(error.to_string()))?;
     let uses_stack = emitter.frame_in_rbp || plan.checks.any_check || plan.flow.local_calls || plan.flow.helper_calls;
-    Ok((bytes, uses_stack))
+    Ok(MachineCode { bytes, uses_stack })
 }
 
 struct Emitter<'p> {
@@ -340,7 +339,7 @@ impl<'p> Emitter<'p> {
             x64!(self.ops
                 ; lea r11, [rcx - deepest]
                 ; mov [r10 + CTX_DEEPEST], r11
-                ; mov [r10 + CTX_SAVED_RSP], rsp
+                ; mov [r10 + CTX_SAVED_SP], rsp
             );
         }
         if plan.checks.any_check {
@@ -1461,7 +1460,7 @@ impl<'p> Emitter<'p> {
     /// callee-saved registers, and returns.
     fn emit_epilogue(&mut self, from_any_depth: bool) {
         if from_any_depth && self.plan.flow.local_calls {
-            x64!(self.ops ; mov rsp, [r10 + CTX_SAVED_RSP]);
+            x64!(self.ops ; mov rsp, [r10 + CTX_SAVED_SP]);
         }
         if self.padding != 0 {
             x64!(self.ops ; add rsp, BYTE self.padding as i8);

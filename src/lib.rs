@@ -34,7 +34,9 @@ pub mod replay;
 pub mod testgen;
 pub mod verifier;
 
-pub use error::{AsmError, AsmErrorKind, ElfError, Error, ExecError, ExecErrorKind, LoadError, LoadErrorKind, MapError};
+pub use error::{
+    AsmError, AsmErrorKind, ElfError, Error, ExecError, ExecErrorKind, LoadError, LoadErrorKind, MapError,
+};
 pub use helpers::{HelperFn, Helpers};
 pub use image::{Image, MapDef, Region};
 pub use maps::{Map, MapOpError, MapType};

@@ -7,14 +7,17 @@
 //! and atomic is checked against the live stack frames, the input and the
 //! program's regions, except where the address is provably allowed (inside
 //! the current stack frame, a region, or input the program has compared
-//! the length of; see [`x86_64`]); it counts instructions like the
+//! the length of; see `checks`); it counts instructions like the
 //! interpreter and stops at the same instruction when the budget runs out;
 //! it bounds local calls to [`MAX_CALL_DEPTH`] frames.
 //!
-//! Only x86-64 has a backend; elsewhere [`JitProgram::compile`] returns
-//! [`JitError::Unsupported`].
+//! Rooms: the analysis every backend plans with (`facts`, `liveness`,
+//! `flow`, `checks`, `fusion`, put together in `plan`), the
+//! executable-memory pool (`code_memory`), and a folder per backend, which
+//! turns a program and its plan into machine code. This module runs that
+//! code, the same way for every backend. Only x86-64 has a backend;
+//! elsewhere [`JitProgram::compile`] returns [`JitError::Unsupported`].
 
-#[cfg(target_arch = "x86_64")]
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
@@ -25,32 +28,32 @@ use crate::isa::{self, MAX_CALL_DEPTH};
 use crate::memory;
 use crate::program::Program;
 
+mod code_memory;
+
+// The analysis, built where a backend uses it.
+#[cfg(target_arch = "x86_64")]
+mod checks;
 #[cfg(target_arch = "x86_64")]
 mod facts;
 #[cfg(target_arch = "x86_64")]
+mod flow;
+#[cfg(target_arch = "x86_64")]
+mod fusion;
+#[cfg(target_arch = "x86_64")]
 mod liveness;
 #[cfg(target_arch = "x86_64")]
-pub mod x86_64;
+mod plan;
 
-/// Where the jump or call at `pc` with relative `offset` lands.
 #[cfg(target_arch = "x86_64")]
-fn target(pc: usize, offset: i64) -> usize {
-    // The verifier checked that every jump and call lands inside the program.
-    (pc as i64 + 1 + offset) as usize
-}
+mod x86_64;
+#[cfg(target_arch = "x86_64")]
+use x86_64 as backend;
+#[cfg(not(target_arch = "x86_64"))]
+mod no_backend;
+#[cfg(not(target_arch = "x86_64"))]
+use no_backend as backend;
 
-/// Where the jump `insn` at `pc` may go, if it is a jump (not a call or
-/// an exit).
-#[cfg(target_arch = "x86_64")]
-fn jump_target(pc: usize, insn: isa::Insn) -> Option<usize> {
-    use isa::*;
-    match insn.opc {
-        JA32 => Some(target(pc, insn.imm as i64)),
-        CALL | CALLX | EXIT => None,
-        _ if matches!(insn.class(), BPF_JMP | BPF_JMP32) => Some(target(pc, insn.off as i64)),
-        _ => None,
-    }
-}
+use code_memory::ExecutableCode;
 
 /// Why a program could not be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -73,12 +76,12 @@ pub enum JitError {
 }
 
 /// What native code reports when it returns to [`JitProgram::execute`].
-/// The values are the ones the generated code puts in its return register.
+/// The values are the ones the generated code puts in its first return
+/// register.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u64)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) enum Status {
-    /// The program exited (or unwound); r0 is in [`Context::result`].
+    /// The program exited (or unwound); r0 is in [`Exit::value`].
     Exited = 0,
     /// A load, store or atomic at `error_pc` touched `error_value` outside
     /// the memory it may access.
@@ -95,10 +98,10 @@ pub(crate) enum Status {
     HelperStop = 5,
 }
 
-/// What the native code returns, in rax:rdx.
+/// What the native code returns, in the two return registers of the C
+/// convention (rax:rdx on x86-64).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Exit {
     /// A [`Status`] in the low byte; above it, the pc of the instruction
     /// that stopped the run.
@@ -114,7 +117,6 @@ pub(crate) struct Exit {
 /// when the limit is above `i64::MAX`, and every field of `scratch` it reads
 /// before it reads it.
 #[repr(C)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Context {
     /// `limit - executed` when the run ended (the part of a limit above
     /// `i64::MAX` not yet used is in `extra`), wrapping.
@@ -138,9 +140,9 @@ pub(crate) struct Context {
 /// for the spans of merged checks.
 pub(crate) const BOUND_SLOTS: usize = 16;
 
-/// Context fields only the native code uses.
+/// Context fields only the native code uses, as the plan's checks and
+/// calls need them on any target.
 #[repr(C)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Scratch {
     /// Address of the input (0 when it is empty): r1 on entry.
     pub(crate) input_start: u64,
@@ -153,14 +155,30 @@ pub(crate) struct Scratch {
     /// r10 of the deepest frame a local call may make.
     pub(crate) deepest_frame: u64,
     /// The native stack pointer after the prologue, to leave from any depth.
-    pub(crate) saved_rsp: u64,
+    pub(crate) saved_sp: u64,
     /// Where a register is kept for a moment.
     pub(crate) spill: u64,
 }
 
+/// What a backend makes of a program: a function of the C convention,
+/// [`Entry`], at offset 0 of `bytes`.
+pub(crate) struct MachineCode {
+    pub(crate) bytes: Vec<u8>,
+    /// Does the code read its stack argument? Not when it names no r10,
+    /// makes no calls and checks no access: then no access can reach the
+    /// stack, and the caller may pass 0 instead of lending one.
+    pub(crate) uses_stack: bool,
+}
+
+/// The compiled code: runs over the input at `input` (`input_len` bytes, or
+/// `input == 0` and no bytes) with the stack of `STACK_SIZE` bytes whose top
+/// is `stack_top` (anything, when the code does not use the stack); writes
+/// what it reads of `context` first.
+type Entry = unsafe extern "C" fn(input: u64, input_len: u64, context: *mut Context, stack_top: u64) -> Exit;
+
 /// A program compiled to native code. It keeps the [`Program`] alive, as the
 /// code refers to its helper table and data regions by address; the code's
-/// memory is unmapped when the `JitProgram` is dropped.
+/// memory is returned to the pool when the `JitProgram` is dropped.
 pub struct JitProgram {
     program: Arc<Program>,
     /// The program's `has_stopping_helpers`, kept here so that a run need
@@ -168,17 +186,16 @@ pub struct JitProgram {
     stopping_helpers: bool,
     /// Tail-call targets, compiled on their first call.
     targets: Mutex<Vec<Arc<JitProgram>>>,
-    #[cfg(target_arch = "x86_64")]
-    code: x86_64::Code,
-    #[cfg(not(target_arch = "x86_64"))]
-    never: std::convert::Infallible,
+    code: ExecutableCode,
+    /// See [`MachineCode::uses_stack`].
+    uses_stack: bool,
 }
 
 impl std::fmt::Debug for JitProgram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JitProgram")
             .field("insns", &self.program.insns().len())
-            .field("code_len", &self.code().len())
+            .field("code_len", &self.code.bytes().len())
             .finish()
     }
 }
@@ -186,27 +203,19 @@ impl std::fmt::Debug for JitProgram {
 impl JitProgram {
     /// Compiles `program` to native code.
     pub fn compile(program: Arc<Program>) -> Result<JitProgram, JitError> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let code = x86_64::compile(&program)?;
-            Ok(JitProgram {
-                stopping_helpers: program.has_stopping_helpers(),
-                program,
-                targets: Mutex::new(Vec::new()),
-                code,
-            })
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = program;
-            Err(JitError::Unsupported(std::env::consts::ARCH))
-        }
+        let machine_code = backend::compile(&program)?;
+        Ok(JitProgram {
+            stopping_helpers: program.has_stopping_helpers(),
+            program,
+            targets: Mutex::new(Vec::new()),
+            code: ExecutableCode::new(&machine_code.bytes)?,
+            uses_stack: machine_code.uses_stack,
+        })
     }
 
     /// Runs the compiled program over `mem`, exactly as
     /// [`Program::execute`] would: r1 = the address of `mem` (0 when it is
     /// empty), r2 = its length; returns r0.
-    #[cfg(target_arch = "x86_64")]
     #[inline]
     pub fn execute(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
         if self.stopping_helpers {
@@ -215,13 +224,13 @@ impl JitProgram {
         // Nothing reads the context afterwards, so the code may have it
         // uninitialised (it writes what it reads).
         let mut context = MaybeUninit::uninit();
-        let exit = if self.code.uses_stack() {
+        let exit = if self.uses_stack {
             interp::with_thread_stack(|stack| self.enter(mem, stack, context.as_mut_ptr()))
         } else {
             let input = if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 };
             // SAFETY: as in `enter`, but the code reads no stack (see
             // `uses_stack`), so the thread's need not be lent.
-            unsafe { self.code.call(input, mem.len() as u64, context.as_mut_ptr(), 0) }
+            unsafe { self.call(input, mem.len() as u64, context.as_mut_ptr(), 0) }
         };
         if exit.status == Status::Exited as u64 { Ok(exit.value) } else { Err(self.error(exit)) }
     }
@@ -229,17 +238,9 @@ impl JitProgram {
     /// [`JitProgram::execute`] for a program whose helpers may stop it or
     /// tail-call: out of line, so that the plain case stays small enough to
     /// inline into its callers.
-    #[cfg(target_arch = "x86_64")]
     #[inline(never)]
     fn execute_chain(&self, mem: &mut [u8]) -> Result<u64, ExecError> {
         interp::with_thread_stack(|stack| self.run(mem, stack, &mut 0))
-    }
-
-    /// Runs the compiled program over `mem`, exactly as
-    /// [`Program::execute`] would.
-    #[cfg(not(target_arch = "x86_64"))]
-    pub fn execute(&self, _mem: &mut [u8]) -> Result<u64, ExecError> {
-        match self.never {}
     }
 
     /// Runs the compiled program over `mem` and also returns how many
@@ -259,12 +260,7 @@ impl JitProgram {
     /// but it embeds the addresses of the program's helpers, helper table and
     /// regions: a copy is valid only while the program lives.
     pub fn code(&self) -> &[u8] {
-        #[cfg(target_arch = "x86_64")]
-        {
-            self.code.bytes()
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        match self.never {}
+        self.code.bytes()
     }
 
     /// The program this code was compiled from.
@@ -278,7 +274,6 @@ impl JitProgram {
     /// even the addresses in their errors agree.
     ///
     /// [`interp::run`]: crate::interp::run
-    #[cfg(target_arch = "x86_64")]
     pub fn run(&self, mem: &mut [u8], stack: &mut Stack, executed: &mut u64) -> Result<u64, ExecError> {
         if !self.stopping_helpers {
             return self.run_one(mem, stack, executed, None);
@@ -303,7 +298,6 @@ impl JitProgram {
 
     /// Runs this program's code once; with a run state, a helper that stops
     /// the run ends it as the interpreter's `run_one` does.
-    #[cfg(target_arch = "x86_64")]
     fn run_one(
         &self,
         mem: &mut [u8],
@@ -375,14 +369,7 @@ impl JitProgram {
         }
     }
 
-    /// Runs the compiled program with `stack` as its call frames.
-    #[cfg(not(target_arch = "x86_64"))]
-    pub fn run(&self, _mem: &mut [u8], _stack: &mut Stack, _executed: &mut u64) -> Result<u64, ExecError> {
-        match self.never {}
-    }
-
     /// Calls the native code over `mem` with `stack`.
-    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn enter(&self, mem: &mut [u8], stack: &mut Stack, context: *mut Context) -> Exit {
         let input = if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 };
@@ -390,13 +377,33 @@ impl JitProgram {
         // holds `STACK_SIZE` bytes below its top), `self` keeps the program
         // alive, and every caller passes a context it owns for the call,
         // valid for writes.
-        unsafe { self.code.call(input, mem.len() as u64, context, stack.top()) }
+        unsafe { self.call(input, mem.len() as u64, context, stack.top()) }
+    }
+
+    /// Runs the code (see [`Entry`]).
+    ///
+    /// # Safety
+    /// The input and the stack must be valid for reads and writes and not
+    /// otherwise in use for the call, and `context` must be valid for
+    /// writes (the code initialises what it reads).
+    #[inline(always)]
+    unsafe fn call(&self, input: u64, input_len: u64, context: *mut Context, stack_top: u64) -> Exit {
+        // SAFETY: the pages hold a complete function that the backend
+        // generated with this signature at offset 0 (the prologue), mapped
+        // executable, and live as long as `self`.
+        let entry: Entry = unsafe { std::mem::transmute::<*const u8, Entry>(self.code.as_ptr()) };
+        // SAFETY: the code only touches memory that its checks admit: the
+        // input and stack the arguments describe (valid for the call, by the
+        // caller's contract), the program's regions and helper table (owned
+        // by the program, which `self` keeps alive), and the context itself;
+        // helpers are called with the C convention they are declared with;
+        // the native stack is restored on every way out.
+        unsafe { entry(input, input_len, context, stack_top) }
     }
 
     /// Turns a stopped run into the interpreter's error.
     #[cold]
     #[inline(never)]
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn error(&self, exit: Exit) -> ExecError {
         let pc = (exit.status >> 8) as usize;
         let insn = self.program.insns()[pc];
@@ -409,7 +416,12 @@ impl JitProgram {
             }
             s if s == Status::Budget as u64 => ExecErrorKind::BudgetExhausted(self.program.instruction_limit()),
             s if s == Status::CallDepth as u64 => ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH),
-            _ => ExecErrorKind::UnknownHelper(exit.value),
+            // The only other status that reaches here: `run_one` handles
+            // `HelperStop`, and `Exited` is no error.
+            s => {
+                debug_assert_eq!(s, Status::UnknownHelper as u64);
+                ExecErrorKind::UnknownHelper(exit.value)
+            }
         };
         ExecError { pc, insn, kind }
     }
@@ -417,7 +429,6 @@ impl JitProgram {
 
 /// Classifies a refused access as the interpreter does ([`memory::fault`]).
 #[cold]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 fn memory_fault(program: &Program, addr: u64, size: usize, write: bool) -> ExecErrorKind {
     memory::fault(program.regions(), addr, size, write)
 }

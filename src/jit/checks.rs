@@ -1,0 +1,429 @@
+//! How each memory access is checked: left out where what is known of
+//! its base register proves it allowed (see [`super::facts`]), else the
+//! likely place (the input, or the stack for a frame-relative address)
+//! inline and the rest out of line; and which input-checked accesses share
+//! one check of the bytes they span.
+//!
+//! The walk that follows the facts also learns which registers may be read
+//! before anything wrote them.
+
+use super::BOUND_SLOTS;
+use super::facts::{Facts, Ids, Place};
+use super::flow::Flow;
+use crate::isa::*;
+use crate::program::Program;
+
+/// How a memory access is checked on its own.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Check {
+    /// Not at all: provably in the current frame, in the input, or in a
+    /// region.
+    None,
+    /// The input inline; the stack and the regions out of line.
+    Input,
+    /// The stack inline, as `r10 + end <= stack_top` where the access is
+    /// `[r10 + end - size, r10 + end)` with `end - size >= -512`; the
+    /// input and the regions out of line.
+    Stack { end: i32 },
+}
+
+/// Input-checked accesses through the same base register, unchanged, in
+/// one straight run: one inline check of the bytes they span covers them
+/// all, as the input is contiguous. When it fails, a copy of the code from
+/// the first access to the last, checking each access on its own, runs
+/// instead, so that a fault is still the first access's that faults.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Group {
+    pub(crate) first: usize,
+    pub(crate) last: usize,
+    /// The span, `[base + lo, base + hi)`.
+    pub(crate) lo: i32,
+    pub(crate) hi: i32,
+    members: u32,
+}
+
+impl Group {
+    /// The bytes the span covers, which names its input bound slot.
+    pub(crate) fn span(&self) -> u32 {
+        (self.hi - self.lo) as u32
+    }
+}
+
+/// Rounds of [`Checks::plan_checks`] before loop heads start afresh: a
+/// candidate only widens, and few widenings reach what a loop keeps.
+const MAX_ROUNDS: usize = 6;
+
+/// A merged check spans at most this many bytes.
+const MAX_SPAN: i32 = 4096;
+
+/// How the access at one instruction slot is checked.
+#[derive(Clone, Copy)]
+pub(crate) struct AccessCheck {
+    /// How this memory access is checked on its own.
+    pub(crate) check: Check,
+    /// A group's check covers this access.
+    pub(crate) covered: bool,
+    /// The group this access leads.
+    pub(crate) leads: Option<u32>,
+    /// The group this input-checked access joined.
+    member_of: Option<u32>,
+}
+
+/// The checks of a program's accesses.
+pub(crate) struct Checks {
+    /// For each instruction slot (nothing to check where there is no
+    /// access).
+    pub(crate) accesses: Vec<AccessCheck>,
+    pub(crate) groups: Vec<Group>,
+    /// For the group an access leads: the last slot its copy spans (past
+    /// the last access of every group the copy starts).
+    pub(crate) copy_end: Vec<usize>,
+    /// The span (access size, or group span) each input bound slot is for;
+    /// sizes 1, 2, 4 and 8 in slots 0 to 3.
+    pub(crate) bounds: Vec<u32>,
+    /// Which slots some check reads.
+    pub(crate) bound_used: [bool; BOUND_SLOTS],
+    /// Does some access need a check at all?
+    pub(crate) any_check: bool,
+    /// r0-r9 (bits) that some instruction may read before anything wrote
+    /// them: the code sets these to 0 first, as the interpreter starts.
+    pub(crate) read_unwritten: u16,
+}
+
+impl Checks {
+    /// Plans the checks of `program`'s accesses.
+    pub(crate) fn plan(program: &Program, flow: &Flow) -> Checks {
+        let unchecked = AccessCheck { check: Check::None, covered: false, leads: None, member_of: None };
+        let mut checks = Checks {
+            accesses: vec![unchecked; program.insns().len()],
+            groups: Vec::new(),
+            copy_end: Vec::new(),
+            bounds: vec![1, 2, 4, 8],
+            bound_used: [false; BOUND_SLOTS],
+            any_check: false,
+            read_unwritten: 0,
+        };
+        checks.plan_checks(program, flow, !(flow.entry_is_jumped_to || flow.entry_is_called));
+        checks.plan_groups();
+        checks
+    }
+
+    /// Decides each access's check from what is known of the registers
+    /// (see [`super::facts`]), followed along the program's edges: joined where
+    /// forward edges meet, fresh at function starts, and at a loop head a
+    /// candidate invariant. A walk over the program takes each loop head's
+    /// candidate as given and reports every state arriving there (from
+    /// before the loop and along its back edges); a candidate that some
+    /// arrival does not fit is widened to cover it, and the walk runs again,
+    /// until every arrival fits, so that the candidates hold and the walk's
+    /// decisions with them. Should that take too many rounds, loop heads
+    /// start afresh instead, which always holds.
+    fn plan_checks(&mut self, program: &Program, flow: &Flow, entry_known: bool) {
+        let mut ids = Ids::new();
+        let mut candidates: Vec<(usize, Facts)> = Vec::new();
+        for _ in 0..MAX_ROUNDS {
+            let arrivals = self.walk(program, flow, entry_known, Some(&mut candidates), &mut ids);
+            let mut settled = true;
+            for (head, state) in arrivals {
+                let Some((_, candidate)) = candidates.iter_mut().find(|(pc, _)| *pc == head) else { continue };
+                if !state.fits(candidate) {
+                    *candidate = candidate.widen(&state, &mut ids);
+                    settled = false;
+                }
+            }
+            if settled {
+                return;
+            }
+        }
+        self.walk(program, flow, entry_known, None, &mut ids);
+    }
+
+    /// One walk over the program for [`Checks::plan_checks`], with each
+    /// loop head's candidate (first the state arriving from before the
+    /// loop), or with every loop head afresh; returns the states arriving
+    /// at loop heads.
+    fn walk(
+        &mut self,
+        program: &Program,
+        flow: &Flow,
+        entry_known: bool,
+        mut candidates: Option<&mut Vec<(usize, Facts)>>,
+        ids: &mut Ids,
+    ) -> Vec<(usize, Facts)> {
+        let insns = program.insns();
+        // A walk starts from no decisions.
+        for access in &mut self.accesses {
+            access.check = Check::None;
+            access.member_of = None;
+        }
+        self.groups.clear();
+        self.bound_used = [false; BOUND_SLOTS];
+        self.any_check = false;
+        self.read_unwritten = 0;
+        let mut arrivals = Vec::new();
+        let function_start = |pc: usize| program.functions().contains(&pc);
+        // The facts forward jumps bring to targets not reached yet, joined
+        // (few at a time: a linear search beats hashing).
+        let mut incoming: Vec<(usize, Facts)> = Vec::new();
+        let take = |incoming: &mut Vec<(usize, Facts)>, pc: usize| {
+            let at = incoming.iter().position(|&(to, _)| to == pc)?;
+            Some(incoming.swap_remove(at).1)
+        };
+        let mut facts = if entry_known { Facts::entry() } else { Facts::fresh() };
+        // Can control fall into `pc` from the instruction before?
+        let mut falls_in = true;
+        // The open group of input-checked accesses through each register.
+        let mut open: [Option<u32>; REG_SLOTS] = [None; REG_SLOTS];
+        let mut pc = 0;
+        while pc < insns.len() {
+            if flow.landings[pc].target {
+                open = [None; REG_SLOTS];
+                let arriving = take(&mut incoming, pc);
+                let joined = match (falls_in, arriving) {
+                    (true, Some(jumped)) => facts.join(&jumped, ids),
+                    (false, Some(jumped)) => jumped,
+                    (true, None) => facts,
+                    // Dead code: nothing reaches it.
+                    (false, None) => Facts::fresh(),
+                };
+                facts = if pc == 0 && entry_known {
+                    facts
+                } else if function_start(pc) {
+                    Facts::fresh()
+                } else if flow.landings[pc].loop_head {
+                    match candidates.as_deref_mut() {
+                        None => Facts::fresh(),
+                        Some(candidates) => {
+                            arrivals.push((pc, joined));
+                            match candidates.iter().find(|(head, _)| *head == pc) {
+                                Some(&(_, candidate)) => candidate,
+                                None => {
+                                    candidates.push((pc, joined));
+                                    joined
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    joined
+                };
+            }
+            let insn = insns[pc];
+            let class = insn.class();
+            self.read_unwritten |= facts.read_unwritten(insn);
+            falls_in = true;
+            match insn.opc {
+                CALL | CALLX => {
+                    facts = facts.after_call();
+                    open = [None; REG_SLOTS];
+                }
+                EXIT => {
+                    open = [None; REG_SLOTS];
+                    falls_in = false;
+                }
+                _ if class == BPF_JMP || class == BPF_JMP32 => {
+                    // The end of a straight run.
+                    open = [None; REG_SLOTS];
+                    if let Some(to) = insn.jump_target(pc) {
+                        let mut taken = facts;
+                        taken.assume(insn, true);
+                        if to <= pc {
+                            // A back edge, to a loop head (or a function's
+                            // start, which has no candidate: always afresh).
+                            arrivals.push((to, taken));
+                        } else {
+                            let joined = match take(&mut incoming, to) {
+                                Some(earlier) => earlier.join(&taken, ids),
+                                None => taken,
+                            };
+                            incoming.push((to, joined));
+                        }
+                    }
+                    if insn.opc == JA || insn.opc == JA32 {
+                        falls_in = false;
+                    } else {
+                        facts.assume(insn, false);
+                    }
+                }
+                _ => {
+                    let access = match class {
+                        BPF_LDX => Some((insn.src, false)),
+                        BPF_ST | BPF_STX => Some((insn.dst, true)),
+                        _ => None,
+                    };
+                    if let Some((base, write)) = access {
+                        let size = access_size(insn.opc);
+                        self.plan_access(&facts, &mut open, pc, base, insn.off, size, write, program);
+                    }
+                    // A register written closes its group.
+                    if let Some(written) = facts.step(insns, pc, ids) {
+                        open[written as usize & 15] = None;
+                    }
+                    if insn.opc == LDDW {
+                        pc += 1;
+                    }
+                }
+            }
+            pc += 1;
+        }
+        arrivals
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn plan_access(
+        &mut self,
+        facts: &Facts,
+        open: &mut [Option<u32>; REG_SLOTS],
+        pc: usize,
+        base: u8,
+        off: i16,
+        size: usize,
+        write: bool,
+        program: &Program,
+    ) {
+        let frame = STACK_FRAME_SIZE as i64;
+        let check = match facts.place(base, off, size) {
+            Place::Frame(start) => {
+                if start >= -frame && start <= -(size as i64) {
+                    // [r10 + start, r10 + start + size) is inside [r10 - 512, r10).
+                    Check::None
+                } else if start >= -frame && start <= i32::MAX as i64 - 8 {
+                    Check::Stack { end: (start + size as i64) as i32 }
+                } else {
+                    Check::Input
+                }
+            }
+            Place::Input => Check::None,
+            Place::Address(addr) => {
+                let allowed = program
+                    .regions()
+                    .iter()
+                    .any(|region| region.contains(addr, size as u64) && (region.writable || !write));
+                if allowed { Check::None } else { Check::Input }
+            }
+            Place::Unknown => Check::Input,
+        };
+        self.accesses[pc].check = check;
+        if check == Check::None {
+            return;
+        }
+        self.any_check = true;
+        self.bound_used[size.trailing_zeros() as usize] = true;
+        if check != Check::Input {
+            return;
+        }
+        let (lo, hi) = (off as i32, off as i32 + size as i32);
+        let base_index = base as usize & 15;
+        if let Some(index) = open[base_index] {
+            let group = &mut self.groups[index as usize];
+            let (lo, hi) = (group.lo.min(lo), group.hi.max(hi));
+            if hi - lo <= MAX_SPAN {
+                *group = Group { lo, hi, last: pc, members: group.members + 1, ..*group };
+                self.accesses[pc].member_of = Some(index);
+                return;
+            }
+        }
+        let index = self.groups.len() as u32;
+        open[base_index] = Some(index);
+        self.accesses[pc].member_of = Some(index);
+        self.groups.push(Group { first: pc, last: pc, lo, hi, members: 1 });
+    }
+
+    /// Keeps the groups of two or more accesses whose span has (or can
+    /// have) an input bound slot, and sizes their copies.
+    fn plan_groups(&mut self) {
+        for (index, group) in self.groups.iter().enumerate() {
+            if group.members < 2 {
+                continue;
+            }
+            let span = (group.hi - group.lo) as u32;
+            let slot = match self.bounds.iter().position(|&bound| bound == span) {
+                Some(slot) => slot,
+                None if self.bounds.len() < BOUND_SLOTS => {
+                    self.bounds.push(span);
+                    self.bounds.len() - 1
+                }
+                None => continue,
+            };
+            self.bound_used[slot] = true;
+            self.accesses[group.first].leads = Some(index as u32);
+            for access in &mut self.accesses[group.first + 1..=group.last] {
+                access.covered |= access.member_of == Some(index as u32);
+            }
+        }
+        // A copy runs instead of the code from its group's first access
+        // on, without the merged checks of the groups starting inside it,
+        // so it must reach past their last accesses too. (Groups are in
+        // order of their first access, each within one straight run.)
+        self.copy_end = self.groups.iter().map(|group| group.last).collect();
+        for index in 0..self.groups.len() {
+            let mut end = self.groups[index].last;
+            for later in &self.groups[index + 1..] {
+                if later.first > end {
+                    break;
+                }
+                end = end.max(later.last);
+            }
+            self.copy_end[index] = end;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn analysis_proves_every_access_of_the_classifier() {
+        use crate::helpers::Helpers;
+        use crate::program::Config;
+        // Each read follows a comparison of its end with the length, some
+        // through offsets that differ by path (VLAN tag or not) or come
+        // from the packet (the IPv4 header length).
+        let object = include_bytes!("../../examples/classifier.o");
+        let program = Program::from_elf(object, None, &Helpers::new(), &Config::default()).expect("loads");
+        let checks = Checks::plan(&program, &Flow::new(&program));
+        let loads: Vec<usize> =
+            (0..program.insns().len()).filter(|&pc| program.insns()[pc].class() == BPF_LDX).collect();
+        assert_eq!(loads.len(), 11);
+        for pc in loads {
+            assert_eq!(checks.accesses[pc].check, Check::None, "instruction {pc}");
+        }
+        assert!(!checks.any_check);
+    }
+
+    #[test]
+    fn analysis_elides_frame_and_region_checks_only() {
+        use crate::helpers::Helpers;
+        use crate::image::Region;
+        use crate::program::Config;
+        static DATA: [u8; 16] = [0; 16];
+        let start = DATA.as_ptr() as u64;
+        let config = Config {
+            regions: vec![Region { start, len: 16, writable: false, ..Region::default() }],
+            ..Config::default()
+        };
+        let insns = [
+            Insn::new(STXDW, 10, 1, -8, 0),         // 0: in the frame
+            Insn::new(MOV64_REG, 2, 10, 0, 0),      // 1: r2 = r10
+            Insn::new(ADD64_IMM, 2, 0, 0, -16),     // 2: r2 = r10 - 16
+            Insn::new(LDXDW, 0, 2, 8, 0),           // 3: r10 - 8: in the frame
+            Insn::new(LDXDW, 0, 2, 16, 0),          // 4: r10 + 0: a caller's frame, maybe
+            Insn::new(LDDW, 3, 0, 0, start as i32), // 5
+            Insn::new(0, 0, 0, 0, (start >> 32) as i32),
+            Insn::new(LDXW, 0, 3, 12, 0), // 7: in the region
+            Insn::new(STW, 3, 0, 12, 0),  // 8: read-only region
+            Insn::new(LDXW, 0, 3, 13, 0), // 9: past the region
+            Insn::new(LDXB, 0, 1, 0, 0),  // 10: the input, probably
+            Insn::new(EXIT, 0, 0, 0, 0),
+        ];
+        let program = Program::load(&encode_program(&insns), &Helpers::new(), &config).expect("verifies");
+        let planned = Checks::plan(&program, &Flow::new(&program));
+        let checks: Vec<Check> = [0, 3, 4, 7, 8, 9, 10].iter().map(|&pc| planned.accesses[pc].check).collect();
+        assert_eq!(
+            checks,
+            [Check::None, Check::None, Check::Stack { end: 8 }, Check::None, Check::Input, Check::Input, Check::Input]
+        );
+        assert_eq!(planned.bound_used[..4], [true, false, true, true]);
+    }
+}

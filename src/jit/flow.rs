@@ -1,0 +1,121 @@
+//! Where control goes in a program, as the plans and the code generator
+//! need it: which instructions are jump targets and loop heads, what the
+//! program calls, which registers it names, and, for a program whose runs
+//! only go forward, how long a run can still be from each instruction.
+
+use crate::isa::*;
+use crate::program::Program;
+
+/// Where control can arrive at one instruction slot.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Landing {
+    /// Some jump or local call lands here (function starts included).
+    pub(crate) target: bool,
+    /// Some jump from here or further on lands here: a loop head (or a
+    /// function's start, always afresh).
+    pub(crate) loop_head: bool,
+}
+
+/// The control flow of a program.
+pub(crate) struct Flow {
+    /// For each instruction slot, where control arrives.
+    pub(crate) landings: Vec<Landing>,
+    /// eBPF registers any instruction names.
+    pub(crate) used: [bool; REG_SLOTS],
+    pub(crate) local_calls: bool,
+    pub(crate) helper_calls: bool,
+    /// Are there jumps or calls at all? Without, the program is one
+    /// straight run and its count is known where it ends.
+    pub(crate) branches: bool,
+    /// First slot after the entry function.
+    pub(crate) entry_end: usize,
+    /// Does some local call enter the entry function (recursion)? Then its
+    /// `exit` must look at the depth.
+    pub(crate) entry_is_called: bool,
+    /// Does some jump land on the first instruction? Then what is known
+    /// there is not only what the entry sets up.
+    pub(crate) entry_is_jumped_to: bool,
+    /// For a program without local calls whose jumps all go forward: for
+    /// each slot, the most instructions a run can still execute from there,
+    /// its own included (see [`longest_runs`]). Empty for other programs.
+    pub(crate) to_exit: Vec<u32>,
+}
+
+impl Flow {
+    pub(crate) fn new(program: &Program) -> Flow {
+        let insns = program.insns();
+        let mut landings = vec![Landing::default(); insns.len()];
+        for &start in program.functions() {
+            landings[start].target = true;
+        }
+        let mut used = [false; REG_SLOTS];
+        let mut local_calls = false;
+        let mut helper_calls = false;
+        let mut branches = false;
+        let mut entry_is_called = false;
+        let mut entry_is_jumped_to = false;
+        let mut pc = 0;
+        while pc < insns.len() {
+            let insn = insns[pc];
+            // Fields a form does not use are 0, naming r0, which is always
+            // set up.
+            used[insn.dst as usize & 15] = true;
+            used[insn.src as usize & 15] = true;
+            match insn.opc {
+                LDDW => pc += 1,
+                CALL if insn.src == CALL_LOCAL => {
+                    local_calls = true;
+                    entry_is_called |= insn.local_call_target(pc) == Some(0);
+                }
+                CALL | CALLX => helper_calls = true,
+                _ => {}
+            }
+            let jump = insn.jump_target(pc);
+            branches |= matches!(insn.class(), BPF_JMP | BPF_JMP32) && insn.opc != EXIT;
+            if let Some(to) = jump {
+                landings[to].target = true;
+                landings[to].loop_head |= to <= pc;
+                entry_is_jumped_to |= to == 0;
+            }
+            pc += 1;
+        }
+        let forward_only = !local_calls && !landings.iter().any(|landing| landing.loop_head);
+        Flow {
+            to_exit: if forward_only { longest_runs(insns) } else { Vec::new() },
+            landings,
+            used,
+            local_calls,
+            helper_calls,
+            branches,
+            entry_end: program.functions().get(1).copied().unwrap_or(insns.len()),
+            entry_is_called,
+            entry_is_jumped_to,
+        }
+    }
+
+    /// Can control reach `pc` only from the instruction before?
+    pub(crate) fn inner(&self, pc: usize) -> bool {
+        pc < self.landings.len() && !self.landings[pc].target
+    }
+}
+
+/// For a program without local calls or backward jumps: from each slot, the
+/// most instructions a run executes until it exits (an lddw counts once, as
+/// the interpreter counts it; a helper call is one instruction).
+fn longest_runs(insns: &[Insn]) -> Vec<u32> {
+    let mut to_exit = vec![0u32; insns.len() + 2];
+    for pc in (0..insns.len()).rev() {
+        let insn = insns[pc];
+        to_exit[pc] = 1 + match insn.opc {
+            EXIT => 0,
+            LDDW => to_exit[pc + 2],
+            JA | JA32 => to_exit[insn.jump_target(pc).unwrap_or(pc + 1)],
+            _ => match insn.jump_target(pc) {
+                Some(to) => to_exit[pc + 1].max(to_exit[to]),
+                None => to_exit[pc + 1],
+            },
+        };
+    }
+    to_exit.truncate(insns.len());
+    to_exit
+}

@@ -1,0 +1,326 @@
+//! Runs of instructions that a code generator may emit as one, for an
+//! equal effect on everything a later instruction reads (see
+//! [`super::liveness`]): an address computation, and the 16-bit reads
+//! that clang writes as two byte loads, a shift and an or. A plan says
+//! what a run computes; the backend decides how to emit it.
+
+use std::cell::OnceCell;
+
+use super::checks::{Check, Checks};
+use super::flow::Flow;
+use super::liveness;
+use crate::isa::*;
+
+/// A run of instructions emitted as one.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Fusion {
+    /// `mov dst, src; add dst, x`: one address computation, `dst = base
+    /// (+ index) + disp`.
+    Lea { dst: u8, base: u8, index: Option<u8>, disp: i32 },
+    /// Two byte loads from adjacent addresses, one of them shifted left by
+    /// 8 (and maybe masked) and or-ed with the other, as clang writes a
+    /// 16-bit read of a packet field (BPF has no unaligned loads): one
+    /// 16-bit load, byte swapped when the byte shifted up is the
+    /// lower-addressed one. The register or-ed in is written no more, so it
+    /// must be dead. Both loads must need no check: nothing in the run can
+    /// fault.
+    BytePair {
+        /// The or's destination, which gets the 16 bits.
+        dst: u8,
+        /// The lower byte's address: `base (+ index) + disp`, folding an
+        /// `add` (or `mov; add`) of the loads' base register just before
+        /// them when that register is not read again either.
+        base: u8,
+        index: Option<u8>,
+        disp: i32,
+        swap: bool,
+        /// The bits kept, when the shifted byte is masked before the or.
+        mask: u16,
+        /// Instructions in the run.
+        len: u8,
+    },
+}
+
+/// An address computation at `pc`, `mov dst, src; add dst, x` or `add dst,
+/// x`: (its instructions, the register it sets, the value as `base (+
+/// index) + disp`).
+fn address(insns: &[Insn], pc: usize) -> Option<(usize, u8, u8, Option<u8>, i32)> {
+    let insn = insns[pc];
+    match (insn.opc, insns.get(pc + 1)) {
+        (MOV64_REG, Some(&add)) if insn.off == 0 && insn.dst != insn.src && add.dst == insn.dst => match add.opc {
+            // dst + dst is src + src here.
+            ADD64_REG => {
+                let index = if add.src == insn.dst { insn.src } else { add.src };
+                Some((2, insn.dst, insn.src, Some(index), 0))
+            }
+            ADD64_IMM => Some((2, insn.dst, insn.src, None, add.imm)),
+            _ => None,
+        },
+        (ADD64_REG, _) => Some((1, insn.dst, insn.dst, Some(insn.src), 0)),
+        (ADD64_IMM, _) => Some((1, insn.dst, insn.dst, None, insn.imm)),
+        _ => None,
+    }
+}
+
+/// Decides which runs of instructions are emitted as one (after the
+/// checks: a byte pair needs its loads unchecked), at the slot where each
+/// run starts. The runs are found in the order a code generator steps
+/// through the program. Liveness is computed only once some run needs it.
+pub(crate) fn plan(insns: &[Insn], flow: &Flow, checks: &Checks) -> Vec<Option<Fusion>> {
+    let finder = Finder { flow, checks };
+    let called_from = if flow.entry_is_called { 0 } else { flow.entry_end };
+    let live_after = OnceCell::new();
+    let dead = |pc: usize, reg: u8| {
+        live_after.get_or_init(|| liveness::live_after(insns, called_from))[pc] & 1 << (reg & 15) == 0
+    };
+    let mut fusions = vec![None; insns.len()];
+    let mut pc = 0;
+    while pc < insns.len() {
+        let fusion = finder.byte_pair(insns, pc, &dead).or_else(|| finder.lea(insns, pc));
+        fusions[pc] = fusion;
+        pc += match fusion {
+            Some(Fusion::Lea { .. }) => 2,
+            Some(Fusion::BytePair { len, .. }) => len as usize,
+            None if insns[pc].opc == LDDW => 2,
+            None => 1,
+        };
+    }
+    fusions
+}
+
+/// What the search for fused runs reads.
+struct Finder<'a> {
+    flow: &'a Flow,
+    checks: &'a Checks,
+}
+
+impl Finder<'_> {
+    fn lea(&self, insns: &[Insn], pc: usize) -> Option<Fusion> {
+        match address(insns, pc)? {
+            (2, dst, base, index, disp) if self.flow.inner(pc + 1) => Some(Fusion::Lea { dst, base, index, disp }),
+            _ => None,
+        }
+    }
+
+    /// A byte pair at `pc`, or after an address computation at `pc`.
+    fn byte_pair(&self, insns: &[Insn], pc: usize, dead: &impl Fn(usize, u8) -> bool) -> Option<Fusion> {
+        if let Some((skip, set, base, index, disp)) = address(insns, pc) {
+            let inner = (pc + 1..pc + skip + 1).all(|pc| self.flow.inner(pc));
+            let pair = inner.then(|| self.plain_byte_pair(insns, pc + skip, dead)).flatten();
+            if let Some(Fusion::BytePair { dst, base: pair_base, index: None, disp: pair_disp, swap, mask, len }) = pair
+            {
+                if pair_base == set && (dst == set || dead(pc + skip + len as usize - 1, set)) {
+                    let disp = pair_disp.checked_add(disp)?;
+                    return Some(Fusion::BytePair { dst, base, index, disp, swap, mask, len: len + skip as u8 });
+                }
+            }
+        }
+        self.plain_byte_pair(insns, pc, dead)
+    }
+
+    /// `ldxb a, [base + k]; ldxb b, [base + k ± 1]; lsh a|b, 8; [and a|b,
+    /// mask;] or a|b, b|a`.
+    fn plain_byte_pair(&self, insns: &[Insn], pc: usize, dead: &impl Fn(usize, u8) -> bool) -> Option<Fusion> {
+        let [first, second, shift, mut or] = *insns.get(pc..pc + 4)? else { return None };
+        // The shifted byte masked before the or (a fragment offset's flags
+        // cleared, say): the 16 bits masked by the mask's bits 8-15 (the
+        // shifted byte has no others), the other byte kept whole.
+        let masked = matches!(or.opc, AND32_IMM | AND64_IMM) && or.dst == shift.dst;
+        let mask = if masked {
+            let mask = or.imm as u16 | 0xff;
+            or = *insns.get(pc + 4)?;
+            mask
+        } else {
+            0xffff
+        };
+        let len = 4 + masked as usize;
+        let loads = first.opc == LDXB
+            && second.opc == LDXB
+            && first.src == second.src
+            && first.dst != first.src
+            && first.dst != second.dst
+            && self.checks.accesses[pc].check == Check::None
+            && self.checks.accesses[pc + 1].check == Check::None;
+        let low = match second.off.checked_sub(first.off)? {
+            1 => first,
+            -1 => second,
+            _ => return None,
+        };
+        let pair = [first.dst, second.dst];
+        let shifted = matches!(shift.opc, LSH32_IMM | LSH64_IMM) && shift.imm == 8 && pair.contains(&shift.dst);
+        let ored = matches!(or.opc, OR32_REG | OR64_REG) && pair.contains(&or.dst) && pair.contains(&or.src);
+        let inner = (pc + 1..pc + len).all(|pc| self.flow.inner(pc));
+        let fused = loads && shifted && ored && or.dst != or.src && inner && dead(pc + len - 1, or.src);
+        fused.then_some(Fusion::BytePair {
+            dst: or.dst,
+            base: first.src,
+            index: None,
+            disp: low.off as i32,
+            swap: shift.dst == low.dst,
+            mask,
+            len: len as u8,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::program::Program;
+
+    fn plan_of(program: &Program) -> Vec<Option<Fusion>> {
+        let flow = Flow::new(program);
+        plan(program.insns(), &flow, &Checks::plan(program, &flow))
+    }
+
+    #[test]
+    fn clangs_16_bit_reads_become_one_load() {
+        use crate::helpers::Helpers;
+        use crate::program::Config;
+        let pairs = |object: &[u8]| {
+            let program = Program::from_elf(object, None, &Helpers::new(), &Config::default()).expect("loads");
+            let fused = plan_of(&program).into_iter().enumerate().filter_map(|(pc, fusion)| match fusion {
+                Some(Fusion::BytePair { index, swap, mask, len, .. }) => Some((pc, index.is_some(), swap, mask, len)),
+                _ => None,
+            });
+            fused.collect::<Vec<_>>()
+        };
+        // The ethertype (twice), through `r1 + 12` and `r1 + 16`; the
+        // fragment offset, masked between its shift and its or; the
+        // destination port, through `r1 + r3 + 2`.
+        let classifier = pairs(include_bytes!("../../examples/classifier.o"));
+        let expected = [
+            (2, false, true, 0xffff, 4),
+            (12, false, true, 0xffff, 4),
+            (42, false, true, 0x1fff, 5),
+            (53, true, true, 0xffff, 5),
+        ];
+        assert_eq!(classifier, expected);
+        // The checksum's loop reads `r1 + r4` and `r1 + r4 + 1`.
+        let checksum = pairs(include_bytes!("../../tests/fixtures/checksum.o"));
+        assert_eq!(checksum, [(6, true, true, 0xffff, 6)]);
+    }
+
+    /// Byte pairs in every shape clang might write them, and near misses:
+    /// either order, either byte shifted and maybe masked, either width, the
+    /// or either way round, the address computed just before or not (r13
+    /// as its base or index too), the spare register and the base read
+    /// again or not, the loads proved or checked. Both engines must agree
+    /// on the result, the count and the memory, and enough programs must be
+    /// fused for that to say something.
+    #[test]
+    fn byte_pairs_read_what_their_bytes_hold() {
+        use std::sync::Arc;
+
+        use crate::helpers::Helpers;
+        use crate::jit::{JitProgram, assert_engines_agree};
+        use crate::program::Config;
+        use crate::testgen::{self, ByteSource};
+
+        // r1 keeps the input's address, r2 its length; r3 a small constant;
+        // r9 the computed address; r7 sometimes a copy of r1 or r3.
+        const VALUES: [u8; 7] = [0, 4, 5, 6, 7, 8, 9];
+        let mut fused_programs = 0;
+        for seed in 0..5_000 {
+            let bytes = testgen::seed_bytes(seed);
+            let mut rng = ByteSource::new(&bytes);
+            let mut insns = vec![Insn::new(MOV64_IMM, 3, 0, 0, rng.below(4) as i32)];
+            for &r in &VALUES {
+                insns.push(Insn::new(MOV64_IMM, r, 0, 0, 0x100 + rng.below(256) as i32));
+            }
+            let mut exits = Vec::new();
+            for _ in 0..1 + rng.below(3) {
+                let k = rng.below(12) as i16;
+                if rng.below(4) != 0 {
+                    // Proves the reads below, or (one short) does not.
+                    exits.push(insns.len());
+                    insns.push(Insn::new(JLT_IMM, 2, 0, 0, k as i32 + 5 - rng.below(2) as i32));
+                }
+                // The address and the constant, also in r7 (r13, which as a
+                // base needs a displacement byte).
+                let address = if rng.below(3) == 0 {
+                    insns.push(Insn::new(MOV64_REG, 7, 1, 0, 0));
+                    7
+                } else {
+                    1
+                };
+                let constant = if address == 1 && rng.below(3) == 0 {
+                    insns.push(Insn::new(MOV64_REG, 7, 3, 0, 0));
+                    7
+                } else {
+                    3
+                };
+                let base = match rng.below(5) {
+                    0 => address,
+                    1 => {
+                        insns.push(Insn::new(MOV64_REG, 9, address, 0, 0));
+                        insns.push(Insn::new(ADD64_REG, 9, constant, 0, 0));
+                        9
+                    }
+                    2 => {
+                        insns.push(Insn::new(MOV64_REG, 9, address, 0, 0));
+                        insns.push(Insn::new(ADD64_IMM, 9, 0, 0, 2));
+                        9
+                    }
+                    3 => {
+                        // Apart, so only the add is folded.
+                        insns.push(Insn::new(MOV64_REG, 9, address, 0, 0));
+                        insns.push(Insn::new(XOR64_REG, 0, 3, 0, 0));
+                        insns.push(Insn::new(ADD64_REG, 9, constant, 0, 0));
+                        9
+                    }
+                    _ => {
+                        insns.push(Insn::new(MOV64_REG, 9, 1, 0, 0));
+                        insns.push(Insn::new(ADD64_REG, 9, 9, 0, 0));
+                        insns.push(Insn::new(SUB64_REG, 9, 1, 0, 0));
+                        9
+                    }
+                };
+                let (a, b) = (rng.pick(&VALUES), rng.pick(&VALUES));
+                if a == b || a == base {
+                    continue;
+                }
+                let (first, second) = if rng.below(2) == 0 { (k, k + 1) } else { (k + 1, k) };
+                insns.push(Insn::new(LDXB, a, base, first, 0));
+                insns.push(Insn::new(LDXB, b, base, second, 0));
+                let (shifted, other) = if rng.below(2) == 0 { (a, b) } else { (b, a) };
+                let amount = if rng.below(8) == 0 { 4 } else { 8 };
+                insns.push(Insn::new(rng.pick(&[LSH32_IMM, LSH64_IMM]), shifted, 0, 0, amount));
+                if rng.below(3) == 0 {
+                    // Masked (or, a near miss, the other byte masked).
+                    let masked = if rng.below(4) == 0 { other } else { shifted };
+                    let mask = rng.pick(&[0x1f00, 0x1fff, -256, 0x0ff0, 0x8000, 0]);
+                    insns.push(Insn::new(rng.pick(&[AND32_IMM, AND64_IMM]), masked, 0, 0, mask));
+                }
+                let (dst, src) = if rng.below(2) == 0 { (shifted, other) } else { (other, shifted) };
+                insns.push(Insn::new(rng.pick(&[OR32_REG, OR64_REG]), dst, src, 0, 0));
+                // Read some registers again (the spare, the base, others).
+                for _ in 0..rng.below(3) {
+                    insns.push(Insn::new(rng.pick(&[XOR64_REG, ADD64_REG]), 0, rng.pick(&[a, b, 9, 4, 6]), 0, 0));
+                }
+            }
+            // Some registers into the result; the others are dead.
+            for _ in 0..rng.below(4) {
+                insns.push(Insn::new(XOR64_REG, 0, rng.pick(&VALUES), 0, 0));
+            }
+            let exit = insns.len();
+            insns.push(Insn::new(EXIT, 0, 0, 0, 0));
+            for pc in exits {
+                insns[pc].off = (exit - pc - 1) as i16;
+            }
+            let program = Arc::new(
+                Program::load(&encode_program(&insns), &Helpers::new(), &Config::default())
+                    .unwrap_or_else(|error| panic!("seed {seed}: {error}")),
+            );
+            fused_programs +=
+                plan_of(&program).iter().any(|fusion| matches!(fusion, Some(Fusion::BytePair { .. }))) as u32;
+            let jit = JitProgram::compile(program.clone()).expect("compiles");
+            for _ in 0..4 {
+                let len = rng.below(20) as usize;
+                let input: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
+                let _ = assert_engines_agree(&program, &jit, &input, &format_args!("seed {seed}, program {insns:?}"));
+            }
+        }
+        assert!(fused_programs > 1_000, "only {fused_programs} programs had a fused pair");
+    }
+}

@@ -6,17 +6,17 @@
 //! checks), [`interp`] (the reference semantics), [`jit`], [`helpers`]
 //! (with Linux's built-ins), [`maps`], [`program`] (a loaded program),
 //! [`object`] (every program of an ELF object over one set of maps),
-//! [`error`], [`ffi`] (the C API), [`replay`].
+//! [`error`], [`capi`] (the C API), [`replay`].
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod asm;
+pub mod capi;
 pub mod conformance;
 pub mod disasm;
 pub mod elf;
 pub mod error;
-pub mod ffi;
 pub mod helpers;
 pub mod interp;
 pub mod isa;

@@ -1,5 +1,5 @@
 //! Differential test: the JIT against the interpreter, the reference, on
-//! generated programs ([`qemu_ubpf::testgen`]): the same r0 or the same error
+//! generated programs ([`qemu_ubpf::testing::testgen`]): the same r0 or the same error
 //! (pc, instruction, kind, place), and the same input memory afterwards.
 //!
 //! `QEMU_UBPF_DIFF_CASES` sets how many seeds run (default 20000),
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 
 use qemu_ubpf::jit::JitProgram;
-use qemu_ubpf::testgen::{self, GeneratedCase};
+use qemu_ubpf::testing::testgen::{self, GeneratedCase};
 use qemu_ubpf::{ExecError, ExecErrorKind};
 
 const DEFAULT_CASES: u64 = 20_000;

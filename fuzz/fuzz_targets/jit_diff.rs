@@ -1,6 +1,6 @@
 //! The JIT against the interpreter on programs generated from the fuzzer's
-//! bytes (`qemu_ubpf::testgen`); tests/differential.rs runs the same body
-//! over seeds. A difference panics with the program and both results.
+//! bytes (`qemu_ubpf::testing::testgen`); tests/differential.rs runs the same
+//! body over seeds. A difference panics with the program and both results.
 
 #![no_main]
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use qemu_ubpf::jit::JitProgram;
-use qemu_ubpf::testgen;
+use qemu_ubpf::testing::testgen;
 
 fuzz_target!(|data: &[u8]| {
     let case = testgen::program_from_bytes(data);

@@ -5,7 +5,7 @@
 //! What the library exports needs no version script of ours: rustc already
 //! links a cdylib with its own (anonymous) version script, which exports the
 //! `#[no_mangle]` functions of the crate graph and nothing else, and those
-//! are the `ubpf_*` functions of `src/ffi.rs`. A second script would not
+//! are the `ubpf_*` functions of `src/capi/`. A second script would not
 //! narrow that list (rust-lld lets rustc's exact names win over a `local: *`)
 //! and would break the link with GNU ld ("anonymous version tag cannot be
 //! combined with other version tags"), which older toolchains use.

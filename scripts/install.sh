@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the C library of qemu-ubpf and installs it as a distribution would:
+# Builds the C library of qemu-ubpf (cargo's --no-default-features: no
+# command, no test code) and installs it as a distribution would:
 #
 #   LIBDIR/libqemu-ubpf.so.0.1.0     the shared library (SONAME libqemu-ubpf.so.0)
 #   LIBDIR/libqemu-ubpf.so.0         -> libqemu-ubpf.so.0.1.0 (what programs load)
@@ -81,7 +82,10 @@ if [ -z "$artifacts" ]; then
 fi
 if $build; then
     echo "== building the library (cargo profile $profile)"
-    cargo build --lib --locked --profile "$profile"
+    # Without the default features (the command, replay, test support): the
+    # library C programs link is built from the engine, maps, helpers and C
+    # API alone, and depends on none of the command's crates.
+    cargo build --lib --locked --no-default-features --profile "$profile"
 fi
 for file in libqemu_ubpf.so libqemu_ubpf.a; do
     [ -f "$artifacts/$file" ] || { echo "install.sh: $artifacts/$file is missing (build first, or drop --no-build)" >&2; exit 1; }

@@ -8,18 +8,19 @@
 //! checks), [`helpers`] (the registry; Linux's built-ins), [`maps`] and
 //! [`program`] (a verified image; a prog array holds programs, so these two
 //! read each other), [`object`] (the way from ELF bytes to programs),
-//! [`interp`] (the reference semantics), [`jit`], [`ffi`] (the C API),
-//! [`replay`].
+//! [`interp`] (the reference semantics), [`jit`], [`capi`] (the C API);
+//! behind features, `replay` (captures through filters, for the `qemu-ubpf`
+//! command) and `testing` (program generator, conformance harness, engine
+//! comparer).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod asm;
-pub mod conformance;
+pub mod capi;
 pub mod disasm;
 pub mod elf;
 pub mod error;
-pub mod ffi;
 pub mod helpers;
 pub mod image;
 pub mod interp;
@@ -29,10 +30,15 @@ pub mod maps;
 pub mod memory;
 pub mod object;
 pub mod program;
+#[cfg(feature = "replay")]
 pub mod replay;
-#[doc(hidden)]
-pub mod testgen;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod verifier;
+
+// The JIT's unit tests reach the generator at its former path.
+#[cfg(test)]
+use testing::testgen;
 
 pub use error::{
     AsmError, AsmErrorKind, ElfError, Error, ExecError, ExecErrorKind, LoadError, LoadErrorKind, MapError,

@@ -1,4 +1,4 @@
-//! The C API (`src/ffi.rs`) as C programs see it: the committed header is
+//! The C API (`src/capi/`) as C programs see it: the committed header is
 //! what cbindgen generates; it compiles as C99 and as C++; and the C
 //! programs in `tests/c/` build through pkg-config against the library as
 //! `scripts/install.sh` installs it, then run: QEMU's filter-ubpf call
@@ -18,21 +18,22 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The header as cbindgen generates it now from `src/ffi.rs`.
+/// The header as cbindgen generates it now from `src/capi/` (it follows the
+/// `mod` items of `mod.rs`).
 fn generated_header() -> String {
     let config = cbindgen::Config::from_file(root().join("cbindgen.toml")).expect("cbindgen.toml parses");
     let bindings = cbindgen::Builder::new()
         .with_config(config)
-        .with_src(root().join("src/ffi.rs"))
+        .with_src(root().join("src/capi/mod.rs"))
         .generate()
-        .expect("cbindgen reads src/ffi.rs");
+        .expect("cbindgen reads src/capi/");
     let mut header = Vec::new();
     bindings.write(&mut header);
     String::from_utf8(header).expect("the header is UTF-8")
 }
 
 #[test]
-fn header_is_generated_from_the_ffi_module() {
+fn header_is_generated_from_the_capi_module() {
     let path = root().join("include/ubpf.h");
     let fresh = generated_header();
     if std::env::var_os("QEMU_UBPF_BLESS").is_some() {
@@ -47,7 +48,7 @@ fn header_is_generated_from_the_ffi_module() {
             .position(|(a, b)| a != b)
             .unwrap_or(committed.lines().count().min(fresh.lines().count()));
         panic!(
-            "include/ubpf.h differs from what cbindgen generates from src/ffi.rs (first at line {}); \
+            "include/ubpf.h differs from what cbindgen generates from src/capi/ (first at line {}); \
              run `QEMU_UBPF_BLESS=1 cargo test --test capi header` and commit the result",
             line + 1
         );

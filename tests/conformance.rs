@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use qemu_ubpf::conformance::{self, Vector};
+use qemu_ubpf::testing::conformance::{self, Vector};
 use qemu_ubpf::{Config, Program, asm, isa};
 
 fn vectors() -> Vec<(String, Vector)> {

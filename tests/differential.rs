@@ -1,5 +1,5 @@
 //! Differential test: the JIT against the interpreter, the reference, on
-//! generated programs ([`qemu_ubpf::testgen`]): the same r0 or the same error
+//! generated programs ([`qemu_ubpf::testing::testgen`]): the same r0 or the same error
 //! (pc, instruction, kind, place), and the same input memory afterwards.
 //!
 //! `QEMU_UBPF_DIFF_CASES` sets how many seeds run (default 20000),
@@ -7,11 +7,9 @@
 //! seed reruns alone: `QEMU_UBPF_DIFF_SEED=1234 QEMU_UBPF_DIFF_CASES=1`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::thread;
 
-use qemu_ubpf::jit::JitProgram;
-use qemu_ubpf::testgen::{self, GeneratedCase};
+use qemu_ubpf::testing::testgen;
 use qemu_ubpf::{ExecError, ExecErrorKind};
 
 const DEFAULT_CASES: u64 = 20_000;
@@ -27,25 +25,9 @@ fn env_number(name: &str, default: u64) -> u64 {
     }
 }
 
-/// Runs one case in both engines; the interpreter's result when they agree,
-/// else a report of the difference.
-fn check(case: &GeneratedCase) -> Result<Result<u64, ExecError>, String> {
-    let refused = |error| {
-        format!("the generator made a program the verifier refuses: {error}\n{}", testgen::case_description(case))
-    };
-    // One load per engine, so that both runs start from the same global data.
-    let interpreted = case.load().map_err(refused)?;
-    let compiled = Arc::new(case.load().map_err(refused)?);
-    let jit = JitProgram::compile(Arc::clone(&compiled)).map_err(|error| {
-        format!("the JIT refused a verified program: {error:?}\n{}", testgen::case_description(case))
-    })?;
-    testgen::compare(case, &interpreted, &compiled, |memory| jit.execute(memory))
-        .map_err(|divergence| divergence.report(case))
-}
-
 /// The same as the cargo-fuzz target `jit_diff` (fuzz/fuzz_targets/jit_diff.rs).
 fn jit_diff(data: &[u8]) {
-    if let Err(report) = check(&testgen::program_from_bytes(data)) {
+    if let Err(report) = testgen::program_from_bytes(data).compare_engines() {
         panic!("{report}");
     }
 }
@@ -53,7 +35,7 @@ fn jit_diff(data: &[u8]) {
 /// Cuts and zeroes spans of the generator's bytes while the case still
 /// fails, for a shorter program showing a failure (not always the same one).
 fn shrink(mut bytes: Vec<u8>) -> Vec<u8> {
-    let fails = |bytes: &[u8]| check(&testgen::program_from_bytes(bytes)).is_err();
+    let fails = |bytes: &[u8]| testgen::program_from_bytes(bytes).compare_engines().is_err();
     let mut attempts = 0;
     let mut span = bytes.len().div_ceil(2);
     while span > 0 && attempts < SHRINK_ATTEMPTS {
@@ -116,7 +98,7 @@ fn jit_agrees_with_interpreter_on_generated_programs() {
                 scope.spawn(move || {
                     let mut tally = Tally::default();
                     for seed in (first_seed..first_seed + cases).skip(worker as usize).step_by(threads as usize) {
-                        match check(&testgen::program_from_seed(seed)) {
+                        match testgen::program_from_seed(seed).compare_engines() {
                             Ok(result) => *tally.outcomes.entry(stop_name(&result)).or_default() += 1,
                             Err(report) => tally.failures.push((seed, report)),
                         }
@@ -139,7 +121,7 @@ fn jit_agrees_with_interpreter_on_generated_programs() {
     for (seed, report) in failures.iter().take(REPORTED_FAILURES) {
         println!("==== seed {seed} differs\n{report}");
         let shrunk = testgen::program_from_bytes(&shrink(testgen::seed_bytes(*seed)));
-        match check(&shrunk) {
+        match shrunk.compare_engines() {
             Err(report) => println!("---- seed {seed}, minimised:\n{report}"),
             Ok(_) => println!("---- seed {seed}: the minimised case passes"),
         }

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use std::sync::Arc;
 
-use qemu_ubpf::conformance::{self, Vector};
 use qemu_ubpf::interp::{self, Stack};
 use qemu_ubpf::isa::{self, Insn, MAX_CALL_DEPTH};
 use qemu_ubpf::jit::JitProgram;
+use qemu_ubpf::testing::conformance::{self, Vector};
 use qemu_ubpf::{Config, ExecError, ExecErrorKind, Helpers, Program, Region, asm};
 
 /// What one engine's run produced.

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use qemu_ubpf::jit::JitProgram;
-use qemu_ubpf::{Config, Program, conformance};
+use qemu_ubpf::testing::conformance;
+use qemu_ubpf::{Config, Program};
+
+#[path = "shared/hex.rs"]
+mod hex;
 
 const USAGE: &str = "usage: qemu-ubpf-conformance [MEMORY-HEX] [--interpret | --jit] [--elf] < PROGRAM";
 
@@ -28,7 +32,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
             "--elf" => options.elf = true,
             "-h" | "--help" => return Err(USAGE.into()),
             memory if index == 0 && !memory.starts_with("--") => {
-                options.memory = conformance::parse_hex(memory).map_err(|e| format!("memory argument: {e}"))?;
+                options.memory = hex::parse_hex(memory).map_err(|e| format!("memory argument: {e}"))?;
             }
             other => return Err(format!("unknown option {other:?}\n{USAGE}")),
         }
@@ -43,7 +47,7 @@ fn run() -> Result<u64, String> {
     let code = if options.elf && input.starts_with(b"\x7fELF") {
         input
     } else {
-        conformance::parse_hex(&String::from_utf8_lossy(&input)).map_err(|e| format!("program on stdin: {e}"))?
+        hex::parse_hex(&String::from_utf8_lossy(&input)).map_err(|e| format!("program on stdin: {e}"))?
     };
     let helpers = conformance::helpers();
     let program = if options.elf {

@@ -17,6 +17,9 @@ use qemu_ubpf::replay::{
 };
 use qemu_ubpf::{Config, Helpers, Program, asm, disasm, elf, isa};
 
+#[path = "shared/hex.rs"]
+mod hex;
+
 /// The QEMU RFC's example filter, run when `replay` is given no program.
 const BUNDLED_PROGRAM: &[u8] = include_bytes!("../../examples/drop_1_1_1_1.o");
 const BUNDLED_PROGRAM_NAME: &str = "examples/drop_1_1_1_1.o";
@@ -219,7 +222,7 @@ fn run(command: Command) -> Result<(), String> {
             let config = Config { instruction_limit, ..Config::default() };
             let loaded = load(&program, name.as_deref(), &config)?;
             let mut packet = match (hex, input) {
-                (Some(hex), _) => qemu_ubpf::conformance::parse_hex(&hex).map_err(|e| format!("--hex: {e}"))?,
+                (Some(hex), _) => hex::parse_hex(&hex).map_err(|e| format!("--hex: {e}"))?,
                 (None, Some(path)) => read(&path)?,
                 (None, None) => Vec::new(),
             };

@@ -1,63 +1,17 @@
-//! The C API: iovisor/ubpf's `ubpf.h`, with the same names, signatures and
-//! semantics, for QEMU's `filter-ubpf` and any C program written for ubpf.
-//! `include/ubpf.h` is generated from this file by cbindgen (see
-//! `cbindgen.toml`; `tests/capi.rs` fails when the committed header is stale).
-//!
-//! Every `extern "C"` item of the crate lives here. Each exported function
-//! runs its body inside [`boundary!`], which catches panics (a panic must
-//! never unwind into C: it would abort QEMU), turns every failure into the
-//! C convention (-1, NULL or `UINT64_MAX`) with a message, and records the
-//! message for [`ubpf_last_error`]. Pointers from C are checked for NULL
-//! before use; messages for `char **errmsg` are allocated with `malloc`, so
-//! C frees them with `free`.
-//!
-//! Thread safety, as the header documents it: the calls that only read a
-//! loaded VM (running it, compiling it, copying its code) may run at the same
-//! time from any threads, so they take `&ubpf_vm` and keep the lazily built
-//! native code behind a mutex; the calls that change the VM take `&mut` and
-//! the caller must not overlap them with any other call on that VM.
-//!
-//! Native entry points. ubpf's `ubpf_jit_fn` is a plain `(mem, mem_len)`
-//! function, which cannot carry the VM, while the JIT's code takes a
-//! private context. So each VM gets, per JIT mode, a tiny stub of generated
-//! code that loads the address of its [`Compiled`] into the next argument
-//! register and jumps to [`run_basic`] or [`run_extended`], which run the
-//! compiled program as [`JitProgram::execute`] does, with every check.
+//! `struct ubpf_vm` and the calls on it: helpers, loading, runs in the
+//! interpreter, compiling to native code, settings.
 
-#![allow(non_camel_case_types)]
-
-use std::borrow::Cow;
-use std::cell::Cell;
-use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
-use std::io::Write;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ffi::{c_char, c_int, c_uint, c_void};
 use std::ptr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::boundary::{boundary, bytes, bytes_mut, c_str};
+use super::native::{Mode, Native};
 use crate::helpers::Helpers;
 use crate::image::{DEFAULT_INSTRUCTION_LIMIT, MAX_HELPER_INDEX};
-use crate::isa::{MAX_CALL_DEPTH, STACK_FRAME_SIZE};
-use crate::jit::JitProgram;
-use crate::maps::{Map, MapOpError, MapType};
+use crate::maps::Map;
 use crate::program::{Config, Program};
-
-/// Defined when the ELF loader (`ubpf_load_elf`, `ubpf_load_elf_ex`) is
-/// available, as ubpf's `ubpf_config.h` does; always, here.
-pub const UBPF_HAS_ELF_H: c_int = 1;
-
-/// The largest number of instruction slots a program may have.
-pub const UBPF_MAX_INSTS: u32 = 65536;
-
-/// Bytes of stack of one call frame, addressed below r10.
-pub const UBPF_EBPF_STACK_SIZE: u32 = 512;
-
-/// The deepest nesting of local (bpf-to-bpf) calls, the entry frame included.
-pub const UBPF_MAX_CALL_DEPTH: u32 = 16;
-
-// cbindgen writes constants only as literals: keep them equal to the engine's.
-const _: () =
-    assert!(UBPF_EBPF_STACK_SIZE as usize == STACK_FRAME_SIZE && UBPF_MAX_CALL_DEPTH as usize == MAX_CALL_DEPTH);
 
 /// @brief A virtual machine: its helpers, its settings and at most one loaded
 /// program. Opaque: create it with ubpf_create() and free it with
@@ -69,7 +23,7 @@ pub struct ubpf_vm {
     bounds_check: bool,
     undefined_behavior_check: bool,
     /// The `error_printf` function as an address, 0 for the default. Shared
-    /// with [`Compiled`], which reports the faults of native runs.
+    /// with the native code, which reports the faults of native runs.
     error_printf: Arc<AtomicUsize>,
     registers: *mut u64,
     /// Recorded, never called (see ubpf_register_data_relocation).
@@ -82,46 +36,9 @@ pub struct ubpf_vm {
 }
 
 /// A program in a VM and the native code built for it on demand.
-struct Loaded {
-    program: Arc<Program>,
+pub(super) struct Loaded {
+    pub(super) program: Arc<Program>,
     native: Mutex<Native>,
-}
-
-#[derive(Default)]
-struct Native {
-    compiled: Option<Arc<Compiled>>,
-    basic: Option<EntryStub>,
-    extended: Option<EntryStub>,
-    /// The mode of the last successful compile, for ubpf_copy_jit().
-    last: Option<Mode>,
-}
-
-/// What a native entry stub points at: the compiled program and where to
-/// report its faults. Lives, at a fixed address, until the program is
-/// unloaded.
-struct Compiled {
-    jit: JitProgram,
-    error_printf: Arc<AtomicUsize>,
-}
-
-/// One generated entry point: executable code, and its bytes for
-/// ubpf_copy_jit().
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-struct EntryStub {
-    code: dynasmrt::ExecutableBuffer,
-    bytes: Vec<u8>,
-}
-
-impl EntryStub {
-    fn address(&self) -> *const u8 {
-        self.code.ptr(dynasmrt::AssemblyOffset(0))
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Mode {
-    Basic,
-    Extended,
 }
 
 /// @brief The mode of the native code that ubpf_compile_ex() returns.
@@ -139,7 +56,7 @@ pub enum JitMode {
 pub struct JitModeValue(c_uint);
 
 impl JitModeValue {
-    fn mode(&self) -> Result<Mode, String> {
+    pub(super) fn mode(&self) -> Result<Mode, String> {
         match self.0 {
             0 => Ok(Mode::Extended),
             1 => Ok(Mode::Basic),
@@ -177,159 +94,12 @@ pub type ubpf_data_relocation = Option<
 /// stack (never called by qemu-ubpf: see ubpf_register_data_bounds_check()).
 pub type ubpf_bounds_check = Option<unsafe extern "C" fn(context: *mut c_void, addr: u64, size: u64) -> bool>;
 
-/// The type of `ubpf_set_error_print`'s function.
-type ErrorPrintf = unsafe extern "C" fn(*mut libc::FILE, *const c_char, ...) -> c_int;
-
-unsafe extern "C" {
-    /// glibc's (and musl's) standard error stream, which ubpf hands to the
-    /// `error_printf` function.
-    static mut stderr: *mut libc::FILE;
-}
-
-thread_local! {
-    /// The message of the last call on this thread that failed.
-    static LAST_ERROR: Cell<Option<String>> = const { Cell::new(None) };
-}
-
-fn set_last_error(message: &str) {
-    let _ = LAST_ERROR.try_with(|slot| slot.set(Some(message.to_owned())));
-}
-
-fn clear_last_error() {
-    let _ = LAST_ERROR.try_with(|slot| drop(slot.take()));
-}
-
-/// Runs `body`, the whole work of an exported function, turning a panic into
-/// an error, and records the outcome for [`ubpf_last_error`].
-fn guard<T>(body: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    let result = match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(result) => result,
-        Err(payload) => {
-            let message = match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
-                (Some(text), _) => format!("internal error (panic): {text}"),
-                (_, Some(text)) => format!("internal error (panic): {text}"),
-                _ => "internal error (panic)".to_owned(),
-            };
-            // Dropping a payload runs its destructor, which could panic too.
-            if let Err(nested) = catch_unwind(AssertUnwindSafe(|| drop(payload))) {
-                std::mem::forget(nested);
-            }
-            Err(message)
-        }
-    };
-    match &result {
-        Ok(_) => clear_last_error(),
-        Err(message) => set_last_error(message),
-    }
-    result
-}
-
-/// The one boundary every exported function runs in: catches panics, turns
-/// an `Err` into the C failure value, and delivers the message.
-///
-/// - `boundary!(errmsg: P, failure: F, { body })`: sets `*P` to NULL first
-///   (when P is not NULL), then to a `malloc`'d message on failure;
-/// - `boundary!(report: VM, failure: F, { body })`: a run's failure goes to
-///   the `error_printf` of VM (a `*const ubpf_vm`, possibly NULL);
-/// - `boundary!(failure: F, { body })`: the message only goes to
-///   ubpf_last_error().
-///
-/// The body is a closure returning `Result<T, String>`, so `?` works in it.
-macro_rules! boundary {
-    (errmsg: $errmsg:expr, failure: $failure:expr, $body:block) => {{
-        let errmsg: *mut *mut c_char = $errmsg;
-        // SAFETY: the header requires `errmsg` to be NULL or writable.
-        unsafe { write_errmsg(errmsg, None) };
-        match guard(|| $body) {
-            Ok(value) => value,
-            Err(message) => {
-                // SAFETY: as above.
-                unsafe { write_errmsg(errmsg, Some(&message)) };
-                $failure
-            }
-        }
-    }};
-    (report: $vm:expr, failure: $failure:expr, $body:block) => {{
-        let vm: *const ubpf_vm = $vm;
-        match guard(|| $body) {
-            Ok(value) => value,
-            Err(message) => {
-                // SAFETY: the header requires `vm` to be NULL or a live VM.
-                let printer = unsafe { vm.as_ref() }.map_or(0, |vm| vm.error_printf.load(Ordering::Relaxed));
-                report(printer, &message);
-                $failure
-            }
-        }
-    }};
-    (failure: $failure:expr, $body:block) => {{
-        match guard(|| $body) {
-            Ok(value) => value,
-            Err(_) => $failure,
-        }
-    }};
-}
-
-/// `message` with any NUL written as `\0`, so that it fits a C string.
-fn without_nul(message: &str) -> Cow<'_, str> {
-    if message.contains('\0') { message.replace('\0', "\\0").into() } else { message.into() }
-}
-
-/// Copies `message` into memory from `malloc`, NUL-terminated; NULL when
-/// memory is short.
-fn malloc_string(message: &str) -> *mut c_char {
-    let text = without_nul(message);
-    let bytes = text.as_bytes();
-    // SAFETY: malloc has no preconditions; the size is at least 1.
-    let copy = unsafe { libc::malloc(bytes.len() + 1) }.cast::<u8>();
-    if !copy.is_null() {
-        // SAFETY: `copy` holds `bytes.len() + 1` bytes and is fresh, so it
-        // cannot overlap `bytes`.
-        unsafe {
-            ptr::copy_nonoverlapping(bytes.as_ptr(), copy, bytes.len());
-            copy.add(bytes.len()).write(0);
-        }
-    }
-    copy.cast()
-}
-
-/// Stores a copy of `message` (or NULL) in `*errmsg`, unless `errmsg` is
-/// NULL.
-///
-/// # Safety
-/// `errmsg` is NULL or valid for writing a pointer.
-unsafe fn write_errmsg(errmsg: *mut *mut c_char, message: Option<&str>) {
-    if !errmsg.is_null() {
-        let copy = message.map_or(ptr::null_mut(), malloc_string);
-        // SAFETY: not NULL, and writable by the caller's contract.
-        unsafe { errmsg.write(copy) };
-    }
-}
-
-/// Reports a failed run as ubpf does: through the VM's `error_printf`
-/// (`printer`, an address; 0 for the default, which writes to stderr).
-fn report(printer: usize, message: &str) {
-    if printer == 0 {
-        let _ = writeln!(std::io::stderr(), "qemu-ubpf: {message}");
-        return;
-    }
-    let Ok(text) = std::ffi::CString::new(without_nul(message).as_bytes()) else { return };
-    // SAFETY: `printer` was stored by ubpf_set_error_print from a non-NULL
-    // function pointer of exactly this type.
-    let printer: ErrorPrintf = unsafe { std::mem::transmute::<usize, ErrorPrintf>(printer) };
-    // SAFETY: the C library initialises `stderr` before any code runs and
-    // nothing here writes it.
-    let stream = unsafe { stderr };
-    // SAFETY: a printf-like function called with a constant "%s\n" format
-    // and one NUL-terminated string, as its contract expects.
-    unsafe { printer(stream, c"%s\n".as_ptr(), text.as_ptr()) };
-}
-
 /// The VM behind a pointer from C, for reading.
 ///
 /// # Safety
 /// `vm` is NULL or a VM from ubpf_create() not yet destroyed, which no other
 /// thread changes meanwhile.
-unsafe fn vm_ref<'a>(vm: *const ubpf_vm) -> Result<&'a ubpf_vm, String> {
+pub(super) unsafe fn vm_ref<'a>(vm: *const ubpf_vm) -> Result<&'a ubpf_vm, String> {
     // SAFETY: the caller's contract.
     unsafe { vm.as_ref() }.ok_or_else(|| "the vm is NULL".to_owned())
 }
@@ -344,53 +114,6 @@ unsafe fn vm_mut<'a>(vm: *mut ubpf_vm) -> Result<&'a mut ubpf_vm, String> {
     unsafe { vm.as_mut() }.ok_or_else(|| "the vm is NULL".to_owned())
 }
 
-/// `len` bytes at `data`, read-only; NULL is allowed only with length 0.
-///
-/// # Safety
-/// Unless NULL, `data` points at `len` readable bytes that stay valid and
-/// unchanged for `'a`.
-unsafe fn bytes<'a>(data: *const c_void, len: usize, what: &str) -> Result<&'a [u8], String> {
-    match (data.is_null(), len) {
-        (true, 0) => Ok(&[]),
-        (true, _) => Err(format!("{what} is NULL but its length is {len}")),
-        (false, len) if len > isize::MAX as usize => {
-            Err(format!("{what} is {len} bytes long, more than memory can hold"))
-        }
-        // SAFETY: the caller's contract; the length fits an isize.
-        (false, _) => Ok(unsafe { std::slice::from_raw_parts(data.cast::<u8>(), len) }),
-    }
-}
-
-/// `len` bytes at `data`, writable; NULL is allowed only with length 0.
-///
-/// # Safety
-/// Unless NULL, `data` points at `len` bytes that the caller lets the
-/// program read and write for `'a`.
-unsafe fn bytes_mut<'a>(data: *mut c_void, len: usize, what: &str) -> Result<&'a mut [u8], String> {
-    match (data.is_null(), len) {
-        (true, 0) => Ok(&mut []),
-        (true, _) => Err(format!("{what} is NULL but its length is {len}")),
-        (false, len) if len > isize::MAX as usize => {
-            Err(format!("{what} is {len} bytes long, more than memory can hold"))
-        }
-        // SAFETY: the caller's contract; the length fits an isize.
-        (false, _) => Ok(unsafe { std::slice::from_raw_parts_mut(data.cast::<u8>(), len) }),
-    }
-}
-
-/// A C string argument as text; NULL gives `None`.
-///
-/// # Safety
-/// Unless NULL, `text` points at a NUL-terminated string valid for `'a`.
-unsafe fn c_str<'a>(text: *const c_char, what: &str) -> Result<Option<&'a str>, String> {
-    if text.is_null() {
-        return Ok(None);
-    }
-    // SAFETY: the caller's contract.
-    let text = unsafe { CStr::from_ptr(text) };
-    text.to_str().map(Some).map_err(|_| format!("{what} is not valid UTF-8"))
-}
-
 /// The limit a program gets: ubpf's 0 means none.
 fn instruction_limit(limit: u32) -> u64 {
     match limit {
@@ -400,7 +123,7 @@ fn instruction_limit(limit: u32) -> u64 {
 }
 
 impl ubpf_vm {
-    fn loaded(&self) -> Result<&Loaded, String> {
+    pub(super) fn loaded(&self) -> Result<&Loaded, String> {
         self.loaded
             .as_ref()
             .ok_or_else(|| "no program is loaded in this vm: call ubpf_load() or ubpf_load_elf() first".to_owned())
@@ -435,129 +158,20 @@ impl Loaded {
     }
 }
 
-impl Native {
-    /// The compiled program, compiling it on first use.
-    fn compiled(&mut self, program: &Arc<Program>, error_printf: &Arc<AtomicUsize>) -> Result<&Arc<Compiled>, String> {
-        if self.compiled.is_none() {
-            let jit =
-                JitProgram::compile(program.clone()).map_err(|error| format!("JIT compilation failed: {error}"))?;
-            self.compiled = Some(Arc::new(Compiled { jit, error_printf: error_printf.clone() }));
-        }
-        Ok(self.compiled.as_ref().expect("set above"))
-    }
-
-    /// The entry point for `mode`, generating it on first use.
-    fn entry(
-        &mut self,
-        program: &Arc<Program>,
-        error_printf: &Arc<AtomicUsize>,
-        mode: Mode,
-    ) -> Result<*const u8, String> {
-        let compiled = Arc::as_ptr(self.compiled(program, error_printf)?);
-        let slot = match mode {
-            Mode::Basic => &mut self.basic,
-            Mode::Extended => &mut self.extended,
-        };
-        if slot.is_none() {
-            *slot = Some(entry_stub(compiled, mode)?);
-        }
-        self.last = Some(mode);
-        Ok(slot.as_ref().expect("set above").address())
-    }
-}
-
-/// Generates the entry point of `mode` for `compiled`: it puts `compiled`
-/// in the argument register after the C caller's own (rdx for a
-/// `ubpf_jit_fn`, r8 for a `ubpf_jit_ex_fn`) and jumps to the Rust function
-/// that runs the program. A jump, not a call, so the stack stays as the C
-/// caller left it and the Rust function returns straight to it.
-#[cfg(target_arch = "x86_64")]
-fn entry_stub(compiled: *const Compiled, mode: Mode) -> Result<EntryStub, String> {
-    use dynasmrt::x64::X64Relocation;
-    use dynasmrt::{DynasmApi, VecAssembler, dynasm};
-
-    type Basic = unsafe extern "C" fn(*mut c_void, usize, *const Compiled) -> u64;
-    type Extended = unsafe extern "C" fn(*mut c_void, usize, *mut u8, usize, *const Compiled) -> u64;
-
-    let context = compiled as i64;
-    let mut ops = VecAssembler::<X64Relocation>::new(0);
-    match mode {
-        Mode::Basic => {
-            let target = run_basic as Basic as usize as i64;
-            dynasm!(ops ; .arch x64 ; mov rdx, QWORD context ; mov rax, QWORD target ; jmp rax);
-        }
-        Mode::Extended => {
-            let target = run_extended as Extended as usize as i64;
-            dynasm!(ops ; .arch x64 ; mov r8, QWORD context ; mov rax, QWORD target ; jmp rax);
-        }
-    }
-    let bytes = ops.finalize().map_err(|error| format!("generating the entry point failed: {error}"))?;
-    let mut buffer = dynasmrt::mmap::MutableBuffer::new(bytes.len())
-        .map_err(|error| format!("mapping the entry point failed: {error}"))?;
-    buffer.set_len(bytes.len());
-    buffer.copy_from_slice(&bytes);
-    let code = buffer.make_exec().map_err(|error| format!("mapping the entry point failed: {error}"))?;
-    dynasmrt::cache_control::prepare_for_execution(&code);
-    Ok(EntryStub { code, bytes })
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn entry_stub(_compiled: *const Compiled, _mode: Mode) -> Result<EntryStub, String> {
-    Err(format!("native entry points are not implemented on {}", std::env::consts::ARCH))
-}
-
-/// Runs a compiled program for a native entry point; the failure value
-/// `UINT64_MAX` stands for a failed run, whose message goes to the VM's
-/// `error_printf` and to ubpf_last_error().
-///
-/// # Safety
-/// `compiled` is the pointer the entry stub was generated with, whose
-/// program is still loaded; `mem` is NULL with `mem_len` 0, or points at
-/// `mem_len` bytes the program may read and write.
-unsafe fn run_native(mem: *mut c_void, mem_len: usize, compiled: *const Compiled) -> u64 {
-    // SAFETY: the stub lives no longer than the `Compiled` it points at.
-    let compiled = unsafe { &*compiled };
-    match guard(|| {
-        // SAFETY: the caller's contract.
-        let mem = unsafe { bytes_mut(mem, mem_len, "mem") }?;
-        compiled.jit.execute(mem).map_err(|error| error.to_string())
-    }) {
-        Ok(value) => value,
-        Err(message) => {
-            report(compiled.error_printf.load(Ordering::Relaxed), &message);
-            u64::MAX
-        }
-    }
-}
-
-/// Where the `ubpf_jit_fn` stub jumps.
-///
-/// # Safety
-/// As [`run_native`].
-unsafe extern "C" fn run_basic(mem: *mut c_void, mem_len: usize, compiled: *const Compiled) -> u64 {
-    // SAFETY: the same contract.
-    unsafe { run_native(mem, mem_len, compiled) }
-}
-
-/// Where the `ubpf_jit_ex_fn` stub jumps; the stack is not used.
-///
-/// # Safety
-/// As [`run_native`].
-unsafe extern "C" fn run_extended(
-    mem: *mut c_void,
-    mem_len: usize,
-    _stack: *mut u8,
-    _stack_len: usize,
-    compiled: *const Compiled,
-) -> u64 {
-    // SAFETY: the same contract.
-    unsafe { run_native(mem, mem_len, compiled) }
-}
-
 /// The entry point of `mode` for the program in `vm`, as a function pointer.
 fn entry_point(vm: &ubpf_vm, mode: Mode) -> Result<*const u8, String> {
     let loaded = vm.loaded()?;
     loaded.native().entry(&loaded.program, &vm.error_printf, mode)
+}
+
+/// The address of `vm`'s `error_printf` (see ubpf_set_error_print()), 0 for
+/// the default or a NULL vm.
+///
+/// # Safety
+/// `vm` is NULL or a live VM.
+unsafe fn error_printer(vm: *const ubpf_vm) -> usize {
+    // SAFETY: the caller's contract.
+    unsafe { vm.as_ref() }.map_or(0, |vm| vm.error_printf.load(Ordering::Relaxed))
 }
 
 /// @brief Creates a VM with no helpers and no program.
@@ -831,7 +445,8 @@ pub unsafe extern "C" fn ubpf_exec(
     mem_len: usize,
     bpf_return_value: *mut u64,
 ) -> c_int {
-    boundary!(report: vm, failure: -1, {
+    // SAFETY: the header requires `vm` to be NULL or a live VM.
+    boundary!(report: unsafe { error_printer(vm) }, failure: -1, {
         // SAFETY: the caller's contract.
         let vm = unsafe { vm_ref(vm) }?;
         if bpf_return_value.is_null() {
@@ -1408,522 +1023,18 @@ pub unsafe extern "C" fn ubpf_reuse_maps(vm: *mut ubpf_vm, previous: *const ubpf
     })
 }
 
-/// @brief A map of a loaded program, for the host: opaque; get one with
-/// ubpf_map_get() or ubpf_map_get_by_index(), free it with
-/// ubpf_map_release().
-///
-/// The handle keeps the map alive, even after the program is unloaded (it
-/// is then no program's map any more). Not in ubpf.
-pub struct ubpf_map {
-    map: Arc<Map>,
-    name: std::ffi::CString,
-}
-
-/// @brief What a map is: Linux's map type number (`BPF_MAP_TYPE_*`), its
-/// sizes and flags.
-#[repr(C)]
-pub struct ubpf_map_info {
-    pub map_type: u32,
-    pub key_size: u32,
-    pub value_size: u32,
-    pub max_entries: u32,
-    pub flags: u32,
-}
-
-fn map_handle(map: &Arc<Map>) -> *mut ubpf_map {
-    let name = std::ffi::CString::new(without_nul(map.name()).as_bytes()).unwrap_or_default();
-    Box::into_raw(Box::new(ubpf_map { map: map.clone(), name }))
-}
-
-/// The map behind a handle from C.
-///
-/// # Safety
-/// `map` is NULL or a handle not yet released.
-unsafe fn map_ref<'a>(map: *const ubpf_map) -> Result<&'a Map, String> {
-    // SAFETY: the caller's contract.
-    unsafe { map.as_ref() }.map(|handle| &*handle.map).ok_or_else(|| "the map is NULL".to_owned())
-}
-
-/// A map operation's result as C sees it: 0, or a negative errno.
-fn map_status(result: Result<(), MapOpError>) -> c_int {
-    match result {
-        Ok(()) => 0,
-        Err(error) => -error.errno(),
-    }
-}
-
-/// @brief The number of maps of the loaded program: those it declares,
-/// then one per global data section (`.rodata`, `.data`, `.bss`, each an
-/// array of one value), as libbpf counts them.
-///
-/// Thread safety: as ubpf_exec().
-///
-/// @param[in] vm The VM.
-/// @return The count; -1 when `vm` is NULL or has no program loaded.
-///
-/// # Safety
-/// `vm` is NULL or a live VM that no other thread changes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ubpf_map_count(vm: *const ubpf_vm) -> c_int {
-    boundary!(failure: -1, {
-        // SAFETY: the caller's contract.
-        let vm = unsafe { vm_ref(vm) }?;
-        Ok(c_int::try_from(vm.loaded()?.program.maps().len()).unwrap_or(c_int::MAX))
-    })
-}
-
-/// @brief A handle to map number `index` of the loaded program (see
-/// ubpf_map_count()).
-///
-/// Thread safety: as ubpf_exec().
-///
-/// @param[in] vm The VM.
-/// @param[in] index From 0 to the count less 1.
-/// @return The handle, to free with ubpf_map_release(); NULL when there is
-///         no such map (the reason in ubpf_last_error()).
-///
-/// # Safety
-/// `vm` is NULL or a live VM that no other thread changes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ubpf_map_get_by_index(vm: *const ubpf_vm, index: c_uint) -> *mut ubpf_map {
-    boundary!(failure: ptr::null_mut(), {
-        // SAFETY: the caller's contract.
-        let vm = unsafe { vm_ref(vm) }?;
-        let maps = vm.loaded()?.program.maps();
-        let map = maps.get(index as usize).ok_or_else(|| format!("no map {index}: the program has {}", maps.len()))?;
-        Ok(map_handle(map))
-    })
-}
-
-/// @brief A handle to the loaded program's map named `name` (its variable
-/// in C; `.bss`, `.data` or `.rodata` for global data).
-///
-/// Thread safety: as ubpf_exec().
-///
-/// @param[in] vm The VM.
-/// @param[in] name The map's name.
-/// @return The handle, to free with ubpf_map_release(); NULL when there is
-///         no such map.
-///
-/// # Safety
-/// `vm` is NULL or a live VM that no other thread changes; `name` is NULL
-/// or a NUL-terminated string.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ubpf_map_get(vm: *const ubpf_vm, name: *const c_char) -> *mut ubpf_map {
-    boundary!(failure: ptr::null_mut(), {
-        // SAFETY: the caller's contract.
-        let vm = unsafe { vm_ref(vm) }?;
-        // SAFETY: the caller's contract.
-        let name = unsafe { c_str(name, "the map's name") }?.ok_or("the map's name is NULL")?;
-        let map = vm.loaded()?.program.map(name).ok_or_else(|| format!("the program has no map named {name:?}"))?;
-        Ok(map_handle(map))
-    })
-}
-
-/// @brief Frees a map handle.
-///
-/// @param[in] map The handle; NULL does nothing.
-///
-/// # Safety
-/// `map` is NULL or a handle not yet released, which no other thread uses.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ubpf_map_release(map: *mut ubpf_map) {
-    boundary!(failure: (), {
-        if !map.is_null() {
-            // SAFETY: a handle from `map_handle`, released once.
-            drop(unsafe { Box::from_raw(map) });
-        }
-        Ok(())
-    })
-}
-
-/// @brief The map's name, valid as long as the handle.
-///
-/// @param[in] map The handle.
-/// @return The name; NULL when `map` is NULL.
-///
-/// # Safety
-/// `map` is NULL or a handle not yet released.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ubpf_map_name(map: *const ubpf_map) -> *const c_char {
-    boundary!(failure: ptr::null(), {
-        // SAFETY: the caller's contract.
-        let handle = unsafe { map.as_ref() }.ok_or("the map is NULL")?;
-        Ok(handle.name.as_ptr())
-    })
-}
-
-/// @brief The map's type, sizes and flags.
-///
-/// @param[in] map The handle.
-/// @param[out] info Where to write them.
-/// @retval 0 Success.
-/// @retval -EINVAL A NULL argument.
-///
-/// # Safety
-/// `map` is NULL or a handle not yet released; `info` is NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ubpf_map_info(map: *const ubpf_map, info: *mut ubpf_map_info) -> c_int {
-    boundary!(failure: -libc::EINVAL, {
-        // SAFETY: the caller's contract.
-        let map = unsafe { map_ref(map) }?;
-        let def = map.def();
-        let value = ubpf_map_info {
-            map_type: def.map_type,
-            key_size: def.key_size,
-            value_size: def.value_size,
-            max_entries: def.max_entries,
-            flags: def.flags,
-        };
-        // SAFETY: the caller's contract; checked for NULL.
-        unsafe { info.as_mut() }.map(|info| *info = value).ok_or("info is NULL")?;
-        Ok(0)
-    })
-}
-
-/// @brief Copies the value under `key` into `value`.
-///
-/// Sizes must be the map's. A prog array's value is the slot's index when
-/// it holds a program. Thread safety: any number of threads may use maps
-/// at once, while programs run.
-///
-/// @param[in] map The handle.
-/// @param[in] key The key, `key_size` bytes.
-/// @param[out] value Where the value goes, `value_size` bytes.
-/// @retval 0 Found.
-/// @retval -ENOENT No such key.
-/// @retval -EINVAL Wrong sizes or NULL arguments.
-/// @retval -EOPNOTSUPP The map type has no lookup (ring buffer, queue).
-///
-/// # Safety
-/// `map` is NULL or a handle not yet released; `key` and `value` are NULL or
-/// point at their sizes in bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ubpf_map_lookup(
-    map: *const ubpf_map,
-    key: *const c_void,
-    key_size: usize,
-    value: *mut c_void,
-    value_size: usize,
-) -> c_int {
-    boundary!(failure: -libc::EINVAL, {
-        // SAFETY: the caller's contract.
-        let (map, key) = unsafe { (map_ref(map)?, bytes(key, key_size, "key")?) };
-        // SAFETY: the caller's contract.
-        let out = unsafe { bytes_mut(value, value_size, "value") }?;
-        let found = match map.lookup(key) {
-            Ok(found) => found,
-            Err(error) => return Ok(map_status(Err(error))),
-        };
-        let Some(found) = found else { return Ok(map_status(Err(MapOpError::NotFound))) };
-        if found.len() != out.len() {
-            return Ok(map_status(Err(MapOpError::ValueSize { expected: found.len() as u32, got: out.len() })));
-        }
-        out.copy_from_slice(&found);
-        Ok(0)
-    })
-}
-
-/// @brief Stores `value` under `key`; `flags` is 0 (BPF_ANY), 1
-/// (BPF_NOEXIST) or 2 (BPF_EXIST). For a queue or stack, pushes `value`
-/// (the key is NULL, size 0).
-///
-/// Thread safety: as ubpf_map_lookup().
-///
-/// @retval 0 Success.
-/// @retval -EEXIST, -ENOENT As `flags` asks.
-/// @retval -E2BIG The map is full.
-/// @retval -EINVAL Wrong sizes, flags or NULL arguments.
-///
-/// # Safety
-/// `map` is NULL or a handle not yet released; `key` and `value` are NULL or
-/// point at their sizes in bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ubpf_map_update(
-    map: *const ubpf_map,
-    key: *const c_void,
-    key_size: usize,
-    value: *const c_void,
-    value_size: usize,
-    flags: u64,
-) -> c_int {
-    boundary!(failure: -libc::EINVAL, {
-        // SAFETY: the caller's contract.
-        let (map, key, value) =
-            unsafe { (map_ref(map)?, bytes(key, key_size, "key")?, bytes(value, value_size, "value")?) };
-        Ok(map_status(match map.map_type() {
-            MapType::Queue | MapType::Stack => map.push(value, flags),
-            _ => map.update(key, value, flags),
-        }))
-    })
-}
-
-/// @brief Removes the value under `key` (empties a prog array's slot).
-///
-/// Thread safety: as ubpf_map_lookup().
-///
-/// @retval 0 Success.
-/// @retval -ENOENT No such key.
-/// @retval -EINVAL Wrong size, NULL arguments, or an array (whose elements
-///         cannot be deleted).
-///
-/// # Safety
-/// `map` is NULL or a handle not yet released; `key` is NULL or points at
-/// `key_size` bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ubpf_map_delete(map: *const ubpf_map, key: *const c_void, key_size: usize) -> c_int {
-    boundary!(failure: -libc::EINVAL, {
-        // SAFETY: the caller's contract.
-        let (map, key) = unsafe { (map_ref(map)?, bytes(key, key_size, "key")?) };
-        Ok(map_status(map.delete(key)))
-    })
-}
-
-/// @brief Iterates keys: writes the key after `key` (the first one when
-/// `key` is NULL or absent) to `next_key`. Keys come in a stable order while
-/// the map is unchanged: index order for arrays, byte order otherwise.
-///
-/// Thread safety: as ubpf_map_lookup().
-///
-/// @retval 0 A key was written.
-/// @retval -ENOENT `key` was the last one (or the map is empty).
-/// @retval -EINVAL Wrong size or NULL `next_key`.
-///
-/// # Safety
-/// `map` is NULL or a handle not yet released; `key` is NULL or points at
-/// `key_size` bytes; `next_key` is NULL or points at `key_size` writable
-/// bytes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ubpf_map_next_key(
-    map: *const ubpf_map,
-    key: *const c_void,
-    next_key: *mut c_void,
-    key_size: usize,
-) -> c_int {
-    boundary!(failure: -libc::EINVAL, {
-        // SAFETY: the caller's contract.
-        let map = unsafe { map_ref(map) }?;
-        if key_size != map.def().key_size as usize || next_key.is_null() {
-            return Err(format!("next_key must be {} writable bytes", map.def().key_size));
-        }
-        // SAFETY: the caller's contract (NULL means "the first").
-        let key = if key.is_null() { None } else { Some(unsafe { bytes(key, key_size, "key") }?) };
-        // SAFETY: the caller's contract; checked for NULL.
-        let out = unsafe { bytes_mut(next_key, key_size, "next_key") }?;
-        match map.next_key(key) {
-            Some(next) => {
-                out.copy_from_slice(&next);
-                Ok(0)
-            }
-            None => Ok(-libc::ENOENT),
-        }
-    })
-}
-
-/// @brief Takes the next record a program submitted to a ring buffer map.
-///
-/// Records come in the order they were reserved; one reserved and not yet
-/// submitted holds back those after it. Meant for one consumer per ring
-/// buffer. Thread safety: as ubpf_map_lookup().
-///
-/// @param[in] map The handle of a ring buffer map.
-/// @param[out] buffer Where the record goes.
-/// @param[in] size The buffer's size.
-/// @param[out] len The record's length (also when it does not fit); may be
-///             NULL.
-/// @retval 1 A record was copied (and taken).
-/// @retval 0 No record is ready.
-/// @retval -ENOSPC The next record is longer than `size`; it stays.
-/// @retval -EINVAL Not a ring buffer, or NULL arguments.
-///
-/// # Safety
-/// `map` is NULL or a handle not yet released; `buffer` is NULL or points
-/// at `size` writable bytes; `len` is NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ubpf_ringbuf_read(
-    map: *const ubpf_map,
-    buffer: *mut c_void,
-    size: usize,
-    len: *mut usize,
-) -> c_int {
-    boundary!(failure: -libc::EINVAL, {
-        // SAFETY: the caller's contract.
-        let map = unsafe { map_ref(map) }?;
-        // SAFETY: the caller's contract.
-        let out = unsafe { bytes_mut(buffer, size, "buffer") }?;
-        let next = map.ringbuf_next_within(size).map_err(|error| error.to_string())?;
-        let (status, record_len) = match next {
-            None => (0, 0),
-            Some(Err(needed)) => (-libc::ENOSPC, needed),
-            Some(Ok(record)) => {
-                out[..record.len()].copy_from_slice(&record);
-                (1, record.len())
-            }
-        };
-        // SAFETY: the caller's contract.
-        if let Some(len) = unsafe { len.as_mut() } {
-            *len = record_len;
-        }
-        Ok(status)
-    })
-}
-
-/// @brief Every map of the loaded program as JSON, in the format of
-/// `qemu-ubpf replay --maps`: `{"maps": [{"name", "type", "key_size",
-/// "value_size", "max_entries", "flags", "entries": [{"key", "value"}]}]}`,
-/// keys and values as hex bytes in memory order. Arrays list their non-zero
-/// values only; ring buffers give (and consume) their records.
-///
-/// Thread safety: as ubpf_exec(); entries change under a running program,
-/// each is read whole but the whole is no snapshot.
-///
-/// @param[in] vm The VM.
-/// @return The JSON text, to free with free(); NULL on failure.
-///
-/// # Safety
-/// `vm` is NULL or a live VM that no other thread changes.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ubpf_maps_json(vm: *const ubpf_vm) -> *mut c_char {
-    boundary!(failure: ptr::null_mut(), {
-        // SAFETY: the caller's contract.
-        let vm = unsafe { vm_ref(vm) }?;
-        let dump = crate::maps::json::dump_all(vm.loaded()?.program.maps());
-        Ok(malloc_string(&dump.to_string()))
-    })
-}
-
-/// @brief Updates maps of the loaded program from JSON, in the format of
-/// `qemu-ubpf replay --map-init`: `{"MAP": [{"key": K, "value": V}, ...]}`,
-/// K and V hex strings (bytes in memory order), unsigned integers, or, for
-/// an LPM trie over IPv4, "a.b.c.d/len" keys.
-///
-/// Entries before a failing one stay stored. Thread safety: as
-/// ubpf_map_lookup().
-///
-/// @param[in] vm The VM.
-/// @param[in] json The text.
-/// @param[out] errmsg NULL, or where to store the error message (or NULL on
-///             success), which the caller frees with free().
-/// @return The number of entries stored; -1 on failure.
-///
-/// # Safety
-/// `vm` is NULL or a live VM that no other thread changes; `json` is NULL
-/// or a NUL-terminated string; `errmsg` is NULL or writable.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn ubpf_maps_update_json(
-    vm: *const ubpf_vm,
-    json: *const c_char,
-    errmsg: *mut *mut c_char,
-) -> c_int {
-    boundary!(errmsg: errmsg, failure: -1, {
-        // SAFETY: the caller's contract.
-        let vm = unsafe { vm_ref(vm) }?;
-        // SAFETY: the caller's contract.
-        let text = unsafe { c_str(json, "json") }?.ok_or("json is NULL")?;
-        let stored = crate::maps::json::init(vm.loaded()?.program.maps(), text).map_err(|error| error.to_string())?;
-        Ok(c_int::try_from(stored).unwrap_or(c_int::MAX))
-    })
-}
-
-/// @brief Returns the message of the last call on this thread that failed.
-///
-/// qemu-ubpf extension, chiefly for the compiled functions, which can only
-/// return `UINT64_MAX`. Every call of this API clears the message when it
-/// succeeds and sets it when it fails; this one leaves it as it is.
-/// Thread safety: may run at any time; each thread has its own message.
-///
-/// @return A copy of the message, which the caller frees with free(); NULL
-///         when the last call succeeded (or memory is short).
-#[unsafe(no_mangle)]
-pub extern "C" fn ubpf_last_error() -> *mut c_char {
-    // Not `boundary!`, which would clear the message it is asked for.
-    match catch_unwind(|| {
-        LAST_ERROR
-            .try_with(|slot| {
-                let message = slot.take();
-                let copy = message.as_deref().map_or(ptr::null_mut(), malloc_string);
-                slot.set(message);
-                copy
-            })
-            .unwrap_or(ptr::null_mut())
-    }) {
-        Ok(copy) => copy,
-        Err(payload) => {
-            std::mem::forget(payload);
-            ptr::null_mut()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Takes the message out of a `malloc`'d C string, freeing it.
-    fn take(message: *mut c_char) -> Option<String> {
-        if message.is_null() {
-            return None;
-        }
-        // SAFETY: a NUL-terminated string from `malloc_string`.
-        let text = unsafe { CStr::from_ptr(message) }.to_string_lossy().into_owned();
-        // SAFETY: allocated with malloc, freed once.
-        unsafe { libc::free(message.cast()) };
-        Some(text)
-    }
+    use crate::capi::boundary::tests::take;
 
     #[test]
-    fn a_panic_becomes_a_failure_with_a_message() {
-        let mut errmsg: *mut c_char = ptr::null_mut();
-        let status: c_int = boundary!(errmsg: &mut errmsg, failure: -1, {
-            if errmsg.is_null() {
-                panic!("boom");
-            }
-            Ok(0)
-        });
-        assert_eq!(status, -1);
-        assert_eq!(take(errmsg).as_deref(), Some("internal error (panic): boom"));
-        assert_eq!(take(ubpf_last_error()).as_deref(), Some("internal error (panic): boom"));
-
-        let value: u64 = boundary!(report: ptr::null(), failure: u64::MAX, { panic!("{}", String::from("formatted")) });
-        assert_eq!(value, u64::MAX);
-        assert_eq!(take(ubpf_last_error()).as_deref(), Some("internal error (panic): formatted"));
-    }
-
-    #[test]
-    fn success_clears_the_last_error_and_errmsg() {
-        let mut errmsg: *mut c_char = malloc_string("stale");
-        let stale = errmsg;
-        let status: c_int = boundary!(errmsg: &mut errmsg, failure: -1, { Err("first".to_owned()) });
-        assert_eq!((status, take(ubpf_last_error()).as_deref()), (-1, Some("first")));
-        take(stale);
-        assert_eq!(take(errmsg).as_deref(), Some("first"));
-        let status: c_int = boundary!(errmsg: &mut errmsg, failure: -1, { Ok(0) });
-        assert_eq!((status, errmsg), (0, ptr::null_mut()));
-        assert_eq!(take(ubpf_last_error()), None);
-    }
-
-    #[test]
-    fn messages_survive_nul_bytes() {
-        assert_eq!(take(malloc_string("a\0b")).as_deref(), Some("a\\0b"));
-        assert_eq!(take(malloc_string("")).as_deref(), Some(""));
-    }
-
-    #[test]
-    fn pointers_from_c_are_checked() {
+    fn vm_pointers_and_values_from_c_are_checked() {
         // SAFETY: NULL pointers only.
         unsafe {
             assert!(vm_ref(ptr::null()).is_err());
             assert!(vm_mut(ptr::null_mut()).is_err());
-            assert_eq!(bytes(ptr::null(), 0, "code"), Ok(&[][..]));
-            assert!(bytes(ptr::null(), 1, "code").unwrap_err().contains("code is NULL"));
-            assert!(bytes_mut(ptr::null_mut(), 3, "mem").unwrap_err().contains("mem is NULL"));
-            assert_eq!(c_str(ptr::null(), "name"), Ok(None));
-            write_errmsg(ptr::null_mut(), Some("nowhere to go"));
         }
-        let mut bytes = [0u8; 4];
-        // SAFETY: a dangling-free pointer to four bytes, with a length past
-        // what memory can hold: refused before any slice is made.
-        assert!(unsafe { bytes_mut(bytes.as_mut_ptr().cast(), usize::MAX, "mem") }.is_err());
         assert!(JitModeValue(2).mode().is_err());
         assert_eq!(JitModeValue(1).mode(), Ok(Mode::Basic));
         assert_eq!(instruction_limit(0), u64::MAX);

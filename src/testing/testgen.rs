@@ -1,6 +1,6 @@
 //! Random valid programs for differential testing of the JIT against the
 //! interpreter (`tests/differential.rs`, `fuzz/fuzz_targets/jit_diff.rs`),
-//! and the comparison of two engines' runs.
+//! which [`GeneratedCase::compare_engines`] runs in both.
 //!
 //! A case is built from a byte string, read as choices that are zeros once
 //! it is exhausted, so any bytes (a fuzzer's too) give a valid program; [`program_from_seed`] is [`program_from_bytes`] over splitmix64
@@ -19,11 +19,15 @@
 
 use std::fmt::Write as _;
 
+use std::sync::Arc;
+
+use super::engines;
 use crate::disasm;
-use crate::error::{ExecError, ExecErrorKind, LoadError};
+use crate::error::{ExecError, LoadError};
 use crate::helpers::Helpers;
-use crate::image::{DataReloc, DataSection, Image, Region};
+use crate::image::{DataReloc, DataSection, Image};
 use crate::isa::*;
+use crate::jit::JitProgram;
 use crate::program::{Config, Program};
 
 /// Bytes at the top of each frame that its function initialises and may read.
@@ -125,6 +129,22 @@ impl GeneratedCase {
             maps: Vec::new(),
         };
         Program::from_image(image, &self.helpers, &self.config)
+    }
+
+    /// Runs the case in the interpreter and in the JIT, entered as C callers
+    /// enter it ([`JitProgram::execute`], which does not count instructions),
+    /// and compares them ([`engines::compare`]); the interpreter's result
+    /// when they agree, else a report of the difference and of the case.
+    pub fn compare_engines(&self) -> Result<Result<u64, ExecError>, String> {
+        let refused =
+            |error| format!("the generator made a program the verifier refuses: {error}\n{}", case_description(self));
+        // One load per engine, so that both runs start from the same global data.
+        let interpreted = self.load().map_err(refused)?;
+        let compiled = Arc::new(self.load().map_err(refused)?);
+        let jit = JitProgram::compile(Arc::clone(&compiled))
+            .map_err(|error| format!("the JIT refused a verified program: {error:?}\n{}", case_description(self)))?;
+        engines::compare(&self.input, &interpreted, &compiled, |memory| (jit.execute(memory), None))
+            .map_err(|divergence| format!("{divergence}{}", case_description(self)))
     }
 }
 
@@ -1068,188 +1088,6 @@ impl Generator<'_> {
     }
 }
 
-/// Bytes on each side of the input that no program may touch: accesses
-/// just outside the input then fault in every engine, instead of landing in
-/// whatever the allocator put next to it (an engine's stack, say).
-const GUARD: usize = 4096;
-const GUARD_BYTE: u8 = 0xa5;
-/// Addresses this close to the input are described relative to it.
-const NEAR_INPUT: i64 = GUARD as i64;
-
-/// One engine's run of a case.
-#[derive(Debug)]
-pub struct Run {
-    pub result: Result<u64, ExecError>,
-    /// The input memory afterwards.
-    pub memory: Vec<u8>,
-    /// The global data sections afterwards.
-    pub data: Vec<Vec<u8>>,
-    /// Where the input was (0 when empty, as r1 is).
-    input_base: u64,
-    /// The program's regions, its data sections first.
-    regions: Vec<Region>,
-    guards_intact: bool,
-}
-
-/// Runs `engine` (which runs `program`) over a copy of `input` between
-/// guard bytes.
-pub fn run_guarded(input: &[u8], program: &Program, engine: impl FnOnce(&mut [u8]) -> Result<u64, ExecError>) -> Run {
-    let mut buffer = vec![GUARD_BYTE; GUARD + input.len() + GUARD];
-    let memory = &mut buffer[GUARD..GUARD + input.len()];
-    memory.copy_from_slice(input);
-    let input_base = if input.is_empty() { 0 } else { memory.as_ptr() as u64 };
-    let result = engine(memory);
-    let memory = buffer[GUARD..GUARD + input.len()].to_vec();
-    let guards_intact = buffer[..GUARD].iter().chain(&buffer[GUARD + input.len()..]).all(|&byte| byte == GUARD_BYTE);
-    let data = (0..).map_while(|section| program.data(section)).collect();
-    Run { result, memory, data, input_base, regions: program.regions().to_vec(), guards_intact }
-}
-
-/// A faulting address in terms that do not depend on where an engine's
-/// memory happens to be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Place {
-    /// This far from the input's start.
-    Input(i64),
-    /// In or just past a region (a data section): its index and the offset.
-    Region(usize, u64),
-    /// Where no engine's memory is (the first 4 GiB, or not a user address):
-    /// a value used as an address, the same in every engine.
-    Absolute(u64),
-    /// Elsewhere: a stack, whose address differs between engines.
-    Elsewhere,
-}
-
-/// How a run ended, comparable between engines.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Outcome {
-    Returned(u64),
-    /// `kind` with its address zeroed, which `place` gives instead.
-    Stopped {
-        pc: usize,
-        insn: Insn,
-        kind: ExecErrorKind,
-        place: Option<Place>,
-    },
-}
-
-impl Run {
-    fn place(&self, addr: u64) -> Place {
-        let from_input = addr.wrapping_sub(self.input_base) as i64;
-        // A region's allocation ends at the next multiple of 8.
-        let region =
-            self.regions.iter().position(|region| addr.wrapping_sub(region.start) < region.len.next_multiple_of(8));
-        if let Some(index) = region {
-            Place::Region(index, addr - self.regions[index].start)
-        } else if (-NEAR_INPUT..self.memory.len() as i64 + NEAR_INPUT).contains(&from_input) {
-            Place::Input(from_input)
-        } else if !(1 << 32..1 << 47).contains(&addr) {
-            Place::Absolute(addr)
-        } else {
-            Place::Elsewhere
-        }
-    }
-
-    fn outcome(&self) -> Outcome {
-        match &self.result {
-            Ok(r0) => Outcome::Returned(*r0),
-            Err(error) => {
-                let (kind, place) = match error.kind.clone() {
-                    ExecErrorKind::OutOfBounds { addr, size, write } => {
-                        (ExecErrorKind::OutOfBounds { addr: 0, size, write }, Some(self.place(addr)))
-                    }
-                    ExecErrorKind::ReadOnly { addr, size } => {
-                        (ExecErrorKind::ReadOnly { addr: 0, size }, Some(self.place(addr)))
-                    }
-                    kind => (kind, None),
-                };
-                Outcome::Stopped { pc: error.pc, insn: error.insn, kind, place }
-            }
-        }
-    }
-}
-
-/// The interpreter and the JIT disagreed on a case.
-#[derive(Debug)]
-pub struct Divergence {
-    /// The first difference found, in words.
-    pub detail: String,
-    pub interpreter: Run,
-    pub jit: Run,
-}
-
-/// Runs `case` in the interpreter, over `interpreted`, and in `jit`, which
-/// runs `compiled`: two loads of the case, so that each run starts from the
-/// same global data. Each run gets its own copy of the input. Compares what
-/// they returned or where and why they stopped, and the input and global
-/// data afterwards. Gives the interpreter's result when they agree.
-pub fn compare(
-    case: &GeneratedCase,
-    interpreted: &Program,
-    compiled: &Program,
-    jit: impl FnOnce(&mut [u8]) -> Result<u64, ExecError>,
-) -> Result<Result<u64, ExecError>, Box<Divergence>> {
-    let interpreter = run_guarded(&case.input, interpreted, |memory| interpreted.execute(memory));
-    let jit = run_guarded(&case.input, compiled, jit);
-    match first_difference(&interpreter, &jit) {
-        None => Ok(interpreter.result),
-        Some(detail) => Err(Box::new(Divergence { detail, interpreter, jit })),
-    }
-}
-
-fn first_difference(interpreter: &Run, jit: &Run) -> Option<String> {
-    let (expected, actual) = (interpreter.outcome(), jit.outcome());
-    let first_byte = |a: &[u8], b: &[u8]| a.iter().zip(b).position(|(x, y)| x != y);
-    let detail = match (&expected, &actual) {
-        (Outcome::Returned(a), Outcome::Returned(b)) if a != b => {
-            format!("r0: interpreter {a:#x}, JIT {b:#x}")
-        }
-        (Outcome::Stopped { pc: a, .. }, Outcome::Stopped { pc: b, .. }) if a != b => {
-            format!("stopped at pc {a} in the interpreter, at pc {b} in the JIT")
-        }
-        (Outcome::Stopped { kind: a, place: pa, .. }, Outcome::Stopped { kind: b, place: pb, .. })
-            if a != b || pa != pb =>
-        {
-            format!("why it stopped: interpreter {a:?} at {pa:?}, JIT {b:?} at {pb:?}")
-        }
-        _ if expected != actual => format!("interpreter {expected:?}, JIT {actual:?}"),
-        _ if !interpreter.guards_intact => "the interpreter wrote outside the input".to_string(),
-        _ if !jit.guards_intact => "the JIT wrote outside the input".to_string(),
-        _ => {
-            if let Some(at) = first_byte(&interpreter.memory, &jit.memory) {
-                let (a, b) = (interpreter.memory[at], jit.memory[at]);
-                format!("input byte {at} afterwards: interpreter {a:#04x}, JIT {b:#04x}")
-            } else {
-                let (section, at) = interpreter
-                    .data
-                    .iter()
-                    .zip(&jit.data)
-                    .enumerate()
-                    .find_map(|(section, (a, b))| Some((section, first_byte(a, b)?)))?;
-                let (a, b) = (interpreter.data[section][at], jit.data[section][at]);
-                format!("data section {section} byte {at} afterwards: interpreter {a:#04x}, JIT {b:#04x}")
-            }
-        }
-    };
-    Some(detail)
-}
-
-impl Divergence {
-    /// The difference, both results, the input and the program.
-    pub fn report(&self, case: &GeneratedCase) -> String {
-        let describe = |result: &Result<u64, ExecError>| match result {
-            Ok(r0) => format!("returned {r0:#x}"),
-            Err(error) => format!("stopped: {error}"),
-        };
-        let mut text = String::new();
-        let _ = writeln!(text, "first difference: {}", self.detail);
-        let _ = writeln!(text, "interpreter: {}", describe(&self.interpreter.result));
-        let _ = writeln!(text, "JIT:         {}", describe(&self.jit.result));
-        text.push_str(&case_description(case));
-        text
-    }
-}
-
 /// A case's input, settings and program listing, for failure reports.
 pub fn case_description(case: &GeneratedCase) -> String {
     let mut text = String::new();
@@ -1292,6 +1130,7 @@ pub fn listing(insns: &[Insn]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ExecErrorKind;
 
     const SEEDS: u64 = 3000;
 
@@ -1336,56 +1175,6 @@ mod tests {
             let refused = form.opc == LDDW && form.selector != Selector::Src(LDDW_IMM64);
             assert!(seen || alias || refused, "no generated program has {} ({form:?})", form.mnemonic);
         }
-    }
-
-    #[test]
-    fn compare_reports_each_kind_of_difference() {
-        // A program that returns and writes its input and global data.
-        let suits = |case: &GeneratedCase| {
-            let program = case.load().unwrap();
-            let mut input = case.input.clone();
-            program.execute(&mut input).is_ok()
-                && input != case.input
-                && case.data.first().is_some_and(|section| program.data(0).unwrap() != section.bytes)
-        };
-        let case = (0..).map(program_from_seed).find(suits).expect("a seed whose program suits");
-        type Engine<'a> = &'a dyn Fn(&Program, &mut [u8]) -> Result<u64, ExecError>;
-        let detail = |engine: Engine| {
-            let (interpreted, compiled) = (case.load().unwrap(), case.load().unwrap());
-            compare(&case, &interpreted, &compiled, |memory| engine(&compiled, memory))
-                .err()
-                .map(|divergence| divergence.detail)
-        };
-        assert_eq!(detail(&|program, memory| program.execute(memory)), None);
-        let r0 = detail(&|program, memory| program.execute(memory).map(|r0| r0 ^ 1)).unwrap();
-        assert!(r0.starts_with("r0: "), "{r0}");
-        let stopped =
-            detail(&|_, _| Err(ExecError { pc: 3, insn: Insn::default(), kind: ExecErrorKind::BudgetExhausted(1) }));
-        assert!(stopped.unwrap().starts_with("interpreter Returned"));
-        let input = detail(&|program, memory| {
-            let result = program.execute(memory);
-            memory[memory.len() - 1] ^= 1;
-            result
-        });
-        assert!(input.unwrap().starts_with(&format!("input byte {} afterwards", case.input.len() - 1)));
-        // Running a third load leaves the compiled program's data as loaded.
-        let data = detail(&|_, memory| case.load().unwrap().execute(memory)).unwrap();
-        assert!(data.starts_with("data section 0"), "{data}");
-    }
-
-    #[test]
-    fn fault_places_do_not_depend_on_where_memory_is() {
-        let case = (0..).map(program_from_seed).find(|case| {
-            let program = case.load().unwrap();
-            matches!(
-                program.execute(&mut case.input.clone()),
-                Err(ExecError { kind: ExecErrorKind::OutOfBounds { .. }, .. })
-            )
-        });
-        let case = case.expect("a seed whose program faults");
-        let (interpreted, compiled) = (case.load().unwrap(), case.load().unwrap());
-        // Different input copies and data sections, the same place.
-        assert!(compare(&case, &interpreted, &compiled, |memory| compiled.execute(memory)).is_ok());
     }
 
     #[test]

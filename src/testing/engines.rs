@@ -1,0 +1,281 @@
+//! The interpreter against the JIT: a program run in each engine over the
+//! same input, compared on everything a caller can see: r0, or where and why
+//! the run stopped; the instructions executed; the input and the global data
+//! afterwards. The first difference is put in words.
+//!
+//! Results must not depend on where an engine's memory happens to be, so
+//! each run gets its input between guard bytes, and a faulting address is
+//! compared as a place (this far into the input, into that data section)
+//! rather than as a number.
+
+use std::fmt;
+
+use crate::error::{ExecError, ExecErrorKind};
+use crate::image::Region;
+use crate::interp;
+use crate::isa::Insn;
+use crate::program::Program;
+
+/// Bytes on each side of the input that no program may touch: accesses
+/// just outside the input then fault in every engine, instead of landing in
+/// whatever the allocator put next to it (an engine's stack, say).
+const GUARD: usize = 4096;
+const GUARD_BYTE: u8 = 0xa5;
+/// Addresses this close to the input are described relative to it.
+const NEAR_INPUT: i64 = GUARD as i64;
+
+/// One engine's run of a case.
+#[derive(Debug)]
+pub struct Run {
+    pub result: Result<u64, ExecError>,
+    /// The instructions executed, when the engine counted them.
+    pub executed: Option<u64>,
+    /// The input memory afterwards.
+    pub memory: Vec<u8>,
+    /// The global data sections afterwards.
+    pub data: Vec<Vec<u8>>,
+    /// Where the input was (0 when empty, as r1 is).
+    input_base: u64,
+    /// The program's regions, its data sections first.
+    regions: Vec<Region>,
+    guards_intact: bool,
+}
+
+/// What an engine's run gives: its result and, when it counts them, the
+/// instructions it executed.
+pub type Counted = (Result<u64, ExecError>, Option<u64>);
+
+/// Runs `engine` (which runs `program`) over a copy of `input` between
+/// guard bytes.
+pub fn run_guarded(input: &[u8], program: &Program, engine: impl FnOnce(&mut [u8]) -> Counted) -> Run {
+    let mut buffer = vec![GUARD_BYTE; GUARD + input.len() + GUARD];
+    let memory = &mut buffer[GUARD..GUARD + input.len()];
+    memory.copy_from_slice(input);
+    let input_base = if input.is_empty() { 0 } else { memory.as_ptr() as u64 };
+    let (result, executed) = engine(memory);
+    let memory = buffer[GUARD..GUARD + input.len()].to_vec();
+    let guards_intact = buffer[..GUARD].iter().chain(&buffer[GUARD + input.len()..]).all(|&byte| byte == GUARD_BYTE);
+    let data = (0..).map_while(|section| program.data(section)).collect();
+    Run { result, executed, memory, data, input_base, regions: program.regions().to_vec(), guards_intact }
+}
+
+/// A faulting address in terms that do not depend on where an engine's
+/// memory happens to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// This far from the input's start.
+    Input(i64),
+    /// In or just past a region (a data section): its index and the offset.
+    Region(usize, u64),
+    /// Where no engine's memory is (the first 4 GiB, or not a user address):
+    /// a value used as an address, the same in every engine.
+    Absolute(u64),
+    /// Elsewhere: a stack, whose address differs between engines.
+    Elsewhere,
+}
+
+/// How a run ended, comparable between engines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    Returned(u64),
+    /// `kind` with its address zeroed, which `place` gives instead.
+    Stopped {
+        pc: usize,
+        insn: Insn,
+        kind: ExecErrorKind,
+        place: Option<Place>,
+    },
+}
+
+impl Run {
+    fn place(&self, addr: u64) -> Place {
+        let from_input = addr.wrapping_sub(self.input_base) as i64;
+        // A region's allocation ends at the next multiple of 8.
+        let region =
+            self.regions.iter().position(|region| addr.wrapping_sub(region.start) < region.len.next_multiple_of(8));
+        if let Some(index) = region {
+            Place::Region(index, addr - self.regions[index].start)
+        } else if (-NEAR_INPUT..self.memory.len() as i64 + NEAR_INPUT).contains(&from_input) {
+            Place::Input(from_input)
+        } else if !(1 << 32..1 << 47).contains(&addr) {
+            Place::Absolute(addr)
+        } else {
+            Place::Elsewhere
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        match &self.result {
+            Ok(r0) => Outcome::Returned(*r0),
+            Err(error) => {
+                let (kind, place) = match error.kind.clone() {
+                    ExecErrorKind::OutOfBounds { addr, size, write } => {
+                        (ExecErrorKind::OutOfBounds { addr: 0, size, write }, Some(self.place(addr)))
+                    }
+                    ExecErrorKind::ReadOnly { addr, size } => {
+                        (ExecErrorKind::ReadOnly { addr: 0, size }, Some(self.place(addr)))
+                    }
+                    kind => (kind, None),
+                };
+                Outcome::Stopped { pc: error.pc, insn: error.insn, kind, place }
+            }
+        }
+    }
+}
+
+/// The interpreter and the JIT disagreed on a program.
+#[derive(Debug)]
+pub struct Divergence {
+    /// The first difference found, in words.
+    pub detail: String,
+    pub interpreter: Run,
+    pub jit: Run,
+}
+
+/// Runs a program over `input` in the interpreter, over `interpreted`, and
+/// in `jit`, which runs `compiled`: two loads of the program, so that each
+/// run starts from the same global data. Each run gets its own copy of the
+/// input. Compares what they returned or where and why they stopped, the
+/// instructions executed (when `jit` counts them), and the input and global
+/// data afterwards. Gives the interpreter's result when they agree.
+pub fn compare(
+    input: &[u8],
+    interpreted: &Program,
+    compiled: &Program,
+    jit: impl FnOnce(&mut [u8]) -> Counted,
+) -> Result<Result<u64, ExecError>, Box<Divergence>> {
+    let interpreter = run_guarded(input, interpreted, |memory| {
+        let (result, executed) = interp::execute_counted(interpreted, memory);
+        (result, Some(executed))
+    });
+    let jit = run_guarded(input, compiled, jit);
+    match first_difference(&interpreter, &jit) {
+        None => Ok(interpreter.result),
+        Some(detail) => Err(Box::new(Divergence { detail, interpreter, jit })),
+    }
+}
+
+fn first_difference(interpreter: &Run, jit: &Run) -> Option<String> {
+    let (expected, actual) = (interpreter.outcome(), jit.outcome());
+    let first_byte = |a: &[u8], b: &[u8]| a.iter().zip(b).position(|(x, y)| x != y);
+    let detail = match (&expected, &actual) {
+        (Outcome::Returned(a), Outcome::Returned(b)) if a != b => {
+            format!("r0: interpreter {a:#x}, JIT {b:#x}")
+        }
+        (Outcome::Stopped { pc: a, .. }, Outcome::Stopped { pc: b, .. }) if a != b => {
+            format!("stopped at pc {a} in the interpreter, at pc {b} in the JIT")
+        }
+        (Outcome::Stopped { kind: a, place: pa, .. }, Outcome::Stopped { kind: b, place: pb, .. })
+            if a != b || pa != pb =>
+        {
+            format!("why it stopped: interpreter {a:?} at {pa:?}, JIT {b:?} at {pb:?}")
+        }
+        _ if expected != actual => format!("interpreter {expected:?}, JIT {actual:?}"),
+        _ if interpreter.executed.zip(jit.executed).is_some_and(|(a, b)| a != b) => {
+            format!("instructions executed: interpreter {:?}, JIT {:?}", interpreter.executed, jit.executed)
+        }
+        _ if !interpreter.guards_intact => "the interpreter wrote outside the input".to_string(),
+        _ if !jit.guards_intact => "the JIT wrote outside the input".to_string(),
+        _ => {
+            if let Some(at) = first_byte(&interpreter.memory, &jit.memory) {
+                let (a, b) = (interpreter.memory[at], jit.memory[at]);
+                format!("input byte {at} afterwards: interpreter {a:#04x}, JIT {b:#04x}")
+            } else {
+                let (section, at) = interpreter
+                    .data
+                    .iter()
+                    .zip(&jit.data)
+                    .enumerate()
+                    .find_map(|(section, (a, b))| Some((section, first_byte(a, b)?)))?;
+                let (a, b) = (interpreter.data[section][at], jit.data[section][at]);
+                format!("data section {section} byte {at} afterwards: interpreter {a:#04x}, JIT {b:#04x}")
+            }
+        }
+    };
+    Some(detail)
+}
+
+impl fmt::Display for Divergence {
+    /// The difference and both results.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let describe = |result: &Result<u64, ExecError>| match result {
+            Ok(r0) => format!("returned {r0:#x}"),
+            Err(error) => format!("stopped: {error}"),
+        };
+        writeln!(f, "first difference: {}", self.detail)?;
+        writeln!(f, "interpreter: {}", describe(&self.interpreter.result))?;
+        writeln!(f, "JIT:         {}", describe(&self.jit.result))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::testgen::{GeneratedCase, program_from_seed};
+
+    #[test]
+    fn compare_reports_each_kind_of_difference() {
+        // A program that returns and writes its input and global data.
+        let suits = |case: &GeneratedCase| {
+            let program = case.load().unwrap();
+            let mut input = case.input.clone();
+            program.execute(&mut input).is_ok()
+                && input != case.input
+                && case.data.first().is_some_and(|section| program.data(0).unwrap() != section.bytes)
+        };
+        let case = (0..).map(program_from_seed).find(suits).expect("a seed whose program suits");
+        type Engine<'a> = &'a dyn Fn(&Program, &mut [u8]) -> Result<u64, ExecError>;
+        let detail = |engine: Engine| {
+            let (interpreted, compiled) = (case.load().unwrap(), case.load().unwrap());
+            compare(&case.input, &interpreted, &compiled, |memory| (engine(&compiled, memory), None))
+                .err()
+                .map(|divergence| divergence.detail)
+        };
+        assert_eq!(detail(&|program, memory| program.execute(memory)), None);
+        let r0 = detail(&|program, memory| program.execute(memory).map(|r0| r0 ^ 1)).unwrap();
+        assert!(r0.starts_with("r0: "), "{r0}");
+        let stopped =
+            detail(&|_, _| Err(ExecError { pc: 3, insn: Insn::default(), kind: ExecErrorKind::BudgetExhausted(1) }));
+        assert!(stopped.unwrap().starts_with("interpreter Returned"));
+        let input = detail(&|program, memory| {
+            let result = program.execute(memory);
+            memory[memory.len() - 1] ^= 1;
+            result
+        });
+        assert!(input.unwrap().starts_with(&format!("input byte {} afterwards", case.input.len() - 1)));
+        // Running a third load leaves the compiled program's data as loaded.
+        let data = detail(&|_, memory| case.load().unwrap().execute(memory)).unwrap();
+        assert!(data.starts_with("data section 0"), "{data}");
+    }
+
+    #[test]
+    fn fault_places_do_not_depend_on_where_memory_is() {
+        let case = (0..).map(program_from_seed).find(|case| {
+            let program = case.load().unwrap();
+            matches!(
+                program.execute(&mut case.input.clone()),
+                Err(ExecError { kind: ExecErrorKind::OutOfBounds { .. }, .. })
+            )
+        });
+        let case = case.expect("a seed whose program faults");
+        let (interpreted, compiled) = (case.load().unwrap(), case.load().unwrap());
+        // Different input copies and data sections, the same place.
+        assert!(compare(&case.input, &interpreted, &compiled, |memory| (compiled.execute(memory), None)).is_ok());
+    }
+
+    #[test]
+    fn compare_reports_a_different_count() {
+        let case = program_from_seed(0);
+        let detail = |extra: u64| {
+            let (interpreted, compiled) = (case.load().unwrap(), case.load().unwrap());
+            compare(&case.input, &interpreted, &compiled, |memory| {
+                let (result, executed) = interp::execute_counted(&compiled, memory);
+                (result, Some(executed + extra))
+            })
+            .err()
+            .map(|divergence| divergence.detail)
+        };
+        assert_eq!(detail(0), None);
+        assert!(detail(1).unwrap().starts_with("instructions executed: "));
+    }
+}

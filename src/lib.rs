@@ -36,10 +36,6 @@ pub mod replay;
 pub mod testing;
 pub mod verifier;
 
-// The JIT's unit tests reach the generator at its former path.
-#[cfg(test)]
-use testing::testgen;
-
 pub use error::{
     AsmError, AsmErrorKind, ElfError, Error, ExecError, ExecErrorKind, LoadError, LoadErrorKind, MapError,
 };

@@ -601,9 +601,10 @@ mod tests {
     use super::{Facts, Ids, MAX_LEN, Offset, Value};
     use crate::helpers::Helpers;
     use crate::isa::*;
-    use crate::jit::{JitProgram, assert_engines_agree};
+    use crate::jit::JitProgram;
     use crate::program::{Config, Program};
-    use crate::testgen::{self, ByteSource};
+    use crate::testing::engines;
+    use crate::testing::testgen::{self, ByteSource};
 
     /// Value registers; r1 keeps the input's address and r2 its length, r8
     /// counts a loop's turns and r9 is a temporary.
@@ -853,7 +854,7 @@ mod tests {
             for _ in 0..6 {
                 let len = rng.below(80) as usize;
                 let input: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
-                let _ = assert_engines_agree(&program, &jit, &input, &format_args!("seed {seed}, program {insns:?}"));
+                let _ = engines::assert_agree(&program, &jit, &input, &format_args!("seed {seed}, program {insns:?}"));
             }
         }
     }

@@ -213,9 +213,10 @@ mod tests {
         use std::sync::Arc;
 
         use crate::helpers::Helpers;
-        use crate::jit::{JitProgram, assert_engines_agree};
+        use crate::jit::JitProgram;
         use crate::program::Config;
-        use crate::testgen::{self, ByteSource};
+        use crate::testing::engines;
+        use crate::testing::testgen::{self, ByteSource};
 
         // r1 keeps the input's address, r2 its length; r3 a small constant;
         // r9 the computed address; r7 sometimes a copy of r1 or r3.
@@ -318,7 +319,7 @@ mod tests {
             for _ in 0..4 {
                 let len = rng.below(20) as usize;
                 let input: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
-                let _ = assert_engines_agree(&program, &jit, &input, &format_args!("seed {seed}, program {insns:?}"));
+                let _ = engines::assert_agree(&program, &jit, &input, &format_args!("seed {seed}, program {insns:?}"));
             }
         }
         assert!(fused_programs > 1_000, "only {fused_programs} programs had a fused pair");

@@ -433,30 +433,6 @@ fn memory_fault(program: &Program, addr: u64, size: usize, write: bool) -> ExecE
     memory::fault(program.regions(), addr, size, write)
 }
 
-/// Runs `program` in both engines over `input` (restored in between, in
-/// one buffer with one stack, so that fault addresses agree) and asserts
-/// that they agree on the result, the instructions executed and the memory
-/// after, naming `what` when they do not; returns the result.
-#[cfg(all(test, target_arch = "x86_64"))]
-pub(crate) fn assert_engines_agree(
-    program: &Program,
-    jit: &JitProgram,
-    input: &[u8],
-    what: &dyn std::fmt::Display,
-) -> Result<u64, ExecError> {
-    let mut buffer = input.to_vec();
-    let mut stack = Stack::default();
-    let (mut interpreted, mut compiled) = (0, 0);
-    let expected = interp::run(program, &mut buffer, &mut stack, &mut interpreted);
-    let after_interpreter = buffer.clone();
-    buffer.copy_from_slice(input);
-    let actual = jit.run(&mut buffer, &mut stack, &mut compiled);
-    assert_eq!(actual, expected, "{what}, input {input:?}");
-    assert_eq!(compiled, interpreted, "instructions executed: {what}, input {input:?}");
-    assert_eq!(buffer, after_interpreter, "memory after: {what}, input {input:?}");
-    actual
-}
-
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
@@ -464,6 +440,7 @@ mod tests {
     use crate::image::Region;
     use crate::isa::*;
     use crate::program::Config;
+    use crate::testing::engines;
 
     fn load(insns: &[Insn], config: &Config) -> Arc<Program> {
         let mut helpers = Helpers::new();
@@ -481,11 +458,11 @@ mod tests {
         0
     }
 
-    /// `insns` in both engines over `mem` (see [`assert_engines_agree`]).
+    /// `insns` in both engines over `mem` (see [`engines::assert_agree`]).
     fn both(insns: &[Insn], config: &Config, mem: &[u8]) -> Result<u64, ExecError> {
         let program = load(insns, config);
         let jit = JitProgram::compile(program.clone()).expect("compiles");
-        assert_engines_agree(&program, &jit, mem, &format_args!("{insns:?}"))
+        engines::assert_agree(&program, &jit, mem, &format_args!("{insns:?}"))
     }
 
     const EXIT_INSN: Insn = Insn::new(EXIT, 0, 0, 0, 0);

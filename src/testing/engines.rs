@@ -14,6 +14,7 @@ use crate::error::{ExecError, ExecErrorKind};
 use crate::image::Region;
 use crate::interp;
 use crate::isa::Insn;
+use crate::jit::JitProgram;
 use crate::program::Program;
 
 /// Bytes on each side of the input that no program may touch: accesses
@@ -45,18 +46,32 @@ pub struct Run {
 /// instructions it executed.
 pub type Counted = (Result<u64, ExecError>, Option<u64>);
 
-/// Runs `engine` (which runs `program`) over a copy of `input` between
-/// guard bytes.
-pub fn run_guarded(input: &[u8], program: &Program, engine: impl FnOnce(&mut [u8]) -> Counted) -> Run {
-    let mut buffer = vec![GUARD_BYTE; GUARD + input.len() + GUARD];
-    let memory = &mut buffer[GUARD..GUARD + input.len()];
-    memory.copy_from_slice(input);
-    let input_base = if input.is_empty() { 0 } else { memory.as_ptr() as u64 };
-    let (result, executed) = engine(memory);
-    let memory = buffer[GUARD..GUARD + input.len()].to_vec();
-    let guards_intact = buffer[..GUARD].iter().chain(&buffer[GUARD + input.len()..]).all(|&byte| byte == GUARD_BYTE);
-    let data = (0..).map_while(|section| program.data(section)).collect();
-    Run { result, executed, memory, data, input_base, regions: program.regions().to_vec(), guards_intact }
+/// The input of both runs, between guard bytes, at one address: a value
+/// that holds an input address (r1, say) is then the same in both engines.
+struct GuardedInput<'a> {
+    input: &'a [u8],
+    buffer: Vec<u8>,
+}
+
+impl<'a> GuardedInput<'a> {
+    fn new(input: &'a [u8]) -> GuardedInput<'a> {
+        GuardedInput { input, buffer: vec![GUARD_BYTE; GUARD + input.len() + GUARD] }
+    }
+
+    /// Runs `engine` (which runs `program`) over a fresh copy of the input.
+    fn run(&mut self, program: &Program, engine: impl FnOnce(&mut [u8]) -> Counted) -> Run {
+        let len = self.input.len();
+        self.buffer.fill(GUARD_BYTE);
+        let memory = &mut self.buffer[GUARD..GUARD + len];
+        memory.copy_from_slice(self.input);
+        let input_base = if len == 0 { 0 } else { memory.as_ptr() as u64 };
+        let (result, executed) = engine(memory);
+        let memory = self.buffer[GUARD..GUARD + len].to_vec();
+        let guards_intact =
+            self.buffer[..GUARD].iter().chain(&self.buffer[GUARD + len..]).all(|&byte| byte == GUARD_BYTE);
+        let data = (0..).map_while(|section| program.data(section)).collect();
+        Run { result, executed, memory, data, input_base, regions: program.regions().to_vec(), guards_intact }
+    }
 }
 
 /// A faulting address in terms that do not depend on where an engine's
@@ -135,7 +150,7 @@ pub struct Divergence {
 /// Runs a program over `input` in the interpreter, over `interpreted`, and
 /// in `jit`, which runs `compiled`: two loads of the program, so that each
 /// run starts from the same global data. Each run gets its own copy of the
-/// input. Compares what they returned or where and why they stopped, the
+/// input, at the same address. Compares what they returned or where and why they stopped, the
 /// instructions executed (when `jit` counts them), and the input and global
 /// data afterwards. Gives the interpreter's result when they agree.
 pub fn compare(
@@ -144,15 +159,32 @@ pub fn compare(
     compiled: &Program,
     jit: impl FnOnce(&mut [u8]) -> Counted,
 ) -> Result<Result<u64, ExecError>, Box<Divergence>> {
-    let interpreter = run_guarded(input, interpreted, |memory| {
+    let mut input = GuardedInput::new(input);
+    let interpreter = input.run(interpreted, |memory| {
         let (result, executed) = interp::execute_counted(interpreted, memory);
         (result, Some(executed))
     });
-    let jit = run_guarded(input, compiled, jit);
+    let jit = input.run(compiled, jit);
     match first_difference(&interpreter, &jit) {
         None => Ok(interpreter.result),
         Some(detail) => Err(Box::new(Divergence { detail, interpreter, jit })),
     }
+}
+
+/// [`compare`] for one load of a program without global data and its
+/// compiled form, counting instructions in both; panics with the
+/// difference and `what` when they disagree.
+pub fn assert_agree(
+    program: &Program,
+    jit: &JitProgram,
+    input: &[u8],
+    what: &dyn fmt::Display,
+) -> Result<u64, ExecError> {
+    compare(input, program, program, |memory| {
+        let (result, executed) = jit.execute_counted(memory);
+        (result, Some(executed))
+    })
+    .unwrap_or_else(|divergence| panic!("{what}, input {input:?}: {divergence}"))
 }
 
 fn first_difference(interpreter: &Run, jit: &Run) -> Option<String> {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::boundary::{bytes_mut, guard, report};
-use crate::jit::JitProgram;
+use crate::jit::{ExecutableCode, JitProgram};
 use crate::program::Program;
 
 /// The native code of a loaded program, built on demand: the compiled
@@ -18,8 +18,8 @@ use crate::program::Program;
 #[derive(Default)]
 pub(super) struct Native {
     compiled: Option<Arc<Compiled>>,
-    pub(super) basic: Option<EntryStub>,
-    pub(super) extended: Option<EntryStub>,
+    pub(super) basic: Option<ExecutableCode>,
+    pub(super) extended: Option<ExecutableCode>,
     /// The mode of the last successful compile, for ubpf_copy_jit().
     pub(super) last: Option<Mode>,
 }
@@ -30,20 +30,6 @@ pub(super) struct Native {
 pub(super) struct Compiled {
     pub(super) jit: JitProgram,
     error_printf: Arc<AtomicUsize>,
-}
-
-/// One generated entry point: executable code, and its bytes for
-/// ubpf_copy_jit().
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(super) struct EntryStub {
-    code: dynasmrt::ExecutableBuffer,
-    pub(super) bytes: Vec<u8>,
-}
-
-impl EntryStub {
-    fn address(&self) -> *const u8 {
-        self.code.ptr(dynasmrt::AssemblyOffset(0))
-    }
 }
 
 /// The two kinds of entry point: a `ubpf_jit_fn` or a `ubpf_jit_ex_fn`.
@@ -84,47 +70,46 @@ impl Native {
             *slot = Some(entry_stub(compiled, mode)?);
         }
         self.last = Some(mode);
-        Ok(slot.as_ref().expect("set above").address())
+        Ok(slot.as_ref().expect("set above").as_ptr())
     }
 }
 
-/// Generates the entry point of `mode` for `compiled`: it puts `compiled`
-/// in the argument register after the C caller's own (rdx for a
-/// `ubpf_jit_fn`, r8 for a `ubpf_jit_ex_fn`) and jumps to the Rust function
-/// that runs the program. A jump, not a call, so the stack stays as the C
-/// caller left it and the Rust function returns straight to it.
+type Basic = unsafe extern "C" fn(*mut c_void, usize, *const Compiled) -> u64;
+type Extended = unsafe extern "C" fn(*mut c_void, usize, *mut u8, usize, *const Compiled) -> u64;
+
+/// Generates the entry point of `mode` for `compiled`, in the JIT's
+/// executable memory: it puts `compiled` in the argument register after the
+/// C caller's own and jumps to the Rust function that runs the program. A
+/// jump, not a call, so the stack stays as the C caller left it and the Rust
+/// function returns straight to it.
+fn entry_stub(compiled: *const Compiled, mode: Mode) -> Result<ExecutableCode, String> {
+    let target = match mode {
+        Mode::Basic => run_basic as Basic as usize,
+        Mode::Extended => run_extended as Extended as usize,
+    };
+    let bytes = stub_code(compiled as u64, target as u64, mode)?;
+    ExecutableCode::new(&bytes).map_err(|error| format!("mapping the entry point failed: {error}"))
+}
+
+/// The stub's code: `context` into the argument register after the
+/// caller's (rdx after a `ubpf_jit_fn`'s two, r8 after a `ubpf_jit_ex_fn`'s
+/// four), then a jump to `target`.
 #[cfg(target_arch = "x86_64")]
-fn entry_stub(compiled: *const Compiled, mode: Mode) -> Result<EntryStub, String> {
+fn stub_code(context: u64, target: u64, mode: Mode) -> Result<Vec<u8>, String> {
     use dynasmrt::x64::X64Relocation;
     use dynasmrt::{DynasmApi, VecAssembler, dynasm};
 
-    type Basic = unsafe extern "C" fn(*mut c_void, usize, *const Compiled) -> u64;
-    type Extended = unsafe extern "C" fn(*mut c_void, usize, *mut u8, usize, *const Compiled) -> u64;
-
-    let context = compiled as i64;
+    let (context, target) = (context as i64, target as i64);
     let mut ops = VecAssembler::<X64Relocation>::new(0);
     match mode {
-        Mode::Basic => {
-            let target = run_basic as Basic as usize as i64;
-            dynasm!(ops ; .arch x64 ; mov rdx, QWORD context ; mov rax, QWORD target ; jmp rax);
-        }
-        Mode::Extended => {
-            let target = run_extended as Extended as usize as i64;
-            dynasm!(ops ; .arch x64 ; mov r8, QWORD context ; mov rax, QWORD target ; jmp rax);
-        }
+        Mode::Basic => dynasm!(ops ; .arch x64 ; mov rdx, QWORD context ; mov rax, QWORD target ; jmp rax),
+        Mode::Extended => dynasm!(ops ; .arch x64 ; mov r8, QWORD context ; mov rax, QWORD target ; jmp rax),
     }
-    let bytes = ops.finalize().map_err(|error| format!("generating the entry point failed: {error}"))?;
-    let mut buffer = dynasmrt::mmap::MutableBuffer::new(bytes.len())
-        .map_err(|error| format!("mapping the entry point failed: {error}"))?;
-    buffer.set_len(bytes.len());
-    buffer.copy_from_slice(&bytes);
-    let code = buffer.make_exec().map_err(|error| format!("mapping the entry point failed: {error}"))?;
-    dynasmrt::cache_control::prepare_for_execution(&code);
-    Ok(EntryStub { code, bytes })
+    ops.finalize().map_err(|error| format!("generating the entry point failed: {error}"))
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn entry_stub(_compiled: *const Compiled, _mode: Mode) -> Result<EntryStub, String> {
+fn stub_code(_context: u64, _target: u64, _mode: Mode) -> Result<Vec<u8>, String> {
     Err(format!("native entry points are not implemented on {}", std::env::consts::ARCH))
 }
 

@@ -613,12 +613,13 @@ pub unsafe extern "C" fn ubpf_copy_jit(
         if buffer.is_null() {
             return Err("buffer is NULL".to_owned());
         }
-        if stub.bytes.len() > size {
-            return Err(format!("the buffer of {size} bytes is too small for {} bytes of code", stub.bytes.len()));
+        let code = stub.bytes();
+        if code.len() > size {
+            return Err(format!("the buffer of {size} bytes is too small for {} bytes of code", code.len()));
         }
         // SAFETY: `buffer` holds `size` writable bytes, at least as many as
-        // copied, and cannot overlap the Vec's own memory.
-        unsafe { ptr::copy_nonoverlapping(stub.bytes.as_ptr(), buffer.cast::<u8>(), stub.bytes.len()) };
+        // copied, and cannot overlap the stub's own pages.
+        unsafe { ptr::copy_nonoverlapping(code.as_ptr(), buffer.cast::<u8>(), code.len()) };
         // SAFETY: the buffer now holds the stub, a `ubpf_jit_fn` once the
         // caller makes it executable, as ubpf's contract says.
         Ok(Some(unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void, usize) -> u64>(buffer) }))

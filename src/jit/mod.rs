@@ -53,7 +53,7 @@ mod no_backend;
 #[cfg(not(target_arch = "x86_64"))]
 use no_backend as backend;
 
-use code_memory::ExecutableCode;
+pub(crate) use code_memory::ExecutableCode;
 
 /// Why a program could not be compiled.
 #[derive(Debug, thiserror::Error)]

@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
+use qemu_ubpf::MapType;
 use qemu_ubpf::helpers::linux;
 use qemu_ubpf::image::MapDef;
 use qemu_ubpf::isa::{self, Insn};
 use qemu_ubpf::jit::JitProgram;
-use qemu_ubpf::maps::{BPF_ANY, BPF_F_NO_PREALLOC, MapType};
+use qemu_ubpf::maps::{BPF_ANY, BPF_F_NO_PREALLOC};
 use qemu_ubpf::{Config, Helpers, Image, Program};
 
 /// Calls per run.

@@ -22,9 +22,8 @@ use goblin::elf64::sym::SIZEOF_SYM;
 
 use crate::error::ElfError;
 use crate::helpers::Helpers;
-use crate::image::{DataReloc, DataSection, Image, MapDef};
+use crate::image::{DataReloc, DataSection, Image, MapDef, MapType};
 use crate::isa::{self, INSN_SIZE, Insn};
-use crate::maps::MapType;
 
 mod btf;
 

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use crate::error::MapError;
 use crate::image::{
-    DataSection, Image, MAX_KEY_SIZE, MAX_MAP_BYTES, MAX_PROG_ARRAY_ENTRIES, MAX_VALUE_SIZE, MapDef, Region,
+    DataSection, Image, MAX_KEY_SIZE, MAX_MAP_BYTES, MAX_PROG_ARRAY_ENTRIES, MAX_VALUE_SIZE, MapDef, MapType, Region,
 };
 use crate::program::Program;
 
@@ -28,50 +28,6 @@ pub mod json;
 mod storage;
 
 use storage::{Arena, FreeSlots, KeyHashBuilder, KeyMap, slot_size, zeroed};
-
-/// Map types, numbered as Linux's `enum bpf_map_type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MapType {
-    Hash = 1,
-    Array = 2,
-    ProgArray = 3,
-    LruHash = 9,
-    LpmTrie = 11,
-    Queue = 22,
-    Stack = 23,
-    RingBuf = 27,
-}
-
-impl MapType {
-    pub fn from_linux(number: u32) -> Option<MapType> {
-        Some(match number {
-            1 => MapType::Hash,
-            2 => MapType::Array,
-            3 => MapType::ProgArray,
-            9 => MapType::LruHash,
-            11 => MapType::LpmTrie,
-            22 => MapType::Queue,
-            23 => MapType::Stack,
-            27 => MapType::RingBuf,
-            _ => return None,
-        })
-    }
-
-    /// The name libbpf and bpftool use (`BPF_MAP_TYPE_` less the prefix,
-    /// lower case).
-    pub fn name(self) -> &'static str {
-        match self {
-            MapType::Hash => "hash",
-            MapType::Array => "array",
-            MapType::ProgArray => "prog_array",
-            MapType::LruHash => "lru_hash",
-            MapType::LpmTrie => "lpm_trie",
-            MapType::Queue => "queue",
-            MapType::Stack => "stack",
-            MapType::RingBuf => "ringbuf",
-        }
-    }
-}
 
 /// Map flags (`BPF_F_*`) this runtime accepts.
 pub const BPF_F_NO_PREALLOC: u32 = 1 << 0;

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use crate::elf::{ElfFile, Linked};
 use crate::error::ElfError;
 use crate::helpers::Helpers;
-use crate::maps::{self, Map, MapType};
+use crate::image::MapType;
+use crate::maps::{self, Map};
 use crate::program::{Config, Program};
 
 impl Program {

@@ -6,12 +6,13 @@
 
 use std::sync::{Arc, Mutex};
 
+use qemu_ubpf::MapType;
 use qemu_ubpf::helpers::linux;
 use qemu_ubpf::image::MapDef;
 use qemu_ubpf::interp;
 use qemu_ubpf::isa::{self, Insn};
 use qemu_ubpf::jit::JitProgram;
-use qemu_ubpf::maps::{BPF_ANY, Map, MapType};
+use qemu_ubpf::maps::{BPF_ANY, Map};
 use qemu_ubpf::{Config, ExecErrorKind, Helpers, Image, LoadErrorKind, Object, Program, elf};
 
 fn read(path: &str) -> Vec<u8> {

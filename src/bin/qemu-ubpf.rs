@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use qemu_ubpf::MapType;
 use qemu_ubpf::elf::{HelperRef, ObjectInfo};
-use qemu_ubpf::maps::{self, MapType};
+use qemu_ubpf::maps;
 use qemu_ubpf::replay::{
     CaptureReader, CaptureWriter, Engine, EngineKind, IpMode, MappedCapture, Options, OutputFile, Outputs, Replay,
     Summary, Verdict,

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use super::boundary::{boundary, bytes, bytes_mut, c_str, malloc_string, without_nul};
 use super::vm::{ubpf_vm, vm_ref};
-use crate::maps::{Map, MapOpError, MapType};
+use crate::image::MapType;
+use crate::maps::{Map, MapOpError};
 
 /// @brief A map of a loaded program, for the host: opaque; get one with
 /// ubpf_map_get() or ubpf_map_get_by_index(), free it with

@@ -23,7 +23,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::linux::{self, *};
 use super::{Helper, HelperFn, Helpers};
 use crate::error::ExecErrorKind;
-use crate::maps::{Map, MapOpError, MapType};
+use crate::image::MapType;
+use crate::maps::{Map, MapOpError};
 use crate::memory::{self, Memory};
 use crate::program::Program;
 

@@ -17,7 +17,8 @@
 
 use serde_json::{Map as JsonObject, Value, json};
 
-use super::{Map, MapType};
+use super::Map;
+use crate::image::MapType;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()

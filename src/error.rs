@@ -109,12 +109,10 @@ pub enum MapError {
 pub enum ElfError {
     #[error("not an ELF object: {0}")]
     NotElf(String),
-    #[error("ELF machine is {0}, not EM_BPF (247)")]
-    NotBpf(u16),
-    #[error("ELF object is big-endian; only little-endian BPF is supported")]
-    BigEndian,
-    #[error("ELF object is 32-bit; BPF objects are ELF64")]
-    NotElf64,
+    #[error("ELF header: {field} is {value}, {}", field.wanted())]
+    BadHeader { field: HeaderField, value: u64 },
+    #[error("section {section}: sh_type is {sh_type}, but a program section must be SHT_PROGBITS (1)")]
+    BadProgramSectionType { section: String, sh_type: u32 },
     #[error("section {section}: {what}")]
     BadSection { section: String, what: String },
     #[error("sections {first} and {second} overlap in the file")]
@@ -139,6 +137,51 @@ pub enum ElfError {
     BadMap { section: String, map: String, what: String },
     #[error("section .BTF, offset {offset:#x}: {what}")]
     BadBtf { offset: usize, what: String },
+}
+
+/// A field of the ELF header that the loader checks, as libbpf and
+/// iovisor/ubpf check it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderField {
+    /// `e_ident[EI_CLASS]`: 32 or 64 bits.
+    Class,
+    /// `e_ident[EI_DATA]`: byte order.
+    Data,
+    /// `e_ident[EI_VERSION]`.
+    Version,
+    /// `e_ident[EI_OSABI]`.
+    OsAbi,
+    /// `e_type`: relocatable, executable, shared or core.
+    Type,
+    /// `e_machine`.
+    Machine,
+}
+
+impl HeaderField {
+    /// What the loader takes, as the end of a sentence.
+    fn wanted(self) -> &'static str {
+        match self {
+            HeaderField::Class => "not ELFCLASS64 (2): BPF objects are ELF64",
+            HeaderField::Data => "not ELFDATA2LSB (1): only little-endian BPF is supported",
+            HeaderField::Version => "not EV_CURRENT (1)",
+            HeaderField::OsAbi => "neither ELFOSABI_NONE (0) nor ELFOSABI_LINUX (3)",
+            HeaderField::Type => "not ET_REL (1): only relocatable objects (clang -c) are loaded",
+            HeaderField::Machine => "neither EM_BPF (247) nor EM_NONE (0)",
+        }
+    }
+}
+
+impl std::fmt::Display for HeaderField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HeaderField::Class => "EI_CLASS",
+            HeaderField::Data => "EI_DATA",
+            HeaderField::Version => "EI_VERSION",
+            HeaderField::OsAbi => "EI_OSABI",
+            HeaderField::Type => "e_type",
+            HeaderField::Machine => "e_machine",
+        })
+    }
 }
 
 /// A line of assembly that could not be assembled.

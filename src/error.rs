@@ -4,14 +4,25 @@
 use crate::isa::Insn;
 
 /// Why a program was refused before it ran.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("instruction {pc} ({insn}): {kind}", insn = crate::disasm::describe(.insn))]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadError {
     /// Index of the offending instruction slot.
     pub pc: usize,
     /// The instruction itself (zeroed when the program has no slot there).
     pub insn: Insn,
     pub kind: LoadErrorKind,
+}
+
+impl std::error::Error for LoadError {}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kind.is_about_length() {
+            write!(f, "{}", self.kind)
+        } else {
+            write!(f, "instruction {} ({}): {}", self.pc, crate::disasm::describe(&self.insn), self.kind)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +65,14 @@ pub enum LoadErrorKind {
     BadMapValue { map: String, offset: i64 },
     #[error("function at instruction {target} is not entered by a local call nor the entry")]
     CrossesFunction { target: usize },
+}
+
+impl LoadErrorKind {
+    /// Is this about the program's length, which no one instruction is to
+    /// blame for?
+    pub fn is_about_length(&self) -> bool {
+        matches!(self, LoadErrorKind::Empty | LoadErrorKind::PartialSlot(_) | LoadErrorKind::TooLong(_))
+    }
 }
 
 /// Why a running program was stopped.

@@ -124,6 +124,7 @@ static void bad_arguments(const char *root)
     CHECK_ERRMSG(errmsg, "not an ELF");
     /* A partial instruction. */
     CHECK(ubpf_load(vm, RET_42, 7, &errmsg) == -1);
+    CHECK(errmsg != NULL && strstr(errmsg, "instruction") == NULL);
     CHECK_ERRMSG(errmsg, "not a multiple of 8");
     /* errmsg may be NULL. */
     CHECK(ubpf_load(vm, RET_42, 7, NULL) == -1);

@@ -65,6 +65,11 @@ pub enum LoadErrorKind {
     BadMapValue { map: String, offset: i64 },
     #[error("function at instruction {target} is not entered by a local call nor the entry")]
     CrossesFunction { target: usize },
+    #[error("endless loop: {} can never reach an exit", pc_list(.pcs))]
+    EndlessLoop {
+        /// The loop's instructions, ascending.
+        pcs: Vec<usize>,
+    },
 }
 
 impl LoadErrorKind {
@@ -73,6 +78,22 @@ impl LoadErrorKind {
     pub fn is_about_length(&self) -> bool {
         matches!(self, LoadErrorKind::Empty | LoadErrorKind::PartialSlot(_) | LoadErrorKind::TooLong(_))
     }
+}
+
+/// Ascending instruction indices as ranges: `instructions 3-5, 9`.
+fn pc_list(pcs: &[usize]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &pc in pcs {
+        match ranges.last_mut() {
+            Some((_, last)) if *last + 1 == pc => *last = pc,
+            _ => ranges.push((pc, pc)),
+        }
+    }
+    let range = |&(first, last): &(usize, usize)| {
+        if first == last { first.to_string() } else { format!("{first}-{last}") }
+    };
+    let noun = if pcs.len() == 1 { "instruction" } else { "instructions" };
+    format!("{noun} {}", ranges.iter().map(range).collect::<Vec<_>>().join(", "))
 }
 
 /// Why a running program was stopped.

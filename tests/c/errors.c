@@ -41,7 +41,10 @@ static const uint64_t WRITE_ABOVE_STACK[] = {
 static const uint64_t ENDLESS[] = {
     INSN(OP_MOV64_IMM, 0, 0, 0, 0),
     INSN(OP_ADD64_IMM, 0, 0, 0, 1),
-    INSN(OP_JA, 0, 0, -2, 0),
+    /* Taken only after 2^64 laps, but without a way out the loop would be
+     * refused at load. */
+    INSN(OP_JEQ_IMM, 0, 0, 1, 0),
+    INSN(OP_JA, 0, 0, -3, 0),
     INSN(OP_EXIT, 0, 0, 0, 0),
 };
 

@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 use goblin::container::{Container, Ctx, Endian};
-use goblin::elf::header::{EI_CLASS, EI_DATA, ELFCLASS32, ELFCLASS64, ELFDATA2LSB, ELFDATA2MSB, ELFMAG, EM_BPF};
+use goblin::elf::header::{
+    EI_CLASS, EI_DATA, EI_OSABI, EI_VERSION, ELFCLASS64, ELFDATA2LSB, ELFMAG, ELFOSABI_LINUX, ELFOSABI_NONE, EM_BPF,
+    EM_NONE, ET_REL, EV_CURRENT,
+};
 use goblin::elf::section_header::{SHF_EXECINSTR, SHN_UNDEF, SHT_NOBITS, SHT_PROGBITS, SHT_REL, SHT_RELA, SHT_SYMTAB};
 use goblin::elf::sym::{STB_GLOBAL, STB_WEAK, STT_FUNC, STT_SECTION, st_bind, st_type};
 use goblin::elf::{Elf, Header, RelocSection, SectionHeader, Symtab};
@@ -20,7 +23,7 @@ use goblin::elf64::reloc::{SIZEOF_REL, SIZEOF_RELA};
 use goblin::elf64::section_header::SIZEOF_SHDR;
 use goblin::elf64::sym::SIZEOF_SYM;
 
-use crate::error::ElfError;
+use crate::error::{ElfError, HeaderField};
 use crate::helpers::Helpers;
 use crate::image::{DataReloc, DataSection, Image, MapDef, MapType};
 use crate::isa::{self, INSN_SIZE, Insn};
@@ -239,8 +242,12 @@ impl ElfFile {
     pub fn parse(file: &[u8]) -> Result<ElfFile, ElfError> {
         check_ident(file)?;
         let header = Elf::parse_header(file).map_err(|error| ElfError::NotElf(error.to_string()))?;
-        if header.e_machine != EM_BPF {
-            return Err(ElfError::NotBpf(header.e_machine));
+        if header.e_type != ET_REL {
+            return Err(ElfError::BadHeader { field: HeaderField::Type, value: header.e_type.into() });
+        }
+        // Old LLVM wrote EM_NONE; libbpf and iovisor/ubpf take it too.
+        if !matches!(header.e_machine, EM_BPF | EM_NONE) {
+            return Err(ElfError::BadHeader { field: HeaderField::Machine, value: header.e_machine.into() });
         }
         let sections = sections(file, &header)?;
         check_overlaps(&header, &sections)?;
@@ -485,19 +492,21 @@ fn check_ident(file: &[u8]) -> Result<(), ElfError> {
     if !file.starts_with(ELFMAG) {
         return Err(ElfError::NotElf("the file does not start with \\x7fELF".into()));
     }
-    let (Some(&class), Some(&encoding)) = (file.get(EI_CLASS), file.get(EI_DATA)) else {
-        return Err(ElfError::NotElf(format!("the file ends after {} bytes, within the ELF header", file.len())));
-    };
-    match class {
-        ELFCLASS64 => {}
-        ELFCLASS32 => return Err(ElfError::NotElf64),
-        _ => return Err(ElfError::NotElf(format!("unknown ELF class {class}"))),
+    let wanted: [(usize, HeaderField, &[u8]); 4] = [
+        (EI_CLASS, HeaderField::Class, &[ELFCLASS64]),
+        (EI_DATA, HeaderField::Data, &[ELFDATA2LSB]),
+        (EI_VERSION, HeaderField::Version, &[EV_CURRENT]),
+        (EI_OSABI, HeaderField::OsAbi, &[ELFOSABI_NONE, ELFOSABI_LINUX]),
+    ];
+    for (at, field, values) in wanted {
+        let Some(&value) = file.get(at) else {
+            return Err(ElfError::NotElf(format!("the file ends after {} bytes, within the ELF header", file.len())));
+        };
+        if !values.contains(&value) {
+            return Err(ElfError::BadHeader { field, value: value.into() });
+        }
     }
-    match encoding {
-        ELFDATA2LSB => Ok(()),
-        ELFDATA2MSB => Err(ElfError::BigEndian),
-        _ => Err(ElfError::NotElf(format!("unknown data encoding {encoding}"))),
-    }
+    Ok(())
 }
 
 /// The range of `size` bytes at `offset`, if the file holds them all.
@@ -623,13 +632,17 @@ fn symbols(sections: &[Section]) -> Result<(Option<usize>, Vec<Symbol>), ElfErro
 fn functions(sections: &[Section], symbols: &[Symbol]) -> Result<Vec<Function>, ElfError> {
     let mut functions = Vec::new();
     for (index, section) in sections.iter().enumerate() {
-        if section.header.sh_flags & u64::from(SHF_EXECINSTR) == 0 || section.header.sh_size == 0 {
+        if section.header.sh_flags & u64::from(SHF_EXECINSTR) == 0 {
+            continue;
+        }
+        if section.header.sh_type != SHT_PROGBITS {
+            let sh_type = section.header.sh_type;
+            return Err(ElfError::BadProgramSectionType { section: section.name.clone(), sh_type });
+        }
+        if section.header.sh_size == 0 {
             continue;
         }
         let section_error = |what: String| ElfError::BadSection { section: section.name.clone(), what };
-        if section.header.sh_type == SHT_NOBITS {
-            return Err(section_error("executable, but has no contents in the file".into()));
-        }
         let code = isa::decode_program(section.bytes).ok_or_else(|| {
             section_error(format!(
                 "size {} is not a multiple of {INSN_SIZE}, the instruction size",

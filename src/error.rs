@@ -4,14 +4,25 @@
 use crate::isa::Insn;
 
 /// Why a program was refused before it ran.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("instruction {pc} ({insn}): {kind}", insn = crate::disasm::describe(.insn))]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadError {
     /// Index of the offending instruction slot.
     pub pc: usize,
     /// The instruction itself (zeroed when the program has no slot there).
     pub insn: Insn,
     pub kind: LoadErrorKind,
+}
+
+impl std::error::Error for LoadError {}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kind.is_about_length() {
+            write!(f, "{}", self.kind)
+        } else {
+            write!(f, "instruction {} ({}): {}", self.pc, crate::disasm::describe(&self.insn), self.kind)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +65,35 @@ pub enum LoadErrorKind {
     BadMapValue { map: String, offset: i64 },
     #[error("function at instruction {target} is not entered by a local call nor the entry")]
     CrossesFunction { target: usize },
+    #[error("endless loop: {} can never reach an exit", pc_list(.pcs))]
+    EndlessLoop {
+        /// The loop's instructions, ascending.
+        pcs: Vec<usize>,
+    },
+}
+
+impl LoadErrorKind {
+    /// Is this about the program's length, which no one instruction is to
+    /// blame for?
+    pub fn is_about_length(&self) -> bool {
+        matches!(self, LoadErrorKind::Empty | LoadErrorKind::PartialSlot(_) | LoadErrorKind::TooLong(_))
+    }
+}
+
+/// Ascending instruction indices as ranges: `instructions 3-5, 9`.
+fn pc_list(pcs: &[usize]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &pc in pcs {
+        match ranges.last_mut() {
+            Some((_, last)) if *last + 1 == pc => *last = pc,
+            _ => ranges.push((pc, pc)),
+        }
+    }
+    let range = |&(first, last): &(usize, usize)| {
+        if first == last { first.to_string() } else { format!("{first}-{last}") }
+    };
+    let noun = if pcs.len() == 1 { "instruction" } else { "instructions" };
+    format!("{noun} {}", ranges.iter().map(range).collect::<Vec<_>>().join(", "))
 }
 
 /// Why a running program was stopped.
@@ -109,12 +149,10 @@ pub enum MapError {
 pub enum ElfError {
     #[error("not an ELF object: {0}")]
     NotElf(String),
-    #[error("ELF machine is {0}, not EM_BPF (247)")]
-    NotBpf(u16),
-    #[error("ELF object is big-endian; only little-endian BPF is supported")]
-    BigEndian,
-    #[error("ELF object is 32-bit; BPF objects are ELF64")]
-    NotElf64,
+    #[error("ELF header: {field} is {value}, {}", field.wanted())]
+    BadHeader { field: HeaderField, value: u64 },
+    #[error("section {section}: sh_type is {sh_type}, but a program section must be SHT_PROGBITS (1)")]
+    BadProgramSectionType { section: String, sh_type: u32 },
     #[error("section {section}: {what}")]
     BadSection { section: String, what: String },
     #[error("sections {first} and {second} overlap in the file")]
@@ -139,6 +177,51 @@ pub enum ElfError {
     BadMap { section: String, map: String, what: String },
     #[error("section .BTF, offset {offset:#x}: {what}")]
     BadBtf { offset: usize, what: String },
+}
+
+/// A field of the ELF header that the loader checks, as libbpf and
+/// iovisor/ubpf check it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderField {
+    /// `e_ident[EI_CLASS]`: 32 or 64 bits.
+    Class,
+    /// `e_ident[EI_DATA]`: byte order.
+    Data,
+    /// `e_ident[EI_VERSION]`.
+    Version,
+    /// `e_ident[EI_OSABI]`.
+    OsAbi,
+    /// `e_type`: relocatable, executable, shared or core.
+    Type,
+    /// `e_machine`.
+    Machine,
+}
+
+impl HeaderField {
+    /// What the loader takes, as the end of a sentence.
+    fn wanted(self) -> &'static str {
+        match self {
+            HeaderField::Class => "not ELFCLASS64 (2): BPF objects are ELF64",
+            HeaderField::Data => "not ELFDATA2LSB (1): only little-endian BPF is supported",
+            HeaderField::Version => "not EV_CURRENT (1)",
+            HeaderField::OsAbi => "neither ELFOSABI_NONE (0) nor ELFOSABI_LINUX (3)",
+            HeaderField::Type => "not ET_REL (1): only relocatable objects (clang -c) are loaded",
+            HeaderField::Machine => "neither EM_BPF (247) nor EM_NONE (0)",
+        }
+    }
+}
+
+impl std::fmt::Display for HeaderField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HeaderField::Class => "EI_CLASS",
+            HeaderField::Data => "EI_DATA",
+            HeaderField::Version => "EI_VERSION",
+            HeaderField::OsAbi => "EI_OSABI",
+            HeaderField::Type => "e_type",
+            HeaderField::Machine => "e_machine",
+        })
+    }
 }
 
 /// A line of assembly that could not be assembled.

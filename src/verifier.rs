@@ -4,7 +4,10 @@
 //! are r0..r10 and r10 is never written; every jump and local call lands on
 //! an instruction of the same function (not the second half of an `lddw`);
 //! each function ends in `exit` or `ja`; helper calls by index name a
-//! registered helper. Memory accesses are checked at run time.
+//! registered helper; no loop is closed to every way out of the run (it
+//! would only ever end on the instruction budget). Memory accesses are
+//! checked at run time, and the budget stops loops that could end but do
+//! not.
 
 use crate::error::{LoadError, LoadErrorKind};
 use crate::helpers::Helpers;
@@ -26,6 +29,7 @@ pub fn verify(insns: &[Insn], helpers: &Helpers) -> Result<Vec<usize>, LoadError
         return Err(error(MAX_INSNS, insns[MAX_INSNS], LoadErrorKind::TooLong(insns.len())));
     }
     let lddw_tail = lddw_tails(insns)?;
+    let mut jumps = vec![NO_JUMP; insns.len()];
     let mut functions = vec![0];
     for (pc, insn) in insns.iter().enumerate() {
         if lddw_tail[pc] {
@@ -34,7 +38,7 @@ pub fn verify(insns: &[Insn], helpers: &Helpers) -> Result<Vec<usize>, LoadError
         let form = checked_form(pc, insn)?;
         check_registers(pc, insn)?;
         if let Some(offset) = insn.jump_offset() {
-            checked_target(insns, &lddw_tail, pc, offset)?;
+            jumps[pc] = checked_target(insns, &lddw_tail, pc, offset)? as u32;
         }
         if let Some(offset) = insn.local_call_offset() {
             let target = checked_target(insns, &lddw_tail, pc, offset).map_err(|e| {
@@ -54,8 +58,17 @@ pub fn verify(insns: &[Insn], helpers: &Helpers) -> Result<Vec<usize>, LoadError
     }
     functions.sort_unstable();
     functions.dedup();
-    check_function_bounds(insns, &lddw_tail, &functions)?;
+    check_function_bounds(insns, &lddw_tail, &jumps, &functions)?;
+    check_loops_can_end(insns, &lddw_tail, &jumps, &functions, helpers)?;
     Ok(functions)
+}
+
+/// In the table of jump targets by slot: not a jump.
+const NO_JUMP: u32 = u32::MAX;
+
+/// Where the jump at `pc` lands, from the table of checked targets.
+fn jump_target(jumps: &[u32], pc: usize) -> Option<usize> {
+    (jumps[pc] != NO_JUMP).then_some(jumps[pc] as usize)
 }
 
 /// Marks the second slot of each `lddw`, checking that it exists and is empty.
@@ -137,7 +150,12 @@ fn checked_target(insns: &[Insn], lddw_tail: &[bool], pc: usize, offset: i64) ->
 
 /// Each function must end in `exit` or `ja`, and its jumps stay inside it:
 /// falling or jumping into another function would run it on the wrong frame.
-fn check_function_bounds(insns: &[Insn], lddw_tail: &[bool], functions: &[usize]) -> Result<(), LoadError> {
+fn check_function_bounds(
+    insns: &[Insn],
+    lddw_tail: &[bool],
+    jumps: &[u32],
+    functions: &[usize],
+) -> Result<(), LoadError> {
     let ends = functions.iter().skip(1).copied().chain([insns.len()]);
     for (&start, end) in functions.iter().zip(ends) {
         let last = if lddw_tail[end - 1] { end - 2 } else { end - 1 };
@@ -149,13 +167,174 @@ fn check_function_bounds(insns: &[Insn], lddw_tail: &[bool], functions: &[usize]
             if lddw_tail[pc] {
                 continue;
             }
-            let Some(target) = insn.jump_target(pc) else { continue };
+            let Some(target) = jump_target(jumps, pc) else { continue };
             if !(start..end).contains(&target) {
                 return Err(error(pc, *insn, LoadErrorKind::CrossesFunction { target }));
             }
         }
     }
     Ok(())
+}
+
+/// Refuses a loop with no way out: a strongly connected piece of a
+/// function's control-flow graph from which no path leads to an `exit` or
+/// to a call that may end the run (a helper that may stop it, such as the
+/// tail call, or the unwind helper). A local call returns, so it is a way
+/// out only when its callee may end the run. Only code reachable from each
+/// function's start is looked at.
+///
+/// Without a jump back, the graph has no loop; most programs are such, and
+/// cost only the look for one.
+fn check_loops_can_end(
+    insns: &[Insn],
+    lddw_tail: &[bool],
+    jumps: &[u32],
+    functions: &[usize],
+    helpers: &Helpers,
+) -> Result<(), LoadError> {
+    if !(0..insns.len()).any(|pc| jump_target(jumps, pc).is_some_and(|target| target <= pc)) {
+        return Ok(());
+    }
+    let helper_ends_run =
+        |index: u32| helpers.unwind() == Some(index) || helpers.get(index).is_some_and(|h| h.may_stop);
+    let any_helper_ends_run = helpers.unwind().is_some() || helpers.iter().any(|(_, helper)| helper.may_stop);
+    let function_of = |pc: usize| functions.partition_point(|&start| start <= pc) - 1;
+    // Does the call at `pc` (or `callx`) end the run, given which
+    // functions may end it from inside?
+    let call_ends_run = |pc: usize, ends_run: &[bool]| {
+        let insn = &insns[pc];
+        match (insn.opc, insn.src) {
+            (isa::CALL, isa::CALL_HELPER) => helper_ends_run(insn.imm as u32),
+            (isa::CALL, isa::CALL_LOCAL) => ends_run[function_of(isa::branch_target(pc, insn.imm.into()) as usize)],
+            (isa::CALLX, _) => any_helper_ends_run,
+            _ => false,
+        }
+    };
+    // Which functions may end the run from inside: a fixed point, since
+    // calls may go either way between functions.
+    let mut ends_run = vec![false; functions.len()];
+    let mut changed = any_helper_ends_run;
+    while changed {
+        changed = false;
+        for pc in (0..insns.len()).filter(|&pc| !lddw_tail[pc]) {
+            let function = function_of(pc);
+            if !ends_run[function] && call_ends_run(pc, &ends_run) {
+                (ends_run[function], changed) = (true, true);
+            }
+        }
+    }
+    let way_out = |pc: usize| insns[pc].opc == isa::EXIT || call_ends_run(pc, &ends_run);
+    let mut graph = Loops::new(insns, jumps);
+    for &start in functions {
+        graph.search(start, &way_out)?;
+    }
+    Ok(())
+}
+
+/// Tarjan's strongly connected components over the instructions, without
+/// recursion: each component is complete before any that reaches it, so
+/// whether it can reach a way out is known from its own instructions and
+/// the components it leads to.
+struct Loops<'a> {
+    insns: &'a [Insn],
+    jumps: &'a [u32],
+    visits: Vec<Visit>,
+    stack: Vec<usize>,
+    /// The search path: an instruction, its successors and how many of
+    /// them have been followed.
+    path: Vec<(usize, [Option<usize>; 2], usize)>,
+    visited: u32,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Visit {
+    /// Visit order plus one; 0 when not visited yet.
+    order: u32,
+    /// Lowest visit order reachable through the search tree and one more
+    /// edge.
+    low: u32,
+    on_stack: bool,
+}
+
+impl<'a> Loops<'a> {
+    fn new(insns: &'a [Insn], jumps: &'a [u32]) -> Loops<'a> {
+        let n = insns.len();
+        Loops {
+            insns,
+            jumps,
+            visits: vec![Visit::default(); n],
+            stack: Vec::with_capacity(n),
+            path: Vec::with_capacity(n),
+            visited: 0,
+        }
+    }
+
+    /// The instructions that may run after `pc`, within its function.
+    fn successors(&self, pc: usize) -> [Option<usize>; 2] {
+        match self.insns[pc].opc {
+            isa::EXIT => [None, None],
+            isa::JA | isa::JA32 => [jump_target(self.jumps, pc), None],
+            isa::LDDW => [Some(pc + 2), None],
+            _ => [Some(pc + 1), jump_target(self.jumps, pc)],
+        }
+    }
+
+    fn enter(&mut self, pc: usize) {
+        self.visited += 1;
+        self.visits[pc] = Visit { order: self.visited, low: self.visited, on_stack: true };
+        self.stack.push(pc);
+        self.path.push((pc, self.successors(pc), 0));
+    }
+
+    fn search(&mut self, start: usize, way_out: &impl Fn(usize) -> bool) -> Result<(), LoadError> {
+        if self.visits[start].order != 0 {
+            return Ok(());
+        }
+        self.enter(start);
+        while let Some((pc, successors, followed)) = self.path.last_mut() {
+            let pc = *pc;
+            if let Some(&next) = successors.get(*followed) {
+                *followed += 1;
+                let Some(next) = next else { continue };
+                let seen = self.visits[next];
+                if seen.order == 0 {
+                    self.enter(next);
+                } else if seen.on_stack {
+                    self.visits[pc].low = self.visits[pc].low.min(seen.order);
+                }
+                continue;
+            }
+            self.path.pop();
+            let Visit { order, low, .. } = self.visits[pc];
+            if let Some(&(parent, ..)) = self.path.last() {
+                self.visits[parent].low = self.visits[parent].low.min(low);
+            }
+            if low == order {
+                self.complete(pc, way_out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pops the component whose first visited instruction is `root`, and
+    /// refuses it when it cannot reach a way out.
+    fn complete(&mut self, root: usize, way_out: &impl Fn(usize) -> bool) -> Result<(), LoadError> {
+        let first = self.stack.iter().rposition(|&pc| pc == root).expect("the root is on the stack");
+        let members = &self.stack[first..];
+        // A successor off the stack is in a completed component, which can
+        // end: one that cannot is refused as soon as it is complete.
+        let leaves = |pc: usize| self.successors(pc).into_iter().flatten().any(|next| !self.visits[next].on_stack);
+        if !members.iter().any(|&pc| way_out(pc) || leaves(pc)) {
+            let mut pcs = members.to_vec();
+            pcs.sort_unstable();
+            return Err(error(pcs[0], self.insns[pcs[0]], LoadErrorKind::EndlessLoop { pcs }));
+        }
+        for &pc in members {
+            self.visits[pc].on_stack = false;
+        }
+        self.stack.truncate(first);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -226,5 +405,62 @@ mod tests {
         let falls = Insn::new(MOV64_IMM, 0, 0, 0, 0);
         assert_eq!(kind_of(&[call, falls, EXIT_INSN]), (1, LoadErrorKind::FallsOffEnd));
         assert_eq!(verify(&[call, EXIT_INSN, EXIT_INSN], &Helpers::new()).unwrap(), vec![0, 2]);
+    }
+
+    fn endless(pcs: &[usize]) -> (usize, LoadErrorKind) {
+        (pcs[0], LoadErrorKind::EndlessLoop { pcs: pcs.to_vec() })
+    }
+
+    #[test]
+    fn loops_with_no_way_out_are_refused() {
+        let ja = |off| Insn::new(JA, 0, 0, off, 0);
+        let mov = Insn::new(MOV64_IMM, 0, 0, 0, 0);
+        let jeq = |off| Insn::new(JEQ_IMM, 1, 0, off, 0);
+        assert_eq!(kind_of(&[ja(-1), EXIT_INSN]), endless(&[0]));
+        assert_eq!(kind_of(&[Insn::new(JA32, 0, 0, 0, -1), EXIT_INSN]), endless(&[0]));
+        assert_eq!(kind_of(&[mov, mov, ja(-2), EXIT_INSN]), endless(&[1, 2]));
+        // Two ways round, neither out.
+        assert_eq!(kind_of(&[mov, jeq(1), mov, ja(-4), EXIT_INSN]), endless(&[0, 1, 2, 3]));
+        // A loop with a way out, into a loop with none.
+        assert_eq!(kind_of(&[jeq(-1), mov, ja(-2), EXIT_INSN]), endless(&[1, 2]));
+        // An lddw inside: both of its slots are the loop's, named by its first.
+        let lddw = Insn::new(LDDW, 1, 0, 0, 1);
+        assert_eq!(kind_of(&[lddw, Insn::default(), ja(-3), EXIT_INSN]), endless(&[0, 2]));
+        // Local calls return: a loop around one is still closed.
+        let call = Insn::new(CALL, 0, CALL_LOCAL, 0, 2);
+        assert_eq!(kind_of(&[call, ja(-2), EXIT_INSN, EXIT_INSN]), endless(&[0, 1]));
+        // In a called function too.
+        let call_next = Insn::new(CALL, 0, CALL_LOCAL, 0, 1);
+        assert_eq!(kind_of(&[call_next, EXIT_INSN, mov, ja(-2)]), endless(&[2, 3]));
+    }
+
+    extern "C" fn returns_zero(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+        0
+    }
+
+    #[test]
+    fn loops_that_can_end_are_accepted() {
+        let ok = |insns: &[Insn], helpers: &Helpers| verify(insns, helpers).map(|_| ()).map_err(|e| e.kind);
+        let ja = |off| Insn::new(JA, 0, 0, off, 0);
+        // Endless in practice, but the control-flow graph has a way out:
+        // the budget stops it.
+        assert_eq!(ok(&[Insn::new(JGE_IMM, 10, 0, -1, 0), EXIT_INSN], &Helpers::new()), Ok(()));
+        // Unreachable: not looked at.
+        assert_eq!(ok(&[EXIT_INSN, ja(-1)], &Helpers::new()), Ok(()));
+        // A tail call may end the run, or a helper that may stop it, or the
+        // unwind helper; from a called function too.
+        let linux = Helpers::linux();
+        let tail_call = Insn::new(CALL, 0, 0, 0, crate::helpers::linux::TAIL_CALL as i32);
+        assert_eq!(ok(&[tail_call, ja(-2), EXIT_INSN], &linux), Ok(()));
+        let call = Insn::new(CALL, 0, CALL_LOCAL, 0, 2);
+        assert_eq!(ok(&[call, ja(-2), EXIT_INSN, tail_call, EXIT_INSN], &linux), Ok(()));
+        let mut unwind = Helpers::new();
+        unwind.register(5, "unwind", returns_zero);
+        let call_unwind = Insn::new(CALL, 0, 0, 0, 5);
+        assert!(matches!(ok(&[call_unwind, ja(-2), EXIT_INSN], &unwind), Err(LoadErrorKind::EndlessLoop { .. })));
+        unwind.set_unwind(5);
+        assert_eq!(ok(&[call_unwind, ja(-2), EXIT_INSN], &unwind), Ok(()));
+        assert_eq!(ok(&[Insn::new(CALLX, 1, 0, 0, 0), ja(-2), EXIT_INSN], &unwind), Ok(()));
+        assert!(ok(&[Insn::new(CALLX, 1, 0, 0, 0), ja(-2), EXIT_INSN], &Helpers::new()).is_err());
     }
 }

@@ -4,6 +4,7 @@
 use goblin::elf::Elf;
 use goblin::elf::section_header::SHT_REL;
 use qemu_ubpf::elf::{self, HelperRef};
+use qemu_ubpf::error::HeaderField;
 use qemu_ubpf::{Config, ElfError, Helpers, MapError, Program, isa};
 
 fn read(path: &str) -> Vec<u8> {
@@ -17,8 +18,12 @@ fn run(program: &Program, len: usize) -> u64 {
 // Offsets of ELF64 header and section header fields.
 const EI_CLASS: usize = 4;
 const EI_DATA: usize = 5;
+const EI_VERSION: usize = 6;
+const EI_OSABI: usize = 7;
+const E_TYPE: usize = 16;
 const E_MACHINE: usize = 18;
 const E_SHOFF: usize = 0x28;
+const SH_TYPE: usize = 0x04;
 const SH_OFFSET: usize = 0x18;
 const SH_SIZE: usize = 0x20;
 const SHDR_SIZE: usize = 64;
@@ -152,13 +157,70 @@ fn wrong_machine_class_or_byte_order() {
     let object = read("examples/classifier.o");
     let mut x86 = object.clone();
     x86[E_MACHINE..E_MACHINE + 2].copy_from_slice(&62u16.to_le_bytes());
-    assert_eq!(elf::load(&x86, None, &Helpers::new()), Err(ElfError::NotBpf(62)));
+    assert_eq!(
+        elf::load(&x86, None, &Helpers::new()),
+        Err(ElfError::BadHeader { field: HeaderField::Machine, value: 62 })
+    );
     let mut big_endian = object.clone();
     big_endian[EI_DATA] = 2;
-    assert_eq!(elf::load(&big_endian, None, &Helpers::new()), Err(ElfError::BigEndian));
+    assert_eq!(
+        elf::load(&big_endian, None, &Helpers::new()),
+        Err(ElfError::BadHeader { field: HeaderField::Data, value: 2 })
+    );
     let mut elf32 = object.clone();
     elf32[EI_CLASS] = 1;
-    assert_eq!(elf::load(&elf32, None, &Helpers::new()), Err(ElfError::NotElf64));
+    assert_eq!(
+        elf::load(&elf32, None, &Helpers::new()),
+        Err(ElfError::BadHeader { field: HeaderField::Class, value: 1 })
+    );
+}
+
+/// The header checks iovisor/ubpf's ELF tests expect, each refusal naming
+/// the field and its value.
+#[test]
+fn headers_libbpf_and_ubpf_refuse() {
+    let object = read("examples/classifier.o");
+    let refused = |at: usize, bytes: &[u8]| {
+        let mut bad = object.clone();
+        bad[at..at + bytes.len()].copy_from_slice(bytes);
+        elf::load(&bad, None, &Helpers::new()).unwrap_err()
+    };
+    let header = |field, value| ElfError::BadHeader { field, value };
+    // ET_EXEC and ET_DYN.
+    assert_eq!(refused(E_TYPE, &2u16.to_le_bytes()), header(HeaderField::Type, 2));
+    assert_eq!(refused(E_TYPE, &3u16.to_le_bytes()), header(HeaderField::Type, 3));
+    assert_eq!(refused(EI_VERSION, &[0]), header(HeaderField::Version, 0));
+    assert_eq!(refused(EI_VERSION, &[2]), header(HeaderField::Version, 2));
+    // FreeBSD; and an OSABI no one has.
+    assert_eq!(refused(EI_OSABI, &[9]), header(HeaderField::OsAbi, 9));
+    assert_eq!(refused(EI_OSABI, &[0xfe]), header(HeaderField::OsAbi, 0xfe));
+    assert_eq!(refused(EI_CLASS, &[7]), header(HeaderField::Class, 7));
+    assert_eq!(refused(EI_DATA, &[0]), header(HeaderField::Data, 0));
+    // The program section turned SHT_NULL, then SHT_NOBITS.
+    let program_type = section_header_at(&object, "classifier") + SH_TYPE;
+    let section_type = |sh_type| ElfError::BadProgramSectionType { section: "classifier".into(), sh_type };
+    assert_eq!(refused(program_type, &0u32.to_le_bytes()), section_type(0));
+    assert_eq!(refused(program_type, &8u32.to_le_bytes()), section_type(8));
+    // OSABI Linux is taken, as libbpf takes it.
+    let mut linux = object.clone();
+    linux[EI_OSABI] = 3;
+    assert!(elf::load(&linux, None, &Helpers::new()).is_ok());
+}
+
+/// Old LLVM wrote e_machine EM_NONE; libbpf and iovisor/ubpf load such
+/// objects, and so does this loader.
+#[test]
+fn em_none_objects_load_and_run() {
+    let object = read("examples/classifier.o");
+    let mut em_none = object.clone();
+    em_none[E_MACHINE..E_MACHINE + 2].copy_from_slice(&0u16.to_le_bytes());
+    let helpers = Helpers::linux();
+    let program = Program::from_elf(&em_none, None, &helpers, &Config::default()).unwrap();
+    let original = Program::from_elf(&object, None, &helpers, &Config::default()).unwrap();
+    assert_eq!(program.insns(), original.insns());
+    for len in [0, 14, 34, 64] {
+        assert_eq!(run(&program, len), run(&original, len), "{len}-byte input");
+    }
 }
 
 #[test]

@@ -107,7 +107,9 @@ fn recursion_stops_at_the_frame_limit() {
 #[test]
 fn endless_loop_ends_with_the_budget_error_at_the_back_edge() {
     let config = Config { instruction_limit: 1000, ..Config::default() };
-    let insns = [mov(0, 0), Insn::new(ADD64_IMM, 0, 0, 0, 1), Insn::new(JA, 0, 0, -2, 0), EXIT_INSN];
+    // r0 counts up from 1 and would take 2^64 laps to come back to 0; a
+    // plain `ja` back would be refused at load, having no way out.
+    let insns = [mov(0, 0), Insn::new(ADD64_IMM, 0, 0, 0, 1), Insn::new(JNE_IMM, 0, 0, -2, 0), EXIT_INSN];
     let e = program(&insns, &Helpers::new(), &config).execute(&mut []).unwrap_err();
     assert_eq!((e.pc, e.kind), (2, ExecErrorKind::BudgetExhausted(1000)));
     // The default budget is finite too.

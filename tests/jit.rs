@@ -199,7 +199,9 @@ fn read_only_region() {
 #[test]
 fn endless_loops_exhaust_the_budget_where_the_interpreter_does() {
     let config = Config { instruction_limit: 1000, ..Config::default() };
-    assert_eq!(kind(agree_with("ja -1\nexit", &config, &[])), (0, ExecErrorKind::BudgetExhausted(1000)));
+    // r10 is never 0, so this jumps to itself for ever (`ja -1` would be
+    // refused at load: no way out).
+    assert_eq!(kind(agree_with("jne %r10, 0, -1\nexit", &config, &[])), (0, ExecErrorKind::BudgetExhausted(1000)));
     let counting = "
         mov %r0, 0
     again:
@@ -222,7 +224,7 @@ fn endless_loops_exhaust_the_budget_where_the_interpreter_does() {
     let big = Config { instruction_limit: 1 << 32, ..Config::default() };
     assert_eq!(agree_with(exact, &big, &[]), Ok(333));
     // Calls are budget points too, helper calls and local calls.
-    let calls = "loop:\ncall 2\ncall local f\nja loop\nf:\nexit";
+    let calls = "loop:\ncall 2\ncall local f\njne %r10, 0, loop\nexit\nf:\nexit";
     assert_eq!(kind(agree_with(calls, &config, &[])).1, ExecErrorKind::BudgetExhausted(1000));
 }
 
@@ -542,13 +544,16 @@ fn one_program_on_four_threads() {
 #[test]
 fn longest_program_with_the_longest_straight_run() {
     // 65536 slots: one straight run of loads and adds, then a ja32 back to
-    // the start, so the budget stops it there after a few rounds.
+    // the start, so the budget stops it there after a few rounds. The last
+    // slot of the run is a jump to the exit that is never taken (r10 is
+    // never 0): without it, the loop would have no way out and be refused.
     let mut insns = vec![Insn::new(isa::MOV64_IMM, 0, 0, 0, 0)];
     while insns.len() < isa::MAX_INSNS - 2 {
         insns.push(Insn::new(isa::LDXB, 2, 1, (insns.len() % 8) as i16, 0));
         insns.push(Insn::new(isa::ADD64_REG, 0, 2, 0, 0));
     }
-    insns.truncate(isa::MAX_INSNS - 2);
+    insns.truncate(isa::MAX_INSNS - 3);
+    insns.push(Insn::new(isa::JEQ_IMM, 10, 0, 1, 0));
     insns.push(Insn::new(isa::JA32, 0, 0, 0, -(isa::MAX_INSNS as i32 - 1)));
     insns.push(Insn::new(isa::EXIT, 0, 0, 0, 0));
     let config = Config { instruction_limit: 200_000, ..Config::default() };

@@ -650,7 +650,8 @@ mod tests {
     #[test]
     fn budget_and_depth() {
         let config = Config { instruction_limit: 10, ..Config::default() };
-        let spin = [Insn::new(MOV64_IMM, 0, 0, 0, 0), Insn::new(JA, 0, 0, -1, 0), EXIT_INSN];
+        // r10 is never 0: a jump to itself that the verifier lets through.
+        let spin = [Insn::new(MOV64_IMM, 0, 0, 0, 0), Insn::new(JNE_IMM, 10, 0, -1, 0), EXIT_INSN];
         let error = both(&spin, &config, &[]).unwrap_err();
         assert_eq!((error.pc, error.kind), (1, ExecErrorKind::BudgetExhausted(10)));
         let recurse = [Insn::new(CALL, 0, CALL_LOCAL, 0, -1), EXIT_INSN];

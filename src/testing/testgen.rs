@@ -388,6 +388,7 @@ impl Generator<'_> {
             if self.source.chance(8) {
                 // Back to the function's first instruction, a call target too.
                 self.restore(ARG_REGS);
+                self.never_taken_way_out();
                 let back = start as i64 - self.insns.len() as i64 - 1;
                 self.emit(Insn::new(JA, 0, 0, back as i16, 0));
             }
@@ -1014,12 +1015,16 @@ impl Generator<'_> {
     fn unbounded_loop(&mut self) {
         let start = self.insns.len();
         let at_start = self.defined;
-        // An empty body makes `ja -1`.
+        // An empty body makes a conditional jump to itself, or a way out
+        // and `ja -2`.
         let items = self.source.below(3);
         self.nested_block(items);
         self.restore(at_start);
         let kind = self.source.below(5);
         let reg = self.readable();
+        if kind < 2 {
+            self.never_taken_way_out();
+        }
         let back = start as i64 - self.insns.len() as i64 - 1;
         let jump = match kind {
             0 => Insn::new(JA, 0, 0, back as i16, 0),
@@ -1029,6 +1034,13 @@ impl Generator<'_> {
             _ => Insn::new(JLE32_IMM, reg, 0, back as i16, -1),
         };
         self.emit(jump);
+    }
+
+    /// A jump over the `ja` back that follows, never taken (r10 is never
+    /// 0): the loop keeps a way out, without which the verifier would
+    /// refuse it, and still runs until the budget stops it.
+    fn never_taken_way_out(&mut self) {
+        self.emit(Insn::new(JEQ_IMM, FRAME_REG, 0, 1, 0));
     }
 
     /// Calls a later function, or rarely its own, which recurses until the

@@ -41,7 +41,10 @@ static const uint64_t WRITE_ABOVE_STACK[] = {
 static const uint64_t ENDLESS[] = {
     INSN(OP_MOV64_IMM, 0, 0, 0, 0),
     INSN(OP_ADD64_IMM, 0, 0, 0, 1),
-    INSN(OP_JA, 0, 0, -2, 0),
+    /* Taken only after 2^64 laps, but without a way out the loop would be
+     * refused at load. */
+    INSN(OP_JEQ_IMM, 0, 0, 1, 0),
+    INSN(OP_JA, 0, 0, -3, 0),
     INSN(OP_EXIT, 0, 0, 0, 0),
 };
 
@@ -124,6 +127,7 @@ static void bad_arguments(const char *root)
     CHECK_ERRMSG(errmsg, "not an ELF");
     /* A partial instruction. */
     CHECK(ubpf_load(vm, RET_42, 7, &errmsg) == -1);
+    CHECK(errmsg != NULL && strstr(errmsg, "instruction") == NULL);
     CHECK_ERRMSG(errmsg, "not a multiple of 8");
     /* errmsg may be NULL. */
     CHECK(ubpf_load(vm, RET_42, 7, NULL) == -1);

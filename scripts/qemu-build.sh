@@ -10,6 +10,12 @@
 #      through the staged qemu-ubpf.pc (PKG_CONFIG_PATH).
 #   3. qemu-patches/*.patch are applied, QEMU is configured for the
 #      x86_64-softmmu target only and built with ninja.
+#   4. With --qtest, the series' qtest (tests/qtest/filter-ubpf-test.c) is
+#      built in the same build directory, incrementally, and run with QEMU's
+#      own test runner (meson test).
+#   5. With --docs, a second configuration of the same tree, for the
+#      documentation alone (--enable-docs --enable-werror, so that a Sphinx
+#      warning is an error), builds the HTML manual and the man pages.
 #
 # The QEMU build is cached under $QEMU_UBPF_CACHE (default ~/.cache/qemu-ubpf)
 # keyed by QEMU's version and the contents of the patches and of this script,
@@ -17,20 +23,28 @@
 # is loaded at run time from the staged directory (rpath), so rebuilding it
 # never forces a QEMU rebuild.
 #
-# Usage: scripts/qemu-build.sh [--no-deps]
+# Usage: scripts/qemu-build.sh [--no-deps] [--qtest] [--docs]
 #   --no-deps   do not apt-get/pip install build dependencies
+#   --qtest     also build and run QEMU's qtest of filter-ubpf
+#   --docs      also build QEMU's documentation with the series' pages
 #
-# The last line printed is the path of the built qemu-system-x86_64.
+# Exits non-zero when a step fails. The last line printed is the path of the
+# built qemu-system-x86_64.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 
 install_deps=true
-case "${1:-}" in
-    --no-deps) install_deps=false ;;
-    "") ;;
-    *) echo "qemu-build.sh: unknown option $1" >&2; exit 2 ;;
-esac
+run_qtest=false
+build_docs=false
+for option in "$@"; do
+    case "$option" in
+        --no-deps) install_deps=false ;;
+        --qtest) run_qtest=true ;;
+        --docs) build_docs=true ;;
+        *) echo "qemu-build.sh: unknown option $option" >&2; exit 2 ;;
+    esac
+done
 
 cache=${QEMU_UBPF_CACHE:-$HOME/.cache/qemu-ubpf}
 mkdir -p "$cache"
@@ -79,13 +93,21 @@ if $install_deps; then
     $sudo apt-get install -y -qq --no-install-recommends \
         dpkg-dev ninja-build pkg-config libglib2.0-dev libfdt-dev flex bison libpixman-1-dev libslirp-dev \
         python3-venv bzip2 xz-utils gcc >/dev/null
+    if $build_docs; then
+        $sudo apt-get install -y -qq --no-install-recommends \
+            python3-sphinx python3-sphinx-rtd-theme >/dev/null
+    fi
 fi
 
 # QEMU 10 needs meson >= 1.5 and pycotap, newer than bookworm has: a venv.
+# It is made from Debian's python3 and sees its packages, so that the
+# documentation build finds the Sphinx that apt installed.
 venv=$cache/venv
-if [ ! -x "$venv/bin/meson" ] || ! "$venv/bin/python" -c 'import pycotap' 2>/dev/null; then
+if [ ! -x "$venv/bin/meson" ] || ! "$venv/bin/python" -c 'import pycotap' 2>/dev/null ||
+    ! grep -q '^include-system-site-packages = true' "$venv/pyvenv.cfg"; then
     log "creating $venv with meson and pycotap"
-    python3 -m venv "$venv"
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv --system-site-packages "$venv"
     "$venv/bin/pip" install -q 'meson>=1.5,<1.9' pycotap
 fi
 export PATH=$venv/bin:$PATH
@@ -148,6 +170,29 @@ if [ ! -x "$qemu" ]; then
         --target-list=x86_64-softmmu --extra-ldflags="-Wl,-rpath,$stage/lib" >&2
     ninja -C build qemu-system-x86_64 >&2
     cd "$repo"
+fi
+
+# --- 4. The qtest, built incrementally in the same build directory ----------
+if $run_qtest; then
+    log "building and running qtest-x86_64/filter-ubpf-test"
+    ninja -C "$build_root/build" tests/qtest/filter-ubpf-test >&2
+    meson test -C "$build_root/build" --no-rebuild --print-errorlogs \
+        qtest-x86_64/filter-ubpf-test >&2
+fi
+
+# --- 5. The documentation alone, where a Sphinx warning is an error ----------
+if $build_docs; then
+    docs=$build_root/build-docs
+    if [ ! -f "$docs/build.ninja" ]; then
+        log "configuring the documentation build in $docs"
+        rm -rf "$docs"
+        mkdir -p "$docs"
+        (cd "$docs" && "$build_root/configure" --without-default-features \
+            --enable-ubpf --enable-docs --enable-werror --disable-tools \
+            --disable-install-blobs --target-list=x86_64-softmmu) >&2
+    fi
+    log "building the manual and the man pages with Sphinx"
+    ninja -C "$docs" sphinxdocs man >&2
 fi
 # Older builds only waste disk.
 for old in "$cache"/build-*; do

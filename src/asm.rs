@@ -66,8 +66,8 @@ pub fn assemble(source: &str) -> Result<Vec<Insn>, AsmError> {
         let mut insn = instruction.insn;
         if let Some(target) = instruction.target {
             let offset = match target.place {
-                Place::Relative(offset) => offset,
-                Place::Label(name) => {
+                Destination::Relative(offset) => offset,
+                Destination::Label(name) => {
                     let implicit_exit = if name == "exit" { first_exit } else { None };
                     let destination = labels.get(name).map(|&(slot, _)| slot).or(implicit_exit);
                     let destination = destination
@@ -90,7 +90,7 @@ pub fn assemble(source: &str) -> Result<Vec<Insn>, AsmError> {
 }
 
 /// One instruction before its jump target is resolved.
-struct Parsed<'a> {
+struct ParsedInsn<'a> {
     insn: Insn,
     /// The imm of an lddw's second slot.
     high: Option<i32>,
@@ -98,11 +98,11 @@ struct Parsed<'a> {
 }
 
 struct Target<'a> {
-    place: Place<'a>,
+    place: Destination<'a>,
     field: Field,
 }
 
-enum Place<'a> {
+enum Destination<'a> {
     Relative(i128),
     Label(&'a str),
 }
@@ -126,7 +126,7 @@ enum Operand<'a> {
     Value(&'a str),
 }
 
-fn parse_instruction(text: &str) -> Result<Parsed<'_>, AsmErrorKind> {
+fn parse_instruction(text: &str) -> Result<ParsedInsn<'_>, AsmErrorKind> {
     let words: Vec<&str> = text.split_whitespace().collect();
     if words.first() == Some(&".insn") {
         return parse_raw(&words[1..]);
@@ -228,7 +228,7 @@ fn arity(operands: Operands) -> usize {
 }
 
 /// Builds `form` from `operands`; `Ok(None)` when their shape is not the form's.
-fn encode<'a>(form: &Form, operands: &[Operand<'a>]) -> Result<Option<Parsed<'a>>, AsmErrorKind> {
+fn encode<'a>(form: &Form, operands: &[Operand<'a>]) -> Result<Option<ParsedInsn<'a>>, AsmErrorKind> {
     use Operand::{Local, Mem, Reg, Value};
     let mut insn = Insn::new(form.opc, 0, 0, 0, 0);
     let mut high = None;
@@ -292,7 +292,7 @@ fn encode<'a>(form: &Form, operands: &[Operand<'a>]) -> Result<Option<Parsed<'a>
         Selector::Imm(imm) => insn.imm = imm,
         Selector::Src(src) => insn.src = src,
     }
-    Ok(Some(Parsed { insn, high, target }))
+    Ok(Some(ParsedInsn { insn, high, target }))
 }
 
 fn classify(text: &str) -> Result<Operand<'_>, AsmErrorKind> {
@@ -351,9 +351,9 @@ fn is_label_name(name: &str) -> bool {
 
 fn parse_target(text: &str, field: Field) -> Result<Target<'_>, AsmErrorKind> {
     let place = if text.starts_with(['+', '-']) || text.starts_with(|c: char| c.is_ascii_digit()) {
-        Place::Relative(parse_int(text)?)
+        Destination::Relative(parse_int(text)?)
     } else if is_label_name(text) {
-        Place::Label(text)
+        Destination::Label(text)
     } else {
         return Err(AsmErrorKind::NotATarget(text.to_string()));
     };
@@ -420,7 +420,7 @@ fn parse_int(text: &str) -> Result<i128, AsmErrorKind> {
 }
 
 /// `.insn opc=.. dst=.. src=.. off=.. imm=..`: one slot, fields given raw.
-fn parse_raw(fields: &[&str]) -> Result<Parsed<'static>, AsmErrorKind> {
+fn parse_raw(fields: &[&str]) -> Result<ParsedInsn<'static>, AsmErrorKind> {
     let mut insn = Insn::new(0, 0, 0, 0, 0);
     let mut seen: Vec<&str> = Vec::new();
     for field in fields {
@@ -445,7 +445,7 @@ fn parse_raw(fields: &[&str]) -> Result<Parsed<'static>, AsmErrorKind> {
             _ => return Err(AsmErrorKind::RawNoSuchField(key.to_string())),
         }
     }
-    Ok(Parsed { insn, high: None, target: None })
+    Ok(ParsedInsn { insn, high: None, target: None })
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! before anything wrote them.
 
 use super::BOUND_SLOTS;
-use super::facts::{Facts, Ids, Place};
+use super::facts::{AccessPlace, Facts, Ids};
 use super::flow::Flow;
 use crate::isa::*;
 use crate::program::Program;
@@ -283,7 +283,7 @@ impl Checks {
     ) {
         let frame = STACK_FRAME_SIZE as i64;
         let check = match facts.place(base, off, size) {
-            Place::Frame(start) => {
+            AccessPlace::Frame(start) => {
                 if start >= -frame && start <= -(size as i64) {
                     // [r10 + start, r10 + start + size) is inside [r10 - 512, r10).
                     Check::None
@@ -293,15 +293,15 @@ impl Checks {
                     Check::Input
                 }
             }
-            Place::Input => Check::None,
-            Place::Address(addr) => {
+            AccessPlace::Input => Check::None,
+            AccessPlace::Address(addr) => {
                 let allowed = program
                     .regions()
                     .iter()
                     .any(|region| region.contains(addr, size as u64) && (region.writable || !write));
                 if allowed { Check::None } else { Check::Input }
             }
-            Place::Unknown => Check::Input,
+            AccessPlace::Unknown => Check::Input,
         };
         self.accesses[pc].check = check;
         if check == Check::None {

@@ -85,7 +85,7 @@ pub(super) enum Value {
 
 /// What the facts say of the bytes an access touches.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Place {
+pub(super) enum AccessPlace {
     /// `r10 + start`, for `start` of any sign.
     Frame(i64),
     /// Inside the input.
@@ -205,10 +205,10 @@ impl Facts {
     }
 
     /// What the `size` bytes at `[base + off]` are known to be.
-    pub(super) fn place(&self, base: u8, off: i16, size: usize) -> Place {
+    pub(super) fn place(&self, base: u8, off: i16, size: usize) -> AccessPlace {
         match self.value(base) {
-            Value::Frame(c) => Place::Frame(c.wrapping_add(off as i64)),
-            Value::Const(address) => Place::Address(address.wrapping_add(off as i64 as u64)),
+            Value::Frame(c) => AccessPlace::Frame(c.wrapping_add(off as i64)),
+            Value::Const(address) => AccessPlace::Address(address.wrapping_add(off as i64 as u64)),
             Value::Input(offset) => {
                 // [input + s + c + off, + size) lies in [input, input + len)
                 // when c + off >= 0 and s + c + off + size <= len, which
@@ -217,11 +217,11 @@ impl Facts {
                 // is the real one.
                 let start = offset.c + off as i64;
                 match self.room(offset.id) {
-                    Some(room) if start >= 0 && start + size as i64 <= room => Place::Input,
-                    _ => Place::Unknown,
+                    Some(room) if start >= 0 && start + size as i64 <= room => AccessPlace::Input,
+                    _ => AccessPlace::Unknown,
                 }
             }
-            Value::Unknown | Value::Len | Value::Scalar(_) => Place::Unknown,
+            Value::Unknown | Value::Len | Value::Scalar(_) => AccessPlace::Unknown,
         }
     }
 

@@ -77,7 +77,7 @@ impl<'a> GuardedInput<'a> {
 /// A faulting address in terms that do not depend on where an engine's
 /// memory happens to be.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Place {
+enum FaultPlace {
     /// This far from the input's start.
     Input(i64),
     /// In or just past a region (a data section): its index and the offset.
@@ -98,24 +98,24 @@ enum Outcome {
         pc: usize,
         insn: Insn,
         kind: ExecErrorKind,
-        place: Option<Place>,
+        place: Option<FaultPlace>,
     },
 }
 
 impl Run {
-    fn place(&self, addr: u64) -> Place {
+    fn place(&self, addr: u64) -> FaultPlace {
         let from_input = addr.wrapping_sub(self.input_base) as i64;
         // A region's allocation ends at the next multiple of 8.
         let region =
             self.regions.iter().position(|region| addr.wrapping_sub(region.start) < region.len.next_multiple_of(8));
         if let Some(index) = region {
-            Place::Region(index, addr - self.regions[index].start)
+            FaultPlace::Region(index, addr - self.regions[index].start)
         } else if (-NEAR_INPUT..self.memory.len() as i64 + NEAR_INPUT).contains(&from_input) {
-            Place::Input(from_input)
+            FaultPlace::Input(from_input)
         } else if !(1 << 32..1 << 47).contains(&addr) {
-            Place::Absolute(addr)
+            FaultPlace::Absolute(addr)
         } else {
-            Place::Elsewhere
+            FaultPlace::Elsewhere
         }
     }
 

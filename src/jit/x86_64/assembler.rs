@@ -30,7 +30,7 @@ impl Assembler {
 
     /// Appends one directly encoded instruction.
     #[inline(always)]
-    pub(super) fn put(&mut self, bytes: encoder::Bytes) {
+    pub(super) fn put(&mut self, bytes: encoder::Encoding) {
         self.ops.reserve(encoder::MAX_LEN);
         let len = self.ops.len();
         // SAFETY: the reserve leaves room for `MAX_LEN` bytes past `len`;

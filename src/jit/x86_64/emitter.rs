@@ -620,7 +620,7 @@ impl<'p> Emitter<'p> {
         Ok(())
     }
 
-    fn put(&mut self, bytes: encoder::Bytes) {
+    fn put(&mut self, bytes: encoder::Encoding) {
         self.ops.put(bytes);
     }
 

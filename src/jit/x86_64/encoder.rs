@@ -9,14 +9,14 @@ use dynasmrt::x64::Rq;
 pub(super) const MAX_LEN: usize = 16;
 
 /// One instruction's bytes.
-pub(super) struct Bytes {
+pub(super) struct Encoding {
     pub(super) buf: [u8; MAX_LEN],
     pub(super) len: usize,
 }
 
-impl Bytes {
-    fn new() -> Bytes {
-        Bytes { buf: [0; MAX_LEN], len: 0 }
+impl Encoding {
+    fn new() -> Encoding {
+        Encoding { buf: [0; MAX_LEN], len: 0 }
     }
 
     fn push(&mut self, byte: u8) {
@@ -51,9 +51,9 @@ pub(super) enum Imm {
 }
 
 /// `opcode` with registers: ModRM reg = `reg`, r/m = `rm`.
-pub(super) fn rr(w: bool, opcode: &[u8], reg: Rq, rm: Rq) -> Bytes {
+pub(super) fn rr(w: bool, opcode: &[u8], reg: Rq, rm: Rq) -> Encoding {
     let (reg, rm) = (reg as u8, rm as u8);
-    let mut b = Bytes::new();
+    let mut b = Encoding::new();
     b.rex(w, reg, rm, false);
     b.extend(opcode);
     b.push(0xc0 | (reg & 7) << 3 | (rm & 7));
@@ -62,9 +62,9 @@ pub(super) fn rr(w: bool, opcode: &[u8], reg: Rq, rm: Rq) -> Bytes {
 
 /// A group-1 operation (`/ext`: add 0, or 1, and 4, sub 5, xor 6,
 /// cmp 7) of `rm` with a sign-extended immediate.
-pub(super) fn group1(w: bool, ext: u8, rm: Rq, imm: i32) -> Bytes {
+pub(super) fn group1(w: bool, ext: u8, rm: Rq, imm: i32) -> Encoding {
     let rm = rm as u8;
-    let mut b = Bytes::new();
+    let mut b = Encoding::new();
     b.rex(w, 0, rm, false);
     match i8::try_from(imm) {
         Ok(imm) => b.extend(&[0x83, 0xc0 | ext << 3 | (rm & 7), imm as u8]),
@@ -77,9 +77,9 @@ pub(super) fn group1(w: bool, ext: u8, rm: Rq, imm: i32) -> Bytes {
 }
 
 /// `test rm, imm32` (sign-extended for 64 bits).
-pub(super) fn test_imm(w: bool, rm: Rq, imm: i32) -> Bytes {
+pub(super) fn test_imm(w: bool, rm: Rq, imm: i32) -> Encoding {
     let rm = rm as u8;
-    let mut b = Bytes::new();
+    let mut b = Encoding::new();
     b.rex(w, 0, rm, false);
     b.extend(&[0xf7, 0xc0 | (rm & 7)]);
     b.extend(&imm.to_le_bytes());
@@ -87,9 +87,9 @@ pub(super) fn test_imm(w: bool, rm: Rq, imm: i32) -> Bytes {
 }
 
 /// `imul dst, src, imm`.
-pub(super) fn imul_imm(w: bool, dst: Rq, src: Rq, imm: i32) -> Bytes {
+pub(super) fn imul_imm(w: bool, dst: Rq, src: Rq, imm: i32) -> Encoding {
     let (dst, src) = (dst as u8, src as u8);
-    let mut b = Bytes::new();
+    let mut b = Encoding::new();
     b.rex(w, dst, src, false);
     match i8::try_from(imm) {
         Ok(imm) => b.extend(&[0x6b, 0xc0 | (dst & 7) << 3 | (src & 7), imm as u8]),
@@ -102,9 +102,9 @@ pub(super) fn imul_imm(w: bool, dst: Rq, src: Rq, imm: i32) -> Bytes {
 }
 
 /// `mov dst32, imm32`, zero-extending.
-pub(super) fn mov32_imm(dst: Rq, imm: i32) -> Bytes {
+pub(super) fn mov32_imm(dst: Rq, imm: i32) -> Encoding {
     let dst = dst as u8;
-    let mut b = Bytes::new();
+    let mut b = Encoding::new();
     b.rex(false, 0, dst, false);
     b.push(0xb8 | (dst & 7));
     b.extend(&imm.to_le_bytes());
@@ -112,9 +112,9 @@ pub(super) fn mov32_imm(dst: Rq, imm: i32) -> Bytes {
 }
 
 /// `mov dst64, imm32`, sign-extending.
-pub(super) fn mov64_imm(dst: Rq, imm: i32) -> Bytes {
+pub(super) fn mov64_imm(dst: Rq, imm: i32) -> Encoding {
     let dst = dst as u8;
-    let mut b = Bytes::new();
+    let mut b = Encoding::new();
     b.rex(true, 0, dst, false);
     b.extend(&[0xc7, 0xc0 | (dst & 7)]);
     b.extend(&imm.to_le_bytes());
@@ -122,9 +122,9 @@ pub(super) fn mov64_imm(dst: Rq, imm: i32) -> Bytes {
 }
 
 /// A shift by a count (`/ext`: shl 4, shr 5, sar 7).
-pub(super) fn shift_imm(w: bool, ext: u8, dst: Rq, count: u8) -> Bytes {
+pub(super) fn shift_imm(w: bool, ext: u8, dst: Rq, count: u8) -> Encoding {
     let dst = dst as u8;
-    let mut b = Bytes::new();
+    let mut b = Encoding::new();
     b.rex(w, 0, dst, false);
     b.extend(&[0xc1, 0xc0 | ext << 3 | (dst & 7), count]);
     b
@@ -132,9 +132,9 @@ pub(super) fn shift_imm(w: bool, ext: u8, dst: Rq, count: u8) -> Bytes {
 
 /// `rol dst16, count`: a byte swap of the low 16 bits when `count` is
 /// 8, keeping the rest.
-pub(super) fn rol16_imm(dst: Rq, count: u8) -> Bytes {
+pub(super) fn rol16_imm(dst: Rq, count: u8) -> Encoding {
     let dst = dst as u8;
-    let mut b = Bytes::new();
+    let mut b = Encoding::new();
     b.push(0x66);
     b.rex(false, 0, dst, false);
     b.extend(&[0xc1, 0xc0 | (dst & 7), count]);
@@ -155,9 +155,9 @@ pub(super) fn mem(
     base: Rq,
     disp: i32,
     imm: Imm,
-) -> Bytes {
+) -> Encoding {
     let base = base as u8;
-    let mut b = Bytes::new();
+    let mut b = Encoding::new();
     if operand16 {
         b.push(0x66);
     }

@@ -35,6 +35,7 @@ pub mod replay;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod verifier;
+pub mod xdp;
 
 pub use error::{
     AsmError, AsmErrorKind, ElfError, Error, ExecError, ExecErrorKind, LoadError, LoadErrorKind, MapError,

@@ -196,3 +196,60 @@ fn step(pc: usize, insn: Insn, state: &mut State) -> Result<Option<Insn>, LoadEr
     }
     Ok(rewritten)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::asm::assemble;
+
+    fn rewritten(source: &str) -> Result<Vec<Insn>, LoadErrorKind> {
+        let mut insns = assemble(source).unwrap();
+        rewrite(&mut insns).map(|()| insns).map_err(|error| error.kind)
+    }
+
+    fn refused_at(source: &str) -> (usize, LoadErrorKind) {
+        let mut insns = assemble(source).unwrap();
+        let error = rewrite(&mut insns).unwrap_err();
+        (error.pc, error.kind)
+    }
+
+    #[test]
+    fn pointer_loads_become_loads_of_the_block() {
+        let insns = rewritten(
+            "mov %r6, %r1\n stxdw [%r10-8], %r6\n ldxw %r2, [%r6+4]\n ldxdw %r7, [%r10-8]\n ldxw %r3, [%r7]\n \
+             ldxw %r4, [%r1+12]\n ldxw %r0, [%r1+16]\n exit",
+        )
+        .unwrap();
+        assert_eq!(insns[2], assemble("ldxdw %r2, [%r6+32]").unwrap()[0]);
+        assert_eq!(insns[4], assemble("ldxdw %r3, [%r7+24]").unwrap()[0]);
+        assert_eq!(insns[5], assemble("ldxw %r4, [%r1+12]").unwrap()[0], "ingress_ifindex stays");
+    }
+
+    #[test]
+    fn the_context_follows_function_arguments() {
+        let insns = rewritten("call local +1\n exit\n ldxw %r0, [%r1+8]\n exit").unwrap();
+        assert_eq!(insns[2], assemble("ldxdw %r0, [%r1+40]").unwrap()[0]);
+    }
+
+    #[test]
+    fn refuses_what_the_kernel_refuses() {
+        let access = |off, size| LoadErrorKind::ContextAccess { off, size };
+        assert_eq!(refused_at("stxw [%r1], %r2\n exit"), (0, access(0, 4)));
+        assert_eq!(refused_at("mov %r0, 0\n ldxw %r0, [%r1+2]\n exit"), (1, access(2, 4)));
+        assert_eq!(refused_at("ldxdw %r0, [%r1]\n exit"), (0, access(0, 8)));
+        assert_eq!(refused_at("ldxw %r0, [%r1+20]\n exit"), (0, access(20, 4)), "egress_ifindex");
+        assert_eq!(refused_at("ldxw %r0, [%r1+24]\n exit"), (0, access(24, 4)));
+        assert_eq!(refused_at("add %r1, 4\n ldxw %r0, [%r1]\n exit"), (1, LoadErrorKind::ContextModified { reg: 1 }));
+        assert_eq!(
+            refused_at("jeq %r2, 0, +1\n mov %r1, %r10\n ldxw %r0, [%r1]\n exit"),
+            (2, LoadErrorKind::ContextAmbiguous { reg: 1 })
+        );
+    }
+
+    #[test]
+    fn other_pointers_are_left_alone() {
+        let source = "ldxw %r2, [%r1]\n mov %r1, %r10\n ldxdw %r0, [%r1-8]\n stxdw [%r1-8], %r0\n exit";
+        let insns = rewritten(source).unwrap();
+        assert_eq!(&insns[1..], &assemble(source).unwrap()[1..]);
+    }
+}

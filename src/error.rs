@@ -70,6 +70,16 @@ pub enum LoadErrorKind {
         /// The loop's instructions, ascending.
         pcs: Vec<usize>,
     },
+    #[error("invalid bpf_context access off={off} size={size}")]
+    ContextAccess { off: i16, size: usize },
+    #[error("r{reg} may or may not be the context here: a context access needs the context pointer itself")]
+    ContextAmbiguous { reg: u8 },
+    #[error("dereference of modified ctx ptr r{reg}")]
+    ContextModified { reg: u8 },
+    #[error("helper {helper} ({}) does not apply to {program_type} programs", crate::helpers::linux::name(*.helper))]
+    HelperNotForType { helper: u32, program_type: &'static str },
+    #[error("{0}")]
+    ProgramType(String),
 }
 
 impl LoadErrorKind {

@@ -155,3 +155,83 @@ impl MapDef {
             == (other.map_type, other.key_size, other.value_size, other.max_entries, other.flags)
     }
 }
+
+/// What a program is written for: what r1 holds on entry and what its
+/// return value means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProgramType {
+    /// r1 = the packet, r2 = its length; a non-zero return drops it.
+    #[default]
+    Filter,
+    /// Linux's XDP: r1 = a `struct xdp_md`, the return value an XDP action.
+    Xdp,
+}
+
+impl ProgramType {
+    /// The type libbpf gives a program in ELF section `section`: `xdp` and
+    /// `xdp/...` are XDP, everything else a filter. Multi-buffer programs
+    /// (`xdp.frags...`) and devmap/cpumap programs, which the kernel runs
+    /// only from a map, are refused: the reason is the error.
+    pub fn of_section(section: &str) -> Result<ProgramType, String> {
+        if section.starts_with("xdp.frags") {
+            return Err(format!("section {section}: multi-buffer XDP programs are not supported"));
+        }
+        if section.starts_with("xdp/devmap") || section.starts_with("xdp/cpumap") {
+            return Err(format!("section {section}: XDP programs run from a devmap or cpumap are not supported"));
+        }
+        Ok(if section == "xdp" || section.starts_with("xdp/") { ProgramType::Xdp } else { ProgramType::Filter })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ProgramType::Filter => "filter",
+            ProgramType::Xdp => "xdp",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ProgramType> {
+        [ProgramType::Filter, ProgramType::Xdp].into_iter().find(|kind| kind.name() == name)
+    }
+}
+
+/// The layout of the block r1 points to in an XDP run. It keeps Linux's
+/// `struct xdp_md` 32-bit fields where they are, and the packet pointers
+/// as 64-bit addresses after them: the loader rewrites the program's 32-bit
+/// loads of `data`, `data_end` and `data_meta` into 64-bit loads of these,
+/// as the kernel's context conversion does, so that both engines see plain
+/// loads from their input.
+pub mod xdp_context {
+    /// Size of Linux's `struct xdp_md`, the only offsets a program may read.
+    pub const XDP_MD_SIZE: i16 = 24;
+    /// `struct xdp_md` offsets of the fields.
+    pub const MD_DATA: i16 = 0;
+    pub const MD_DATA_END: i16 = 4;
+    pub const MD_DATA_META: i16 = 8;
+    pub const MD_INGRESS_IFINDEX: i16 = 12;
+    pub const MD_RX_QUEUE_INDEX: i16 = 16;
+    pub const MD_EGRESS_IFINDEX: i16 = 20;
+    /// Where the block keeps the packet pointers (64-bit addresses).
+    pub const DATA: i16 = 24;
+    pub const DATA_END: i16 = 32;
+    pub const DATA_META: i16 = 40;
+    /// Where `bpf_redirect` records its target in the block (bytes the
+    /// program cannot name, `xdp_md`'s `data` and `data_end` being
+    /// rewritten): the ifindex, then 1 when it is set.
+    pub const REDIRECT_TARGET: usize = 0;
+    pub const REDIRECT_SET: usize = 4;
+    /// Bytes of the block.
+    pub const SIZE: usize = 48;
+
+    /// The block offset a program's 4-byte load at `struct xdp_md` offset
+    /// `off` reads, with its size in bytes; `None` when the kernel refuses
+    /// the load in a plain XDP program.
+    pub fn load(off: i16, size: usize) -> Option<(i16, usize)> {
+        match (off, size) {
+            (MD_DATA, 4) => Some((DATA, 8)),
+            (MD_DATA_END, 4) => Some((DATA_END, 8)),
+            (MD_DATA_META, 4) => Some((DATA_META, 8)),
+            (MD_INGRESS_IFINDEX | MD_RX_QUEUE_INDEX, 4) => Some((off, 4)),
+            _ => None,
+        }
+    }
+}

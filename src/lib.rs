@@ -35,12 +35,13 @@ pub mod replay;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod verifier;
+pub mod xdp;
 
 pub use error::{
     AsmError, AsmErrorKind, ElfError, Error, ExecError, ExecErrorKind, LoadError, LoadErrorKind, MapError,
 };
 pub use helpers::{HelperFn, Helpers};
-pub use image::{Image, MapDef, MapType, Region};
+pub use image::{Image, MapDef, MapType, ProgramType, Region};
 pub use maps::{Map, MapOpError};
 pub use object::Object;
 pub use program::{Config, Program};

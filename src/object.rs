@@ -7,11 +7,13 @@
 use std::sync::Arc;
 
 use crate::elf::{ElfFile, Linked};
-use crate::error::ElfError;
+use crate::error::{ElfError, LoadErrorKind};
 use crate::helpers::Helpers;
-use crate::image::MapType;
+use crate::image::{MapType, ProgramType};
+use crate::isa::Insn;
 use crate::maps::{self, Map};
 use crate::program::{Config, Program};
+use crate::verifier;
 
 impl Program {
     /// Loads a program from a clang `-target bpf` object; `name` picks a
@@ -117,7 +119,20 @@ impl Object {
     }
 }
 
+/// Loads `linked` as the type its section says, unless `config` forces one.
 fn load_linked(linked: Linked, maps: &[Arc<Map>], helpers: &Helpers, config: &Config) -> Result<Program, ElfError> {
     let section = linked.section;
+    let typed;
+    let config = match config.program_type {
+        Some(_) => config,
+        None => {
+            let program_type = ProgramType::of_section(&section).map_err(|what| ElfError::Load {
+                section: section.clone(),
+                error: verifier::error(0, Insn::default(), LoadErrorKind::ProgramType(what)),
+            })?;
+            typed = Config { program_type: Some(program_type), ..config.clone() };
+            &typed
+        }
+    };
     Program::with_maps(linked.image, maps.to_vec(), helpers, config).map_err(|error| ElfError::Load { section, error })
 }

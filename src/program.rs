@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use crate::error::{LoadError, LoadErrorKind};
+use crate::helpers::linux;
 use crate::helpers::{HelperFn, Helpers};
-use crate::image::{DEFAULT_INSTRUCTION_LIMIT, Image, MAX_HELPER_INDEX, Region};
+use crate::image::{DEFAULT_INSTRUCTION_LIMIT, Image, MAX_HELPER_INDEX, ProgramType, Region};
 use crate::isa::{self, Insn, Slot};
 use crate::maps::{self, Map};
 use crate::verifier;
@@ -31,11 +32,19 @@ pub struct Config {
     ///
     /// [`MapDef::same_shape`]: crate::image::MapDef::same_shape
     pub reuse_maps: Vec<Arc<Map>>,
+    /// The program's type; `None` takes it from the ELF section as libbpf
+    /// does ([`ProgramType::of_section`]), and makes raw bytecode a filter.
+    pub program_type: Option<ProgramType>,
 }
 
 impl Default for Config {
     fn default() -> Config {
-        Config { instruction_limit: DEFAULT_INSTRUCTION_LIMIT, regions: Vec::new(), reuse_maps: Vec::new() }
+        Config {
+            instruction_limit: DEFAULT_INSTRUCTION_LIMIT,
+            regions: Vec::new(),
+            reuse_maps: Vec::new(),
+            program_type: None,
+        }
     }
 }
 
@@ -87,6 +96,22 @@ fn resolve_map_lddws(insns: &mut [Insn], maps: &[Arc<Map>], declared: usize) -> 
     Ok(())
 }
 
+/// Refuses a call of a helper that works only on another program type's
+/// context, as the kernel does at load.
+fn check_helpers_apply(insns: &[Insn], program_type: ProgramType) -> Result<(), LoadError> {
+    if program_type == ProgramType::Xdp {
+        return Ok(());
+    }
+    let calls = insns.iter().enumerate().filter(|(_, insn)| insn.opc == isa::CALL && insn.src == isa::CALL_HELPER);
+    for (pc, insn) in calls {
+        if let Some(helper) = u32::try_from(insn.imm).ok().filter(|&helper| linux::is_xdp_only(helper)) {
+            let program_type = program_type.name();
+            return Err(verifier::error(pc, *insn, LoadErrorKind::HelperNotForType { helper, program_type }));
+        }
+    }
+    Ok(())
+}
+
 /// A verified program, ready to run from any number of threads.
 pub struct Program {
     insns: Vec<Insn>,
@@ -107,6 +132,7 @@ pub struct Program {
     /// The programs of the same object, which its prog arrays may name but
     /// do not keep alive.
     siblings: Vec<Arc<Program>>,
+    program_type: ProgramType,
 }
 
 impl std::fmt::Debug for Program {
@@ -162,6 +188,11 @@ impl Program {
         resolve_map_lddws(&mut image.insns, &maps, declared)?;
         normalize_callx(&mut image.insns);
         let functions = verifier::verify(&image.insns, helpers)?;
+        let program_type = config.program_type.unwrap_or_default();
+        check_helpers_apply(&image.insns, program_type)?;
+        if program_type == ProgramType::Xdp {
+            verifier::rewrite_xdp_context(&mut image.insns)?;
+        }
         let mut regions: Vec<Region> = maps.iter().filter_map(|map| map.region()).collect();
         regions.extend(config.regions.iter().copied());
         let mut table = Vec::new();
@@ -191,6 +222,7 @@ impl Program {
             regions,
             instruction_limit: config.instruction_limit,
             siblings: Vec::new(),
+            program_type,
         })
     }
 
@@ -261,6 +293,10 @@ impl Program {
     /// Keeps `programs` (tail-call targets) alive as long as this one.
     pub(crate) fn keep_alive(&mut self, programs: Vec<Arc<Program>>) {
         self.siblings = programs;
+    }
+
+    pub fn program_type(&self) -> ProgramType {
+        self.program_type
     }
 
     pub fn instruction_limit(&self) -> u64 {

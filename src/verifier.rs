@@ -9,6 +9,10 @@
 //! checked at run time, and the budget stops loops that could end but do
 //! not.
 
+mod xdp_context;
+
+pub use xdp_context::rewrite as rewrite_xdp_context;
+
 use crate::error::{LoadError, LoadErrorKind};
 use crate::helpers::Helpers;
 use crate::image::MAX_HELPER_INDEX;

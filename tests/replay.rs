@@ -847,3 +847,24 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert!(!text(&output.stderr).contains("panicked"), "{}", text(&output.stderr));
     assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{:?}", output.status);
 }
+
+#[test]
+fn xdp_programs_are_named_and_refused_until_replay_runs_them() {
+    let object = root().join("tests/fixtures/xdp_adjust.o");
+    let output = qemu_ubpf(&["replay", path(&object), "--program", "xdp_vlan_pop"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("an XDP program: replay does not run XDP programs yet"),
+        "{}",
+        text(&output.stderr)
+    );
+    // Forced to a filter, its XDP helper is refused as the kernel refuses it.
+    let output = qemu_ubpf(&["replay", path(&object), "--program", "xdp_vlan_pop", "--type", "filter"]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("does not apply to filter programs"), "{}", text(&output.stderr));
+    // A filter forced to XDP reads the packet through r1: a context access
+    // the kernel refuses.
+    let output = qemu_ubpf(&["replay", "--type", "xdp"]);
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("invalid bpf_context access off=0 size=1"), "{}", text(&output.stderr));
+}

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use qemu_ubpf::MapType;
 use qemu_ubpf::elf::{HelperRef, ObjectInfo};
 use qemu_ubpf::maps;
 use qemu_ubpf::replay::{
@@ -17,6 +16,7 @@ use qemu_ubpf::replay::{
     Summary, Verdict,
 };
 use qemu_ubpf::{Config, Helpers, Program, asm, disasm, elf, isa};
+use qemu_ubpf::{MapType, ProgramType};
 
 #[path = "shared/hex.rs"]
 mod hex;
@@ -61,6 +61,11 @@ enum Command {
         /// jit: native code; interp: the interpreter, the reference semantics.
         #[arg(long, value_enum, default_value_t = EngineArg::Jit)]
         engine: EngineArg,
+        /// The program's type [default: from its ELF section, as libbpf
+        /// names them: xdp and xdp/... are XDP, anything else (and raw
+        /// bytecode) a filter]. Replay runs filters only, so far.
+        #[arg(long = "type", value_enum, value_name = "TYPE")]
+        program_type: Option<TypeArg>,
         /// on: the program sees IPv4 packets from their header on (after the
         /// Ethernet header and one VLAN tag, or a cooked-capture header), and
         /// packets without IPv4 pass without running it (counted as skipped);
@@ -141,6 +146,12 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum TypeArg {
+    Filter,
+    Xdp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum EngineArg {
     Jit,
     Interp,
@@ -184,6 +195,7 @@ fn run(command: Command) -> Result<(), String> {
             capture,
             function,
             engine,
+            program_type,
             ip_mode,
             on_error,
             pass,
@@ -209,7 +221,11 @@ fn run(command: Command) -> Result<(), String> {
                 EngineArg::Jit => EngineKind::Jit,
                 EngineArg::Interp => EngineKind::Interpreter,
             };
-            let config = Config { instruction_limit, ..Config::default() };
+            let program_type = program_type.map(|program_type| match program_type {
+                TypeArg::Filter => ProgramType::Filter,
+                TypeArg::Xdp => ProgramType::Xdp,
+            });
+            let config = Config { instruction_limit, program_type, ..Config::default() };
             let request =
                 ReplayRequest { program, capture, function, engine, config, options, pass, drop, json, maps, map_init };
             return replay(request);
@@ -286,6 +302,12 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
             (BUNDLED_PROGRAM_NAME.to_owned(), program)
         }
     };
+    if program.program_type() == ProgramType::Xdp {
+        return Err(format!(
+            "{program_name}: an XDP program: replay does not run XDP programs yet; --type filter runs it as a \
+             filter (r1 = the packet, r2 = its length, non-zero drops)"
+        ));
+    }
     if let Some(path) = &request.map_init {
         let text = String::from_utf8(read(path)?).map_err(|_| format!("{}: not UTF-8", path.display()))?;
         maps::json::init(program.maps(), &text).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::boundary::{boundary, bytes, bytes_mut, c_str};
 use super::native::{Mode, Native};
 use crate::helpers::Helpers;
-use crate::image::{DEFAULT_INSTRUCTION_LIMIT, MAX_HELPER_INDEX};
+use crate::image::{DEFAULT_INSTRUCTION_LIMIT, MAX_HELPER_INDEX, ProgramType};
 use crate::maps::Map;
 use crate::program::{Config, Program};
 
@@ -140,6 +140,9 @@ impl ubpf_vm {
         Config {
             instruction_limit: instruction_limit(self.instruction_limit),
             reuse_maps: self.reuse_maps.clone(),
+            // The C API passes a packet in r1 and its length in r2: every
+            // program is a filter until it can pass an XDP context.
+            program_type: Some(ProgramType::Filter),
             ..Config::default()
         }
     }

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::linux::{self, *};
-use super::{Helper, HelperFn, Helpers};
+use super::{Helper, HelperFn, Helpers, xdp};
 use crate::error::ExecErrorKind;
-use crate::image::MapType;
+use crate::image::{MapType, ProgramType};
 use crate::maps::{Map, MapOpError};
 use crate::memory::{self, Memory};
 use crate::program::Program;
@@ -61,6 +61,12 @@ const BUILTINS: &[(u32, HelperFn, bool)] = &[
     (RINGBUF_DISCARD,      ringbuf_discard,      true),
     (RINGBUF_QUERY,        ringbuf_query,        true),
     (TRACE_VPRINTK,        trace_vprintk,        true),
+    (REDIRECT,             xdp::redirect,        true),
+    (XDP_ADJUST_HEAD,      xdp::adjust_head,     true),
+    (XDP_ADJUST_META,      xdp::adjust_meta,     true),
+    (XDP_ADJUST_TAIL,      xdp::adjust_tail,     true),
+    (XDP_LOAD_BYTES,       xdp::load_bytes,      true),
+    (XDP_STORE_BYTES,      xdp::store_bytes,     true),
 ];
 
 impl Helpers {
@@ -202,6 +208,15 @@ impl RunState {
         Some(target)
     }
 
+    /// The run's input: address and length.
+    pub(super) fn input(&self) -> (u64, u64) {
+        (self.input_start, self.input_len)
+    }
+
+    pub(super) fn program_type(&self) -> ProgramType {
+        self.program().program_type()
+    }
+
     fn program(&self) -> &Program {
         // SAFETY: the program is the one being run (the engine's borrow, or
         // a tail-call target the engine holds an Arc of) for the whole run.
@@ -244,7 +259,7 @@ impl RunState {
     }
 
     /// A copy of `size` bytes the program passed at `addr`.
-    fn read(&self, helper: u32, addr: u64, size: u64) -> Result<Vec<u8>, ExecErrorKind> {
+    pub(super) fn read(&self, helper: u32, addr: u64, size: u64) -> Result<Vec<u8>, ExecErrorKind> {
         self.check(helper, addr, size, false)?;
         let mut bytes = vec![0; size as usize];
         if size > 0 {
@@ -271,7 +286,7 @@ impl RunState {
     }
 
     /// Copies `bytes` to `addr` in memory the program may write.
-    fn write(&self, helper: u32, addr: u64, bytes: &[u8]) -> Result<(), ExecErrorKind> {
+    pub(super) fn write(&self, helper: u32, addr: u64, bytes: &[u8]) -> Result<(), ExecErrorKind> {
         self.check(helper, addr, bytes.len() as u64, true)?;
         // SAFETY: `check` proved the bytes lie in memory the program may
         // write, live for the run.
@@ -293,7 +308,7 @@ impl Drop for RunState {
 /// embedder calling the function itself) every built-in fails with
 /// `-EINVAL`.
 #[inline]
-fn with_state(body: impl FnOnce(&RunState) -> Result<u64, ExecErrorKind>) -> u64 {
+pub(super) fn with_state(body: impl FnOnce(&RunState) -> Result<u64, ExecErrorKind>) -> u64 {
     let state = CURRENT.with(Cell::get);
     if state.is_null() {
         return errno(libc::EINVAL);
@@ -311,7 +326,7 @@ fn with_state(body: impl FnOnce(&RunState) -> Result<u64, ExecErrorKind>) -> u64
 }
 
 /// `-errno` as a helper returns it.
-fn errno(errno: i32) -> u64 {
+pub(super) fn errno(errno: i32) -> u64 {
     (-i64::from(errno)) as u64
 }
 

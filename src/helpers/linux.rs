@@ -10,7 +10,12 @@ pub const TRACE_PRINTK: u32 = 6;
 pub const GET_PRANDOM_U32: u32 = 7;
 pub const GET_SMP_PROCESSOR_ID: u32 = 8;
 pub const TAIL_CALL: u32 = 12;
+pub const REDIRECT: u32 = 23;
 pub const CSUM_DIFF: u32 = 28;
+pub const XDP_ADJUST_HEAD: u32 = 44;
+pub const REDIRECT_MAP: u32 = 51;
+pub const XDP_ADJUST_META: u32 = 54;
+pub const XDP_ADJUST_TAIL: u32 = 65;
 pub const MAP_PUSH_ELEM: u32 = 87;
 pub const MAP_POP_ELEM: u32 = 88;
 pub const MAP_PEEK_ELEM: u32 = 89;
@@ -21,6 +26,8 @@ pub const RINGBUF_SUBMIT: u32 = 132;
 pub const RINGBUF_DISCARD: u32 = 133;
 pub const RINGBUF_QUERY: u32 = 134;
 pub const TRACE_VPRINTK: u32 = 177;
+pub const XDP_LOAD_BYTES: u32 = 189;
+pub const XDP_STORE_BYTES: u32 = 190;
 
 /// Each helper's number and name.
 #[rustfmt::skip]
@@ -33,7 +40,12 @@ const NAMES: &[(u32, &str)] = &[
     (GET_PRANDOM_U32,      "bpf_get_prandom_u32"),
     (GET_SMP_PROCESSOR_ID, "bpf_get_smp_processor_id"),
     (TAIL_CALL,            "bpf_tail_call"),
+    (REDIRECT,             "bpf_redirect"),
     (CSUM_DIFF,            "bpf_csum_diff"),
+    (XDP_ADJUST_HEAD,      "bpf_xdp_adjust_head"),
+    (REDIRECT_MAP,         "bpf_redirect_map"),
+    (XDP_ADJUST_META,      "bpf_xdp_adjust_meta"),
+    (XDP_ADJUST_TAIL,      "bpf_xdp_adjust_tail"),
     (MAP_PUSH_ELEM,        "bpf_map_push_elem"),
     (MAP_POP_ELEM,         "bpf_map_pop_elem"),
     (MAP_PEEK_ELEM,        "bpf_map_peek_elem"),
@@ -44,9 +56,17 @@ const NAMES: &[(u32, &str)] = &[
     (RINGBUF_DISCARD,      "bpf_ringbuf_discard"),
     (RINGBUF_QUERY,        "bpf_ringbuf_query"),
     (TRACE_VPRINTK,        "bpf_trace_vprintk"),
+    (XDP_LOAD_BYTES,       "bpf_xdp_load_bytes"),
+    (XDP_STORE_BYTES,      "bpf_xdp_store_bytes"),
 ];
 
 /// The name of helper `index`, for messages.
 pub fn name(index: u32) -> &'static str {
     NAMES.iter().find(|(number, _)| *number == index).map_or("unknown", |(_, name)| name)
+}
+
+/// Does helper `index` take an XDP context (and so apply to XDP programs
+/// only)?
+pub fn is_xdp_only(index: u32) -> bool {
+    matches!(index, REDIRECT | XDP_ADJUST_HEAD | XDP_ADJUST_META | XDP_ADJUST_TAIL | XDP_LOAD_BYTES | XDP_STORE_BYTES)
 }

@@ -12,6 +12,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod asm;
+pub mod cbpf;
 pub mod conformance;
 pub mod disasm;
 pub mod elf;

@@ -21,6 +21,8 @@ use thiserror::Error;
 
 use crate::isa::{self, Insn};
 
+pub mod libpcap;
+
 /// Most instructions in a classic program (Linux's `BPF_MAXINSNS`).
 pub const MAX_INSNS: usize = 4096;
 /// Scratch memory words (Linux's `BPF_MEMWORDS`).
@@ -69,8 +71,10 @@ const REG_SAVED_A: u8 = 8;
 const REG_LEN: u8 = 9;
 const REG_PACKET: u8 = 6;
 
-/// One classic instruction (`struct sock_filter`).
+/// One classic instruction (`struct sock_filter`, libpcap's `struct
+/// bpf_insn`), laid out as C lays it out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
 pub struct ClassicInsn {
     pub code: u16,
     pub jt: u8,

@@ -19,7 +19,11 @@
 
 use thiserror::Error;
 
+use crate::error::LoadError;
+use crate::helpers::Helpers;
+use crate::image::Image;
 use crate::isa::{self, Insn};
+use crate::program::{Config, Program};
 
 #[cfg(feature = "pcap")]
 pub mod libpcap;
@@ -119,6 +123,20 @@ pub enum CbpfErrorKind {
     Syntax(String),
     #[error("the count line says {expected} instructions, but {found} follow")]
     CountMismatch { expected: usize, found: usize },
+}
+
+/// Why a filter (an expression, or a classic program) did not become a
+/// program.
+#[derive(Debug, Error)]
+pub enum FilterError {
+    /// libpcap refused the expression: its message.
+    #[error("{0}")]
+    Expression(String),
+    #[error(transparent)]
+    Classic(#[from] CbpfError),
+    /// The translation did not verify: a fault of the translation.
+    #[error("the translated program does not load: {0}")]
+    Load(#[from] LoadError),
 }
 
 fn error(index: usize, kind: CbpfErrorKind) -> CbpfError {
@@ -385,9 +403,8 @@ pub fn translate(program: &[ClassicInsn]) -> Result<Vec<Insn>, CbpfError> {
                 out.push(EXIT);
                 out.push(alu32(op, isa::BPF_X, REG_A, REG_X, 0));
             }
-            Op::Alu { op, source } => {
-                out.push(alu32(op, source, REG_A, REG_X, if source == isa::BPF_K { k as i32 } else { 0 }))
-            }
+            Op::Alu { op, source: isa::BPF_K } => out.push(alu32(op, isa::BPF_K, REG_A, 0, k as i32)),
+            Op::Alu { op, source } => out.push(alu32(op, source, REG_A, REG_X, 0)),
             Op::Neg => out.push(alu32(isa::BPF_NEG, isa::BPF_K, REG_A, 0, 0)),
             Op::LoadAbs { size } => {
                 if (k as i32) < 0 {
@@ -463,6 +480,13 @@ pub fn translate(program: &[ClassicInsn]) -> Result<Vec<Insn>, CbpfError> {
     Ok(out)
 }
 
+/// Translates a classic program and loads it as a filter program: verified,
+/// with no helpers, ready for either engine.
+pub fn load(program: &[ClassicInsn], config: &Config) -> Result<Program, FilterError> {
+    let insns = translate(program)?;
+    Ok(Program::from_image(Image { insns, ..Image::default() }, &Helpers::new(), config)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,6 +518,26 @@ mod tests {
                 assert!(target < ebpf.len(), "jump at {at} leaves the program");
             }
         }
+    }
+
+    #[test]
+    fn a_translation_verifies_and_matches_as_tcpdump_would() {
+        let program = load(&parse_decimal(TCP_443).unwrap(), &Config::default()).unwrap();
+        // Ethernet, IPv4 (IHL 5) from `source`, TCP to port 443.
+        let frame = |source: [u8; 4], port: u16| {
+            let mut frame = vec![0u8; 54];
+            frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            frame[14] = 0x45;
+            frame[23] = 6;
+            frame[26..30].copy_from_slice(&source);
+            frame[36..38].copy_from_slice(&port.to_be_bytes());
+            frame
+        };
+        assert_ne!(program.execute(&mut frame([192, 0, 2, 1], 443)), Ok(0));
+        assert_eq!(program.execute(&mut frame([10, 0, 2, 1], 443)), Ok(0));
+        assert_eq!(program.execute(&mut frame([192, 0, 2, 1], 80)), Ok(0));
+        // Cut short before the port: the load past the end returns 0.
+        assert_eq!(program.execute(&mut frame([192, 0, 2, 1], 443)[..36].to_vec()), Ok(0));
     }
 
     #[test]

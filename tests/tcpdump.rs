@@ -326,6 +326,82 @@ fn dropped_packets_of_a_multi_link_pcapng_are_those_tcpdump_selects() {
     }
 }
 
+/// The expressions of tests/fixtures/tcpdump-expressions.txt.
+fn expression_corpus() -> Vec<&'static str> {
+    include_str!("fixtures/tcpdump-expressions.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+}
+
+/// Does `expression` read the packet's length? libpcap gives it the length
+/// on the wire, replay the captured length (all a program sees), so they
+/// differ on packets a snapshot length cut short.
+fn reads_length(expression: &str) -> bool {
+    ["len", "greater", "less"].iter().any(|word| expression.contains(word))
+}
+
+/// `replay --expr` over every single-link sample, in both engines, drops
+/// exactly the packets tcpdump selects, and refuses with libpcap's message
+/// what tcpdump refuses.
+#[test]
+fn replay_expr_drops_what_tcpdump_selects() {
+    if !tools_installed("replay_expr_drops_what_tcpdump_selects", &["tcpdump"]) {
+        return;
+    }
+    let dir = scratch_dir("tcpdump", "expr");
+    let corpus = expression_corpus();
+    assert!(corpus.len() >= 200, "the corpus has {} expressions", corpus.len());
+    let (selected, dropped) = (dir.join("selected.pcap"), dir.join("dropped.pcap"));
+    let (mut compared, mut refused, mut nonempty) = (0, 0, 0);
+    for name in SINGLE_LINK_SAMPLES {
+        let capture = sample(name);
+        let bytes = std::fs::read(&capture).unwrap();
+        let nanoseconds = PcapReader::new(&bytes[..]).unwrap().header().ts_resolution == TsResolution::NanoSecond;
+        let cut_short = pcap_packets(&bytes).iter().any(|(_, wire_len, data)| *wire_len as usize != data.len());
+        for &expression in &corpus {
+            if cut_short && reads_length(expression) {
+                continue;
+            }
+            let _ = std::fs::remove_file(&selected);
+            let mut args = vec!["-r", path(&capture), "-w", path(&selected)];
+            if nanoseconds {
+                args.extend(["--time-stamp-precision", "nano"]);
+            }
+            args.push(expression);
+            let tcpdump = Command::new("tcpdump").args(&args).output().unwrap();
+            for engine in ["jit", "interp"] {
+                let args =
+                    ["replay", "--expr", expression, path(&capture), "--engine", engine, "--drop", path(&dropped)];
+                let replay = Command::new(env!("CARGO_BIN_EXE_qemu-ubpf")).args(args).output().unwrap();
+                let context = format!("'{expression}' over {name}, engine {engine}");
+                if !tcpdump.status.success() {
+                    let stderr = String::from_utf8_lossy(&tcpdump.stderr);
+                    let message = stderr.lines().last().unwrap_or_default().trim_start_matches("tcpdump: ");
+                    let ours = String::from_utf8_lossy(&replay.stderr);
+                    assert!(!replay.status.success(), "{context}: tcpdump refuses it ({message}), replay runs it");
+                    assert!(ours.contains(message), "{context}: libpcap says '{message}', replay says '{ours}'");
+                    refused += 1;
+                    continue;
+                }
+                assert!(replay.status.success(), "{context}: {}", String::from_utf8_lossy(&replay.stderr));
+                let (ours, theirs) =
+                    (pcap_packets(&std::fs::read(&dropped).unwrap()), pcap_packets(&std::fs::read(&selected).unwrap()));
+                let times = |packets: &[Packet]| packets.iter().map(|(time, ..)| *time).collect::<Vec<_>>();
+                assert_eq!(times(&ours), times(&theirs), "{context}: timestamps of dropped vs selected packets");
+                assert!(ours == theirs, "{context}: the same packets, but not the same bytes");
+                compared += 1;
+                nonempty += usize::from(!ours.is_empty());
+            }
+        }
+    }
+    assert!(
+        compared >= 1500 && refused >= 100 && nonempty >= 1000,
+        "{compared} compared ({nonempty} non-empty), {refused} refused"
+    );
+}
+
 #[test]
 fn pcapng_written_by_editcap_and_tshark_replays_like_tcpdump_reads_it() {
     let test = "pcapng_written_by_editcap_and_tshark_replays_like_tcpdump_reads_it";

@@ -1,12 +1,17 @@
 //! tcpdump expressions compiled into classic BPF by libpcap, the grammar's
-//! reference: `pcap_compile` on a `pcap_open_dead` handle of the capture's
-//! link type. Five calls of its C API, bound here directly rather than
-//! through a crate that wraps all of libpcap.
+//! reference, as tcpdump compiles them when it reads a capture: on a
+//! savefile handle of the capture's link type (an empty pcap file in
+//! memory), with netmask 0. A dead handle (`pcap_open_dead`) would not do:
+//! libpcap then compiles `inbound` and the like into loads of socket
+//! metadata, where tcpdump refuses them for a file. Six calls of its C API
+//! and libc's `fmemopen`, bound here directly rather than through a crate
+//! that wraps all of libpcap.
 
-use std::ffi::{CStr, CString, c_char, c_int, c_uint};
+use std::ffi::{CStr, CString, c_char, c_int, c_uint, c_void};
 use std::sync::Mutex;
 
-use super::ClassicInsn;
+use super::{ClassicInsn, FilterError};
+use crate::program::{Config, Program};
 
 #[repr(C)]
 struct BpfProgram {
@@ -20,9 +25,23 @@ struct PcapHandle {
     _private: [u8; 0],
 }
 
+/// C's `FILE`, only ever behind a pointer.
+#[repr(C)]
+struct CFile {
+    _private: [u8; 0],
+}
+
+unsafe extern "C" {
+    fn fmemopen(buffer: *mut c_void, size: usize, mode: *const c_char) -> *mut CFile;
+    fn fclose(file: *mut CFile) -> c_int;
+}
+
+/// libpcap's `PCAP_ERRBUF_SIZE`.
+const ERRBUF_SIZE: usize = 256;
+
 #[link(name = "pcap")]
 unsafe extern "C" {
-    fn pcap_open_dead(link_type: c_int, snaplen: c_int) -> *mut PcapHandle;
+    fn pcap_fopen_offline(file: *mut CFile, errbuf: *mut c_char) -> *mut PcapHandle;
     fn pcap_compile(
         handle: *mut PcapHandle,
         program: *mut BpfProgram,
@@ -38,9 +57,10 @@ unsafe extern "C" {
 // `struct bpf_insn` is `struct sock_filter`: u16, u8, u8, u32.
 const _: () = assert!(size_of::<ClassicInsn>() == 8 && align_of::<ClassicInsn>() == 4);
 
-/// The netmask for `pcap_compile` when none is known; expressions that
-/// need one (`ip broadcast`) are then refused by libpcap.
-const NETMASK_UNKNOWN: u32 = 0xffff_ffff;
+/// The netmask for `pcap_compile`: 0, as tcpdump passes when it reads a
+/// file, so that `ip broadcast` selects what tcpdump selects (the all-ones
+/// and all-zeros addresses).
+const NETMASK: u32 = 0;
 
 /// tcpdump's default snapshot length: what a matching packet's `ret`
 /// returns. Any non-zero value means "matched".
@@ -51,22 +71,38 @@ pub const SNAPLEN: c_int = 262_144;
 static COMPILER: Mutex<()> = Mutex::new(());
 
 /// Compiles `expression` for captures of `link_type` (a `LINKTYPE_*`
-/// number: 1 Ethernet, 101 raw IP, 113 Linux SLL, ...). An expression that
-/// libpcap refuses gives its message.
+/// number, as capture files hold it: 1 Ethernet, 101 raw IP, 113 Linux
+/// SLL, ...). An expression that libpcap refuses gives its message.
 pub fn compile(expression: &str, link_type: u32) -> Result<Vec<ClassicInsn>, String> {
     let expression = CString::new(expression).map_err(|_| "the expression contains a NUL byte".to_string())?;
-    let link_type = c_int::try_from(link_type).map_err(|_| format!("link type {link_type} is out of range"))?;
+    // An empty pcap file (microseconds, version 2.4) of this link type;
+    // libpcap maps LINKTYPE_* numbers to its DLT_* ones as it reads it.
+    let mut header = [0u8; 24];
+    header[0..4].copy_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    header[4..6].copy_from_slice(&2u16.to_le_bytes());
+    header[6..8].copy_from_slice(&4u16.to_le_bytes());
+    header[16..20].copy_from_slice(&(SNAPLEN as u32).to_le_bytes());
+    header[20..24].copy_from_slice(&link_type.to_le_bytes());
     let _compiler = COMPILER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    // SAFETY: pcap_open_dead takes plain integers and returns a new handle
-    // or NULL.
-    let handle = unsafe { pcap_open_dead(link_type, SNAPLEN) };
+    // SAFETY: `header` outlives the stream, which is closed (by pcap_close
+    // or fclose) before this function returns; "r" never writes to it.
+    let file = unsafe { fmemopen(header.as_mut_ptr().cast(), header.len(), c"r".as_ptr()) };
+    if file.is_null() {
+        return Err(format!("cannot open a stream in memory: {}", std::io::Error::last_os_error()));
+    }
+    let mut errbuf = [0 as c_char; ERRBUF_SIZE];
+    // SAFETY: `file` is an open stream, `errbuf` as large as libpcap writes.
+    let handle = unsafe { pcap_fopen_offline(file, errbuf.as_mut_ptr()) };
     if handle.is_null() {
-        return Err(format!("libpcap could not open a handle for link type {link_type}"));
+        // SAFETY: on failure libpcap leaves the stream open, for us to close.
+        unsafe { fclose(file) };
+        // SAFETY: and it leaves a NUL-terminated message in `errbuf`.
+        return Err(unsafe { CStr::from_ptr(errbuf.as_ptr()) }.to_string_lossy().into_owned());
     }
     let mut program = BpfProgram { len: 0, insns: std::ptr::null() };
     // SAFETY: `handle` is live, `program` is writable, `expression` is a
     // NUL-terminated string that outlives the call.
-    let status = unsafe { pcap_compile(handle, &mut program, expression.as_ptr(), 1, NETMASK_UNKNOWN) };
+    let status = unsafe { pcap_compile(handle, &mut program, expression.as_ptr(), 1, NETMASK) };
     let result = if status == 0 {
         let insns = if program.insns.is_null() {
             Vec::new()
@@ -83,9 +119,17 @@ pub fn compile(expression: &str, link_type: u32) -> Result<Vec<ClassicInsn>, Str
         // valid until the handle is closed; it is copied first.
         Err(unsafe { CStr::from_ptr(pcap_geterr(handle)) }.to_string_lossy().into_owned())
     };
-    // SAFETY: `handle` is live and not used after this.
+    // SAFETY: `handle` is live and not used after this; closing it closes
+    // the stream.
     unsafe { pcap_close(handle) };
     result
+}
+
+/// Compiles `expression` for captures of `link_type` and loads it as a
+/// filter program, which returns non-zero for the packets it matches.
+pub fn load_expression(expression: &str, link_type: u32, config: &Config) -> Result<Program, FilterError> {
+    let classic = compile(expression, link_type).map_err(FilterError::Expression)?;
+    super::load(&classic, config)
 }
 
 #[cfg(test)]
@@ -111,6 +155,7 @@ mod tests {
     fn libpcaps_message_explains_a_refusal() {
         let message = compile("tcp port", 1).unwrap_err();
         assert!(message.contains("syntax error"), "{message}");
-        assert!(compile("ip broadcast", 1).unwrap_err().contains("netmask"));
+        assert!(compile("ip broadcast", 1).is_ok(), "as tcpdump reading a file compiles it");
+        assert!(compile("vlan", 113).unwrap_err().contains("no VLAN support"));
     }
 }

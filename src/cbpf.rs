@@ -27,6 +27,7 @@ use crate::program::{Config, Program};
 
 #[cfg(feature = "pcap")]
 pub mod libpcap;
+pub mod object_file;
 
 /// Most instructions in a classic program (Linux's `BPF_MAXINSNS`).
 pub const MAX_INSNS: usize = 4096;

@@ -604,3 +604,66 @@ fn make_loopback_traffic() {
     // Give tcpdump time to write the last packets.
     std::thread::sleep(Duration::from_millis(300));
 }
+
+/// `compile --expr` and `compile --cbpf` (tcpdump -ddd's output) write
+/// objects that the loader, inspect and disasm accept, that llvm-objdump
+/// reads where installed, and that give the verdicts of `replay --expr`.
+#[test]
+fn compiled_objects_give_the_verdicts_of_replay_expr() {
+    if !tools_installed("compiled_objects_give_the_verdicts_of_replay_expr", &["tcpdump"]) {
+        return;
+    }
+    let dir = scratch_dir("tcpdump", "compile");
+    let bin = env!("CARGO_BIN_EXE_qemu-ubpf");
+    let objdump = Command::new("llvm-objdump").arg("--version").output().is_ok();
+    let expressions =
+        ["udp port 53", "tcp[tcpflags] & tcp-syn != 0", "ip6 or arp", "vlan and host 1.1.1.1", "len > 100"];
+    let samples = [
+        ("ethernet.pcap", "ethernet"),
+        ("raw-ip.pcap", "raw"),
+        ("linux-sll.pcap", "linux-sll"),
+        ("linux-sll2.pcap", "linux-sll2"),
+    ];
+    for (name, link_type) in samples {
+        let capture = sample(name);
+        for expression in expressions {
+            let context = format!("'{expression}' over {name}");
+            let reference = dir.join("reference.pcap");
+            let args = ["replay", "--expr", expression, path(&capture), "--drop", path(&reference)];
+            let replayed = Command::new(bin).args(args).output().unwrap();
+            let (object, cbpf_object) = (dir.join("expr.o"), dir.join("cbpf.o"));
+            let compiled = Command::new(bin)
+                .args(["compile", "--expr", expression, "--link-type", link_type, "-o", path(&object)])
+                .output()
+                .unwrap();
+            assert_eq!(compiled.status.success(), replayed.status.success(), "{context}: compile and replay --expr");
+            if !compiled.status.success() {
+                continue;
+            }
+            let classic = run("tcpdump", &["-r", path(&capture), "-ddd", expression]).stdout;
+            let classic_file = dir.join("filter.cbpf");
+            std::fs::write(&classic_file, classic).unwrap();
+            run(bin, &["compile", "--cbpf", path(&classic_file), "-o", path(&cbpf_object)]);
+            let inspected = String::from_utf8(run(bin, &["inspect", path(&object)]).stdout).unwrap();
+            assert!(inspected.contains("* filter") && inspected.contains("section socket"), "{inspected}");
+            let listing = String::from_utf8(run(bin, &["disasm", path(&object)]).stdout).unwrap();
+            assert!(listing.contains("mov %r6, %r1") && listing.ends_with("exit\n"), "{listing}");
+            if objdump {
+                let text = String::from_utf8(run("llvm-objdump", &["-d", path(&object)]).stdout).unwrap();
+                assert!(text.contains("<filter>:") && text.contains("r6 = r1"), "{text}");
+            }
+            // tcpdump's programs return the capture's snapshot length for a
+            // match, ours libpcap's default: the verdicts are what agree.
+            for (object, engine) in [(&object, "jit"), (&object, "interp"), (&cbpf_object, "jit")] {
+                let dropped = dir.join("dropped.pcap");
+                let args = ["replay", path(object), path(&capture), "--ip-mode", "off", "--engine", engine];
+                run(bin, &[&args[..], &["--drop", path(&dropped)]].concat());
+                assert!(
+                    std::fs::read(&dropped).unwrap() == std::fs::read(&reference).unwrap(),
+                    "{context}, {}, engine {engine}: the object drops other packets than replay --expr",
+                    object.display()
+                );
+            }
+        }
+    }
+}

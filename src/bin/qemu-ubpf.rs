@@ -148,6 +148,28 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Compile a tcpdump expression, or a classic BPF program, into an ELF
+    /// object that filter-ubpf, replay and the other subcommands load.
+    ///
+    /// The program returns non-zero (drop) for the packets the expression
+    /// matches. It reads frames of the link type it was compiled for, whole:
+    /// replay it with --ip-mode off.
+    Compile {
+        /// A tcpdump expression, compiled by libpcap.
+        #[arg(long, value_name = "EXPR", required_unless_present = "cbpf", conflicts_with = "cbpf")]
+        expr: Option<String>,
+        /// A classic BPF program, as `tcpdump -ddd` prints it.
+        #[arg(long, value_name = "FILE")]
+        cbpf: Option<PathBuf>,
+        /// The link type the expression is compiled for.
+        #[arg(long, value_enum, default_value_t = LinkTypeArg::Ethernet)]
+        link_type: LinkTypeArg,
+        /// The program's function name in the object.
+        #[arg(long, default_value = "filter")]
+        name: String,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Disassemble raw bytecode or the program of an ELF object.
     Disasm {
         program: PathBuf,
@@ -166,6 +188,26 @@ enum TypeArg {
 enum EngineArg {
     Jit,
     Interp,
+}
+
+/// The link types an expression may be compiled for (`LINKTYPE_*`).
+#[derive(Clone, Copy, ValueEnum)]
+enum LinkTypeArg {
+    Ethernet,
+    Raw,
+    LinuxSll,
+    LinuxSll2,
+}
+
+impl LinkTypeArg {
+    fn number(self) -> u32 {
+        match self {
+            LinkTypeArg::Ethernet => LINKTYPE_ETHERNET,
+            LinkTypeArg::Raw => 101,
+            LinkTypeArg::LinuxSll => 113,
+            LinkTypeArg::LinuxSll2 => 276,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -294,6 +336,21 @@ fn run(command: Command) -> Result<(), String> {
             let text = String::from_utf8(read(&source)?).map_err(|_| format!("{}: not UTF-8", source.display()))?;
             let insns = asm::assemble(&text).map_err(|e| format!("{}: {e}", source.display()))?;
             std::fs::write(&output, isa::encode_program(&insns)).map_err(|e| format!("{}: {e}", output.display()))?;
+        }
+        Command::Compile { expr, cbpf, link_type, name, output } => {
+            let classic = match (expr, cbpf) {
+                (Some(expr), _) => qemu_ubpf::cbpf::libpcap::compile(&expr, link_type.number())
+                    .map_err(|e| format!("expression '{expr}': {e}"))?,
+                (None, Some(path)) => {
+                    let text = String::from_utf8(read(&path)?).map_err(|_| format!("{}: not UTF-8", path.display()))?;
+                    qemu_ubpf::cbpf::parse_decimal(&text).map_err(|e| format!("{}: {e}", path.display()))?
+                }
+                (None, None) => unreachable!("clap requires --expr or --cbpf"),
+            };
+            // Loaded once, so that what is written is known to load.
+            let program = qemu_ubpf::cbpf::load(&classic, &Config::default()).map_err(|e| e.to_string())?;
+            let object = qemu_ubpf::cbpf::object_file::write(program.insns(), &name);
+            std::fs::write(&output, object).map_err(|e| format!("{}: {e}", output.display()))?;
         }
         Command::Disasm { program, name } => {
             let bytes = read(&program)?;

@@ -1072,7 +1072,6 @@ impl<'p> Emitter<'p> {
         self.put(encoder::mem(false, w, false, opcode, dst as u8, base, off, encoder::Imm::None));
     }
 
-    /// `st*` (imm, truncated; `stdw` sign-extends it) and `stx*` (src).
     /// `ldabs*`/`ldind*` (`index`: the src of `ldind*`): r0 = the input's
     /// big-endian bytes at imm (plus the index, as an i32), or the run ends
     /// with 0 when they are not all in the input.
@@ -1116,6 +1115,7 @@ impl<'p> Emitter<'p> {
         }
     }
 
+    /// `st*` (imm, truncated; `stdw` sign-extends it) and `stx*` (src).
     fn emit_store(&mut self, pc: usize, insn: Insn, value: Operand) {
         let size = access_size(insn.opc);
         self.emit_check(pc, insn.dst, insn.off, size, true);

@@ -667,3 +667,57 @@ fn compiled_objects_give_the_verdicts_of_replay_expr() {
         }
     }
 }
+
+/// `replay --expr` over a pcapng whose interfaces have several link types
+/// compiles the expression for each and drops what tcpdump selects from
+/// each interface's packets (split as in the test above).
+#[test]
+fn replay_expr_over_a_multi_link_pcapng_drops_what_tcpdump_selects() {
+    if !tools_installed("replay_expr_over_a_multi_link_pcapng_drops_what_tcpdump_selects", &["tcpdump"]) {
+        return;
+    }
+    let dir = scratch_dir("tcpdump", "expr-pcapng");
+    let capture = sample(MULTI_LINK_SAMPLE);
+    let (packets, sections) = pcapng_packets(&std::fs::read(&capture).unwrap());
+    let mut by_interface: BTreeMap<(usize, u32), Vec<usize>> = BTreeMap::new();
+    for (index, packet) in packets.iter().enumerate() {
+        by_interface.entry((packet.section, packet.interface)).or_default().push(index);
+    }
+    for expression in ["udp", "host 1.1.1.1", "tcp[tcpflags] & tcp-syn != 0", "ip6 or icmp", "not ip"] {
+        let mut selected = Vec::new();
+        for (&(section, interface), indices) in &by_interface {
+            let link_type = sections[section][interface as usize].0;
+            let header = PcapHeader { datalink: DataLink::from(link_type), snaplen: 262144, ..Default::default() };
+            let mut writer = PcapWriter::with_header(Vec::new(), header).unwrap();
+            for &index in indices {
+                let packet = &packets[index];
+                writer
+                    .write_packet(&PcapPacket::new(Duration::from_secs(index as u64), packet.wire_len, &packet.data))
+                    .unwrap();
+            }
+            let split = dir.join(format!("interface-{section}-{interface}.pcap"));
+            std::fs::write(&split, writer.into_writer()).unwrap();
+            selected.extend(
+                tcpdump_selects(&dir, &split, expression, false).iter().map(|(time, ..)| time.as_secs() as usize),
+            );
+        }
+        selected.sort_unstable();
+        for engine in ["jit", "interp"] {
+            let drop = dir.join("dropped.pcapng");
+            let args = ["replay", "--expr", expression, path(&capture), "--engine", engine, "--drop", path(&drop)];
+            run(env!("CARGO_BIN_EXE_qemu-ubpf"), &args);
+            let (dropped, _) = pcapng_packets(&std::fs::read(drop).unwrap());
+            let mut remaining = packets.iter().enumerate();
+            let dropped: Vec<usize> = dropped
+                .iter()
+                .map(|packet| {
+                    remaining
+                        .find(|(_, input)| *input == packet)
+                        .map(|(index, _)| index)
+                        .expect("a packet of the input, in order")
+                })
+                .collect();
+            assert_eq!(dropped, selected, "'{expression}' over {MULTI_LINK_SAMPLE}, engine {engine}: packet indices");
+        }
+    }
+}

@@ -397,25 +397,15 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
             (BUNDLED_PROGRAM_NAME.to_owned(), Some(program))
         }
     };
-            let program_type = program_type.map(|program_type| match program_type {
-                TypeArg::Filter => ProgramType::Filter,
-                TypeArg::Xdp => ProgramType::Xdp,
-            });
-            let config = Config { instruction_limit, program_type, ..Config::default() };
-            let request = ReplayRequest {
-                program,
-                expr,
-                capture,
-                function,
-                engine,
-                config,
-                options,
-                pass,
-                drop,
-                json,
-                maps,
-                map_init,
-            };
+    if let Some(program) = &program
+        && program.program_type() == ProgramType::Xdp
+    {
+        return Err(format!(
+            "{program_name}: an XDP program: replay does not run XDP programs yet; --type filter runs it as a \
+             filter (r1 = the packet, r2 = its length, non-zero drops)"
+        ));
+    }
+    if let (Some(path), Some(program)) = (&request.map_init, &program) {
         let text = String::from_utf8(read(path)?).map_err(|_| format!("{}: not UTF-8", path.display()))?;
         maps::json::init(program.maps(), &text).map_err(|e| format!("{}: {e}", path.display()))?;
     }

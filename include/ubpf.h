@@ -242,6 +242,34 @@ int ubpf_set_unwind_function_index(struct ubpf_vm *vm, unsigned int idx);
 int ubpf_load(struct ubpf_vm *vm, const void *code, uint32_t code_len, char **errmsg);
 
 /**
+ * @brief Loads a classic BPF program (what `tcpdump -dd` prints, what
+ * `SO_ATTACH_FILTER` takes): checked as Linux checks it, translated into
+ * eBPF as Linux translates it, then verified.
+ *
+ * The program runs with r1 = the packet's address and r2 = its length, as
+ * any other; it returns what the classic program returns (0: no match).
+ * Loads past the packet's end and division by zero return 0; of Linux's
+ * ancillary loads only the VLAN tag ones (which read 0: frames carry their
+ * tags in their bytes) and `alu_xor_x` are accepted.
+ * Thread safety: nothing else may use the VM meanwhile.
+ *
+ * @param[in] vm The VM, with no program loaded.
+ * @param[in] insns `count` instructions, each a `struct sock_filter`
+ *            (libpcap's `struct bpf_insn`): u16 code, u8 jt, u8 jf, u32 k,
+ *            in host byte order.
+ * @param[in] count How many, 1 to 4096.
+ * @param[out] errmsg NULL, or where to store the error message (or NULL on
+ *             success), which the caller frees with free().
+ * @retval 0 Success.
+ * @retval -1 Failure; the reason is in *errmsg.
+ *
+ * # Safety
+ * `vm` is NULL or a live VM that no other thread uses; `insns` is NULL or
+ * points at `count` instructions; `errmsg` is NULL or writable.
+ */
+int ubpf_load_cbpf(struct ubpf_vm *vm, const void *insns, uint32_t count, char **errmsg);
+
+/**
  * @brief Loads a program from an ELF object built with
  * `clang -target bpf -c`; the entry is the first global function.
  *

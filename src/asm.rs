@@ -213,7 +213,8 @@ fn syntax(operands: Operands) -> &'static str {
         Operands::Jump | Operands::Jump32 => "target",
         Operands::DstImmJump => "%dst, imm, target",
         Operands::DstSrcJump => "%dst, %src, target",
-        Operands::CallHelper => "imm",
+        Operands::CallHelper | Operands::PacketAbs => "imm",
+        Operands::PacketInd => "%src, imm",
         Operands::CallLocal => "local target",
         Operands::CallReg => "%reg",
         Operands::Nothing => "",
@@ -283,6 +284,11 @@ fn encode<'a>(form: &Form, operands: &[Operand<'a>]) -> Result<Option<ParsedInsn
             target = Some(parse_target(place, Field::Off)?);
         }
         (Operands::CallHelper, &[Value(imm)]) => insn.imm = imm32(after_keyword(imm, "helper").unwrap_or(imm))?,
+        (Operands::PacketAbs, &[Value(imm)]) => insn.imm = imm32(imm)?,
+        (Operands::PacketInd, &[Reg(src), Value(imm)]) => {
+            insn.src = src;
+            insn.imm = imm32(imm)?;
+        }
         (Operands::Nothing, &[]) => {}
         _ => return Ok(None),
     }

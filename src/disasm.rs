@@ -79,6 +79,8 @@ fn format_insn(form: &Form, insn: &Insn, high: Option<i32>) -> String {
         Operands::DstImmJump => format!("{mnemonic} %r{dst}, {}, {off:+}", immediate(imm)),
         Operands::DstSrcJump => format!("{mnemonic} %r{dst}, %r{src}, {off:+}"),
         Operands::CallHelper => format!("{mnemonic} {imm}"),
+        Operands::PacketAbs => format!("{mnemonic} {}", immediate(imm)),
+        Operands::PacketInd => format!("{mnemonic} %r{src}, {}", immediate(imm)),
         Operands::CallLocal => format!("{mnemonic} local {imm:+}"),
         Operands::Nothing => mnemonic.to_string(),
     }

@@ -295,6 +295,20 @@ fn run_one(
                 unsafe { (addr as *mut $ty).write_unaligned($value as $ty) }
             }};
         }
+        // A legacy packet load: big-endian from the input at `offset` (an
+        // i32); outside the input, the run ends at once with 0, as in Linux.
+        macro_rules! packet_load {
+            ($ty:ty, $offset:expr) => {{
+                let offset = $offset as i64 as u64;
+                let size = std::mem::size_of::<$ty>() as u64;
+                if offset > memory.input_len || memory.input_len - offset < size {
+                    break Ok(0);
+                }
+                // SAFETY: the bytes lie in the input, checked just above.
+                let value = unsafe { ((memory.input_start + offset) as *const $ty).read_unaligned() };
+                reg[0] = <$ty>::from_be(value) as u64;
+            }};
+        }
         macro_rules! check_budget {
             () => {
                 if executed > limit {
@@ -406,6 +420,13 @@ fn run_one(
                 reg[slot.dst()] = k32!() as u64 | (slots[pc].imm() as u32 as u64) << 32;
                 pc += 1;
             }
+
+            LDABSW => packet_load!(u32, slot.imm()),
+            LDABSH => packet_load!(u16, slot.imm()),
+            LDABSB => packet_load!(u8, slot.imm()),
+            LDINDW => packet_load!(u32, s32!().wrapping_add(k32!()) as i32),
+            LDINDH => packet_load!(u16, s32!().wrapping_add(k32!()) as i32),
+            LDINDB => packet_load!(u8, s32!().wrapping_add(k32!()) as i32),
 
             LDXW  => reg[slot.dst()] = load!(u32) as u64,
             LDXH  => reg[slot.dst()] = load!(u16) as u64,

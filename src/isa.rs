@@ -259,6 +259,20 @@ opcodes! {
     /// `lddw dst, imm64`: two slots; src selects a pseudo form (map fd, map value, ...)
     LDDW = BPF_LD | BPF_DW | BPF_IMM;
 
+    /// `ldabsw imm`: r0 = the input's big-endian word at imm; the run ends
+    /// with 0 when it lies outside the input (a legacy packet load)
+    LDABSW = BPF_LD | BPF_ABS | BPF_W;
+    /// `ldabsh imm`: as `ldabsw`, a half word
+    LDABSH = BPF_LD | BPF_ABS | BPF_H;
+    /// `ldabsb imm`: as `ldabsw`, a byte
+    LDABSB = BPF_LD | BPF_ABS | BPF_B;
+    /// `ldindw src, imm`: as `ldabsw`, at (s32)(src + imm)
+    LDINDW = BPF_LD | BPF_IND | BPF_W;
+    /// `ldindh src, imm`: as `ldindw`, a half word
+    LDINDH = BPF_LD | BPF_IND | BPF_H;
+    /// `ldindb src, imm`: as `ldindw`, a byte
+    LDINDB = BPF_LD | BPF_IND | BPF_B;
+
     /// `ldxw dst, [src+off]`
     LDXW = BPF_LDX | BPF_MEM | BPF_W;
     /// `ldxh dst, [src+off]`
@@ -493,8 +507,8 @@ impl Insn {
             // cmpxchg compares with r0.
             Operands::MemSrc if self.atomic_op() == Some(ATOMIC_CMPXCHG) => dst | src | Regs::R0,
             Operands::MemSrc => dst | src,
-            Operands::DstMem => src,
-            Operands::DstImm64 | Operands::Jump | Operands::Jump32 => Regs::NONE,
+            Operands::DstMem | Operands::PacketInd => src,
+            Operands::DstImm64 | Operands::Jump | Operands::Jump32 | Operands::PacketAbs => Regs::NONE,
             Operands::CallHelper => Regs::ARGS,
             Operands::CallReg => Regs::ARGS | dst,
             Operands::CallLocal => Regs::WRITABLE,
@@ -517,7 +531,9 @@ impl Insn {
                 Some(op) if op & ATOMIC_FETCH != 0 => Regs::of(self.src),
                 _ => Regs::NONE,
             },
-            Operands::CallHelper | Operands::CallReg => Regs::R0,
+            // A legacy packet load leaves r1-r5 as they are (Linux's
+            // verifier lets it clobber them; programs cannot tell).
+            Operands::CallHelper | Operands::CallReg | Operands::PacketAbs | Operands::PacketInd => Regs::R0,
             Operands::MemImm
             | Operands::Jump
             | Operands::Jump32
@@ -526,6 +542,11 @@ impl Insn {
             | Operands::CallLocal
             | Operands::Nothing => Regs::NONE,
         }
+    }
+
+    /// A legacy packet load (`ldabs*`/`ldind*`), which may end the run?
+    pub fn is_packet_load(&self) -> bool {
+        self.class() == BPF_LD && matches!(self.opc & MODE_MASK, BPF_ABS | BPF_IND)
     }
 
     /// How far this jump goes from the slot after it: off, or imm for
@@ -693,6 +714,10 @@ pub enum Operands {
     DstImm64,
     /// `op dst, [src+off]`
     DstMem,
+    /// `op imm`: a legacy packet load at offset imm, into r0
+    PacketAbs,
+    /// `op src, imm`: a legacy packet load at offset src + imm, into r0
+    PacketInd,
     /// `op [dst+off], imm`
     MemImm,
     /// `op [dst+off], src` (stores and atomics)
@@ -735,7 +760,10 @@ impl Operands {
             Operands::DstMem | Operands::MemSrc | Operands::DstSrcJump => (true, true, true, false),
             Operands::MemImm | Operands::DstImmJump => (true, false, true, true),
             Operands::Jump => (false, false, true, false),
-            Operands::Jump32 | Operands::CallHelper | Operands::CallLocal => (false, false, false, true),
+            Operands::Jump32 | Operands::CallHelper | Operands::CallLocal | Operands::PacketAbs => {
+                (false, false, false, true)
+            }
+            Operands::PacketInd => (false, true, false, true),
             Operands::Nothing => (false, false, false, false),
         };
         Fields { dst, src, off, imm }
@@ -883,6 +911,12 @@ pub static FORMS: &[Form] = &[
     form(LDXSW,      S::None,     "ldxsw",     O::DstMem),
     form(LDXSH,      S::None,     "ldxsh",     O::DstMem),
     form(LDXSB,      S::None,     "ldxsb",     O::DstMem),
+    form(LDABSW,     S::None,     "ldabsw",    O::PacketAbs),
+    form(LDABSH,     S::None,     "ldabsh",    O::PacketAbs),
+    form(LDABSB,     S::None,     "ldabsb",    O::PacketAbs),
+    form(LDINDW,     S::None,     "ldindw",    O::PacketInd),
+    form(LDINDH,     S::None,     "ldindh",    O::PacketInd),
+    form(LDINDB,     S::None,     "ldindb",    O::PacketInd),
     form(STW,        S::None,     "stw",       O::MemImm),
     form(STH,        S::None,     "sth",       O::MemImm),
     form(STB,        S::None,     "stb",       O::MemImm),
@@ -1071,7 +1105,9 @@ mod tests {
             match form.operands {
                 Operands::CallHelper | Operands::CallReg => assert_eq!(implicit, Regs::ARGS | Regs::R0, "{form:?}"),
                 Operands::CallLocal => assert_eq!(implicit, Regs::WRITABLE, "{form:?}"),
-                Operands::Nothing => assert_eq!(implicit, Regs::R0, "{form:?}"),
+                Operands::Nothing | Operands::PacketAbs | Operands::PacketInd => {
+                    assert_eq!(implicit, Regs::R0, "{form:?}")
+                }
                 _ if insn.imm == ATOMIC_CMPXCHG => assert_eq!(implicit, Regs::R0, "{form:?}"),
                 _ => assert_eq!(implicit, Regs::NONE, "{form:?}"),
             }

@@ -18,6 +18,7 @@
 
 pub mod asm;
 pub mod capi;
+pub mod cbpf;
 pub mod disasm;
 pub mod elf;
 pub mod error;

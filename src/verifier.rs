@@ -181,9 +181,10 @@ fn check_function_bounds(
 }
 
 /// Refuses a loop with no way out: a strongly connected piece of a
-/// function's control-flow graph from which no path leads to an `exit` or
-/// to a call that may end the run (a helper that may stop it, such as the
-/// tail call, or the unwind helper). A local call returns, so it is a way
+/// function's control-flow graph from which no path leads to an `exit`, a
+/// legacy packet load (which ends the run outside the input) or to a call
+/// that may end the run (a helper that may stop it, such as the tail call,
+/// or the unwind helper). A local call returns, so it is a way
 /// out only when its callee may end the run. Only code reachable from each
 /// function's start is looked at.
 ///
@@ -216,8 +217,12 @@ fn check_loops_can_end(
     };
     // Which functions may end the run from inside: a fixed point, since
     // calls may go either way between functions.
+    // A legacy packet load ends the run when it reads outside the input.
     let mut ends_run = vec![false; functions.len()];
-    let mut changed = any_helper_ends_run;
+    for pc in (0..insns.len()).filter(|&pc| !lddw_tail[pc] && insns[pc].is_packet_load()) {
+        ends_run[function_of(pc)] = true;
+    }
+    let mut changed = any_helper_ends_run || ends_run.contains(&true);
     while changed {
         changed = false;
         for pc in (0..insns.len()).filter(|&pc| !lddw_tail[pc]) {
@@ -227,7 +232,10 @@ fn check_loops_can_end(
             }
         }
     }
-    let way_out = |pc: usize| insns[pc].opc == isa::EXIT || call_ends_run(pc, &ends_run);
+    let way_out = |pc: usize| {
+        let insn = &insns[pc];
+        insn.opc == isa::EXIT || insn.is_packet_load() || call_ends_run(pc, &ends_run)
+    };
     let mut graph = Loops::new(insns, jumps);
     for &start in functions {
         graph.search(start, &way_out)?;

@@ -120,7 +120,10 @@ fn sample(form: &isa::Form) -> Vec<Insn> {
         Operands::DstMem | Operands::MemSrc | Operands::DstSrcJump => Insn::new(form.opc, dst, src, off, 0),
         Operands::MemImm | Operands::DstImmJump => Insn::new(form.opc, dst, 0, off, imm),
         Operands::Jump => Insn::new(form.opc, 0, 0, off, 0),
-        Operands::Jump32 | Operands::CallHelper | Operands::CallLocal => Insn::new(form.opc, 0, 0, 0, imm),
+        Operands::Jump32 | Operands::CallHelper | Operands::CallLocal | Operands::PacketAbs => {
+            Insn::new(form.opc, 0, 0, 0, imm)
+        }
+        Operands::PacketInd => Insn::new(form.opc, 0, src, 0, imm),
         Operands::Nothing => Insn::new(form.opc, 0, 0, 0, 0),
     };
     match form.selector {

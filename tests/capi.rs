@@ -277,3 +277,59 @@ fn valgrind_finds_no_errors_and_no_leaks() {
         assert!(stdout.contains(" 0 failed"), "{name} under valgrind: {stdout}");
     }
 }
+
+/// ubpf_load_cbpf: a classic program (`tcpdump -dd ip`) loads, runs, and
+/// gives the classic verdicts; one the kernel would refuse fails with its
+/// reason.
+#[test]
+fn classic_bpf_loads_through_the_c_api() {
+    use qemu_ubpf::capi::vm::{ubpf_create, ubpf_destroy, ubpf_exec, ubpf_load_cbpf};
+    use std::ffi::{CStr, c_char};
+    // ldh [12]; jeq #0x800 jt 0 jf 1; ret #262144; ret #0, as struct sock_filter.
+    let classic: [(u16, u8, u8, u32); 4] =
+        [(0x28, 0, 0, 12), (0x15, 0, 1, 0x800), (0x06, 0, 0, 262144), (0x06, 0, 0, 0)];
+    let encode = |insns: &[(u16, u8, u8, u32)]| -> Vec<u8> {
+        insns
+            .iter()
+            .flat_map(|&(code, jt, jf, k)| [&code.to_ne_bytes()[..], &[jt, jf], &k.to_ne_bytes()].concat())
+            .collect()
+    };
+    let code = encode(&classic);
+    let vm = ubpf_create();
+    let mut errmsg: *mut c_char = std::ptr::null_mut();
+    // SAFETY: a live VM, 4 instructions of 8 bytes, a writable errmsg.
+    assert_eq!(unsafe { ubpf_load_cbpf(vm, code.as_ptr().cast(), 4, &mut errmsg) }, 0);
+    let run = |frame: &mut [u8]| {
+        let mut result = u64::MAX;
+        // SAFETY: a live VM with a program, a writable frame and result.
+        assert_eq!(unsafe { ubpf_exec(vm, frame.as_mut_ptr().cast(), frame.len(), &mut result) }, 0);
+        result
+    };
+    let mut frame = [0u8; 20];
+    frame[12] = 0x08;
+    assert_eq!(run(&mut frame), 262144);
+    frame[12] = 0x86;
+    assert_eq!(run(&mut frame), 0);
+    assert_eq!(run(&mut frame[..13]), 0, "a load past the end returns 0");
+    // SAFETY: the VM is not used after this.
+    unsafe { ubpf_destroy(vm) };
+
+    // div #0 is refused, as the kernel refuses it.
+    let vm = ubpf_create();
+    let code = encode(&[(0x34, 0, 0, 0), (0x16, 0, 0, 0)]);
+    // SAFETY: as above.
+    assert_eq!(unsafe { ubpf_load_cbpf(vm, code.as_ptr().cast(), 2, &mut errmsg) }, -1);
+    // SAFETY: on failure errmsg holds a NUL-terminated message from malloc.
+    let message = unsafe { CStr::from_ptr(errmsg) }.to_string_lossy().into_owned();
+    assert!(message.contains("division or modulo by the constant 0"), "{message}");
+    // SAFETY: the message came from malloc; the VM is not used after this.
+    unsafe {
+        libc_free(errmsg.cast());
+        ubpf_destroy(vm);
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "free"]
+    fn libc_free(pointer: *mut std::ffi::c_void);
+}

@@ -269,6 +269,8 @@ fn every_form_of_the_table_executes() {
             Operands::MemImm => (insn.dst, insn.off, insn.imm) = (10, -8, 3),
             Operands::MemSrc => (insn.dst, insn.src, insn.off) = (10, 3, -8),
             Operands::CallLocal => insn.imm = 2,
+            Operands::PacketAbs => insn.imm = 1,
+            Operands::PacketInd => (insn.src, insn.imm) = (3, -2),
             Operands::Jump | Operands::Jump32 | Operands::CallHelper | Operands::Nothing => {}
         }
         match form.selector {

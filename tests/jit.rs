@@ -683,3 +683,32 @@ fn merged_checks_over_the_stack_and_regions() {
         agree_with(&source, &config, &[0; 4]).ok();
     }
 }
+
+#[test]
+fn legacy_packet_loads_read_big_endian_or_end_the_run_with_0() {
+    let packet = [0x12, 0x34, 0x56, 0x78, 0x9a];
+    assert_eq!(agree("ldabsb 4\nexit", &packet), Ok(0x9a));
+    assert_eq!(agree("ldabsh 3\nexit", &packet), Ok(0x789a));
+    assert_eq!(agree("ldabsw 1\nexit", &packet), Ok(0x3456_789a));
+    // Past the end, or before the start: the run ends at once with 0.
+    assert_eq!(agree("ldabsw 2\nmov %r0, 7\nexit", &packet), Ok(0));
+    assert_eq!(agree("ldabsb 5\nmov %r0, 7\nexit", &packet), Ok(0));
+    assert_eq!(agree("ldabsb -1\nmov %r0, 7\nexit", &packet), Ok(0));
+    assert_eq!(agree("ldabsb 0\nmov %r0, 7\nexit", &[]), Ok(0));
+    // Indexed: (s32)(src + imm), which may wrap.
+    assert_eq!(agree("mov %r3, 2\nldindh %r3, 1\nexit", &packet), Ok(0x789a));
+    assert_eq!(agree("mov %r3, -1\nldindb %r3, 5\nexit", &packet), Ok(0x9a));
+    assert_eq!(agree("mov32 %r3, 0xffffffff\nldindb %r3, 1\nexit", &packet), Ok(0x12));
+    assert_eq!(agree("mov %r3, 0x7fffffff\nldindb %r3, 1\nmov %r0, 7\nexit", &packet), Ok(0));
+    assert_eq!(agree("mov %r3, -3\nldindb %r3, 1\nmov %r0, 7\nexit", &packet), Ok(0));
+    // r0 is the index, and r1-r5 keep their values.
+    assert_eq!(agree("mov %r0, 1\nldindb %r0, 0\nexit", &packet), Ok(0x34));
+    assert_eq!(agree("mov %r5, 9\nldabsb 0\nmov %r0, %r5\nexit", &packet), Ok(9));
+    // In a loop, inside a local call, and past branches (the count agrees).
+    let scan = "mov %r6, 0\nloop:\nldindb %r6, 0\nadd %r6, 1\njne %r0, 0x78, loop\nmov %r0, %r6\nexit";
+    assert_eq!(agree(scan, &packet), Ok(4));
+    assert_eq!(agree(scan, &packet[..3]), Ok(0));
+    assert_eq!(agree("call local f\nmov %r0, 2\nexit\nf:\nldabsw 3\nmov %r0, 3\nexit", &packet), Ok(0));
+    assert_eq!(agree("jeq %r2, 5, +1\nldabsw 0\nldabsw 3\nexit", &packet), Ok(0));
+    assert_eq!(agree("jeq %r2, 5, +1\nldabsw 0\nldabsb 3\nexit", &packet), Ok(0x78));
+}

@@ -326,6 +326,82 @@ fn dropped_packets_of_a_multi_link_pcapng_are_those_tcpdump_selects() {
     }
 }
 
+/// The expressions of tests/fixtures/tcpdump-expressions.txt.
+fn expression_corpus() -> Vec<&'static str> {
+    include_str!("fixtures/tcpdump-expressions.txt")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+}
+
+/// Does `expression` read the packet's length? libpcap gives it the length
+/// on the wire, replay the captured length (all a program sees), so they
+/// differ on packets a snapshot length cut short.
+fn reads_length(expression: &str) -> bool {
+    ["len", "greater", "less"].iter().any(|word| expression.contains(word))
+}
+
+/// `replay --expr` over every single-link sample, in both engines, drops
+/// exactly the packets tcpdump selects, and refuses with libpcap's message
+/// what tcpdump refuses.
+#[test]
+fn replay_expr_drops_what_tcpdump_selects() {
+    if !tools_installed("replay_expr_drops_what_tcpdump_selects", &["tcpdump"]) {
+        return;
+    }
+    let dir = scratch_dir("tcpdump", "expr");
+    let corpus = expression_corpus();
+    assert!(corpus.len() >= 200, "the corpus has {} expressions", corpus.len());
+    let (selected, dropped) = (dir.join("selected.pcap"), dir.join("dropped.pcap"));
+    let (mut compared, mut refused, mut nonempty) = (0, 0, 0);
+    for name in SINGLE_LINK_SAMPLES {
+        let capture = sample(name);
+        let bytes = std::fs::read(&capture).unwrap();
+        let nanoseconds = PcapReader::new(&bytes[..]).unwrap().header().ts_resolution == TsResolution::NanoSecond;
+        let cut_short = pcap_packets(&bytes).iter().any(|(_, wire_len, data)| *wire_len as usize != data.len());
+        for &expression in &corpus {
+            if cut_short && reads_length(expression) {
+                continue;
+            }
+            let _ = std::fs::remove_file(&selected);
+            let mut args = vec!["-r", path(&capture), "-w", path(&selected)];
+            if nanoseconds {
+                args.extend(["--time-stamp-precision", "nano"]);
+            }
+            args.push(expression);
+            let tcpdump = Command::new("tcpdump").args(&args).output().unwrap();
+            for engine in ["jit", "interp"] {
+                let args =
+                    ["replay", "--expr", expression, path(&capture), "--engine", engine, "--drop", path(&dropped)];
+                let replay = Command::new(env!("CARGO_BIN_EXE_qemu-ubpf")).args(args).output().unwrap();
+                let context = format!("'{expression}' over {name}, engine {engine}");
+                if !tcpdump.status.success() {
+                    let stderr = String::from_utf8_lossy(&tcpdump.stderr);
+                    let message = stderr.lines().last().unwrap_or_default().trim_start_matches("tcpdump: ");
+                    let ours = String::from_utf8_lossy(&replay.stderr);
+                    assert!(!replay.status.success(), "{context}: tcpdump refuses it ({message}), replay runs it");
+                    assert!(ours.contains(message), "{context}: libpcap says '{message}', replay says '{ours}'");
+                    refused += 1;
+                    continue;
+                }
+                assert!(replay.status.success(), "{context}: {}", String::from_utf8_lossy(&replay.stderr));
+                let (ours, theirs) =
+                    (pcap_packets(&std::fs::read(&dropped).unwrap()), pcap_packets(&std::fs::read(&selected).unwrap()));
+                let times = |packets: &[Packet]| packets.iter().map(|(time, ..)| *time).collect::<Vec<_>>();
+                assert_eq!(times(&ours), times(&theirs), "{context}: timestamps of dropped vs selected packets");
+                assert!(ours == theirs, "{context}: the same packets, but not the same bytes");
+                compared += 1;
+                nonempty += usize::from(!ours.is_empty());
+            }
+        }
+    }
+    assert!(
+        compared >= 1500 && refused >= 100 && nonempty >= 1000,
+        "{compared} compared ({nonempty} non-empty), {refused} refused"
+    );
+}
+
 #[test]
 fn pcapng_written_by_editcap_and_tshark_replays_like_tcpdump_reads_it() {
     let test = "pcapng_written_by_editcap_and_tshark_replays_like_tcpdump_reads_it";
@@ -527,4 +603,121 @@ fn make_loopback_traffic() {
     }
     // Give tcpdump time to write the last packets.
     std::thread::sleep(Duration::from_millis(300));
+}
+
+/// `compile --expr` and `compile --cbpf` (tcpdump -ddd's output) write
+/// objects that the loader, inspect and disasm accept, that llvm-objdump
+/// reads where installed, and that give the verdicts of `replay --expr`.
+#[test]
+fn compiled_objects_give_the_verdicts_of_replay_expr() {
+    if !tools_installed("compiled_objects_give_the_verdicts_of_replay_expr", &["tcpdump"]) {
+        return;
+    }
+    let dir = scratch_dir("tcpdump", "compile");
+    let bin = env!("CARGO_BIN_EXE_qemu-ubpf");
+    let objdump = Command::new("llvm-objdump").arg("--version").output().is_ok();
+    let expressions =
+        ["udp port 53", "tcp[tcpflags] & tcp-syn != 0", "ip6 or arp", "vlan and host 1.1.1.1", "len > 100"];
+    let samples = [
+        ("ethernet.pcap", "ethernet"),
+        ("raw-ip.pcap", "raw"),
+        ("linux-sll.pcap", "linux-sll"),
+        ("linux-sll2.pcap", "linux-sll2"),
+    ];
+    for (name, link_type) in samples {
+        let capture = sample(name);
+        for expression in expressions {
+            let context = format!("'{expression}' over {name}");
+            let reference = dir.join("reference.pcap");
+            let args = ["replay", "--expr", expression, path(&capture), "--drop", path(&reference)];
+            let replayed = Command::new(bin).args(args).output().unwrap();
+            let (object, cbpf_object) = (dir.join("expr.o"), dir.join("cbpf.o"));
+            let compiled = Command::new(bin)
+                .args(["compile", "--expr", expression, "--link-type", link_type, "-o", path(&object)])
+                .output()
+                .unwrap();
+            assert_eq!(compiled.status.success(), replayed.status.success(), "{context}: compile and replay --expr");
+            if !compiled.status.success() {
+                continue;
+            }
+            let classic = run("tcpdump", &["-r", path(&capture), "-ddd", expression]).stdout;
+            let classic_file = dir.join("filter.cbpf");
+            std::fs::write(&classic_file, classic).unwrap();
+            run(bin, &["compile", "--cbpf", path(&classic_file), "-o", path(&cbpf_object)]);
+            let inspected = String::from_utf8(run(bin, &["inspect", path(&object)]).stdout).unwrap();
+            assert!(inspected.contains("* filter") && inspected.contains("section socket"), "{inspected}");
+            let listing = String::from_utf8(run(bin, &["disasm", path(&object)]).stdout).unwrap();
+            assert!(listing.contains("mov %r6, %r1") && listing.ends_with("exit\n"), "{listing}");
+            if objdump {
+                let text = String::from_utf8(run("llvm-objdump", &["-d", path(&object)]).stdout).unwrap();
+                assert!(text.contains("<filter>:") && text.contains("r6 = r1"), "{text}");
+            }
+            // tcpdump's programs return the capture's snapshot length for a
+            // match, ours libpcap's default: the verdicts are what agree.
+            for (object, engine) in [(&object, "jit"), (&object, "interp"), (&cbpf_object, "jit")] {
+                let dropped = dir.join("dropped.pcap");
+                let args = ["replay", path(object), path(&capture), "--ip-mode", "off", "--engine", engine];
+                run(bin, &[&args[..], &["--drop", path(&dropped)]].concat());
+                assert!(
+                    std::fs::read(&dropped).unwrap() == std::fs::read(&reference).unwrap(),
+                    "{context}, {}, engine {engine}: the object drops other packets than replay --expr",
+                    object.display()
+                );
+            }
+        }
+    }
+}
+
+/// `replay --expr` over a pcapng whose interfaces have several link types
+/// compiles the expression for each and drops what tcpdump selects from
+/// each interface's packets (split as in the test above).
+#[test]
+fn replay_expr_over_a_multi_link_pcapng_drops_what_tcpdump_selects() {
+    if !tools_installed("replay_expr_over_a_multi_link_pcapng_drops_what_tcpdump_selects", &["tcpdump"]) {
+        return;
+    }
+    let dir = scratch_dir("tcpdump", "expr-pcapng");
+    let capture = sample(MULTI_LINK_SAMPLE);
+    let (packets, sections) = pcapng_packets(&std::fs::read(&capture).unwrap());
+    let mut by_interface: BTreeMap<(usize, u32), Vec<usize>> = BTreeMap::new();
+    for (index, packet) in packets.iter().enumerate() {
+        by_interface.entry((packet.section, packet.interface)).or_default().push(index);
+    }
+    for expression in ["udp", "host 1.1.1.1", "tcp[tcpflags] & tcp-syn != 0", "ip6 or icmp", "not ip"] {
+        let mut selected = Vec::new();
+        for (&(section, interface), indices) in &by_interface {
+            let link_type = sections[section][interface as usize].0;
+            let header = PcapHeader { datalink: DataLink::from(link_type), snaplen: 262144, ..Default::default() };
+            let mut writer = PcapWriter::with_header(Vec::new(), header).unwrap();
+            for &index in indices {
+                let packet = &packets[index];
+                writer
+                    .write_packet(&PcapPacket::new(Duration::from_secs(index as u64), packet.wire_len, &packet.data))
+                    .unwrap();
+            }
+            let split = dir.join(format!("interface-{section}-{interface}.pcap"));
+            std::fs::write(&split, writer.into_writer()).unwrap();
+            selected.extend(
+                tcpdump_selects(&dir, &split, expression, false).iter().map(|(time, ..)| time.as_secs() as usize),
+            );
+        }
+        selected.sort_unstable();
+        for engine in ["jit", "interp"] {
+            let drop = dir.join("dropped.pcapng");
+            let args = ["replay", "--expr", expression, path(&capture), "--engine", engine, "--drop", path(&drop)];
+            run(env!("CARGO_BIN_EXE_qemu-ubpf"), &args);
+            let (dropped, _) = pcapng_packets(&std::fs::read(drop).unwrap());
+            let mut remaining = packets.iter().enumerate();
+            let dropped: Vec<usize> = dropped
+                .iter()
+                .map(|packet| {
+                    remaining
+                        .find(|(_, input)| *input == packet)
+                        .map(|(index, _)| index)
+                        .expect("a packet of the input, in order")
+                })
+                .collect();
+            assert_eq!(dropped, selected, "'{expression}' over {MULTI_LINK_SAMPLE}, engine {engine}: packet indices");
+        }
+    }
 }

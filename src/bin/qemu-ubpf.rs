@@ -11,9 +11,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use qemu_ubpf::elf::{HelperRef, ObjectInfo};
 use qemu_ubpf::maps;
+use qemu_ubpf::replay::frame::link_type_name;
 use qemu_ubpf::replay::{
-    CaptureReader, CaptureWriter, Engine, EngineKind, IpMode, MappedCapture, Options, OutputFile, Outputs, Replay,
-    Summary, Verdict,
+    CaptureReader, CaptureWriter, Engine, EngineKind, Format, IpMode, MappedCapture, Options, OutputFile, Outputs,
+    Record, Replay, Summary, Verdict,
 };
 use qemu_ubpf::{Config, Helpers, Program, asm, disasm, elf, isa};
 use qemu_ubpf::{MapType, ProgramType};
@@ -31,6 +32,9 @@ const BUNDLED_CAPTURE_NAME: &str = "examples/captures/ethernet.pcap";
 /// Replays shorter than this show no progress bar.
 const PROGRESS_DELAY: Duration = Duration::from_millis(300);
 const OUTPUT_BUFFER_LEN: usize = 1 << 18;
+/// `LINKTYPE_ETHERNET`: what QEMU's filter sees, and the link type an
+/// expression compiles for when the capture has no packets.
+const LINKTYPE_ETHERNET: u32 = 1;
 
 #[derive(Parser)]
 #[command(name = "qemu-ubpf", version, about = "Userspace eBPF runtime for QEMU's filter-ubpf")]
@@ -50,7 +54,7 @@ enum Command {
     /// explains what it did.
     Replay {
         /// Program: a clang -target bpf ELF object, or raw bytecode [default:
-        /// the bundled examples/drop_1_1_1_1.o].
+        /// the bundled examples/drop_1_1_1_1.o]. With --expr, the capture.
         program: Option<PathBuf>,
         /// Capture: pcap (micro- or nanosecond) or pcapng [default: the
         /// bundled examples/captures/ethernet.pcap].
@@ -58,6 +62,12 @@ enum Command {
         /// Function or section to run, in an object with several.
         #[arg(long = "program", value_name = "NAME", alias = "name")]
         function: Option<String>,
+        /// Filter with a tcpdump expression instead of a program: libpcap
+        /// compiles it for each link type of the capture, and the packets
+        /// it matches are dropped. The expression sees frames as the
+        /// capture stores them (ip-mode does not apply).
+        #[arg(long, value_name = "EXPR", conflicts_with_all = ["capture", "function", "map_init"])]
+        expr: Option<String>,
         /// jit: native code; interp: the interpreter, the reference semantics.
         #[arg(long, value_enum, default_value_t = EngineArg::Jit)]
         engine: EngineArg,
@@ -69,9 +79,10 @@ enum Command {
         /// on: the program sees IPv4 packets from their header on (after the
         /// Ethernet header and one VLAN tag, or a cooked-capture header), and
         /// packets without IPv4 pass without running it (counted as skipped);
-        /// off: the program sees every frame whole.
-        #[arg(long, value_enum, default_value_t = Switch::On)]
-        ip_mode: Switch,
+        /// off: the program sees every frame whole [default: on; off with
+        /// --expr].
+        #[arg(long, value_enum)]
+        ip_mode: Option<Switch>,
         /// Verdict for a packet whose run faults (counted as an error).
         #[arg(long, value_enum, default_value_t = VerdictArg::Drop)]
         on_error: VerdictArg,
@@ -137,6 +148,28 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Compile a tcpdump expression, or a classic BPF program, into an ELF
+    /// object that filter-ubpf, replay and the other subcommands load.
+    ///
+    /// The program returns non-zero (drop) for the packets the expression
+    /// matches. It reads frames of the link type it was compiled for, whole:
+    /// replay it with --ip-mode off.
+    Compile {
+        /// A tcpdump expression, compiled by libpcap.
+        #[arg(long, value_name = "EXPR", required_unless_present = "cbpf", conflicts_with = "cbpf")]
+        expr: Option<String>,
+        /// A classic BPF program, as `tcpdump -ddd` prints it.
+        #[arg(long, value_name = "FILE")]
+        cbpf: Option<PathBuf>,
+        /// The link type the expression is compiled for.
+        #[arg(long, value_enum, default_value_t = LinkTypeArg::Ethernet)]
+        link_type: LinkTypeArg,
+        /// The program's function name in the object.
+        #[arg(long, default_value = "filter")]
+        name: String,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Disassemble raw bytecode or the program of an ELF object.
     Disasm {
         program: PathBuf,
@@ -155,6 +188,26 @@ enum TypeArg {
 enum EngineArg {
     Jit,
     Interp,
+}
+
+/// The link types an expression may be compiled for (`LINKTYPE_*`).
+#[derive(Clone, Copy, ValueEnum)]
+enum LinkTypeArg {
+    Ethernet,
+    Raw,
+    LinuxSll,
+    LinuxSll2,
+}
+
+impl LinkTypeArg {
+    fn number(self) -> u32 {
+        match self {
+            LinkTypeArg::Ethernet => LINKTYPE_ETHERNET,
+            LinkTypeArg::Raw => 101,
+            LinkTypeArg::LinuxSll => 113,
+            LinkTypeArg::LinuxSll2 => 276,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -194,6 +247,7 @@ fn run(command: Command) -> Result<(), String> {
             program,
             capture,
             function,
+            expr,
             engine,
             program_type,
             ip_mode,
@@ -207,11 +261,21 @@ fn run(command: Command) -> Result<(), String> {
             trace,
         } => {
             show_trace(trace);
+            let (program, capture) = match expr {
+                Some(_) => (None, program),
+                None => (program, capture),
+            };
+            let ip_mode = match (ip_mode, &expr) {
+                (Some(Switch::On), Some(_)) => {
+                    return Err("--ip-mode on does not apply to --expr: an expression sees each frame as the \
+                                capture stores it, link-layer header included"
+                        .into());
+                }
+                (Some(Switch::Off), _) | (None, Some(_)) => IpMode::Off,
+                (Some(Switch::On), None) | (None, None) => IpMode::On,
+            };
             let options = Options {
-                ip_mode: match ip_mode {
-                    Switch::On => IpMode::On,
-                    Switch::Off => IpMode::Off,
-                },
+                ip_mode,
                 on_error: match on_error {
                     VerdictArg::Drop => Verdict::Drop,
                     VerdictArg::Pass => Verdict::Pass,
@@ -226,8 +290,20 @@ fn run(command: Command) -> Result<(), String> {
                 TypeArg::Xdp => ProgramType::Xdp,
             });
             let config = Config { instruction_limit, program_type, ..Config::default() };
-            let request =
-                ReplayRequest { program, capture, function, engine, config, options, pass, drop, json, maps, map_init };
+            let request = ReplayRequest {
+                program,
+                expr,
+                capture,
+                function,
+                engine,
+                config,
+                options,
+                pass,
+                drop,
+                json,
+                maps,
+                map_init,
+            };
             return replay(request);
         }
         Command::Inspect { object } => {
@@ -261,6 +337,21 @@ fn run(command: Command) -> Result<(), String> {
             let insns = asm::assemble(&text).map_err(|e| format!("{}: {e}", source.display()))?;
             std::fs::write(&output, isa::encode_program(&insns)).map_err(|e| format!("{}: {e}", output.display()))?;
         }
+        Command::Compile { expr, cbpf, link_type, name, output } => {
+            let classic = match (expr, cbpf) {
+                (Some(expr), _) => qemu_ubpf::cbpf::libpcap::compile(&expr, link_type.number())
+                    .map_err(|e| format!("expression '{expr}': {e}"))?,
+                (None, Some(path)) => {
+                    let text = String::from_utf8(read(&path)?).map_err(|_| format!("{}: not UTF-8", path.display()))?;
+                    qemu_ubpf::cbpf::parse_decimal(&text).map_err(|e| format!("{}: {e}", path.display()))?
+                }
+                (None, None) => unreachable!("clap requires --expr or --cbpf"),
+            };
+            // Loaded once, so that what is written is known to load.
+            let program = qemu_ubpf::cbpf::load(&classic, &Config::default()).map_err(|e| e.to_string())?;
+            let object = qemu_ubpf::cbpf::object_file::write(program.insns(), &name);
+            std::fs::write(&output, object).map_err(|e| format!("{}: {e}", output.display()))?;
+        }
         Command::Disasm { program, name } => {
             let bytes = read(&program)?;
             let insns = if bytes.starts_with(b"\x7fELF") {
@@ -281,6 +372,8 @@ fn run(command: Command) -> Result<(), String> {
 /// Everything `replay` was asked to do.
 struct ReplayRequest {
     program: Option<PathBuf>,
+    /// A tcpdump expression, in place of the program.
+    expr: Option<String>,
     capture: Option<PathBuf>,
     function: Option<String>,
     engine: EngineKind,
@@ -295,26 +388,45 @@ struct ReplayRequest {
 
 fn replay(request: ReplayRequest) -> Result<(), String> {
     let function = request.function.as_deref();
-    let (program_name, program) = match &request.program {
-        Some(path) => (path.display().to_string(), load(path, function, &request.config)?),
-        None => {
+    let (program_name, program) = match (&request.expr, &request.program) {
+        // Compiled once the capture's link types are known.
+        (Some(expr), _) => (format!("expression '{expr}'"), None),
+        (None, Some(path)) => (path.display().to_string(), Some(load(path, function, &request.config)?)),
+        (None, None) => {
             let program = load_bytes(BUNDLED_PROGRAM, BUNDLED_PROGRAM_NAME, function, &request.config)?;
-            (BUNDLED_PROGRAM_NAME.to_owned(), program)
+            (BUNDLED_PROGRAM_NAME.to_owned(), Some(program))
         }
     };
-    if program.program_type() == ProgramType::Xdp {
+    if let Some(program) = &program
+        && program.program_type() == ProgramType::Xdp
+    {
         return Err(format!(
             "{program_name}: an XDP program: replay does not run XDP programs yet; --type filter runs it as a \
              filter (r1 = the packet, r2 = its length, non-zero drops)"
         ));
     }
-    if let Some(path) = &request.map_init {
+    if let (Some(path), Some(program)) = (&request.map_init, &program) {
         let text = String::from_utf8(read(path)?).map_err(|_| format!("{}: not UTF-8", path.display()))?;
         maps::json::init(program.maps(), &text).map_err(|e| format!("{}: {e}", path.display()))?;
     }
-    let engine = Engine::new(program, request.engine).map_err(|e| {
-        format!("{program_name}: the JIT cannot compile it: {e}; --engine interp runs it in the interpreter")
-    })?;
+    let new_engine = |program: Program| {
+        Engine::new(program, request.engine).map_err(|e| {
+            format!("{program_name}: the JIT cannot compile it: {e}; --engine interp runs it in the interpreter")
+        })
+    };
+    let engines: Vec<(u32, Engine)> = match (program, &request.expr) {
+        (Some(program), _) => vec![(0, new_engine(program)?)],
+        (None, Some(expr)) => {
+            let mut engines = Vec::new();
+            for link_type in capture_link_types(request.capture.as_deref())? {
+                let program = qemu_ubpf::cbpf::libpcap::load_expression(expr, link_type, &request.config)
+                    .map_err(|e| format!("{program_name} for link type {}: {e}", link_type_name(link_type)))?;
+                engines.push((link_type, new_engine(program)?));
+            }
+            engines
+        }
+        (None, None) => unreachable!("a program is loaded unless there is an expression"),
+    };
     let (capture_name, source, capture_len): (String, Source, Option<u64>) = match &request.capture {
         Some(path) => {
             let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -341,7 +453,10 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
         Outputs { pass: create_output(request.pass.as_deref())?, drop: create_output(request.drop.as_deref())? };
 
     let mut progress = Progress::new(capture_len);
-    let mut replay = Replay::new(&engine, request.options);
+    let mut replay = match &request.expr {
+        None => Replay::new(&engines[0].1, request.options),
+        Some(_) => Replay::per_link_type(&engines, request.options).expect("one engine per link type, at least one"),
+    };
     let result = replay.run(&mut reader, &mut outputs, &mut |offset| progress.update(offset));
     progress.finish();
     let error = result.err().map(|e| e.to_string());
@@ -353,7 +468,7 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
         request: &request,
         summary: replay.summary(),
         error: error.as_deref(),
-        maps: request.maps.then(|| maps::json::dump_all(engine.program().maps())),
+        maps: request.maps.then(|| maps::json::dump_all(engines[0].1.program().maps())),
     };
     if request.json {
         println!("{}", report.json());
@@ -365,6 +480,39 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
     }
     error
         .map_or(Ok(()), |error| Err(format!("{error}\n(the summary and the output files cover the packets before it)")))
+}
+
+/// The link types of the capture's packets, in the order they first come;
+/// Ethernet for a capture without packets. A pcap file has one, named in
+/// its header; a pcapng file one per interface.
+fn capture_link_types(capture: Option<&Path>) -> Result<Vec<u32>, String> {
+    let (name, stream): (String, Box<dyn Read>) = match capture {
+        Some(path) => {
+            let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            (path.display().to_string(), Box::new(std::io::BufReader::new(file)))
+        }
+        None => (BUNDLED_CAPTURE_NAME.to_owned(), Box::new(BUNDLED_CAPTURE)),
+    };
+    let mut reader = CaptureReader::new(stream, &name).map_err(|e| e.to_string())?;
+    let one_link_type = matches!(reader.format(), Format::Pcap(_));
+    let mut link_types = Vec::new();
+    loop {
+        let link_type = match reader.next_record().map_err(|e| e.to_string())? {
+            None => break,
+            Some(Record::Metadata(_)) => continue,
+            Some(Record::Packet(packet)) => packet.link_type,
+        };
+        if !link_types.contains(&link_type) {
+            link_types.push(link_type);
+        }
+        if one_link_type {
+            break;
+        }
+    }
+    if link_types.is_empty() {
+        link_types.push(LINKTYPE_ETHERNET);
+    }
+    Ok(link_types)
 }
 
 /// A capture to replay: a file mapped whenever it can be (a regular file),
@@ -517,7 +665,7 @@ impl Report<'_> {
     fn text(&self) -> String {
         let (summary, request) = (self.summary, self.request);
         let mut text = String::new();
-        let bundled_program = request.program.is_none();
+        let bundled_program = request.program.is_none() && request.expr.is_none();
         let bundled_capture = request.capture.is_none();
         if bundled_program || bundled_capture {
             text += "No program or capture given, so this replays a bundled one:\n";

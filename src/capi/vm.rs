@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::boundary::{boundary, bytes, bytes_mut, c_str};
 use super::native::{Mode, Native};
+use crate::cbpf::{self, ClassicInsn};
 use crate::helpers::Helpers;
 use crate::image::{DEFAULT_INSTRUCTION_LIMIT, MAX_HELPER_INDEX, ProgramType};
 use crate::maps::Map;
@@ -329,6 +330,59 @@ pub unsafe extern "C" fn ubpf_load(
             return Err("code_len is 0: there is no program".to_owned());
         }
         let program = Program::load(code, &vm.helpers, &vm.config()).map_err(|error| error.to_string())?;
+        vm.install(program);
+        Ok(0)
+    })
+}
+
+/// @brief Loads a classic BPF program (what `tcpdump -dd` prints, what
+/// `SO_ATTACH_FILTER` takes): checked as Linux checks it, translated into
+/// eBPF as Linux translates it, then verified.
+///
+/// The program runs with r1 = the packet's address and r2 = its length, as
+/// any other; it returns what the classic program returns (0: no match).
+/// Loads past the packet's end and division by zero return 0; of Linux's
+/// ancillary loads only the VLAN tag ones (which read 0: frames carry their
+/// tags in their bytes) and `alu_xor_x` are accepted.
+/// Thread safety: nothing else may use the VM meanwhile.
+///
+/// @param[in] vm The VM, with no program loaded.
+/// @param[in] insns `count` instructions, each a `struct sock_filter`
+///            (libpcap's `struct bpf_insn`): u16 code, u8 jt, u8 jf, u32 k,
+///            in host byte order.
+/// @param[in] count How many, 1 to 4096.
+/// @param[out] errmsg NULL, or where to store the error message (or NULL on
+///             success), which the caller frees with free().
+/// @retval 0 Success.
+/// @retval -1 Failure; the reason is in *errmsg.
+///
+/// # Safety
+/// `vm` is NULL or a live VM that no other thread uses; `insns` is NULL or
+/// points at `count` instructions; `errmsg` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ubpf_load_cbpf(
+    vm: *mut ubpf_vm,
+    insns: *const c_void,
+    count: u32,
+    errmsg: *mut *mut c_char,
+) -> c_int {
+    boundary!(errmsg: errmsg, failure: -1, {
+        // SAFETY: the caller's contract.
+        let vm = unsafe { vm_mut(vm) }?;
+        // SAFETY: the caller's contract: 8 bytes per instruction.
+        let code = unsafe { bytes(insns, count as usize * 8, "insns") }?;
+        vm.check_unloaded("ubpf_load_cbpf()")
+            .map_err(|_| "a program is already loaded in this vm: call ubpf_unload_code() first".to_owned())?;
+        let classic: Vec<ClassicInsn> = code
+            .chunks_exact(8)
+            .map(|slot| ClassicInsn {
+                code: u16::from_ne_bytes([slot[0], slot[1]]),
+                jt: slot[2],
+                jf: slot[3],
+                k: u32::from_ne_bytes([slot[4], slot[5], slot[6], slot[7]]),
+            })
+            .collect();
+        let program = cbpf::load(&classic, &vm.config()).map_err(|error| error.to_string())?;
         vm.install(program);
         Ok(0)
     })

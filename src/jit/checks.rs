@@ -254,6 +254,10 @@ impl Checks {
                     if let Some((base, write)) = access {
                         let size = access_size(insn.opc);
                         self.plan_access(&facts, &mut open, pc, base, insn.off, size, write, program);
+                    } else if insn.is_packet_load() {
+                        // Checked against the input's bound for its size.
+                        self.any_check = true;
+                        self.bound_used[access_size(insn.opc).trailing_zeros() as usize] = true;
                     }
                     // A register written closes its group.
                     if let Some(written) = facts.step(insns, pc, ids) {

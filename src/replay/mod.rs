@@ -124,9 +124,22 @@ impl<W: Write> Outputs<W> {
     }
 }
 
-/// A replay of captures through one program.
+/// Why a packet could not be given a verdict.
+#[derive(Debug, thiserror::Error)]
+enum PacketError {
+    #[error(transparent)]
+    Unsupported(#[from] UnsupportedLinkType),
+    #[error("no program was made for link type {}", frame::link_type_name(*.0))]
+    NoProgram(u32),
+}
+
+/// A replay of captures through one program, or one per link type.
 pub struct Replay<'a> {
     engine: &'a Engine,
+    /// With a program per link type (a tcpdump expression compiles for
+    /// one), each packet runs the one for its link type; else `engine` runs
+    /// every packet.
+    by_link_type: &'a [(u32, Engine)],
     options: Options,
     summary: Summary,
     /// The program runs on a copy of each packet, as it may write to it,
@@ -141,12 +154,27 @@ pub struct Replay<'a> {
 
 impl<'a> Replay<'a> {
     pub fn new(engine: &'a Engine, options: Options) -> Replay<'a> {
-        let clock = engine
-            .program()
-            .insns()
-            .iter()
-            .any(|insn| (insn.opc == isa::CALL && insn.src != isa::CALL_LOCAL) || insn.opc == isa::CALLX);
-        Replay { engine, options, summary: Summary::default(), scratch: Vec::new(), stack: Stack::default(), clock }
+        let clock = calls_helpers(engine);
+        Replay {
+            engine,
+            by_link_type: &[],
+            options,
+            summary: Summary::default(),
+            scratch: Vec::new(),
+            stack: Stack::default(),
+            clock,
+        }
+    }
+
+    /// A replay that runs each packet through the engine made for its link
+    /// type (a packet of another link type is an error); `None` without
+    /// engines.
+    pub fn per_link_type(engines: &'a [(u32, Engine)], options: Options) -> Option<Replay<'a>> {
+        let (_, first) = engines.first()?;
+        let mut replay = Replay::new(first, options);
+        replay.by_link_type = engines;
+        replay.clock = engines.iter().any(|(_, engine)| calls_helpers(engine));
+        Some(replay)
     }
 
     /// What the replay did so far; after an error, everything before the
@@ -221,7 +249,14 @@ impl<'a> Replay<'a> {
     }
 
     #[inline]
-    fn verdict(&mut self, packet: &Packet) -> Result<Verdict, UnsupportedLinkType> {
+    fn verdict(&mut self, packet: &Packet) -> Result<Verdict, PacketError> {
+        let engine = match self.by_link_type {
+            [] => self.engine,
+            engines => match engines.iter().find(|(link_type, _)| *link_type == packet.link_type) {
+                Some((_, engine)) => engine,
+                None => return Err(PacketError::NoProgram(packet.link_type)),
+            },
+        };
         let input = frame::program_input(self.options.ip_mode, packet.link_type, packet.data)?;
         let summary = &mut self.summary;
         summary.packets += 1;
@@ -237,7 +272,7 @@ impl<'a> Replay<'a> {
                 if self.clock {
                     builtin::set_clock(Some(packet.timestamp_ns));
                 }
-                match self.engine.run(&mut self.scratch, &mut self.stack) {
+                match engine.run(&mut self.scratch, &mut self.stack) {
                     Ok(0) => Verdict::Pass,
                     Ok(_) => Verdict::Drop,
                     Err(error) => {
@@ -258,4 +293,13 @@ impl<'a> Replay<'a> {
         }
         Ok(verdict)
     }
+}
+
+/// Does the engine's program call helpers (which may read the clock)?
+fn calls_helpers(engine: &Engine) -> bool {
+    engine
+        .program()
+        .insns()
+        .iter()
+        .any(|insn| (insn.opc == isa::CALL && insn.src != isa::CALL_LOCAL) || insn.opc == isa::CALLX)
 }

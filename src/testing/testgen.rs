@@ -592,6 +592,7 @@ impl Generator<'_> {
             220..=227 => self.indirect_call(),
             228..=243 => self.local_call(),
             244..=249 => self.early_exit(),
+            250..=254 => self.packet_load(),
             _ => self.alu(),
         }
     }
@@ -1088,6 +1089,33 @@ impl Generator<'_> {
         self.restore(ARG_REGS);
         self.emit(Insn::new(CALLX, reg, 0, 0, 0));
         self.after_call();
+    }
+
+    /// A legacy packet load into r0, mostly inside the input; outside it
+    /// (past the end, negative, or with an index near i32's ends) the run
+    /// ends with 0.
+    fn packet_load(&mut self) {
+        let size = self.source.pick(&[BPF_B, BPF_H, BPF_W]);
+        let outside = self.source.chance(24);
+        let offset = self.input_address(access_size(size) as i64, outside).off as i32;
+        if self.source.chance(128) {
+            self.emit(Insn::new(BPF_LD | BPF_ABS | size, 0, 0, 0, offset));
+        } else {
+            // index + imm = offset, the split chosen, so that the 32-bit
+            // sum may wrap; sometimes an index with any value.
+            let index = self.writable_except(bit(0));
+            let value = match self.source.below(4) {
+                0 => i32::MIN,
+                1 => i32::MAX,
+                2 => self.source.u32() as i32,
+                _ => self.source.below(64) as i32,
+            };
+            self.emit(Insn::new(MOV32_IMM, index, 0, 0, value));
+            self.defined |= bit(index);
+            let imm = if self.source.chance(32) { self.imm() } else { offset.wrapping_sub(value) };
+            self.emit(Insn::new(BPF_LD | BPF_IND | size, 0, index, 0, imm));
+        }
+        self.defined |= bit(0);
     }
 
     /// `exit` behind a conditional jump, in any function.

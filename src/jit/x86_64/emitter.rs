@@ -192,6 +192,9 @@ enum Cold {
     /// A jump to `target` that must add `amount` to the budget on the way
     /// (see [`Emitter::dag`]).
     Adjust { label: DynamicLabel, amount: i32, target: DynamicLabel },
+    /// A legacy packet load read outside the input: counting `unflushed`
+    /// more instructions, the run ends with r0 = 0.
+    PacketMiss { label: DynamicLabel, unflushed: i32 },
 }
 
 /// [`REGISTER_MAP`] indexed by any 4-bit field (the verifier keeps them to
@@ -544,6 +547,9 @@ impl<'p> Emitter<'p> {
                     x64!(self.ops ; mov Rq(dst), QWORD value);
                 }
             }
+
+            LDABSW | LDABSH | LDABSB => self.emit_packet_load(insn, None),
+            LDINDW | LDINDH | LDINDB => self.emit_packet_load(insn, Some(src)),
 
             LDXW  => self.emit_load(pc, insn, LoadKind::U32),
             LDXH  => self.emit_load(pc, insn, LoadKind::U16),
@@ -1066,6 +1072,49 @@ impl<'p> Emitter<'p> {
         self.put(encoder::mem(false, w, false, opcode, dst as u8, base, off, encoder::Imm::None));
     }
 
+    /// `ldabs*`/`ldind*` (`index`: the src of `ldind*`): r0 = the input's
+    /// big-endian bytes at imm (plus the index, as an i32), or the run ends
+    /// with 0 when they are not all in the input.
+    fn emit_packet_load(&mut self, insn: Insn, index: Option<Rq>) {
+        let size = access_size(insn.opc);
+        let bound = CTX_INPUT_BOUND + 8 * size.trailing_zeros() as i32;
+        let miss = self.ops.new_dynamic_label();
+        self.cold.push(Cold::PacketMiss { label: miss, unflushed: self.pending });
+        let disp = match index {
+            // Offset imm: known now.
+            None if insn.imm < 0 => {
+                x64!(self.ops ; jmp =>miss);
+                return;
+            }
+            None => {
+                x64!(self.ops
+                    ; cmp QWORD [r10 + bound], insn.imm
+                    ; jbe =>miss
+                    ; mov rcx, [r10 + CTX_INPUT_START]
+                );
+                insn.imm
+            }
+            // Offset (s32)(src + imm): sign-extended, a negative one is
+            // above every bound.
+            Some(index) => {
+                x64!(self.ops
+                    ; mov ecx, Rd(index)
+                    ; add ecx, insn.imm
+                    ; movsxd rcx, ecx
+                    ; cmp rcx, [r10 + bound]
+                    ; jae =>miss
+                    ; add rcx, [r10 + CTX_INPUT_START]
+                );
+                0
+            }
+        };
+        match size {
+            1 => x64!(self.ops ; movzx eax, BYTE [rcx + disp]),
+            2 => x64!(self.ops ; movzx eax, WORD [rcx + disp] ; rol ax, 8),
+            _ => x64!(self.ops ; mov eax, DWORD [rcx + disp] ; bswap eax),
+        }
+    }
+
     /// `st*` (imm, truncated; `stdw` sign-extends it) and `stx*` (src).
     fn emit_store(&mut self, pc: usize, insn: Insn, value: Operand) {
         let size = access_size(insn.opc);
@@ -1546,6 +1595,17 @@ impl<'p> Emitter<'p> {
                         ; add r12, DWORD amount
                         ; jmp =>target
                     );
+                }
+                Cold::PacketMiss { label, unflushed } => {
+                    x64!(self.ops ; =>label);
+                    if !self.budget_in_register {
+                        self.emit_store_count(unflushed);
+                    } else if unflushed != 0 {
+                        // In DAG mode too: the budget left is r12 - pending.
+                        x64!(self.ops ; sub r12, DWORD unflushed);
+                    }
+                    let unwind = self.unwind;
+                    x64!(self.ops ; jmp =>unwind);
                 }
                 Cold::Copy { label, first, last, pending, back } => {
                     x64!(self.ops ; =>label);

@@ -539,6 +539,9 @@ impl<'p> Emitter<'p> {
             CALL       => self.emit_helper_call(pc, insn),
             CALLX      => self.emit_helper_call_by_register(pc, insn),
             EXIT       => self.emit_exit(pc),
+            LDABSW | LDABSH | LDABSB | LDINDW | LDINDH | LDINDB => {
+                return Err(JitError::NotYetCompiled { pc, opc: insn.opc, arch: "aarch64" })
+            }
             opc => return Err(JitError::Unverified { pc, opc }),
         };
         Ok(())

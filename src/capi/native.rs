@@ -108,7 +108,38 @@ fn stub_code(context: u64, target: u64, mode: Mode) -> Result<Vec<u8>, String> {
     ops.finalize().map_err(|error| format!("generating the entry point failed: {error}"))
 }
 
-#[cfg(not(target_arch = "x86_64"))]
+/// The stub's code: `context` into the argument register after the
+/// caller's (x2 after a `ubpf_jit_fn`'s two, x4 after a `ubpf_jit_ex_fn`'s
+/// four), then a branch to `target` (x16, the intra-call scratch register).
+#[cfg(target_arch = "aarch64")]
+// dynasm's aarch64 macro converts each dynamic register with `.into()`.
+#[allow(clippy::useless_conversion)]
+fn stub_code(context: u64, target: u64, mode: Mode) -> Result<Vec<u8>, String> {
+    use dynasmrt::aarch64::Aarch64Relocation;
+    use dynasmrt::{DynasmApi, VecAssembler, dynasm};
+
+    let register: u8 = match mode {
+        Mode::Basic => 2,
+        Mode::Extended => 4,
+    };
+    let halves = |value: u64| [0, 16, 32, 48].map(|shift| (value >> shift) as u32 & 0xffff);
+    let (c, t) = (halves(context), halves(target));
+    let mut ops = VecAssembler::<Aarch64Relocation>::new(0);
+    dynasm!(ops ; .arch aarch64
+        ; movz X(register), #c[0]
+        ; movk X(register), #c[1], lsl #16
+        ; movk X(register), #c[2], lsl #32
+        ; movk X(register), #c[3], lsl #48
+        ; movz x16, #t[0]
+        ; movk x16, #t[1], lsl #16
+        ; movk x16, #t[2], lsl #32
+        ; movk x16, #t[3], lsl #48
+        ; br x16
+    );
+    ops.finalize().map_err(|error| format!("generating the entry point failed: {error}"))
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn stub_code(_context: u64, _target: u64, _mode: Mode) -> Result<Vec<u8>, String> {
     Err(format!("native entry points are not implemented on {}", std::env::consts::ARCH))
 }

@@ -1114,7 +1114,7 @@ mod tests {
             let fn_ = ubpf_compile_ex(vm, &mut errmsg, JitModeValue(9));
             assert!(fn_.is_none());
             assert!(take(errmsg).unwrap().contains("unknown JIT mode 9"));
-            #[cfg(target_arch = "x86_64")]
+            #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
             {
                 let compiled = ubpf_compile(vm, &mut errmsg).expect("compiles");
                 assert_eq!(compiled(ptr::null_mut(), 0), 42);

@@ -15,8 +15,8 @@
 //! `flow`, `checks`, `fusion`, put together in `plan`), the
 //! executable-memory pool (`code_memory`), and a folder per backend, which
 //! turns a program and its plan into machine code. This module runs that
-//! code, the same way for every backend. Only x86-64 has a backend;
-//! elsewhere [`JitProgram::compile`] returns [`JitError::Unsupported`].
+//! code, the same way for every backend. x86-64 and aarch64 have a
+//! backend; elsewhere [`JitProgram::compile`] returns [`JitError::Unsupported`].
 
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
@@ -31,26 +31,30 @@ use crate::program::Program;
 mod code_memory;
 
 // The analysis, built where a backend uses it.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod checks;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod facts;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod flow;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod fusion;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod liveness;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod plan;
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
 #[cfg(target_arch = "x86_64")]
 use x86_64 as backend;
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(target_arch = "aarch64")]
+use aarch64 as backend;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod no_backend;
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 use no_backend as backend;
 
 pub(crate) use code_memory::ExecutableCode;
@@ -69,6 +73,12 @@ pub enum JitError {
     /// verified program.
     #[error("instruction {pc} has opcode {opc:#04x}, which the verifier does not accept")]
     Unverified { pc: usize, opc: u8 },
+    /// An instruction this architecture's backend does not compile yet;
+    /// the interpreter runs it.
+    #[error(
+        "instruction {pc} has opcode {opc:#04x}, which the {arch} JIT does not compile yet; the interpreter runs it"
+    )]
+    NotYetCompiled { pc: usize, opc: u8, arch: &'static str },
     /// The operating system refused memory for the code, or to make it
     /// executable.
     #[error("mapping the native code failed: {0}")]
@@ -433,7 +443,7 @@ fn memory_fault(program: &Program, addr: u64, size: usize, write: bool) -> ExecE
     memory::fault(program.regions(), addr, size, write)
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(all(test, any(target_arch = "x86_64", target_arch = "aarch64")))]
 mod tests {
     use super::*;
     use crate::helpers::Helpers;

@@ -1,0 +1,1314 @@
+//! The aarch64 emitter: one pass over the instructions, in the
+//! interpreter's terms, by the program's [`Plan`] (see [`super`] for the
+//! code's shape). Its methods carry the names of the x86-64 emitter's, so
+//! that the same instruction is found under the same name in both.
+
+// dynasm's aarch64 macro converts each dynamic register with `.into()`.
+#![allow(clippy::useless_conversion)]
+
+use std::mem::offset_of;
+
+use dynasmrt::aarch64::Aarch64Relocation;
+use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
+
+use crate::isa::*;
+use crate::jit::checks::Check;
+use crate::jit::plan::Plan;
+use crate::jit::{Context, JitError, MachineCode, Scratch, Status};
+use crate::program::Program;
+
+/// Where each eBPF register lives while the program runs (index = eBPF
+/// register number), as host register numbers (xN).
+pub const REGISTER_MAP: [u8; NUM_REGS] = [
+    5,  // r0: return value; caller-saved, as in eBPF; a helper's x0 is moved here
+    0,  // r1: 1st argument, already where an AAPCS64 helper wants it (and the input on entry)
+    1,  // r2: 2nd argument, likewise (and the input's length on entry)
+    2,  // r3: 3rd argument, likewise
+    3,  // r4: 4th argument, likewise
+    4,  // r5: 5th argument, likewise
+    19, // r6: callee-saved in eBPF and in AAPCS64 alike
+    20, // r7: callee-saved
+    21, // r8: callee-saved
+    22, // r9: callee-saved
+    25, // r10: frame pointer, read-only; callee-saved
+];
+/// The `Context` pointer for the whole run; callee-saved, so helpers keep it.
+const CTX: u8 = 26;
+/// The instruction budget left; callee-saved.
+const BUDGET: u8 = 27;
+/// Scratch: addresses being checked and temporaries.
+const TMP: u8 = 9;
+/// Scratch: a second temporary.
+const TMP2: u8 = 10;
+/// The value a stop reports (faulting address, unknown helper index), and
+/// the helper index across a `callx`.
+const VALUE: u8 = 11;
+/// Scratch: the store-exclusive status, and immediates.
+const TMP3: u8 = 12;
+/// The address of the access being made.
+const ADDR: u8 = 16;
+/// Scratch for immediates that do not fit an instruction.
+const IMM: u8 = 17;
+
+// The helper-call sequence relies on r1..r5 being x0..x4, and the entry on
+// r1, r2 being the first two arguments.
+const _: () = {
+    let mut i = 0;
+    while i < 5 {
+        assert!(REGISTER_MAP[i + 1] == i as u8);
+        i += 1;
+    }
+};
+
+/// Context field offsets, as the code addresses them from `CTX`.
+const CTX_REMAINING: u32 = offset_of!(Context, remaining) as u32;
+const CTX_EXTRA: u32 = offset_of!(Context, extra) as u32;
+const CTX_HELPER_STOP: u32 = offset_of!(Context, helper_stop) as u32;
+const CTX_FRAME_POINTER: u32 = offset_of!(Context, frame_pointer) as u32;
+const SCRATCH: usize = offset_of!(Context, scratch);
+const CTX_INPUT_START: u32 = (SCRATCH + offset_of!(Scratch, input_start)) as u32;
+const CTX_INPUT_BOUND: u32 = (SCRATCH + offset_of!(Scratch, input_bound)) as u32;
+const CTX_STACK_TOP: u32 = (SCRATCH + offset_of!(Scratch, stack_top)) as u32;
+const CTX_DEEPEST: u32 = (SCRATCH + offset_of!(Scratch, deepest_frame)) as u32;
+const CTX_SAVED_SP: u32 = (SCRATCH + offset_of!(Scratch, saved_sp)) as u32;
+
+// The helper table is read as an array of nullable code pointers.
+const _: () = assert!(size_of::<Option<crate::helpers::HelperFn>>() == 8);
+
+/// What the budget register may hold (see the x86-64 emitter's).
+#[cfg(not(test))]
+const REMAINING_MAX: u64 = i64::MAX as u64;
+#[cfg(test)]
+const REMAINING_MAX: u64 = 1000;
+/// How much of a limit above `REMAINING_MAX` one refill moves in.
+#[cfg(not(test))]
+const REFILL: u64 = 1 << 62;
+#[cfg(test)]
+const REFILL: u64 = 300;
+
+/// Bytes the prologue pushes: x29, x30 and x19..x28.
+const SAVE_AREA: u32 = 96;
+
+/// dynasm with the architecture spelled out once.
+macro_rules! a64 {
+    ($ops:expr ; $($t:tt)*) => {
+        dynasm!($ops ; .arch aarch64 ; $($t)*)
+    };
+}
+
+/// The second operand of an ALU or jump instruction.
+#[derive(Clone, Copy)]
+enum Operand {
+    Reg(u8),
+    Imm(i32),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Width {
+    W32,
+    W64,
+}
+
+#[derive(Clone, Copy)]
+enum Alu {
+    Add,
+    Sub,
+    Mul,
+    Or,
+    And,
+    Xor,
+    Mov,
+}
+
+#[derive(Clone, Copy)]
+enum Shift {
+    Left,
+    Right,
+    Arithmetic,
+}
+
+#[derive(Clone, Copy)]
+enum Cond {
+    Eq,
+    Gt,
+    Ge,
+    Set,
+    Ne,
+    Sgt,
+    Sge,
+    Lt,
+    Le,
+    Slt,
+    Sle,
+}
+
+#[derive(Clone, Copy)]
+enum LoadKind {
+    U8,
+    U16,
+    U32,
+    U64,
+    S8,
+    S16,
+    S32,
+}
+
+/// Code placed after the body, reached only when a run stops or a check's
+/// inline half fails.
+enum Cold {
+    /// Stops the run at `pc` with `status`, counting `unflushed` more
+    /// instructions; `VALUE` already holds the value to report, if any.
+    Stop { label: DynamicLabel, pc: usize, status: Status, unflushed: i32 },
+    /// The budget went below zero at the check of `pc`: refill it from the
+    /// context and go `back`, or stop.
+    Budget { label: DynamicLabel, back: Option<DynamicLabel>, pc: usize },
+    /// The rest of the memory check of the instruction at `pc`, of `size`
+    /// bytes at `ADDR`; on success, back to the access.
+    Memory {
+        label: DynamicLabel,
+        back: DynamicLabel,
+        pc: usize,
+        size: usize,
+        write: bool,
+        inline: Check,
+        unflushed: i32,
+    },
+}
+
+/// [`REGISTER_MAP`] indexed by any 4-bit field (the verifier keeps them to
+/// r0..r10; the rest are never used).
+fn reg(index: u8) -> u8 {
+    REGISTER_MAP.get(index as usize).copied().unwrap_or(TMP)
+}
+
+/// The code of a verified program.
+pub(super) fn emit(program: &Program) -> Result<MachineCode, JitError> {
+    let plan = Plan::new(program);
+    let mut emitter = Emitter::new(program, &plan);
+    emitter.emit_prologue();
+    emitter.emit_body()?;
+    emitter.emit_cold();
+    emitter.emit_shared_exits();
+    let bytes = emitter.ops.finalize().map_err(|error| JitError::Assembler(error.to_string()))?;
+    let frame_used = plan.flow.used[FRAME_REG as usize] || plan.flow.local_calls;
+    let uses_stack = frame_used || plan.checks.any_check || plan.flow.local_calls || plan.flow.helper_calls;
+    Ok(MachineCode { bytes, uses_stack })
+}
+
+struct Emitter<'p> {
+    ops: VecAssembler<Aarch64Relocation>,
+    program: &'p Program,
+    plan: &'p Plan,
+    /// A label for each slot that some jump or call lands on.
+    labels: Vec<Option<DynamicLabel>>,
+    /// The instructions of the current straight run not yet subtracted
+    /// from the budget register.
+    pending: i32,
+    cold: Vec<Cold>,
+    /// eBPF r6-r9 that local calls save, host registers.
+    call_saved: Vec<u8>,
+    big_limit: bool,
+    /// Does `BUDGET` hold the budget? Not when the program is one straight
+    /// run (and the limit is small): its count is known where it ends.
+    budget_in_register: bool,
+    fault: DynamicLabel,
+    unwind: DynamicLabel,
+    exit: DynamicLabel,
+    refill: DynamicLabel,
+}
+
+impl<'p> Emitter<'p> {
+    fn new(program: &'p Program, plan: &'p Plan) -> Emitter<'p> {
+        let insns = program.insns();
+        let mut ops =
+            VecAssembler::new_with_capacity(0, 32 * insns.len() + 256, 0, 0, insns.len() / 2 + 16, 0, insns.len() + 16);
+        let labels = plan.flow.landings.iter().map(|landing| landing.target.then(|| ops.new_dynamic_label())).collect();
+        let mut call_saved: Vec<u8> = (6..=9).filter(|&r| plan.flow.used[r]).map(|r| REGISTER_MAP[r]).collect();
+        // Saved in pairs, so that sp stays 16-byte aligned.
+        if call_saved.len() % 2 == 1 {
+            call_saved.push(call_saved[0]);
+        }
+        let big_limit = program.instruction_limit() > REMAINING_MAX;
+        let budget_in_register = plan.flow.branches || big_limit;
+        Emitter {
+            fault: ops.new_dynamic_label(),
+            unwind: ops.new_dynamic_label(),
+            exit: ops.new_dynamic_label(),
+            refill: ops.new_dynamic_label(),
+            ops,
+            program,
+            plan,
+            labels,
+            pending: 0,
+            cold: Vec::new(),
+            call_saved,
+            big_limit,
+            budget_in_register,
+        }
+    }
+
+    /// `xd = value`, in the fewest `movz`/`movn`/`movk`.
+    fn emit_mov_imm(&mut self, d: u8, value: u64) {
+        let halves = [0u32, 16, 32, 48].map(|shift| ((value >> shift) & 0xffff) as u32);
+        let ones = halves.iter().filter(|&&half| half == 0xffff).count();
+        let zeros = halves.iter().filter(|&&half| half == 0).count();
+        let inverted = ones > zeros;
+        let skip = if inverted { 0xffff } else { 0 };
+        let mut first = true;
+        for (i, &half) in halves.iter().enumerate() {
+            if half == skip && !(first && i == 3) {
+                continue;
+            }
+            let shift = 16 * i as u32;
+            if first {
+                first = false;
+                if inverted {
+                    let inv = !half & 0xffff;
+                    match shift {
+                        0 => a64!(self.ops ; movn X(d), #inv),
+                        16 => a64!(self.ops ; movn X(d), #inv, lsl #16),
+                        32 => a64!(self.ops ; movn X(d), #inv, lsl #32),
+                        _ => a64!(self.ops ; movn X(d), #inv, lsl #48),
+                    }
+                } else {
+                    match shift {
+                        0 => a64!(self.ops ; movz X(d), #half),
+                        16 => a64!(self.ops ; movz X(d), #half, lsl #16),
+                        32 => a64!(self.ops ; movz X(d), #half, lsl #32),
+                        _ => a64!(self.ops ; movz X(d), #half, lsl #48),
+                    }
+                }
+            } else {
+                match shift {
+                    0 => a64!(self.ops ; movk X(d), #half),
+                    16 => a64!(self.ops ; movk X(d), #half, lsl #16),
+                    32 => a64!(self.ops ; movk X(d), #half, lsl #32),
+                    _ => a64!(self.ops ; movk X(d), #half, lsl #48),
+                }
+            }
+        }
+    }
+
+    /// `xd = xn + value`, through `IMM` when the value does not fit.
+    fn emit_add_imm(&mut self, d: u8, n: u8, value: i64) {
+        if (0..4096).contains(&value) {
+            let k = value as u32;
+            a64!(self.ops ; add XSP(d), XSP(n), #k);
+        } else if (-4095..0).contains(&value) {
+            let k = (-value) as u32;
+            a64!(self.ops ; sub XSP(d), XSP(n), #k);
+        } else {
+            self.emit_mov_imm(IMM, value as u64);
+            a64!(self.ops ; add X(d), X(n), X(IMM));
+        }
+    }
+
+    /// Loads a context field into `xd`.
+    fn emit_load_context(&mut self, d: u8, offset: u32) {
+        a64!(self.ops ; ldr X(d), [X(CTX), #offset]);
+    }
+
+    /// Stores `xs` into a context field.
+    fn emit_store_context(&mut self, s: u8, offset: u32) {
+        a64!(self.ops ; str X(s), [X(CTX), #offset]);
+    }
+
+    /// Saves the callee-saved registers, keeps the context pointer, fills
+    /// the context fields the code reads, and sets the registers as the
+    /// interpreter does: r1 = input address, r2 = its length (both already
+    /// there), r10 = stack top, all others 0.
+    fn emit_prologue(&mut self) {
+        a64!(self.ops
+            ; stp x29, x30, [sp, #-(SAVE_AREA as i32)]!
+            ; stp x19, x20, [sp, #16]
+            ; stp x21, x22, [sp, #32]
+            ; stp x23, x24, [sp, #48]
+            ; stp x25, x26, [sp, #64]
+            ; stp x27, x28, [sp, #80]
+            ; mov x29, sp
+            ; mov X(CTX), x2
+            ; mov x25, x3
+        );
+        let plan = self.plan;
+        if plan.checks.any_check || plan.flow.local_calls {
+            self.emit_store_context(3, CTX_STACK_TOP);
+        }
+        a64!(self.ops ; mov XSP(TMP), sp);
+        self.emit_store_context(TMP, CTX_SAVED_SP);
+        if plan.flow.local_calls {
+            let deepest = (STACK_FRAME_SIZE * (MAX_CALL_DEPTH - 1)) as i64;
+            self.emit_add_imm(TMP, 3, -deepest);
+            self.emit_store_context(TMP, CTX_DEEPEST);
+        }
+        if plan.checks.any_check {
+            self.emit_store_context(0, CTX_INPUT_START);
+            for (index, &span) in
+                plan.checks.bounds.iter().enumerate().filter(|&(index, _)| plan.checks.bound_used[index])
+            {
+                let slot = CTX_INPUT_BOUND + 8 * index as u32;
+                let short = i64::from(span) - 1;
+                if short == 0 {
+                    self.emit_store_context(1, slot);
+                } else {
+                    // input_len - size + 1, or 0 when the input is shorter.
+                    self.emit_mov_imm(TMP2, short as u64);
+                    a64!(self.ops
+                        ; subs X(TMP), x1, X(TMP2)
+                        ; csel X(TMP), X(TMP), xzr, hs
+                    );
+                    self.emit_store_context(TMP, slot);
+                }
+            }
+        }
+        let limit = self.program.instruction_limit();
+        if !self.budget_in_register {
+            // Counted where the run ends.
+        } else if self.big_limit {
+            self.emit_mov_imm(TMP, limit - REMAINING_MAX);
+            self.emit_store_context(TMP, CTX_EXTRA);
+            self.emit_mov_imm(BUDGET, REMAINING_MAX);
+        } else {
+            self.emit_mov_imm(BUDGET, limit);
+        }
+        // r1 and r2 arrive set; the others (r3, r4 after the context and
+        // the stack top were moved out of x2, x3) start at 0.
+        for (r, &host) in REGISTER_MAP.iter().enumerate().take(10) {
+            if r != 1 && r != 2 {
+                a64!(self.ops ; mov X(host), xzr);
+            }
+        }
+    }
+
+    fn emit_body(&mut self) -> Result<(), JitError> {
+        let insns = self.program.insns();
+        let mut pc = 0;
+        while pc < insns.len() {
+            if let Some(label) = self.labels[pc] {
+                // Falling into a jump target ends the straight run.
+                self.flush();
+                a64!(self.ops ; =>label);
+            }
+            self.pending += 1;
+            let insn = insns[pc];
+            self.emit_insn(pc, insn)?;
+            pc += if insn.opc == LDDW { 2 } else { 1 };
+        }
+        Ok(())
+    }
+
+    /// One instruction; the arms follow `interp::run`'s, in its order.
+    fn emit_insn(&mut self, pc: usize, insn: Insn) -> Result<(), JitError> {
+        use Operand::{Imm, Reg};
+        use Width::{W32, W64};
+        let dst = reg(insn.dst);
+        let src = reg(insn.src);
+        let imm = insn.imm;
+        let signed = insn.off != 0;
+
+        #[rustfmt::skip]
+        match insn.opc {
+            ADD32_IMM  => self.emit_alu(W32, Alu::Add, dst, Imm(imm)),
+            ADD32_REG  => self.emit_alu(W32, Alu::Add, dst, Reg(src)),
+            SUB32_IMM  => self.emit_alu(W32, Alu::Sub, dst, Imm(imm)),
+            SUB32_REG  => self.emit_alu(W32, Alu::Sub, dst, Reg(src)),
+            MUL32_IMM  => self.emit_alu(W32, Alu::Mul, dst, Imm(imm)),
+            MUL32_REG  => self.emit_alu(W32, Alu::Mul, dst, Reg(src)),
+            DIV32_IMM  => self.emit_divmod(W32, false, signed, dst, Imm(imm)),
+            DIV32_REG  => self.emit_divmod(W32, false, signed, dst, Reg(src)),
+            OR32_IMM   => self.emit_alu(W32, Alu::Or, dst, Imm(imm)),
+            OR32_REG   => self.emit_alu(W32, Alu::Or, dst, Reg(src)),
+            AND32_IMM  => self.emit_alu(W32, Alu::And, dst, Imm(imm)),
+            AND32_REG  => self.emit_alu(W32, Alu::And, dst, Reg(src)),
+            LSH32_IMM  => self.emit_shift(W32, Shift::Left, dst, Imm(imm)),
+            LSH32_REG  => self.emit_shift(W32, Shift::Left, dst, Reg(src)),
+            RSH32_IMM  => self.emit_shift(W32, Shift::Right, dst, Imm(imm)),
+            RSH32_REG  => self.emit_shift(W32, Shift::Right, dst, Reg(src)),
+            NEG32      => self.emit_neg(W32, dst),
+            MOD32_IMM  => self.emit_divmod(W32, true, signed, dst, Imm(imm)),
+            MOD32_REG  => self.emit_divmod(W32, true, signed, dst, Reg(src)),
+            XOR32_IMM  => self.emit_alu(W32, Alu::Xor, dst, Imm(imm)),
+            XOR32_REG  => self.emit_alu(W32, Alu::Xor, dst, Reg(src)),
+            MOV32_IMM  => self.emit_alu(W32, Alu::Mov, dst, Imm(imm)),
+            MOV32_REG  => self.emit_movsx(W32, dst, src, insn.off),
+            ARSH32_IMM => self.emit_shift(W32, Shift::Arithmetic, dst, Imm(imm)),
+            ARSH32_REG => self.emit_shift(W32, Shift::Arithmetic, dst, Reg(src)),
+            LE         => self.emit_to_le(dst, imm),
+            BE         => self.emit_byte_swap(dst, imm),
+
+            ADD64_IMM  => self.emit_alu(W64, Alu::Add, dst, Imm(imm)),
+            ADD64_REG  => self.emit_alu(W64, Alu::Add, dst, Reg(src)),
+            SUB64_IMM  => self.emit_alu(W64, Alu::Sub, dst, Imm(imm)),
+            SUB64_REG  => self.emit_alu(W64, Alu::Sub, dst, Reg(src)),
+            MUL64_IMM  => self.emit_alu(W64, Alu::Mul, dst, Imm(imm)),
+            MUL64_REG  => self.emit_alu(W64, Alu::Mul, dst, Reg(src)),
+            DIV64_IMM  => self.emit_divmod(W64, false, signed, dst, Imm(imm)),
+            DIV64_REG  => self.emit_divmod(W64, false, signed, dst, Reg(src)),
+            OR64_IMM   => self.emit_alu(W64, Alu::Or, dst, Imm(imm)),
+            OR64_REG   => self.emit_alu(W64, Alu::Or, dst, Reg(src)),
+            AND64_IMM  => self.emit_alu(W64, Alu::And, dst, Imm(imm)),
+            AND64_REG  => self.emit_alu(W64, Alu::And, dst, Reg(src)),
+            LSH64_IMM  => self.emit_shift(W64, Shift::Left, dst, Imm(imm)),
+            LSH64_REG  => self.emit_shift(W64, Shift::Left, dst, Reg(src)),
+            RSH64_IMM  => self.emit_shift(W64, Shift::Right, dst, Imm(imm)),
+            RSH64_REG  => self.emit_shift(W64, Shift::Right, dst, Reg(src)),
+            NEG64      => self.emit_neg(W64, dst),
+            MOD64_IMM  => self.emit_divmod(W64, true, signed, dst, Imm(imm)),
+            MOD64_REG  => self.emit_divmod(W64, true, signed, dst, Reg(src)),
+            XOR64_IMM  => self.emit_alu(W64, Alu::Xor, dst, Imm(imm)),
+            XOR64_REG  => self.emit_alu(W64, Alu::Xor, dst, Reg(src)),
+            MOV64_IMM  => self.emit_alu(W64, Alu::Mov, dst, Imm(imm)),
+            MOV64_REG  => self.emit_movsx(W64, dst, src, insn.off),
+            ARSH64_IMM => self.emit_shift(W64, Shift::Arithmetic, dst, Imm(imm)),
+            ARSH64_REG => self.emit_shift(W64, Shift::Arithmetic, dst, Reg(src)),
+            BSWAP      => self.emit_byte_swap(dst, imm),
+
+            LDDW => {
+                // The verifier checked that the second slot exists.
+                let high = self.program.insns()[pc + 1].imm;
+                let value = imm as u32 as u64 | (high as u32 as u64) << 32;
+                self.emit_mov_imm(dst, value);
+            }
+
+            LDXW  => self.emit_load(pc, insn, LoadKind::U32),
+            LDXH  => self.emit_load(pc, insn, LoadKind::U16),
+            LDXB  => self.emit_load(pc, insn, LoadKind::U8),
+            LDXDW => self.emit_load(pc, insn, LoadKind::U64),
+            LDXSW => self.emit_load(pc, insn, LoadKind::S32),
+            LDXSH => self.emit_load(pc, insn, LoadKind::S16),
+            LDXSB => self.emit_load(pc, insn, LoadKind::S8),
+            STW   => self.emit_store(pc, insn, Imm(imm)),
+            STH   => self.emit_store(pc, insn, Imm(imm)),
+            STB   => self.emit_store(pc, insn, Imm(imm)),
+            STDW  => self.emit_store(pc, insn, Imm(imm)),
+            STXW  => self.emit_store(pc, insn, Reg(src)),
+            STXH  => self.emit_store(pc, insn, Reg(src)),
+            STXB  => self.emit_store(pc, insn, Reg(src)),
+            STXDW => self.emit_store(pc, insn, Reg(src)),
+            ATOMIC32 => self.emit_atomic(pc, insn, W32)?,
+            ATOMIC64 => self.emit_atomic(pc, insn, W64)?,
+
+            JA         => self.emit_jump(pc, insn.off as i64),
+            JEQ_IMM    => self.emit_jump_if(pc, insn, W64, Cond::Eq, Imm(imm)),
+            JEQ_REG    => self.emit_jump_if(pc, insn, W64, Cond::Eq, Reg(src)),
+            JGT_IMM    => self.emit_jump_if(pc, insn, W64, Cond::Gt, Imm(imm)),
+            JGT_REG    => self.emit_jump_if(pc, insn, W64, Cond::Gt, Reg(src)),
+            JGE_IMM    => self.emit_jump_if(pc, insn, W64, Cond::Ge, Imm(imm)),
+            JGE_REG    => self.emit_jump_if(pc, insn, W64, Cond::Ge, Reg(src)),
+            JSET_IMM   => self.emit_jump_if(pc, insn, W64, Cond::Set, Imm(imm)),
+            JSET_REG   => self.emit_jump_if(pc, insn, W64, Cond::Set, Reg(src)),
+            JNE_IMM    => self.emit_jump_if(pc, insn, W64, Cond::Ne, Imm(imm)),
+            JNE_REG    => self.emit_jump_if(pc, insn, W64, Cond::Ne, Reg(src)),
+            JSGT_IMM   => self.emit_jump_if(pc, insn, W64, Cond::Sgt, Imm(imm)),
+            JSGT_REG   => self.emit_jump_if(pc, insn, W64, Cond::Sgt, Reg(src)),
+            JSGE_IMM   => self.emit_jump_if(pc, insn, W64, Cond::Sge, Imm(imm)),
+            JSGE_REG   => self.emit_jump_if(pc, insn, W64, Cond::Sge, Reg(src)),
+            JLT_IMM    => self.emit_jump_if(pc, insn, W64, Cond::Lt, Imm(imm)),
+            JLT_REG    => self.emit_jump_if(pc, insn, W64, Cond::Lt, Reg(src)),
+            JLE_IMM    => self.emit_jump_if(pc, insn, W64, Cond::Le, Imm(imm)),
+            JLE_REG    => self.emit_jump_if(pc, insn, W64, Cond::Le, Reg(src)),
+            JSLT_IMM   => self.emit_jump_if(pc, insn, W64, Cond::Slt, Imm(imm)),
+            JSLT_REG   => self.emit_jump_if(pc, insn, W64, Cond::Slt, Reg(src)),
+            JSLE_IMM   => self.emit_jump_if(pc, insn, W64, Cond::Sle, Imm(imm)),
+            JSLE_REG   => self.emit_jump_if(pc, insn, W64, Cond::Sle, Reg(src)),
+
+            JA32       => self.emit_jump(pc, imm as i64),
+            JEQ32_IMM  => self.emit_jump_if(pc, insn, W32, Cond::Eq, Imm(imm)),
+            JEQ32_REG  => self.emit_jump_if(pc, insn, W32, Cond::Eq, Reg(src)),
+            JGT32_IMM  => self.emit_jump_if(pc, insn, W32, Cond::Gt, Imm(imm)),
+            JGT32_REG  => self.emit_jump_if(pc, insn, W32, Cond::Gt, Reg(src)),
+            JGE32_IMM  => self.emit_jump_if(pc, insn, W32, Cond::Ge, Imm(imm)),
+            JGE32_REG  => self.emit_jump_if(pc, insn, W32, Cond::Ge, Reg(src)),
+            JSET32_IMM => self.emit_jump_if(pc, insn, W32, Cond::Set, Imm(imm)),
+            JSET32_REG => self.emit_jump_if(pc, insn, W32, Cond::Set, Reg(src)),
+            JNE32_IMM  => self.emit_jump_if(pc, insn, W32, Cond::Ne, Imm(imm)),
+            JNE32_REG  => self.emit_jump_if(pc, insn, W32, Cond::Ne, Reg(src)),
+            JSGT32_IMM => self.emit_jump_if(pc, insn, W32, Cond::Sgt, Imm(imm)),
+            JSGT32_REG => self.emit_jump_if(pc, insn, W32, Cond::Sgt, Reg(src)),
+            JSGE32_IMM => self.emit_jump_if(pc, insn, W32, Cond::Sge, Imm(imm)),
+            JSGE32_REG => self.emit_jump_if(pc, insn, W32, Cond::Sge, Reg(src)),
+            JLT32_IMM  => self.emit_jump_if(pc, insn, W32, Cond::Lt, Imm(imm)),
+            JLT32_REG  => self.emit_jump_if(pc, insn, W32, Cond::Lt, Reg(src)),
+            JLE32_IMM  => self.emit_jump_if(pc, insn, W32, Cond::Le, Imm(imm)),
+            JLE32_REG  => self.emit_jump_if(pc, insn, W32, Cond::Le, Reg(src)),
+            JSLT32_IMM => self.emit_jump_if(pc, insn, W32, Cond::Slt, Imm(imm)),
+            JSLT32_REG => self.emit_jump_if(pc, insn, W32, Cond::Slt, Reg(src)),
+            JSLE32_IMM => self.emit_jump_if(pc, insn, W32, Cond::Sle, Imm(imm)),
+            JSLE32_REG => self.emit_jump_if(pc, insn, W32, Cond::Sle, Reg(src)),
+
+            CALL if insn.src == CALL_LOCAL => self.emit_local_call(pc, insn),
+            CALL       => self.emit_helper_call(pc, insn),
+            CALLX      => self.emit_helper_call_by_register(pc, insn),
+            EXIT       => self.emit_exit(pc),
+            LDABSW | LDABSH | LDABSB | LDINDW | LDINDH | LDINDB => {
+                return Err(JitError::NotYetCompiled { pc, opc: insn.opc, arch: "aarch64" })
+            }
+            opc => return Err(JitError::Unverified { pc, opc }),
+        };
+        Ok(())
+    }
+
+    /// Subtracts the current straight run from the budget, setting the
+    /// flags (below zero: `lt`).
+    fn flush(&mut self) {
+        // Without the register, the only run ends at an exit or a fault,
+        // which store the count themselves.
+        if self.pending > 0 && self.budget_in_register {
+            let pending = self.pending as u32;
+            if pending < 4096 {
+                a64!(self.ops ; subs X(BUDGET), XSP(BUDGET), #pending);
+            } else {
+                self.emit_mov_imm(IMM, u64::from(pending));
+                a64!(self.ops ; subs X(BUDGET), X(BUDGET), X(IMM));
+            }
+            self.pending = 0;
+        }
+    }
+
+    /// Ends the straight run at `pc` and stops the run there if the budget
+    /// is past the limit (the `b.lt` reads the flags of the flush's `subs`).
+    fn flush_and_check(&mut self, pc: usize) {
+        // The jump or call at `pc` is pending, so there is a `subs`.
+        debug_assert!(self.pending > 0);
+        self.flush();
+        let label = self.ops.new_dynamic_label();
+        let back = self.big_limit.then(|| self.ops.new_dynamic_label());
+        a64!(self.ops ; b.lt =>label);
+        if let Some(back) = back {
+            a64!(self.ops ; =>back);
+        }
+        self.cold.push(Cold::Budget { label, back, pc });
+    }
+
+    fn stop(&mut self, pc: usize, status: Status) -> DynamicLabel {
+        let label = self.ops.new_dynamic_label();
+        self.cold.push(Cold::Stop { label, pc, status, unflushed: self.pending });
+        label
+    }
+
+    /// The operand as a register: itself, or the immediate in `TMP`
+    /// (sign-extended to 64 bits, as `k64` does; its low half is `k32`).
+    fn operand(&mut self, operand: Operand) -> u8 {
+        match operand {
+            Operand::Reg(s) => s,
+            Operand::Imm(k) => {
+                self.emit_mov_imm(TMP, k as i64 as u64);
+                TMP
+            }
+        }
+    }
+
+    fn emit_alu(&mut self, width: Width, op: Alu, dst: u8, operand: Operand) {
+        if let (Alu::Mov, Operand::Imm(k)) = (op, operand) {
+            let value = if width == Width::W32 { u64::from(k as u32) } else { k as i64 as u64 };
+            self.emit_mov_imm(dst, value);
+            return;
+        }
+        let s = self.operand(operand);
+        #[rustfmt::skip]
+        match (width, op) {
+            (Width::W32, Alu::Add) => a64!(self.ops ; add W(dst), W(dst), W(s)),
+            (Width::W32, Alu::Sub) => a64!(self.ops ; sub W(dst), W(dst), W(s)),
+            (Width::W32, Alu::Mul) => a64!(self.ops ; mul W(dst), W(dst), W(s)),
+            (Width::W32, Alu::Or)  => a64!(self.ops ; orr W(dst), W(dst), W(s)),
+            (Width::W32, Alu::And) => a64!(self.ops ; and W(dst), W(dst), W(s)),
+            (Width::W32, Alu::Xor) => a64!(self.ops ; eor W(dst), W(dst), W(s)),
+            (Width::W32, Alu::Mov) => a64!(self.ops ; mov W(dst), W(s)),
+            (Width::W64, Alu::Add) => a64!(self.ops ; add X(dst), X(dst), X(s)),
+            (Width::W64, Alu::Sub) => a64!(self.ops ; sub X(dst), X(dst), X(s)),
+            (Width::W64, Alu::Mul) => a64!(self.ops ; mul X(dst), X(dst), X(s)),
+            (Width::W64, Alu::Or)  => a64!(self.ops ; orr X(dst), X(dst), X(s)),
+            (Width::W64, Alu::And) => a64!(self.ops ; and X(dst), X(dst), X(s)),
+            (Width::W64, Alu::Xor) => a64!(self.ops ; eor X(dst), X(dst), X(s)),
+            (Width::W64, Alu::Mov) => a64!(self.ops ; mov X(dst), X(s)),
+        };
+    }
+
+    /// Shifts; the register forms mask counts to 5 bits (32-bit) or 6
+    /// (64-bit), as the interpreter's `wrapping_shl`/`wrapping_shr` do.
+    fn emit_shift(&mut self, width: Width, shift: Shift, dst: u8, operand: Operand) {
+        use Width::{W32, W64};
+        let count = match operand {
+            Operand::Imm(k) => {
+                let mask = if width == W32 { 31 } else { 63 };
+                let count = (k & mask) as u32;
+                if count == 0 {
+                    // Nothing moves, but a 32-bit form still truncates.
+                    if width == W32 {
+                        a64!(self.ops ; mov W(dst), W(dst));
+                    }
+                    return;
+                }
+                #[rustfmt::skip]
+                match (width, shift) {
+                    (W32, Shift::Left)       => a64!(self.ops ; lsl W(dst), W(dst), #count),
+                    (W32, Shift::Right)      => a64!(self.ops ; lsr W(dst), W(dst), #count),
+                    (W32, Shift::Arithmetic) => a64!(self.ops ; asr W(dst), W(dst), #count),
+                    (W64, Shift::Left)       => a64!(self.ops ; lsl X(dst), X(dst), #count),
+                    (W64, Shift::Right)      => a64!(self.ops ; lsr X(dst), X(dst), #count),
+                    (W64, Shift::Arithmetic) => a64!(self.ops ; asr X(dst), X(dst), #count),
+                };
+                return;
+            }
+            Operand::Reg(s) => s,
+        };
+        #[rustfmt::skip]
+        match (width, shift) {
+            (W32, Shift::Left)       => a64!(self.ops ; lsl W(dst), W(dst), W(count)),
+            (W32, Shift::Right)      => a64!(self.ops ; lsr W(dst), W(dst), W(count)),
+            (W32, Shift::Arithmetic) => a64!(self.ops ; asr W(dst), W(dst), W(count)),
+            (W64, Shift::Left)       => a64!(self.ops ; lsl X(dst), X(dst), X(count)),
+            (W64, Shift::Right)      => a64!(self.ops ; lsr X(dst), X(dst), X(count)),
+            (W64, Shift::Arithmetic) => a64!(self.ops ; asr X(dst), X(dst), X(count)),
+        };
+    }
+
+    fn emit_neg(&mut self, width: Width, dst: u8) {
+        match width {
+            Width::W32 => a64!(self.ops ; neg W(dst), W(dst)),
+            Width::W64 => a64!(self.ops ; neg X(dst), X(dst)),
+        }
+    }
+
+    /// `div`/`sdiv`/`mod`/`smod`, as `div32`, `div64`, `mod32`, `mod64`.
+    /// aarch64's divisions already agree with them: a zero divisor gives a
+    /// quotient of 0 (so `msub` leaves the dividend, truncated by a 32-bit
+    /// form), and INT_MIN / -1 gives INT_MIN without a trap (so the
+    /// remainder is 0).
+    fn emit_divmod(&mut self, width: Width, modulo: bool, signed: bool, dst: u8, divisor: Operand) {
+        let s = self.operand(divisor);
+        #[rustfmt::skip]
+        match (width, signed) {
+            (Width::W32, false) => a64!(self.ops ; udiv W(TMP2), W(dst), W(s)),
+            (Width::W32, true)  => a64!(self.ops ; sdiv W(TMP2), W(dst), W(s)),
+            (Width::W64, false) => a64!(self.ops ; udiv X(TMP2), X(dst), X(s)),
+            (Width::W64, true)  => a64!(self.ops ; sdiv X(TMP2), X(dst), X(s)),
+        };
+        match (width, modulo) {
+            (Width::W32, false) => a64!(self.ops ; mov W(dst), W(TMP2)),
+            (Width::W64, false) => a64!(self.ops ; mov X(dst), X(TMP2)),
+            (Width::W32, true) => a64!(self.ops ; msub W(dst), W(TMP2), W(s), W(dst)),
+            (Width::W64, true) => a64!(self.ops ; msub X(dst), X(TMP2), X(s), X(dst)),
+        }
+    }
+
+    /// `mov`/`mov32`, or `movsx` with offset 8/16/32.
+    fn emit_movsx(&mut self, width: Width, dst: u8, src: u8, bits: i16) {
+        match (width, bits) {
+            (Width::W32, 8) => a64!(self.ops ; sxtb W(dst), W(src)),
+            (Width::W32, 16) => a64!(self.ops ; sxth W(dst), W(src)),
+            (Width::W32, _) => a64!(self.ops ; mov W(dst), W(src)),
+            (Width::W64, 8) => a64!(self.ops ; sxtb X(dst), W(src)),
+            (Width::W64, 16) => a64!(self.ops ; sxth X(dst), W(src)),
+            (Width::W64, 32) => a64!(self.ops ; sxtw X(dst), W(src)),
+            (Width::W64, _) => a64!(self.ops ; mov X(dst), X(src)),
+        }
+    }
+
+    /// `le16/32/64` on a little-endian host: truncation only.
+    fn emit_to_le(&mut self, dst: u8, width: i32) {
+        match width {
+            16 => a64!(self.ops ; uxth W(dst), W(dst)),
+            32 => a64!(self.ops ; mov W(dst), W(dst)),
+            _ => {}
+        }
+    }
+
+    /// `be16/32/64` on a little-endian host, and `bswap16/32/64`.
+    fn emit_byte_swap(&mut self, dst: u8, width: i32) {
+        match width {
+            16 => a64!(self.ops ; rev16 W(dst), W(dst) ; uxth W(dst), W(dst)),
+            32 => a64!(self.ops ; rev W(dst), W(dst)),
+            _ => a64!(self.ops ; rev X(dst), X(dst)),
+        }
+    }
+
+    /// Puts the address `[base + off]` of the access at `pc` in `ADDR` and
+    /// emits the inline half of its check as the plan planned it; the rest
+    /// goes out of line. Every access is checked on its own (the plan's
+    /// merged groups are not used).
+    fn emit_check(&mut self, pc: usize, base: u8, off: i16, size: usize, write: bool) {
+        self.emit_add_imm(ADDR, reg(base), off.into());
+        let inline = self.plan.checks.accesses[pc].check;
+        let label = self.ops.new_dynamic_label();
+        let back = self.ops.new_dynamic_label();
+        match inline {
+            Check::None => return,
+            Check::Input => {
+                let bound = CTX_INPUT_BOUND + 8 * size.trailing_zeros();
+                self.emit_load_context(TMP2, CTX_INPUT_START);
+                a64!(self.ops ; sub X(TMP), X(ADDR), X(TMP2));
+                self.emit_load_context(TMP2, bound);
+                a64!(self.ops
+                    ; cmp X(TMP), X(TMP2)
+                    ; b.hs =>label
+                    ; =>back
+                );
+            }
+            Check::Stack { end } => {
+                // Frame-relative values come from r10.
+                self.emit_add_imm(TMP, REGISTER_MAP[FRAME_REG as usize], end.into());
+                self.emit_load_context(TMP2, CTX_STACK_TOP);
+                a64!(self.ops
+                    ; cmp X(TMP), X(TMP2)
+                    ; b.hi =>label
+                    ; =>back
+                );
+            }
+        }
+        let unflushed = self.pending;
+        self.cold.push(Cold::Memory { label, back, pc, size, write, inline, unflushed });
+    }
+
+    /// The out-of-line half of a memory check: the places the inline half
+    /// did not try, then a fault at `pc` with the address in `VALUE`.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_slow_check(
+        &mut self,
+        label: DynamicLabel,
+        back: DynamicLabel,
+        pc: usize,
+        size: usize,
+        write: bool,
+        inline: Check,
+        unflushed: i32,
+    ) {
+        let frame = STACK_FRAME_SIZE as i64;
+        let r10 = REGISTER_MAP[FRAME_REG as usize];
+        a64!(self.ops ; =>label);
+        if !matches!(inline, Check::Stack { .. }) {
+            // Stack: addr - stack_low <= stack_top - stack_low - size, where
+            // stack_low = (eBPF) r10 - 512 is the bottom of the deepest frame.
+            self.emit_add_imm(TMP, ADDR, frame);
+            a64!(self.ops ; sub X(TMP), X(TMP), X(r10));
+            self.emit_load_context(TMP2, CTX_STACK_TOP);
+            a64!(self.ops ; sub X(TMP2), X(TMP2), X(r10));
+            self.emit_add_imm(TMP2, TMP2, frame - size as i64);
+            a64!(self.ops
+                ; cmp X(TMP), X(TMP2)
+                ; b.ls =>back
+            );
+        }
+        if inline != Check::Input {
+            // Input: addr - input_start < input_bound[size].
+            let bound = CTX_INPUT_BOUND + 8 * size.trailing_zeros();
+            self.emit_load_context(TMP2, CTX_INPUT_START);
+            a64!(self.ops ; sub X(TMP), X(ADDR), X(TMP2));
+            self.emit_load_context(TMP2, bound);
+            a64!(self.ops
+                ; cmp X(TMP), X(TMP2)
+                ; b.lo =>back
+            );
+        }
+        self.emit_region_checks(size, write, back);
+        a64!(self.ops ; mov X(VALUE), X(ADDR));
+        self.emit_stop_tail(pc, Status::Memory, unflushed);
+    }
+
+    /// Goes to `found` when some region holds the `size` bytes at `ADDR`
+    /// (`Region::contains`, and writable for a store).
+    fn emit_region_checks(&mut self, size: usize, write: bool, found: DynamicLabel) {
+        let size = size as u64;
+        let regions: Vec<_> = self
+            .program
+            .regions()
+            .iter()
+            .filter(|region| region.fits(size) && (region.writable || !write))
+            .map(|region| (region.start, region.len, region.stride, region.value_size))
+            .collect();
+        for (start, len, stride, value_size) in regions {
+            // addr - start <= len - size, wrapping as `contains` does.
+            self.emit_mov_imm(TMP2, start);
+            a64!(self.ops ; sub X(TMP), X(ADDR), X(TMP2));
+            self.emit_mov_imm(TMP2, len - size);
+            a64!(self.ops ; cmp X(TMP), X(TMP2));
+            if stride == 0 {
+                a64!(self.ops ; b.ls =>found);
+                continue;
+            }
+            // And within one slot: (addr - start) & (stride - 1) <=
+            // value_size - size.
+            let next = self.ops.new_dynamic_label();
+            a64!(self.ops ; b.hi =>next);
+            self.emit_mov_imm(TMP2, stride - 1);
+            a64!(self.ops ; and X(TMP), X(TMP), X(TMP2));
+            self.emit_mov_imm(TMP2, value_size - size);
+            a64!(self.ops
+                ; cmp X(TMP), X(TMP2)
+                ; b.ls =>found
+                ; =>next
+            );
+        }
+    }
+
+    fn emit_load(&mut self, pc: usize, insn: Insn, kind: LoadKind) {
+        self.emit_check(pc, insn.src, insn.off, access_size(insn.opc), false);
+        let dst = reg(insn.dst);
+        #[rustfmt::skip]
+        match kind {
+            LoadKind::U8  => a64!(self.ops ; ldrb W(dst), [X(ADDR)]),
+            LoadKind::U16 => a64!(self.ops ; ldrh W(dst), [X(ADDR)]),
+            LoadKind::U32 => a64!(self.ops ; ldr W(dst), [X(ADDR)]),
+            LoadKind::U64 => a64!(self.ops ; ldr X(dst), [X(ADDR)]),
+            LoadKind::S8  => a64!(self.ops ; ldrsb X(dst), [X(ADDR)]),
+            LoadKind::S16 => a64!(self.ops ; ldrsh X(dst), [X(ADDR)]),
+            LoadKind::S32 => a64!(self.ops ; ldrsw X(dst), [X(ADDR)]),
+        };
+    }
+
+    /// `st*` (imm, truncated; `stdw` sign-extends it) and `stx*` (src).
+    fn emit_store(&mut self, pc: usize, insn: Insn, value: Operand) {
+        let size = access_size(insn.opc);
+        self.emit_check(pc, insn.dst, insn.off, size, true);
+        let s = self.operand(value);
+        match size {
+            1 => a64!(self.ops ; strb W(s), [X(ADDR)]),
+            2 => a64!(self.ops ; strh W(s), [X(ADDR)]),
+            4 => a64!(self.ops ; str W(s), [X(ADDR)]),
+            _ => a64!(self.ops ; str X(s), [X(ADDR)]),
+        }
+    }
+
+    /// Atomics: an exclusive load/store loop when aligned; a plain
+    /// read-modify-write when not, as the interpreter's `atomic_rmw`
+    /// (exclusive accesses fault when unaligned).
+    fn emit_atomic(&mut self, pc: usize, insn: Insn, width: Width) -> Result<(), JitError> {
+        let size = access_size(insn.opc);
+        self.emit_check(pc, insn.dst, insn.off, size, true);
+        let unaligned = self.ops.new_dynamic_label();
+        let done = self.ops.new_dynamic_label();
+        let misalignment = size as u32 - 1;
+        a64!(self.ops
+            ; and XSP(TMP), X(ADDR), #u64::from(misalignment)
+            ; cbnz X(TMP), =>unaligned
+        );
+        self.emit_atomic_op(pc, insn, width, true)?;
+        a64!(self.ops ; b =>done ; =>unaligned);
+        self.emit_atomic_op(pc, insn, width, false)?;
+        a64!(self.ops ; =>done);
+        Ok(())
+    }
+
+    /// The operation `insn.imm` on the value at `ADDR` with operand `src`;
+    /// the old value goes to src (fetch forms) or r0 (cmpxchg),
+    /// zero-extended for 32-bit forms. `exclusive`: as one atomic step.
+    fn emit_atomic_op(&mut self, pc: usize, insn: Insn, width: Width, exclusive: bool) -> Result<(), JitError> {
+        let src = reg(insn.src);
+        let r0 = REGISTER_MAP[0];
+        let op = insn.imm;
+        let alu = match op & !ATOMIC_FETCH {
+            ATOMIC_ADD => Some(Alu::Add),
+            ATOMIC_OR => Some(Alu::Or),
+            ATOMIC_AND => Some(Alu::And),
+            ATOMIC_XOR => Some(Alu::Xor),
+            _ => None,
+        };
+        let fetch = op & ATOMIC_FETCH != 0;
+        if alu.is_none() && op != ATOMIC_XCHG && op != ATOMIC_CMPXCHG {
+            return Err(JitError::Unverified { pc, opc: insn.opc });
+        }
+        let retry = self.ops.new_dynamic_label();
+        let skip = self.ops.new_dynamic_label();
+        a64!(self.ops ; =>retry);
+        // The old value in TMP.
+        match (width, exclusive) {
+            (Width::W32, true) => a64!(self.ops ; ldaxr W(TMP), [X(ADDR)]),
+            (Width::W64, true) => a64!(self.ops ; ldaxr X(TMP), [X(ADDR)]),
+            (Width::W32, false) => a64!(self.ops ; ldr W(TMP), [X(ADDR)]),
+            (Width::W64, false) => a64!(self.ops ; ldr X(TMP), [X(ADDR)]),
+        }
+        // The new value in `new`.
+        let new = match alu {
+            Some(alu) => {
+                #[rustfmt::skip]
+                match alu {
+                    Alu::Add => a64!(self.ops ; add X(TMP2), X(TMP), X(src)),
+                    Alu::Or  => a64!(self.ops ; orr X(TMP2), X(TMP), X(src)),
+                    Alu::And => a64!(self.ops ; and X(TMP2), X(TMP), X(src)),
+                    _        => a64!(self.ops ; eor X(TMP2), X(TMP), X(src)),
+                };
+                TMP2
+            }
+            None if op == ATOMIC_CMPXCHG => {
+                match width {
+                    Width::W32 => a64!(self.ops ; cmp W(TMP), W(r0)),
+                    Width::W64 => a64!(self.ops ; cmp X(TMP), X(r0)),
+                }
+                a64!(self.ops ; b.ne =>skip);
+                src
+            }
+            None => src,
+        };
+        match (width, exclusive) {
+            (Width::W32, true) => a64!(self.ops ; stlxr W(TMP3), W(new), [X(ADDR)] ; cbnz W(TMP3), =>retry),
+            (Width::W64, true) => a64!(self.ops ; stlxr W(TMP3), X(new), [X(ADDR)] ; cbnz W(TMP3), =>retry),
+            (Width::W32, false) => a64!(self.ops ; str W(new), [X(ADDR)]),
+            (Width::W64, false) => a64!(self.ops ; str X(new), [X(ADDR)]),
+        }
+        a64!(self.ops ; =>skip);
+        if op == ATOMIC_CMPXCHG {
+            if exclusive {
+                // A failed compare leaves the exclusive monitor open.
+                a64!(self.ops ; clrex);
+            }
+            a64!(self.ops ; mov X(r0), X(TMP));
+        } else if fetch {
+            a64!(self.ops ; mov X(src), X(TMP));
+        }
+        if exclusive {
+            a64!(self.ops ; dmb ish);
+        }
+        Ok(())
+    }
+
+    /// `ja`/`ja32`: the count is checked when the jump goes backward.
+    fn emit_jump(&mut self, pc: usize, offset: i64) {
+        if offset < 0 {
+            self.flush_and_check(pc);
+        } else {
+            self.flush();
+        }
+        let label = self.label(branch_target(pc, offset) as usize);
+        a64!(self.ops ; b =>label);
+    }
+
+    fn label(&self, pc: usize) -> DynamicLabel {
+        // The flow gave every jump and call target a label.
+        self.labels[pc].expect("every jump and call target has a label")
+    }
+
+    /// Conditional jumps: the count is checked, taken or not, when the
+    /// jump goes backward.
+    fn emit_jump_if(&mut self, pc: usize, insn: Insn, width: Width, cond: Cond, operand: Operand) {
+        if insn.off < 0 {
+            self.flush_and_check(pc);
+        } else {
+            self.flush();
+        }
+        let dst = reg(insn.dst);
+        let s = self.operand(operand);
+        #[rustfmt::skip]
+        match (cond, width) {
+            (Cond::Set, Width::W32) => a64!(self.ops ; tst W(dst), W(s)),
+            (Cond::Set, Width::W64) => a64!(self.ops ; tst X(dst), X(s)),
+            (_, Width::W32)         => a64!(self.ops ; cmp W(dst), W(s)),
+            (_, Width::W64)         => a64!(self.ops ; cmp X(dst), X(s)),
+        };
+        let label = self.label(branch_target(pc, insn.off.into()) as usize);
+        #[rustfmt::skip]
+        match cond {
+            Cond::Eq  => a64!(self.ops ; b.eq =>label),
+            Cond::Gt  => a64!(self.ops ; b.hi =>label),
+            Cond::Ge  => a64!(self.ops ; b.hs =>label),
+            Cond::Set => a64!(self.ops ; b.ne =>label),
+            Cond::Ne  => a64!(self.ops ; b.ne =>label),
+            Cond::Sgt => a64!(self.ops ; b.gt =>label),
+            Cond::Sge => a64!(self.ops ; b.ge =>label),
+            Cond::Lt  => a64!(self.ops ; b.lo =>label),
+            Cond::Le  => a64!(self.ops ; b.ls =>label),
+            Cond::Slt => a64!(self.ops ; b.lt =>label),
+            Cond::Sle => a64!(self.ops ; b.le =>label),
+        };
+    }
+
+    /// `call local`: budget, depth, then a native call with the link
+    /// register, the r6-r9 the program uses and r10 saved on the native
+    /// stack and r10 moved down one frame.
+    fn emit_local_call(&mut self, pc: usize, insn: Insn) {
+        self.flush_and_check(pc);
+        let too_deep = self.stop(pc, Status::CallDepth);
+        let callee = self.label(branch_target(pc, insn.imm.into()) as usize);
+        let r10 = REGISTER_MAP[FRAME_REG as usize];
+        self.emit_load_context(TMP, CTX_DEEPEST);
+        a64!(self.ops
+            ; cmp X(r10), X(TMP)
+            ; b.eq =>too_deep
+            ; stp x30, X(r10), [sp, #-16]!
+        );
+        for pair in self.call_saved.clone().chunks(2) {
+            a64!(self.ops ; stp X(pair[0]), X(pair[1]), [sp, #-16]!);
+        }
+        a64!(self.ops
+            ; sub XSP(r10), XSP(r10), #STACK_FRAME_SIZE as u32
+            ; bl =>callee
+        );
+        for pair in self.call_saved.clone().chunks(2).rev() {
+            a64!(self.ops ; ldp X(pair[0]), X(pair[1]), [sp], #16);
+        }
+        a64!(self.ops ; ldp x30, X(r10), [sp], #16);
+    }
+
+    /// `call imm`: the helper is known now, as the table is fixed.
+    fn emit_helper_call(&mut self, pc: usize, insn: Insn) {
+        self.flush_and_check(pc);
+        let index = insn.imm as u32 as u64;
+        let Some(helper) = self.program.helper(index) else {
+            // Registered, but past the table (MAX_HELPER_INDEX): the
+            // interpreter fails the call at run time, and so do we.
+            let unknown = self.stop(pc, Status::UnknownHelper);
+            self.emit_mov_imm(VALUE, index);
+            a64!(self.ops ; b =>unknown);
+            return;
+        };
+        let may_stop = self.program.helper_may_stop(index);
+        if may_stop {
+            self.emit_frame_pointer_for_helper();
+        }
+        self.emit_mov_imm(TMP, helper as usize as u64);
+        self.emit_native_call();
+        if may_stop {
+            self.emit_stop_check(pc);
+        }
+        if self.program.unwind_helper().is_some_and(|unwind| unwind as u64 == index) {
+            let unwind = self.unwind;
+            a64!(self.ops ; cbz X(REGISTER_MAP[0]), =>unwind);
+        }
+    }
+
+    /// `callx dst`: the index in a register, looked up in the helper table.
+    fn emit_helper_call_by_register(&mut self, pc: usize, insn: Insn) {
+        self.flush_and_check(pc);
+        let unknown = self.stop(pc, Status::UnknownHelper);
+        let table = self.program.helper_table();
+        let len = table.len() as u64;
+        let base = table.as_ptr() as u64;
+        a64!(self.ops ; mov X(VALUE), X(reg(insn.dst)));
+        self.emit_mov_imm(TMP2, len);
+        a64!(self.ops
+            ; cmp X(VALUE), X(TMP2)
+            ; b.hs =>unknown
+        );
+        self.emit_mov_imm(TMP2, base);
+        a64!(self.ops
+            ; ldr X(TMP), [X(TMP2), X(VALUE), lsl #3]
+            ; cbz X(TMP), =>unknown
+        );
+        if self.program.has_stopping_helpers() {
+            self.emit_frame_pointer_for_helper();
+        }
+        self.emit_native_call();
+        if self.program.has_stopping_helpers() {
+            self.emit_stop_check(pc);
+        }
+        if let Some(unwind) = self.program.unwind_helper() {
+            let next = self.ops.new_dynamic_label();
+            let unwind_label = self.unwind;
+            self.emit_mov_imm(TMP2, unwind as u64);
+            a64!(self.ops
+                ; cbnz X(REGISTER_MAP[0]), =>next
+                ; cmp X(VALUE), X(TMP2)
+                ; b.eq =>unwind_label
+                ; =>next
+            );
+        }
+    }
+
+    /// Before a helper that may stop the run: tells it r10, so that it
+    /// checks pointers against the live frames only.
+    fn emit_frame_pointer_for_helper(&mut self) {
+        self.emit_store_context(REGISTER_MAP[FRAME_REG as usize], CTX_FRAME_POINTER);
+    }
+
+    /// After a helper that may stop the run: stop at `pc` if it did (the
+    /// Rust side then asks the run state why).
+    fn emit_stop_check(&mut self, pc: usize) {
+        let stop = self.stop(pc, Status::HelperStop);
+        self.emit_load_context(TMP, CTX_HELPER_STOP);
+        a64!(self.ops ; cbnz X(TMP), =>stop);
+    }
+
+    /// Calls the helper at `TMP` with r1..r5 as arguments, keeping r1..r5
+    /// (as the interpreter does), the link register and `VALUE`; the result
+    /// lands in r0. The context and budget registers are callee-saved.
+    fn emit_native_call(&mut self) {
+        let r0 = REGISTER_MAP[0];
+        a64!(self.ops
+            ; stp x0, x1, [sp, #-64]!
+            ; stp x2, x3, [sp, #16]
+            ; stp x4, x30, [sp, #32]
+            ; str X(VALUE), [sp, #48]
+            ; blr X(TMP)
+            ; mov X(r0), x0
+            ; ldr X(VALUE), [sp, #48]
+            ; ldp x4, x30, [sp, #32]
+            ; ldp x2, x3, [sp, #16]
+            ; ldp x0, x1, [sp], #64
+        );
+    }
+
+    /// `exit`: return from a local call, or end the run when at depth 0.
+    fn emit_exit(&mut self, pc: usize) {
+        self.flush();
+        let r0 = REGISTER_MAP[0];
+        let r10 = REGISTER_MAP[FRAME_REG as usize];
+        if pc >= self.plan.flow.entry_end {
+            // Only local calls enter the other functions.
+            a64!(self.ops ; ret);
+        } else if self.plan.flow.entry_is_called {
+            let exit = self.exit;
+            self.emit_load_context(TMP, CTX_STACK_TOP);
+            a64!(self.ops
+                ; cmp X(r10), X(TMP)
+                ; b.eq =>exit
+                ; ret
+            );
+        } else {
+            // At depth 0, with nothing pushed since the prologue.
+            if self.budget_in_register {
+                self.emit_store_context(BUDGET, CTX_REMAINING);
+            } else {
+                self.emit_store_count(self.pending);
+                self.pending = 0;
+            }
+            a64!(self.ops
+                ; mov x1, X(r0)
+                ; mov x0, xzr
+            );
+            self.emit_epilogue();
+        }
+    }
+
+    /// Restores the native stack (from any depth) and the callee-saved
+    /// registers, and returns.
+    fn emit_epilogue(&mut self) {
+        self.emit_load_context(TMP, CTX_SAVED_SP);
+        a64!(self.ops
+            ; mov sp, XSP(TMP)
+            ; ldp x19, x20, [sp, #16]
+            ; ldp x21, x22, [sp, #32]
+            ; ldp x23, x24, [sp, #48]
+            ; ldp x25, x26, [sp, #64]
+            ; ldp x27, x28, [sp, #80]
+            ; ldp x29, x30, [sp], #SAVE_AREA as i32
+            ; ret
+        );
+    }
+
+    /// Without the budget register: leaves `limit - executed` in the
+    /// context, for a count known here.
+    fn emit_store_count(&mut self, executed: i32) {
+        let remaining = self.program.instruction_limit().wrapping_sub(executed as i64 as u64);
+        self.emit_mov_imm(TMP, remaining);
+        self.emit_store_context(TMP, CTX_REMAINING);
+    }
+
+    /// Counts `unflushed` more instructions and stops the run at `pc` with
+    /// `status` (`VALUE` holding the value to report).
+    fn emit_stop_tail(&mut self, pc: usize, status: Status, unflushed: i32) {
+        if self.budget_in_register {
+            if unflushed != 0 {
+                self.emit_mov_imm(TMP, unflushed as i64 as u64);
+                a64!(self.ops ; sub X(BUDGET), X(BUDGET), X(TMP));
+            }
+        } else {
+            self.emit_store_count(unflushed);
+        }
+        let fault = self.fault;
+        // A program has at most 65536 slots, so the pc fits above the status.
+        let code = (pc as u64) << 8 | status as u64;
+        self.emit_mov_imm(0, code);
+        a64!(self.ops ; b =>fault);
+    }
+
+    fn emit_cold(&mut self) {
+        while let Some(cold) = self.cold.pop() {
+            match cold {
+                Cold::Stop { label, pc, status, unflushed } => {
+                    a64!(self.ops ; =>label);
+                    self.emit_stop_tail(pc, status, unflushed);
+                }
+                Cold::Budget { label, back, pc } => {
+                    a64!(self.ops ; =>label);
+                    if let Some(back) = back {
+                        let refill = self.refill;
+                        a64!(self.ops
+                            ; str x30, [sp, #-16]!
+                            ; bl =>refill
+                            ; ldr x30, [sp], #16
+                            ; tst X(BUDGET), X(BUDGET)
+                            ; b.pl =>back
+                        );
+                    }
+                    self.emit_stop_tail(pc, Status::Budget, 0);
+                }
+                Cold::Memory { label, back, pc, size, write, inline, unflushed } => {
+                    self.emit_slow_check(label, back, pc, size, write, inline, unflushed);
+                }
+            }
+        }
+    }
+
+    /// The ways out: a fault (status and pc in x0, address or helper index
+    /// in `VALUE`), an unwind (r0 = 0), an exit from a recursive entry
+    /// function (r0); all restore the native stack from any call depth.
+    /// Then, for limits above `i64::MAX`, the routine that moves more of
+    /// the budget into its register.
+    fn emit_shared_exits(&mut self) {
+        let (fault, unwind, exit, refill) = (self.fault, self.unwind, self.exit, self.refill);
+        let r0 = REGISTER_MAP[0];
+        a64!(self.ops
+            ; =>fault
+            ; mov x1, X(VALUE)
+        );
+        if self.budget_in_register {
+            self.emit_store_context(BUDGET, CTX_REMAINING);
+        }
+        self.emit_epilogue();
+        a64!(self.ops
+            ; =>unwind
+            ; mov X(r0), xzr
+            ; =>exit
+        );
+        // Reached only through calls, which keep the budget in its register.
+        if self.budget_in_register {
+            self.emit_store_context(BUDGET, CTX_REMAINING);
+        }
+        a64!(self.ops
+            ; mov x1, X(r0)
+            ; mov x0, xzr
+        );
+        self.emit_epilogue();
+        if self.big_limit {
+            let again = self.ops.new_dynamic_label();
+            let done = self.ops.new_dynamic_label();
+            a64!(self.ops
+                ; =>refill
+                ; =>again
+                ; tst X(BUDGET), X(BUDGET)
+                ; b.pl =>done
+            );
+            self.emit_load_context(TMP, CTX_EXTRA);
+            a64!(self.ops ; cbz X(TMP), =>done);
+            self.emit_mov_imm(TMP2, REFILL);
+            a64!(self.ops
+                ; cmp X(TMP), X(TMP2)
+                ; csel X(TMP), X(TMP2), X(TMP), hi
+            );
+            self.emit_load_context(TMP2, CTX_EXTRA);
+            a64!(self.ops ; sub X(TMP2), X(TMP2), X(TMP));
+            self.emit_store_context(TMP2, CTX_EXTRA);
+            a64!(self.ops
+                ; add X(BUDGET), X(BUDGET), X(TMP)
+                ; b =>again
+                ; =>done
+                ; ret
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_map_is_injective_and_leaves_scratch_alone() {
+        let mut seen = [false; 32];
+        for host in REGISTER_MAP {
+            assert!(!seen[host as usize], "x{host} mapped twice");
+            seen[host as usize] = true;
+        }
+        for reserved in [CTX, BUDGET, TMP, TMP2, TMP3, VALUE, ADDR, IMM, 18, 29, 30, 31] {
+            assert!(!seen[reserved as usize], "x{reserved} is reserved");
+        }
+    }
+}

@@ -282,15 +282,34 @@ fn dropped_packets_of_a_multi_link_pcapng_are_those_tcpdump_selects() {
     }
     let dir = scratch_dir("tcpdump", "pcapng");
     let capture = sample(MULTI_LINK_SAMPLE);
-    let (packets, sections) = pcapng_packets(&std::fs::read(&capture).unwrap());
+    let interfaces = split_by_interface(&dir, &capture);
+    assert!(interfaces.splits.len() >= 4, "the sample has four interfaces with packets");
+    for example in examples() {
+        let selected = interfaces.tcpdump_selects(&dir, |link_type| for_link(&example.expression, link_type));
+        let (_, drop) = replay(&dir, example.name, &capture);
+        let dropped = interfaces.indices_of(&drop);
+        assert!(!selected.is_empty(), "{}: the sample has packets to drop", example.name);
+        assert_eq!(dropped, selected, "{} over {MULTI_LINK_SAMPLE}: packet indices", example.name);
+    }
+}
+
+/// A multi-link pcapng's packets, and a pcap of each interface's packets,
+/// each stamped with its index in the capture.
+struct InterfaceSplit {
+    packets: Vec<PcapNgPacket>,
+    /// Each interface's link type and pcap.
+    splits: Vec<(u32, PathBuf)>,
+}
+
+fn split_by_interface(dir: &Path, capture: &Path) -> InterfaceSplit {
+    let (packets, sections) = pcapng_packets(&std::fs::read(capture).unwrap());
     let mut by_interface: BTreeMap<(usize, u32), Vec<usize>> = BTreeMap::new();
     for (index, packet) in packets.iter().enumerate() {
         by_interface.entry((packet.section, packet.interface)).or_default().push(index);
     }
-    assert!(by_interface.len() >= 4, "the sample has four interfaces with packets");
-    for example in examples() {
-        let mut selected = Vec::new();
-        for (&(section, interface), indices) in &by_interface {
+    let splits = by_interface
+        .iter()
+        .map(|(&(section, interface), indices)| {
             let link_type = sections[section][interface as usize].0;
             let header = PcapHeader { datalink: DataLink::from(link_type), snaplen: 262144, ..Default::default() };
             let mut writer = PcapWriter::with_header(Vec::new(), header).unwrap();
@@ -302,17 +321,34 @@ fn dropped_packets_of_a_multi_link_pcapng_are_those_tcpdump_selects() {
             }
             let split = dir.join(format!("interface-{section}-{interface}.pcap"));
             std::fs::write(&split, writer.into_writer()).unwrap();
-            let expression = for_link(&example.expression, link_type);
-            selected.extend(
-                tcpdump_selects(&dir, &split, &expression, false).iter().map(|(time, ..)| time.as_secs() as usize),
-            );
-        }
-        selected.sort_unstable();
+            (link_type, split)
+        })
+        .collect();
+    InterfaceSplit { packets, splits }
+}
 
-        let (_, drop) = replay(&dir, example.name, &capture);
-        let (dropped, _) = pcapng_packets(&std::fs::read(drop).unwrap());
-        let mut remaining = packets.iter().enumerate();
-        let dropped: Vec<usize> = dropped
+impl InterfaceSplit {
+    /// The indices of the packets tcpdump selects, interface by interface,
+    /// with the expression `for_link` gives for each link type.
+    fn tcpdump_selects(&self, dir: &Path, for_link: impl Fn(u32) -> String) -> Vec<usize> {
+        let mut selected: Vec<usize> = self
+            .splits
+            .iter()
+            .flat_map(|(link_type, split)| {
+                tcpdump_selects(dir, split, &for_link(*link_type), false)
+                    .into_iter()
+                    .map(|(time, ..)| time.as_secs() as usize)
+            })
+            .collect();
+        selected.sort_unstable();
+        selected
+    }
+
+    /// The indices in the capture of the packets a replay output holds.
+    fn indices_of(&self, output: &Path) -> Vec<usize> {
+        let (written, _) = pcapng_packets(&std::fs::read(output).unwrap());
+        let mut remaining = self.packets.iter().enumerate();
+        written
             .iter()
             .map(|packet| {
                 remaining
@@ -320,9 +356,7 @@ fn dropped_packets_of_a_multi_link_pcapng_are_those_tcpdump_selects() {
                     .map(|(index, _)| index)
                     .expect("a packet of the input, in order")
             })
-            .collect();
-        assert!(!selected.is_empty(), "{}: the sample has packets to drop", example.name);
-        assert_eq!(dropped, selected, "{} over {MULTI_LINK_SAMPLE}: packet indices", example.name);
+            .collect()
     }
 }
 
@@ -678,45 +712,14 @@ fn replay_expr_over_a_multi_link_pcapng_drops_what_tcpdump_selects() {
     }
     let dir = scratch_dir("tcpdump", "expr-pcapng");
     let capture = sample(MULTI_LINK_SAMPLE);
-    let (packets, sections) = pcapng_packets(&std::fs::read(&capture).unwrap());
-    let mut by_interface: BTreeMap<(usize, u32), Vec<usize>> = BTreeMap::new();
-    for (index, packet) in packets.iter().enumerate() {
-        by_interface.entry((packet.section, packet.interface)).or_default().push(index);
-    }
+    let interfaces = split_by_interface(&dir, &capture);
     for expression in ["udp", "host 1.1.1.1", "tcp[tcpflags] & tcp-syn != 0", "ip6 or icmp", "not ip"] {
-        let mut selected = Vec::new();
-        for (&(section, interface), indices) in &by_interface {
-            let link_type = sections[section][interface as usize].0;
-            let header = PcapHeader { datalink: DataLink::from(link_type), snaplen: 262144, ..Default::default() };
-            let mut writer = PcapWriter::with_header(Vec::new(), header).unwrap();
-            for &index in indices {
-                let packet = &packets[index];
-                writer
-                    .write_packet(&PcapPacket::new(Duration::from_secs(index as u64), packet.wire_len, &packet.data))
-                    .unwrap();
-            }
-            let split = dir.join(format!("interface-{section}-{interface}.pcap"));
-            std::fs::write(&split, writer.into_writer()).unwrap();
-            selected.extend(
-                tcpdump_selects(&dir, &split, expression, false).iter().map(|(time, ..)| time.as_secs() as usize),
-            );
-        }
-        selected.sort_unstable();
+        let selected = interfaces.tcpdump_selects(&dir, |_| expression.to_string());
         for engine in ["jit", "interp"] {
             let drop = dir.join("dropped.pcapng");
             let args = ["replay", "--expr", expression, path(&capture), "--engine", engine, "--drop", path(&drop)];
             run(env!("CARGO_BIN_EXE_qemu-ubpf"), &args);
-            let (dropped, _) = pcapng_packets(&std::fs::read(drop).unwrap());
-            let mut remaining = packets.iter().enumerate();
-            let dropped: Vec<usize> = dropped
-                .iter()
-                .map(|packet| {
-                    remaining
-                        .find(|(_, input)| *input == packet)
-                        .map(|(index, _)| index)
-                        .expect("a packet of the input, in order")
-                })
-                .collect();
+            let dropped = interfaces.indices_of(&drop);
             assert_eq!(dropped, selected, "'{expression}' over {MULTI_LINK_SAMPLE}, engine {engine}: packet indices");
         }
     }

@@ -1295,4 +1295,69 @@ mod xdp {
         );
         assert!(stdout.contains("first fault: packet 1 at byte offset 24: instruction 1"), "{stdout}");
     }
+
+    /// Every kind of packet record, rewritten with 3 more bytes and a
+    /// comment: pcapng (both byte orders, enhanced and simple packet
+    /// blocks, an existing comment, frames cut short by a snapshot length)
+    /// and pcap (big-endian, nanoseconds) made pcapng. Read back with the
+    /// crate's reader and with tshark, each packet keeps its interface's
+    /// link type and its time, and its lengths grow by 3.
+    #[test]
+    fn rewritten_records_keep_time_interface_and_options() {
+        use qemu_ubpf::replay::{CaptureWriter, Format};
+        let dir = scratch_dir("replay", "xdp_records");
+        for name in ["multi-interface.pcapng", "ethernet-nanosecond-be-snaplen96.pcap"] {
+            let input = std::fs::read(sample(name)).unwrap();
+            let mut reader = CaptureReader::new(&input[..], name).unwrap();
+            let format = reader.format();
+            let output = dir.join(format!("{name}.pcapng"));
+            let mut writer = CaptureWriter::pcapng(std::fs::File::create(&output).unwrap(), "rewritten");
+            // (link type, time, bytes, original length, comment) of each.
+            let mut expected = Vec::new();
+            while let Some(record) = reader.next_record().unwrap() {
+                match record {
+                    Record::Metadata(bytes) => writer.write_metadata(bytes, format).unwrap(),
+                    Record::Packet(packet) => {
+                        let data = [packet.data, &[0xab; 3]].concat();
+                        let comment = format!("packet {}", packet.number);
+                        writer.write_packet(&packet, &data, Some(&comment)).unwrap();
+                        expected.push((packet.link_type, packet.timestamp_ns, data, comment));
+                    }
+                }
+            }
+            writer.flush().unwrap();
+            drop(writer);
+            let written = std::fs::read(&output).unwrap();
+
+            let mut reader = CaptureReader::new(&written[..], "rewritten").unwrap();
+            assert_eq!(reader.format(), Format::PcapNg);
+            let mut got = Vec::new();
+            while let Some(record) = reader.next_record().unwrap() {
+                if let Record::Packet(packet) = record {
+                    got.push((packet.link_type, packet.timestamp_ns, packet.data.to_vec()));
+                }
+            }
+            let without_comments: Vec<_> =
+                expected.iter().map(|(link, time, data, _)| (*link, *time, data.clone())).collect();
+            assert_eq!(got, without_comments, "{name}");
+
+            if !tools_installed("rewritten_records_keep_time_interface_and_options") {
+                continue;
+            }
+            let fields = run(
+                "tshark",
+                &["-r", path(&output), "-T", "fields", "-E", "separator=|", "-e", "frame.comment", "-e", "frame.len"],
+            );
+            let originals: Vec<u64> = run("tshark", &["-r", path(&sample(name)), "-T", "fields", "-e", "frame.len"])
+                .lines()
+                .map(|line| line.parse().unwrap())
+                .collect();
+            let lines: Vec<&str> = fields.lines().collect();
+            assert_eq!(lines.len(), expected.len(), "{name}");
+            for (index, (line, (_, _, _, comment))) in lines.iter().zip(&expected).enumerate() {
+                let own = if name.ends_with("pcapng") && index == 7 { "a query for a blocked name," } else { "" };
+                assert_eq!(*line, format!("{own}{comment}|{}", originals[index] + 3), "{name}");
+            }
+        }
+    }
 }

@@ -418,28 +418,11 @@ impl<'a> Replay<'a> {
         if self.clock {
             builtin::set_clock(Some(packet.timestamp_ns));
         }
-        let (engine, stack) = (self.engine, &mut self.stack);
-        let mut buffer = None;
-        let outcome = match xdp::Buffer::new(packet.data, &[], RxInfo::default()) {
-            Err(error) => Outcome::Fault(error.into()),
-            Ok(new) => {
-                let buffer = buffer.insert(new);
-                match buffer.run(|input| engine.run(input, stack)) {
-                    Err(error) => Outcome::Fault(error.into()),
-                    Ok(retval) => match Action::from_retval(retval) {
-                        None => {
-                            summary.xdp.unknown_actions += 1;
-                            Outcome::Dropped(Action::Aborted)
-                        }
-                        Some(action @ (Action::Aborted | Action::Drop)) => Outcome::Dropped(action),
-                        Some(Action::Pass) => Outcome::Pass,
-                        Some(Action::Tx) => Outcome::Tx,
-                        Some(Action::Redirect) => match buffer.redirect_target() {
-                            Some(ifindex) => Outcome::Redirect { ifindex },
-                            None => Outcome::Fault(Fault::RedirectWithoutTarget),
-                        },
-                    },
-                }
+        let (outcome, buffer) = match xdp::Buffer::new(packet.data, &[], RxInfo::default()) {
+            Err(error) => (Outcome::Fault(error.into()), None),
+            Ok(mut buffer) => {
+                let outcome = run_xdp(self.engine, &mut self.stack, &mut buffer, &mut summary.xdp);
+                (outcome, Some(buffer))
             }
         };
         let counts = &mut summary.xdp;
@@ -470,6 +453,28 @@ impl<'a> Replay<'a> {
                 write_to(&mut outputs.redirect, packet, left, Some(&comment))
             }
         }
+    }
+}
+
+/// Runs an XDP program over `buffer`, and names its outcome.
+#[inline]
+fn run_xdp(engine: &Engine, stack: &mut Stack, buffer: &mut xdp::Buffer, counts: &mut XdpCounts) -> Outcome {
+    let retval = match buffer.run(|input| engine.run(input, stack)) {
+        Ok(retval) => retval,
+        Err(error) => return Outcome::Fault(error.into()),
+    };
+    match Action::from_retval(retval) {
+        None => {
+            counts.unknown_actions += 1;
+            Outcome::Dropped(Action::Aborted)
+        }
+        Some(action @ (Action::Aborted | Action::Drop)) => Outcome::Dropped(action),
+        Some(Action::Pass) => Outcome::Pass,
+        Some(Action::Tx) => Outcome::Tx,
+        Some(Action::Redirect) => match buffer.redirect_target() {
+            Some(ifindex) => Outcome::Redirect { ifindex },
+            None => Outcome::Fault(Fault::RedirectWithoutTarget),
+        },
     }
 }
 

@@ -59,7 +59,7 @@ fn expected_skips() -> BTreeMap<Skip, usize> {
         (Skip::MapType("percpu_hash".into()), 96),
         (Skip::MapType("perf_event_array".into()), 16),
         (Skip::MapType("xskmap".into()), 32),
-        (Skip::MultiBuffer, 15),
+        (Skip::MultiBuffer, 17),
         (Skip::RecorderDevice, 2),
         (Skip::PacketRangeAtLoad, 2),
     ])

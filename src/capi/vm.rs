@@ -406,8 +406,8 @@ pub unsafe extern "C" fn ubpf_load_cbpf(
 /// Thread safety: nothing else may use the VM meanwhile. Calls on
 /// different VMs may run at the same time: libpcap compiles one expression
 /// at a time under a lock of the library's. A program of the same process
-/// that calls libpcap's pcap_compile() itself should use libpcap 1.8 or
-/// later, whose compiler keeps no global state.
+/// that calls libpcap's pcap_compile() itself, unaware of that lock, needs
+/// libpcap 1.8 or later, where pcap_compile() may run in several threads.
 ///
 /// @param[in] vm The VM, with no program loaded.
 /// @param[in] expr The expression, e.g. `"tcp port 443 and not src net

@@ -41,19 +41,26 @@ const SONAMES: [&CStr; 2] = [c"libpcap.so.0.8", c"libpcap.so.1"];
 /// What to install when no libpcap loads.
 const PACKAGE_HINT: &str = "on Debian: apt-get install libpcap0.8, or libpcap0.8t64 since Debian 13";
 
+// The types of the libpcap functions used, as <pcap/pcap.h> declares them.
+type FopenOffline = unsafe extern "C" fn(file: *mut libc::FILE, errbuf: *mut c_char) -> *mut PcapHandle;
+type Compile = unsafe extern "C" fn(
+    handle: *mut PcapHandle,
+    program: *mut BpfProgram,
+    expression: *const c_char,
+    optimize: c_int,
+    netmask: u32,
+) -> c_int;
+type Geterr = unsafe extern "C" fn(handle: *mut PcapHandle) -> *const c_char;
+type Freecode = unsafe extern "C" fn(program: *mut BpfProgram);
+type Close = unsafe extern "C" fn(handle: *mut PcapHandle);
+
 /// The libpcap functions used, resolved in the loaded library.
 struct Libpcap {
-    fopen_offline: unsafe extern "C" fn(file: *mut libc::FILE, errbuf: *mut c_char) -> *mut PcapHandle,
-    compile: unsafe extern "C" fn(
-        handle: *mut PcapHandle,
-        program: *mut BpfProgram,
-        expression: *const c_char,
-        optimize: c_int,
-        netmask: u32,
-    ) -> c_int,
-    geterr: unsafe extern "C" fn(handle: *mut PcapHandle) -> *const c_char,
-    freecode: unsafe extern "C" fn(program: *mut BpfProgram),
-    close: unsafe extern "C" fn(handle: *mut PcapHandle),
+    fopen_offline: FopenOffline,
+    compile: Compile,
+    geterr: Geterr,
+    freecode: Freecode,
+    close: Close,
 }
 
 // SAFETY: plain function pointers into a library that stays loaded for the
@@ -77,11 +84,14 @@ impl Libpcap {
             // cast to the type of libpcap's declaration in <pcap/pcap.h>.
             return unsafe {
                 Ok(Libpcap {
-                    fopen_offline: std::mem::transmute::<*mut c_void, _>(symbol(library, c"pcap_fopen_offline")?),
-                    compile: std::mem::transmute::<*mut c_void, _>(symbol(library, c"pcap_compile")?),
-                    geterr: std::mem::transmute::<*mut c_void, _>(symbol(library, c"pcap_geterr")?),
-                    freecode: std::mem::transmute::<*mut c_void, _>(symbol(library, c"pcap_freecode")?),
-                    close: std::mem::transmute::<*mut c_void, _>(symbol(library, c"pcap_close")?),
+                    fopen_offline: std::mem::transmute::<*mut c_void, FopenOffline>(symbol(
+                        library,
+                        c"pcap_fopen_offline",
+                    )?),
+                    compile: std::mem::transmute::<*mut c_void, Compile>(symbol(library, c"pcap_compile")?),
+                    geterr: std::mem::transmute::<*mut c_void, Geterr>(symbol(library, c"pcap_geterr")?),
+                    freecode: std::mem::transmute::<*mut c_void, Freecode>(symbol(library, c"pcap_freecode")?),
+                    close: std::mem::transmute::<*mut c_void, Close>(symbol(library, c"pcap_close")?),
                 })
             };
         }

@@ -270,6 +270,46 @@ int ubpf_load(struct ubpf_vm *vm, const void *code, uint32_t code_len, char **er
 int ubpf_load_cbpf(struct ubpf_vm *vm, const void *insns, uint32_t count, char **errmsg);
 
 /**
+ * @brief Compiles a tcpdump expression with libpcap and loads it as a
+ * filter: the program returns non-zero (drop) for the frames the
+ * expression matches, exactly those `tcpdump -r` prints for a capture of
+ * that link type.
+ *
+ * libpcap compiles the expression as tcpdump does for a capture file
+ * (netmask 0), and its classic BPF is loaded as ubpf_load_cbpf() loads
+ * it. The program reads each frame whole, from its link-layer header: in
+ * QEMU's filter-ubpf, Ethernet with `ip-mode=off`.
+ *
+ * libpcap is not linked: it is loaded with dlopen() (`libpcap.so.0.8`,
+ * else `libpcap.so.1`) on the first call, and stays loaded. Without it
+ * this call fails with a message naming the package to install (Debian's
+ * `libpcap0.8`); everything else works without it.
+ *
+ * Thread safety: nothing else may use the VM meanwhile. Calls on
+ * different VMs may run at the same time: libpcap compiles one expression
+ * at a time under a lock of the library's. A program of the same process
+ * that calls libpcap's pcap_compile() itself, unaware of that lock, needs
+ * libpcap 1.8 or later, where pcap_compile() may run in several threads.
+ *
+ * @param[in] vm The VM, with no program loaded.
+ * @param[in] expr The expression, e.g. `"tcp port 443 and not src net
+ *            10.0.0.0/8"`, NUL-terminated UTF-8.
+ * @param[in] link_type The frames' link type as capture files number it
+ *            (`LINKTYPE_*`): 1 Ethernet (QEMU's), 101 raw IP, 113 Linux
+ *            SLL, 276 Linux SLL2.
+ * @param[out] errmsg NULL, or where to store the error message (or NULL on
+ *             success), which the caller frees with free(): libpcap's own
+ *             when it refuses the expression.
+ * @retval 0 Success.
+ * @retval -1 Failure; the reason is in *errmsg.
+ *
+ * # Safety
+ * `vm` is NULL or a live VM that no other thread uses; `expr` is NULL or a
+ * NUL-terminated string; `errmsg` is NULL or writable.
+ */
+int ubpf_load_filter_expr(struct ubpf_vm *vm, const char *expr, uint32_t link_type, char **errmsg);
+
+/**
  * @brief Loads a program from an ELF object built with
  * `clang -target bpf -c`; the entry is the first global function.
  *

@@ -18,7 +18,9 @@
 #     same C, through `bpftool prog run ... repeat N`. Its figure includes
 #     BPF_PROG_TEST_RUN's own cost per run, which the empty program shows.
 # The harness (benches/capi/bench.c) also times create+load+compile+destroy
-# of generated straight-line programs of 100, 1,000 and 10,000 instructions.
+# of generated straight-line programs of 100, 1,000 and 10,000 instructions,
+# and of three tcpdump expressions (ubpf_load_filter_expr: libpcap's
+# compiler, the translation, verification and JIT), in qemu-ubpf.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

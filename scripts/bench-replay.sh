@@ -10,12 +10,15 @@
 #
 #   qemu-ubpf replay examples/drop_1_1_1_1.o BIG.pcap --drop OUT.pcap
 #   qemu-ubpf replay examples/drop_1_1_1_1.o BIG.pcap --pass OUT.pcap
+#   qemu-ubpf replay --expr 'dst host 1.1.1.1' BIG.pcap --drop OUT.pcap
 #   tcpdump -r BIG.pcap -w OUT.pcap 'dst host 1.1.1.1'
 #
 # with hyperfine when it is installed (the median of 10 runs), otherwise
 # with bash's time (the best of 5), and prints each one's packets per second
 # and the ratios. tcpdump writes the packets its expression selects, as
-# --drop writes those the filter drops; --pass writes the other four fifths.
+# --drop writes those the filter drops (with --expr, the same expression
+# compiled by the same libpcap: the same output file); --pass writes the
+# other four fifths.
 #
 # Two things would otherwise time the file system rather than the tools:
 # - Each run writes a new output file (it is deleted before each run). A
@@ -47,20 +50,22 @@ echo "capture: $capture, $packets packets, $(du -h "$capture" | cut -f1)"
 
 drop="target/release/qemu-ubpf replay examples/drop_1_1_1_1.o $capture --drop $dir/replay-out.pcap"
 pass="target/release/qemu-ubpf replay examples/drop_1_1_1_1.o $capture --pass $dir/replay-out.pcap"
+expr="target/release/qemu-ubpf replay --expr 'dst host 1.1.1.1' $capture --drop $dir/replay-out.pcap"
 tcpdump="tcpdump -r $capture -w $dir/tcpdump-out.pcap 'dst host 1.1.1.1'"
 fresh_outputs="rm -f $dir/replay-out.pcap $dir/tcpdump-out.pcap"
 
 if command -v hyperfine >/dev/null; then
     hyperfine -N --warmup 2 --runs 10 --prepare "$fresh_outputs" --export-csv "$dir/times.csv" \
-        -n drop "$drop" -n pass "$pass" -n tcpdump "$tcpdump"
+        -n drop "$drop" -n pass "$pass" -n expr "$expr" -n tcpdump "$tcpdump"
     # Columns: command,mean,stddev,median,user,system,min,max.
     seconds() { awk -F, -v name="$1" '$1 == name { print $4 }' "$dir/times.csv"; }
     cpu_seconds() { awk -F, -v name="$1" '$1 == name { print $5 + $6 }' "$dir/times.csv"; }
     drop_s=$(seconds drop)
     pass_s=$(seconds pass)
+    expr_s=$(seconds expr)
     tcpdump_s=$(seconds tcpdump)
     echo "CPU time (user + system): replay --drop $(cpu_seconds drop) s, replay --pass $(cpu_seconds pass) s," \
-        "tcpdump $(cpu_seconds tcpdump) s"
+        "replay --expr $(cpu_seconds expr) s, tcpdump $(cpu_seconds tcpdump) s"
 else
     best_of_5() {
         local best=
@@ -77,11 +82,13 @@ else
     }
     drop_s=$(best_of_5 "$drop")
     pass_s=$(best_of_5 "$pass")
+    expr_s=$(best_of_5 "$expr")
     tcpdump_s=$(best_of_5 "$tcpdump")
 fi
 
-awk -v n="$packets" -v d="$drop_s" -v p="$pass_s" -v t="$tcpdump_s" 'BEGIN {
+awk -v n="$packets" -v d="$drop_s" -v p="$pass_s" -v e="$expr_s" -v t="$tcpdump_s" 'BEGIN {
     printf "qemu-ubpf replay (jit) --drop: %12.0f packets/s  (%.3f s)  %5.2fx tcpdump\n", n / d, d, t / d
     printf "qemu-ubpf replay (jit) --pass: %12.0f packets/s  (%.3f s)  %5.2fx tcpdump\n", n / p, p, t / p
+    printf "qemu-ubpf replay --expr --drop: %11.0f packets/s  (%.3f s)  %5.2fx tcpdump\n", n / e, e, t / e
     printf "tcpdump:                       %12.0f packets/s  (%.3f s)\n", n / t, t
 }'

@@ -5,6 +5,8 @@
 #   libqemu-ubpf0      /usr/lib/TRIPLET/libqemu-ubpf.so.0{,.1.0}
 #   libqemu-ubpf-dev   /usr/include/qemu-ubpf/ubpf.h, /usr/lib/TRIPLET/{libqemu-ubpf.so,
 #                      libqemu-ubpf.a, pkgconfig/qemu-ubpf.pc}
+#   qemu-ubpf          /usr/bin/qemu-ubpf, /usr/share/qemu-ubpf/include/ (the
+#                      headers of `qemu-ubpf build`)
 #
 # with control files from packaging/debian/, a copyright file and
 # changelog.Debian.gz in /usr/share/doc/PACKAGE, shlibs, symbols and the
@@ -72,7 +74,7 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 stage=$work/install
-scripts/install.sh --prefix /usr --libdir "/usr/lib/$multiarch" --destdir "$stage" "${install_args[@]}"
+scripts/install.sh --prefix /usr --libdir "/usr/lib/$multiarch" --destdir "$stage" --command "${install_args[@]}"
 libdir=usr/lib/$multiarch
 real=libqemu-ubpf.so.$version
 soname=libqemu-ubpf.so.$soversion
@@ -82,22 +84,35 @@ soname=libqemu-ubpf.so.$soversion
 strip --remove-section=.comment --remove-section=.note --strip-unneeded "$stage/$libdir/$real"
 strip --remove-section=.comment --remove-section=.note --strip-debug --enable-deterministic-archives \
     "$stage/$libdir/libqemu-ubpf.a"
+strip --remove-section=.comment --remove-section=.note "$stage/usr/bin/qemu-ubpf"
 
 # The files of each package, as paths below the install tree.
 lib_files=("$libdir/$real" "$libdir/$soname")
 dev_files=("usr/include/qemu-ubpf/ubpf.h" "$libdir/libqemu-ubpf.so" "$libdir/libqemu-ubpf.a" "$libdir/pkgconfig/qemu-ubpf.pc")
+mapfile -t command_files < <(cd "$stage" && { echo usr/bin/qemu-ubpf; find usr/share/qemu-ubpf -type f; } | LC_ALL=C sort)
 
 # Runtime dependencies of the library, as dpkg-shlibdeps finds them (it
 # wants a debian/control beside it).
 mkdir -p "$work/shlibdeps/debian"
 printf 'Source: qemu-ubpf\n\nPackage: %s\nArchitecture: any\n' "$lib_package" > "$work/shlibdeps/debian/control"
-depends=$(cd "$work/shlibdeps" && dpkg-shlibdeps -O -e"$stage/$libdir/$real" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
-[ -n "$depends" ] || { echo "build-deb.sh: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
+shlibdeps() {
+    (cd "$work/shlibdeps" && dpkg-shlibdeps -O -e"$1" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+}
+lib_depends=$(shlibdeps "$stage/$libdir/$real")
+command_depends=$(shlibdeps "$stage/usr/bin/qemu-ubpf")
+[ -n "$lib_depends" ] && [ -n "$command_depends" ] || { echo "build-deb.sh: dpkg-shlibdeps found no dependencies" >&2; exit 1; }
+# libpcap is loaded with dlopen when an expression is compiled: neither the
+# library nor the command may link it (the command recommends it).
+if grep -q libpcap <<<"$lib_depends $command_depends"; then
+    echo "build-deb.sh: the library or the command links libpcap: $lib_depends; $command_depends" >&2
+    exit 1
+fi
 
 # Fills a package tree: its files, documentation, control data, md5sums.
+# DEPENDS: what its control file's @DEPENDS@ becomes.
 make_package() {
-    local package=$1
-    shift
+    local package=$1 depends=$2
+    shift 2
     local tree=$work/$package
     local file
     mkdir -p "$tree/DEBIAN" "$tree/usr/share/doc/$package"
@@ -110,6 +125,9 @@ make_package() {
     chmod 0644 "$tree/usr/share/doc/$package/changelog.Debian.gz"
     find "$tree" -type d -exec chmod 0755 {} +
     find "$tree" -type f -exec chmod 0644 {} +
+    if [ -d "$tree/usr/bin" ]; then
+        chmod 0755 "$tree/usr/bin/"*
+    fi
     local size
     size=$(du -k -s --apparent-size --exclude=DEBIAN "$tree" | cut -f1)
     sed -e "s/@DEB_VERSION@/$deb_version/g" -e "s/@ARCH@/$arch/" -e "s/@MAINTAINER@/$maintainer/" \
@@ -119,7 +137,7 @@ make_package() {
         > "$tree/DEBIAN/md5sums"
 }
 
-make_package "$lib_package" "${lib_files[@]}"
+make_package "$lib_package" "$lib_depends" "${lib_files[@]}"
 # The library's control data: shlibs and symbols for packages built against
 # it, and the trigger that runs ldconfig.
 echo "libqemu-ubpf $soversion $lib_package (>= $version)" > "$work/$lib_package/DEBIAN/shlibs"
@@ -132,10 +150,11 @@ echo "libqemu-ubpf $soversion $lib_package (>= $version)" > "$work/$lib_package/
 echo "activate-noawait ldconfig" > "$work/$lib_package/DEBIAN/triggers"
 chmod 0644 "$work/$lib_package/DEBIAN/"*
 
-make_package "$dev_package" "${dev_files[@]}"
+make_package "$dev_package" "" "${dev_files[@]}"
+make_package qemu-ubpf "$command_depends" "${command_files[@]}"
 
 debs=()
-for package in "$lib_package" "$dev_package"; do
+for package in "$lib_package" "$dev_package" qemu-ubpf; do
     deb=$out/${package}_${deb_version}_$arch.deb
     dpkg-deb --root-owner-group -Zxz --build "$work/$package" "$deb" >/dev/null
     debs+=("$deb")
@@ -165,7 +184,13 @@ if $install_test; then
         -o "$test_dir/qemu_rfc"
     ldd "$test_dir/qemu_rfc" | grep libqemu-ubpf
     "$test_dir/qemu_rfc" "$root"
+    if command -v clang >/dev/null; then
+        # The installed command finds its installed headers.
+        /usr/bin/qemu-ubpf build tests/fixtures/build/rfc_filter.c -o "$test_dir/rfc_filter.o" -H 2>&1 |
+            grep -F /usr/share/qemu-ubpf/include/arpa/inet.h
+        /usr/bin/qemu-ubpf check "$test_dir/rfc_filter.o"
+    fi
     if ! $keep; then
-        $as_root dpkg -r "$dev_package" "$lib_package"
+        $as_root dpkg -r qemu-ubpf "$dev_package" "$lib_package"
     fi
 fi

@@ -9,6 +9,13 @@
 #   LIBDIR/pkgconfig/qemu-ubpf.pc    Cflags: -I${includedir}/qemu-ubpf, Libs: -lqemu-ubpf
 #   INCLUDEDIR/qemu-ubpf/ubpf.h      the header (iovisor/ubpf's API)
 #
+# and with --command also the command (built with its default features):
+#
+#   PREFIX/bin/qemu-ubpf
+#   PREFIX/share/qemu-ubpf/include/  the headers `qemu-ubpf build` gives C
+#                                    filters (include/bpf-target/), where
+#                                    the command looks for them
+#
 # Usage: scripts/install.sh --prefix DIR [options]
 #   --prefix DIR        installation prefix (required), e.g. /usr/local
 #   --libdir DIR        default PREFIX/lib; distributions pass their multiarch
@@ -21,6 +28,7 @@
 #                       instead of building (tests/capi.rs points it at the
 #                       profile directory that `cargo test` just built)
 #   --no-build          install what the profile directory already holds
+#   --command           also build and install the qemu-ubpf command
 #
 # cargo names its outputs libqemu_ubpf.so and libqemu_ubpf.a; they are renamed
 # on the way. Relative paths are taken from the current directory.
@@ -31,7 +39,7 @@ usage() {
     exit 2
 }
 
-prefix="" libdir="" includedir="" destdir="" profile=release artifacts="" build=true
+prefix="" libdir="" includedir="" destdir="" profile=release artifacts="" build=true command=false
 while [ $# -gt 0 ]; do
     case "$1" in
         --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
@@ -47,6 +55,7 @@ while [ $# -gt 0 ]; do
         --artifacts) artifacts=${2:?--artifacts needs a directory}; build=false; shift 2 ;;
         --artifacts=*) artifacts=${1#*=}; build=false; shift ;;
         --no-build) build=false; shift ;;
+        --command) command=true; shift ;;
         -h|--help) usage ;;
         *) echo "install.sh: unknown option $1" >&2; usage ;;
     esac
@@ -80,6 +89,12 @@ if [ -z "$artifacts" ]; then
         *) artifacts=$(absolute "$target_dir/$profile") ;;
     esac
 fi
+if $build && $command; then
+    # First: building the command also builds the library's cdylib, with
+    # the default features; the lean build below then replaces it.
+    echo "== building the command (cargo profile $profile)"
+    cargo build --bin qemu-ubpf --locked --profile "$profile"
+fi
 if $build; then
     echo "== building the library (cargo profile $profile)"
     # Without the default features (the command, replay, test support): the
@@ -91,6 +106,9 @@ for file in libqemu_ubpf.so libqemu_ubpf.a; do
     [ -f "$artifacts/$file" ] || { echo "install.sh: $artifacts/$file is missing (build first, or drop --no-build)" >&2; exit 1; }
 done
 [ -f include/ubpf.h ] || { echo "install.sh: include/ubpf.h is missing" >&2; exit 1; }
+if $command; then
+    [ -f "$artifacts/qemu-ubpf" ] || { echo "install.sh: $artifacts/qemu-ubpf is missing (build first, or drop --no-build)" >&2; exit 1; }
+fi
 
 real=libqemu-ubpf.so.$version
 soname=libqemu-ubpf.so.$soversion
@@ -124,3 +142,16 @@ EOF
 chmod 0644 "$pc_dest/qemu-ubpf.pc"
 
 echo "installed qemu-ubpf $version: $lib_dest/{$real,$soname,libqemu-ubpf.so,libqemu-ubpf.a}, $include_dest/ubpf.h, $pc_dest/qemu-ubpf.pc"
+
+if $command; then
+    # The command finds the headers at ../share/qemu-ubpf/include from its
+    # own directory (src/bin/qemu-ubpf/build.rs), so they follow the prefix.
+    bin_dest=$destdir$prefix/bin
+    headers_dest=$destdir$prefix/share/qemu-ubpf/include
+    install -d -m 0755 "$bin_dest" "$headers_dest"
+    install -m 0755 "$artifacts/qemu-ubpf" "$bin_dest/qemu-ubpf"
+    (cd include/bpf-target && find . -type f -name '*.h' -printf '%P\n') | while read -r header; do
+        install -D -m 0644 "include/bpf-target/$header" "$headers_dest/$header"
+    done
+    echo "installed the command: $bin_dest/qemu-ubpf, its headers for C filters in $headers_dest"
+fi

@@ -25,7 +25,6 @@ use crate::image::Image;
 use crate::isa::{self, Insn};
 use crate::program::{Config, Program};
 
-#[cfg(feature = "pcap")]
 pub mod libpcap;
 pub mod object_file;
 
@@ -133,6 +132,10 @@ pub enum FilterError {
     /// libpcap refused the expression: its message.
     #[error("{0}")]
     Expression(String),
+    /// libpcap, which compiles expressions, could not be loaded: why, and
+    /// the package to install.
+    #[error("{0}")]
+    Libpcap(String),
     #[error(transparent)]
     Classic(#[from] CbpfError),
     /// The translation did not verify: a fault of the translation.

@@ -137,7 +137,7 @@ fn installed() -> &'static Installed {
 
         let bin = work.join("bin");
         std::fs::create_dir_all(&bin).expect("the target directory is writable");
-        for name in ["qemu_rfc", "errors", "threads", "ubpf_api", "maps"] {
+        for name in ["qemu_rfc", "errors", "threads", "ubpf_api", "maps", "filter_expr"] {
             run(Command::new("gcc")
                 .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-g", "-pthread"])
                 .arg(root().join("tests/c").join(format!("{name}.c")))
@@ -204,6 +204,8 @@ fn installed_library_is_shaped_as_distributions_ship_it() {
     let dynamic = run_quietly(Command::new("readelf").arg("-d").arg(&library));
     let dynamic = String::from_utf8_lossy(&dynamic.stdout);
     assert!(dynamic.contains("Library soname: [libqemu-ubpf.so.0]"), "{dynamic}");
+    // libpcap is loaded on first use by ubpf_load_filter_expr, not linked.
+    assert!(!dynamic.contains("libpcap"), "{dynamic}");
 
     let symbols = run_quietly(Command::new("nm").args(["-D", "--defined-only"]).arg(&library));
     let names: Vec<String> = String::from_utf8_lossy(&symbols.stdout)
@@ -252,6 +254,12 @@ fn maps_of_libbpf_filters_through_the_c_api() {
 }
 
 #[test]
+fn tcpdump_expressions_through_the_c_api() {
+    let stdout = run_c_test(&[], "filter_expr", &[]);
+    assert!(stdout.contains("filter_expr:") && stdout.contains(" 0 failed"), "{stdout}");
+}
+
+#[test]
 fn four_threads_run_one_program() {
     let stdout = run_c_test(&[], "threads", &["2"]);
     assert!(stdout.contains(" 0 wrong verdicts") && stdout.contains(" 0 failed"), "{stdout}");
@@ -271,7 +279,14 @@ fn valgrind_finds_no_errors_and_no_leaks() {
         "--show-leak-kinds=definite,indirect,possible",
         "--errors-for-leak-kinds=definite,indirect,possible",
     ];
-    let runs = [("qemu_rfc", &[][..]), ("errors", &[]), ("ubpf_api", &[]), ("threads", &["0.3"][..]), ("maps", &[])];
+    let runs = [
+        ("qemu_rfc", &[][..]),
+        ("errors", &[]),
+        ("ubpf_api", &[]),
+        ("threads", &["0.3"][..]),
+        ("maps", &[]),
+        ("filter_expr", &[]),
+    ];
     for (name, args) in runs {
         let stdout = run_c_test(&valgrind, name, args);
         assert!(stdout.contains(" 0 failed"), "{name} under valgrind: {stdout}");

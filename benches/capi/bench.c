@@ -34,6 +34,8 @@ struct api {
     int (*load)(void *vm, const void *code, uint32_t len, char **errmsg);
     int (*load_elf)(void *vm, const void *elf, size_t len, char **errmsg);
     jit_fn (*compile)(void *vm, char **errmsg);
+    /* qemu-ubpf's extension; NULL in a library without it. */
+    int (*load_filter_expr)(void *vm, const char *expr, uint32_t link_type, char **errmsg);
 };
 
 #define BATCHES 15
@@ -80,6 +82,7 @@ static struct api open_api(char *spec)
     api.load = (int (*)(void *, const void *, uint32_t, char **))must_sym(lib, path, "ubpf_load");
     api.load_elf = (int (*)(void *, const void *, size_t, char **))must_sym(lib, path, "ubpf_load_elf");
     api.compile = (jit_fn(*)(void *, char **))must_sym(lib, path, "ubpf_compile");
+    api.load_filter_expr = (int (*)(void *, const char *, uint32_t, char **))dlsym(lib, "ubpf_load_filter_expr");
     return api;
 }
 
@@ -257,6 +260,47 @@ static void compile_times(struct api *apis, int napis)
     }
 }
 
+/*
+ * Compile time of a tcpdump expression for Ethernet (libpcap's
+ * pcap_compile, the translation into eBPF, verification, JIT): create,
+ * ubpf_load_filter_expr, ubpf_compile, destroy, in µs, for the engines
+ * that have ubpf_load_filter_expr.
+ */
+static void expression_times(struct api *apis, int napis)
+{
+    static const char *const expressions[] = {
+        "dst host 1.1.1.1",
+        "tcp port 443 and not src net 10.0.0.0/8",
+        "vlan and tcp[tcpflags] & (tcp-syn|tcp-ack) = tcp-syn and ip[2:2] > 576",
+    };
+    for (size_t x = 0; x < sizeof(expressions) / sizeof(expressions[0]); x++) {
+        printf("compile expression '%s'", expressions[x]);
+        for (int e = 0; e < napis; e++) {
+            if (!apis[e].load_filter_expr)
+                continue;
+            double best = 1e18;
+            const int reps = 50;
+            for (int b = 0; b < BATCHES; b++) {
+                uint64_t start = thread_ns();
+                for (int r = 0; r < reps; r++) {
+                    void *vm = apis[e].create();
+                    char *err = NULL;
+                    if (apis[e].load_filter_expr(vm, expressions[x], 1, &err) < 0 || !apis[e].compile(vm, &err)) {
+                        fprintf(stderr, "%s: '%s': %s\n", apis[e].label, expressions[x], err);
+                        exit(1);
+                    }
+                    apis[e].destroy(vm);
+                }
+                double t = (double)(thread_ns() - start) / reps / 1000.0;
+                if (t < best)
+                    best = t;
+            }
+            printf(" | %s %7.1f µs", apis[e].label, best);
+        }
+        printf("\n");
+    }
+}
+
 static int write_packets(const char *dir)
 {
     struct packet mix[4], big;
@@ -299,5 +343,6 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         run_case(argv[1], &cases[i], apis, napis);
     compile_times(apis, napis);
+    expression_times(apis, napis);
     return 0;
 }

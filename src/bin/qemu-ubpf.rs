@@ -20,6 +20,8 @@ use qemu_ubpf::xdp::Action;
 use qemu_ubpf::{Config, Helpers, Program, asm, disasm, elf, isa};
 use qemu_ubpf::{MapType, ProgramType};
 
+#[path = "qemu-ubpf/build.rs"]
+mod build;
 #[path = "shared/hex.rs"]
 mod hex;
 
@@ -190,6 +192,25 @@ enum Command {
         name: String,
         #[arg(short, long)]
         output: PathBuf,
+    },
+    /// Build a C filter into a BPF object with clang, with the flags and
+    /// include paths it needs.
+    ///
+    /// Runs `clang -target bpf -O2 -g -mcpu=v3 -c SOURCE -o OUTPUT`,
+    /// freestanding: <stdint.h> and the like are clang's, <arpa/inet.h>,
+    /// <netinet/in.h> and <endian.h> come from headers qemu-ubpf ships, so
+    /// no C library for the BPF target is needed; libbpf's and the kernel's
+    /// headers (<bpf/...>, <linux/...>) come from the system. Arguments
+    /// after the output go to clang, after these flags (-I, -D, -W...,
+    /// or -O1 to override). CLANG names another clang binary.
+    Build {
+        /// The C source.
+        source: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// More arguments for clang.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CLANG_ARGS")]
+        clang_args: Vec<std::ffi::OsString>,
     },
     /// Disassemble raw bytecode or the program of an ELF object.
     Disasm {
@@ -367,6 +388,7 @@ fn run(command: Command) -> Result<(), String> {
             let object = qemu_ubpf::cbpf::object_file::write(program.insns(), &name);
             std::fs::write(&output, object).map_err(|e| format!("{}: {e}", output.display()))?;
         }
+        Command::Build { .. } => unreachable!("main() runs build, whose exit status is clang's"),
         Command::Disasm { program, name } => {
             let bytes = read(&program)?;
             let insns = if bytes.starts_with(b"\x7fELF") {
@@ -1028,8 +1050,13 @@ fn main() -> ExitCode {
     // SAFETY: called before any other thread exists; SIG_DFL is a valid
     // disposition for SIGPIPE.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    match run(Cli::parse().command) {
-        Ok(()) => ExitCode::SUCCESS,
+    let result = match Cli::parse().command {
+        // Its exit status is clang's.
+        Command::Build { source, output, clang_args } => build::build(&source, &output, &clang_args),
+        command => run(command).map(|()| ExitCode::SUCCESS),
+    };
+    match result {
+        Ok(code) => code,
         Err(message) => {
             eprintln!("qemu-ubpf: {message}");
             ExitCode::FAILURE

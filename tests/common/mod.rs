@@ -1,4 +1,4 @@
-//! Paths shared by the replay and tcpdump suites.
+//! Paths shared by the replay, tcpdump and build suites.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,7 @@ pub fn scratch_dir(suite: &str, test: &str) -> PathBuf {
 }
 
 /// Is `all` the elements of `a` and `b` merged, each in its own order?
+#[allow(dead_code)] // the build suite merges no outputs
 pub fn is_interleaving<T: PartialEq>(all: &[T], a: &[T], b: &[T]) -> bool {
     let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
     all.iter().all(|item| {

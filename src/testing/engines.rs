@@ -16,6 +16,7 @@ use crate::interp;
 use crate::isa::Insn;
 use crate::jit::JitProgram;
 use crate::program::Program;
+use crate::xdp;
 
 /// Bytes on each side of the input that no program may touch: accesses
 /// just outside the input then fault in every engine, instead of landing in
@@ -50,12 +51,15 @@ pub type Counted = (Result<u64, ExecError>, Option<u64>);
 /// that holds an input address (r1, say) is then the same in both engines.
 struct GuardedInput<'a> {
     input: &'a [u8],
+    /// Writes what depends on the input's address (an XDP context block's
+    /// pointers) into each fresh copy.
+    lay_out: &'a dyn Fn(&mut [u8]),
     buffer: Vec<u8>,
 }
 
 impl<'a> GuardedInput<'a> {
-    fn new(input: &'a [u8]) -> GuardedInput<'a> {
-        GuardedInput { input, buffer: vec![GUARD_BYTE; GUARD + input.len() + GUARD] }
+    fn new(input: &'a [u8], lay_out: &'a dyn Fn(&mut [u8])) -> GuardedInput<'a> {
+        GuardedInput { input, lay_out, buffer: vec![GUARD_BYTE; GUARD + input.len() + GUARD] }
     }
 
     /// Runs `engine` (which runs `program`) over a fresh copy of the input.
@@ -64,6 +68,7 @@ impl<'a> GuardedInput<'a> {
         self.buffer.fill(GUARD_BYTE);
         let memory = &mut self.buffer[GUARD..GUARD + len];
         memory.copy_from_slice(self.input);
+        (self.lay_out)(memory);
         let input_base = if len == 0 { 0 } else { memory.as_ptr() as u64 };
         let (result, executed) = engine(memory);
         let memory = self.buffer[GUARD..GUARD + len].to_vec();
@@ -159,7 +164,32 @@ pub fn compare(
     compiled: &Program,
     jit: impl FnOnce(&mut [u8]) -> Counted,
 ) -> Result<Result<u64, ExecError>, Box<Divergence>> {
-    let mut input = GuardedInput::new(input);
+    compare_laid_out(input, &|_| (), interpreted, compiled, jit)
+}
+
+/// [`compare`] for an XDP program (loaded as [`ProgramType::Xdp`]) over
+/// `buffer`: each run's input is the buffer's context block and page, the
+/// block pointing into that copy, as [`xdp::Buffer::run`] lays it out.
+///
+/// [`ProgramType::Xdp`]: crate::image::ProgramType::Xdp
+pub fn compare_xdp(
+    buffer: &xdp::Buffer,
+    interpreted: &Program,
+    compiled: &Program,
+    jit: impl FnOnce(&mut [u8]) -> Counted,
+) -> Result<Result<u64, ExecError>, Box<Divergence>> {
+    let context = buffer.context();
+    compare_laid_out(buffer.bytes(), &|memory| context.write(memory), interpreted, compiled, jit)
+}
+
+fn compare_laid_out(
+    input: &[u8],
+    lay_out: &dyn Fn(&mut [u8]),
+    interpreted: &Program,
+    compiled: &Program,
+    jit: impl FnOnce(&mut [u8]) -> Counted,
+) -> Result<Result<u64, ExecError>, Box<Divergence>> {
+    let mut input = GuardedInput::new(input, lay_out);
     let interpreter = input.run(interpreted, |memory| {
         let (result, executed) = interp::execute_counted(interpreted, memory);
         (result, Some(executed))
@@ -293,6 +323,32 @@ mod tests {
         let (interpreted, compiled) = (case.load().unwrap(), case.load().unwrap());
         // Different input copies and data sections, the same place.
         assert!(compare(&case.input, &interpreted, &compiled, |memory| (compiled.execute(memory), None)).is_ok());
+    }
+
+    #[test]
+    fn xdp_runs_see_their_own_copy_of_the_packet() {
+        use crate::helpers::Helpers;
+        use crate::image::{Image, ProgramType};
+        use crate::program::Config;
+        // The packet's length, from the context block's pointers, and its
+        // first byte incremented.
+        let source = "ldxw r2, [r1+0]\nldxw r3, [r1+4]\nldxb r4, [r2+0]\nadd r4, 1\nstxb [r2+0], r4\n\
+                      mov r0, r3\nsub r0, r2\nexit";
+        let config = Config { program_type: Some(ProgramType::Xdp), ..Config::default() };
+        let load = || {
+            let image = Image { insns: crate::asm::assemble(source).unwrap(), ..Image::default() };
+            Program::from_image(image, &Helpers::new(), &config).unwrap()
+        };
+        let (interpreted, compiled) = (load(), load());
+        let buffer = xdp::Buffer::new(&[7; 60], &[], xdp::RxInfo::default()).unwrap();
+        let result = compare_xdp(&buffer, &interpreted, &compiled, |memory| (interp::execute(&compiled, memory), None));
+        assert_eq!(result.unwrap().unwrap(), 60);
+        let broken = compare_xdp(&buffer, &interpreted, &compiled, |memory| {
+            let result = interp::execute(&compiled, memory);
+            memory[xdp::INPUT_LEN - 1] ^= 1;
+            (result, None)
+        });
+        assert!(broken.unwrap_err().detail.starts_with("input byte"));
     }
 
     #[test]

@@ -135,6 +135,12 @@ impl Run {
                     ExecErrorKind::ReadOnly { addr, size } => {
                         (ExecErrorKind::ReadOnly { addr: 0, size }, Some(self.place(addr)))
                     }
+                    ExecErrorKind::HelperMemory { helper, addr, size, write } => {
+                        (ExecErrorKind::HelperMemory { helper, addr: 0, size, write }, Some(self.place(addr)))
+                    }
+                    ExecErrorKind::NotAMap { helper, value } => {
+                        (ExecErrorKind::NotAMap { helper, value: 0 }, Some(self.place(value)))
+                    }
                     kind => (kind, None),
                 };
                 Outcome::Stopped { pc: error.pc, insn: error.insn, kind, place }

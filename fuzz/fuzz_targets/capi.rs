@@ -18,6 +18,7 @@ use std::sync::Once;
 use libfuzzer_sys::fuzz_target;
 use qemu_ubpf::capi::maps::*;
 use qemu_ubpf::capi::vm::*;
+use qemu_ubpf::testing::engines;
 
 const OBJECTS: [&[u8]; 4] = [
     include_bytes!("../../examples/drop_1_1_1_1.o"),
@@ -150,10 +151,13 @@ fuzz_target!(|data: &[u8]| {
                     let mut r0 = 0u64;
                     let r0_ptr = if bytes.u8() % 16 == 0 { ptr::null_mut() } else { &mut r0 as *mut u64 };
                     let mut jit_mem = mem.clone();
+                    // Both engines then find the same bytes on the stack.
+                    engines::reset_thread_stack();
                     let status = ubpf_exec(vm, mem_ptr.cast(), mem.len(), r0_ptr);
                     let slot = &slots[index];
                     if let (false, true, Some(jit), false) = (null_vm, slot.comparable, slot.jit, r0_ptr.is_null()) {
                         let jit_ptr = if mem_ptr.is_null() { ptr::null_mut() } else { jit_mem.as_mut_ptr() };
+                        engines::reset_thread_stack();
                         let native = jit(jit_ptr.cast(), jit_mem.len());
                         if status == 0 {
                             assert_eq!(native, r0, "ubpf_exec() and the compiled function disagree on r0");

@@ -26,6 +26,17 @@ const GUARD_BYTE: u8 = 0xa5;
 /// Addresses this close to the input are described relative to it.
 const NEAR_INPUT: i64 = GUARD as i64;
 
+/// What each compared run finds in its stack before writing it.
+const STACK_BYTE: u8 = 0x5a;
+
+/// Fills this thread's stack, which both engines run on, with one pattern.
+/// The engines let a program read stack it has not written, as the kernel
+/// lets privileged programs, and it then sees what earlier runs left:
+/// compared runs must start from the same bytes.
+pub fn reset_thread_stack() {
+    interp::with_thread_stack(|stack| stack.fill(STACK_BYTE));
+}
+
 /// One engine's run of a case.
 #[derive(Debug)]
 pub struct Run {
@@ -69,6 +80,7 @@ impl<'a> GuardedInput<'a> {
         let memory = &mut self.buffer[GUARD..GUARD + len];
         memory.copy_from_slice(self.input);
         (self.lay_out)(memory);
+        reset_thread_stack();
         let input_base = if len == 0 { 0 } else { memory.as_ptr() as u64 };
         let (result, executed) = engine(memory);
         let memory = self.buffer[GUARD..GUARD + len].to_vec();
@@ -278,6 +290,8 @@ impl fmt::Display for Divergence {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::testing::testgen::{GeneratedCase, program_from_seed};
 
@@ -355,6 +369,21 @@ mod tests {
             (result, None)
         });
         assert!(broken.unwrap_err().detail.starts_with("input byte"));
+    }
+
+    /// A program that reads its stack before writing it sees the same
+    /// bytes in both engines, though the first run writes them.
+    #[test]
+    fn runs_start_from_the_same_stack() {
+        use crate::helpers::Helpers;
+        use crate::image::Image;
+        use crate::program::Config;
+        let source = "ldxdw r0, [r10-8]\nstdw [r10-8], 1\nexit";
+        let image = Image { insns: crate::asm::assemble(source).unwrap(), ..Image::default() };
+        let program = Arc::new(Program::from_image(image, &Helpers::new(), &Config::default()).unwrap());
+        let jit = JitProgram::compile(program.clone()).unwrap();
+        let r0 = assert_agree(&program, &jit, &[], &"a read of the stack before a write");
+        assert_eq!(r0.unwrap(), u64::from_ne_bytes([STACK_BYTE; 8]));
     }
 
     #[test]

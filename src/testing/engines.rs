@@ -25,6 +25,9 @@ const GUARD: usize = 4096;
 const GUARD_BYTE: u8 = 0xa5;
 /// Addresses this close to the input are described relative to it.
 const NEAR_INPUT: i64 = GUARD as i64;
+/// Returned values this close above a map's handle or memory are taken as
+/// addresses in it.
+const NEAR_MAP: u64 = 1 << 16;
 
 /// What each compared run finds in its stack before writing it.
 const STACK_BYTE: u8 = 0x5a;
@@ -51,6 +54,9 @@ pub struct Run {
     input_base: u64,
     /// The program's regions, its data sections first.
     regions: Vec<Region>,
+    /// Where the program's maps are: each map's handle and, for a map
+    /// with memory of its own, where that memory starts.
+    map_bases: Vec<u64>,
     guards_intact: bool,
 }
 
@@ -87,7 +93,14 @@ impl<'a> GuardedInput<'a> {
         let guards_intact =
             self.buffer[..GUARD].iter().chain(&self.buffer[GUARD + len..]).all(|&byte| byte == GUARD_BYTE);
         let data = (0..).map_while(|section| program.data(section)).collect();
-        Run { result, executed, memory, data, input_base, regions: program.regions().to_vec(), guards_intact }
+        let map_bases = program
+            .maps()
+            .iter()
+            .flat_map(|map| [Some(map.handle()), map.region().map(|region| region.start)])
+            .flatten()
+            .collect();
+        let regions = program.regions().to_vec();
+        Run { result, executed, memory, data, input_base, regions, map_bases, guards_intact }
     }
 }
 
@@ -110,6 +123,13 @@ enum FaultPlace {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Outcome {
     Returned(u64),
+    /// An address this far from the program's map base `base` (see
+    /// [`Run::returned`]), or its low 32 bits.
+    ReturnedAddress {
+        base: usize,
+        offset: u64,
+        low_half: bool,
+    },
     /// `kind` with its address zeroed, which `place` gives instead.
     Stopped {
         pc: usize,
@@ -136,9 +156,30 @@ impl Run {
         }
     }
 
+    /// A returned value, or the place it points at when it is an address
+    /// near one of the program's maps (or the low half of one): each
+    /// engine's load has maps of its own, at different addresses.
+    fn returned(&self, r0: u64) -> Outcome {
+        // The nearest base below: a map's memory may lie just above another
+        // map's handle.
+        let nearest = |offset_from: &dyn Fn(u64) -> u64| {
+            let offsets = self.map_bases.iter().map(|&base| offset_from(base)).enumerate();
+            offsets.filter(|&(_, offset)| offset < NEAR_MAP).min_by_key(|&(_, offset)| offset)
+        };
+        if let Some((base, offset)) = nearest(&|base| r0.wrapping_sub(base)) {
+            return Outcome::ReturnedAddress { base, offset, low_half: false };
+        }
+        if r0 >> 32 == 0 {
+            if let Some((base, offset)) = nearest(&|base| u64::from((r0 as u32).wrapping_sub(base as u32))) {
+                return Outcome::ReturnedAddress { base, offset, low_half: true };
+            }
+        }
+        Outcome::Returned(r0)
+    }
+
     fn outcome(&self) -> Outcome {
         match &self.result {
-            Ok(r0) => Outcome::Returned(*r0),
+            Ok(r0) => self.returned(*r0),
             Err(error) => {
                 let (kind, place) = match error.kind.clone() {
                     ExecErrorKind::OutOfBounds { addr, size, write } => {
@@ -384,6 +425,35 @@ mod tests {
         let jit = JitProgram::compile(program.clone()).unwrap();
         let r0 = assert_agree(&program, &jit, &[], &"a read of the stack before a write");
         assert_eq!(r0.unwrap(), u64::from_ne_bytes([STACK_BYTE; 8]));
+    }
+
+    /// Each load has maps of its own: an address in one, or its low half,
+    /// returned by both engines is the same result.
+    #[test]
+    fn returned_map_addresses_compare_by_place() {
+        use crate::helpers::Helpers;
+        use crate::image::{Image, MapDef, MapType};
+        use crate::program::Config;
+        for source in ["lddw %r0, map_value 0+4\nexit", "lddw %r0, map_fd 0\nmov32 %r0, %r0\nexit"] {
+            let load = || {
+                let def = MapDef {
+                    name: "values".into(),
+                    map_type: MapType::Array as u32,
+                    key_size: 4,
+                    value_size: 8,
+                    max_entries: 2,
+                    flags: 0,
+                    initial_programs: Vec::new(),
+                };
+                let image = Image { insns: crate::asm::assemble(source).unwrap(), maps: vec![def], ..Image::default() };
+                Program::from_image(image, &Helpers::new(), &Config::default()).unwrap()
+            };
+            let (interpreted, compiled) = (load(), load());
+            let run = |memory: &mut [u8]| (interp::execute(&compiled, memory), None);
+            assert!(compare(&[], &interpreted, &compiled, run).is_ok(), "{source}");
+            let off_by_one = |memory: &mut [u8]| (interp::execute(&compiled, memory).map(|r0| r0 + 1), None);
+            assert!(compare(&[], &interpreted, &compiled, off_by_one).is_err(), "{source}");
+        }
     }
 
     #[test]

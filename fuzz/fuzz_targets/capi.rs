@@ -83,7 +83,7 @@ fuzz_target!(|data: &[u8]| {
         let op = bytes.u8();
         let index = usize::from(bytes.u8()) % VMS;
         // The VM, or NULL (a slot with none, or one in eight calls).
-        let null_vm = bytes.u8() % 8 == 0;
+        let null_vm = bytes.u8().is_multiple_of(8);
         let vm = if null_vm { ptr::null_mut() } else { slots[index].vm.unwrap_or(ptr::null_mut()) };
         let mut errmsg: *mut c_char = ptr::null_mut();
         let errmsg_arg = if op & 0x80 != 0 { ptr::null_mut() } else { &mut errmsg as *mut _ };
@@ -103,9 +103,9 @@ fuzz_target!(|data: &[u8]| {
                     }
                 }
                 2 | 3 => {
-                    let len = usize::from(bytes.u8()) * 8 + usize::from(bytes.u8() % 8 == 0);
+                    let len = usize::from(bytes.u8()) * 8 + usize::from(bytes.u8().is_multiple_of(8));
                     let code = bytes.take(len);
-                    let code_ptr = if bytes.u8() % 16 == 0 { ptr::null() } else { code.as_ptr().cast() };
+                    let code_ptr = if bytes.u8().is_multiple_of(16) { ptr::null() } else { code.as_ptr().cast() };
                     let loaded = ubpf_load(vm, code_ptr, code.len() as u32, errmsg_arg) == 0;
                     if loaded && !vm.is_null() {
                         slots[index].comparable = slots[index].may_compare;
@@ -147,9 +147,9 @@ fuzz_target!(|data: &[u8]| {
                     let len = usize::from(bytes.u8());
                     let mut mem = bytes.take(len).to_vec();
                     let mem_ptr =
-                        if mem.is_empty() && bytes.u8() % 2 == 0 { ptr::null_mut() } else { mem.as_mut_ptr() };
+                        if mem.is_empty() && bytes.u8().is_multiple_of(2) { ptr::null_mut() } else { mem.as_mut_ptr() };
                     let mut r0 = 0u64;
-                    let r0_ptr = if bytes.u8() % 16 == 0 { ptr::null_mut() } else { &mut r0 as *mut u64 };
+                    let r0_ptr = if bytes.u8().is_multiple_of(16) { ptr::null_mut() } else { &mut r0 as *mut u64 };
                     let mut jit_mem = mem.clone();
                     // Both engines then find the same bytes on the stack.
                     engines::reset_thread_stack();
@@ -182,14 +182,14 @@ fuzz_target!(|data: &[u8]| {
                 }
                 11 => {
                     let size = usize::from(bytes.u8()) * 4;
-                    let buffer = if bytes.u8() % 8 == 0 { ptr::null_mut() } else { code_buffer.as_mut_ptr() };
+                    let buffer = if bytes.u8().is_multiple_of(8) { ptr::null_mut() } else { code_buffer.as_mut_ptr() };
                     ubpf_copy_jit(vm, buffer.cast(), size, errmsg_arg);
                 }
                 12 => {
                     let mut size = usize::from(bytes.u8()) * 64;
-                    let size_ptr = if bytes.u8() % 8 == 0 { ptr::null_mut() } else { &mut size as *mut usize };
-                    let buffer = if bytes.u8() % 8 == 0 { ptr::null_mut() } else { code_buffer.as_mut_ptr() };
-                    if bytes.u8() % 2 == 0 {
+                    let size_ptr = if bytes.u8().is_multiple_of(8) { ptr::null_mut() } else { &mut size as *mut usize };
+                    let buffer = if bytes.u8().is_multiple_of(8) { ptr::null_mut() } else { code_buffer.as_mut_ptr() };
+                    if bytes.u8().is_multiple_of(2) {
                         ubpf_translate(vm, buffer, size_ptr, errmsg_arg);
                     } else {
                         translate_ex(vm, buffer, size_ptr, errmsg_arg, u32::from(bytes.u8() % 3));
@@ -206,7 +206,7 @@ fuzz_target!(|data: &[u8]| {
                         _ => Some(c_string(bytes.take(8))),
                     };
                     let name = name.as_ref().map_or(ptr::null(), |name| name.as_ptr());
-                    let func = if bytes.u8() % 8 == 0 { None } else { Some(helper as _) };
+                    let func = if bytes.u8().is_multiple_of(8) { None } else { Some(helper as _) };
                     ubpf_register(vm, helper_index, name, func);
                 }
                 14 => {
@@ -219,19 +219,19 @@ fuzz_target!(|data: &[u8]| {
                 }
                 16 => {
                     let mut previous = 0u32;
-                    let previous_ptr = if bytes.u8() % 2 == 0 { ptr::null_mut() } else { &mut previous as *mut u32 };
+                    let previous_ptr = if bytes.u8().is_multiple_of(2) { ptr::null_mut() } else { &mut previous as *mut u32 };
                     // Not 0, no limit at all: a loop would then run for ever.
                     let limit = [1, 100, u32::from(bytes.u8()).max(1), 20_000][usize::from(bytes.u8()) % 4];
                     ubpf_set_instruction_limit(vm, limit, previous_ptr);
                 }
                 17 => {
                     let _ = (
-                        ubpf_toggle_bounds_check(vm, bytes.u8() % 2 == 0),
+                        ubpf_toggle_bounds_check(vm, bytes.u8().is_multiple_of(2)),
                         ubpf_toggle_undefined_behavior_check(vm, true),
                     );
                 }
                 18 => {
-                    let printer = if bytes.u8() % 2 == 0 { None } else { Some(libc::fprintf as _) };
+                    let printer = if bytes.u8().is_multiple_of(2) { None } else { Some(libc::fprintf as _) };
                     ubpf_set_error_print(vm, printer);
                 }
                 19 => {
@@ -250,7 +250,7 @@ fuzz_target!(|data: &[u8]| {
                 22 => {
                     let names: [&[u8]; 5] = [b"counters", b"blocklist", b"jump_table", b"events", b""];
                     let name = c_string(names[usize::from(bytes.u8()) % names.len()]);
-                    let name_ptr = if bytes.u8() % 8 == 0 { ptr::null() } else { name.as_ptr() };
+                    let name_ptr = if bytes.u8().is_multiple_of(8) { ptr::null() } else { name.as_ptr() };
                     let map = ubpf_map_get(vm, name_ptr);
                     if !map.is_null() {
                         maps.push(map);
@@ -265,8 +265,8 @@ fuzz_target!(|data: &[u8]| {
                     let value_size = usize::from(bytes.u8()) % 16 + if bytes.u8() == 0 { 1000 } else { 0 };
                     let filled = bytes.take(key_size);
                     key[..filled.len()].copy_from_slice(filled);
-                    let key_ptr: *mut u8 = if bytes.u8() % 8 == 0 { ptr::null_mut() } else { key.as_mut_ptr() };
-                    let value_ptr: *mut u8 = if bytes.u8() % 8 == 0 { ptr::null_mut() } else { value.as_mut_ptr() };
+                    let key_ptr: *mut u8 = if bytes.u8().is_multiple_of(8) { ptr::null_mut() } else { key.as_mut_ptr() };
+                    let value_ptr: *mut u8 = if bytes.u8().is_multiple_of(8) { ptr::null_mut() } else { value.as_mut_ptr() };
                     match op % 32 {
                         23 => {
                             let _ = ubpf_map_lookup(map, key_ptr.cast(), key_size, value_ptr.cast(), value_size);
@@ -287,12 +287,12 @@ fuzz_target!(|data: &[u8]| {
                         26 => {
                             let mut next = [0u8; 600];
                             let next_ptr: *mut u8 =
-                                if bytes.u8() % 8 == 0 { ptr::null_mut() } else { next.as_mut_ptr() };
+                                if bytes.u8().is_multiple_of(8) { ptr::null_mut() } else { next.as_mut_ptr() };
                             let _ = ubpf_map_next_key(map, key_ptr.cast(), next_ptr.cast(), key_size);
                         }
                         _ => {
                             let mut len = 0usize;
-                            let len_ptr = if bytes.u8() % 2 == 0 { ptr::null_mut() } else { &mut len as *mut usize };
+                            let len_ptr = if bytes.u8().is_multiple_of(2) { ptr::null_mut() } else { &mut len as *mut usize };
                             let _ = ubpf_ringbuf_read(map, value_ptr.cast(), value_size, len_ptr);
                             let mut info = std::mem::zeroed::<ubpf_map_info>();
                             let _ = (
@@ -314,7 +314,7 @@ fuzz_target!(|data: &[u8]| {
                 30 => {
                     let len = usize::from(bytes.u8());
                     let text = c_string(bytes.take(len));
-                    let text_ptr = if bytes.u8() % 8 == 0 { ptr::null() } else { text.as_ptr() };
+                    let text_ptr = if bytes.u8().is_multiple_of(8) { ptr::null() } else { text.as_ptr() };
                     ubpf_maps_update_json(vm, text_ptr, errmsg_arg);
                 }
                 _ => {

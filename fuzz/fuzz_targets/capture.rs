@@ -67,15 +67,14 @@ fuzz_target!(|data: &[u8]| {
         // The engines agree on every packet the reader hands out.
         if let Ok(mut reader) = CaptureReader::new(Cursor::new(capture), "fuzz") {
             while let Ok(Some(record)) = reader.next_record() {
-                if let Record::Packet(packet) = record {
-                    if let Ok(Some(input)) = program_input(ip_mode, packet.link_type, packet.data) {
-                        let run = |memory: &mut [u8]| {
-                            let (result, executed) = filter.jit.execute_counted(memory);
-                            (result, Some(executed))
-                        };
-                        if let Err(divergence) = engines::compare(input, &filter.interpreted, &filter.compiled, run) {
-                            panic!("packet {}: {divergence}", packet.number);
-                        }
+                let Record::Packet(packet) = record else { continue };
+                if let Ok(Some(input)) = program_input(ip_mode, packet.link_type, packet.data) {
+                    let run = |memory: &mut [u8]| {
+                        let (result, executed) = filter.jit.execute_counted(memory);
+                        (result, Some(executed))
+                    };
+                    if let Err(divergence) = engines::compare(input, &filter.interpreted, &filter.compiled, run) {
+                        panic!("packet {}: {divergence}", packet.number);
                     }
                 }
             }

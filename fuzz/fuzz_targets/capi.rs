@@ -219,7 +219,8 @@ fuzz_target!(|data: &[u8]| {
                 }
                 16 => {
                     let mut previous = 0u32;
-                    let previous_ptr = if bytes.u8().is_multiple_of(2) { ptr::null_mut() } else { &mut previous as *mut u32 };
+                    let previous_ptr =
+                        if bytes.u8().is_multiple_of(2) { ptr::null_mut() } else { &mut previous as *mut u32 };
                     // Not 0, no limit at all: a loop would then run for ever.
                     let limit = [1, 100, u32::from(bytes.u8()).max(1), 20_000][usize::from(bytes.u8()) % 4];
                     ubpf_set_instruction_limit(vm, limit, previous_ptr);
@@ -265,8 +266,10 @@ fuzz_target!(|data: &[u8]| {
                     let value_size = usize::from(bytes.u8()) % 16 + if bytes.u8() == 0 { 1000 } else { 0 };
                     let filled = bytes.take(key_size);
                     key[..filled.len()].copy_from_slice(filled);
-                    let key_ptr: *mut u8 = if bytes.u8().is_multiple_of(8) { ptr::null_mut() } else { key.as_mut_ptr() };
-                    let value_ptr: *mut u8 = if bytes.u8().is_multiple_of(8) { ptr::null_mut() } else { value.as_mut_ptr() };
+                    let key_ptr: *mut u8 =
+                        if bytes.u8().is_multiple_of(8) { ptr::null_mut() } else { key.as_mut_ptr() };
+                    let value_ptr: *mut u8 =
+                        if bytes.u8().is_multiple_of(8) { ptr::null_mut() } else { value.as_mut_ptr() };
                     match op % 32 {
                         23 => {
                             let _ = ubpf_map_lookup(map, key_ptr.cast(), key_size, value_ptr.cast(), value_size);
@@ -292,7 +295,8 @@ fuzz_target!(|data: &[u8]| {
                         }
                         _ => {
                             let mut len = 0usize;
-                            let len_ptr = if bytes.u8().is_multiple_of(2) { ptr::null_mut() } else { &mut len as *mut usize };
+                            let len_ptr =
+                                if bytes.u8().is_multiple_of(2) { ptr::null_mut() } else { &mut len as *mut usize };
                             let _ = ubpf_ringbuf_read(map, value_ptr.cast(), value_size, len_ptr);
                             let mut info = std::mem::zeroed::<ubpf_map_info>();
                             let _ = (

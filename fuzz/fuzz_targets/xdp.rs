@@ -1,7 +1,8 @@
 //! XDP programs: raw bytecode loaded as an XDP program (context accesses
 //! rewritten, XDP helpers allowed) and run over an XDP buffer in both
 //! engines, which must agree on r0, the packet, the metadata and the
-//! context block. Bytes: frame length, metadata words, ifindex, queue, the
+//! context block. Bytes: frame length, metadata words (at most 54, the
+//! headroom test_run allows), ifindex, queue, the
 //! frame and metadata, then the program.
 
 #![no_main]
@@ -19,7 +20,7 @@ use qemu_ubpf::{Config, Program, ProgramType};
 fuzz_target!(|data: &[u8]| {
     let mut bytes = common::Bytes(data);
     let frame_len = 14 + usize::from(bytes.u8());
-    let meta_len = 4 * usize::from(bytes.u8() % 56);
+    let meta_len = 4 * usize::from(bytes.u8() % 55);
     let rx = RxInfo { ingress_ifindex: u32::from(bytes.u8()), rx_queue_index: u32::from(bytes.u8()) };
     let mut frame = bytes.take(frame_len).to_vec();
     frame.resize(frame_len, 0);

@@ -545,8 +545,11 @@ int ubpf_translate_ex(struct ubpf_vm *vm,
  * Thread safety: nothing else may use the VM meanwhile.
  *
  * @param[in] vm The VM.
- * @param[in] error_printf A printf-like function; NULL restores the default,
- *            which writes the message on stderr.
+ * @param[in] error_printf A printf-like function, which gets every message;
+ *            NULL restores the default, which writes the messages on stderr
+ *            rate-limited per VM, since a guest can make every packet fault:
+ *            the first 5, then at most one line a second that counts the
+ *            faults not printed and gives the latest.
  *
  * # Safety
  * `vm` is NULL or a live VM that no other thread uses; `error_printf`

@@ -441,6 +441,13 @@ pub fn translate(program: &[ClassicInsn]) -> Result<Vec<Insn>, CbpfError> {
             // Frames here carry their VLAN tags in their bytes: no tag was
             // taken off by a NIC, so none is present as metadata.
             Op::Ancillary(ANCILLARY_VLAN_TAG | ANCILLARY_VLAN_TAG_PRESENT) => out.push(mov32_imm(REG_A, 0)),
+            // No field at this offset: Linux's load fails when it runs (the
+            // offset is taken from the network header, far past the packet)
+            // and ends the program with 0, as libpcap's own interpreter does.
+            Op::Ancillary(offset) if ANCILLARY_NAMES.iter().all(|(field, _)| *field != offset) => {
+                out.push(mov32_imm(REG_A, 0));
+                out.push(EXIT);
+            }
             Op::Ancillary(offset) => {
                 return Err(error(pc, CbpfErrorKind::UnsupportedAncillary(ancillary_name(offset))));
             }
@@ -606,6 +613,11 @@ mod tests {
             refused(&[insn(0x28, 0, 0, ANCILLARY_BASE), ret_a]),
             error(0, CbpfErrorKind::UnsupportedAncillary("protocol"))
         );
+        // No field at SKF_AD_OFF + 0xffe (`ip[-2]` on raw IP): the run ends
+        // with 0 there, as in Linux and in tcpdump.
+        let unknown = [insn(0x30, 0, 0, 0xffff_fffe), insn(0x06, 0, 0, 1)];
+        let program = load(&unknown, &Config::default()).unwrap();
+        assert_eq!(program.execute(&mut [0u8; 64]).unwrap(), 0);
         // SKF_NET_OFF + 9: relative to the network header.
         assert_eq!(
             refused(&[insn(0x30, 0, 0, (-0x100000i32 + 9) as u32), ret_a]).kind,

@@ -55,6 +55,13 @@ impl Default for Stack {
 }
 
 impl Stack {
+    /// Fills every frame with `byte`: runs compared with each other then
+    /// start from the same stack, whatever earlier runs left there.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn fill(&mut self, byte: u8) {
+        self.words.fill(u64::from_ne_bytes([byte; 8]));
+    }
+
     /// The address just past the stack: r10 of the entry frame.
     pub fn top(&mut self) -> u64 {
         self.words.as_mut_ptr() as u64 + STACK_SIZE as u64

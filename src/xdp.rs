@@ -127,7 +127,13 @@ impl Buffer {
         Ok(buffer)
     }
 
-    fn bytes(&self) -> &[u8] {
+    /// The context block a run starts from.
+    pub(crate) fn context(&self) -> Context {
+        Context { rx: self.rx, data_meta: self.data_meta, data: self.data, data_end: self.data_end }
+    }
+
+    /// The input of a run, its context block not yet written.
+    pub(crate) fn bytes(&self) -> &[u8] {
         // SAFETY: the words are INPUT_LEN bytes or more, any byte pattern is
         // a valid u8, and the borrow of `self` covers the slice's life.
         unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), INPUT_LEN) }
@@ -147,19 +153,10 @@ impl Buffer {
     /// leaves the block's packet pointers outside the page returns
     /// XDP_ABORTED.
     pub fn run<E>(&mut self, engine: impl FnOnce(&mut [u8]) -> Result<u64, E>) -> Result<u64, E> {
-        let rx = self.rx;
-        let (data_meta, data, data_end) = (self.data_meta, self.data, self.data_end);
+        let context = self.context();
         let bytes = self.bytes_mut();
+        context.write(bytes);
         let page = bytes.as_ptr() as u64 + xdp_context::SIZE as u64;
-        bytes[..xdp_context::SIZE].fill(0);
-        let mut put = |off: i16, value: &[u8]| {
-            bytes[off as usize..off as usize + value.len()].copy_from_slice(value);
-        };
-        put(xdp_context::MD_INGRESS_IFINDEX, &rx.ingress_ifindex.to_ne_bytes());
-        put(xdp_context::MD_RX_QUEUE_INDEX, &rx.rx_queue_index.to_ne_bytes());
-        put(xdp_context::DATA, &(page + data as u64).to_ne_bytes());
-        put(xdp_context::DATA_END, &(page + data_end as u64).to_ne_bytes());
-        put(xdp_context::DATA_META, &(page + data_meta as u64).to_ne_bytes());
         let retval = engine(bytes)?;
         let bytes = self.bytes();
         let get = |off: i16| {
@@ -200,6 +197,33 @@ impl Buffer {
 
     pub fn rx(&self) -> RxInfo {
         self.rx
+    }
+}
+
+/// What a run's context block says: where the packet came in, and its
+/// pointers as offsets from the start of the headroom.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Context {
+    rx: RxInfo,
+    data_meta: usize,
+    data: usize,
+    data_end: usize,
+}
+
+impl Context {
+    /// Writes the context block at the start of `bytes`, a run's input, with
+    /// pointers into the page that follows it there.
+    pub(crate) fn write(&self, bytes: &mut [u8]) {
+        let page = bytes.as_ptr() as u64 + xdp_context::SIZE as u64;
+        bytes[..xdp_context::SIZE].fill(0);
+        let mut put = |off: i16, value: &[u8]| {
+            bytes[off as usize..off as usize + value.len()].copy_from_slice(value);
+        };
+        put(xdp_context::MD_INGRESS_IFINDEX, &self.rx.ingress_ifindex.to_ne_bytes());
+        put(xdp_context::MD_RX_QUEUE_INDEX, &self.rx.rx_queue_index.to_ne_bytes());
+        put(xdp_context::DATA, &(page + self.data as u64).to_ne_bytes());
+        put(xdp_context::DATA_END, &(page + self.data_end as u64).to_ne_bytes());
+        put(xdp_context::DATA_META, &(page + self.data_meta as u64).to_ne_bytes());
     }
 }
 

@@ -137,7 +137,7 @@ fn installed() -> &'static Installed {
 
         let bin = work.join("bin");
         std::fs::create_dir_all(&bin).expect("the target directory is writable");
-        for name in ["qemu_rfc", "errors", "threads", "ubpf_api", "maps", "filter_expr"] {
+        for name in ["qemu_rfc", "errors", "threads", "ubpf_api", "maps", "filter_expr", "flood"] {
             run(Command::new("gcc")
                 .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-g", "-pthread"])
                 .arg(root().join("tests/c").join(format!("{name}.c")))
@@ -263,6 +263,14 @@ fn tcpdump_expressions_through_the_c_api() {
 fn four_threads_run_one_program() {
     let stdout = run_c_test(&[], "threads", &["2"]);
     assert!(stdout.contains(" 0 wrong verdicts") && stdout.contains(" 0 failed"), "{stdout}");
+}
+
+/// 20,000 faulting runs with the default printer write 8 lines on stderr;
+/// an embedder's printer gets all 20,000 messages.
+#[test]
+fn faults_do_not_flood_stderr() {
+    let stdout = run_c_test(&[], "flood", &[]);
+    assert!(stdout.contains("flood:") && stdout.contains(" 0 failed"), "{stdout}");
 }
 
 #[test]

@@ -9,9 +9,12 @@ use std::ffi::{CStr, c_char, c_int, c_void};
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::ptr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// The type of `ubpf_set_error_print`'s function.
-type ErrorPrintf = unsafe extern "C" fn(*mut libc::FILE, *const c_char, ...) -> c_int;
+pub(super) type ErrorPrintf = unsafe extern "C" fn(*mut libc::FILE, *const c_char, ...) -> c_int;
 
 unsafe extern "C" {
     /// glibc's (and musl's) standard error stream, which ubpf hands to the
@@ -63,8 +66,7 @@ pub(super) fn guard<T>(body: impl FnOnce() -> Result<T, String>) -> Result<T, St
 /// - `boundary!(errmsg: P, failure: F, { body })`: sets `*P` to NULL first
 ///   (when P is not NULL), then to a `malloc`'d message on failure;
 /// - `boundary!(report: PRINTER, failure: F, { body })`: a run's failure
-///   goes to the `error_printf` at address PRINTER (0 for the default),
-///   evaluated only on failure;
+///   goes to PRINTER, an [`ErrorPrint`], evaluated only on failure;
 /// - `boundary!(failure: F, { body })`: the message only goes to
 ///   ubpf_last_error().
 ///
@@ -87,7 +89,7 @@ macro_rules! boundary {
         match $crate::capi::boundary::guard(|| $body) {
             Ok(value) => value,
             Err(message) => {
-                $crate::capi::boundary::report($printer, &message);
+                $crate::capi::boundary::ErrorPrint::report($printer, &message);
                 $failure
             }
         }
@@ -137,23 +139,105 @@ pub(super) unsafe fn write_errmsg(errmsg: *mut *mut c_char, message: Option<&str
     }
 }
 
-/// Reports a failed run as ubpf does: through the VM's `error_printf`
-/// (`printer`, an address; 0 for the default, which writes to stderr).
-pub(super) fn report(printer: usize, message: &str) {
-    if printer == 0 {
-        let _ = writeln!(std::io::stderr(), "qemu-ubpf: {message}");
-        return;
+/// Default-printed fault messages of one VM printed one by one; after them
+/// the VM's faults are counted.
+const FAULT_BURST: u32 = 5;
+/// How often, at most, the default printer prints a summary of the faults
+/// it counted.
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Where a VM reports its failed runs, as ubpf does: through the
+/// embedder's `error_printf`, which gets every message, or by default on
+/// stderr. Under QEMU a guest can make every packet fault, so the default
+/// printer is rate-limited per VM: the first [`FAULT_BURST`] messages, then
+/// at most one summary a second with the count of those not printed (and
+/// a last one when the VM goes).
+pub(super) struct ErrorPrint {
+    /// The `error_printf` function as an address, 0 for the default.
+    printf: AtomicUsize,
+    limit: Mutex<FaultLimit>,
+}
+
+/// What the default printer has printed of one VM's faults.
+struct FaultLimit {
+    printed: u32,
+    /// Faults since the last summary (or the end of the burst), not printed.
+    unprinted: u64,
+    since: Option<Instant>,
+}
+
+impl ErrorPrint {
+    pub(super) const fn new() -> ErrorPrint {
+        ErrorPrint {
+            printf: AtomicUsize::new(0),
+            limit: Mutex::new(FaultLimit { printed: 0, unprinted: 0, since: None }),
+        }
     }
-    let Ok(text) = std::ffi::CString::new(without_nul(message).as_bytes()) else { return };
-    // SAFETY: `printer` was stored by ubpf_set_error_print from a non-NULL
-    // function pointer of exactly this type.
-    let printer: ErrorPrintf = unsafe { std::mem::transmute::<usize, ErrorPrintf>(printer) };
-    // SAFETY: the C library initialises `stderr` before any code runs and
-    // nothing here writes it.
-    let stream = unsafe { stderr };
-    // SAFETY: a printf-like function called with a constant "%s\n" format
-    // and one NUL-terminated string, as its contract expects.
-    unsafe { printer(stream, c"%s\n".as_ptr(), text.as_ptr()) };
+
+    /// Sets the embedder's printer; `None` restores the default.
+    pub(super) fn set(&self, printf: Option<ErrorPrintf>) {
+        self.printf.store(printf.map_or(0, |printf| printf as usize), Ordering::Relaxed);
+    }
+
+    /// Reports a failed run.
+    pub(super) fn report(&self, message: &str) {
+        let printf = self.printf.load(Ordering::Relaxed);
+        if printf == 0 {
+            self.print_limited(message);
+            return;
+        }
+        let Ok(text) = std::ffi::CString::new(without_nul(message).as_bytes()) else { return };
+        // SAFETY: `printf` was stored by `set` from a function pointer of
+        // exactly this type.
+        let printf: ErrorPrintf = unsafe { std::mem::transmute::<usize, ErrorPrintf>(printf) };
+        // SAFETY: the C library initialises `stderr` before any code runs and
+        // nothing here writes it.
+        let stream = unsafe { stderr };
+        // SAFETY: a printf-like function called with a constant "%s\n" format
+        // and one NUL-terminated string, as its contract expects.
+        unsafe { printf(stream, c"%s\n".as_ptr(), text.as_ptr()) };
+    }
+
+    fn print_limited(&self, message: &str) {
+        let mut limit = self.limit.lock().unwrap_or_else(PoisonError::into_inner);
+        if limit.printed < FAULT_BURST {
+            limit.printed += 1;
+            print_line(message);
+            if limit.printed == FAULT_BURST {
+                print_line(&format!(
+                    "{FAULT_BURST} run-time faults printed; this VM's further faults are counted, \
+                     with a summary at most once a second"
+                ));
+                limit.since = Some(Instant::now());
+            }
+            return;
+        }
+        limit.unprinted += 1;
+        let elapsed = limit.since.get_or_insert_with(Instant::now).elapsed();
+        if elapsed >= SUMMARY_INTERVAL {
+            let seconds = elapsed.as_secs_f64();
+            print_line(&format!(
+                "{} more run-time faults in the last {seconds:.1} s, not printed; the latest: {message}",
+                limit.unprinted
+            ));
+            (limit.unprinted, limit.since) = (0, Some(Instant::now()));
+        }
+    }
+}
+
+impl Drop for ErrorPrint {
+    /// The faults counted since the last summary, when the VM goes.
+    fn drop(&mut self) {
+        let limit = self.limit.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if limit.unprinted > 0 {
+            print_line(&format!("{} more run-time faults, not printed", limit.unprinted));
+        }
+    }
+}
+
+/// The default printer's line on stderr.
+fn print_line(message: &str) {
+    let _ = writeln!(std::io::stderr(), "qemu-ubpf: {message}");
 }
 
 /// `len` bytes at `data`, read-only; NULL is allowed only with length 0.
@@ -262,7 +346,8 @@ pub(super) mod tests {
         assert_eq!(take(errmsg).as_deref(), Some("internal error (panic): boom"));
         assert_eq!(take(ubpf_last_error()).as_deref(), Some("internal error (panic): boom"));
 
-        let value: u64 = boundary!(report: 0, failure: u64::MAX, { panic!("{}", String::from("formatted")) });
+        let value: u64 =
+            boundary!(report: &ErrorPrint::new(), failure: u64::MAX, { panic!("{}", String::from("formatted")) });
         assert_eq!(value, u64::MAX);
         assert_eq!(take(ubpf_last_error()).as_deref(), Some("internal error (panic): formatted"));
     }

@@ -7,9 +7,8 @@
 
 use std::ffi::c_void;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::boundary::{bytes_mut, guard, report};
+use super::boundary::{ErrorPrint, bytes_mut, guard};
 use crate::jit::{ExecutableCode, JitProgram};
 use crate::program::Program;
 
@@ -29,7 +28,7 @@ pub(super) struct Native {
 /// unloaded.
 pub(super) struct Compiled {
     pub(super) jit: JitProgram,
-    error_printf: Arc<AtomicUsize>,
+    error_printf: Arc<ErrorPrint>,
 }
 
 /// The two kinds of entry point: a `ubpf_jit_fn` or a `ubpf_jit_ex_fn`.
@@ -44,7 +43,7 @@ impl Native {
     pub(super) fn compiled(
         &mut self,
         program: &Arc<Program>,
-        error_printf: &Arc<AtomicUsize>,
+        error_printf: &Arc<ErrorPrint>,
     ) -> Result<&Arc<Compiled>, String> {
         if self.compiled.is_none() {
             let jit =
@@ -58,7 +57,7 @@ impl Native {
     pub(super) fn entry(
         &mut self,
         program: &Arc<Program>,
-        error_printf: &Arc<AtomicUsize>,
+        error_printf: &Arc<ErrorPrint>,
         mode: Mode,
     ) -> Result<*const u8, String> {
         let compiled = Arc::as_ptr(self.compiled(program, error_printf)?);
@@ -162,7 +161,7 @@ unsafe fn run_native(mem: *mut c_void, mem_len: usize, compiled: *const Compiled
     }) {
         Ok(value) => value,
         Err(message) => {
-            report(compiled.error_printf.load(Ordering::Relaxed), &message);
+            compiled.error_printf.report(&message);
             u64::MAX
         }
     }

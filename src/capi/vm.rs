@@ -3,10 +3,9 @@
 
 use std::ffi::{c_char, c_int, c_uint, c_void};
 use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::boundary::{boundary, bytes, bytes_mut, c_str};
+use super::boundary::{ErrorPrint, boundary, bytes, bytes_mut, c_str};
 use super::native::{Mode, Native};
 use crate::cbpf::{self, ClassicInsn};
 use crate::helpers::Helpers;
@@ -23,9 +22,9 @@ pub struct ubpf_vm {
     instruction_limit: u32,
     bounds_check: bool,
     undefined_behavior_check: bool,
-    /// The `error_printf` function as an address, 0 for the default. Shared
+    /// Where failed runs are reported (see ubpf_set_error_print()). Shared
     /// with the native code, which reports the faults of native runs.
-    error_printf: Arc<AtomicUsize>,
+    error_printf: Arc<ErrorPrint>,
     registers: *mut u64,
     /// Recorded, never called (see ubpf_register_data_relocation).
     data_relocation: ubpf_data_relocation,
@@ -168,14 +167,14 @@ fn entry_point(vm: &ubpf_vm, mode: Mode) -> Result<*const u8, String> {
     loaded.native().entry(&loaded.program, &vm.error_printf, mode)
 }
 
-/// The address of `vm`'s `error_printf` (see ubpf_set_error_print()), 0 for
-/// the default or a NULL vm.
+/// Where `vm` reports failed runs; for a NULL vm, a printer of its own.
 ///
 /// # Safety
 /// `vm` is NULL or a live VM.
-unsafe fn error_printer(vm: *const ubpf_vm) -> usize {
+unsafe fn error_printer<'a>(vm: *const ubpf_vm) -> &'a ErrorPrint {
+    static NO_VM: ErrorPrint = ErrorPrint::new();
     // SAFETY: the caller's contract.
-    unsafe { vm.as_ref() }.map_or(0, |vm| vm.error_printf.load(Ordering::Relaxed))
+    unsafe { vm.as_ref() }.map_or(&NO_VM, |vm| &vm.error_printf)
 }
 
 /// @brief Creates a VM with no helpers and no program.
@@ -191,7 +190,7 @@ pub extern "C" fn ubpf_create() -> *mut ubpf_vm {
             instruction_limit: DEFAULT_INSTRUCTION_LIMIT as u32,
             bounds_check: true,
             undefined_behavior_check: false,
-            error_printf: Arc::new(AtomicUsize::new(0)),
+            error_printf: Arc::new(ErrorPrint::new()),
             registers: ptr::null_mut(),
             data_relocation: None,
             data_bounds_check: None,
@@ -828,8 +827,11 @@ pub unsafe extern "C" fn ubpf_translate_ex(
 /// Thread safety: nothing else may use the VM meanwhile.
 ///
 /// @param[in] vm The VM.
-/// @param[in] error_printf A printf-like function; NULL restores the default,
-///            which writes the message on stderr.
+/// @param[in] error_printf A printf-like function, which gets every message;
+///            NULL restores the default, which writes the messages on stderr
+///            rate-limited per VM, since a guest can make every packet fault:
+///            the first 5, then at most one line a second that counts the
+///            faults not printed and gives the latest.
 ///
 /// # Safety
 /// `vm` is NULL or a live VM that no other thread uses; `error_printf`
@@ -842,7 +844,7 @@ pub unsafe extern "C" fn ubpf_set_error_print(
     boundary!(failure: (), {
         // SAFETY: the caller's contract.
         let vm = unsafe { vm_mut(vm) }?;
-        vm.error_printf.store(error_printf.map_or(0, |printer| printer as usize), Ordering::Relaxed);
+        vm.error_printf.set(error_printf);
         Ok(())
     })
 }

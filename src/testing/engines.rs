@@ -16,6 +16,7 @@ use crate::interp;
 use crate::isa::Insn;
 use crate::jit::JitProgram;
 use crate::program::Program;
+use crate::xdp;
 
 /// Bytes on each side of the input that no program may touch: accesses
 /// just outside the input then fault in every engine, instead of landing in
@@ -24,6 +25,20 @@ const GUARD: usize = 4096;
 const GUARD_BYTE: u8 = 0xa5;
 /// Addresses this close to the input are described relative to it.
 const NEAR_INPUT: i64 = GUARD as i64;
+/// Returned values this close above a map's handle or memory are taken as
+/// addresses in it.
+const NEAR_MAP: u64 = 1 << 16;
+
+/// What each compared run finds in its stack before writing it.
+const STACK_BYTE: u8 = 0x5a;
+
+/// Fills this thread's stack, which both engines run on, with one pattern.
+/// The engines let a program read stack it has not written, as the kernel
+/// lets privileged programs, and it then sees what earlier runs left:
+/// compared runs must start from the same bytes.
+pub fn reset_thread_stack() {
+    interp::with_thread_stack(|stack| stack.fill(STACK_BYTE));
+}
 
 /// One engine's run of a case.
 #[derive(Debug)]
@@ -39,6 +54,9 @@ pub struct Run {
     input_base: u64,
     /// The program's regions, its data sections first.
     regions: Vec<Region>,
+    /// Where the program's maps are: each map's handle and, for a map
+    /// with memory of its own, where that memory starts.
+    map_bases: Vec<u64>,
     guards_intact: bool,
 }
 
@@ -50,12 +68,15 @@ pub type Counted = (Result<u64, ExecError>, Option<u64>);
 /// that holds an input address (r1, say) is then the same in both engines.
 struct GuardedInput<'a> {
     input: &'a [u8],
+    /// Writes what depends on the input's address (an XDP context block's
+    /// pointers) into each fresh copy.
+    lay_out: &'a dyn Fn(&mut [u8]),
     buffer: Vec<u8>,
 }
 
 impl<'a> GuardedInput<'a> {
-    fn new(input: &'a [u8]) -> GuardedInput<'a> {
-        GuardedInput { input, buffer: vec![GUARD_BYTE; GUARD + input.len() + GUARD] }
+    fn new(input: &'a [u8], lay_out: &'a dyn Fn(&mut [u8])) -> GuardedInput<'a> {
+        GuardedInput { input, lay_out, buffer: vec![GUARD_BYTE; GUARD + input.len() + GUARD] }
     }
 
     /// Runs `engine` (which runs `program`) over a fresh copy of the input.
@@ -64,13 +85,22 @@ impl<'a> GuardedInput<'a> {
         self.buffer.fill(GUARD_BYTE);
         let memory = &mut self.buffer[GUARD..GUARD + len];
         memory.copy_from_slice(self.input);
+        (self.lay_out)(memory);
+        reset_thread_stack();
         let input_base = if len == 0 { 0 } else { memory.as_ptr() as u64 };
         let (result, executed) = engine(memory);
         let memory = self.buffer[GUARD..GUARD + len].to_vec();
         let guards_intact =
             self.buffer[..GUARD].iter().chain(&self.buffer[GUARD + len..]).all(|&byte| byte == GUARD_BYTE);
         let data = (0..).map_while(|section| program.data(section)).collect();
-        Run { result, executed, memory, data, input_base, regions: program.regions().to_vec(), guards_intact }
+        let map_bases = program
+            .maps()
+            .iter()
+            .flat_map(|map| [Some(map.handle()), map.region().map(|region| region.start)])
+            .flatten()
+            .collect();
+        let regions = program.regions().to_vec();
+        Run { result, executed, memory, data, input_base, regions, map_bases, guards_intact }
     }
 }
 
@@ -93,6 +123,13 @@ enum FaultPlace {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Outcome {
     Returned(u64),
+    /// An address this far from the program's map base `base` (see
+    /// [`Run::returned`]), or its low 32 bits.
+    ReturnedAddress {
+        base: usize,
+        offset: u64,
+        low_half: bool,
+    },
     /// `kind` with its address zeroed, which `place` gives instead.
     Stopped {
         pc: usize,
@@ -119,9 +156,30 @@ impl Run {
         }
     }
 
+    /// A returned value, or the place it points at when it is an address
+    /// near one of the program's maps (or the low half of one): each
+    /// engine's load has maps of its own, at different addresses.
+    fn returned(&self, r0: u64) -> Outcome {
+        // The nearest base below: a map's memory may lie just above another
+        // map's handle.
+        let nearest = |offset_from: &dyn Fn(u64) -> u64| {
+            let offsets = self.map_bases.iter().map(|&base| offset_from(base)).enumerate();
+            offsets.filter(|&(_, offset)| offset < NEAR_MAP).min_by_key(|&(_, offset)| offset)
+        };
+        if let Some((base, offset)) = nearest(&|base| r0.wrapping_sub(base)) {
+            return Outcome::ReturnedAddress { base, offset, low_half: false };
+        }
+        if r0 >> 32 == 0 {
+            if let Some((base, offset)) = nearest(&|base| u64::from((r0 as u32).wrapping_sub(base as u32))) {
+                return Outcome::ReturnedAddress { base, offset, low_half: true };
+            }
+        }
+        Outcome::Returned(r0)
+    }
+
     fn outcome(&self) -> Outcome {
         match &self.result {
-            Ok(r0) => Outcome::Returned(*r0),
+            Ok(r0) => self.returned(*r0),
             Err(error) => {
                 let (kind, place) = match error.kind.clone() {
                     ExecErrorKind::OutOfBounds { addr, size, write } => {
@@ -129,6 +187,12 @@ impl Run {
                     }
                     ExecErrorKind::ReadOnly { addr, size } => {
                         (ExecErrorKind::ReadOnly { addr: 0, size }, Some(self.place(addr)))
+                    }
+                    ExecErrorKind::HelperMemory { helper, addr, size, write } => {
+                        (ExecErrorKind::HelperMemory { helper, addr: 0, size, write }, Some(self.place(addr)))
+                    }
+                    ExecErrorKind::NotAMap { helper, value } => {
+                        (ExecErrorKind::NotAMap { helper, value: 0 }, Some(self.place(value)))
                     }
                     kind => (kind, None),
                 };
@@ -159,7 +223,32 @@ pub fn compare(
     compiled: &Program,
     jit: impl FnOnce(&mut [u8]) -> Counted,
 ) -> Result<Result<u64, ExecError>, Box<Divergence>> {
-    let mut input = GuardedInput::new(input);
+    compare_laid_out(input, &|_| (), interpreted, compiled, jit)
+}
+
+/// [`compare`] for an XDP program (loaded as [`ProgramType::Xdp`]) over
+/// `buffer`: each run's input is the buffer's context block and page, the
+/// block pointing into that copy, as [`xdp::Buffer::run`] lays it out.
+///
+/// [`ProgramType::Xdp`]: crate::image::ProgramType::Xdp
+pub fn compare_xdp(
+    buffer: &xdp::Buffer,
+    interpreted: &Program,
+    compiled: &Program,
+    jit: impl FnOnce(&mut [u8]) -> Counted,
+) -> Result<Result<u64, ExecError>, Box<Divergence>> {
+    let context = buffer.context();
+    compare_laid_out(buffer.bytes(), &|memory| context.write(memory), interpreted, compiled, jit)
+}
+
+fn compare_laid_out(
+    input: &[u8],
+    lay_out: &dyn Fn(&mut [u8]),
+    interpreted: &Program,
+    compiled: &Program,
+    jit: impl FnOnce(&mut [u8]) -> Counted,
+) -> Result<Result<u64, ExecError>, Box<Divergence>> {
+    let mut input = GuardedInput::new(input, lay_out);
     let interpreter = input.run(interpreted, |memory| {
         let (result, executed) = interp::execute_counted(interpreted, memory);
         (result, Some(executed))
@@ -242,6 +331,8 @@ impl fmt::Display for Divergence {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::testing::testgen::{GeneratedCase, program_from_seed};
 
@@ -293,6 +384,76 @@ mod tests {
         let (interpreted, compiled) = (case.load().unwrap(), case.load().unwrap());
         // Different input copies and data sections, the same place.
         assert!(compare(&case.input, &interpreted, &compiled, |memory| (compiled.execute(memory), None)).is_ok());
+    }
+
+    #[test]
+    fn xdp_runs_see_their_own_copy_of_the_packet() {
+        use crate::helpers::Helpers;
+        use crate::image::{Image, ProgramType};
+        use crate::program::Config;
+        // The packet's length, from the context block's pointers, and its
+        // first byte incremented.
+        let source = "ldxw r2, [r1+0]\nldxw r3, [r1+4]\nldxb r4, [r2+0]\nadd r4, 1\nstxb [r2+0], r4\n\
+                      mov r0, r3\nsub r0, r2\nexit";
+        let config = Config { program_type: Some(ProgramType::Xdp), ..Config::default() };
+        let load = || {
+            let image = Image { insns: crate::asm::assemble(source).unwrap(), ..Image::default() };
+            Program::from_image(image, &Helpers::new(), &config).unwrap()
+        };
+        let (interpreted, compiled) = (load(), load());
+        let buffer = xdp::Buffer::new(&[7; 60], &[], xdp::RxInfo::default()).unwrap();
+        let result = compare_xdp(&buffer, &interpreted, &compiled, |memory| (interp::execute(&compiled, memory), None));
+        assert_eq!(result.unwrap().unwrap(), 60);
+        let broken = compare_xdp(&buffer, &interpreted, &compiled, |memory| {
+            let result = interp::execute(&compiled, memory);
+            memory[xdp::INPUT_LEN - 1] ^= 1;
+            (result, None)
+        });
+        assert!(broken.unwrap_err().detail.starts_with("input byte"));
+    }
+
+    /// A program that reads its stack before writing it sees the same
+    /// bytes in both engines, though the first run writes them.
+    #[test]
+    fn runs_start_from_the_same_stack() {
+        use crate::helpers::Helpers;
+        use crate::image::Image;
+        use crate::program::Config;
+        let source = "ldxdw r0, [r10-8]\nstdw [r10-8], 1\nexit";
+        let image = Image { insns: crate::asm::assemble(source).unwrap(), ..Image::default() };
+        let program = Arc::new(Program::from_image(image, &Helpers::new(), &Config::default()).unwrap());
+        let jit = JitProgram::compile(program.clone()).unwrap();
+        let r0 = assert_agree(&program, &jit, &[], &"a read of the stack before a write");
+        assert_eq!(r0.unwrap(), u64::from_ne_bytes([STACK_BYTE; 8]));
+    }
+
+    /// Each load has maps of its own: an address in one, or its low half,
+    /// returned by both engines is the same result.
+    #[test]
+    fn returned_map_addresses_compare_by_place() {
+        use crate::helpers::Helpers;
+        use crate::image::{Image, MapDef, MapType};
+        use crate::program::Config;
+        for source in ["lddw %r0, map_value 0+4\nexit", "lddw %r0, map_fd 0\nmov32 %r0, %r0\nexit"] {
+            let load = || {
+                let def = MapDef {
+                    name: "values".into(),
+                    map_type: MapType::Array as u32,
+                    key_size: 4,
+                    value_size: 8,
+                    max_entries: 2,
+                    flags: 0,
+                    initial_programs: Vec::new(),
+                };
+                let image = Image { insns: crate::asm::assemble(source).unwrap(), maps: vec![def], ..Image::default() };
+                Program::from_image(image, &Helpers::new(), &Config::default()).unwrap()
+            };
+            let (interpreted, compiled) = (load(), load());
+            let run = |memory: &mut [u8]| (interp::execute(&compiled, memory), None);
+            assert!(compare(&[], &interpreted, &compiled, run).is_ok(), "{source}");
+            let off_by_one = |memory: &mut [u8]| (interp::execute(&compiled, memory).map(|r0| r0 + 1), None);
+            assert!(compare(&[], &interpreted, &compiled, off_by_one).is_err(), "{source}");
+        }
     }
 
     #[test]

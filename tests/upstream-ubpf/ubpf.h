@@ -34,7 +34,8 @@ typedef uint64_t (*external_function_t)(uint64_t p0, uint64_t p1, uint64_t p2,
 /* A new VM (bounds checks on), or NULL when memory is short. */
 struct ubpf_vm *ubpf_create(void);
 
-/* Frees the VM, its program and its compiled code; NULL is ignored. */
+/* Frees the VM, its program and its compiled code (not NULL: iovisor/ubpf
+ * dereferences it). */
 void ubpf_destroy(struct ubpf_vm *vm);
 
 /* Turns the interpreter's memory checks on or off; returns the old value. */

@@ -1,6 +1,7 @@
 //! Typed errors, one enum per stage; every error carries its place: the
 //! instruction index, the section, or the line.
 
+use crate::image::MapType;
 use crate::isa::Insn;
 
 /// Why a program was refused before it ran.
@@ -142,9 +143,7 @@ pub enum ExecErrorKind {
 /// Why a map could not be created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
-    #[error(
-        "map {name}: type {map_type} is not supported (supported: hash, array, prog_array, lru_hash, lpm_trie, queue, stack, ringbuf)"
-    )]
+    #[error("map {name}: type {map_type} is not supported (supported: {supported})", supported = supported_map_types())]
     UnsupportedType { name: String, map_type: u32 },
     #[error("map {name}: {field} is {value}, but {rule}")]
     BadField { name: String, field: &'static str, value: u64, rule: &'static str },
@@ -303,4 +302,9 @@ pub enum Error {
     Elf(#[from] ElfError),
     #[error(transparent)]
     Asm(#[from] AsmError),
+}
+
+/// The names of the map types this runtime creates, for messages.
+fn supported_map_types() -> String {
+    MapType::ALL.iter().map(|map_type| map_type.name()).collect::<Vec<_>>().join(", ")
 }

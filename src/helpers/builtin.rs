@@ -62,6 +62,7 @@ const BUILTINS: &[(u32, HelperFn, bool)] = &[
     (RINGBUF_QUERY,        ringbuf_query,        true),
     (TRACE_VPRINTK,        trace_vprintk,        true),
     (REDIRECT,             xdp::redirect,        true),
+    (REDIRECT_MAP,         xdp::redirect_map,    true),
     (XDP_ADJUST_HEAD,      xdp::adjust_head,     true),
     (XDP_ADJUST_META,      xdp::adjust_meta,     true),
     (XDP_ADJUST_TAIL,      xdp::adjust_tail,     true),
@@ -231,7 +232,7 @@ impl RunState {
     }
 
     /// The map whose handle is `value`, among the running program's.
-    fn map(&self, helper: u32, value: u64) -> Result<&Arc<Map>, ExecErrorKind> {
+    pub(super) fn map(&self, helper: u32, value: u64) -> Result<&Arc<Map>, ExecErrorKind> {
         self.program().maps().iter().find(|map| map.handle() == value).ok_or(ExecErrorKind::NotAMap { helper, value })
     }
 
@@ -345,7 +346,7 @@ fn value_size(map: &Map) -> u64 {
     u64::from(map.def().value_size)
 }
 
-fn unsupported(helper: u32, map: &Map) -> ExecErrorKind {
+pub(super) fn unsupported(helper: u32, map: &Map) -> ExecErrorKind {
     ExecErrorKind::HelperArgument { helper, what: format!("map {} is a {} map", map.name(), map.map_type().name()) }
 }
 
@@ -360,19 +361,24 @@ extern "C" fn map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64
 extern "C" fn map_update_elem(map: u64, key: u64, value: u64, flags: u64, _: u64) -> u64 {
     with_state(|state| {
         let map = state.map(MAP_UPDATE_ELEM, map)?;
-        if matches!(map.map_type(), MapType::ProgArray | MapType::RingBuf | MapType::Queue | MapType::Stack) {
+        let map_type = map.map_type();
+        if matches!(map_type, MapType::ProgArray | MapType::RingBuf | MapType::Queue | MapType::Stack)
+            || map_type.is_redirect_target()
+        {
             return Err(unsupported(MAP_UPDATE_ELEM, map));
         }
         let key = state.read_key(MAP_UPDATE_ELEM, key, key_size(map))?;
         let value = state.read(MAP_UPDATE_ELEM, value, value_size(map))?;
-        Ok(result(map.update(&key, &value, flags)))
+        Ok(result(map.update_from_program(&key, &value, flags)))
     })
 }
 
 extern "C" fn map_delete_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
     with_state(|state| {
         let map = state.map(MAP_DELETE_ELEM, map)?;
-        if matches!(map.map_type(), MapType::RingBuf | MapType::Queue | MapType::Stack) {
+        if matches!(map.map_type(), MapType::RingBuf | MapType::Queue | MapType::Stack)
+            || map.map_type().is_redirect_target()
+        {
             return Err(unsupported(MAP_DELETE_ELEM, map));
         }
         let key = state.read_key(MAP_DELETE_ELEM, key, key_size(map))?;
@@ -436,8 +442,11 @@ extern "C" fn get_prandom_u32(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     })
 }
 
+/// The number of the CPU the program runs on, whose values of per-CPU
+/// maps it uses.
 extern "C" fn get_smp_processor_id(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    0
+    // SAFETY: sched_getcpu has no preconditions.
+    u64::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0)
 }
 
 extern "C" fn tail_call(_ctx: u64, map: u64, index: u64, _: u64, _: u64) -> u64 {

@@ -68,5 +68,14 @@ pub fn name(index: u32) -> &'static str {
 /// Does helper `index` take an XDP context (and so apply to XDP programs
 /// only)?
 pub fn is_xdp_only(index: u32) -> bool {
-    matches!(index, REDIRECT | XDP_ADJUST_HEAD | XDP_ADJUST_META | XDP_ADJUST_TAIL | XDP_LOAD_BYTES | XDP_STORE_BYTES)
+    matches!(
+        index,
+        REDIRECT
+            | REDIRECT_MAP
+            | XDP_ADJUST_HEAD
+            | XDP_ADJUST_META
+            | XDP_ADJUST_TAIL
+            | XDP_LOAD_BYTES
+            | XDP_STORE_BYTES
+    )
 }

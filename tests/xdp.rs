@@ -372,3 +372,47 @@ fn xdp_programs_do_what_the_kernel_does() {
     }
     assert_eq!(skips, expected_skips(), "what is skipped");
 }
+
+/// What test_run does not show: where a redirect sends the packet. A
+/// devmap's slot gives its ifindex, as `bpf_redirect` gives its argument;
+/// a cpumap's its CPU; an empty slot (an xskmap's always is) no target.
+#[test]
+fn redirects_record_their_target_in_both_engines() {
+    let object = std::fs::read(root().join("tests/fixtures/xdp_actions.o")).unwrap();
+    let frame = hex(recording_frame("ipv4_udp_dns").as_str());
+    // (program, return value, device, CPU)
+    let cases = [
+        ("xdp_redirect_ifindex", 4, Some(5), None),
+        ("xdp_redirect_devmap", 4, Some(7), None),
+        ("xdp_redirect_devmap_miss", 2, None, None),
+        ("xdp_redirect_cpumap", 4, None, Some(0)),
+        ("xdp_redirect_xskmap", 2, None, None),
+    ];
+    for (name, retval, device, cpu) in cases {
+        for jit in [false, true] {
+            let program = Program::from_elf(&object, Some(name), &Helpers::linux(), &Config::default()).unwrap();
+            let tx_ports = program.map("tx_ports").unwrap();
+            tx_ports.update(&0u32.to_ne_bytes(), &7u32.to_ne_bytes(), 0).unwrap();
+            let cpumap_entry = [192u32.to_ne_bytes(), [0; 4]].concat();
+            program.map("cpus").unwrap().update(&0u32.to_ne_bytes(), &cpumap_entry, 0).unwrap();
+            let program = Arc::new(program);
+            let mut buffer = Buffer::new(&frame, &[], RxInfo::default()).unwrap();
+            let got = if jit {
+                let compiled = JitProgram::compile(program.clone()).unwrap();
+                buffer.run(|input| compiled.execute(input))
+            } else {
+                buffer.run(|input| interp::execute(&program, input))
+            };
+            let what = format!("{name} (jit: {jit})");
+            assert_eq!(got.unwrap(), retval, "{what}");
+            assert_eq!(buffer.redirect_target(), device, "{what}");
+            assert_eq!(buffer.redirect_cpu(), cpu, "{what}");
+        }
+    }
+}
+
+fn recording_frame(name: &str) -> String {
+    let recording: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("tests/kernel/xdp.json")).unwrap()).unwrap();
+    recording["frames"][name].as_str().unwrap().to_owned()
+}

@@ -911,13 +911,14 @@ int ubpf_map_delete(const struct ubpf_map *map, const void *key, size_t key_size
 int ubpf_map_next_key(const struct ubpf_map *map, const void *key, void *next_key, size_t key_size);
 
 /**
- * @brief Takes the next record a program submitted to a ring buffer map.
+ * @brief Takes the next record a program submitted to a ring buffer map,
+ * or wrote to a perf event array with bpf_perf_event_output().
  *
  * Records come in the order they were reserved; one reserved and not yet
  * submitted holds back those after it. Meant for one consumer per ring
  * buffer. Thread safety: as ubpf_map_lookup().
  *
- * @param[in] map The handle of a ring buffer map.
+ * @param[in] map The handle of a ring buffer or perf event array map.
  * @param[out] buffer Where the record goes.
  * @param[in] size The buffer's size.
  * @param[out] len The record's length (also when it does not fit); may be
@@ -925,7 +926,8 @@ int ubpf_map_next_key(const struct ubpf_map *map, const void *key, void *next_ke
  * @retval 1 A record was copied (and taken).
  * @retval 0 No record is ready.
  * @retval -ENOSPC The next record is longer than `size`; it stays.
- * @retval -EINVAL Not a ring buffer, or NULL arguments.
+ * @retval -EINVAL Not a ring buffer or perf event array, or NULL
+ *         arguments.
  *
  * # Safety
  * `map` is NULL or a handle not yet released; `buffer` is NULL or points

@@ -94,6 +94,7 @@ pub enum MapType {
     Hash = 1,
     Array = 2,
     ProgArray = 3,
+    PerfEventArray = 4,
     PerCpuHash = 5,
     PerCpuArray = 6,
     LruHash = 9,
@@ -110,10 +111,11 @@ pub enum MapType {
 
 impl MapType {
     /// Every supported type, in Linux's order.
-    pub const ALL: [MapType; 15] = [
+    pub const ALL: [MapType; 16] = [
         MapType::Hash,
         MapType::Array,
         MapType::ProgArray,
+        MapType::PerfEventArray,
         MapType::PerCpuHash,
         MapType::PerCpuArray,
         MapType::LruHash,
@@ -139,6 +141,7 @@ impl MapType {
             MapType::Hash => "hash",
             MapType::Array => "array",
             MapType::ProgArray => "prog_array",
+            MapType::PerfEventArray => "perf_event_array",
             MapType::PerCpuHash => "percpu_hash",
             MapType::PerCpuArray => "percpu_array",
             MapType::LruHash => "lru_hash",

@@ -48,6 +48,11 @@ pub const XDP_ACTION_MASK: u64 = 3;
 pub const BPF_F_BROADCAST: u64 = 1 << 3;
 pub const BPF_F_EXCLUDE_INGRESS: u64 = 1 << 4;
 
+/// Most bytes of records a perf event array keeps for the host, over all
+/// CPUs: a reader's buffers, as `perf_buffer__new` maps them (64 pages per
+/// CPU on a small host).
+pub const PERF_EVENT_BYTES: usize = 1 << 20;
+
 /// Most packets a cpumap entry queues (`qsize`), as the kernel allows.
 const MAX_CPUMAP_QSIZE: u32 = 16384;
 
@@ -76,6 +81,8 @@ pub enum MapOpError {
     NotSupported(&'static str),
     #[error("not supported: {0}")]
     Unsupported(&'static str),
+    #[error("no space for the record")]
+    NoSpace,
 }
 
 impl MapOpError {
@@ -87,6 +94,7 @@ impl MapOpError {
             MapOpError::Full => libc::E2BIG,
             MapOpError::KeySize { .. } | MapOpError::ValueSize { .. } | MapOpError::Invalid(_) => libc::EINVAL,
             MapOpError::NotSupported(_) | MapOpError::Unsupported(_) => libc::EOPNOTSUPP,
+            MapOpError::NoSpace => libc::ENOSPC,
         }
     }
 }
@@ -151,6 +159,15 @@ struct Record {
     state: RecordState,
 }
 
+/// A perf event array's records, in the order programs wrote them, as if
+/// the host had opened every CPU's buffer; `bytes` counts them against
+/// [`PERF_EVENT_BYTES`].
+#[derive(Default)]
+struct PerfStore {
+    records: VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
 enum Storage {
     /// Arrays, per-CPU arrays (`cpus` slots per entry, see [`Map::cell`]),
     /// and the redirect targets indexed by number (devmap, cpumap, xskmap),
@@ -164,6 +181,7 @@ enum Storage {
     ProgArray(RwLock<Vec<Option<Weak<Program>>>>),
     Queue(Mutex<VecDeque<Box<[u8]>>>),
     RingBuf(RingStore),
+    PerfEvents(Mutex<PerfStore>),
 }
 
 /// A value to store, and whose it is: the host's (for a per-CPU map, one
@@ -216,10 +234,14 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 impl Map {
     /// Creates a map, checking `def` as Linux does for its type.
-    pub fn new(def: MapDef) -> Result<Map, MapError> {
+    pub fn new(mut def: MapDef) -> Result<Map, MapError> {
         let name = def.name.clone();
         let map_type = MapType::from_linux(def.map_type)
             .ok_or_else(|| MapError::UnsupportedType { name: name.clone(), map_type: def.map_type })?;
+        if map_type == MapType::PerfEventArray && def.max_entries == 0 {
+            // libbpf's default: a slot per possible CPU.
+            def.max_entries = cpus::count() as u32;
+        }
         let field = |field: &'static str, value: u32, rule: &'static str| MapError::BadField {
             name: name.clone(),
             field,
@@ -238,6 +260,7 @@ impl Map {
             MapType::LpmTrie => BPF_F_NO_PREALLOC | BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
             MapType::Queue | MapType::Stack => BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
             MapType::ProgArray
+            | MapType::PerfEventArray
             | MapType::RingBuf
             | MapType::DevMap
             | MapType::DevMapHash
@@ -267,6 +290,12 @@ impl Map {
                     value_size,
                     "a cpumap's values are a queue size and a program (4 or 8 bytes)",
                 ));
+            }
+            MapType::PerfEventArray if key_size != 4 => {
+                return Err(field("key_size", key_size, "a perf event array's keys are 4-byte CPU indexes"));
+            }
+            MapType::PerfEventArray if value_size != 4 => {
+                return Err(field("value_size", value_size, "a perf event array's values are 4-byte descriptors"));
             }
             MapType::XskMap if value_size != 4 => {
                 return Err(field("value_size", value_size, "an xskmap's values are 4-byte socket descriptors"));
@@ -318,6 +347,7 @@ impl Map {
         let bytes = match map_type {
             MapType::RingBuf => u64::from(entries),
             MapType::ProgArray => u64::from(entries) * 8,
+            MapType::PerfEventArray => PERF_EVENT_BYTES as u64,
             _ => u64::from(entries) * (slot * cpus as u64 + u64::from(key_size)),
         };
         if bytes > MAX_MAP_BYTES {
@@ -346,6 +376,7 @@ impl Map {
                 index: RwLock::new(LpmIndex { by_length: BTreeMap::new(), free: FreeSlots::new(entries) }),
             }),
             MapType::ProgArray => Storage::ProgArray(RwLock::new(vec![None; entries_usize])),
+            MapType::PerfEventArray => Storage::PerfEvents(Mutex::new(PerfStore::default())),
             MapType::Queue | MapType::Stack => Storage::Queue(Mutex::new(VecDeque::new())),
             MapType::RingBuf => Storage::RingBuf(RingStore {
                 arena: Arena::new(entries_usize, 1),
@@ -409,7 +440,7 @@ impl Map {
             Storage::Hash(store) => &store.arena,
             Storage::Lpm(store) => &store.arena,
             Storage::RingBuf(store) => &store.arena,
-            Storage::ProgArray(_) | Storage::Queue(_) => return None,
+            Storage::ProgArray(_) | Storage::Queue(_) | Storage::PerfEvents(_) => return None,
         };
         // The last slot's padding is not the program's; with several
         // slots, no access may cross from one value into the next.
@@ -769,7 +800,7 @@ impl Map {
                 .filter(|(_, program)| program.as_ref().is_some_and(|program| program.strong_count() > 0))
                 .map(|(index, _)| (index as u32).to_ne_bytes().to_vec())
                 .collect(),
-            Storage::Queue(_) | Storage::RingBuf(_) => Vec::new(),
+            Storage::Queue(_) | Storage::RingBuf(_) | Storage::PerfEvents(_) => Vec::new(),
         }
     }
 
@@ -927,7 +958,19 @@ impl Map {
 
     /// As [`Map::ringbuf_next`], but a record longer than `limit` stays in
     /// the buffer: `Some(Err(len))` tells its length.
+    /// A perf event array's records are read the same way.
     pub fn ringbuf_next_within(&self, limit: usize) -> Result<Option<Result<Vec<u8>, usize>>, MapOpError> {
+        if let Storage::PerfEvents(perf) = &self.storage {
+            let mut perf = lock(perf);
+            return Ok(match perf.records.front().map(Vec::len) {
+                None => None,
+                Some(len) if len > limit => Some(Err(len)),
+                Some(len) => {
+                    perf.bytes -= len;
+                    perf.records.pop_front().map(Ok)
+                }
+            });
+        }
         let Storage::RingBuf(ring) = &self.storage else {
             return Err(MapOpError::NotSupported(self.map_type.name()));
         };
@@ -957,6 +1000,25 @@ impl Map {
             }
         }
         Ok(None)
+    }
+
+    /// Adds a record to a perf event array, for slot `index` (a CPU's
+    /// buffer; every slot is open, as if the host had opened each CPU's).
+    /// A record that does not fit is lost, as in the kernel (`-ENOSPC`).
+    pub fn perf_event_output(&self, index: u64, record: Vec<u8>) -> Result<(), MapOpError> {
+        let Storage::PerfEvents(perf) = &self.storage else {
+            return Err(MapOpError::NotSupported(self.map_type.name()));
+        };
+        if index >= u64::from(self.def.max_entries) {
+            return Err(MapOpError::Full);
+        }
+        let mut perf = lock(perf);
+        if perf.bytes + record.len() > PERF_EVENT_BYTES {
+            return Err(MapOpError::NoSpace);
+        }
+        perf.bytes += record.len();
+        perf.records.push_back(record);
+        Ok(())
     }
 
     /// Bytes of submitted records not yet taken (`BPF_RB_AVAIL_DATA`).
@@ -1355,6 +1417,21 @@ mod tests {
         let records = ring.ringbuf_drain().unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[1], vec![9; 1000]);
+    }
+
+    #[test]
+    fn perf_event_array_keeps_records_in_order_until_full() {
+        let unsized_slots = MapDef { max_entries: 0, ..def(MapType::PerfEventArray, 4, 4, 0, 0) };
+        let perf = Map::new(unsized_slots).unwrap();
+        assert_eq!(perf.def().max_entries as usize, cpus::count(), "a slot per possible CPU, as libbpf makes it");
+        assert!(perf.region().is_none() && perf.keys().is_empty());
+        perf.perf_event_output(0, vec![1; 10]).unwrap();
+        perf.perf_event_output(0, vec![2; 3]).unwrap();
+        assert_eq!(perf.perf_event_output(cpus::count() as u64, vec![3]), Err(MapOpError::Full));
+        assert_eq!(perf.ringbuf_next_within(5), Ok(Some(Err(10))));
+        assert_eq!(perf.ringbuf_drain(), Ok(vec![vec![1; 10], vec![2; 3]]));
+        perf.perf_event_output(0, vec![0; PERF_EVENT_BYTES]).unwrap();
+        assert_eq!(perf.perf_event_output(0, vec![0]).map_err(MapOpError::errno), Err(libc::ENOSPC));
     }
 
     #[test]

@@ -50,6 +50,7 @@ const BUILTINS: &[(u32, HelperFn, bool)] = &[
     (GET_PRANDOM_U32,      get_prandom_u32,      false),
     (GET_SMP_PROCESSOR_ID, get_smp_processor_id, false),
     (TAIL_CALL,            tail_call,            true),
+    (PERF_EVENT_OUTPUT,    perf_event_output,    true),
     (CSUM_DIFF,            csum_diff,            true),
     (MAP_PUSH_ELEM,        map_push_elem,        true),
     (MAP_POP_ELEM,         map_pop_elem,         true),
@@ -571,6 +572,39 @@ fn printk(state: &RunState, helper: u32, format: &[u8], args: &[u64]) -> Result<
         }
     }
     Ok(out)
+}
+
+/// `bpf_perf_event_output(ctx, map, flags, data, size)`: a record of the
+/// `size` bytes at `data`, then the first bytes of the packet (flags' bits
+/// 32 to 51, as XDP and socket programs may ask), for the slot of flags'
+/// low 32 bits (`BPF_F_CURRENT_CPU`: the CPU the program runs on).
+extern "C" fn perf_event_output(ctx: u64, map: u64, flags: u64, data: u64, size: u64) -> u64 {
+    const INDEX_MASK: u64 = 0xffff_ffff;
+    const CTXLEN_MASK: u64 = 0xf_ffff << 32;
+    const CURRENT_CPU: u64 = INDEX_MASK;
+    with_state(|state| {
+        let map = state.map(PERF_EVENT_OUTPUT, map)?;
+        if map.map_type() != MapType::PerfEventArray {
+            return Err(unsupported(PERF_EVENT_OUTPUT, map));
+        }
+        if flags & !(INDEX_MASK | CTXLEN_MASK) != 0 {
+            return Ok(errno(libc::EINVAL));
+        }
+        let mut record = state.read(PERF_EVENT_OUTPUT, data, size)?;
+        let ctx_len = (flags & CTXLEN_MASK) >> 32;
+        let (packet, packet_len) = xdp::packet_of(state, PERF_EVENT_OUTPUT, ctx)?;
+        if ctx_len > packet_len {
+            return Ok(errno(libc::EFAULT));
+        }
+        // SAFETY: the packet lies in the run's input (`packet_of`), which
+        // lives for the run.
+        record.extend_from_slice(unsafe { std::slice::from_raw_parts(packet as *const u8, ctx_len as usize) });
+        let index = match flags & INDEX_MASK {
+            CURRENT_CPU => crate::maps::cpus::current() as u64,
+            index => index,
+        };
+        Ok(result(map.perf_event_output(index, record)))
+    })
 }
 
 extern "C" fn ringbuf_output(map: u64, data: u64, size: u64, _flags: u64, _: u64) -> u64 {

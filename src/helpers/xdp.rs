@@ -74,6 +74,21 @@ impl Bounds {
     }
 }
 
+/// The packet of the run whose context is `ctx` (address and length): for
+/// an XDP program, from `data` to `data_end`; for a filter, whose r1 is
+/// the packet, the run's input.
+pub(super) fn packet_of(state: &RunState, helper: u32, ctx: u64) -> Result<(u64, u64), ExecErrorKind> {
+    if state.program_type() == ProgramType::Xdp {
+        let bounds = Bounds::of(state, helper, ctx)?;
+        return Ok((bounds.page() + bounds.data, bounds.data_end - bounds.data));
+    }
+    let (start, len) = state.input();
+    if ctx != start {
+        return Err(ExecErrorKind::HelperArgument { helper, what: "r1 is not the packet".into() });
+    }
+    Ok((start, len))
+}
+
 /// The `int` a helper takes in a 64-bit register.
 fn int(value: u64) -> i64 {
     i64::from(value as i32)

@@ -43,7 +43,7 @@ pub fn dump(map: &Map) -> Value {
         object.insert("cpus".into(), json!(map.cpus()));
     }
     match map.map_type() {
-        MapType::RingBuf => {
+        MapType::RingBuf | MapType::PerfEventArray => {
             let records = map.ringbuf_drain().unwrap_or_default();
             object.insert("records".into(), records.iter().map(|record| json!(hex(record))).collect());
         }

@@ -143,8 +143,13 @@ pub enum ExecErrorKind {
 /// Why a map could not be created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
-    #[error("map {name}: type {map_type} is not supported (supported: {supported})", supported = supported_map_types())]
-    UnsupportedType { name: String, map_type: u32 },
+    #[error(
+        "map {name}: type {map_type} is not supported (supported: {supported}){used}",
+        supported = supported_map_types(),
+        used = used_at.map(|pc| format!("; instruction {pc} loads it")).unwrap_or_default()
+    )]
+    /// `used_at`: the first instruction that loads the map, if any.
+    UnsupportedType { name: String, map_type: u32, used_at: Option<usize> },
     #[error("map {name}: {field} is {value}, but {rule}")]
     BadField { name: String, field: &'static str, value: u64, rule: &'static str },
     #[error("map {name}: flags {flags:#x} are not valid for a {map_type} map")]

@@ -236,8 +236,11 @@ impl Map {
     /// Creates a map, checking `def` as Linux does for its type.
     pub fn new(mut def: MapDef) -> Result<Map, MapError> {
         let name = def.name.clone();
-        let map_type = MapType::from_linux(def.map_type)
-            .ok_or_else(|| MapError::UnsupportedType { name: name.clone(), map_type: def.map_type })?;
+        let map_type = MapType::from_linux(def.map_type).ok_or_else(|| MapError::UnsupportedType {
+            name: name.clone(),
+            map_type: def.map_type,
+            used_at: None,
+        })?;
         if map_type == MapType::PerfEventArray && def.max_entries == 0 {
             // libbpf's default: a slot per possible CPU.
             def.max_entries = cpus::count() as u32;
@@ -1038,17 +1041,38 @@ impl Map {
 ///
 /// [`Config::reuse_maps`]: crate::program::Config::reuse_maps
 pub fn create_for(image: &Image, reuse: &[Arc<Map>]) -> Result<Vec<Arc<Map>>, MapError> {
-    let declared = image.maps.iter().map(|def| {
+    let declared = image.maps.iter().enumerate().map(|(index, def)| {
         let reusable = (def.map_type != MapType::ProgArray as u32)
             .then(|| reuse.iter().find(|map| map.name() == def.name && map.def().same_shape(def)))
             .flatten();
         match reusable {
             Some(map) => Ok(map.clone()),
-            None => Map::new(def.clone()).map(Arc::new),
+            None => Map::new(def.clone()).map(Arc::new).map_err(|error| match error {
+                MapError::UnsupportedType { name, map_type, .. } => {
+                    MapError::UnsupportedType { name, map_type, used_at: first_use(image, index) }
+                }
+                other => other,
+            }),
         }
     });
     let data = image.data.iter().map(|section| Ok(Arc::new(Map::global_data(section))));
     declared.chain(data).collect()
+}
+
+/// The first instruction of `image` that loads map number `index`.
+fn first_use(image: &Image, index: usize) -> Option<usize> {
+    let mut pc = 0;
+    while pc < image.insns.len() {
+        let insn = image.insns[pc];
+        if insn.opc == crate::isa::LDDW {
+            if crate::isa::lddw_names_map(insn.src) && usize::try_from(insn.imm).ok() == Some(index) {
+                return Some(pc);
+            }
+            pc += 1;
+        }
+        pc += 1;
+    }
+    None
 }
 
 impl HashStore {
@@ -1417,6 +1441,20 @@ mod tests {
         let records = ring.ringbuf_drain().unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[1], vec![9; 1000]);
+    }
+
+    #[test]
+    fn an_unsupported_type_names_the_instruction_that_loads_it() {
+        use crate::isa::{Insn, LDDW, LDDW_MAP_FD};
+        let lddw = Insn { opc: LDDW, dst: 1, src: LDDW_MAP_FD, off: 0, imm: 0 };
+        let image = Image {
+            insns: vec![Insn { opc: LDDW, ..Insn::default() }, Insn::default(), lddw, Insn::default()],
+            maps: vec![MapDef { map_type: 12, ..def(MapType::Array, 4, 4, 4, 0) }],
+            ..Image::default()
+        };
+        let error = create_for(&image, &[]).unwrap_err();
+        assert!(matches!(error, MapError::UnsupportedType { map_type: 12, used_at: Some(2), .. }), "{error}");
+        assert!(error.to_string().ends_with("; instruction 2 loads it"), "{error}");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! Every map checks its sizes and flags when it is created and allocates
 //! what `max_entries` bounds up front. Values live in one contiguous arena
-//! per map (`max_entries` slots of `value_size` rounded up to 8 bytes),
-//! which the program sees as one [`Region`], so the interpreter and the JIT
+//! per map (`max_entries` slots of `value_size` rounded up to 8 bytes; a
+//! per-CPU map has a slot per entry and possible CPU, [`cpus`]), which the
+//! program sees as one [`Region`], so the interpreter and the JIT
 //! keep checking accesses through a looked-up value with the mechanism they
 //! use for global data: a program can never reach outside its maps' arenas.
 //! A hash map's deleted slot may be reused while a program still holds a

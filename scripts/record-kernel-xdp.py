@@ -483,6 +483,7 @@ def plan():
             ("rules", rule(6, 80), u32(XDP_PASS)),
         ], set(), set()),
         (fixture("xdp_refused.o"), own, [], set(), set()),
+        (fixture("xdp_replay.o"), own, [], set(), set()),
     ]
     for mode in ["alw", "dny"]:
         for feature in ["all", "eth", "ip", "tcp", "udp"]:

@@ -1,9 +1,11 @@
-//! `qemu-ubpf replay` and `inspect` without outside tools: the committed
-//! sample captures against their generator, outputs byte-identical to the
-//! input, the verdict counts, both engines, faulting programs, bad
-//! captures (cut short, corrupt, empty, of an unknown link type), and the
-//! map examples with their map contents. The
-//! comparison with tcpdump and tshark is in tests/tcpdump.rs.
+//! `qemu-ubpf replay` and `inspect`: the committed sample captures against
+//! their generator, outputs byte-identical to the input, the verdict
+//! counts, both engines, faulting programs, bad captures (cut short,
+//! corrupt, empty, of an unknown link type), and the map examples with
+//! their map contents, all without outside tools; XDP programs' outputs
+//! against the kernel's recorded answers (tests/kernel/xdp.json), and read
+//! back with tcpdump and tshark. The comparison of filters with tcpdump and
+//! tshark is in tests/tcpdump.rs.
 
 mod common;
 use common::{example, is_interleaving, root, sample, scratch_dir};
@@ -404,8 +406,8 @@ fn corrupted_captures_never_panic() {
             bytes.truncate(bytes.len() - (random() % 64) as usize);
             let Ok(mut reader) = CaptureReader::new(&bytes[..], name) else { continue };
             let mut outputs = Outputs {
-                pass: None,
                 drop: Some(qemu_ubpf::replay::CaptureWriter::new(Cursor::new(Vec::new()), "drop")),
+                ..Outputs::none()
             };
             let options = Options { ip_mode: IpMode::On, on_error: Verdict::Drop };
             let _ = Replay::new(&engine, options).run(&mut reader, &mut outputs, &mut |_| {});
@@ -848,23 +850,514 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert_eq!(output.status.signal(), Some(libc::SIGPIPE), "{:?}", output.status);
 }
 
-#[test]
-fn xdp_programs_are_named_and_refused_until_replay_runs_them() {
-    let object = root().join("tests/fixtures/xdp_adjust.o");
-    let output = qemu_ubpf(&["replay", path(&object), "--program", "xdp_vlan_pop"]);
-    assert!(!output.status.success());
-    assert!(
-        text(&output.stderr).contains("an XDP program: replay does not run XDP programs yet"),
-        "{}",
-        text(&output.stderr)
-    );
-    // Forced to a filter, its XDP helper is refused as the kernel refuses it.
-    let output = qemu_ubpf(&["replay", path(&object), "--program", "xdp_vlan_pop", "--type", "filter"]);
-    assert!(!output.status.success());
-    assert!(text(&output.stderr).contains("does not apply to filter programs"), "{}", text(&output.stderr));
-    // A filter forced to XDP reads the packet through r1: a context access
-    // the kernel refuses.
-    let output = qemu_ubpf(&["replay", "--type", "xdp"]);
-    assert!(!output.status.success());
-    assert!(text(&output.stderr).contains("invalid bpf_context access off=0 size=1"), "{}", text(&output.stderr));
+/// XDP programs in replay: each action's output, as the kernel's
+/// BPF_PROG_TEST_RUN left the packet (recorded in tests/kernel/xdp.json).
+mod xdp {
+    use super::{common, path, qemu_ubpf, root, sample, scratch_dir, text};
+
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+    use std::process::{Command, Output};
+
+    use qemu_ubpf::replay::{CaptureReader, Record};
+    use serde_json::{Value, json};
+
+    /// The longest frame one XDP buffer holds; test_run runs longer ones
+    /// as multi-buffer packets, which replay does not.
+    const MAX_LINEAR: usize = 3520;
+
+    fn recording() -> Value {
+        serde_json::from_str(&std::fs::read_to_string(root().join("tests/kernel/xdp.json")).unwrap()).unwrap()
+    }
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len()).step_by(2).map(|at| u8::from_str_radix(&text[at..at + 2], 16).unwrap()).collect()
+    }
+
+    fn to_hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    fn frame(recording: &Value, name: &str) -> Vec<u8> {
+        hex(recording["frames"][name].as_str().unwrap())
+    }
+
+    /// A pcap (Ethernet, microseconds) of `frames`, the i-th at i seconds
+    /// and 250 microseconds.
+    fn pcap(frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut file = Vec::new();
+        for word in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+            file.extend(word.to_le_bytes());
+        }
+        for (second, frame) in frames.iter().enumerate() {
+            for word in [second as u32, 250, frame.len() as u32, frame.len() as u32] {
+                file.extend(word.to_le_bytes());
+            }
+            file.extend(frame);
+        }
+        file
+    }
+
+    /// The bytes of each packet of a capture, with the crate's reader.
+    fn packets(file: &Path) -> Vec<Vec<u8>> {
+        let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let mut reader = CaptureReader::new(&bytes[..], "output").unwrap();
+        let mut packets = Vec::new();
+        while let Some(record) = reader.next_record().unwrap() {
+            if let Record::Packet(packet) = record {
+                packets.push(packet.data.to_vec());
+            }
+        }
+        packets
+    }
+
+    /// The four outputs of one replay, by flag.
+    const OUTPUTS: [&str; 4] = ["pass", "drop", "tx", "redirect"];
+
+    struct Replayed {
+        output: Output,
+        json: Value,
+        files: BTreeMap<&'static str, PathBuf>,
+    }
+
+    /// `qemu-ubpf replay OBJECT CAPTURE --json` with every output, and `extra`.
+    fn replay(dir: &Path, object: &Path, capture: &Path, extra: &[&str]) -> Replayed {
+        let files: BTreeMap<&str, PathBuf> =
+            OUTPUTS.iter().map(|name| (*name, dir.join(format!("{name}.out")))).collect();
+        let mut args = vec!["replay".to_owned(), path(object).into(), path(capture).into(), "--json".into()];
+        for (name, file) in &files {
+            args.extend([format!("--{name}"), path(file).into()]);
+        }
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        let output = Command::new(env!("CARGO_BIN_EXE_qemu-ubpf")).args(&args).output().unwrap();
+        let json = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        Replayed { output, json, files }
+    }
+
+    fn sha256(path: &Path) -> Option<String> {
+        let output = Command::new("sha256sum").arg(path).output().ok()?;
+        String::from_utf8(output.stdout).ok()?.split_whitespace().next().map(str::to_owned)
+    }
+
+    /// What the kernel did with each frame, in order, checked against one
+    /// replay's outputs and summary.
+    fn check_against_kernel(what: &str, recording: &Value, runs: &[&Value], replayed: &Replayed) {
+        let mut outputs: BTreeMap<&str, std::vec::IntoIter<Vec<u8>>> =
+            replayed.files.iter().map(|(name, file)| (*name, packets(file).into_iter())).collect();
+        let mut next = |name: &str| outputs.get_mut(name).unwrap().next();
+        let mut actions = [0u64; 5];
+        let (mut unknown, mut faults) = (0u64, BTreeMap::<&str, u64>::new());
+        for (index, run) in runs.iter().enumerate() {
+            let what = format!("{what}, packet {} ({})", index + 1, run["frame"]);
+            let frame = frame(recording, run["frame"].as_str().unwrap());
+            let fault = match run.get("error") {
+                Some(error) => {
+                    assert_eq!(error, "EINVAL", "{what}: test_run refuses only runts");
+                    Some("frame_too_short")
+                }
+                None if frame.len() > MAX_LINEAR => Some("multi_buffer"),
+                None => None,
+            };
+            if let Some(reason) = fault {
+                *faults.entry(reason).or_default() += 1;
+                assert_eq!(next("drop").map(|p| to_hex(&p)), Some(to_hex(&frame)), "{what}: dropped as it came");
+                continue;
+            }
+            let data_out = run.get("data_out").map_or(frame.clone(), |out| hex(out.as_str().unwrap()));
+            let meta = run["ctx_out"]["data"].as_u64().unwrap() as usize;
+            let left = to_hex(&data_out[meta..]);
+            let retval = run["retval"].as_u64().unwrap();
+            let (output, expected) = match retval {
+                0 | 1 => ("drop", to_hex(&frame)),
+                2 => ("pass", left),
+                3 => ("tx", left),
+                4 => ("redirect", left),
+                _ => {
+                    unknown += 1;
+                    ("drop", to_hex(&frame))
+                }
+            };
+            let got = next(output).map(|p| to_hex(&p));
+            if retval == 4 && got.is_none() {
+                // A redirect without a target fails: dropped, as it came.
+                *faults.entry("redirect_without_target").or_default() += 1;
+                assert_eq!(next("drop").map(|p| to_hex(&p)), Some(to_hex(&frame)), "{what}: failed redirect");
+                continue;
+            }
+            assert_eq!(got, Some(expected), "{what}: the kernel's {output} bytes");
+            actions[if retval > 4 { 0 } else { retval as usize }] += 1;
+        }
+        for name in OUTPUTS {
+            assert_eq!(next(name), None, "{what}: more packets in --{name} than the kernel sent there");
+        }
+        let json = &replayed.json;
+        let counted: Vec<u64> = ["aborted", "drop", "pass", "tx", "redirect"]
+            .iter()
+            .map(|a| json["actions"][a].as_u64().unwrap())
+            .collect();
+        assert_eq!(counted, actions, "{what}: actions in {json}");
+        assert_eq!(json["unknown_actions"], unknown, "{what}");
+        assert_eq!(json["fault_reasons"], json!(faults), "{what}");
+        assert_eq!(json["packets"], runs.len(), "{what}");
+    }
+
+    /// Every XDP program of the recording that loads runs in replay, in
+    /// both engines, over the frames the kernel ran it on: each packet
+    /// lands in the output its action names, with the bytes the kernel
+    /// left (as it came in, where dropped), and the summary counts it.
+    #[test]
+    fn xdp_outputs_are_the_kernels() {
+        let recording = recording();
+        let default_ctx = recording["default_ctx"].as_str().unwrap();
+        let dir = scratch_dir("replay", "xdp_kernel");
+        let (mut checked, mut absent) = (BTreeSet::new(), BTreeSet::new());
+        for object in recording["objects"].as_array().unwrap() {
+            let name = object["object"].as_str().unwrap();
+            let file = root().join(name);
+            if name.starts_with('/') && sha256(&file).as_deref() != object["sha256"].as_str() {
+                absent.insert(name.to_owned());
+                continue;
+            }
+            let init = dir.join("init.json");
+            let mut setup = serde_json::Map::new();
+            // As the recorder: entries for maps this object lacks are left
+            // out (xdp-filter's objects declare only the maps they use).
+            let declared: BTreeSet<&str> = object["programs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|program| program["maps_loaded"].as_object().into_iter().flat_map(|maps| maps.keys()))
+                .map(String::as_str)
+                .collect();
+            for entry in object["map_setup"].as_array().into_iter().flatten() {
+                let map_name = entry["map"].as_str().unwrap();
+                if !declared.iter().any(|declared| declared.ends_with(map_name)) {
+                    continue;
+                }
+                let map = setup.entry(map_name).or_insert(json!([]));
+                map.as_array_mut().unwrap().push(json!({"key": entry["key"], "value": entry["value"]}));
+            }
+            std::fs::write(&init, Value::Object(setup).to_string()).unwrap();
+            for program in object["programs"].as_array().unwrap() {
+                let function = program["program"].as_str().unwrap();
+                if program.get("refused").is_some() || program["section"] != "xdp" {
+                    continue;
+                }
+                let runs: Vec<&Value> = recording["runs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|run| run["object"] == name && run["program"] == function && run["ctx"] == default_ctx)
+                    .collect();
+                let frames: Vec<Vec<u8>> =
+                    runs.iter().map(|run| frame(&recording, run["frame"].as_str().unwrap())).collect();
+                let capture = dir.join("frames.pcap");
+                std::fs::write(&capture, pcap(&frames)).unwrap();
+                for engine in ["jit", "interp"] {
+                    let extra = ["--program", function, "--engine", engine, "--map-init", path(&init)];
+                    let replayed = replay(&dir, &file, &capture, &extra);
+                    let stderr = text(&replayed.output.stderr);
+                    assert!(replayed.output.status.success(), "{name} {function}: {stderr}");
+                    check_against_kernel(&format!("{name} {function} ({engine})"), &recording, &runs, &replayed);
+                }
+                checked.insert(format!("{} {function}", Path::new(name).file_name().unwrap().to_str().unwrap()));
+            }
+        }
+        println!("checked {checked:?}; not installed: {absent:?}");
+        for program in [
+            "xdp_actions.o xdp_redirect_devmap",
+            "xdp_actions.o xdp_redirect_cpumap",
+            "xdp_maps.o xdp_count",
+            "xdpfilt_dny_all.o xdpfilt_dny_all",
+            "xdpfilt_alw_eth.o xdpfilt_alw_eth",
+            "xdpdump_xdp.o xdpdump",
+            "xdp_pass.o xdp_pass",
+            "xdp_replay.o xdp_every_action",
+            "xdp_replay.o xdp_redirect_nowhere",
+            "xdp_adjust.o xdp_vlan_push",
+            "xdp_adjust.o xdp_vlan_pop",
+            "xdp_adjust.o xdp_ipip_encap",
+            "xdp_adjust.o xdp_tail_trim",
+            "xdp_adjust.o xdp_tail_trailer",
+            "xdp_adjust.o xdp_meta",
+        ] {
+            assert!(checked.contains(program), "{program} was not checked: {checked:?}");
+        }
+    }
+
+    /// The frames xdp_every_action ran on in the kernel, with its runs.
+    fn every_action_runs(recording: &Value) -> Vec<&Value> {
+        let default_ctx = &recording["default_ctx"];
+        let runs = recording["runs"].as_array().unwrap();
+        runs.iter().filter(|run| run["program"] == "xdp_every_action" && run["ctx"] == *default_ctx).collect()
+    }
+
+    fn replay_object() -> PathBuf {
+        root().join("tests/fixtures/xdp_replay.o")
+    }
+
+    fn tools_installed(test: &str) -> bool {
+        let missing: Vec<&str> = ["tcpdump", "tshark", "editcap"]
+            .into_iter()
+            .filter(|tool| Command::new(tool).arg("--version").output().is_err())
+            .collect();
+        if !missing.is_empty() {
+            common::missing_prerequisite(&format!(
+                "{test}: {} not installed (Debian: tcpdump tshark)",
+                missing.join(", ")
+            ));
+        }
+        missing.is_empty()
+    }
+
+    fn run(program: &str, args: &[&str]) -> String {
+        let output = Command::new(program).args(args).output().unwrap();
+        assert!(output.status.success(), "{program} {args:?}: {}", text(&output.stderr));
+        text(&output.stdout)
+    }
+
+    /// The packets of a capture as tcpdump reads them: written again by
+    /// tcpdump as a classic pcap, whose records are then split here.
+    fn tcpdump_packets(dir: &Path, file: &Path) -> Vec<Vec<u8>> {
+        let copy = dir.join("tcpdump-copy.pcap");
+        run("tcpdump", &["-r", path(file), "-w", path(&copy)]);
+        let bytes = std::fs::read(&copy).unwrap();
+        let word = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let (mut at, mut packets) = (24, Vec::new());
+        while at < bytes.len() {
+            let len = word(at + 8);
+            packets.push(bytes[at + 16..at + 16 + len].to_vec());
+            at += 16 + len;
+        }
+        packets
+    }
+
+    /// tcpdump and tshark read the four outputs, pcap and pcapng: the bytes
+    /// are the kernel's, the redirected packets name their target in a
+    /// comment, keep their capture time, and keep the comments they had.
+    #[test]
+    fn xdp_outputs_read_back_with_tcpdump_and_tshark() {
+        if !tools_installed("xdp_outputs_read_back_with_tcpdump_and_tshark") {
+            return;
+        }
+        let recording = recording();
+        let dir = scratch_dir("replay", "xdp_tools");
+        let runs = every_action_runs(&recording);
+        let frames: Vec<Vec<u8>> = runs.iter().map(|run| frame(&recording, run["frame"].as_str().unwrap())).collect();
+        let by_frame = |name: &str| runs.iter().position(|run| run["frame"] == name).unwrap();
+        let kernel_out = |name: &str| hex(runs[by_frame(name)]["data_out"].as_str().unwrap());
+        let pcap_in = dir.join("in.pcap");
+        std::fs::write(&pcap_in, pcap(&frames)).unwrap();
+        // Frame 2 (DNS over UDP) is redirected: a comment of its own is kept.
+        let pcapng_in = dir.join("in.pcapng");
+        run("editcap", &["-F", "pcapng", "-a", "2:captured here", path(&pcap_in), path(&pcapng_in)]);
+        for capture in [&pcap_in, &pcapng_in] {
+            let replayed = replay(&dir, &replay_object(), capture, &[]);
+            assert!(replayed.output.status.success(), "{}", text(&replayed.output.stderr));
+            let read = |name: &str| tcpdump_packets(&dir, &replayed.files[name]);
+            assert_eq!(
+                read("pass"),
+                [kernel_out("ipv4_tcp_syn"), kernel_out("vlan_ipv4_udp"), kernel_out("qinq_ipv4_tcp")]
+            );
+            assert_eq!(read("tx"), [kernel_out("ipv4_icmp_echo")]);
+            assert_eq!(read("redirect"), [kernel_out("ipv4_udp_dns"), kernel_out("ipv4_udp_1514")]);
+            let dropped: Vec<Vec<u8>> = frames
+                .iter()
+                .zip(&runs)
+                .filter(|(frame, run)| {
+                    let sent_on = matches!(run["retval"].as_u64(), Some(2..=4));
+                    run.get("error").is_some() || frame.len() > MAX_LINEAR || !sent_on
+                })
+                .map(|(frame, _)| frame.clone())
+                .collect();
+            assert_eq!(read("drop"), dropped, "{}", capture.display());
+
+            let tshark = |name: &str, field: &str| {
+                run("tshark", &["-r", path(&replayed.files[name]), "-T", "fields", "-e", field])
+            };
+            let comments = tshark("redirect", "frame.comment");
+            let own = if capture == &pcapng_in { "captured here," } else { "" };
+            assert_eq!(
+                comments,
+                format!("{own}XDP_REDIRECT to ifindex 7\nXDP_REDIRECT to ifindex 7\n"),
+                "{}",
+                capture.display()
+            );
+            let times = tshark("redirect", "frame.time_epoch");
+            assert_eq!(times, "1.000250000\n14.000250000\n", "{}", capture.display());
+            let lengths = tshark("pass", "frame.len");
+            assert_eq!(lengths, "58\n71\n58\n", "the original lengths follow the new bytes");
+        }
+    }
+
+    #[test]
+    fn what_does_not_apply_to_xdp_is_refused_by_name() {
+        let object = replay_object();
+        let capture = sample("ethernet.pcap");
+        for (args, expected) in [
+            (&["--ip-mode", "on"][..], "an XDP program: --ip-mode on does not apply"),
+            (&["--on-error", "pass"][..], "an XDP program: --on-error does not apply"),
+        ] {
+            let output = qemu_ubpf(&[&["replay", path(&object), path(&capture)], args].concat());
+            assert!(!output.status.success());
+            assert!(text(&output.stderr).contains(expected), "{}", text(&output.stderr));
+        }
+        let (json, output) =
+            super::replay_json(&[path(&object), path(&capture), "--ip-mode", "off", "--program", "xdp_every_action"]);
+        assert!(output.status.success(), "--ip-mode off is what XDP does: {}", text(&output.stderr));
+        assert_eq!(json["program_type"], "xdp");
+        let dir = scratch_dir("replay", "xdp_not_for_filters");
+        for flag in ["--tx", "--redirect"] {
+            let never = dir.join("never-written");
+            let output =
+                qemu_ubpf(&["replay", path(&super::example("drop_1_1_1_1")), path(&capture), flag, path(&never)]);
+            assert!(!output.status.success() && !never.exists());
+            assert!(text(&output.stderr).contains(&format!("a filter: {flag} applies to XDP programs only")));
+        }
+        let output = qemu_ubpf(&["replay", path(&object), path(&sample("raw-ip.pcap"))]);
+        assert!(!output.status.success());
+        let stderr = text(&output.stderr);
+        assert!(
+            stderr.contains("packet 1 at byte offset 24: link type 101 (RAW): XDP programs run on Ethernet frames"),
+            "{stderr}"
+        );
+    }
+
+    /// A program that passes everything unchanged copies every record byte
+    /// for byte; the one runt, which XDP does not run on, is dropped.
+    #[test]
+    fn an_xdp_program_passing_everything_copies_the_capture() {
+        let dir = scratch_dir("replay", "xdp_pass_all");
+        let pass_all = super::assembled(&dir, "pass_all.bin", "mov r0, 2\nexit");
+        for name in ["ethernet.pcap", "ethernet-nanosecond-be-snaplen96.pcap"] {
+            let replayed = replay(&dir, &pass_all, &sample(name), &["--type", "xdp"]);
+            assert!(replayed.output.status.success(), "{}", text(&replayed.output.stderr));
+            let records = |file: &Path| super::packet_records(&std::fs::read(file).unwrap());
+            let (input, passed, dropped) =
+                (records(&sample(name)), records(&replayed.files["pass"]), records(&replayed.files["drop"]));
+            assert!(super::is_interleaving(&input, &passed, &dropped), "{name}");
+            let json = &replayed.json;
+            assert_eq!(json["actions"]["pass"], passed.len(), "{name}: {json}");
+            assert_eq!(json["faults"], dropped.len(), "{name}: {json}");
+            assert_eq!(json["fault_reasons"]["frame_too_short"], dropped.len(), "{name}: {json}");
+        }
+    }
+
+    /// bpf_ktime_get_ns gives each packet its capture time, in both engines.
+    #[test]
+    fn the_xdp_clock_is_the_capture_time() {
+        let dir = scratch_dir("replay", "xdp_clock");
+        let recording = recording();
+        let frames = vec![frame(&recording, "ipv4_tcp_syn"), frame(&recording, "arp_request")];
+        let capture = dir.join("in.pcap");
+        std::fs::write(&capture, pcap(&frames)).unwrap();
+        for engine in ["jit", "interp"] {
+            let replayed = replay(&dir, &root().join("tests/fixtures/xdp_clock.o"), &capture, &["--engine", engine]);
+            assert!(replayed.output.status.success(), "{}", text(&replayed.output.stderr));
+            let passed = packets(&replayed.files["pass"]);
+            for (second, (packet, frame)) in passed.iter().zip(&frames).enumerate() {
+                let now = second as u64 * 1_000_000_000 + 250_000;
+                assert_eq!(packet[..8], now.to_ne_bytes(), "{engine}: packet {second}");
+                assert_eq!(packet[8..], frame[8..]);
+            }
+            assert_eq!(passed.len(), 2);
+        }
+    }
+
+    /// A run that faults (here, a load past the packet's page, which the
+    /// kernel's verifier would refuse and replay checks as it runs) is
+    /// dropped as the packet came in and counted by reason, never as an
+    /// action.
+    #[test]
+    fn xdp_faults_are_dropped_and_counted_by_reason() {
+        let dir = scratch_dir("replay", "xdp_faults");
+        let capture = sample("ethernet.pcap");
+        let past_the_page = super::assembled(&dir, "past.bin", "ldxw r2, [r1]\nldxb r0, [r2+5000]\nmov r0, 2\nexit");
+        for engine in ["jit", "interp"] {
+            let replayed = replay(&dir, &past_the_page, &capture, &["--type", "xdp", "--engine", engine]);
+            assert!(replayed.output.status.success(), "{}", text(&replayed.output.stderr));
+            let json = &replayed.json;
+            let packets = json["packets"].as_u64().unwrap();
+            assert_eq!(json["faults"], packets, "{json}");
+            assert_eq!(json["fault_reasons"], json!({"frame_too_short": 1, "out_of_bounds": packets - 1}));
+            assert!(json["actions"].as_object().unwrap().values().all(|count| count == 0), "{json}");
+            let input = super::packet_records(&std::fs::read(&capture).unwrap());
+            assert!(super::packet_records(&std::fs::read(&replayed.files["drop"]).unwrap()) == input);
+            let message = json["first_fault"]["message"].as_str().unwrap();
+            assert!(message.starts_with("instruction 1 (ldxb %r0, [%r2+5000]): load of 1 bytes"), "{json}");
+        }
+        let output = qemu_ubpf(&["replay", path(&past_the_page), path(&capture), "--type", "xdp"]);
+        let stdout = text(&output.stdout);
+        assert!(stdout.contains("XDP program, engine jit"), "{stdout}");
+        assert!(
+            stdout.contains("faults              76  (frame_too_short: 1, out_of_bounds: 75; dropped)"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("first fault: packet 1 at byte offset 24: instruction 1"), "{stdout}");
+    }
+
+    /// Every kind of packet record, rewritten with 3 more bytes and a
+    /// comment: pcapng (both byte orders, enhanced and simple packet
+    /// blocks, an existing comment, frames cut short by a snapshot length)
+    /// and pcap (big-endian, nanoseconds) made pcapng. Read back with the
+    /// crate's reader and with tshark, each packet keeps its interface's
+    /// link type and its time, and its lengths grow by 3.
+    #[test]
+    fn rewritten_records_keep_time_interface_and_options() {
+        use qemu_ubpf::replay::{CaptureWriter, Format};
+        let dir = scratch_dir("replay", "xdp_records");
+        for name in ["multi-interface.pcapng", "ethernet-nanosecond-be-snaplen96.pcap"] {
+            let input = std::fs::read(sample(name)).unwrap();
+            let mut reader = CaptureReader::new(&input[..], name).unwrap();
+            let format = reader.format();
+            let output = dir.join(format!("{name}.pcapng"));
+            let mut writer = CaptureWriter::pcapng(std::fs::File::create(&output).unwrap(), "rewritten");
+            // (link type, time, bytes, original length, comment) of each.
+            let mut expected = Vec::new();
+            while let Some(record) = reader.next_record().unwrap() {
+                match record {
+                    Record::Metadata(bytes) => writer.write_metadata(bytes, format).unwrap(),
+                    Record::Packet(packet) => {
+                        let data = [packet.data, &[0xab; 3]].concat();
+                        let comment = format!("packet {}", packet.number);
+                        writer.write_packet(&packet, &data, Some(&comment)).unwrap();
+                        expected.push((packet.link_type, packet.timestamp_ns, data, comment));
+                    }
+                }
+            }
+            writer.flush().unwrap();
+            drop(writer);
+            let written = std::fs::read(&output).unwrap();
+
+            let mut reader = CaptureReader::new(&written[..], "rewritten").unwrap();
+            assert_eq!(reader.format(), Format::PcapNg);
+            let mut got = Vec::new();
+            while let Some(record) = reader.next_record().unwrap() {
+                if let Record::Packet(packet) = record {
+                    got.push((packet.link_type, packet.timestamp_ns, packet.data.to_vec()));
+                }
+            }
+            let without_comments: Vec<_> =
+                expected.iter().map(|(link, time, data, _)| (*link, *time, data.clone())).collect();
+            assert_eq!(got, without_comments, "{name}");
+
+            if !tools_installed("rewritten_records_keep_time_interface_and_options") {
+                continue;
+            }
+            let fields = run(
+                "tshark",
+                &["-r", path(&output), "-T", "fields", "-E", "separator=|", "-e", "frame.comment", "-e", "frame.len"],
+            );
+            let originals: Vec<u64> = run("tshark", &["-r", path(&sample(name)), "-T", "fields", "-e", "frame.len"])
+                .lines()
+                .map(|line| line.parse().unwrap())
+                .collect();
+            let lines: Vec<&str> = fields.lines().collect();
+            assert_eq!(lines.len(), expected.len(), "{name}");
+            for (index, (line, (_, _, _, comment))) in lines.iter().zip(&expected).enumerate() {
+                let own = if name.ends_with("pcapng") && index == 7 { "a query for a blocked name," } else { "" };
+                assert_eq!(*line, format!("{own}{comment}|{}", originals[index] + 3), "{name}");
+            }
+        }
+    }
 }

@@ -65,7 +65,7 @@ enum Skip {
 /// is supported.
 fn expected_skips() -> BTreeMap<Skip, usize> {
     BTreeMap::from([
-        (Skip::MultiBuffer, 57),
+        (Skip::MultiBuffer, 59),
         (Skip::RecorderDevice, 3),
         (Skip::PacketRangeAtLoad, 2),
         (Skip::DevmapProgram, 17),

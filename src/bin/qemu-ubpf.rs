@@ -16,6 +16,7 @@ use qemu_ubpf::replay::{
     CaptureReader, CaptureWriter, Engine, EngineKind, Format, IpMode, MappedCapture, Options, OutputFile, Outputs,
     Record, Replay, Summary, Verdict,
 };
+use qemu_ubpf::xdp::Action;
 use qemu_ubpf::{Config, Helpers, Program, asm, disasm, elf, isa};
 use qemu_ubpf::{MapType, ProgramType};
 
@@ -45,13 +46,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Replay a capture through a filter, as QEMU's filter-ubpf would filter its packets.
+    /// Replay a capture through a filter or an XDP program, as QEMU's filter-ubpf would run it.
     ///
-    /// A non-zero return value drops a packet, zero passes it. Captures are pcap
-    /// (micro- or nanosecond) or pcapng; the --pass and --drop files have the
-    /// input's format and hold its packets byte for byte. With no arguments,
-    /// replays a bundled example filter over a bundled sample capture and
-    /// explains what it did.
+    /// A filter's non-zero return value drops a packet, zero passes it; the
+    /// --pass and --drop files hold its packets byte for byte. An XDP program
+    /// sees whole Ethernet frames and returns an action: --pass, --tx and
+    /// --redirect get the packets as it left them, --drop the ones it dropped
+    /// or aborted, or whose run faulted, as they came in. Captures are pcap
+    /// (micro- or nanosecond) or pcapng; outputs have the input's format,
+    /// except --redirect, always pcapng. With no arguments, replays a bundled
+    /// example filter over a bundled sample capture and explains what it did.
     Replay {
         /// Program: a clang -target bpf ELF object, or raw bytecode [default:
         /// the bundled examples/drop_1_1_1_1.o]. With --expr, the capture.
@@ -73,25 +77,42 @@ enum Command {
         engine: EngineArg,
         /// The program's type [default: from its ELF section, as libbpf
         /// names them: xdp and xdp/... are XDP, anything else (and raw
-        /// bytecode) a filter]. Replay runs filters only, so far.
+        /// bytecode) a filter].
         #[arg(long = "type", value_enum, value_name = "TYPE")]
         program_type: Option<TypeArg>,
         /// on: the program sees IPv4 packets from their header on (after the
         /// Ethernet header and one VLAN tag, or a cooked-capture header), and
         /// packets without IPv4 pass without running it (counted as skipped);
         /// off: the program sees every frame whole [default: on; off with
-        /// --expr].
+        /// --expr]. Filters only: an XDP program sees every frame whole.
         #[arg(long, value_enum)]
         ip_mode: Option<Switch>,
-        /// Verdict for a packet whose run faults (counted as an error).
-        #[arg(long, value_enum, default_value_t = VerdictArg::Drop)]
-        on_error: VerdictArg,
-        /// Write the passed packets to FILE, in the input's format.
+        /// Verdict for a packet whose filter run faults (counted as an
+        /// error) [default: drop]. Filters only: an XDP run that faults is
+        /// dropped, as the kernel drops XDP_ABORTED.
+        #[arg(long, value_enum)]
+        on_error: Option<VerdictArg>,
+        /// Write the passed packets to FILE, in the input's format: a
+        /// filter's as they came in, an XDP program's (XDP_PASS) as it left
+        /// them.
         #[arg(long, value_name = "FILE")]
         pass: Option<PathBuf>,
-        /// Write the dropped packets to FILE, in the input's format.
+        /// Write the dropped packets to FILE, in the input's format, as they
+        /// came in: for an XDP program, those it dropped or aborted (or
+        /// returned no action for) and those whose run faulted.
         #[arg(long, value_name = "FILE")]
         drop: Option<PathBuf>,
+        /// XDP only: write the packets sent back out (XDP_TX) to FILE, in the
+        /// input's format, as the program left them.
+        #[arg(long, value_name = "FILE")]
+        tx: Option<PathBuf>,
+        /// XDP only: write the redirected packets (XDP_REDIRECT) to FILE as
+        /// the program left them, each with a comment naming its target
+        /// ("XDP_REDIRECT to ifindex 7"). Always pcapng, which has room for
+        /// the comment: a pcap capture's packets are written on one
+        /// interface of its link type, with nanosecond timestamps.
+        #[arg(long, value_name = "FILE")]
+        redirect: Option<PathBuf>,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -254,6 +275,8 @@ fn run(command: Command) -> Result<(), String> {
             on_error,
             pass,
             drop,
+            tx,
+            redirect,
             json,
             instruction_limit,
             maps,
@@ -265,22 +288,11 @@ fn run(command: Command) -> Result<(), String> {
                 Some(_) => (None, program),
                 None => (program, capture),
             };
-            let ip_mode = match (ip_mode, &expr) {
-                (Some(Switch::On), Some(_)) => {
-                    return Err("--ip-mode on does not apply to --expr: an expression sees each frame as the \
-                                capture stores it, link-layer header included"
-                        .into());
-                }
-                (Some(Switch::Off), _) | (None, Some(_)) => IpMode::Off,
-                (Some(Switch::On), None) | (None, None) => IpMode::On,
-            };
-            let options = Options {
-                ip_mode,
-                on_error: match on_error {
-                    VerdictArg::Drop => Verdict::Drop,
-                    VerdictArg::Pass => Verdict::Pass,
-                },
-            };
+            if let (Some(Switch::On), Some(_)) = (ip_mode, &expr) {
+                return Err("--ip-mode on does not apply to --expr: an expression sees each frame as the capture \
+                            stores it, link-layer header included"
+                    .into());
+            }
             let engine = match engine {
                 EngineArg::Jit => EngineKind::Jit,
                 EngineArg::Interp => EngineKind::Interpreter,
@@ -297,9 +309,12 @@ fn run(command: Command) -> Result<(), String> {
                 function,
                 engine,
                 config,
-                options,
+                ip_mode,
+                on_error,
                 pass,
                 drop,
+                tx,
+                redirect,
                 json,
                 maps,
                 map_init,
@@ -378,9 +393,12 @@ struct ReplayRequest {
     function: Option<String>,
     engine: EngineKind,
     config: Config,
-    options: Options,
+    ip_mode: Option<Switch>,
+    on_error: Option<VerdictArg>,
     pass: Option<PathBuf>,
     drop: Option<PathBuf>,
+    tx: Option<PathBuf>,
+    redirect: Option<PathBuf>,
     json: bool,
     maps: bool,
     map_init: Option<PathBuf>,
@@ -397,14 +415,8 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
             (BUNDLED_PROGRAM_NAME.to_owned(), Some(program))
         }
     };
-    if let Some(program) = &program
-        && program.program_type() == ProgramType::Xdp
-    {
-        return Err(format!(
-            "{program_name}: an XDP program: replay does not run XDP programs yet; --type filter runs it as a \
-             filter (r1 = the packet, r2 = its length, non-zero drops)"
-        ));
-    }
+    let xdp = program.as_ref().is_some_and(|program| program.program_type() == ProgramType::Xdp);
+    let options = replay_options(&request, xdp).map_err(|e| format!("{program_name}: {e}"))?;
     if let (Some(path), Some(program)) = (&request.map_init, &program) {
         let text = String::from_utf8(read(path)?).map_err(|_| format!("{}: not UTF-8", path.display()))?;
         maps::json::init(program.maps(), &text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -443,19 +455,29 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
             Some(BUNDLED_CAPTURE.len() as u64),
         ),
     };
-    check_outputs(request.capture.as_deref(), request.pass.as_deref(), request.drop.as_deref())?;
+    let outputs = [
+        ("--pass", request.pass.as_deref()),
+        ("--drop", request.drop.as_deref()),
+        ("--tx", request.tx.as_deref()),
+        ("--redirect", request.redirect.as_deref()),
+    ];
+    check_outputs(request.capture.as_deref(), &outputs)?;
     let reader: Result<CaptureReader<Box<dyn Read>>, _> = match source {
         Source::Mapped(map) => CaptureReader::mapped(map, &capture_name),
         Source::Stream(stream) => CaptureReader::new(stream, &capture_name),
     };
     let mut reader = reader.map_err(|e| e.to_string())?;
-    let mut outputs =
-        Outputs { pass: create_output(request.pass.as_deref())?, drop: create_output(request.drop.as_deref())? };
+    let mut outputs = Outputs {
+        pass: create_output(request.pass.as_deref(), CaptureWriter::new)?,
+        drop: create_output(request.drop.as_deref(), CaptureWriter::new)?,
+        tx: create_output(request.tx.as_deref(), CaptureWriter::new)?,
+        redirect: create_output(request.redirect.as_deref(), CaptureWriter::pcapng)?,
+    };
 
     let mut progress = Progress::new(capture_len);
     let mut replay = match &request.expr {
-        None => Replay::new(&engines[0].1, request.options),
-        Some(_) => Replay::per_link_type(&engines, request.options).expect("one engine per link type, at least one"),
+        None => Replay::new(&engines[0].1, options),
+        Some(_) => Replay::per_link_type(&engines, options).expect("one engine per link type, at least one"),
     };
     let result = replay.run(&mut reader, &mut outputs, &mut |offset| progress.update(offset));
     progress.finish();
@@ -466,6 +488,8 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
         capture: &capture_name,
         format: reader.format().to_string(),
         request: &request,
+        options,
+        xdp,
         summary: replay.summary(),
         error: error.as_deref(),
         maps: request.maps.then(|| maps::json::dump_all(engines[0].1.program().maps())),
@@ -522,19 +546,50 @@ enum Source {
     Stream(Box<dyn Read>),
 }
 
+/// How the program runs: ip-mode and on-error apply to filters only, and
+/// --tx and --redirect to XDP programs only.
+fn replay_options(request: &ReplayRequest, xdp: bool) -> Result<Options, String> {
+    let ip_mode = match (request.ip_mode, &request.expr) {
+        (Some(Switch::Off), _) | (None, Some(_)) => IpMode::Off,
+        (Some(Switch::On), _) | (None, None) => IpMode::On,
+    };
+    let on_error = match request.on_error {
+        Some(VerdictArg::Pass) => Verdict::Pass,
+        Some(VerdictArg::Drop) | None => Verdict::Drop,
+    };
+    if !xdp {
+        for (flag, output) in [("--tx", &request.tx), ("--redirect", &request.redirect)] {
+            if output.is_some() {
+                return Err(format!("a filter: {flag} applies to XDP programs only (--type xdp runs it as one)"));
+            }
+        }
+        return Ok(Options { ip_mode, on_error });
+    }
+    if let Some(Switch::On) = request.ip_mode {
+        return Err("an XDP program: --ip-mode on does not apply, as an XDP program sees each frame whole, from \
+                    its Ethernet header on"
+            .into());
+    }
+    if request.on_error.is_some() {
+        return Err("an XDP program: --on-error does not apply, as a run that faults is dropped, as the kernel \
+                    drops XDP_ABORTED"
+            .into());
+    }
+    Ok(Options { ip_mode: IpMode::Off, on_error: Verdict::Drop })
+}
+
 /// Refuses outputs that would overwrite the capture or each other.
-fn check_outputs(capture: Option<&Path>, pass: Option<&Path>, drop: Option<&Path>) -> Result<(), String> {
+fn check_outputs(capture: Option<&Path>, outputs: &[(&str, Option<&Path>)]) -> Result<(), String> {
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
     };
-    if let (Some(pass), Some(drop)) = (pass, drop)
-        && same(pass, drop)
-    {
-        return Err(format!("--pass and --drop both name {}", pass.display()));
-    }
-    for (flag, output) in [("--pass", pass), ("--drop", drop)] {
-        if let (Some(output), Some(capture)) = (output, capture)
+    let given: Vec<(&str, &Path)> = outputs.iter().filter_map(|(flag, path)| Some((*flag, (*path)?))).collect();
+    for (at, (flag, output)) in given.iter().enumerate() {
+        if let Some((other, _)) = given[at + 1..].iter().find(|(_, other)| same(output, other)) {
+            return Err(format!("{flag} and {other} both name {}", output.display()));
+        }
+        if let Some(capture) = capture
             && same(output, capture)
         {
             return Err(format!("{flag} {} would overwrite the capture being replayed", output.display()));
@@ -543,11 +598,17 @@ fn check_outputs(capture: Option<&Path>, pass: Option<&Path>, drop: Option<&Path
     Ok(())
 }
 
-fn create_output(path: Option<&Path>) -> Result<Option<CaptureWriter<BufWriter<OutputFile>>>, String> {
+type Output = CaptureWriter<BufWriter<OutputFile>>;
+
+/// An output file, written by the writer `new` makes.
+fn create_output(
+    path: Option<&Path>,
+    new: fn(BufWriter<OutputFile>, String) -> Output,
+) -> Result<Option<Output>, String> {
     let Some(path) = path else { return Ok(None) };
     let file = File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let out = BufWriter::with_capacity(OUTPUT_BUFFER_LEN, OutputFile::new(file));
-    Ok(Some(CaptureWriter::new(out, path.display().to_string())))
+    Ok(Some(new(out, path.display().to_string())))
 }
 
 /// A progress bar on stderr, for replays long enough to need one and only
@@ -601,6 +662,9 @@ struct Report<'a> {
     capture: &'a str,
     format: String,
     request: &'a ReplayRequest,
+    options: Options,
+    /// Whether the program is an XDP program.
+    xdp: bool,
     summary: &'a Summary,
     error: Option<&'a str>,
     /// The maps' dump, when asked for.
@@ -616,20 +680,23 @@ impl Report<'_> {
     }
 
     fn ip_mode(&self) -> &'static str {
-        match self.request.options.ip_mode {
+        match self.options.ip_mode {
             IpMode::On => "on",
             IpMode::Off => "off",
         }
     }
 
     fn on_error(&self) -> &'static str {
-        match self.request.options.on_error {
+        match self.options.on_error {
             Verdict::Drop => "drop",
             Verdict::Pass => "pass",
         }
     }
 
     fn json(&self) -> String {
+        if self.xdp {
+            return self.xdp_json();
+        }
         let summary = self.summary;
         let path = |path: &Option<PathBuf>| path.as_ref().map(|path| path.display().to_string());
         let first_error = summary.first_error.as_ref().map(|fault| {
@@ -662,7 +729,119 @@ impl Report<'_> {
         serde_json::to_string_pretty(&json).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
     }
 
+    /// The summary of an XDP program's replay: `actions` and `faults` add
+    /// up to `packets`.
+    fn xdp_json(&self) -> String {
+        let (summary, counts) = (self.summary, &self.summary.xdp);
+        let path = |path: &Option<PathBuf>| path.as_ref().map(|path| path.display().to_string());
+        let first_fault = summary.first_error.as_ref().map(|fault| {
+            serde_json::json!({
+                "packet": fault.packet,
+                "offset": fault.offset,
+                "reason": fault.error.reason(),
+                "message": fault.error.to_string(),
+            })
+        });
+        let actions: serde_json::Map<String, serde_json::Value> =
+            Action::ALL.iter().map(|&action| (action_key(action).into(), counts.action(action).into())).collect();
+        let redirects: Vec<serde_json::Value> = counts
+            .redirects
+            .iter()
+            .map(|(ifindex, packets)| serde_json::json!({ "ifindex": ifindex, "packets": packets }))
+            .collect();
+        let mut json = serde_json::json!({
+            "program": self.program,
+            "capture": self.capture,
+            "format": self.format,
+            "engine": self.engine(),
+            "program_type": "xdp",
+            "packets": summary.packets,
+            "actions": actions,
+            "unknown_actions": counts.unknown_actions,
+            "redirect_targets": redirects,
+            "faults": counts.fault_total(),
+            "fault_reasons": counts.faults,
+            "bytes": summary.bytes,
+            "seconds": summary.elapsed.as_secs_f64(),
+            "packets_per_second": summary.packets_per_second(),
+            "ns_per_packet": summary.ns_per_packet(),
+            "first_fault": first_fault,
+            "pass_file": path(&self.request.pass),
+            "drop_file": path(&self.request.drop),
+            "tx_file": path(&self.request.tx),
+            "redirect_file": path(&self.request.redirect),
+            "error": self.error,
+        });
+        if let Some(maps) = &self.maps {
+            json["maps"] = maps["maps"].clone();
+        }
+        serde_json::to_string_pretty(&json).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    fn xdp_text(&self) -> String {
+        let (summary, counts, request) = (self.summary, &self.summary.xdp, self.request);
+        let mut text = format!(
+            "{} over {} ({}): XDP program, engine {}\n",
+            self.program,
+            self.capture,
+            self.format,
+            self.engine()
+        );
+        let unknown_note = match counts.unknown_actions {
+            0 => String::new(),
+            unknown => format!("  ({unknown} returned no action, which the kernel takes as XDP_ABORTED)"),
+        };
+        let redirect_note = match counts.redirects.len() {
+            0 => String::new(),
+            _ => {
+                let targets: Vec<String> =
+                    counts.redirects.iter().map(|(ifindex, packets)| format!("ifindex {ifindex}: {packets}")).collect();
+                format!("  ({})", targets.join(", "))
+            }
+        };
+        let fault_note = match counts.faults.len() {
+            0 => String::new(),
+            _ => {
+                let reasons: Vec<String> =
+                    counts.faults.iter().map(|(reason, packets)| format!("{reason}: {packets}")).collect();
+                format!("  ({}; dropped)", reasons.join(", "))
+            }
+        };
+        let rows = [
+            ("packets", summary.packets.to_string(), String::new()),
+            ("aborted", counts.action(Action::Aborted).to_string(), unknown_note),
+            ("drop", counts.action(Action::Drop).to_string(), String::new()),
+            ("pass", counts.action(Action::Pass).to_string(), String::new()),
+            ("tx", counts.action(Action::Tx).to_string(), String::new()),
+            ("redirect", counts.action(Action::Redirect).to_string(), redirect_note),
+            ("faults", counts.fault_total().to_string(), fault_note),
+            ("bytes", summary.bytes.to_string(), String::new()),
+            ("packets/s", format!("{:.0}", summary.packets_per_second()), String::new()),
+            ("ns/packet", format!("{:.1}", summary.ns_per_packet()), String::new()),
+        ];
+        for (name, value, note) in rows {
+            text += &format!("  {name:<10}{value:>12}{note}\n");
+        }
+        if let Some(fault) = &summary.first_error {
+            text += &format!("first fault: {fault}; dropped\n");
+        }
+        for (what, path) in [
+            ("passed packets, as the program left them,", &request.pass),
+            ("dropped packets, as they came in,", &request.drop),
+            ("transmitted packets, as the program left them,", &request.tx),
+            ("redirected packets, as the program left them,", &request.redirect),
+        ] {
+            if let Some(path) = path {
+                text += &format!("{what} written to {}\n", path.display());
+            }
+        }
+        text
+    }
+
     fn text(&self) -> String {
+        if self.xdp {
+            return self.xdp_text();
+        }
         let (summary, request) = (self.summary, self.request);
         let mut text = String::new();
         let bundled_program = request.program.is_none() && request.expr.is_none();
@@ -697,7 +876,7 @@ impl Report<'_> {
             self.ip_mode(),
             self.on_error()
         );
-        let skipped_note = match request.options.ip_mode {
+        let skipped_note = match self.options.ip_mode {
             IpMode::On => "  (no IPv4: passed without running the program)",
             IpMode::Off => "",
         };
@@ -729,6 +908,17 @@ impl Report<'_> {
                      has some.\n";
         }
         text
+    }
+}
+
+/// An action's name in summaries: "aborted" for XDP_ABORTED.
+fn action_key(action: Action) -> &'static str {
+    match action {
+        Action::Aborted => "aborted",
+        Action::Drop => "drop",
+        Action::Pass => "pass",
+        Action::Tx => "tx",
+        Action::Redirect => "redirect",
     }
 }
 

@@ -19,7 +19,9 @@ use memmap2::{Advice, Mmap};
 use pcap_file::pcap::PcapHeader;
 use pcap_file::pcapng::PcapNgParser;
 use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
-use pcap_file::pcapng::blocks::{ENHANCED_PACKET_BLOCK, PACKET_BLOCK, SECTION_HEADER_BLOCK, SIMPLE_PACKET_BLOCK};
+use pcap_file::pcapng::blocks::{
+    ENHANCED_PACKET_BLOCK, INTERFACE_DESCRIPTION_BLOCK, PACKET_BLOCK, SECTION_HEADER_BLOCK, SIMPLE_PACKET_BLOCK,
+};
 use pcap_file::{Endianness, TsResolution};
 
 const PCAP_HEADER_LEN: usize = 24;
@@ -88,6 +90,10 @@ pub enum Record<'a> {
 pub struct Packet<'a> {
     /// Counting from 1.
     pub number: u64,
+    /// What kind of record holds it, and in which byte order, so that it
+    /// can be written again with other bytes ([`CaptureWriter::write_packet`]).
+    pub kind: RecordKind,
+    pub endianness: Endianness,
     /// Where the record starts in the file.
     pub offset: u64,
     pub link_type: u32,
@@ -98,6 +104,19 @@ pub struct Packet<'a> {
     pub data: &'a [u8],
     /// The whole record: header, data and (in pcapng) options.
     pub record: &'a [u8],
+}
+
+/// The kinds of record that hold a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A classic pcap packet record.
+    Pcap,
+    /// A pcapng Enhanced Packet Block.
+    EnhancedPacket,
+    /// The obsolete pcapng Packet Block.
+    ObsoletePacket,
+    /// A pcapng Simple Packet Block.
+    SimplePacket,
 }
 
 /// Reads a capture record by record, holding one buffer however long the
@@ -213,6 +232,8 @@ impl<R: Read> CaptureReader<R> {
         let record = &self.input.bytes()[at.record];
         Packet {
             number: at.number,
+            kind: RecordKind::Pcap,
+            endianness: at.endianness,
             offset: at.offset,
             link_type: at.link_type,
             timestamp_ns: at.timestamp_ns,
@@ -237,6 +258,7 @@ impl<R: Read> CaptureReader<R> {
         }
         let packet = PcapPacketAt {
             number: self.packets + 1,
+            endianness: header.endianness,
             offset: self.input.offset,
             link_type: *link_type,
             timestamp_ns: pcap_timestamp(head, header),
@@ -280,6 +302,8 @@ impl<R: Read> CaptureReader<R> {
         let record = &self.input.bytes()[range];
         let parsed = match &mut self.format {
             FormatState::Pcap { link_type, header, .. } => Ok(Parsed::Packet {
+                kind: RecordKind::Pcap,
+                endianness: header.endianness,
                 link_type: *link_type,
                 timestamp_ns: pcap_timestamp(record, header),
                 data: PCAP_RECORD_HEADER_LEN..record.len(),
@@ -294,10 +318,12 @@ impl<R: Read> CaptureReader<R> {
                 forget_section_length(&mut self.section_header);
                 Ok(Some(Record::Metadata(&self.section_header)))
             }
-            Parsed::Packet { link_type, timestamp_ns, data } => {
+            Parsed::Packet { kind, endianness, link_type, timestamp_ns, data } => {
                 self.packets = number;
                 Ok(Some(Record::Packet(Packet {
                     number,
+                    kind,
+                    endianness,
                     offset,
                     link_type,
                     timestamp_ns,
@@ -313,6 +339,7 @@ impl<R: Read> CaptureReader<R> {
 /// what its [`Packet`] holds, with the record as a range of the input.
 struct PcapPacketAt {
     number: u64,
+    endianness: Endianness,
     offset: u64,
     link_type: u32,
     timestamp_ns: u64,
@@ -357,6 +384,8 @@ enum Parsed {
     /// Metadata that outputs get with its section length forgotten.
     SectionHeader,
     Packet {
+        kind: RecordKind,
+        endianness: Endianness,
         link_type: u32,
         timestamp_ns: u64,
         data: Range<usize>,
@@ -416,19 +445,23 @@ fn pcapng_record(parser: &mut Option<PcapNgParser>, record: &[u8]) -> Result<Par
     let body = &block.body;
     // Where the body starts in the record: after block type and length.
     const BODY: usize = 8;
-    let (interface, captured, data_at) = match block.type_ {
+    let (kind, interface, captured, data_at) = match block.type_ {
         ENHANCED_PACKET_BLOCK | PACKET_BLOCK if body.len() < 20 => {
             return Err(format!("corrupt packet block: its body is {} bytes, less than 20", body.len()));
         }
-        ENHANCED_PACKET_BLOCK => (read_u32(body, 0, endianness), read_u32(body, 12, endianness), 20),
+        ENHANCED_PACKET_BLOCK => {
+            (RecordKind::EnhancedPacket, read_u32(body, 0, endianness), read_u32(body, 12, endianness), 20)
+        }
         // The obsolete Packet Block: a 16-bit interface, then a drop count.
-        PACKET_BLOCK => (u32::from(read_u16(body, 0, endianness)), read_u32(body, 12, endianness), 20),
+        PACKET_BLOCK => {
+            (RecordKind::ObsoletePacket, u32::from(read_u16(body, 0, endianness)), read_u32(body, 12, endianness), 20)
+        }
         SIMPLE_PACKET_BLOCK if body.len() < 4 => return Err("corrupt simple packet block: no length".into()),
         SIMPLE_PACKET_BLOCK => {
             // It holds the packet up to the interface's snapshot length.
             let original = read_u32(body, 0, endianness);
             let snaplen = parser.interfaces().first().map_or(0, |interface| interface.snaplen);
-            (0, if snaplen == 0 { original } else { original.min(snaplen) }, 4)
+            (RecordKind::SimplePacket, 0, if snaplen == 0 { original } else { original.min(snaplen) }, 4)
         }
         SECTION_HEADER_BLOCK => return Ok(Parsed::SectionHeader),
         _ => return Ok(Parsed::Metadata),
@@ -453,7 +486,7 @@ fn pcapng_record(parser: &mut Option<PcapNgParser>, record: &[u8]) -> Result<Par
         return Err(format!("corrupt packet block: captured length {captured}, but the block has room for {room}"));
     }
     let start = BODY + data_at;
-    Ok(Parsed::Packet { link_type, timestamp_ns, data: start..start + captured as usize })
+    Ok(Parsed::Packet { kind, endianness, link_type, timestamp_ns, data: start..start + captured as usize })
 }
 
 /// A pcapng timestamp in nanoseconds: `units` of the interface's
@@ -611,21 +644,74 @@ impl<R: Read> Input<R> {
     }
 }
 
-/// Writes records to a capture of the input's format. Each is written as
-/// the bytes it had in the input.
+/// Writes records to a capture of the input's format (or pcapng, see
+/// [`CaptureWriter::pcapng`]). Each is written as the bytes it had in the
+/// input, unless its packet is given other bytes.
 pub struct CaptureWriter<W: Write> {
     file: String,
     out: W,
+    /// Whether a pcap input's records become pcapng ones.
+    pcapng: bool,
+    /// A record rebuilt, reused from one to the next.
+    scratch: Vec<u8>,
 }
 
 impl<W: Write> CaptureWriter<W> {
     /// `file` names the output in errors.
     pub fn new(out: W, file: impl Into<String>) -> CaptureWriter<W> {
-        CaptureWriter { file: file.into(), out }
+        CaptureWriter { file: file.into(), out, pcapng: false, scratch: Vec::new() }
+    }
+
+    /// A writer of pcapng whatever the input, so that every packet can
+    /// carry a comment: a pcap file header becomes a section (little-endian)
+    /// with one interface of its link type and snapshot length, timestamps
+    /// in nanoseconds, and each pcap record an enhanced packet block on it.
+    /// A pcapng input is written as [`CaptureWriter::new`] writes it.
+    pub fn pcapng(out: W, file: impl Into<String>) -> CaptureWriter<W> {
+        CaptureWriter { pcapng: true, ..CaptureWriter::new(out, file) }
     }
 
     pub fn write(&mut self, record: &[u8]) -> Result<(), CaptureError> {
         self.out.write_all(record).map_err(|error| self.error(error))
+    }
+
+    /// A metadata record of a capture of `format`.
+    pub fn write_metadata(&mut self, record: &[u8], format: Format) -> Result<(), CaptureError> {
+        match format {
+            Format::Pcap(_) if self.pcapng => {
+                let mut section = std::mem::take(&mut self.scratch);
+                section.clear();
+                section_from_pcap_header(record, &mut section);
+                let written = self.write(&section);
+                self.scratch = section;
+                written
+            }
+            _ => self.write(record),
+        }
+    }
+
+    /// `packet` with `data` as its bytes, and `comment` as its `opt_comment`
+    /// (a pcapng record's; a pcap record has no room for one, so a writer
+    /// that keeps pcap leaves it out). The bytes not captured stay so: the
+    /// original length grows or shrinks with the captured one. In pcapng,
+    /// every packet record becomes an enhanced packet block (a simple packet
+    /// block's on interface 0, at time 0), with the options it had, less a
+    /// hash of bytes that changed. A packet unchanged, without comment and
+    /// in its own format is written as the record it was.
+    pub fn write_packet(&mut self, packet: &Packet, data: &[u8], comment: Option<&str>) -> Result<(), CaptureError> {
+        let to_pcapng = self.pcapng && packet.kind == RecordKind::Pcap;
+        if data == packet.data && comment.is_none() && !to_pcapng {
+            return self.write(packet.record);
+        }
+        let mut record = std::mem::take(&mut self.scratch);
+        record.clear();
+        match packet.kind {
+            RecordKind::Pcap if !self.pcapng => pcap_record(packet, data, &mut record),
+            _ => enhanced_packet_block(packet, data, comment, &mut record),
+        }
+        let written = self.write(&record);
+        self.scratch = record;
+        written
     }
 
     pub fn flush(&mut self) -> Result<(), CaptureError> {
@@ -635,4 +721,151 @@ impl<W: Write> CaptureWriter<W> {
     fn error(&self, error: io::Error) -> CaptureError {
         CaptureError::Write { file: self.file.clone(), error }
     }
+}
+
+/// pcapng option codes.
+const OPT_ENDOFOPT: u16 = 0;
+const OPT_COMMENT: u16 = 1;
+/// `epb_hash`, and the obsolete packet block's `pack_hash`.
+const EPB_HASH: u16 = 3;
+const IF_TSRESOL: u16 = 9;
+/// `if_tsresol` for nanoseconds: 10^-9.
+const NANOSECONDS: u8 = 9;
+
+fn put_u16(out: &mut Vec<u8>, value: u16, endianness: Endianness) {
+    out.extend(match endianness {
+        Endianness::Big => value.to_be_bytes(),
+        Endianness::Little => value.to_le_bytes(),
+    });
+}
+
+fn put_u32(out: &mut Vec<u8>, value: u32, endianness: Endianness) {
+    out.extend(match endianness {
+        Endianness::Big => value.to_be_bytes(),
+        Endianness::Little => value.to_le_bytes(),
+    });
+}
+
+/// Bytes, then zeros up to a multiple of 4.
+fn put_padded(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend(bytes);
+    out.resize(out.len() + bytes.len().next_multiple_of(4) - bytes.len(), 0);
+}
+
+fn put_option(out: &mut Vec<u8>, code: u16, value: &[u8], endianness: Endianness) {
+    put_u16(out, code, endianness);
+    put_u16(out, value.len() as u16, endianness);
+    put_padded(out, value);
+}
+
+/// The options of a block, up to `opt_endofopt` or the first that does not
+/// fit.
+fn options(mut bytes: &[u8], endianness: Endianness) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if bytes.len() < 4 {
+            return None;
+        }
+        let (code, len) = (read_u16(bytes, 0, endianness), usize::from(read_u16(bytes, 2, endianness)));
+        let value = bytes.get(4..4 + len).filter(|_| code != OPT_ENDOFOPT)?;
+        bytes = bytes.get(4 + len.next_multiple_of(4)..).unwrap_or_default();
+        Some((code, value))
+    })
+}
+
+/// A pcap packet record with `data` in place of `packet`'s bytes.
+fn pcap_record(packet: &Packet, data: &[u8], out: &mut Vec<u8>) {
+    let (head, endianness) = (&packet.record[..PCAP_RECORD_HEADER_LEN], packet.endianness);
+    let uncaptured = read_u32(head, 12, endianness).saturating_sub(read_u32(head, 8, endianness));
+    let captured = data.len() as u32;
+    out.extend(&head[..8]);
+    put_u32(out, captured, endianness);
+    put_u32(out, captured.saturating_add(uncaptured), endianness);
+    out.extend(data);
+}
+
+/// An enhanced packet block for `packet` with `data` as its bytes (see
+/// [`CaptureWriter::write_packet`]), in the byte order of its section: the
+/// input's, or little-endian for a pcap record's.
+fn enhanced_packet_block(packet: &Packet, data: &[u8], comment: Option<&str>, out: &mut Vec<u8>) {
+    let input = packet.endianness;
+    let record = packet.record;
+    let (endianness, interface, timestamp, captured, original, old_options) = match packet.kind {
+        RecordKind::Pcap => {
+            let head = &record[..PCAP_RECORD_HEADER_LEN];
+            let (captured, original) = (read_u32(head, 8, input), read_u32(head, 12, input));
+            (Endianness::Little, 0, packet.timestamp_ns, captured, original, &[][..])
+        }
+        RecordKind::EnhancedPacket | RecordKind::ObsoletePacket => {
+            // The reader checked that the body holds its 20-byte header and
+            // the captured bytes.
+            let body = &record[8..record.len() - 4];
+            let interface = match packet.kind {
+                RecordKind::EnhancedPacket => read_u32(body, 0, input),
+                _ => u32::from(read_u16(body, 0, input)),
+            };
+            let timestamp = u64::from(read_u32(body, 4, input)) << 32 | u64::from(read_u32(body, 8, input));
+            let captured = read_u32(body, 12, input);
+            let options = body.get(20 + (captured as usize).next_multiple_of(4)..).unwrap_or_default();
+            (input, interface, timestamp, captured, read_u32(body, 16, input), options)
+        }
+        RecordKind::SimplePacket => {
+            let original = read_u32(record, 8, input);
+            (input, 0, 0, packet.data.len() as u32, original, &[][..])
+        }
+    };
+    let new_len = data.len() as u32;
+    put_u32(out, ENHANCED_PACKET_BLOCK, endianness);
+    put_u32(out, 0, endianness); // the length, once known
+    for word in [interface, (timestamp >> 32) as u32, timestamp as u32, new_len] {
+        put_u32(out, word, endianness);
+    }
+    put_u32(out, original.saturating_sub(captured).saturating_add(new_len), endianness);
+    put_padded(out, data);
+    let options_at = out.len();
+    for (code, value) in options(old_options, input) {
+        if code != EPB_HASH || data == packet.data {
+            put_option(out, code, value, endianness);
+        }
+    }
+    if let Some(comment) = comment {
+        put_option(out, OPT_COMMENT, comment.as_bytes(), endianness);
+    }
+    if out.len() > options_at {
+        put_option(out, OPT_ENDOFOPT, &[], endianness);
+    }
+    let len = out.len() as u32 + 4;
+    put_u32(out, len, endianness);
+    let len_field = match endianness {
+        Endianness::Big => len.to_be_bytes(),
+        Endianness::Little => len.to_le_bytes(),
+    };
+    out[4..8].copy_from_slice(&len_field);
+}
+
+/// A section header and one interface description, for a pcap file header.
+fn section_from_pcap_header(header: &[u8], out: &mut Vec<u8>) {
+    let input = if header[..4] == [0xA1, 0xB2, 0xC3, 0xD4] || header[..4] == [0xA1, 0xB2, 0x3C, 0x4D] {
+        Endianness::Big
+    } else {
+        Endianness::Little
+    };
+    let (snaplen, link_type) = (read_u32(header, 16, input), read_u32(header, 20, input) & LINK_TYPE_MASK);
+    let little = Endianness::Little;
+    const SECTION_HEADER_LEN: u32 = 28;
+    for word in [SECTION_HEADER_BLOCK, SECTION_HEADER_LEN, SECTION_HEADER_MAGIC] {
+        put_u32(out, word, little);
+    }
+    put_u16(out, 1, little); // version 1.0
+    put_u16(out, 0, little);
+    out.extend([0xFF; 8]); // section length: not given
+    put_u32(out, SECTION_HEADER_LEN, little);
+    const INTERFACE_LEN: u32 = 32;
+    put_u32(out, INTERFACE_DESCRIPTION_BLOCK, little);
+    put_u32(out, INTERFACE_LEN, little);
+    put_u16(out, link_type as u16, little);
+    put_u16(out, 0, little);
+    put_u32(out, snaplen, little);
+    put_option(out, IF_TSRESOL, &[NANOSECONDS], little);
+    put_option(out, OPT_ENDOFOPT, &[], little);
+    put_u32(out, INTERFACE_LEN, little);
 }

@@ -1,6 +1,10 @@
-//! Replaying a capture through a filter, with the verdicts QEMU's
-//! `filter-ubpf` would give the same packets: a non-zero return value drops
-//! a packet, zero passes it.
+//! Replaying a capture through a program, with the outcome QEMU's
+//! `filter-ubpf` would give the same packets. A filter's non-zero return
+//! value drops a packet, zero passes it. An XDP program sees each frame
+//! whole and returns an action, as the kernel runs it ([`crate::xdp`]):
+//! XDP_PASS, XDP_TX and XDP_REDIRECT send the packet on as the program left
+//! it, XDP_DROP and XDP_ABORTED drop it, and a run that faults is dropped as
+//! the kernel drops an exception.
 //!
 //! Stages, one module each: [`capture`] reads and writes pcap and pcapng
 //! record by record, [`frame`] finds the bytes the program sees (ip-mode),
@@ -16,15 +20,19 @@ pub mod output;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-pub use capture::{CaptureError, CaptureReader, CaptureWriter, Format, MappedCapture, Packet, Record};
+pub use capture::{CaptureError, CaptureReader, CaptureWriter, Format, MappedCapture, Packet, Record, RecordKind};
 pub use engine::{Engine, EngineKind};
 pub use frame::{IpMode, UnsupportedLinkType};
 pub use output::OutputFile;
 
-use crate::error::ExecError;
+use std::collections::BTreeMap;
+
+use crate::error::{ExecError, ExecErrorKind};
 use crate::helpers::builtin;
+use crate::image::ProgramType;
 use crate::interp::Stack;
 use crate::isa;
+use crate::xdp::{self, Action, BufferError, RxInfo};
 
 /// How often, in packets, a replay reports its progress.
 const PROGRESS_INTERVAL: u64 = 4096;
@@ -35,6 +43,8 @@ pub enum Verdict {
     Drop,
 }
 
+/// How filters run; an XDP program sees whole frames and its faults are
+/// dropped, so neither applies to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
     pub ip_mode: IpMode,
@@ -48,17 +58,20 @@ impl Default for Options {
     }
 }
 
-/// What a replay did. `passed + dropped == packets`; the skipped packets
-/// (no IPv4 with ip-mode on) are among the passed, and the packets whose
-/// run faulted are among the dropped or the passed, as [`Options::on_error`]
-/// says.
+/// What a replay did. For a filter, `passed + dropped == packets`; the
+/// skipped packets (no IPv4 with ip-mode on) are among the passed, and the
+/// packets whose run faulted are among the dropped or the passed, as
+/// [`Options::on_error`] says. For an XDP program, [`XdpCounts`] says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub packets: u64,
     pub passed: u64,
     pub dropped: u64,
     pub skipped: u64,
+    /// A filter's faulted runs.
     pub errors: u64,
+    /// An XDP program's outcomes.
+    pub xdp: XdpCounts,
     /// Captured bytes of all packets, link-layer headers included.
     pub bytes: u64,
     /// Wall-clock time of the replay: reading, running and writing.
@@ -76,12 +89,73 @@ impl Summary {
     }
 }
 
-/// A run that faulted, and on which packet.
+/// An XDP program's outcomes: `actions` and `faults` add up to the packets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct XdpCounts {
+    /// Packets by the action they got, indexed by its value. XDP_ABORTED
+    /// counts the return values past XDP_REDIRECT too, which the kernel
+    /// handles as XDP_ABORTED.
+    pub actions: [u64; Action::ALL.len()],
+    /// Return values past XDP_REDIRECT, among the aborted.
+    pub unknown_actions: u64,
+    /// Redirected packets by target ifindex.
+    pub redirects: BTreeMap<u32, u64>,
+    /// Packets that got no action, dropped, by [`Fault::reason`].
+    pub faults: BTreeMap<&'static str, u64>,
+}
+
+impl XdpCounts {
+    pub fn action(&self, action: Action) -> u64 {
+        self.actions[action as usize]
+    }
+
+    pub fn fault_total(&self) -> u64 {
+        self.faults.values().sum()
+    }
+}
+
+/// Why a packet got no verdict or action of its program's own.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// The run stopped at a check: the kernel ends such a program with 0,
+    /// which for XDP is XDP_ABORTED.
+    #[error(transparent)]
+    Run(#[from] ExecError),
+    /// A frame XDP does not run on (as test_run refuses it).
+    #[error(transparent)]
+    Frame(#[from] BufferError),
+    /// XDP_REDIRECT with no target set by `bpf_redirect`: the kernel's
+    /// redirect fails, and the driver drops the packet.
+    #[error("XDP_REDIRECT without a target: the program did not call bpf_redirect")]
+    RedirectWithoutTarget,
+}
+
+impl Fault {
+    /// A name for the kind of fault, as summaries count them.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Fault::Run(error) => match error.kind {
+                ExecErrorKind::OutOfBounds { .. } | ExecErrorKind::HelperMemory { .. } => "out_of_bounds",
+                ExecErrorKind::ReadOnly { .. } => "read_only",
+                ExecErrorKind::UnknownHelper(_) => "unknown_helper",
+                ExecErrorKind::BudgetExhausted(_) => "instruction_limit",
+                ExecErrorKind::CallDepthExceeded(_) => "call_depth",
+                ExecErrorKind::NotAMap { .. } | ExecErrorKind::HelperArgument { .. } => "helper_argument",
+            },
+            Fault::Frame(BufferError::TooShort(_)) => "frame_too_short",
+            Fault::Frame(BufferError::MultiBuffer(_)) => "multi_buffer",
+            Fault::Frame(BufferError::BadMetadata(_)) => "bad_metadata",
+            Fault::RedirectWithoutTarget => "redirect_without_target",
+        }
+    }
+}
+
+/// A fault, and on which packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PacketFault {
     pub packet: u64,
     pub offset: u64,
-    pub error: ExecError,
+    pub error: Fault,
 }
 
 impl std::fmt::Display for PacketFault {
@@ -90,20 +164,30 @@ impl std::fmt::Display for PacketFault {
     }
 }
 
-/// Where passed and dropped packets go; either may be nowhere.
+/// Where packets go, by outcome; any may be nowhere. Filters pass and drop
+/// packets as they came in. XDP programs pass, transmit (XDP_TX) and
+/// redirect packets as they left them, and drop them (XDP_DROP, XDP_ABORTED
+/// and faults) as they came in; a redirected packet's comment names its
+/// target, so its output should be [`CaptureWriter::pcapng`].
 pub struct Outputs<W: Write> {
     pub pass: Option<CaptureWriter<W>>,
     pub drop: Option<CaptureWriter<W>>,
+    pub tx: Option<CaptureWriter<W>>,
+    pub redirect: Option<CaptureWriter<W>>,
 }
 
 impl<W: Write> Outputs<W> {
     pub fn none() -> Outputs<W> {
-        Outputs { pass: None, drop: None }
+        Outputs { pass: None, drop: None, tx: None, redirect: None }
     }
 
-    fn write_metadata(&mut self, record: &[u8]) -> Result<(), CaptureError> {
-        for output in [&mut self.pass, &mut self.drop].into_iter().flatten() {
-            output.write(record)?;
+    fn all(&mut self) -> impl Iterator<Item = &mut CaptureWriter<W>> {
+        [&mut self.pass, &mut self.drop, &mut self.tx, &mut self.redirect].into_iter().flatten()
+    }
+
+    fn write_metadata(&mut self, record: &[u8], format: Format) -> Result<(), CaptureError> {
+        for output in self.all() {
+            output.write_metadata(record, format)?;
         }
         Ok(())
     }
@@ -117,7 +201,7 @@ impl<W: Write> Outputs<W> {
     }
 
     fn flush(&mut self) -> Result<(), CaptureError> {
-        for output in [&mut self.pass, &mut self.drop].into_iter().flatten() {
+        for output in self.all() {
             output.flush()?;
         }
         Ok(())
@@ -131,6 +215,8 @@ enum PacketError {
     Unsupported(#[from] UnsupportedLinkType),
     #[error("no program was made for link type {}", frame::link_type_name(*.0))]
     NoProgram(u32),
+    #[error("link type {}: XDP programs run on Ethernet frames", frame::link_type_name(*.0))]
+    NotEthernet(u32),
 }
 
 /// A replay of captures through one program, or one per link type.
@@ -150,6 +236,8 @@ pub struct Replay<'a> {
     /// Whether the program calls helpers, so may read the clock that each
     /// packet sets; setting it costs a call per packet for nothing otherwise.
     clock: bool,
+    /// Whether the program is an XDP program.
+    xdp: bool,
 }
 
 impl<'a> Replay<'a> {
@@ -163,12 +251,13 @@ impl<'a> Replay<'a> {
             scratch: Vec::new(),
             stack: Stack::default(),
             clock,
+            xdp: engine.program().program_type() == ProgramType::Xdp,
         }
     }
 
     /// A replay that runs each packet through the engine made for its link
     /// type (a packet of another link type is an error); `None` without
-    /// engines.
+    /// engines. The engines run filters.
     pub fn per_link_type(engines: &'a [(u32, Engine)], options: Options) -> Option<Replay<'a>> {
         let (_, first) = engines.first()?;
         let mut replay = Replay::new(first, options);
@@ -184,10 +273,11 @@ impl<'a> Replay<'a> {
     }
 
     /// Runs every packet of `reader` through the program and writes it to
-    /// the output its verdict names, calling `progress` with the bytes read
-    /// so far now and then. While a packet runs, `bpf_ktime_get_ns` gives
-    /// its capture time, so that time-based state (rate limits) evolves as
-    /// it did when the traffic was captured, and every replay agrees. The outputs are flushed however it ends; after
+    /// the output its verdict or action names, calling `progress` with the
+    /// bytes read so far now and then. While a packet runs,
+    /// `bpf_ktime_get_ns` gives its capture time, so that time-based state
+    /// (rate limits) evolves as it did when the traffic was captured, and
+    /// every replay agrees. The outputs are flushed however it ends; after
     /// an error they hold every record before the one at fault.
     pub fn run<R: Read, W: Write>(
         &mut self,
@@ -210,6 +300,7 @@ impl<'a> Replay<'a> {
         progress: &mut dyn FnMut(u64),
     ) -> Result<(), CaptureError> {
         let file = reader.file().to_owned();
+        let format = reader.format();
         loop {
             if let Some(packet) = reader.next_pcap_packet() {
                 self.packet(&packet, outputs, progress, &file)?;
@@ -217,7 +308,7 @@ impl<'a> Replay<'a> {
             }
             match reader.next_record()? {
                 None => break,
-                Some(Record::Metadata(bytes)) => outputs.write_metadata(bytes)?,
+                Some(Record::Metadata(bytes)) => outputs.write_metadata(bytes, format)?,
                 Some(Record::Packet(packet)) => self.packet(&packet, outputs, progress, &file)?,
             }
         }
@@ -235,13 +326,21 @@ impl<'a> Replay<'a> {
         progress: &mut dyn FnMut(u64),
         file: &str,
     ) -> Result<(), CaptureError> {
-        let verdict = self.verdict(packet).map_err(|error| CaptureError::Record {
+        let record_error = |error: PacketError| CaptureError::Record {
             file: file.into(),
             packet: packet.number,
             offset: packet.offset,
             what: error.to_string(),
-        })?;
-        outputs.write_packet(verdict, packet.record)?;
+        };
+        if self.xdp {
+            if packet.link_type != frame::link_type::ETHERNET {
+                return Err(record_error(PacketError::NotEthernet(packet.link_type)));
+            }
+            self.xdp_packet(packet, outputs)?;
+        } else {
+            let verdict = self.verdict(packet).map_err(record_error)?;
+            outputs.write_packet(verdict, packet.record)?;
+        }
         if packet.number % PROGRESS_INTERVAL == 0 {
             progress(packet.offset + packet.record.len() as u64);
         }
@@ -280,7 +379,7 @@ impl<'a> Replay<'a> {
                         summary.first_error.get_or_insert(PacketFault {
                             packet: packet.number,
                             offset: packet.offset,
-                            error,
+                            error: error.into(),
                         });
                         self.options.on_error
                     }
@@ -293,6 +392,99 @@ impl<'a> Replay<'a> {
         }
         Ok(verdict)
     }
+}
+
+/// An XDP program's outcome for one packet.
+enum Outcome {
+    Pass,
+    Tx,
+    Redirect {
+        ifindex: u32,
+    },
+    /// XDP_DROP or XDP_ABORTED.
+    Dropped(Action),
+    Fault(Fault),
+}
+
+impl<'a> Replay<'a> {
+    /// Runs an XDP program over one frame, laid out as test_run lays it out
+    /// (with the loopback's first queue as where it came in), and writes it
+    /// where its action sends it.
+    #[inline]
+    fn xdp_packet<W: Write>(&mut self, packet: &Packet, outputs: &mut Outputs<W>) -> Result<(), CaptureError> {
+        let summary = &mut self.summary;
+        summary.packets += 1;
+        summary.bytes += packet.data.len() as u64;
+        if self.clock {
+            builtin::set_clock(Some(packet.timestamp_ns));
+        }
+        let (outcome, buffer) = match xdp::Buffer::new(packet.data, &[], RxInfo::default()) {
+            Err(error) => (Outcome::Fault(error.into()), None),
+            Ok(mut buffer) => {
+                let outcome = run_xdp(self.engine, &mut self.stack, &mut buffer, &mut summary.xdp);
+                (outcome, Some(buffer))
+            }
+        };
+        let counts = &mut summary.xdp;
+        let left = buffer.as_ref().map_or(packet.data, xdp::Buffer::packet);
+        match outcome {
+            Outcome::Fault(fault) => {
+                *counts.faults.entry(fault.reason()).or_default() += 1;
+                let (number, offset) = (packet.number, packet.offset);
+                summary.first_error.get_or_insert(PacketFault { packet: number, offset, error: fault });
+                write_to(&mut outputs.drop, packet, packet.data, None)
+            }
+            Outcome::Dropped(action) => {
+                counts.actions[action as usize] += 1;
+                write_to(&mut outputs.drop, packet, packet.data, None)
+            }
+            Outcome::Pass => {
+                counts.actions[Action::Pass as usize] += 1;
+                write_to(&mut outputs.pass, packet, left, None)
+            }
+            Outcome::Tx => {
+                counts.actions[Action::Tx as usize] += 1;
+                write_to(&mut outputs.tx, packet, left, None)
+            }
+            Outcome::Redirect { ifindex } => {
+                counts.actions[Action::Redirect as usize] += 1;
+                *counts.redirects.entry(ifindex).or_default() += 1;
+                let comment = format!("{} to ifindex {ifindex}", Action::Redirect.name());
+                write_to(&mut outputs.redirect, packet, left, Some(&comment))
+            }
+        }
+    }
+}
+
+/// Runs an XDP program over `buffer`, and names its outcome.
+#[inline]
+fn run_xdp(engine: &Engine, stack: &mut Stack, buffer: &mut xdp::Buffer, counts: &mut XdpCounts) -> Outcome {
+    let retval = match buffer.run(|input| engine.run(input, stack)) {
+        Ok(retval) => retval,
+        Err(error) => return Outcome::Fault(error.into()),
+    };
+    match Action::from_retval(retval) {
+        None => {
+            counts.unknown_actions += 1;
+            Outcome::Dropped(Action::Aborted)
+        }
+        Some(action @ (Action::Aborted | Action::Drop)) => Outcome::Dropped(action),
+        Some(Action::Pass) => Outcome::Pass,
+        Some(Action::Tx) => Outcome::Tx,
+        Some(Action::Redirect) => match buffer.redirect_target() {
+            Some(ifindex) => Outcome::Redirect { ifindex },
+            None => Outcome::Fault(Fault::RedirectWithoutTarget),
+        },
+    }
+}
+
+fn write_to<W: Write>(
+    output: &mut Option<CaptureWriter<W>>,
+    packet: &Packet,
+    data: &[u8],
+    comment: Option<&str>,
+) -> Result<(), CaptureError> {
+    output.as_mut().map_or(Ok(()), |output| output.write_packet(packet, data, comment))
 }
 
 /// Does the engine's program call helpers (which may read the clock)?

@@ -62,9 +62,9 @@ const MAX_SLOTS: usize = 4000;
 /// Bytes behind each seed: more than a program reads.
 const SEED_BYTES: usize = 4096;
 
-const INTERESTING_IMMS: [i32; 16] =
+pub(crate) const INTERESTING_IMMS: [i32; 16] =
     [0, 1, -1, 2, 7, 0x7f, 0x80, 0xff, 0x7fff, 0x8000, 0xffff, i32::MAX, i32::MIN, 31, 32, 63];
-const INTERESTING_WIDES: [u64; 12] = [
+pub(crate) const INTERESTING_WIDES: [u64; 12] = [
     0,
     1,
     u64::MAX,
@@ -85,13 +85,13 @@ const SHIFT_WIDES: [u64; 8] = [32, 33, 63, 64, 65, 0xffff_ffff, 1 << 32 | 3, u64
 /// while the whole is not.
 const DIVISORS: [u64; 8] = [0, u64::MAX, 1, 0x1_0000_0000, 0xffff_ffff, i64::MIN as u64, 0xffff_ffff_0000_0000, 3];
 
-const BINARY_OPS: [u8; 12] =
+pub(crate) const BINARY_OPS: [u8; 12] =
     [BPF_ADD, BPF_SUB, BPF_MUL, BPF_DIV, BPF_OR, BPF_AND, BPF_LSH, BPF_RSH, BPF_MOD, BPF_XOR, BPF_MOV, BPF_ARSH];
-const CONDITIONS: [u8; 11] =
+pub(crate) const CONDITIONS: [u8; 11] =
     [BPF_JEQ, BPF_JGT, BPF_JGE, BPF_JSET, BPF_JNE, BPF_JSGT, BPF_JSGE, BPF_JLT, BPF_JLE, BPF_JSLT, BPF_JSLE];
 const LOADS: [u8; 7] = [LDXB, LDXH, LDXW, LDXDW, LDXSB, LDXSH, LDXSW];
 const SIZES: [u8; 4] = [BPF_B, BPF_H, BPF_W, BPF_DW];
-const ATOMIC_OPS: [i32; 10] = [
+pub(crate) const ATOMIC_OPS: [i32; 10] = [
     ATOMIC_ADD,
     ATOMIC_OR,
     ATOMIC_AND,
@@ -276,11 +276,11 @@ impl ByteSource<'_> {
         u16::from_le_bytes([self.byte(), self.byte()])
     }
 
-    fn u32(&mut self) -> u32 {
+    pub(crate) fn u32(&mut self) -> u32 {
         u32::from(self.u16()) | u32::from(self.u16()) << 16
     }
 
-    fn u64(&mut self) -> u64 {
+    pub(crate) fn u64(&mut self) -> u64 {
         u64::from(self.u32()) | u64::from(self.u32()) << 32
     }
 
@@ -294,7 +294,7 @@ impl ByteSource<'_> {
     }
 
     /// True with probability `in_256` / 256.
-    fn chance(&mut self, in_256: u8) -> bool {
+    pub(crate) fn chance(&mut self, in_256: u8) -> bool {
         self.byte() < in_256
     }
 

@@ -3,17 +3,16 @@
 //! private context. So each VM gets, per JIT mode, a small entry of
 //! generated code.
 //!
-//! On x86-64, for a program whose runs need no Rust around them (see
+//! For a program whose runs need no Rust around them (see
 //! [`JitProgram::direct_entry`]), the entry calls the compiled code itself
-//! (see [`direct_code`]): the run's context and its eBPF stack are a frame
+//! (see `direct_code`, one per backend): the run's context and its eBPF stack are a frame
 //! on the caller's native stack, so every thread, and every re-entrant run,
 //! has its own without any lookup; the budget, memory checks and call depth
 //! are in the compiled code. Rust runs only off the fast path: to explain
 //! a stopped run ([`fault`]), to clear the thread's last error when some
 //! thread has one, and for inputs the boundary refuses.
 //!
-//! Otherwise (helpers that may stop a run or tail-call, or on aarch64) the
-//! entry is a stub that loads the address of its [`Compiled`] into the next
+//! Otherwise (helpers that may stop a run or tail-call) the entry is a stub that loads the address of its [`Compiled`] into the next
 //! argument register and jumps to [`run_basic`] or [`run_extended`], which
 //! run the compiled program as [`JitProgram::execute`] does, with every
 //! check.
@@ -22,10 +21,10 @@ use std::ffi::c_void;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::boundary::{THREADS_WITH_LAST_ERROR, clear_last_error};
 use super::boundary::{bytes_mut, guard, report};
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::jit::{Context, DirectEntry};
 use crate::jit::{ExecutableCode, JitProgram};
 use crate::program::Program;
@@ -105,7 +104,7 @@ fn entry_point(compiled: &Compiled, mode: Mode) -> Result<ExecutableCode, String
     } as u64;
     let context = std::ptr::from_ref(compiled) as u64;
     let bytes = match compiled.jit.direct_entry() {
-        #[cfg(target_arch = "x86_64")]
+        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
         Some(direct) => direct_code(&direct, context, rust_entry, mode)?,
         _ => stub_code(context, rust_entry, mode)?,
     };
@@ -187,12 +186,107 @@ fn direct_code(direct: &DirectEntry, context: u64, rust_entry: u64, mode: Mode) 
     ops.finalize().map_err(|error| format!("generating the entry point failed: {error}"))
 }
 
-#[cfg(target_arch = "x86_64")]
+/// The direct entry's code on aarch64 (AAPCS64), as [`direct_code`] on
+/// x86-64 is: the same checks, frame (below a saved frame record, sp kept
+/// 16-byte aligned), probes and ways out. x16 and x17 are scratch.
+#[cfg(target_arch = "aarch64")]
+// dynasm's aarch64 macro converts each dynamic register with `.into()`.
+#[allow(clippy::useless_conversion)]
+fn direct_code(direct: &DirectEntry, context: u64, rust_entry: u64, mode: Mode) -> Result<Vec<u8>, String> {
+    use dynasmrt::aarch64::Aarch64Relocation;
+    use dynasmrt::{DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
+
+    const PAGE: usize = 4096;
+    let frame = (direct.stack_len + size_of::<Context>()).div_ceil(16) * 16;
+    let halves = |value: u64| [0, 16, 32, 48].map(|shift| (value >> shift) as u32 & 0xffff);
+    let pending = halves(std::ptr::from_ref(&THREADS_WITH_LAST_ERROR) as u64);
+    let (code, fault, succeeded) = (
+        halves(direct.code as u64),
+        halves(fault as Fault as usize as u64),
+        halves(succeeded as Succeeded as usize as u64),
+    );
+    let (context, rust_entry) = (halves(context), halves(rust_entry));
+    let stack_top = direct.stack_len as u32;
+    let mut ops = VecAssembler::<Aarch64Relocation>::new(0);
+    macro_rules! load {
+        ($reg:expr, $halves:expr) => {
+            dynasm!(ops ; .arch aarch64
+                ; movz X($reg), #$halves[0]
+                ; movk X($reg), #$halves[1], lsl #16
+                ; movk X($reg), #$halves[2], lsl #32
+                ; movk X($reg), #$halves[3], lsl #48
+            )
+        };
+    }
+    dynasm!(ops ; .arch aarch64
+        ; cmp x1, #0
+        ; b.lt >rust // longer than memory can hold
+        ; b.eq >empty
+        ; cbz x0, >rust // NULL with a length
+        ; run:
+        ; stp x29, x30, [sp, #-16]!
+        ; mov x29, sp
+    );
+    let mut reserved = 0;
+    while frame - reserved > PAGE {
+        dynasm!(ops ; .arch aarch64 ; sub sp, sp, #1, lsl #12 ; str xzr, [sp]);
+        reserved += PAGE;
+    }
+    let (rest, pages) = ((frame - reserved) as u32, (reserved / PAGE) as u32);
+    dynasm!(ops ; .arch aarch64
+        ; movz x17, #rest
+        ; sub x16, x29, #pages, lsl #12
+        ; sub x16, x16, x17
+        ; mov sp, x16
+        ; movz x17, #stack_top
+        ; mov x3, sp
+        ; add x3, x3, x17
+        ; mov x2, x3
+    );
+    load!(16, code);
+    dynasm!(ops ; .arch aarch64
+        ; blr x16
+        ; mov sp, x29
+        ; ldp x29, x30, [sp], #16
+        ; cbnz x0, >stopped
+        ; mov x0, x1
+    );
+    load!(16, pending);
+    dynasm!(ops ; .arch aarch64
+        ; ldr x16, [x16]
+        ; cbnz x16, >clear
+        ; ret
+        ; empty: // r1 is 0 for an empty input, whatever mem is
+        ; mov x0, xzr
+        ; b <run
+        ; stopped: // fault(compiled, status, value)
+        ; mov x2, x1
+        ; mov x1, x0
+    );
+    load!(0, context);
+    load!(16, fault);
+    dynasm!(ops ; .arch aarch64
+        ; br x16
+        ; clear: // succeeded(value): x0 holds it
+    );
+    load!(16, succeeded);
+    dynasm!(ops ; .arch aarch64 ; br x16 ; rust:);
+    let register: u8 = match mode {
+        Mode::Basic => 2,
+        Mode::Extended => 4,
+    };
+    load!(register, context);
+    load!(16, rust_entry);
+    dynasm!(ops ; .arch aarch64 ; br x16);
+    ops.finalize().map_err(|error| format!("generating the entry point failed: {error}"))
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 type Fault = unsafe extern "C" fn(*const Compiled, u64, u64) -> u64;
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 type Succeeded = extern "C" fn(u64) -> u64;
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 /// Where a direct entry goes when the code stopped a run with `status` and
 /// `value`: reports the error as [`run_native`] does and returns its
 /// failure value.
@@ -209,7 +303,7 @@ unsafe extern "C" fn fault(compiled: *const Compiled, status: u64, value: u64) -
     u64::MAX
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 /// Where a direct entry goes after a run that returned `value` while some
 /// thread holds a last error: a run that succeeds clears this thread's.
 extern "C" fn succeeded(value: u64) -> u64 {

@@ -9,7 +9,10 @@
 //! from comparisons with the length are kept per unknown: "`s + room <=
 //! length`". So an offset compared with the length and then added to the
 //! input's address (the way C filters check a header before reading it)
-//! gives an address known to be in the input, whichever came first. Where
+//! gives an address known to be in the input, whichever came first. The
+//! input's end (address plus length, plus a constant) is tracked too, and
+//! an input address compared with it teaches the same fact of its offset:
+//! the pointer guards of C filters, `if (p + 20 > end) return`. Where
 //! paths join, the values they agree on stay; differing ones become a fresh
 //! unknown covering both, with the facts both paths had. At a loop head a
 //! candidate invariant stands for every turn: [`Facts::fits`] says whether

@@ -71,7 +71,8 @@ fn program(map: MapDef, helper: u32) -> Arc<Program> {
 fn fill(program: &Program, trie: bool) {
     let map = &program.maps()[0];
     for index in 0..ENTRIES {
-        let value = u64::from(index).to_ne_bytes();
+        // A per-CPU map takes the value of every CPU at once.
+        let value = u64::from(index).to_ne_bytes().repeat(map.host_value_size() / 8);
         if trie {
             let length = [8u32, 16, 24, 32][index as usize % 4];
             let address = (index * 2_654_435_761).to_ne_bytes();
@@ -102,6 +103,7 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let hash = || def(MapType::Hash, 4, 0);
+    let per_cpu_hash = || def(MapType::PerCpuHash, 4, 0);
     let trie = || def(MapType::LpmTrie, 8, BPF_F_NO_PREALLOC);
     let case = |name, map: MapDef, helper| {
         let interp = program(map.clone(), helper);
@@ -111,6 +113,8 @@ fn cases() -> Vec<Case> {
     vec![
         case("hash lookup", hash(), linux::MAP_LOOKUP_ELEM),
         case("hash update", hash(), linux::MAP_UPDATE_ELEM),
+        case("percpu hash lookup", per_cpu_hash(), linux::MAP_LOOKUP_ELEM),
+        case("percpu hash update", per_cpu_hash(), linux::MAP_UPDATE_ELEM),
         case("lpm trie lookup", trie(), linux::MAP_LOOKUP_ELEM),
         case("lpm trie update", trie(), linux::MAP_UPDATE_ELEM),
     ]

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds every examples/*.c and tests/fixtures/*.c into the .o beside it, with
-# clang's BPF target. The objects are committed, so the tests need no clang.
+# clang's BPF target, and the C API benchmark's pointer-guarded programs
+# (benches/capi/{classifier,checksum}.c) into NAME.v1.o and NAME.v3.o beside
+# them, as its filter build at clang's default -mcpu (v1) and at v3, for the
+# JIT analysis tests. The objects are committed, so the tests need no clang.
 #
 #   scripts/build-examples.sh           rebuild the .o files in place
 #   scripts/build-examples.sh --check   build into a temporary directory and
@@ -17,7 +20,7 @@ clang=${CLANG:-clang}
 # -nostdlibinc drops the system headers but keeps clang's own, so <stdint.h>
 # works without glibc's; -fdebug-prefix-map keeps the checkout path out of the
 # debug info, so every checkout builds the same bytes.
-flags=(-O2 -g -mcpu=v3 -target bpf -ffreestanding -nostdlibinc -Wall -Wextra -Werror
+flags=(-O2 -g -target bpf -ffreestanding -nostdlibinc -Wall -Wextra -Werror
     "-fdebug-prefix-map=$PWD=.")
 
 # Sources that include libbpf's headers (<bpf/bpf_helpers.h>, from Debian's
@@ -40,20 +43,30 @@ if $check; then
 fi
 
 status=0
+targets=()
 for source in examples/*.c tests/fixtures/*.c; do
-    object=${source%.c}.o
+    targets+=("$source:${source%.c}.o:v3")
+done
+for source in benches/capi/classifier.c benches/capi/checksum.c; do
+    targets+=("$source:${source%.c}.v1.o:v1" "$source:${source%.c}.v3.o:v3")
+done
+for target in "${targets[@]}"; do
+    IFS=: read -r source object cpu <<<"$target"
     mkdir -p "$out_dir/$(dirname "$object")"
     # The source path is relative, so the debug info names it the same way
     # wherever the checkout is.
     extra=()
-    if grep -q '#include <bpf/' "$source"; then
+    if [[ $source == benches/* ]]; then
+        # <stdint.h> from the system, as scripts/bench-capi.sh builds them.
+        extra=("${libbpf_flags[@]}")
+    elif grep -q '#include <bpf/' "$source"; then
         if [ ! -f /usr/include/bpf/bpf_helpers.h ]; then
             echo "$source includes libbpf's headers: install libbpf-dev (apt-get install libbpf-dev)" >&2
             exit 1
         fi
         extra=("${libbpf_flags[@]}")
     fi
-    "$clang" "${flags[@]}" "${extra[@]}" -c "$source" -o "$out_dir/$object"
+    "$clang" "${flags[@]}" "-mcpu=$cpu" "${extra[@]}" -c "$source" -o "$out_dir/$object"
     if $check; then
         if ! cmp -s "$out_dir/$object" "$object"; then
             echo "$object is out of date with $source (or missing); run scripts/build-examples.sh" >&2

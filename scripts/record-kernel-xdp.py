@@ -2,7 +2,7 @@
 """Records what the Linux kernel does with XDP programs, as the oracle for
 qemu-ubpf's XDP support: tests/kernel/xdp.json (format: tests/kernel/README.md).
 
-    sudo scripts/record-kernel-xdp.py [OUTPUT]
+    sudo scripts/record-kernel-xdp.py [--only NAME]... [OUTPUT]
 
 Needs root, a kernel with BPF_PROG_TEST_RUN, libbpf 1.x (Debian's libbpf1)
 and, for the objects Debian ships, the packages libxdp1, xdp-tools and
@@ -11,6 +11,10 @@ configured, runs the program once with BPF_PROG_TEST_RUN on one frame, and
 reads every map back, so that each record stands alone. The process is pinned
 to CPU 0, since test_run runs the program on the calling CPU: per-CPU values
 land in slot 0 unless a record says otherwise.
+
+With --only, only the objects whose path contains one of the NAMEs are
+recorded (tests/xdp.rs does so to ask the live kernel, where it may). When
+the kernel refuses bpf(2) (EPERM), the script exits with status 77.
 """
 
 import ctypes
@@ -26,6 +30,8 @@ import sys
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 DEFAULT_OUTPUT = os.path.join(ROOT, "tests", "kernel", "xdp.json")
+# The exit status when the kernel refuses bpf(2) to this process.
+BPF_REFUSED = 77
 
 XDP_ACTIONS = ["XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT"]
 
@@ -96,6 +102,7 @@ _proto("bpf_map__fd", ctypes.c_int, P)
 _proto("bpf_map_update_elem", ctypes.c_int, ctypes.c_int, P, P, ctypes.c_uint64)
 _proto("bpf_map_lookup_elem", ctypes.c_int, ctypes.c_int, P, P)
 _proto("bpf_map_get_next_key", ctypes.c_int, ctypes.c_int, P, P)
+_proto("bpf_map_lookup_batch", ctypes.c_int, ctypes.c_int, P, P, P, P, ctypes.POINTER(ctypes.c_uint32), P)
 _proto("bpf_prog_test_run_opts", ctypes.c_int, ctypes.c_int, ctypes.POINTER(TestRunOpts))
 _proto("libbpf_num_possible_cpus", ctypes.c_int)
 _proto("libbpf_major_version", ctypes.c_uint32)
@@ -191,19 +198,23 @@ class Loaded:
         size = stride * POSSIBLE_CPUS if percpu else info["value_size"]
         key = ctypes.create_string_buffer(info["key_size"])
         value = ctypes.create_string_buffer(max(size, 1))
-        if info["type"] in ARRAY_MAPS:
-            keys = (struct.pack("<I", i) for i in range(info["max_entries"]))
+        batch = self._array_batch(fd, info, size) if info["type"] in {"array", "percpu_array"} else None
+        if batch is not None:
+            pairs = batch
+        elif info["type"] in ARRAY_MAPS:
+            pairs = ((struct.pack("<I", i), None) for i in range(info["max_entries"]))
         else:
-            keys = self._hash_keys(fd, info["key_size"])
+            pairs = ((k, None) for k in self._hash_keys(fd, info["key_size"]))
         entries = []
-        for k in keys:
-            ctypes.memmove(key, k, len(k))
-            err = libbpf.bpf_map_lookup_elem(fd, key, value)
-            if err == -errno.ENOENT:
-                continue
-            if err:
-                return {**info, "unreadable": error_name(err)}
-            raw = value.raw[:size]
+        for k, raw in pairs:
+            if raw is None:
+                ctypes.memmove(key, k, len(k))
+                err = libbpf.bpf_map_lookup_elem(fd, key, value)
+                if err == -errno.ENOENT:
+                    continue
+                if err:
+                    return {**info, "unreadable": error_name(err)}
+                raw = value.raw[:size]
             if info["type"] in ARRAY_MAPS and not any(raw):
                 continue
             if percpu:
@@ -213,6 +224,22 @@ class Loaded:
             entries.append({"key": k.hex(), "value": shown})
         entries.sort(key=lambda e: e["key"])
         return {**info, "entries": entries}
+
+    @staticmethod
+    def _array_batch(fd, info, size):
+        """Every (key, value) of an array in one BPF_MAP_LOOKUP_BATCH (a
+        per-key loop over 65536 entries takes most of a second), or None
+        where the kernel has no batch lookup."""
+        entries = info["max_entries"]
+        keys = ctypes.create_string_buffer(4 * entries)
+        values = ctypes.create_string_buffer(size * entries)
+        out_batch = ctypes.create_string_buffer(4)
+        count = ctypes.c_uint32(entries)
+        err = libbpf.bpf_map_lookup_batch(fd, None, out_batch, keys, values, ctypes.byref(count), None)
+        if (err and err != -errno.ENOENT) or count.value != entries:
+            return None
+        keys, values = keys.raw, values.raw
+        return [(keys[4 * i:4 * i + 4], values[size * i:size * (i + 1)]) for i in range(entries)]
 
     @staticmethod
     def _hash_keys(fd, key_size):
@@ -570,6 +597,9 @@ def record_object(path, origin, setup, ctx_programs, cpu1_programs, inputs, vari
         entry = {"program": program, "section": section}
         about["programs"].append(entry)
         loaded = Loaded(absolute, program)
+        if loaded.load_error == -errno.EPERM:
+            print("bpf(2) refused: EPERM", file=sys.stderr)
+            sys.exit(BPF_REFUSED)
         if loaded.load_error:
             loaded.close()
             logged = Loaded(absolute, program, log=True)
@@ -645,7 +675,11 @@ def write_document(f, document):
 
 
 def main():
-    output = sys.argv[1] if len(sys.argv) > 1 else DEFAULT_OUTPUT
+    args, only = sys.argv[1:], []
+    while len(args) >= 2 and args[0] == "--only":
+        only.append(args[1])
+        args = args[2:]
+    output = args[0] if args else DEFAULT_OUTPUT
     set_cpu(0)
     inputs = frames()
     device = add_queue_device()
@@ -653,6 +687,8 @@ def main():
         variants = contexts(device)
         objects, records = [], []
         for case in plan():
+            if only and not any(name in case[0] for name in only):
+                continue
             about, found = record_object(*case, inputs, variants)
             objects.append(about)
             records += found

@@ -1,6 +1,7 @@
 //! Typed errors, one enum per stage; every error carries its place: the
 //! instruction index, the section, or the line.
 
+use crate::image::MapType;
 use crate::isa::Insn;
 
 /// Why a program was refused before it ran.
@@ -143,9 +144,12 @@ pub enum ExecErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
     #[error(
-        "map {name}: type {map_type} is not supported (supported: hash, array, prog_array, lru_hash, lpm_trie, queue, stack, ringbuf)"
+        "map {name}: type {map_type} is not supported (supported: {supported}){used}",
+        supported = supported_map_types(),
+        used = used_at.map(|pc| format!("; instruction {pc} loads it")).unwrap_or_default()
     )]
-    UnsupportedType { name: String, map_type: u32 },
+    /// `used_at`: the first instruction that loads the map, if any.
+    UnsupportedType { name: String, map_type: u32, used_at: Option<usize> },
     #[error("map {name}: {field} is {value}, but {rule}")]
     BadField { name: String, field: &'static str, value: u64, rule: &'static str },
     #[error("map {name}: flags {flags:#x} are not valid for a {map_type} map")]
@@ -303,4 +307,9 @@ pub enum Error {
     Elf(#[from] ElfError),
     #[error(transparent)]
     Asm(#[from] AsmError),
+}
+
+/// The names of the map types this runtime creates, for messages.
+fn supported_map_types() -> String {
+    MapType::ALL.iter().map(|map_type| map_type.name()).collect::<Vec<_>>().join(", ")
 }

@@ -94,26 +94,44 @@ pub enum MapType {
     Hash = 1,
     Array = 2,
     ProgArray = 3,
+    PerfEventArray = 4,
+    PerCpuHash = 5,
+    PerCpuArray = 6,
     LruHash = 9,
+    LruPerCpuHash = 10,
     LpmTrie = 11,
+    DevMap = 14,
+    CpuMap = 16,
+    XskMap = 17,
     Queue = 22,
     Stack = 23,
+    DevMapHash = 25,
     RingBuf = 27,
 }
 
 impl MapType {
+    /// Every supported type, in Linux's order.
+    pub const ALL: [MapType; 16] = [
+        MapType::Hash,
+        MapType::Array,
+        MapType::ProgArray,
+        MapType::PerfEventArray,
+        MapType::PerCpuHash,
+        MapType::PerCpuArray,
+        MapType::LruHash,
+        MapType::LruPerCpuHash,
+        MapType::LpmTrie,
+        MapType::DevMap,
+        MapType::CpuMap,
+        MapType::XskMap,
+        MapType::Queue,
+        MapType::Stack,
+        MapType::DevMapHash,
+        MapType::RingBuf,
+    ];
+
     pub fn from_linux(number: u32) -> Option<MapType> {
-        Some(match number {
-            1 => MapType::Hash,
-            2 => MapType::Array,
-            3 => MapType::ProgArray,
-            9 => MapType::LruHash,
-            11 => MapType::LpmTrie,
-            22 => MapType::Queue,
-            23 => MapType::Stack,
-            27 => MapType::RingBuf,
-            _ => return None,
-        })
+        MapType::ALL.into_iter().find(|map_type| *map_type as u32 == number)
     }
 
     /// The name libbpf and bpftool use (`BPF_MAP_TYPE_` less the prefix,
@@ -123,12 +141,30 @@ impl MapType {
             MapType::Hash => "hash",
             MapType::Array => "array",
             MapType::ProgArray => "prog_array",
+            MapType::PerfEventArray => "perf_event_array",
+            MapType::PerCpuHash => "percpu_hash",
+            MapType::PerCpuArray => "percpu_array",
             MapType::LruHash => "lru_hash",
+            MapType::LruPerCpuHash => "lru_percpu_hash",
             MapType::LpmTrie => "lpm_trie",
+            MapType::DevMap => "devmap",
+            MapType::CpuMap => "cpumap",
+            MapType::XskMap => "xskmap",
             MapType::Queue => "queue",
             MapType::Stack => "stack",
+            MapType::DevMapHash => "devmap_hash",
             MapType::RingBuf => "ringbuf",
         }
+    }
+
+    /// Does the map keep one value per possible CPU?
+    pub fn is_per_cpu(self) -> bool {
+        matches!(self, MapType::PerCpuHash | MapType::PerCpuArray | MapType::LruPerCpuHash)
+    }
+
+    /// Is the map a target of `bpf_redirect_map`?
+    pub fn is_redirect_target(self) -> bool {
+        matches!(self, MapType::DevMap | MapType::DevMapHash | MapType::CpuMap | MapType::XskMap)
     }
 }
 
@@ -214,11 +250,16 @@ pub mod xdp_context {
     pub const DATA: i16 = 24;
     pub const DATA_END: i16 = 32;
     pub const DATA_META: i16 = 40;
-    /// Where `bpf_redirect` records its target in the block (bytes the
-    /// program cannot name, `xdp_md`'s `data` and `data_end` being
-    /// rewritten): the ifindex, then 1 when it is set.
+    /// Where `bpf_redirect` and `bpf_redirect_map` record their target in
+    /// the block (bytes the program cannot name, `xdp_md`'s `data` and
+    /// `data_end` being rewritten): the target, then what it is
+    /// ([`REDIRECT_DEVICE`], [`REDIRECT_CPU`], or 0 for none).
     pub const REDIRECT_TARGET: usize = 0;
     pub const REDIRECT_SET: usize = 4;
+    /// The target is an ifindex (`bpf_redirect`, a devmap's entry).
+    pub const REDIRECT_DEVICE: u32 = 1;
+    /// The target is a CPU's number (a cpumap's entry).
+    pub const REDIRECT_CPU: u32 = 2;
     /// Bytes of the block.
     pub const SIZE: usize = 48;
 

@@ -2,8 +2,9 @@
 //!
 //! Every map checks its sizes and flags when it is created and allocates
 //! what `max_entries` bounds up front. Values live in one contiguous arena
-//! per map (`max_entries` slots of `value_size` rounded up to 8 bytes),
-//! which the program sees as one [`Region`], so the interpreter and the JIT
+//! per map (`max_entries` slots of `value_size` rounded up to 8 bytes; a
+//! per-CPU map has a slot per entry and possible CPU, [`cpus`]), which the
+//! program sees as one [`Region`], so the interpreter and the JIT
 //! keep checking accesses through a looked-up value with the mechanism they
 //! use for global data: a program can never reach outside its maps' arenas.
 //! A hash map's deleted slot may be reused while a program still holds a
@@ -24,6 +25,7 @@ use crate::image::{
 };
 use crate::program::Program;
 
+pub mod cpus;
 pub mod json;
 mod storage;
 
@@ -35,6 +37,25 @@ pub const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 pub const BPF_F_RDONLY_PROG: u32 = 1 << 8;
 pub const BPF_F_WRONLY_PROG: u32 = 1 << 9;
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Most bytes of one CPU's value in a per-CPU map (the kernel's
+/// `PCPU_MIN_UNIT_SIZE`).
+pub const MAX_PER_CPU_VALUE_SIZE: u32 = 32768;
+
+/// `bpf_redirect_map` flags: the low bits are the action when the slot is
+/// empty; the devmaps also take these two, which send to every device of
+/// the map.
+pub const XDP_ACTION_MASK: u64 = 3;
+pub const BPF_F_BROADCAST: u64 = 1 << 3;
+pub const BPF_F_EXCLUDE_INGRESS: u64 = 1 << 4;
+
+/// Most bytes of records a perf event array keeps for the host, over all
+/// CPUs: a reader's buffers, as `perf_buffer__new` maps them (64 pages per
+/// CPU on a small host).
+pub const PERF_EVENT_BYTES: usize = 1 << 20;
+
+/// Most packets a cpumap entry queues (`qsize`), as the kernel allows.
+const MAX_CPUMAP_QSIZE: u32 = 16384;
 
 /// Update flags, as `bpf_map_update_elem` takes them.
 pub const BPF_ANY: u64 = 0;
@@ -59,6 +80,10 @@ pub enum MapOpError {
     Invalid(&'static str),
     #[error("operation not supported on a {0} map")]
     NotSupported(&'static str),
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
+    #[error("no space for the record")]
+    NoSpace,
 }
 
 impl MapOpError {
@@ -69,7 +94,8 @@ impl MapOpError {
             MapOpError::Exists => libc::EEXIST,
             MapOpError::Full => libc::E2BIG,
             MapOpError::KeySize { .. } | MapOpError::ValueSize { .. } | MapOpError::Invalid(_) => libc::EINVAL,
-            MapOpError::NotSupported(_) => libc::EOPNOTSUPP,
+            MapOpError::NotSupported(_) | MapOpError::Unsupported(_) => libc::EOPNOTSUPP,
+            MapOpError::NoSpace => libc::ENOSPC,
         }
     }
 }
@@ -81,7 +107,9 @@ impl MapOpError {
 /// slot whose bit is clear. Eviction costs O(1) amortised, so traffic from
 /// ever new sources cannot make each insert scan the map.
 struct HashStore {
+    /// `cpus` values per entry, those of entry `e` at slots `e * cpus ..`.
     arena: Arena,
+    cpus: usize,
     index: RwLock<HashIndex>,
     /// Per slot, 1 when used since the hand last passed (LRU maps only).
     referenced: Option<Box<[AtomicU64]>>,
@@ -132,7 +160,19 @@ struct Record {
     state: RecordState,
 }
 
+/// A perf event array's records, in the order programs wrote them, as if
+/// the host had opened every CPU's buffer; `bytes` counts them against
+/// [`PERF_EVENT_BYTES`].
+#[derive(Default)]
+struct PerfStore {
+    records: VecDeque<Vec<u8>>,
+    bytes: usize,
+}
+
 enum Storage {
+    /// Arrays, per-CPU arrays (`cpus` slots per entry, see [`Map::cell`]),
+    /// and the redirect targets indexed by number (devmap, cpumap, xskmap),
+    /// whose empty slots are zeros.
     Array(Arena),
     Hash(HashStore),
     Lpm(LpmStore),
@@ -142,6 +182,15 @@ enum Storage {
     ProgArray(RwLock<Vec<Option<Weak<Program>>>>),
     Queue(Mutex<VecDeque<Box<[u8]>>>),
     RingBuf(RingStore),
+    PerfEvents(Mutex<PerfStore>),
+}
+
+/// A value to store, and whose it is: the host's (for a per-CPU map, one
+/// value per CPU) or a program's (the value of the CPU it runs on).
+#[derive(Clone, Copy)]
+enum Value<'a> {
+    Host(&'a [u8]),
+    Program(&'a [u8]),
 }
 
 /// A map: its definition and its storage. Shared (`Arc`) by the programs
@@ -150,6 +199,8 @@ pub struct Map {
     def: MapDef,
     map_type: MapType,
     storage: Storage,
+    /// Values per entry: the possible CPUs for a per-CPU map, else 1.
+    cpus: usize,
     /// For a global data section's map, the section's own size, which
     /// bounds the region (an empty section is given one byte of value).
     exact_len: Option<usize>,
@@ -184,10 +235,17 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 impl Map {
     /// Creates a map, checking `def` as Linux does for its type.
-    pub fn new(def: MapDef) -> Result<Map, MapError> {
+    pub fn new(mut def: MapDef) -> Result<Map, MapError> {
         let name = def.name.clone();
-        let map_type = MapType::from_linux(def.map_type)
-            .ok_or_else(|| MapError::UnsupportedType { name: name.clone(), map_type: def.map_type })?;
+        let map_type = MapType::from_linux(def.map_type).ok_or_else(|| MapError::UnsupportedType {
+            name: name.clone(),
+            map_type: def.map_type,
+            used_at: None,
+        })?;
+        if map_type == MapType::PerfEventArray && def.max_entries == 0 {
+            // libbpf's default: a slot per possible CPU.
+            def.max_entries = cpus::count() as u32;
+        }
         let field = |field: &'static str, value: u32, rule: &'static str| MapError::BadField {
             name: name.clone(),
             field,
@@ -200,18 +258,51 @@ impl Map {
         }
         let allowed_flags = match map_type {
             MapType::Array => BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG | BPF_F_MMAPABLE,
-            MapType::Hash => BPF_F_NO_PREALLOC | BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
-            MapType::LruHash => BPF_F_NO_COMMON_LRU | BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
+            MapType::PerCpuArray => BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
+            MapType::Hash | MapType::PerCpuHash => BPF_F_NO_PREALLOC | BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
+            MapType::LruHash | MapType::LruPerCpuHash => BPF_F_NO_COMMON_LRU | BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
             MapType::LpmTrie => BPF_F_NO_PREALLOC | BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
             MapType::Queue | MapType::Stack => BPF_F_RDONLY_PROG | BPF_F_WRONLY_PROG,
-            MapType::ProgArray | MapType::RingBuf => 0,
+            MapType::ProgArray
+            | MapType::PerfEventArray
+            | MapType::RingBuf
+            | MapType::DevMap
+            | MapType::DevMapHash
+            | MapType::CpuMap
+            | MapType::XskMap => 0,
         };
         if def.flags & !allowed_flags != 0 || (map_type == MapType::LpmTrie && def.flags & BPF_F_NO_PREALLOC == 0) {
             return Err(MapError::BadFlags { name, flags: def.flags, map_type: map_type.name() });
         }
         match map_type {
-            MapType::Array | MapType::ProgArray if key_size != 4 => {
+            MapType::Array | MapType::PerCpuArray | MapType::ProgArray if key_size != 4 => {
                 return Err(field("key_size", key_size, "an array's keys are 4-byte indexes"));
+            }
+            MapType::DevMap | MapType::DevMapHash | MapType::CpuMap | MapType::XskMap if key_size != 4 => {
+                return Err(field("key_size", key_size, "a redirect map's keys are 4-byte numbers"));
+            }
+            MapType::DevMap | MapType::DevMapHash if value_size != 4 && value_size != 8 => {
+                return Err(field(
+                    "value_size",
+                    value_size,
+                    "a devmap's values are an ifindex and a program (4 or 8 bytes)",
+                ));
+            }
+            MapType::CpuMap if value_size != 4 && value_size != 8 => {
+                return Err(field(
+                    "value_size",
+                    value_size,
+                    "a cpumap's values are a queue size and a program (4 or 8 bytes)",
+                ));
+            }
+            MapType::PerfEventArray if key_size != 4 => {
+                return Err(field("key_size", key_size, "a perf event array's keys are 4-byte CPU indexes"));
+            }
+            MapType::PerfEventArray if value_size != 4 => {
+                return Err(field("value_size", value_size, "a perf event array's values are 4-byte descriptors"));
+            }
+            MapType::XskMap if value_size != 4 => {
+                return Err(field("value_size", value_size, "an xskmap's values are 4-byte socket descriptors"));
             }
             MapType::ProgArray if entries > MAX_PROG_ARRAY_ENTRIES => {
                 return Err(field("max_entries", entries, "a prog array has at most 65536 slots"));
@@ -219,7 +310,9 @@ impl Map {
             MapType::ProgArray if value_size != 4 => {
                 return Err(field("value_size", value_size, "a prog array's values are 4-byte program ids"));
             }
-            MapType::Hash | MapType::LruHash if key_size == 0 || key_size > MAX_KEY_SIZE => {
+            MapType::Hash | MapType::LruHash | MapType::PerCpuHash | MapType::LruPerCpuHash
+                if key_size == 0 || key_size > MAX_KEY_SIZE =>
+            {
                 return Err(field("key_size", key_size, "it must be 1 to 512"));
             }
             MapType::LpmTrie if !(5..=4 + 256).contains(&key_size) => {
@@ -242,6 +335,9 @@ impl Map {
                     "a ring buffer's size is a power of 2 of at least 4096 bytes",
                 ));
             }
+            _ if map_type.is_per_cpu() && (value_size == 0 || value_size > MAX_PER_CPU_VALUE_SIZE) => {
+                return Err(field("value_size", value_size, "a per-CPU value must be 1 to 32768 bytes"));
+            }
             MapType::Array | MapType::Hash | MapType::LruHash | MapType::LpmTrie | MapType::Queue | MapType::Stack
                 if value_size == 0 || value_size > MAX_VALUE_SIZE =>
             {
@@ -250,39 +346,48 @@ impl Map {
             _ => {}
         }
         let entries_usize = entries as usize;
-        let slot = slot_size(value_size as usize, entries_usize) as u64;
+        let cpus = if map_type.is_per_cpu() { cpus::count() } else { 1 };
+        let slot = slot_size(value_size as usize, entries_usize * cpus) as u64;
         let bytes = match map_type {
             MapType::RingBuf => u64::from(entries),
             MapType::ProgArray => u64::from(entries) * 8,
-            _ => u64::from(entries) * (slot + u64::from(key_size)),
+            MapType::PerfEventArray => PERF_EVENT_BYTES as u64,
+            _ => u64::from(entries) * (slot * cpus as u64 + u64::from(key_size)),
         };
         if bytes > MAX_MAP_BYTES {
             return Err(MapError::TooLarge { name, bytes });
         }
         let storage = match map_type {
-            MapType::Array => Storage::Array(Arena::new(value_size as usize, entries_usize)),
-            MapType::Hash | MapType::LruHash => Storage::Hash(HashStore {
-                arena: Arena::new(value_size as usize, entries_usize),
-                index: RwLock::new(HashIndex {
-                    slots: HashMap::with_hasher(KeyHashBuilder::new()),
-                    free: FreeSlots::new(entries),
-                    lru_keys: Vec::new(),
-                    hand: 0,
-                }),
-                referenced: (map_type == MapType::LruHash).then(|| zeroed(entries_usize)),
-            }),
+            MapType::Array | MapType::PerCpuArray | MapType::DevMap | MapType::CpuMap | MapType::XskMap => {
+                Storage::Array(Arena::new(value_size as usize, entries_usize * cpus))
+            }
+            MapType::Hash | MapType::LruHash | MapType::PerCpuHash | MapType::LruPerCpuHash | MapType::DevMapHash => {
+                Storage::Hash(HashStore {
+                    arena: Arena::new(value_size as usize, entries_usize * cpus),
+                    cpus,
+                    index: RwLock::new(HashIndex {
+                        slots: HashMap::with_hasher(KeyHashBuilder::new()),
+                        free: FreeSlots::new(entries),
+                        lru_keys: Vec::new(),
+                        hand: 0,
+                    }),
+                    referenced: matches!(map_type, MapType::LruHash | MapType::LruPerCpuHash)
+                        .then(|| zeroed(entries_usize)),
+                })
+            }
             MapType::LpmTrie => Storage::Lpm(LpmStore {
                 arena: Arena::new(value_size as usize, entries_usize),
                 index: RwLock::new(LpmIndex { by_length: BTreeMap::new(), free: FreeSlots::new(entries) }),
             }),
             MapType::ProgArray => Storage::ProgArray(RwLock::new(vec![None; entries_usize])),
+            MapType::PerfEventArray => Storage::PerfEvents(Mutex::new(PerfStore::default())),
             MapType::Queue | MapType::Stack => Storage::Queue(Mutex::new(VecDeque::new())),
             MapType::RingBuf => Storage::RingBuf(RingStore {
                 arena: Arena::new(entries_usize, 1),
                 records: Mutex::new(VecDeque::new()),
             }),
         };
-        Ok(Map { def, map_type, storage, exact_len: None })
+        Ok(Map { def, map_type, storage, cpus, exact_len: None })
     }
 
     /// The map holding a global data section: an array of one value of
@@ -305,6 +410,7 @@ impl Map {
             },
             map_type: MapType::Array,
             storage: Storage::Array(arena),
+            cpus: 1,
             exact_len: Some(section.bytes.len()),
         }
     }
@@ -331,13 +437,14 @@ impl Map {
     /// The memory a program may access through pointers this map hands it
     /// (looked-up values, ring buffer records), if any.
     pub fn region(&self) -> Option<Region> {
-        let writable = self.def.flags & BPF_F_RDONLY_PROG == 0;
+        // A devmap's values are the kernel's to change, not the program's.
+        let writable = self.def.flags & BPF_F_RDONLY_PROG == 0 && !self.map_type.is_redirect_target();
         let arena = match &self.storage {
             Storage::Array(arena) => arena,
             Storage::Hash(store) => &store.arena,
             Storage::Lpm(store) => &store.arena,
             Storage::RingBuf(store) => &store.arena,
-            Storage::ProgArray(_) | Storage::Queue(_) => return None,
+            Storage::ProgArray(_) | Storage::Queue(_) | Storage::PerfEvents(_) => return None,
         };
         // The last slot's padding is not the program's; with several
         // slots, no access may cross from one value into the next.
@@ -350,6 +457,9 @@ impl Map {
     /// address directly, as libbpf does for global data.
     pub fn direct_value(&self) -> Option<Region> {
         let Storage::Array(arena) = &self.storage else { return None };
+        if self.map_type != MapType::Array {
+            return None;
+        }
         let len = self.exact_len.unwrap_or(arena.value_size);
         Some(Region {
             start: arena.addr(),
@@ -373,6 +483,105 @@ impl Map {
         Ok(())
     }
 
+    /// Values per entry: the possible CPUs for a per-CPU map, else 1.
+    pub fn cpus(&self) -> usize {
+        self.cpus
+    }
+
+    /// The size of a value as the host reads and writes it: for a per-CPU
+    /// map, one value per possible CPU, each padded to 8 bytes, as libbpf
+    /// lays them out; else `value_size`.
+    pub fn host_value_size(&self) -> usize {
+        if self.map_type.is_per_cpu() {
+            (self.def.value_size as usize).div_ceil(8) * 8 * self.cpus
+        } else {
+            self.def.value_size as usize
+        }
+    }
+
+    /// The arena slot of entry `entry`'s value for CPU slot `cpu`.
+    fn cell(&self, entry: usize, cpu: usize) -> usize {
+        entry * self.cpus + cpu
+    }
+
+    /// The CPU slot a program's access uses: the CPU it runs on.
+    fn this_cpu(&self) -> usize {
+        if self.cpus == 1 { 0 } else { cpus::current().min(self.cpus - 1) }
+    }
+
+    /// An entry's value as the host sees it (see [`Map::host_value_size`]).
+    fn read_entry(&self, arena: &Arena, entry: usize) -> Vec<u8> {
+        if !self.map_type.is_per_cpu() {
+            return arena.read(self.cell(entry, 0));
+        }
+        let stride = arena.value_size.div_ceil(8) * 8;
+        let mut out = vec![0; stride * self.cpus];
+        for (cpu, chunk) in out.chunks_exact_mut(stride).enumerate() {
+            chunk[..arena.value_size].copy_from_slice(&arena.read(self.cell(entry, cpu)));
+        }
+        out
+    }
+
+    /// Stores a checked value into an entry: the host's into every CPU
+    /// slot, a program's into its CPU's.
+    fn write_entry(&self, arena: &Arena, entry: usize, value: Value) {
+        match value {
+            Value::Host(bytes) if self.map_type.is_per_cpu() => {
+                let stride = arena.value_size.div_ceil(8) * 8;
+                for (cpu, chunk) in bytes.chunks_exact(stride).enumerate() {
+                    arena.write(self.cell(entry, cpu), &chunk[..arena.value_size]);
+                }
+            }
+            Value::Host(bytes) => arena.write(entry, bytes),
+            Value::Program(bytes) => arena.write(self.cell(entry, self.this_cpu()), bytes),
+        }
+    }
+
+    fn check_update_value<'v>(&self, value: Value<'v>) -> Result<Value<'v>, MapOpError> {
+        let (bytes, expected) = match value {
+            Value::Host(bytes) => (bytes, self.host_value_size()),
+            Value::Program(bytes) => (bytes, self.def.value_size as usize),
+        };
+        if bytes.len() != expected {
+            return Err(MapOpError::ValueSize { expected: expected as u32, got: bytes.len() });
+        }
+        if self.map_type.is_redirect_target() {
+            let Value::Host(bytes) = value else { return Err(MapOpError::NotSupported(self.map_type.name())) };
+            self.check_target(bytes)?;
+        }
+        Ok(value)
+    }
+
+    /// Checks a redirect map's value from the host: the first word is the
+    /// target (an ifindex, a cpumap's queue size); 0 empties a devmap's or
+    /// cpumap's slot. Programs attached to entries are not supported.
+    fn check_target(&self, value: &[u8]) -> Result<(), MapOpError> {
+        let word = |at: usize| u32::from_ne_bytes(value[at..at + 4].try_into().expect("checked size"));
+        if self.map_type == MapType::XskMap {
+            return Err(MapOpError::Unsupported("an xskmap holds AF_XDP sockets, which this runtime does not have"));
+        }
+        if value.len() == 8 && word(4) != 0 {
+            return Err(MapOpError::Unsupported("a program in a devmap or cpumap entry"));
+        }
+        match self.map_type {
+            MapType::DevMapHash if word(0) == 0 => Err(MapOpError::Invalid("ifindex 0 names no device")),
+            MapType::CpuMap if word(0) > MAX_CPUMAP_QSIZE => {
+                Err(MapOpError::Invalid("a cpumap's qsize is at most 16384"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Is an array-indexed entry there? A devmap's or cpumap's slot is
+    /// empty while its first word is 0; an xskmap's always is.
+    fn array_entry_present(&self, arena: &Arena, index: usize) -> bool {
+        match self.map_type {
+            MapType::DevMap | MapType::CpuMap => arena.read(index)[..4] != [0; 4],
+            MapType::XskMap => false,
+            _ => true,
+        }
+    }
+
     fn array_index(&self, key: &[u8]) -> Result<Option<usize>, MapOpError> {
         self.check_key(key)?;
         let index = u32::from_ne_bytes(key.try_into().expect("checked: 4 bytes"));
@@ -380,16 +589,23 @@ impl Map {
     }
 
     /// The address of the value under `key`, as `bpf_map_lookup_elem`
-    /// returns it to a program; `None` when there is none.
+    /// returns it to a program (for a per-CPU map, the value of the CPU the
+    /// program runs on); `None` when there is none.
     pub fn lookup_addr(&self, key: &[u8]) -> Result<Option<u64>, MapOpError> {
         match &self.storage {
-            Storage::Array(arena) => Ok(self.array_index(key)?.map(|index| arena.slot_addr(index))),
+            Storage::Array(_) if self.map_type == MapType::CpuMap => {
+                Err(MapOpError::NotSupported(self.map_type.name()))
+            }
+            Storage::Array(arena) => Ok(self
+                .array_index(key)?
+                .filter(|&index| self.array_entry_present(arena, index))
+                .map(|index| arena.slot_addr(self.cell(index, self.this_cpu())))),
             Storage::Hash(store) => {
                 self.check_key(key)?;
                 let index = read(&store.index);
                 let Some(&slot) = index.slots.get(key) else { return Ok(None) };
                 store.touch(slot);
-                Ok(Some(store.arena.slot_addr(slot as usize)))
+                Ok(Some(store.arena.slot_addr(self.cell(slot as usize, self.this_cpu()))))
             }
             Storage::Lpm(store) => {
                 self.check_key(key)?;
@@ -399,13 +615,17 @@ impl Map {
         }
     }
 
-    /// A copy of the value under `key`.
+    /// A copy of the value under `key`; for a per-CPU map, every CPU's
+    /// (see [`Map::host_value_size`]).
     pub fn lookup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, MapOpError> {
         match &self.storage {
-            Storage::Array(arena) => Ok(self.array_index(key)?.map(|index| arena.read(index))),
+            Storage::Array(arena) => Ok(self
+                .array_index(key)?
+                .filter(|&index| self.array_entry_present(arena, index))
+                .map(|index| self.read_entry(arena, index))),
             Storage::Hash(store) => {
                 self.check_key(key)?;
-                Ok(read(&store.index).slots.get(key).map(|&slot| store.arena.read(slot as usize)))
+                Ok(read(&store.index).slots.get(key).map(|&slot| self.read_entry(&store.arena, slot as usize)))
             }
             Storage::Lpm(store) => {
                 self.check_key(key)?;
@@ -422,33 +642,45 @@ impl Map {
         }
     }
 
-    /// Stores `value` under `key`; `flags` is `BPF_ANY`, `BPF_NOEXIST` or
-    /// `BPF_EXIST`. A prog array takes programs through
-    /// [`Map::set_program`] instead, a queue or stack values through
-    /// [`Map::push`].
+    /// Stores `value` under `key` as the host does (for a per-CPU map,
+    /// every CPU's value, see [`Map::host_value_size`]); `flags` is
+    /// `BPF_ANY`, `BPF_NOEXIST` or `BPF_EXIST`. A prog array takes programs
+    /// through [`Map::set_program`] instead, a queue or stack values
+    /// through [`Map::push`].
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapOpError> {
+        self.store(key, Value::Host(value), flags)
+    }
+
+    /// Stores `value` under `key` as a program's `bpf_map_update_elem`
+    /// does: for a per-CPU map, the value of the CPU it runs on (a new
+    /// entry's other CPUs get zeros). Redirect maps are the host's to fill.
+    pub fn update_from_program(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapOpError> {
+        self.store(key, Value::Program(value), flags)
+    }
+
+    fn store(&self, key: &[u8], value: Value, flags: u64) -> Result<(), MapOpError> {
         if flags > BPF_EXIST {
             return Err(MapOpError::Invalid("flags must be BPF_ANY, BPF_NOEXIST or BPF_EXIST"));
         }
         match &self.storage {
             Storage::Array(arena) => {
-                self.check_value(value)?;
+                let value = self.check_update_value(value)?;
                 let index = self.array_index(key)?.ok_or(MapOpError::Full)?;
                 if flags == BPF_NOEXIST {
                     return Err(MapOpError::Exists);
                 }
-                arena.write(index, value);
+                self.write_entry(arena, index, value);
                 Ok(())
             }
             Storage::Hash(store) => {
                 self.check_key(key)?;
-                self.check_value(value)?;
+                let value = self.check_update_value(value)?;
                 let mut index = write(&store.index);
                 if let Some(&slot) = index.slots.get(key) {
                     if flags == BPF_NOEXIST {
                         return Err(MapOpError::Exists);
                     }
-                    store.arena.write(slot as usize, value);
+                    self.write_entry(&store.arena, slot as usize, value);
                     store.touch(slot);
                     return Ok(());
                 }
@@ -459,7 +691,10 @@ impl Map {
                     Some(slot) => slot,
                     None => store.evict(&mut index).ok_or(MapOpError::Full)?,
                 };
-                store.arena.write(slot as usize, value);
+                // A free slot's values are zeros (deletes and evictions
+                // clear them): a program's new entry has zeros on the
+                // other CPUs, as in the kernel.
+                self.write_entry(&store.arena, slot as usize, value);
                 if store.referenced.is_some() {
                     // New keys start unused: the hand, just past this slot
                     // when it was evicted, gives them a whole sweep.
@@ -473,6 +708,9 @@ impl Map {
             }
             Storage::Lpm(store) => {
                 self.check_key(key)?;
+                let value = match value {
+                    Value::Host(bytes) | Value::Program(bytes) => bytes,
+                };
                 self.check_value(value)?;
                 let (length, data) = lpm_key(key, self.def.key_size)?;
                 let masked = masked(data, length);
@@ -497,9 +735,15 @@ impl Map {
         }
     }
 
-    /// Removes the value under `key`.
+    /// Removes the value under `key` (empties a redirect map's slot).
     pub fn delete(&self, key: &[u8]) -> Result<(), MapOpError> {
         match &self.storage {
+            Storage::Array(arena) if self.map_type.is_redirect_target() => {
+                // As the kernel: emptying a slot succeeds, empty or not.
+                let index = self.array_index(key)?.ok_or(MapOpError::Invalid("index past max_entries"))?;
+                arena.clear(index);
+                Ok(())
+            }
             Storage::Array(_) => {
                 self.check_key(key)?;
                 Err(MapOpError::Invalid("an array's elements cannot be deleted"))
@@ -508,7 +752,7 @@ impl Map {
                 self.check_key(key)?;
                 let mut index = write(&store.index);
                 let slot = index.slots.remove(key).ok_or(MapOpError::NotFound)?;
-                store.arena.clear(slot as usize);
+                store.clear_entry(slot);
                 index.free.push(slot);
                 Ok(())
             }
@@ -560,7 +804,7 @@ impl Map {
                 .filter(|(_, program)| program.as_ref().is_some_and(|program| program.strong_count() > 0))
                 .map(|(index, _)| (index as u32).to_ne_bytes().to_vec())
                 .collect(),
-            Storage::Queue(_) | Storage::RingBuf(_) => Vec::new(),
+            Storage::Queue(_) | Storage::RingBuf(_) | Storage::PerfEvents(_) => Vec::new(),
         }
     }
 
@@ -718,7 +962,19 @@ impl Map {
 
     /// As [`Map::ringbuf_next`], but a record longer than `limit` stays in
     /// the buffer: `Some(Err(len))` tells its length.
+    /// A perf event array's records are read the same way.
     pub fn ringbuf_next_within(&self, limit: usize) -> Result<Option<Result<Vec<u8>, usize>>, MapOpError> {
+        if let Storage::PerfEvents(perf) = &self.storage {
+            let mut perf = lock(perf);
+            return Ok(match perf.records.front().map(Vec::len) {
+                None => None,
+                Some(len) if len > limit => Some(Err(len)),
+                Some(len) => {
+                    perf.bytes -= len;
+                    perf.records.pop_front().map(Ok)
+                }
+            });
+        }
         let Storage::RingBuf(ring) = &self.storage else {
             return Err(MapOpError::NotSupported(self.map_type.name()));
         };
@@ -750,6 +1006,25 @@ impl Map {
         Ok(None)
     }
 
+    /// Adds a record to a perf event array, for slot `index` (a CPU's
+    /// buffer; every slot is open, as if the host had opened each CPU's).
+    /// A record that does not fit is lost, as in the kernel (`-ENOSPC`).
+    pub fn perf_event_output(&self, index: u64, record: Vec<u8>) -> Result<(), MapOpError> {
+        let Storage::PerfEvents(perf) = &self.storage else {
+            return Err(MapOpError::NotSupported(self.map_type.name()));
+        };
+        if index >= u64::from(self.def.max_entries) {
+            return Err(MapOpError::Full);
+        }
+        let mut perf = lock(perf);
+        if perf.bytes + record.len() > PERF_EVENT_BYTES {
+            return Err(MapOpError::NoSpace);
+        }
+        perf.bytes += record.len();
+        perf.records.push_back(record);
+        Ok(())
+    }
+
     /// Bytes of submitted records not yet taken (`BPF_RB_AVAIL_DATA`).
     pub fn ringbuf_pending(&self) -> u64 {
         let Storage::RingBuf(ring) = &self.storage else { return 0 };
@@ -767,20 +1042,48 @@ impl Map {
 ///
 /// [`Config::reuse_maps`]: crate::program::Config::reuse_maps
 pub fn create_for(image: &Image, reuse: &[Arc<Map>]) -> Result<Vec<Arc<Map>>, MapError> {
-    let declared = image.maps.iter().map(|def| {
+    let declared = image.maps.iter().enumerate().map(|(index, def)| {
         let reusable = (def.map_type != MapType::ProgArray as u32)
             .then(|| reuse.iter().find(|map| map.name() == def.name && map.def().same_shape(def)))
             .flatten();
         match reusable {
             Some(map) => Ok(map.clone()),
-            None => Map::new(def.clone()).map(Arc::new),
+            None => Map::new(def.clone()).map(Arc::new).map_err(|error| match error {
+                MapError::UnsupportedType { name, map_type, .. } => {
+                    MapError::UnsupportedType { name, map_type, used_at: first_use(image, index) }
+                }
+                other => other,
+            }),
         }
     });
     let data = image.data.iter().map(|section| Ok(Arc::new(Map::global_data(section))));
     declared.chain(data).collect()
 }
 
+/// The first instruction of `image` that loads map number `index`.
+fn first_use(image: &Image, index: usize) -> Option<usize> {
+    let mut pc = 0;
+    while pc < image.insns.len() {
+        let insn = image.insns[pc];
+        if insn.opc == crate::isa::LDDW {
+            if crate::isa::lddw_names_map(insn.src) && usize::try_from(insn.imm).ok() == Some(index) {
+                return Some(pc);
+            }
+            pc += 1;
+        }
+        pc += 1;
+    }
+    None
+}
+
 impl HashStore {
+    /// Zeroes every CPU's value of entry `slot`.
+    fn clear_entry(&self, slot: u32) {
+        for cell in slot as usize * self.cpus..(slot as usize + 1) * self.cpus {
+            self.arena.clear(cell);
+        }
+    }
+
     /// Marks `slot` used (LRU maps); a read first, so that a slot in use
     /// stays in the cache of every thread that uses it.
     fn touch(&self, slot: u32) {
@@ -802,7 +1105,7 @@ impl HashStore {
             index.hand = (slot + 1) % used;
             if referenced[slot].swap(0, Ordering::Relaxed) == 0 {
                 index.slots.remove(&index.lru_keys[slot]);
-                self.arena.clear(slot);
+                self.clear_entry(slot as u32);
                 return Some(slot as u32);
             }
         }
@@ -891,8 +1194,120 @@ mod tests {
         for def in bad {
             assert!(Map::new(def.clone()).is_err(), "{def:?} must be refused");
         }
-        let unknown = MapDef { map_type: 6, ..def(MapType::Array, 4, 4, 4, 0) };
-        assert!(matches!(Map::new(unknown), Err(MapError::UnsupportedType { map_type: 6, .. })));
+        let unknown = MapDef { map_type: 12, ..def(MapType::Array, 4, 4, 4, 0) };
+        assert!(matches!(Map::new(unknown), Err(MapError::UnsupportedType { map_type: 12, .. })));
+        let bad = [
+            def(MapType::PerCpuArray, 4, MAX_PER_CPU_VALUE_SIZE + 1, 1, 0),
+            def(MapType::PerCpuArray, 4, 8, 1, BPF_F_MMAPABLE),
+            def(MapType::DevMap, 4, 6, 4, 0),
+            def(MapType::CpuMap, 8, 4, 4, 0),
+            def(MapType::XskMap, 4, 8, 4, 0),
+        ];
+        for def in bad {
+            assert!(Map::new(def.clone()).is_err(), "{def:?} must be refused");
+        }
+    }
+
+    /// Runs `body` on this thread pinned to CPU `cpu` (its per-CPU slot, on
+    /// these hosts' contiguous CPU numbers), or not at all where this thread
+    /// may not run there.
+    fn on_cpu(cpu: usize, body: impl FnOnce()) {
+        // SAFETY: cpu_set_t is plain bits, valid zeroed; the calls read or
+        // write only the sets, of their own size.
+        unsafe {
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(libc::sched_getaffinity(0, size, &mut allowed), 0);
+            if !libc::CPU_ISSET(cpu, &allowed) {
+                return;
+            }
+            let mut only: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut only);
+            assert_eq!(libc::sched_setaffinity(0, size, &only), 0);
+            body();
+            libc::sched_setaffinity(0, size, &allowed);
+        }
+    }
+
+    #[test]
+    fn per_cpu_array_the_host_sees_every_cpu_a_program_its_own() {
+        let cpus = cpus::count();
+        let array = map(MapType::PerCpuArray, 4, 4, 2, 0);
+        assert_eq!(array.host_value_size(), 8 * cpus);
+        let key = 1u32.to_ne_bytes();
+        assert_eq!(array.lookup(&key), Ok(Some(vec![0; 8 * cpus])));
+        // The host's value: CPU n holds n + 1, padding after each.
+        let host: Vec<u8> = (0..cpus as u32).flat_map(|cpu| [(cpu + 1).to_ne_bytes(), [0; 4]].concat()).collect();
+        array.update(&key, &host, BPF_ANY).unwrap();
+        assert_eq!(array.lookup(&key), Ok(Some(host.clone())));
+        assert_eq!(
+            array.update(&key, &[0; 4], BPF_ANY),
+            Err(MapOpError::ValueSize { expected: 8 * cpus as u32, got: 4 })
+        );
+        for cpu in 0..cpus {
+            on_cpu(cpu, || {
+                let addr = array.lookup_addr(&key).unwrap().unwrap();
+                // SAFETY: the address of a 4-byte value in the arena.
+                assert_eq!(unsafe { (addr as *const u32).read() }, cpu as u32 + 1);
+                assert!(array.region().unwrap().contains(addr, 4));
+                array.update_from_program(&key, &99u32.to_ne_bytes(), BPF_ANY).unwrap();
+                let seen = array.lookup(&key).unwrap().unwrap();
+                assert_eq!(seen[cpu * 8..cpu * 8 + 4], 99u32.to_ne_bytes());
+            });
+        }
+        assert!(array.direct_value().is_none(), "only plain arrays are addressed directly");
+    }
+
+    #[test]
+    fn per_cpu_hash_a_programs_new_entry_is_zero_on_the_other_cpus() {
+        let cpus = cpus::count();
+        for map_type in [MapType::PerCpuHash, MapType::LruPerCpuHash] {
+            let hash = map(map_type, 2, 8, 4, 0);
+            hash.update(b"ab", &vec![7; 8 * cpus], BPF_ANY).unwrap();
+            hash.delete(b"ab").unwrap();
+            on_cpu(cpus - 1, || hash.update_from_program(b"ab", &5u64.to_ne_bytes(), BPF_NOEXIST).unwrap());
+            let Some(value) = hash.lookup(b"ab").unwrap() else { continue };
+            let expected: Vec<u8> =
+                (0..cpus).flat_map(|cpu| if cpu == cpus - 1 { 5u64.to_ne_bytes() } else { [0; 8] }).collect();
+            assert_eq!(value, expected, "{map_type:?}");
+        }
+    }
+
+    #[test]
+    fn devmaps_hold_ifindexes_and_empty_slots_are_absent() {
+        let devmap = map(MapType::DevMap, 4, 4, 4, 0);
+        let (zero, one) = (0u32.to_ne_bytes(), 1u32.to_ne_bytes());
+        assert_eq!(devmap.lookup(&zero), Ok(None));
+        assert_eq!(devmap.lookup_addr(&zero), Ok(None));
+        devmap.update(&zero, &3u32.to_ne_bytes(), BPF_ANY).unwrap();
+        assert_eq!(devmap.lookup(&zero), Ok(Some(3u32.to_ne_bytes().to_vec())));
+        assert!(!devmap.region().unwrap().writable, "a program may not change where packets go");
+        devmap.update(&zero, &0u32.to_ne_bytes(), BPF_ANY).unwrap();
+        assert_eq!(devmap.lookup(&zero), Ok(None), "ifindex 0 empties the slot");
+        devmap.update(&one, &3u32.to_ne_bytes(), BPF_ANY).unwrap();
+        devmap.delete(&one).unwrap();
+        devmap.delete(&one).unwrap();
+        assert_eq!(devmap.lookup(&one), Ok(None));
+        assert_eq!(
+            devmap.update_from_program(&one, &3u32.to_ne_bytes(), BPF_ANY),
+            Err(MapOpError::NotSupported("devmap"))
+        );
+
+        let with_program = map(MapType::DevMapHash, 4, 8, 4, 0);
+        let value = |ifindex: u32, program: u32| [ifindex.to_ne_bytes(), program.to_ne_bytes()].concat();
+        assert!(matches!(with_program.update(&one, &value(2, 9), BPF_ANY), Err(MapOpError::Unsupported(_))));
+        assert!(matches!(with_program.update(&one, &value(0, 0), BPF_ANY), Err(MapOpError::Invalid(_))));
+        with_program.update(&one, &value(2, 0), BPF_ANY).unwrap();
+        assert_eq!(with_program.keys(), vec![one.to_vec()]);
+
+        let xsks = map(MapType::XskMap, 4, 4, 4, 0);
+        assert_eq!(xsks.update(&zero, &5u32.to_ne_bytes(), BPF_ANY).map_err(MapOpError::errno), Err(libc::EOPNOTSUPP));
+        assert_eq!(xsks.lookup_addr(&zero), Ok(None));
+        let cpumap = map(MapType::CpuMap, 4, 8, 2, 0);
+        cpumap.update(&zero, &value(192, 0), BPF_ANY).unwrap();
+        assert!(cpumap.lookup(&zero).unwrap().is_some());
+        assert!(cpumap.update(&one, &value(16385, 0), BPF_ANY).is_err());
+        assert!(cpumap.lookup_addr(&zero).is_err(), "programs only redirect through a cpumap");
     }
 
     #[test]
@@ -1027,6 +1442,35 @@ mod tests {
         let records = ring.ringbuf_drain().unwrap();
         assert_eq!(records.len(), 2);
         assert_eq!(records[1], vec![9; 1000]);
+    }
+
+    #[test]
+    fn an_unsupported_type_names_the_instruction_that_loads_it() {
+        use crate::isa::{Insn, LDDW, LDDW_MAP_FD};
+        let lddw = Insn { opc: LDDW, dst: 1, src: LDDW_MAP_FD, off: 0, imm: 0 };
+        let image = Image {
+            insns: vec![Insn { opc: LDDW, ..Insn::default() }, Insn::default(), lddw, Insn::default()],
+            maps: vec![MapDef { map_type: 12, ..def(MapType::Array, 4, 4, 4, 0) }],
+            ..Image::default()
+        };
+        let error = create_for(&image, &[]).unwrap_err();
+        assert!(matches!(error, MapError::UnsupportedType { map_type: 12, used_at: Some(2), .. }), "{error}");
+        assert!(error.to_string().ends_with("; instruction 2 loads it"), "{error}");
+    }
+
+    #[test]
+    fn perf_event_array_keeps_records_in_order_until_full() {
+        let unsized_slots = MapDef { max_entries: 0, ..def(MapType::PerfEventArray, 4, 4, 0, 0) };
+        let perf = Map::new(unsized_slots).unwrap();
+        assert_eq!(perf.def().max_entries as usize, cpus::count(), "a slot per possible CPU, as libbpf makes it");
+        assert!(perf.region().is_none() && perf.keys().is_empty());
+        perf.perf_event_output(0, vec![1; 10]).unwrap();
+        perf.perf_event_output(0, vec![2; 3]).unwrap();
+        assert_eq!(perf.perf_event_output(cpus::count() as u64, vec![3]), Err(MapOpError::Full));
+        assert_eq!(perf.ringbuf_next_within(5), Ok(Some(Err(10))));
+        assert_eq!(perf.ringbuf_drain(), Ok(vec![vec![1; 10], vec![2; 3]]));
+        perf.perf_event_output(0, vec![0; PERF_EVENT_BYTES]).unwrap();
+        assert_eq!(perf.perf_event_output(0, vec![0]).map_err(MapOpError::errno), Err(libc::ENOSPC));
     }
 
     #[test]

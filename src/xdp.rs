@@ -188,11 +188,21 @@ impl Buffer {
         &self.bytes()[xdp_context::SIZE + self.data_meta..xdp_context::SIZE + self.data_end]
     }
 
-    /// The ifindex the last run's `bpf_redirect` named, if it called it.
+    /// The ifindex the last run's `bpf_redirect` named, or the devmap
+    /// entry its `bpf_redirect_map` found, if any.
     pub fn redirect_target(&self) -> Option<u32> {
+        self.recorded_target(xdp_context::REDIRECT_DEVICE)
+    }
+
+    /// The CPU the last run's `bpf_redirect_map` found in a cpumap, if any.
+    pub fn redirect_cpu(&self) -> Option<u32> {
+        self.recorded_target(xdp_context::REDIRECT_CPU)
+    }
+
+    fn recorded_target(&self, kind: u32) -> Option<u32> {
         let bytes = self.bytes();
         let word = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-        (!self.corrupt && word(xdp_context::REDIRECT_SET) == 1).then(|| word(xdp_context::REDIRECT_TARGET))
+        (!self.corrupt && word(xdp_context::REDIRECT_SET) == kind).then(|| word(xdp_context::REDIRECT_TARGET))
     }
 
     pub fn rx(&self) -> RxInfo {

@@ -372,3 +372,72 @@ unsafe extern "C" {
     #[link_name = "free"]
     fn libc_free(pointer: *mut std::ffi::c_void);
 }
+
+/// Per-CPU and redirect maps from the host: a per-CPU value is every
+/// possible CPU's, each padded to 8 bytes (ubpf_map_value_size() bytes);
+/// a devmap holds ifindexes; an xskmap cannot be filled here.
+#[test]
+fn per_cpu_and_redirect_maps_through_the_c_api() {
+    use qemu_ubpf::capi::maps::{
+        ubpf_map_get, ubpf_map_lookup, ubpf_map_release, ubpf_map_update, ubpf_map_value_size, ubpf_maps_json,
+    };
+    use qemu_ubpf::capi::vm::{ubpf_create, ubpf_destroy, ubpf_load_elf_ex, ubpf_register_linux_helpers};
+    use std::ffi::{CStr, CString, c_char};
+    let cpus = qemu_ubpf::maps::cpus::count();
+    let load = |object: &str, entry: &str| {
+        let elf = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(object)).unwrap();
+        let entry = CString::new(entry).unwrap();
+        let vm = ubpf_create();
+        let mut errmsg: *mut c_char = std::ptr::null_mut();
+        // SAFETY: a live VM, the object's bytes, a NUL-terminated name, a
+        // writable errmsg.
+        unsafe {
+            assert_eq!(ubpf_register_linux_helpers(vm), 0);
+            let loaded = ubpf_load_elf_ex(vm, elf.as_ptr().cast(), elf.len(), entry.as_ptr(), &mut errmsg);
+            assert!(errmsg.is_null(), "{object}: {}", CStr::from_ptr(errmsg).to_string_lossy());
+            assert_eq!(loaded, 0);
+        }
+        vm
+    };
+    let vm = load("xdp_maps.o", "xdp_count");
+    // SAFETY: a live VM with a program, NUL-terminated names, buffers of
+    // the sizes passed; the handle is released and the VM destroyed last.
+    unsafe {
+        let counters = ubpf_map_get(vm, c"action_counters".as_ptr());
+        assert!(!counters.is_null());
+        assert_eq!(ubpf_map_value_size(counters), 16 * cpus);
+        let key = 2u32.to_ne_bytes();
+        let values: Vec<u8> = (0..cpus as u64 * 2).flat_map(|word| (word + 1).to_ne_bytes()).collect();
+        let update =
+            |value: &[u8]| ubpf_map_update(counters, key.as_ptr().cast(), 4, value.as_ptr().cast(), value.len(), 0);
+        assert_eq!(update(&values), 0);
+        assert_eq!(update(&values[..16]) == 0, cpus == 1, "one CPU's value is too short");
+        let mut back = vec![0u8; values.len()];
+        assert_eq!(ubpf_map_lookup(counters, key.as_ptr().cast(), 4, back.as_mut_ptr().cast(), back.len()), 0);
+        assert_eq!(back, values);
+        let json = ubpf_maps_json(vm);
+        let dump: serde_json::Value = serde_json::from_str(&CStr::from_ptr(json).to_string_lossy()).unwrap();
+        libc_free(json.cast());
+        let map = dump["maps"].as_array().unwrap().iter().find(|map| map["name"] == "action_counters").unwrap();
+        assert_eq!(map["entries"][0]["value"].as_array().unwrap().len(), cpus);
+        ubpf_map_release(counters);
+        ubpf_destroy(vm);
+    }
+    let vm = load("xdp_actions.o", "xdp_aborted");
+    // SAFETY: as above.
+    unsafe {
+        let (tx_ports, xsks) = (ubpf_map_get(vm, c"tx_ports".as_ptr()), ubpf_map_get(vm, c"xsks".as_ptr()));
+        let (key, ifindex) = (1u32.to_ne_bytes(), 3u32.to_ne_bytes());
+        let mut back = [0u8; 4];
+        let lookup =
+            |back: &mut [u8; 4]| ubpf_map_lookup(tx_ports, key.as_ptr().cast(), 4, back.as_mut_ptr().cast(), 4);
+        assert_eq!(lookup(&mut back), -libc::ENOENT);
+        assert_eq!(ubpf_map_update(tx_ports, key.as_ptr().cast(), 4, ifindex.as_ptr().cast(), 4, 0), 0);
+        assert_eq!(lookup(&mut back), 0);
+        assert_eq!(back, ifindex);
+        assert_eq!(ubpf_map_update(xsks, key.as_ptr().cast(), 4, ifindex.as_ptr().cast(), 4, 0), -libc::EOPNOTSUPP);
+        ubpf_map_release(tx_ports);
+        ubpf_map_release(xsks);
+        ubpf_destroy(vm);
+    }
+}

@@ -24,15 +24,42 @@ unsafe extern "C" {
 
 thread_local! {
     /// The message of the last call on this thread that failed.
-    static LAST_ERROR: Cell<Option<String>> = const { Cell::new(None) };
+    static LAST_ERROR: LastError = const { LastError(Cell::new(None)) };
+}
+
+/// How many threads hold a last error. While it is 0, a run that succeeds
+/// has nothing to clear: the native entry points (see `native`) read it
+/// instead of calling into Rust after every run. A thread reads it only
+/// after its own increment, so it never misses its own message.
+pub(super) static THREADS_WITH_LAST_ERROR: AtomicUsize = AtomicUsize::new(0);
+
+/// A thread's last error, counted in [`THREADS_WITH_LAST_ERROR`] while set
+/// (until the thread ends, too).
+struct LastError(Cell<Option<String>>);
+
+impl Drop for LastError {
+    fn drop(&mut self) {
+        if self.0.take().is_some() {
+            THREADS_WITH_LAST_ERROR.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn set_last_error(message: &str) {
-    let _ = LAST_ERROR.try_with(|slot| slot.set(Some(message.to_owned())));
+    let _ = LAST_ERROR.try_with(|slot| {
+        if slot.0.replace(Some(message.to_owned())).is_none() {
+            THREADS_WITH_LAST_ERROR.fetch_add(1, Ordering::Relaxed);
+        }
+    });
 }
 
-fn clear_last_error() {
-    let _ = LAST_ERROR.try_with(|slot| drop(slot.take()));
+/// Forgets this thread's last error: a call succeeded.
+pub(super) fn clear_last_error() {
+    let _ = LAST_ERROR.try_with(|slot| {
+        if slot.0.take().is_some() {
+            THREADS_WITH_LAST_ERROR.fetch_sub(1, Ordering::Relaxed);
+        }
+    });
 }
 
 /// Runs `body`, the whole work of an exported function, turning a panic into
@@ -302,9 +329,9 @@ pub extern "C" fn ubpf_last_error() -> *mut c_char {
     match catch_unwind(|| {
         LAST_ERROR
             .try_with(|slot| {
-                let message = slot.take();
+                let message = slot.0.take();
                 let copy = message.as_deref().map_or(ptr::null_mut(), malloc_string);
-                slot.set(message);
+                slot.0.set(message);
                 copy
             })
             .unwrap_or(ptr::null_mut())

@@ -183,15 +183,40 @@ pub unsafe extern "C" fn ubpf_map_info(map: *const ubpf_map, info: *mut ubpf_map
     })
 }
 
+/// @brief The size of the value buffer ubpf_map_lookup() and
+/// ubpf_map_update() take: the map's `value_size`, or for a per-CPU map
+/// (types 5, 6 and 10) one value per possible CPU of the host, each
+/// rounded up to 8 bytes, as libbpf lays them out
+/// (`libbpf_num_possible_cpus() * round_up(value_size, 8)`).
+///
+/// Thread safety: any thread, at any time.
+///
+/// @param[in] map The handle.
+/// @return The size in bytes; 0 when `map` is NULL.
+///
+/// # Safety
+/// `map` is NULL or a handle not yet released.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ubpf_map_value_size(map: *const ubpf_map) -> usize {
+    boundary!(failure: 0, {
+        // SAFETY: the caller's contract.
+        let map = unsafe { map_ref(map) }?;
+        Ok(map.host_value_size())
+    })
+}
+
 /// @brief Copies the value under `key` into `value`.
 ///
-/// Sizes must be the map's. A prog array's value is the slot's index when
-/// it holds a program. Thread safety: any number of threads may use maps
-/// at once, while programs run.
+/// Sizes must be the map's (for the value, ubpf_map_value_size()): a
+/// per-CPU map gives every possible CPU's value, in the order of the CPUs'
+/// numbers, each rounded up to 8 bytes. A prog array's value is the slot's
+/// index when it holds a program; a devmap's or cpumap's empty slot is not
+/// found. Thread safety: any number of threads may use maps at once, while
+/// programs run.
 ///
 /// @param[in] map The handle.
 /// @param[in] key The key, `key_size` bytes.
-/// @param[out] value Where the value goes, `value_size` bytes.
+/// @param[out] value Where the value goes, ubpf_map_value_size() bytes.
 /// @retval 0 Found.
 /// @retval -ENOENT No such key.
 /// @retval -EINVAL Wrong sizes or NULL arguments.
@@ -228,7 +253,11 @@ pub unsafe extern "C" fn ubpf_map_lookup(
 
 /// @brief Stores `value` under `key`; `flags` is 0 (BPF_ANY), 1
 /// (BPF_NOEXIST) or 2 (BPF_EXIST). For a queue or stack, pushes `value`
-/// (the key is NULL, size 0).
+/// (the key is NULL, size 0). A per-CPU map takes every possible CPU's
+/// value, laid out as ubpf_map_lookup() gives them. A devmap's value is an
+/// ifindex (0 empties the slot), a cpumap's a queue size; programs in their
+/// entries are not supported (-EOPNOTSUPP), nor are AF_XDP sockets in an
+/// xskmap.
 ///
 /// Thread safety: as ubpf_map_lookup().
 ///
@@ -236,6 +265,7 @@ pub unsafe extern "C" fn ubpf_map_lookup(
 /// @retval -EEXIST, -ENOENT As `flags` asks.
 /// @retval -E2BIG The map is full.
 /// @retval -EINVAL Wrong sizes, flags or NULL arguments.
+/// @retval -EOPNOTSUPP What the map cannot hold here (see above).
 ///
 /// # Safety
 /// `map` is NULL or a handle not yet released; `key` and `value` are NULL or
@@ -322,13 +352,14 @@ pub unsafe extern "C" fn ubpf_map_next_key(
     })
 }
 
-/// @brief Takes the next record a program submitted to a ring buffer map.
+/// @brief Takes the next record a program submitted to a ring buffer map,
+/// or wrote to a perf event array with bpf_perf_event_output().
 ///
 /// Records come in the order they were reserved; one reserved and not yet
 /// submitted holds back those after it. Meant for one consumer per ring
 /// buffer. Thread safety: as ubpf_map_lookup().
 ///
-/// @param[in] map The handle of a ring buffer map.
+/// @param[in] map The handle of a ring buffer or perf event array map.
 /// @param[out] buffer Where the record goes.
 /// @param[in] size The buffer's size.
 /// @param[out] len The record's length (also when it does not fit); may be
@@ -336,7 +367,8 @@ pub unsafe extern "C" fn ubpf_map_next_key(
 /// @retval 1 A record was copied (and taken).
 /// @retval 0 No record is ready.
 /// @retval -ENOSPC The next record is longer than `size`; it stays.
-/// @retval -EINVAL Not a ring buffer, or NULL arguments.
+/// @retval -EINVAL Not a ring buffer or perf event array, or NULL
+///         arguments.
 ///
 /// # Safety
 /// `map` is NULL or a handle not yet released; `buffer` is NULL or points
@@ -374,7 +406,8 @@ pub unsafe extern "C" fn ubpf_ringbuf_read(
 /// `qemu-ubpf replay --maps`: `{"maps": [{"name", "type", "key_size",
 /// "value_size", "max_entries", "flags", "entries": [{"key", "value"}]}]}`,
 /// keys and values as hex bytes in memory order. Arrays list their non-zero
-/// values only; ring buffers give (and consume) their records.
+/// values only; ring buffers give (and consume) their records. A per-CPU
+/// map's value is a list of each possible CPU's value.
 ///
 /// Thread safety: as ubpf_exec(); entries change under a running program,
 /// each is read whole but the whole is no snapshot.
@@ -397,7 +430,8 @@ pub unsafe extern "C" fn ubpf_maps_json(vm: *const ubpf_vm) -> *mut c_char {
 /// @brief Updates maps of the loaded program from JSON, in the format of
 /// `qemu-ubpf replay --map-init`: `{"MAP": [{"key": K, "value": V}, ...]}`,
 /// K and V hex strings (bytes in memory order), unsigned integers, or, for
-/// an LPM trie over IPv4, "a.b.c.d/len" keys.
+/// an LPM trie over IPv4, "a.b.c.d/len" keys. For a per-CPU map, V given
+/// once goes to every CPU; a list of V gives one per possible CPU.
 ///
 /// Entries before a failing one stay stored. Thread safety: as
 /// ubpf_map_lookup().

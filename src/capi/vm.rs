@@ -1183,4 +1183,65 @@ mod tests {
             ubpf_destroy(vm);
         }
     }
+
+    #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn a_direct_entry_runs_faults_and_refuses_like_the_interpreter() {
+        // Reads byte 3, keeps it in its frame across two nested local
+        // calls that write the bottoms of their own frames (so the entry
+        // reserves, and probes, the whole stack), returns it plus 100; an
+        // empty input returns 7 at once.
+        use crate::isa::*;
+        let insns = [
+            Insn::new(MOV64_IMM, 0, 0, 0, 7),
+            Insn::new(JEQ_IMM, 2, 0, 5, 0),
+            Insn::new(LDXB, 0, 1, 3, 0),
+            Insn::new(STXDW, 10, 0, -8, 0),
+            Insn::new(CALL, 0, CALL_LOCAL, 0, 3),
+            Insn::new(LDXDW, 0, 10, -8, 0),
+            Insn::new(ADD64_IMM, 0, 0, 0, 100),
+            Insn::new(EXIT, 0, 0, 0, 0),
+            Insn::new(STDW, 10, 0, -512, 1),
+            Insn::new(CALL, 0, CALL_LOCAL, 0, 1),
+            Insn::new(EXIT, 0, 0, 0, 0),
+            Insn::new(STDW, 10, 0, -512, 2),
+            Insn::new(MOV64_IMM, 0, 0, 0, 0),
+            Insn::new(EXIT, 0, 0, 0, 0),
+        ];
+        let code = crate::isa::encode_program(&insns);
+        let vm = ubpf_create();
+        let mut errmsg: *mut c_char = ptr::null_mut();
+        // SAFETY: a live VM, the program's bytes, writable out-parameters;
+        // the entry points are called with NULL and 0 or with buffers of
+        // the lengths given (but for the one NULL with a length, which the
+        // entry must refuse without reading).
+        unsafe {
+            assert_eq!(ubpf_load(vm, code.as_ptr().cast(), code.len() as u32, &mut errmsg), 0);
+            let basic = ubpf_compile(vm, &mut errmsg).expect("compiles");
+            let extended = ubpf_compile_ex(vm, &mut errmsg, JitModeValue(0)).expect("compiles");
+            let mut four = [1u8, 2, 3, 4];
+            let mut two = [1u8, 2];
+            let runs: [&dyn Fn(*mut u8, usize) -> u64; 2] =
+                [&|mem, len| basic(mem.cast(), len), &|mem, len| extended(mem.cast(), len, ptr::null_mut(), 0)];
+            for run in runs {
+                assert_eq!(run(four.as_mut_ptr(), 4), 104);
+                assert_eq!(take(crate::capi::boundary::ubpf_last_error()), None);
+                assert_eq!(run(ptr::null_mut(), 0), 7, "empty");
+                assert_eq!(run(four.as_mut_ptr(), 0), 7, "empty, not NULL");
+                // A read past the input stops the run at instruction 2.
+                assert_eq!(run(two.as_mut_ptr(), 2), u64::MAX);
+                let message = take(crate::capi::boundary::ubpf_last_error()).expect("a fault sets the last error");
+                assert!(message.contains("instruction 2") && message.contains("outside"), "{message}");
+                // A run that succeeds clears it.
+                assert_eq!(run(four.as_mut_ptr(), 4), 104);
+                assert_eq!(take(crate::capi::boundary::ubpf_last_error()), None);
+                assert_eq!(run(ptr::null_mut(), 5), u64::MAX, "NULL with a length");
+                assert!(take(crate::capi::boundary::ubpf_last_error()).expect("refused").contains("NULL"));
+                assert_eq!(run(four.as_mut_ptr(), usize::MAX), u64::MAX, "longer than memory");
+                assert!(take(crate::capi::boundary::ubpf_last_error()).expect("refused").contains("more than memory"));
+                assert_eq!(run(four.as_mut_ptr(), 4), 104);
+            }
+            ubpf_destroy(vm);
+        }
+    }
 }

@@ -50,6 +50,7 @@ const BUILTINS: &[(u32, HelperFn, bool)] = &[
     (GET_PRANDOM_U32,      get_prandom_u32,      false),
     (GET_SMP_PROCESSOR_ID, get_smp_processor_id, false),
     (TAIL_CALL,            tail_call,            true),
+    (PERF_EVENT_OUTPUT,    perf_event_output,    true),
     (CSUM_DIFF,            csum_diff,            true),
     (MAP_PUSH_ELEM,        map_push_elem,        true),
     (MAP_POP_ELEM,         map_pop_elem,         true),
@@ -62,6 +63,7 @@ const BUILTINS: &[(u32, HelperFn, bool)] = &[
     (RINGBUF_QUERY,        ringbuf_query,        true),
     (TRACE_VPRINTK,        trace_vprintk,        true),
     (REDIRECT,             xdp::redirect,        true),
+    (REDIRECT_MAP,         xdp::redirect_map,    true),
     (XDP_ADJUST_HEAD,      xdp::adjust_head,     true),
     (XDP_ADJUST_META,      xdp::adjust_meta,     true),
     (XDP_ADJUST_TAIL,      xdp::adjust_tail,     true),
@@ -231,7 +233,7 @@ impl RunState {
     }
 
     /// The map whose handle is `value`, among the running program's.
-    fn map(&self, helper: u32, value: u64) -> Result<&Arc<Map>, ExecErrorKind> {
+    pub(super) fn map(&self, helper: u32, value: u64) -> Result<&Arc<Map>, ExecErrorKind> {
         self.program().maps().iter().find(|map| map.handle() == value).ok_or(ExecErrorKind::NotAMap { helper, value })
     }
 
@@ -345,7 +347,7 @@ fn value_size(map: &Map) -> u64 {
     u64::from(map.def().value_size)
 }
 
-fn unsupported(helper: u32, map: &Map) -> ExecErrorKind {
+pub(super) fn unsupported(helper: u32, map: &Map) -> ExecErrorKind {
     ExecErrorKind::HelperArgument { helper, what: format!("map {} is a {} map", map.name(), map.map_type().name()) }
 }
 
@@ -360,19 +362,24 @@ extern "C" fn map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64
 extern "C" fn map_update_elem(map: u64, key: u64, value: u64, flags: u64, _: u64) -> u64 {
     with_state(|state| {
         let map = state.map(MAP_UPDATE_ELEM, map)?;
-        if matches!(map.map_type(), MapType::ProgArray | MapType::RingBuf | MapType::Queue | MapType::Stack) {
+        let map_type = map.map_type();
+        if matches!(map_type, MapType::ProgArray | MapType::RingBuf | MapType::Queue | MapType::Stack)
+            || map_type.is_redirect_target()
+        {
             return Err(unsupported(MAP_UPDATE_ELEM, map));
         }
         let key = state.read_key(MAP_UPDATE_ELEM, key, key_size(map))?;
         let value = state.read(MAP_UPDATE_ELEM, value, value_size(map))?;
-        Ok(result(map.update(&key, &value, flags)))
+        Ok(result(map.update_from_program(&key, &value, flags)))
     })
 }
 
 extern "C" fn map_delete_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
     with_state(|state| {
         let map = state.map(MAP_DELETE_ELEM, map)?;
-        if matches!(map.map_type(), MapType::RingBuf | MapType::Queue | MapType::Stack) {
+        if matches!(map.map_type(), MapType::RingBuf | MapType::Queue | MapType::Stack)
+            || map.map_type().is_redirect_target()
+        {
             return Err(unsupported(MAP_DELETE_ELEM, map));
         }
         let key = state.read_key(MAP_DELETE_ELEM, key, key_size(map))?;
@@ -436,8 +443,11 @@ extern "C" fn get_prandom_u32(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
     })
 }
 
+/// The number of the CPU the program runs on, whose values of per-CPU
+/// maps it uses.
 extern "C" fn get_smp_processor_id(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    0
+    // SAFETY: sched_getcpu has no preconditions.
+    u64::try_from(unsafe { libc::sched_getcpu() }).unwrap_or(0)
 }
 
 extern "C" fn tail_call(_ctx: u64, map: u64, index: u64, _: u64, _: u64) -> u64 {
@@ -562,6 +572,39 @@ fn printk(state: &RunState, helper: u32, format: &[u8], args: &[u64]) -> Result<
         }
     }
     Ok(out)
+}
+
+/// `bpf_perf_event_output(ctx, map, flags, data, size)`: a record of the
+/// `size` bytes at `data`, then the first bytes of the packet (flags' bits
+/// 32 to 51, as XDP and socket programs may ask), for the slot of flags'
+/// low 32 bits (`BPF_F_CURRENT_CPU`: the CPU the program runs on).
+extern "C" fn perf_event_output(ctx: u64, map: u64, flags: u64, data: u64, size: u64) -> u64 {
+    const INDEX_MASK: u64 = 0xffff_ffff;
+    const CTXLEN_MASK: u64 = 0xf_ffff << 32;
+    const CURRENT_CPU: u64 = INDEX_MASK;
+    with_state(|state| {
+        let map = state.map(PERF_EVENT_OUTPUT, map)?;
+        if map.map_type() != MapType::PerfEventArray {
+            return Err(unsupported(PERF_EVENT_OUTPUT, map));
+        }
+        if flags & !(INDEX_MASK | CTXLEN_MASK) != 0 {
+            return Ok(errno(libc::EINVAL));
+        }
+        let mut record = state.read(PERF_EVENT_OUTPUT, data, size)?;
+        let ctx_len = (flags & CTXLEN_MASK) >> 32;
+        let (packet, packet_len) = xdp::packet_of(state, PERF_EVENT_OUTPUT, ctx)?;
+        if ctx_len > packet_len {
+            return Ok(errno(libc::EFAULT));
+        }
+        // SAFETY: the packet lies in the run's input (`packet_of`), which
+        // lives for the run.
+        record.extend_from_slice(unsafe { std::slice::from_raw_parts(packet as *const u8, ctx_len as usize) });
+        let index = match flags & INDEX_MASK {
+            CURRENT_CPU => crate::maps::cpus::current() as u64,
+            index => index,
+        };
+        Ok(result(map.perf_event_output(index, record)))
+    })
 }
 
 extern "C" fn ringbuf_output(map: u64, data: u64, size: u64, _flags: u64, _: u64) -> u64 {

@@ -11,6 +11,7 @@ pub const GET_PRANDOM_U32: u32 = 7;
 pub const GET_SMP_PROCESSOR_ID: u32 = 8;
 pub const TAIL_CALL: u32 = 12;
 pub const REDIRECT: u32 = 23;
+pub const PERF_EVENT_OUTPUT: u32 = 25;
 pub const CSUM_DIFF: u32 = 28;
 pub const XDP_ADJUST_HEAD: u32 = 44;
 pub const REDIRECT_MAP: u32 = 51;
@@ -41,6 +42,7 @@ const NAMES: &[(u32, &str)] = &[
     (GET_SMP_PROCESSOR_ID, "bpf_get_smp_processor_id"),
     (TAIL_CALL,            "bpf_tail_call"),
     (REDIRECT,             "bpf_redirect"),
+    (PERF_EVENT_OUTPUT,    "bpf_perf_event_output"),
     (CSUM_DIFF,            "bpf_csum_diff"),
     (XDP_ADJUST_HEAD,      "bpf_xdp_adjust_head"),
     (REDIRECT_MAP,         "bpf_redirect_map"),
@@ -68,5 +70,14 @@ pub fn name(index: u32) -> &'static str {
 /// Does helper `index` take an XDP context (and so apply to XDP programs
 /// only)?
 pub fn is_xdp_only(index: u32) -> bool {
-    matches!(index, REDIRECT | XDP_ADJUST_HEAD | XDP_ADJUST_META | XDP_ADJUST_TAIL | XDP_LOAD_BYTES | XDP_STORE_BYTES)
+    matches!(
+        index,
+        REDIRECT
+            | REDIRECT_MAP
+            | XDP_ADJUST_HEAD
+            | XDP_ADJUST_META
+            | XDP_ADJUST_TAIL
+            | XDP_LOAD_BYTES
+            | XDP_STORE_BYTES
+    )
 }

@@ -4,10 +4,13 @@
 //! is the running XDP program's context, and every pointer the program
 //! hands it with the memory rule.
 
-use super::builtin::{RunState, errno, with_state};
-use super::linux::{REDIRECT, XDP_ADJUST_HEAD, XDP_ADJUST_META, XDP_ADJUST_TAIL, XDP_LOAD_BYTES, XDP_STORE_BYTES};
+use super::builtin::{RunState, errno, unsupported, with_state};
+use super::linux::{
+    REDIRECT, REDIRECT_MAP, XDP_ADJUST_HEAD, XDP_ADJUST_META, XDP_ADJUST_TAIL, XDP_LOAD_BYTES, XDP_STORE_BYTES,
+};
 use crate::error::ExecErrorKind;
-use crate::image::{ProgramType, xdp_context};
+use crate::image::{MapType, ProgramType, xdp_context};
+use crate::maps::{BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, XDP_ACTION_MASK};
 use crate::xdp::{self, Action, ETH_HLEN, FRAME_RESERVED};
 
 /// The packet's bounds, from the start of the headroom.
@@ -69,6 +72,21 @@ impl Bounds {
     fn at(&self, offset: u64) -> *mut u8 {
         (self.page() + offset) as *mut u8
     }
+}
+
+/// The packet of the run whose context is `ctx` (address and length): for
+/// an XDP program, from `data` to `data_end`; for a filter, whose r1 is
+/// the packet, the run's input.
+pub(super) fn packet_of(state: &RunState, helper: u32, ctx: u64) -> Result<(u64, u64), ExecErrorKind> {
+    if state.program_type() == ProgramType::Xdp {
+        let bounds = Bounds::of(state, helper, ctx)?;
+        return Ok((bounds.page() + bounds.data, bounds.data_end - bounds.data));
+    }
+    let (start, len) = state.input();
+    if ctx != start {
+        return Err(ExecErrorKind::HelperArgument { helper, what: "r1 is not the packet".into() });
+    }
+    Ok((start, len))
 }
 
 /// The `int` a helper takes in a 64-bit register.
@@ -179,12 +197,62 @@ pub(super) extern "C" fn redirect(ifindex: u64, flags: u64, _: u64, _: u64, _: u
         if flags != 0 {
             return Ok(Action::Aborted as u64);
         }
-        // SAFETY: the block is the run's input (checked by `Bounds::of`),
-        // writable for the run.
-        unsafe {
-            ((block + xdp_context::REDIRECT_TARGET as u64) as *mut u32).write_unaligned(ifindex as u32);
-            ((block + xdp_context::REDIRECT_SET as u64) as *mut u32).write_unaligned(1);
-        }
+        record_target(block, ifindex as u32, xdp_context::REDIRECT_DEVICE);
         Ok(Action::Redirect as u64)
     })
+}
+
+/// `bpf_redirect_map(map, key, flags)`: a filled slot of a devmap or
+/// devmap-hash records its ifindex, as `bpf_redirect` does, and one of a
+/// cpumap its CPU; an empty slot (an xskmap's always is: there are no
+/// AF_XDP sockets here) clears the target and returns the flags' low bits,
+/// the program's fallback action. Unknown flags abort, as in the kernel;
+/// `BPF_F_BROADCAST` stops the run, as not supported.
+pub(super) extern "C" fn redirect_map(map: u64, key: u64, flags: u64, _: u64, _: u64) -> u64 {
+    with_state(|state| {
+        let (block, _) = state.input();
+        Bounds::of(state, REDIRECT_MAP, block)?;
+        let map = state.map(REDIRECT_MAP, map)?;
+        let map_type = map.map_type();
+        if !map_type.is_redirect_target() {
+            return Err(unsupported(REDIRECT_MAP, map));
+        }
+        let devmap = matches!(map_type, MapType::DevMap | MapType::DevMapHash);
+        let allowed = XDP_ACTION_MASK | if devmap { BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS } else { 0 };
+        if flags & !allowed != 0 {
+            return Ok(Action::Aborted as u64);
+        }
+        if flags & BPF_F_BROADCAST != 0 {
+            let what = "BPF_F_BROADCAST (to every device of a devmap) is not supported".to_owned();
+            return Err(ExecErrorKind::HelperArgument { helper: REDIRECT_MAP, what });
+        }
+        // The kernel's redirect maps take 32-bit keys.
+        let index = key as u32;
+        let found = map.lookup(&index.to_ne_bytes()).map_err(|_| unsupported(REDIRECT_MAP, map))?;
+        match found {
+            None => {
+                record_target(block, 0, 0);
+                Ok(flags & XDP_ACTION_MASK)
+            }
+            Some(_) if map_type == MapType::CpuMap => {
+                record_target(block, index, xdp_context::REDIRECT_CPU);
+                Ok(Action::Redirect as u64)
+            }
+            Some(value) => {
+                let ifindex = u32::from_ne_bytes(value[..4].try_into().expect("a devmap value holds an ifindex"));
+                record_target(block, ifindex, xdp_context::REDIRECT_DEVICE);
+                Ok(Action::Redirect as u64)
+            }
+        }
+    })
+}
+
+/// Writes the redirect target and its kind into the context block at
+/// `block`, which `Bounds::of` proved is the run's input.
+fn record_target(block: u64, target: u32, kind: u32) {
+    // SAFETY: the block is the run's input, writable for the run.
+    unsafe {
+        ((block + xdp_context::REDIRECT_TARGET as u64) as *mut u32).write_unaligned(target);
+        ((block + xdp_context::REDIRECT_SET as u64) as *mut u32).write_unaligned(kind);
+    }
 }

@@ -398,6 +398,98 @@ mod tests {
         assert!(!checks.any_check);
     }
 
+    /// The checks the analysis plans for the program in the ELF `object`.
+    fn planned(object: &[u8]) -> (Program, Checks) {
+        use crate::helpers::Helpers;
+        use crate::program::Config;
+        let program = Program::from_elf(object, None, &Helpers::new(), &Config::default()).expect("loads");
+        let checks = Checks::plan(&program, &Flow::new(&program));
+        (program, checks)
+    }
+
+    #[test]
+    fn analysis_proves_pointer_guards_as_clang_emits_them() {
+        // The benchmark's programs as C filters write them: the end is
+        // `pkt + len`, and each read follows `if (p + n > end) return`, on
+        // pointers moved by the VLAN tag and the IPv4 header length, and
+        // (the checksum) in a loop that walks the packet two bytes a turn.
+        // Built by clang at its default -mcpu (v1) and at v3.
+        for (name, object, reads) in [
+            ("classifier v1", &include_bytes!("../../benches/capi/classifier.v1.o")[..], 7),
+            ("classifier v3", &include_bytes!("../../benches/capi/classifier.v3.o")[..], 7),
+            ("checksum v1", &include_bytes!("../../benches/capi/checksum.v1.o")[..], 3),
+            ("checksum v3", &include_bytes!("../../benches/capi/checksum.v3.o")[..], 3),
+        ] {
+            let (program, checks) = planned(object);
+            let loads: Vec<usize> =
+                (0..program.insns().len()).filter(|&pc| program.insns()[pc].class() == BPF_LDX).collect();
+            assert_eq!(loads.len(), reads, "{name}");
+            for pc in loads {
+                assert_eq!(checks.accesses[pc].check, Check::None, "{name}: instruction {pc}");
+            }
+            assert!(!checks.any_check, "{name}");
+        }
+    }
+
+    #[test]
+    fn pointer_guards_prove_what_they_cover_and_no_more() {
+        use crate::helpers::Helpers;
+        use crate::jit::JitProgram;
+        use crate::program::Config;
+        use crate::testing::engines;
+        use std::sync::Arc;
+        // end = pkt + len; if (pkt + 4 > end) return; then reads ending at
+        // byte 4 (proved) and byte 5 (one past: checked); the same with the
+        // end moved down by 1, and through a signed comparison.
+        let guarded = |guard: Insn, end_moved: i32| {
+            vec![
+                Insn::new(MOV64_REG, 3, 1, 0, 0), // 0: r3 = pkt
+                Insn::new(ADD64_REG, 3, 2, 0, 0), // 1: r3 = end
+                Insn::new(ADD64_IMM, 3, 0, 0, end_moved),
+                Insn::new(MOV64_REG, 4, 1, 0, 0), // 3: r4 = pkt
+                Insn::new(ADD64_IMM, 4, 0, 0, 4), // 4: r4 = pkt + 4
+                Insn::new(MOV64_IMM, 0, 0, 0, 0),
+                guard,                       // 6: leave unless r4 <= r3
+                Insn::new(LDXW, 0, 1, 0, 0), // 7: bytes 0-3
+                Insn::new(LDXH, 5, 1, 2, 0), // 8: bytes 2-3
+                Insn::new(LDXW, 5, 1, 1, 0), // 9: bytes 1-4: past the guard
+                Insn::new(EXIT, 0, 0, 0, 0),
+            ]
+        };
+        let unsigned = Insn::new(JGT_REG, 4, 3, 3, 0);
+        let signed = Insn::new(JSGE_REG, 3, 4, 1, 0); // go on when end >= r4
+        let exit_after_signed = Insn::new(JA, 0, 0, 3, 0);
+        // An unsigned comparison with `end - 1` proves nothing: on an empty
+        // input (address 0) that end wraps to the top of memory.
+        for (name, signed_guard, end_moved, proved) in [
+            ("unsigned", false, 0, [true, true, false]),
+            ("unsigned, end - 1", false, -1, [false, false, false]),
+            ("signed", true, 0, [true, true, false]),
+            ("signed, end - 1", true, -1, [true, true, true]),
+        ] {
+            let mut insns = guarded(if signed_guard { signed } else { unsigned }, end_moved);
+            if signed_guard {
+                // `if (end >= p) goto reads; else return 0`.
+                insns.insert(7, exit_after_signed);
+            }
+            let reads = if signed_guard { [8, 9, 10] } else { [7, 8, 9] };
+            let config = Config::default();
+            let program = Arc::new(Program::load(&encode_program(&insns), &Helpers::new(), &config).expect("verifies"));
+            let checks = Checks::plan(&program, &Flow::new(&program));
+            let found: Vec<bool> = reads.iter().map(|&pc| checks.accesses[pc].check == Check::None).collect();
+            assert_eq!(found, proved, "{name}");
+            let jit = JitProgram::compile(program.clone()).expect("compiles");
+            for len in 0..8 {
+                let input: Vec<u8> = (1..=len as u8).collect();
+                let result = engines::assert_agree(&program, &jit, &input, &format_args!("{name}, {len} bytes"));
+                if len == 4 && end_moved == 0 {
+                    let error = result.expect_err("the read past the guard faults");
+                    assert_eq!(error.pc, reads[2], "{name}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn analysis_elides_frame_and_region_checks_only() {
         use crate::helpers::Helpers;

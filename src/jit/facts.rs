@@ -9,7 +9,10 @@
 //! from comparisons with the length are kept per unknown: "`s + room <=
 //! length`". So an offset compared with the length and then added to the
 //! input's address (the way C filters check a header before reading it)
-//! gives an address known to be in the input, whichever came first. Where
+//! gives an address known to be in the input, whichever came first. The
+//! input's end (address plus length, plus a constant) is tracked too, and
+//! an input address compared with it teaches the same fact of its offset:
+//! the pointer guards of C filters, `if (p + 20 > end) return`. Where
 //! paths join, the values they agree on stay; differing ones become a fresh
 //! unknown covering both, with the facts both paths had. At a loop head a
 //! candidate invariant stands for every turn: [`Facts::fits`] says whether
@@ -81,6 +84,9 @@ pub(super) enum Value {
     Scalar(Offset),
     /// The input's address plus the offset.
     Input(Offset),
+    /// The input's end (its address plus its length) plus this, within
+    /// `[-LIMIT, LIMIT]`: what C filters compare their packet pointers with.
+    End(i64),
 }
 
 /// What the facts say of the bytes an access touches.
@@ -221,7 +227,7 @@ impl Facts {
                     _ => AccessPlace::Unknown,
                 }
             }
-            Value::Unknown | Value::Len | Value::Scalar(_) => AccessPlace::Unknown,
+            Value::Unknown | Value::Len | Value::Scalar(_) | Value::End(_) => AccessPlace::Unknown,
         }
     }
 
@@ -316,9 +322,26 @@ impl Facts {
             (Value::Scalar(o), Value::Const(k)) | (Value::Const(k), Value::Scalar(o)) => {
                 sum(o, k).filter(|o| o.lowest() >= 0).map_or(Value::Unknown, Value::Scalar)
             }
-            // The input plus a number: the number's unknown, moved.
+            // The input plus a number: the number's unknown, moved; or,
+            // when both have one, a fresh unknown covering the sum.
             (Value::Input(o), Value::Scalar(s)) | (Value::Scalar(s), Value::Input(o)) if o.id == 0 => {
                 s.plus(o.c).map_or(Value::Unknown, Value::Input)
+            }
+            (Value::Input(o), Value::Scalar(s)) | (Value::Scalar(s), Value::Input(o)) => {
+                match (o.checked(), self.range(Value::Scalar(s))) {
+                    (Some(o), Some((lo, hi))) => {
+                        ids.fresh(o.max + (hi - lo) as u64, o.c + lo).map_or(Value::Unknown, Value::Input)
+                    }
+                    _ => Value::Unknown,
+                }
+            }
+            // The input's address plus its length: its end.
+            (Value::Input(o), Value::Len) | (Value::Len, Value::Input(o)) if o.id == 0 => Value::End(o.c),
+            (Value::End(k), Value::Const(x)) | (Value::Const(x), Value::End(k)) => {
+                match k.checked_add(x as i64).filter(|k| (-LIMIT..=LIMIT).contains(k)) {
+                    Some(k) => Value::End(k),
+                    None => Value::Unknown,
+                }
             }
             (Value::Scalar(_), Value::Scalar(_)) => match (self.range(a), self.range(b)) {
                 (Some((lo_a, hi_a)), Some((lo_b, hi_b))) => {
@@ -361,8 +384,13 @@ impl Facts {
         self.assume_at_most(a, b, strict, wide, signed);
     }
 
-    /// Learns from `a < b` (`strict`) or `a <= b` where `b` is the length.
+    /// Learns from `a < b` (`strict`) or `a <= b` where `b` is the length,
+    /// or where `a` is an input address and `b` the input's end.
     fn assume_at_most(&mut self, a: Value, b: Value, strict: bool, wide: bool, signed: bool) {
+        if let (Value::Input(offset), Value::End(k)) = (a, b) {
+            self.assume_below_end(offset, k, strict, wide, signed);
+            return;
+        }
         if b != Value::Len {
             return;
         }
@@ -388,6 +416,24 @@ impl Facts {
         }
         // s + c (+ 1) <= length.
         self.learn(offset.id, offset.c + strict as i64);
+    }
+
+    /// Learns from `input + offset < end + k` (`strict`) or `<=`: a guard
+    /// of a packet pointer against the end, `if (p + 20 > end) return`.
+    /// Only a 64-bit comparison sees whole addresses. The input lies below
+    /// `MAX_LEN`, so `input + offset` and `end + k` are, as integers, well
+    /// inside the signed range, where a signed comparison is exact. So is
+    /// an unsigned one of them when `end + k` is not below 0, as `k >= 0`
+    /// or the known length ensure; `input + offset` below 0 would read as
+    /// more than any end, so that the comparison could not hold. Either
+    /// way, `offset (+ 1) <= length + k`.
+    fn assume_below_end(&mut self, offset: Offset, k: i64, strict: bool, wide: bool, signed: bool) {
+        let end_not_below_zero = k >= 0 || i64::try_from(self.len_min).is_ok_and(|len_min| len_min >= -k);
+        if !wide || offset.checked().is_none() || !(signed || end_not_below_zero) {
+            return;
+        }
+        // s + c - k (+ 1) <= length.
+        self.learn(offset.id, offset.c - k + strict as i64);
     }
 
     /// The facts that hold whichever of `self` and `other` held.
@@ -660,7 +706,7 @@ mod tests {
             let Generated { insns, exits, skips } = self;
             let (x, y) = (rng.pick(&VALUES), rng.pick(&VALUES));
             let imm = rng.pick(&[0, 1, 2, 3, 4, 8, 14, 20, 40, 60, 255, -1, -4, 0x7fff_ffff, i32::MIN]);
-            match rng.below(if loops < 2 { 19 } else { 17 }) {
+            match rng.below(if loops < 2 { 21 } else { 19 }) {
                 0 => insns.push(Insn::new(rng.pick(&[LDXB, LDXH, LDXW, LDXDW, LDXSB]), x, 1, rng.below(8) as i16, 0)),
                 1 => insns.push(Insn::new(rng.pick(&[AND64_IMM, AND32_IMM]), x, 0, 0, imm)),
                 2 => insns.push(Insn::new(
@@ -743,6 +789,34 @@ mod tests {
                     insns.push(Insn::new(OR32_REG, shifted, other, 0, 0));
                     insns.push(Insn::new(ADD64_REG, 0, shifted, 0, 0));
                 }
+                17 | 18 => {
+                    // A pointer guard, as C filters make them: a packet
+                    // pointer (the input's address plus a value, maybe plus
+                    // another) plus a length compared with the end (the
+                    // input's address plus its length, sometimes moved a
+                    // little), then a read near that length through the
+                    // pointer: some reads go past what the guard covers.
+                    let k = rng.below(40) as i32;
+                    let (size_op, size) = rng.pick(&[(LDXB, 1), (LDXH, 2), (LDXW, 4), (LDXDW, 8)]);
+                    let off = (k - size + rng.below(5) as i32 - 2) as i16;
+                    insns.push(Insn::new(MOV64_REG, y, 1, 0, 0));
+                    insns.push(Insn::new(ADD64_REG, y, x, 0, 0));
+                    if rng.below(3) == 0 {
+                        insns.push(Insn::new(ADD64_REG, y, rng.pick(&VALUES), 0, 0));
+                    }
+                    let (first, second) = if rng.below(2) == 0 { (1, 2) } else { (2, 1) };
+                    insns.push(Insn::new(MOV64_REG, 9, first, 0, 0));
+                    insns.push(Insn::new(ADD64_REG, 9, second, 0, 0));
+                    let moved = rng.pick(&[0, 0, 0, 1, -1, -4, 8]);
+                    if moved != 0 {
+                        insns.push(Insn::new(ADD64_IMM, 9, 0, 0, moved));
+                    }
+                    insns.push(Insn::new(MOV64_REG, 0, y, 0, 0));
+                    insns.push(Insn::new(ADD64_IMM, 0, 0, 0, k));
+                    exits.push(insns.len());
+                    insns.push(pointer_guard(rng));
+                    insns.push(Insn::new(size_op, 0, y, off, 0));
+                }
                 14 => {
                     // A forward jump over what follows: paths meet.
                     skips.push(insns.len());
@@ -795,6 +869,23 @@ mod tests {
             0 | 1 => Insn::new(class | BPF_X | op, reg, 2, 0, 0),
             2 => Insn::new(class | BPF_X | op, 2, reg, 0, 0),
             _ => Insn::new(class | BPF_K | op, 2, 0, 0, imm),
+        }
+    }
+
+    /// A comparison of a packet pointer plus a length, r0, with the end,
+    /// r9, that leaves when it fails: mostly `r0 > r9` as clang writes it,
+    /// else any kind, either way round, sometimes 32 bits wide.
+    fn pointer_guard(rng: &mut ByteSource) -> Insn {
+        let op = if rng.below(2) == 0 {
+            BPF_JGT
+        } else {
+            rng.pick(&[BPF_JGE, BPF_JLT, BPF_JLE, BPF_JSGT, BPF_JSGE, BPF_JSLT, BPF_JSLE, BPF_JEQ, BPF_JNE])
+        };
+        let class = if rng.below(6) == 0 { BPF_JMP32 } else { BPF_JMP };
+        if rng.below(3) == 0 {
+            Insn::new(class | BPF_X | op, 9, 0, 0, 0)
+        } else {
+            Insn::new(class | BPF_X | op, 0, 9, 0, 0)
         }
     }
 

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use crate::error::{ExecError, ExecErrorKind};
 use crate::helpers::builtin::RunState;
 use crate::interp::{self, Stack};
-use crate::isa::{self, MAX_CALL_DEPTH};
-use crate::memory;
+use crate::isa::{self, MAX_CALL_DEPTH, STACK_FRAME_SIZE};
+use crate::memory::{self, STACK_SIZE};
 use crate::program::Program;
 
 mod code_memory;
@@ -172,6 +172,24 @@ pub(crate) struct MachineCode {
     /// makes no calls and checks no access: then no access can reach the
     /// stack, and the caller may pass 0 instead of lending one.
     pub(crate) uses_stack: bool,
+    /// Does the code make local calls? Without them only the entry frame,
+    /// the top `STACK_FRAME_SIZE` bytes of the stack, can be reached.
+    pub(crate) local_calls: bool,
+}
+
+/// A call of the compiled code with nothing around it, for a program whose
+/// runs need no Rust (see [`JitProgram::direct_entry`]). The caller calls
+/// `code`, an [`Entry`], with a [`Context`] it owns for the call (which may
+/// be uninitialised: the code writes what it reads) and the top of a stack
+/// of at least `stack_len` bytes below it that no other run uses meanwhile;
+/// status 0 in the returned [`Exit`] means r0 is its value, anything else
+/// is [`JitProgram::stopped`]'s to explain. The budget, memory checks and
+/// call depth are all in the code.
+pub(crate) struct DirectEntry {
+    pub(crate) code: *const u8,
+    /// 0 when the code reads no stack, one frame when it makes no local
+    /// calls, else [`STACK_SIZE`].
+    pub(crate) stack_len: usize,
 }
 
 /// The compiled code: runs over the input at `input` (`input_len` bytes, or
@@ -193,6 +211,8 @@ pub struct JitProgram {
     code: ExecutableCode,
     /// See [`MachineCode::uses_stack`].
     uses_stack: bool,
+    /// See [`MachineCode::local_calls`].
+    local_calls: bool,
 }
 
 impl std::fmt::Debug for JitProgram {
@@ -214,6 +234,7 @@ impl JitProgram {
             targets: Mutex::new(Vec::new()),
             code: ExecutableCode::new(&machine_code.bytes)?,
             uses_stack: machine_code.uses_stack,
+            local_calls: machine_code.local_calls,
         })
     }
 
@@ -265,6 +286,28 @@ impl JitProgram {
     /// regions: a copy is valid only while the program lives.
     pub fn code(&self) -> &[u8] {
         self.code.bytes()
+    }
+
+    /// How generated code may call this code straight from C, or `None`
+    /// when a run needs Rust around it (a helper may stop the run or
+    /// tail-call: see [`JitProgram::run`]).
+    pub(crate) fn direct_entry(&self) -> Option<DirectEntry> {
+        if self.stopping_helpers {
+            return None;
+        }
+        let stack_len = match (self.uses_stack, self.local_calls) {
+            (false, _) => 0,
+            (true, false) => STACK_FRAME_SIZE,
+            (true, true) => STACK_SIZE,
+        };
+        Some(DirectEntry { code: self.code.as_ptr(), stack_len })
+    }
+
+    /// The error of a run of the code that [`DirectEntry::code`] returned
+    /// with `status` (not [`Status::Exited`]) and `value`.
+    #[cold]
+    pub(crate) fn stopped(&self, status: u64, value: u64) -> ExecError {
+        self.error(Exit { status, value })
     }
 
     /// The program this code was compiled from.

@@ -4,8 +4,11 @@
 //! `"06000000"`).
 //!
 //! A dump is `{"maps": [{"name", "type", "key_size", "value_size",
-//! "max_entries", "flags", "entries": [{"key", "value"}]}]}`; an array
-//! lists only its entries whose value is not all zeros, a ring buffer gives
+//! "max_entries", "flags", "entries": [{"key", "value"}]}]}`; a per-CPU
+//! map's value is a list, one value per possible CPU in the order of their
+//! numbers (`"cpus"` says how many); an array lists only its entries whose
+//! value is not all zeros (on every CPU), a devmap or cpumap its filled
+//! slots, a ring buffer gives
 //! `"records"` (taken from it) instead of entries, a queue or stack its
 //! elements as `"values"` (peeked, not taken), and a prog array the slots
 //! that hold a program.
@@ -13,7 +16,9 @@
 //! An init file is `{"MAP": [{"key": K, "value": V}, ...], ...}`: K and V
 //! are hex strings as above, unsigned integers (stored in the map's key or
 //! value size, in host byte order), or, for an LPM trie with 4-byte
-//! addresses, `"a.b.c.d/len"` keys.
+//! addresses, `"a.b.c.d/len"` keys. For a per-CPU map, V given once goes
+//! to every CPU, as bpftool does; a list of V gives each CPU its own, one
+//! per possible CPU.
 
 use serde_json::{Map as JsonObject, Value, json};
 
@@ -34,8 +39,11 @@ pub fn dump(map: &Map) -> Value {
     object.insert("value_size".into(), json!(def.value_size));
     object.insert("max_entries".into(), json!(def.max_entries));
     object.insert("flags".into(), json!(def.flags));
+    if map.map_type().is_per_cpu() {
+        object.insert("cpus".into(), json!(map.cpus()));
+    }
     match map.map_type() {
-        MapType::RingBuf => {
+        MapType::RingBuf | MapType::PerfEventArray => {
             let records = map.ringbuf_drain().unwrap_or_default();
             object.insert("records".into(), records.iter().map(|record| json!(hex(record))).collect());
         }
@@ -50,15 +58,28 @@ pub fn dump(map: &Map) -> Value {
             let mut entries = Vec::new();
             for key in map.keys() {
                 let Ok(Some(value)) = map.lookup(&key) else { continue };
-                if map_type == MapType::Array && value.iter().all(|&byte| byte == 0) {
+                let array = matches!(map_type, MapType::Array | MapType::PerCpuArray);
+                if array && value.iter().all(|&byte| byte == 0) {
                     continue;
                 }
-                entries.push(json!({"key": hex(&key), "value": hex(&value)}));
+                entries.push(json!({"key": hex(&key), "value": value_json(map, &value)}));
             }
             object.insert("entries".into(), entries.into());
         }
     }
     Value::Object(object)
+}
+
+/// A value as the host reads it ([`Map::lookup`]) in JSON: hex, or for a
+/// per-CPU map a list of each CPU's value (without the padding to 8 bytes
+/// that separates them in memory).
+pub fn value_json(map: &Map, value: &[u8]) -> Value {
+    if !map.map_type().is_per_cpu() {
+        return json!(hex(value));
+    }
+    let size = map.def().value_size as usize;
+    let stride = value.len() / map.cpus().max(1);
+    value.chunks_exact(stride.max(1)).map(|chunk| json!(hex(&chunk[..size.min(chunk.len())]))).collect()
 }
 
 /// Every map's dump, as `{"maps": [...]}`.
@@ -94,7 +115,7 @@ pub fn init(maps: &[std::sync::Arc<Map>], text: &str) -> Result<usize, InitError
             let field = |field: &str| entry.get(field).ok_or_else(|| bad(format!("no \"{field}\"")));
             let def = map.def();
             let key = bytes(field("key")?, def.key_size as usize, map.map_type() == MapType::LpmTrie).map_err(&bad)?;
-            let value = bytes(field("value")?, def.value_size as usize, false).map_err(&bad)?;
+            let value = host_value(map, field("value")?).map_err(&bad)?;
             let result = match map.map_type() {
                 MapType::Queue | MapType::Stack => map.push(&value, 0),
                 _ => map.update(&key, &value, super::BPF_ANY),
@@ -104,6 +125,28 @@ pub fn init(maps: &[std::sync::Arc<Map>], text: &str) -> Result<usize, InitError
         }
     }
     Ok(stored)
+}
+
+/// The value as the host stores it ([`Map::update`]): for a per-CPU map,
+/// one value (for every CPU) or a list of one per CPU, each padded to 8
+/// bytes.
+fn host_value(map: &Map, value: &Value) -> Result<Vec<u8>, String> {
+    let size = map.def().value_size as usize;
+    if !map.map_type().is_per_cpu() {
+        return bytes(value, size, false);
+    }
+    let cpus = map.cpus();
+    let per_cpu: Vec<Vec<u8>> = match value {
+        Value::Array(values) if values.len() == cpus => {
+            values.iter().map(|value| bytes(value, size, false)).collect::<Result<_, _>>()?
+        }
+        Value::Array(values) => {
+            return Err(format!("{} values for a per-CPU map of {cpus} possible CPUs", values.len()));
+        }
+        value => vec![bytes(value, size, false)?; cpus],
+    };
+    let stride = size.div_ceil(8) * 8;
+    Ok(per_cpu.iter().flat_map(|value| [&value[..], &vec![0; stride - size]].concat()).collect())
 }
 
 /// The bytes `value` stands for, `size` of them.
@@ -184,5 +227,23 @@ mod tests {
         let error = init(&maps, r#"{"counts": [{"key": 9, "value": 1}]}"#).unwrap_err();
         assert!(matches!(error, InitError::Entry { entry: 0, .. }), "{error}");
         assert!(init(&maps, r#"{"counts": [{"key": 4294967296, "value": 1}]}"#).is_err());
+    }
+
+    #[test]
+    fn per_cpu_values_once_for_every_cpu_or_one_each() {
+        let cpus = crate::maps::cpus::count();
+        let maps = [map("hits", MapType::PerCpuHash, 4, 4, 0)];
+        assert_eq!(init(&maps, r#"{"hits": [{"key": 1, "value": 7}]}"#), Ok(1));
+        let each: Vec<u32> = (0..cpus as u32).map(|cpu| cpu + 10).collect();
+        let text = json!({"hits": [{"key": 2, "value": each}]}).to_string();
+        assert_eq!(init(&maps, &text), Ok(1));
+        let dump = dump_all(&maps);
+        assert_eq!(dump["maps"][0]["cpus"], cpus);
+        let entries = &dump["maps"][0]["entries"];
+        assert_eq!(entries[0]["value"], json!(vec![hex(&7u32.to_ne_bytes()); cpus]));
+        let each_hex: Vec<String> = each.iter().map(|value| hex(&value.to_ne_bytes())).collect();
+        assert_eq!(entries[1]["value"], json!(each_hex));
+        let too_many = json!({"hits": [{"key": 3, "value": vec![1; cpus + 1]}]}).to_string();
+        assert!(matches!(init(&maps, &too_many), Err(InitError::Entry { entry: 0, .. })));
     }
 }

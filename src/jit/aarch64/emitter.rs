@@ -195,7 +195,7 @@ pub(super) fn emit(program: &Program) -> Result<MachineCode, JitError> {
     let bytes = emitter.ops.finalize().map_err(|error| JitError::Assembler(error.to_string()))?;
     let frame_used = plan.flow.used[FRAME_REG as usize] || plan.flow.local_calls;
     let uses_stack = frame_used || plan.checks.any_check || plan.flow.local_calls || plan.flow.helper_calls;
-    Ok(MachineCode { bytes, uses_stack })
+    Ok(MachineCode { bytes, uses_stack, local_calls: plan.flow.local_calls })
 }
 
 struct Emitter<'p> {

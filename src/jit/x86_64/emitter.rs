@@ -224,7 +224,7 @@ pub(super) fn emit(program: &Program) -> Result<MachineCode, JitError> {
     emitter.emit_region_checks();
     let bytes = emitter.ops.finalize().map_err(|error| JitError::Assembler(error.to_string()))?;
     let uses_stack = emitter.frame_in_rbp || plan.checks.any_check || plan.flow.local_calls || plan.flow.helper_calls;
-    Ok(MachineCode { bytes, uses_stack })
+    Ok(MachineCode { bytes, uses_stack, local_calls: plan.flow.local_calls })
 }
 
 struct Emitter<'p> {

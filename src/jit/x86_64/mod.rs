@@ -48,8 +48,9 @@
 //!   for the program's life.
 //! - A base register that holds the input's address plus an offset that the
 //!   jumps taken or not taken on the way compared with the length (r2 on
-//!   entry, or a copy) gives an address that is in the input when the
-//!   length so learnt covers it: the check is left out.
+//!   entry, or a copy), or as an address with the input's end (`pkt + len`,
+//!   as C filters write `if (p + 20 > end)`), gives an address that is in
+//!   the input when the length so learnt covers it: the check is left out.
 //! - Any other address is checked against the input inline:
 //!   `lea rcx, [base + off]; sub rcx, input_start; cmp rcx, bound; jae slow`,
 //!   with `bound = input_len - size + 1` (0 when the input is shorter).

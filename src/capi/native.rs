@@ -20,9 +20,9 @@
 use std::ffi::c_void;
 use std::sync::Arc;
 
+use super::boundary::{ErrorPrint, bytes_mut, guard};
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use super::boundary::{THREADS_WITH_LAST_ERROR, clear_last_error};
-use super::boundary::{ErrorPrint, bytes_mut, guard};
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 use crate::jit::{Context, DirectEntry};
 use crate::jit::{ExecutableCode, JitProgram};

@@ -73,12 +73,6 @@ pub enum JitError {
     /// verified program.
     #[error("instruction {pc} has opcode {opc:#04x}, which the verifier does not accept")]
     Unverified { pc: usize, opc: u8 },
-    /// An instruction this architecture's backend does not compile yet;
-    /// the interpreter runs it.
-    #[error(
-        "instruction {pc} has opcode {opc:#04x}, which the {arch} JIT does not compile yet; the interpreter runs it"
-    )]
-    NotYetCompiled { pc: usize, opc: u8, arch: &'static str },
     /// The operating system refused memory for the code, or to make it
     /// executable.
     #[error("mapping the native code failed: {0}")]

@@ -173,6 +173,9 @@ enum Cold {
         inline: Check,
         unflushed: i32,
     },
+    /// A legacy packet load read outside the input: counting `unflushed`
+    /// more instructions, the run ends with r0 = 0.
+    PacketMiss { label: DynamicLabel, unflushed: i32 },
 }
 
 /// [`REGISTER_MAP`] indexed by any 4-bit field (the verifier keeps them to
@@ -539,9 +542,8 @@ impl<'p> Emitter<'p> {
             CALL       => self.emit_helper_call(pc, insn),
             CALLX      => self.emit_helper_call_by_register(pc, insn),
             EXIT       => self.emit_exit(pc),
-            LDABSW | LDABSH | LDABSB | LDINDW | LDINDH | LDINDB => {
-                return Err(JitError::NotYetCompiled { pc, opc: insn.opc, arch: "aarch64" })
-            }
+            LDABSW | LDABSH | LDABSB => self.emit_packet_load(insn, None),
+            LDINDW | LDINDH | LDINDB => self.emit_packet_load(insn, Some(src)),
             opc => return Err(JitError::Unverified { pc, opc }),
         };
         Ok(())
@@ -853,6 +855,52 @@ impl<'p> Emitter<'p> {
             LoadKind::S16 => a64!(self.ops ; ldrsh X(dst), [X(ADDR)]),
             LoadKind::S32 => a64!(self.ops ; ldrsw X(dst), [X(ADDR)]),
         };
+    }
+
+    /// `ldabs*`/`ldind*` (`index`: the src of `ldind*`): r0 = the input's
+    /// big-endian bytes at imm (plus the index, as an i32), or the run ends
+    /// with 0 when they are not all in the input.
+    fn emit_packet_load(&mut self, insn: Insn, index: Option<u8>) {
+        let size = access_size(insn.opc);
+        let bound = CTX_INPUT_BOUND + 8 * size.trailing_zeros();
+        let miss = self.ops.new_dynamic_label();
+        self.cold.push(Cold::PacketMiss { label: miss, unflushed: self.pending });
+        match index {
+            // Offset imm: known now.
+            None if insn.imm < 0 => {
+                a64!(self.ops ; b =>miss);
+                return;
+            }
+            None => {
+                self.emit_mov_imm(TMP2, insn.imm as u64);
+                self.emit_load_context(TMP, bound);
+                a64!(self.ops
+                    ; cmp X(TMP), X(TMP2)
+                    ; b.ls =>miss
+                );
+            }
+            // Offset (s32)(src + imm): sign-extended, a negative one is
+            // above every bound.
+            Some(index) => {
+                self.emit_mov_imm(TMP2, u64::from(insn.imm as u32));
+                a64!(self.ops
+                    ; add W(TMP2), W(index), W(TMP2)
+                    ; sxtw X(TMP2), W(TMP2)
+                );
+                self.emit_load_context(TMP, bound);
+                a64!(self.ops
+                    ; cmp X(TMP2), X(TMP)
+                    ; b.hs =>miss
+                );
+            }
+        }
+        self.emit_load_context(TMP, CTX_INPUT_START);
+        let r0 = REGISTER_MAP[0];
+        match size {
+            1 => a64!(self.ops ; ldrb W(r0), [X(TMP), X(TMP2)]),
+            2 => a64!(self.ops ; ldrh W(r0), [X(TMP), X(TMP2)] ; rev16 W(r0), W(r0)),
+            _ => a64!(self.ops ; ldr W(r0), [X(TMP), X(TMP2)] ; rev W(r0), W(r0)),
+        }
     }
 
     /// `st*` (imm, truncated; `stdw` sign-extends it) and `stx*` (src).
@@ -1232,6 +1280,17 @@ impl<'p> Emitter<'p> {
                 }
                 Cold::Memory { label, back, pc, size, write, inline, unflushed } => {
                     self.emit_slow_check(label, back, pc, size, write, inline, unflushed);
+                }
+                Cold::PacketMiss { label, unflushed } => {
+                    a64!(self.ops ; =>label);
+                    if !self.budget_in_register {
+                        self.emit_store_count(unflushed);
+                    } else if unflushed != 0 {
+                        self.emit_mov_imm(TMP, unflushed as i64 as u64);
+                        a64!(self.ops ; sub X(BUDGET), X(BUDGET), X(TMP));
+                    }
+                    let unwind = self.unwind;
+                    a64!(self.ops ; b =>unwind);
                 }
             }
         }

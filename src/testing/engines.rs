@@ -429,6 +429,26 @@ mod tests {
     }
 
     #[test]
+    fn the_same_r0_agrees_whatever_map_lies_near_it() {
+        let run = |map_base: u64| Run {
+            result: Ok(0x8000_a33a),
+            executed: None,
+            memory: Vec::new(),
+            data: Vec::new(),
+            input_base: 0,
+            regions: Vec::new(),
+            map_bases: vec![map_base],
+            guards_intact: true,
+        };
+        // r0's low half lies just above the JIT's map's, not the interpreter's.
+        let (interpreter, jit) = (run(0x5555_0000_0000), run(0x5555_8000_0000));
+        assert_ne!(interpreter.outcome(), jit.outcome());
+        assert_eq!(first_difference(&interpreter, &jit), None);
+        let other = Run { result: Ok(0x8000_a33b), ..run(0x5555_8000_0000) };
+        assert!(first_difference(&interpreter, &other).is_some());
+    }
+
+    #[test]
     fn faults_far_from_a_data_section_compare_by_their_distance_from_it() {
         use crate::helpers::Helpers;
         use crate::image::{DataReloc, DataSection, Image};

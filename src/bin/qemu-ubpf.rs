@@ -724,7 +724,7 @@ impl Report<'_> {
         let first_error = summary.first_error.as_ref().map(|fault| {
             serde_json::json!({ "packet": fault.packet, "offset": fault.offset, "message": fault.error.to_string() })
         });
-        let mut json = serde_json::json!({
+        let json = serde_json::json!({
             "program": self.program,
             "capture": self.capture,
             "format": self.format,
@@ -745,6 +745,11 @@ impl Report<'_> {
             "drop_file": path(&self.request.drop),
             "error": self.error,
         });
+        self.with_maps(json)
+    }
+
+    /// `json` with the maps' contents, when asked for, as printed text.
+    fn with_maps(&self, mut json: serde_json::Value) -> String {
         if let Some(maps) = &self.maps {
             json["maps"] = maps["maps"].clone();
         }
@@ -771,7 +776,7 @@ impl Report<'_> {
             .iter()
             .map(|(ifindex, packets)| serde_json::json!({ "ifindex": ifindex, "packets": packets }))
             .collect();
-        let mut json = serde_json::json!({
+        let json = serde_json::json!({
             "program": self.program,
             "capture": self.capture,
             "format": self.format,
@@ -794,10 +799,7 @@ impl Report<'_> {
             "redirect_file": path(&self.request.redirect),
             "error": self.error,
         });
-        if let Some(maps) = &self.maps {
-            json["maps"] = maps["maps"].clone();
-        }
-        serde_json::to_string_pretty(&json).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+        self.with_maps(json)
     }
 
     fn xdp_text(&self) -> String {

@@ -136,6 +136,14 @@ impl ubpf_vm {
         }
     }
 
+    /// For the loaders: no program may be loaded yet.
+    fn check_nothing_loaded(&self) -> Result<(), String> {
+        match self.loaded {
+            Some(_) => Err("a program is already loaded in this vm: call ubpf_unload_code() first".to_owned()),
+            None => Ok(()),
+        }
+    }
+
     fn config(&self) -> Config {
         Config {
             instruction_limit: instruction_limit(self.instruction_limit),
@@ -324,7 +332,7 @@ pub unsafe extern "C" fn ubpf_load(
         let vm = unsafe { vm_mut(vm) }?;
         // SAFETY: the caller's contract.
         let code = unsafe { bytes(code, code_len as usize, "code") }?;
-        vm.check_unloaded("ubpf_load()").map_err(|_| "a program is already loaded in this vm: call ubpf_unload_code() first".to_owned())?;
+        vm.check_nothing_loaded()?;
         if code.is_empty() {
             return Err("code_len is 0: there is no program".to_owned());
         }
@@ -370,8 +378,7 @@ pub unsafe extern "C" fn ubpf_load_cbpf(
         let vm = unsafe { vm_mut(vm) }?;
         // SAFETY: the caller's contract: 8 bytes per instruction.
         let code = unsafe { bytes(insns, count as usize * 8, "insns") }?;
-        vm.check_unloaded("ubpf_load_cbpf()")
-            .map_err(|_| "a program is already loaded in this vm: call ubpf_unload_code() first".to_owned())?;
+        vm.check_nothing_loaded()?;
         let classic: Vec<ClassicInsn> = code
             .chunks_exact(8)
             .map(|slot| ClassicInsn {
@@ -435,8 +442,7 @@ pub unsafe extern "C" fn ubpf_load_filter_expr(
         let vm = unsafe { vm_mut(vm) }?;
         // SAFETY: the caller's contract.
         let expression = unsafe { c_str(expr, "expr") }?.ok_or("expr is NULL")?;
-        vm.check_unloaded("ubpf_load_filter_expr()")
-            .map_err(|_| "a program is already loaded in this vm: call ubpf_unload_code() first".to_owned())?;
+        vm.check_nothing_loaded()?;
         let program = cbpf::libpcap::load_expression(expression, link_type, &vm.config())
             .map_err(|error| format!("expression '{expression}': {error}"))?;
         vm.install(program);
@@ -500,7 +506,7 @@ pub unsafe extern "C" fn ubpf_load_elf_ex(
         let object = unsafe { bytes(elf, elf_len, "elf") }?;
         // SAFETY: the caller's contract.
         let name = unsafe { c_str(main_section_name, "main_section_name") }?;
-        vm.check_unloaded("ubpf_load_elf()").map_err(|_| "a program is already loaded in this vm: call ubpf_unload_code() first".to_owned())?;
+        vm.check_nothing_loaded()?;
         let program = Program::from_elf(object, name, &vm.helpers, &vm.config()).map_err(|error| error.to_string())?;
         vm.install(program);
         Ok(0)

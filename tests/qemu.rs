@@ -898,6 +898,24 @@ fn valgrind_summary(log: &Path) -> (u64, u64) {
     (lost, number("ERROR SUMMARY:"))
 }
 
+/// Writes at `wrapper` a script that runs `qemu` under valgrind, its report
+/// in `log`, and returns the script's path.
+fn under_valgrind(qemu: &Path, wrapper: &Path, log: &Path) -> PathBuf {
+    std::fs::write(
+        wrapper,
+        format!(
+            "#!/bin/sh\nexec valgrind --log-file={} --leak-check=full --errors-for-leak-kinds=definite {} \"$@\"\n",
+            log.display(),
+            qemu.display()
+        ),
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(wrapper, permissions).unwrap();
+    wrapper.to_path_buf()
+}
+
 /// QEMU under valgrind, filtering the sample once and then ten times: no
 /// invalid access, and memory lost does not grow with the packets.
 #[test]
@@ -913,19 +931,7 @@ fn no_per_packet_leak_or_invalid_access_under_valgrind() {
     let mut summaries = Vec::new();
     for rounds in [1, 10] {
         let log = dir.join(format!("valgrind-{rounds}.log"));
-        let wrapper = dir.join(format!("qemu-{rounds}"));
-        std::fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\nexec valgrind --log-file={} --leak-check=full --errors-for-leak-kinds=definite {} \"$@\"\n",
-                log.display(),
-                qemu.display()
-            ),
-        )
-        .unwrap();
-        let mut permissions = std::fs::metadata(&wrapper).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-        std::fs::set_permissions(&wrapper, permissions).unwrap();
+        let wrapper = under_valgrind(&qemu, &dir.join(format!("qemu-{rounds}")), &log);
         let mut rig = Rig::start(&wrapper, &[filter_object("f0", "n1", "tx", &rfc, "")]);
         for _ in 0..rounds {
             rig.send_all("f0", &sent);
@@ -1015,4 +1021,161 @@ fn syn_limiter_runs_in_qemu_and_keeps_state() {
     assert_eq!((counters.seen(), counters.errors), (sent.len() as u64, 0), "{counters:?}");
     let entries: usize = maps.as_array().unwrap().iter().map(|map| map["entries"].as_array().unwrap().len()).sum();
     assert!(entries > 0, "the limiter keeps no state: {maps}");
+}
+
+/// What a soak run saw: swaps done and failed as intended, frames sent, and
+/// QEMU's resident memory sampled once a second, in KiB.
+struct Soak {
+    swaps: usize,
+    sent: u64,
+    counters: Counters,
+    rss_kib: Vec<u64>,
+}
+
+/// QEMU's resident set size, in KiB.
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).expect("VmRSS in /proc/PID/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Drives the RFC example on n1's tx queue for `duration` with frames of
+/// the sample, as fast as the rig takes them, while the program is swapped
+/// every 10 ms: reloaded, moved to the interpreter, a load that fails, moved
+/// back to the JIT. Every swap keeps the verdicts, so each frame's fate is
+/// known: the frames out of n2 must be, in order, exactly those the example
+/// passes. At most `WINDOW` frames are in flight, so no socket buffer
+/// overflows and a lost frame stalls the run and fails it.
+fn soak(qemu: &Path, dir: &Path, duration: Duration) -> Soak {
+    const WINDOW: u64 = 64;
+    let rfc = common::example("drop_1_1_1_1");
+    let all = frames(&common::sample("ethernet.pcap"));
+    let (_, passed) = to_1_1_1_1(dir);
+    let passes: Vec<bool> = all.iter().map(|frame| passed.contains(frame)).collect();
+    let rig = Rig::start(qemu, &[filter_object("f0", "n1", "tx", &rfc, "")]);
+    let pid = rig.child.id();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (inject, n1) = (rig.inject.try_clone().unwrap(), rig.n1);
+        let received = rig.out.frames.clone();
+        let stop = stop.clone();
+        thread::spawn(move || -> Result<(u64, u64), String> {
+            let (mut sent, mut dropped, mut checked) = (0u64, 0u64, 0u64);
+            // The index in `all` of the next frame that must come out.
+            let mut next_out = passes.iter().position(|&pass| pass).unwrap();
+            let mut progress = Instant::now();
+            loop {
+                let arrived = std::mem::take(&mut *received.lock().unwrap());
+                for frame in arrived {
+                    if frame != all[next_out] {
+                        return Err(format!("frame {checked} out of n2 is not the next frame the example passes"));
+                    }
+                    checked += 1;
+                    next_out = (next_out + 1..).map(|i| i % all.len()).find(|&i| passes[i]).unwrap();
+                    progress = Instant::now();
+                }
+                let in_flight = sent - dropped - checked;
+                let stopping = stop.load(Ordering::Relaxed);
+                if stopping && in_flight == 0 {
+                    return Ok((sent, checked));
+                }
+                if stopping || in_flight >= WINDOW {
+                    if progress.elapsed() > Duration::from_secs(10) {
+                        return Err(format!("no frame for 10 s: {sent} sent, {dropped} dropped, {checked} out"));
+                    }
+                    thread::yield_now();
+                    continue;
+                }
+                let index = (sent % all.len() as u64) as usize;
+                inject.send_to(&all[index], ("127.0.0.1", n1)).unwrap();
+                sent += 1;
+                dropped += u64::from(!passes[index]);
+            }
+        })
+    };
+
+    let mut rig = rig;
+    let (start, mut sampled) = (Instant::now(), Instant::now());
+    let mut rss_kib = vec![resident_kib(pid)];
+    let mut swaps = 0;
+    while start.elapsed() < duration && !traffic.is_finished() {
+        match swaps % 4 {
+            0 => rig.qmp.set("/objects/f0", "ubpf-handler", json!(rfc)).expect("reload"),
+            1 => rig.qmp.set("/objects/f0", "jit", json!(false)).expect("to the interpreter"),
+            2 => {
+                let error = rig.qmp.set("/objects/f0", "ubpf-handler", json!("/nonexistent/prog.o")).unwrap_err();
+                assert_eq!(error["class"], "GenericError", "{error}");
+                json!({})
+            }
+            _ => rig.qmp.set("/objects/f0", "jit", json!(true)).expect("to the JIT"),
+        };
+        swaps += 1;
+        if sampled.elapsed() >= Duration::from_secs(1) {
+            rss_kib.push(resident_kib(pid));
+            sampled = Instant::now();
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (sent, out) = traffic.join().unwrap().unwrap_or_else(|error| panic!("after {swaps} swaps: {error}"));
+    let counters = rig.wait_seen("f0", sent);
+    rss_kib.push(resident_kib(pid));
+    rig.quit();
+    assert_eq!(counters.passed, out, "frames passed = frames out of n2: {counters:?}");
+    Soak { swaps, sent, counters, rss_kib }
+}
+
+/// The soak's length: QEMU_UBPF_SOAK_SECONDS (`scripts/soak.sh` gives 60),
+/// or 10 s, CI's short form.
+fn soak_duration() -> Duration {
+    let seconds = std::env::var("QEMU_UBPF_SOAK_SECONDS").map_or(10, |s| s.parse().expect("QEMU_UBPF_SOAK_SECONDS"));
+    Duration::from_secs(seconds)
+}
+
+#[test]
+fn soak_with_swaps_every_10_ms_accounts_for_every_frame_and_keeps_memory_flat() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "soak_with_swaps_every_10_ms_accounts_for_every_frame_and_keeps_memory_flat");
+    let duration = soak_duration();
+    let run = soak(&qemu, &dir, duration);
+    let Soak { swaps, sent, counters, ref rss_kib } = run;
+    eprintln!(
+        "soak: {:.0} s, {sent} frames ({:.0}/s), {swaps} swaps, {counters:?}, RSS KiB each second: {rss_kib:?}",
+        duration.as_secs_f64(),
+        sent as f64 / duration.as_secs_f64()
+    );
+    assert!(swaps as f64 >= duration.as_secs_f64() * 40.0, "only {swaps} swaps in {duration:?}");
+    assert_eq!(counters.seen(), sent, "frames in = passed + dropped: {counters:?}");
+    assert_eq!(counters.errors, 0);
+    // After the first few seconds (allocator and JIT pools warm), memory
+    // stays within 8 MiB of what it was then, swap after swap.
+    let settled = rss_kib[rss_kib.len().min(4) - 1];
+    let peak = *rss_kib.iter().skip(4).max().unwrap_or(&settled);
+    assert!(peak <= settled + 8 * 1024, "QEMU's RSS grew from {settled} KiB to {peak} KiB: {rss_kib:?}");
+}
+
+/// The soak, shorter, with QEMU under valgrind: no invalid access, and
+/// memory lost does not grow with the swaps and frames of a run three times
+/// as long.
+#[test]
+fn soak_under_valgrind_loses_no_memory_per_swap() {
+    let Some(qemu) = qemu_binary() else { return };
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        common::missing_prerequisite("valgrind is not installed");
+        return;
+    }
+    let dir = common::scratch_dir("qemu", "soak_under_valgrind_loses_no_memory_per_swap");
+    let mut summaries = Vec::new();
+    for seconds in [2, 6] {
+        let log = dir.join(format!("valgrind-{seconds}.log"));
+        let wrapper = under_valgrind(&qemu, &dir.join(format!("qemu-{seconds}")), &log);
+        let run = soak(&wrapper, &dir, Duration::from_secs(seconds));
+        eprintln!("soak under valgrind: {seconds} s, {} frames, {} swaps", run.sent, run.swaps);
+        assert!(run.swaps >= 8, "only {} swaps in {seconds} s", run.swaps);
+        summaries.push(valgrind_summary(&log));
+    }
+    let [(lost_short, errors_short), (lost_long, errors_long)] = summaries[..] else { unreachable!() };
+    assert_eq!((errors_short, errors_long), (0, 0), "valgrind errors; see {}", dir.display());
+    assert_eq!(lost_short, lost_long, "memory lost grows with the swaps");
 }

@@ -96,8 +96,10 @@ impl Kernel {
         let mut kernel = Kernel { log: vec![0; LOG_SIZE] };
         let probe = [Insn::new(MOV64_IMM, 0, 0, 0, 2), Insn::new(EXIT, 0, 0, 0, 0)];
         match kernel.load_xdp(&probe)?.test_run(&[0; 64]) {
-            Ok(2) => Ok(kernel),
-            Ok(other) => Err(KernelError::Unavailable(io::Error::other(format!("the probe returned {other}, not 2")))),
+            Ok(TestRun { retval: 2, .. }) => Ok(kernel),
+            Ok(TestRun { retval: other, .. }) => {
+                Err(KernelError::Unavailable(io::Error::other(format!("the probe returned {other}, not 2"))))
+            }
             Err(KernelError::Run(error)) => Err(KernelError::Unavailable(error)),
             Err(error) => Err(error),
         }
@@ -147,22 +149,32 @@ impl Kernel {
     }
 }
 
+/// What one test run gave back.
+pub struct TestRun {
+    /// The low 32 bits of r0.
+    pub retval: u32,
+    /// The packet as the program left it.
+    pub packet: Vec<u8>,
+}
+
 impl KernelProgram {
-    /// Runs the program once over `packet`; its return value (the low 32
-    /// bits of r0).
-    pub fn test_run(&self, packet: &[u8]) -> Result<u32, KernelError> {
+    /// Runs the program once over `packet`.
+    pub fn test_run(&self, packet: &[u8]) -> Result<TestRun, KernelError> {
+        // Room for a packet the program grew (by its tailroom at most).
+        let mut out = vec![0u8; packet.len() + 4096];
         let mut attr = TestRunAttr {
             prog_fd: self.fd.as_raw_fd() as u32,
             retval: 0,
             data_size_in: packet.len() as u32,
-            data_size_out: 0,
+            data_size_out: out.len() as u32,
             data_in: packet.as_ptr() as u64,
-            data_out: 0,
+            data_out: out.as_mut_ptr() as u64,
             repeat: 1,
             duration: 0,
             padding: [0; 96],
         };
         bpf(BPF_PROG_TEST_RUN, &mut attr).map_err(KernelError::Run)?;
-        Ok(attr.retval)
+        out.truncate(attr.data_size_out as usize);
+        Ok(TestRun { retval: attr.retval, packet: out })
     }
 }

@@ -18,9 +18,20 @@
 //!   which the kernel refuses at load, are left out; by a register, they
 //!   are in.
 //!
-//! The program has one `exit` for the result, as its last instruction, so
-//! that [`KernelCase::high_half`] can put `r0 >>= 32` in front of it: XDP's
-//! test run returns only the low 32 bits of r0.
+//! - the prologue spills the context and the packet pointer below those
+//!   bytes, where nothing else writes: packet accesses and the helpers that
+//!   take the context load them from there, and a packet access ends by
+//!   loading a value over the pointer, so no pointer is left as data;
+//! - helper calls (`bpf_csum_diff`, `bpf_xdp_load_bytes`,
+//!   `bpf_xdp_store_bytes`) take constant sizes and stack buffers the
+//!   prologue wrote, and local calls go to subprograms that start by giving
+//!   every register and their own stack values; after either, r1 to r5 are
+//!   loaded again from the stack, as the call left them unreadable.
+//!
+//! The main program has one `exit` for the result, as its last instruction
+//! before the subprograms, so that [`KernelCase::high_half`] can put
+//! `r0 >>= 32` in front of it: XDP's test run returns only the low 32 bits
+//! of r0.
 
 use super::testgen::{ATOMIC_OPS, BINARY_OPS, ByteSource, CONDITIONS, seed_bytes};
 use crate::isa::*;
@@ -31,6 +42,11 @@ pub const STACK_BYTES: i16 = 64;
 /// first [`PACKET_READ`] bytes.
 pub const PACKET_LEN: usize = 96;
 const PACKET_READ: i32 = 88;
+/// Where the prologue spills the packet pointer (`data`) and the context.
+const PACKET_SLOT: i16 = -STACK_BYTES - 8;
+const CONTEXT_SLOT: i16 = -STACK_BYTES - 16;
+/// Local calls per program, each to a subprogram of its own.
+const MAX_CALLS: u32 = 2;
 /// Blocks nest at most this deep, and loops at most two deep, so that the
 /// verifier's walk stays far below its limits.
 const MAX_NESTING: u32 = 3;
@@ -43,18 +59,25 @@ const SIZES: [u8; 4] = [BPF_B, BPF_H, BPF_W, BPF_DW];
 /// A program and the packet it runs over.
 #[derive(Clone, Debug)]
 pub struct KernelCase {
-    /// Returns r0 whole; its last instruction is the `exit` that returns it.
+    /// Returns r0 whole; instruction `exit` ends the main program and
+    /// returns it, and the subprograms follow it.
     pub insns: Vec<Insn>,
+    pub exit: usize,
     pub packet: Vec<u8>,
 }
 
 impl KernelCase {
-    /// The program with `r0 >>= 32` before its final `exit`: a jump to that
-    /// `exit` now lands on the shift, so the program returns r0's high half.
+    /// The program with `r0 >>= 32` before the main program's `exit`: a
+    /// jump to that `exit` now lands on the shift, so the program returns
+    /// r0's high half. Local calls reach past it, one instruction further.
     pub fn high_half(&self) -> Vec<Insn> {
         let mut insns = self.insns.clone();
-        let exit = insns.len() - 1;
-        insns.insert(exit, Insn::new(RSH64_IMM, 0, 0, 0, 32));
+        for insn in &mut insns[..self.exit] {
+            if insn.opc == CALL && insn.src == CALL_LOCAL {
+                insn.imm += 1;
+            }
+        }
+        insns.insert(self.exit, Insn::new(RSH64_IMM, 0, 0, 0, 32));
         insns
     }
 }
@@ -68,12 +91,27 @@ pub fn case_from_seed(seed: u64) -> KernelCase {
 pub fn case_from_bytes(data: &[u8]) -> KernelCase {
     let mut source = ByteSource::new(data);
     let packet = (0..PACKET_LEN).map(|_| source.byte()).collect();
-    let mut generator = Generator { source, insns: Vec::new(), reserved: 0, nesting: 0, loops: 0 };
+    let mut generator = Generator {
+        source,
+        insns: Vec::new(),
+        reserved: 0,
+        nesting: 0,
+        loops: 0,
+        in_subprogram: false,
+        calls: Vec::new(),
+        subprograms: Vec::new(),
+    };
     generator.prologue();
     let items = 8 + generator.source.below(32);
     generator.block(items);
+    let exit = generator.insns.len();
     generator.emit(Insn::new(EXIT, 0, 0, 0, 0));
-    KernelCase { insns: generator.insns, packet }
+    for (at, subprogram) in std::mem::take(&mut generator.calls) {
+        let start = generator.insns.len();
+        generator.insns[at].imm = (start - at - 1) as i32;
+        generator.insns.extend(&generator.subprograms[subprogram]);
+    }
+    KernelCase { insns: generator.insns, exit, packet }
 }
 
 struct Generator<'a> {
@@ -83,6 +121,12 @@ struct Generator<'a> {
     reserved: u16,
     nesting: u32,
     loops: u32,
+    /// Generating a subprogram: its frame holds no spilled pointers, and it
+    /// makes no calls.
+    in_subprogram: bool,
+    /// Each local call's instruction and the subprogram it calls.
+    calls: Vec<(usize, usize)>,
+    subprograms: Vec<Vec<Insn>>,
 }
 
 impl Generator<'_> {
@@ -93,7 +137,9 @@ impl Generator<'_> {
     /// r1 = data, r2 = data_end; leaves with 0 when the packet is short
     /// (never: it is [`PACKET_LEN`] bytes), else loads every register from
     /// the packet, r1 last, and writes the top of the stack.
+    /// Also spills the context and `data` to their slots.
     fn prologue(&mut self) {
+        self.emit(Insn::new(STXDW, FRAME_REG, 1, CONTEXT_SLOT, 0));
         self.emit(Insn::new(LDXW, 2, 1, 4, 0));
         self.emit(Insn::new(LDXW, 1, 1, 0, 0));
         self.emit(Insn::new(MOV64_REG, 3, 1, 0, 0));
@@ -101,12 +147,27 @@ impl Generator<'_> {
         self.emit(Insn::new(JLE_REG, 3, 2, 2, 0));
         self.emit(Insn::new(MOV64_IMM, 0, 0, 0, 0));
         self.emit(Insn::new(EXIT, 0, 0, 0, 0));
+        self.emit(Insn::new(STXDW, FRAME_REG, 1, PACKET_SLOT, 0));
         for (reg, slot) in [0u8, 2, 3, 4, 5, 6, 7, 8, 9, 1].into_iter().zip(0i16..) {
             self.emit(Insn::new(LDXDW, reg, 1, slot * 8, 0));
         }
+        self.write_stack();
+    }
+
+    /// Writes the top [`STACK_BYTES`] of the frame from random registers.
+    fn write_stack(&mut self) {
         for slot in 0..STACK_BYTES / 8 {
             let src = self.source.below(10) as u8;
             self.emit(Insn::new(STXDW, FRAME_REG, src, -8 - slot * 8, 0));
+        }
+    }
+
+    /// After a call: r1 to r5, which it left unreadable, loaded from the
+    /// stack.
+    fn reload_arguments(&mut self) {
+        for reg in 1..=5 {
+            let off = self.stack_offset(8);
+            self.emit(Insn::new(LDXDW, reg, FRAME_REG, off, 0));
         }
     }
 
@@ -130,8 +191,11 @@ impl Generator<'_> {
             90..=99 => self.wide_constant(),
             100..=129 => self.load(),
             130..=154 => self.store(),
-            155..=179 => self.atomic(),
-            180..=214 if nests => self.branch(),
+            155..=169 => self.atomic(),
+            170..=179 if !self.in_subprogram => self.packet_access(),
+            180..=184 if !self.in_subprogram => self.helper_call(),
+            185..=187 if !self.in_subprogram && self.calls.len() < MAX_CALLS as usize => self.local_call(),
+            188..=214 if nests => self.branch(),
             215..=234 if nests => self.if_else(),
             235..=255 if nests && self.loops < MAX_LOOPS => self.bounded_loop(),
             _ => self.alu(),
@@ -315,5 +379,94 @@ impl Generator<'_> {
         self.emit(Insn::new(back, counter, 0, off as i16, 0));
         self.loops -= 1;
         self.reserved &= !(1 << counter);
+    }
+
+    /// A register loaded with `data`, sometimes a store into the packet
+    /// through it (of another register, or an immediate), then a load from
+    /// the packet over the pointer. All within the [`PACKET_READ`] bytes the
+    /// guard proved; unaligned, as the kernel allows on x86-64.
+    fn packet_access(&mut self) {
+        let pointer = self.writable();
+        self.emit(Insn::new(LDXDW, pointer, FRAME_REG, PACKET_SLOT, 0));
+        if self.source.chance(160) {
+            let size = self.source.pick(&SIZES);
+            let off = self.source.below((PACKET_READ - access_size(size) as i32 + 1) as u32) as i16;
+            let src = loop {
+                let src = self.readable();
+                if src != pointer {
+                    break src;
+                }
+            };
+            if self.source.chance(64) {
+                let imm = self.source.imm();
+                self.emit(Insn::new(BPF_ST | BPF_MEM | size, pointer, 0, off, imm));
+            } else {
+                self.emit(Insn::new(BPF_STX | BPF_MEM | size, pointer, src, off, 0));
+            }
+        }
+        let opc = self.source.pick(&LOADS);
+        let off = self.source.below((PACKET_READ - access_size(opc) as i32 + 1) as u32) as i16;
+        self.emit(Insn::new(opc, pointer, pointer, off, 0));
+    }
+
+    /// A stack buffer of the prologue's bytes: r10 plus an offset in `reg`,
+    /// and its length, a multiple of 4 when `words`.
+    fn stack_buffer(&mut self, reg: u8, words: bool) -> i32 {
+        let unit = if words { 4 } else { 1 };
+        let len = unit * (1 + self.source.below((STACK_BYTES / unit) as u32) as i16);
+        let start = -len - unit * self.source.below(((STACK_BYTES - len) / unit + 1) as u32) as i16;
+        self.emit(Insn::new(MOV64_REG, reg, FRAME_REG, 0, 0));
+        self.emit(Insn::new(ADD64_IMM, reg, 0, 0, i32::from(start)));
+        i32::from(len)
+    }
+
+    /// `bpf_csum_diff` over stack buffers (either may be empty), or
+    /// `bpf_xdp_load_bytes`/`bpf_xdp_store_bytes` between the stack and the
+    /// packet, sometimes reaching past its end (the helper then fails).
+    fn helper_call(&mut self) {
+        use crate::helpers::linux::{CSUM_DIFF, XDP_LOAD_BYTES, XDP_STORE_BYTES};
+        let helper = self.source.pick(&[CSUM_DIFF, XDP_LOAD_BYTES, XDP_STORE_BYTES]);
+        if helper == CSUM_DIFF {
+            for (pointer, size) in [(1, 2), (3, 4)] {
+                if self.source.chance(32) {
+                    self.emit(Insn::new(MOV64_IMM, pointer, 0, 0, 0));
+                    self.emit(Insn::new(MOV64_IMM, size, 0, 0, 0));
+                } else {
+                    let len = self.stack_buffer(pointer, true);
+                    self.emit(Insn::new(MOV64_IMM, size, 0, 0, len));
+                }
+            }
+            // r5, the seed, keeps its value.
+        } else {
+            self.emit(Insn::new(LDXDW, 1, FRAME_REG, CONTEXT_SLOT, 0));
+            let len = self.stack_buffer(3, false);
+            let offset = self.source.below(PACKET_LEN as u32 + 8) as i32;
+            self.emit(Insn::new(MOV64_IMM, 2, 0, 0, offset));
+            self.emit(Insn::new(MOV64_IMM, 4, 0, 0, len));
+        }
+        self.emit(Insn::new(CALL, 0, CALL_HELPER, 0, helper as i32));
+        self.reload_arguments();
+    }
+
+    /// A call to a new subprogram, which gives r0 and r6 to r9 values from
+    /// its arguments, writes its own stack, runs a block and returns r0.
+    fn local_call(&mut self) {
+        let at = self.insns.len();
+        self.emit(Insn::new(CALL, 0, CALL_LOCAL, 0, 0));
+        self.calls.push((at, self.subprograms.len()));
+        let caller = (std::mem::take(&mut self.insns), self.reserved, self.nesting, self.loops);
+        (self.reserved, self.nesting, self.loops, self.in_subprogram) = (0, 0, 0, true);
+        for reg in [0u8, 6, 7, 8, 9] {
+            let src = 1 + self.source.below(5) as u8;
+            self.emit(Insn::new(MOV64_REG, reg, src, 0, 0));
+        }
+        self.write_stack();
+        let items = 2 + self.source.below(12);
+        self.block(items);
+        self.emit(Insn::new(EXIT, 0, 0, 0, 0));
+        let subprogram = std::mem::replace(&mut self.insns, caller.0);
+        self.subprograms.push(subprogram);
+        (self.reserved, self.nesting, self.loops, self.in_subprogram) = (caller.1, caller.2, caller.3, false);
+        self.reload_arguments();
     }
 }

@@ -335,6 +335,49 @@ fn xdp_programs_do_what_the_live_kernel_does() {
     assert!(runs >= 48 && skipped < runs / 8, "{runs} runs, {skips:?}");
 }
 
+/// The XDP examples (`examples/xdp/`) against the kernel's recorded answers
+/// (`tests/kernel/xdp_examples.json`): every frame of every example, in both
+/// engines, nothing skipped.
+#[test]
+fn xdp_examples_do_what_the_kernel_does() {
+    let recording: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("tests/kernel/xdp_examples.json")).unwrap()).unwrap();
+    check_examples(&recording);
+}
+
+/// The XDP examples against the live kernel, where this process may use
+/// bpf(2): the recorder runs them all afresh (a few seconds). Where bpf(2)
+/// is refused, this says so, and the recorded answers
+/// (`xdp_examples_do_what_the_kernel_does`) remain the oracle.
+#[test]
+fn xdp_examples_do_what_the_live_kernel_does() {
+    let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdp-examples-live-kernel.json");
+    let recorder = std::process::Command::new("python3")
+        .arg(root().join("scripts/record-kernel-xdp.py"))
+        .arg("--examples")
+        .arg(&output)
+        .output()
+        .expect("python3 runs the recorder");
+    let stderr = String::from_utf8_lossy(&recorder.stderr);
+    if recorder.status.code() == Some(BPF_REFUSED) {
+        eprintln!("note: bpf(2) is refused here ({}): the recorded answers are the oracle", stderr.trim());
+        return;
+    }
+    assert!(recorder.status.success(), "the recorder failed: {stderr}");
+    check_examples(&serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap());
+}
+
+/// Checks a recording of the examples: all six, every run in both engines.
+fn check_examples(recording: &Value) {
+    let objects: Vec<&str> =
+        recording["objects"].as_array().unwrap().iter().map(|object| object["object"].as_str().unwrap()).collect();
+    let expected =
+        ["ping", "dnat", "vlan_pop", "truncate", "counters", "redirect"].map(|name| format!("examples/xdp/{name}.o"));
+    assert_eq!(objects, expected, "the examples recorded");
+    assert!(recording["runs"].as_array().unwrap().len() >= 6 * 30, "every frame for each");
+    assert_eq!(check_recording(recording), BTreeMap::new(), "nothing skipped");
+}
+
 /// The recorder's exit status when the kernel refuses it bpf(2).
 const BPF_REFUSED: i32 = 77;
 

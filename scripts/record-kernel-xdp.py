@@ -384,6 +384,9 @@ def frames():
     }
 
 
+# examples/xdp/redirect.json puts MAC_B on port 1 (the loopback) and
+# MAC_PORT2 on port 2, whose devmap slot it leaves empty; MAC_UNKNOWN is on
+# none. examples/xdp/dnat.json has rules for IP_B only.
 MAC_PORT2 = bytes.fromhex("020000000003")
 MAC_UNKNOWN = bytes.fromhex("020000000009")
 IP_OTHER = bytes([10, 0, 0, 3])
@@ -425,8 +428,7 @@ def example_frames():
         "ipv4_tcp_truncated": ethernet(0x0800, ipv4(6, tcp_syn(40006, 80, v4()))[:30]),
         "ipv4_udp_dns": ethernet(0x0800, ipv4(17, udp_dns)),
         "ipv4_udp_no_checksum": ethernet(0x0800, ipv4(17, udp_without_checksum(53004, 53, DNS_QUERY))),
-        "ipv4_udp_zero_after_nat": ethernet(0x0800, ipv4(17, udp_zero_after_nat(
-            53005, 53, DNAT_UDP_TARGET[0], DNAT_UDP_TARGET[1]))),
+        "ipv4_udp_zero_after_nat": ethernet(0x0800, ipv4(17, udp_zero_after_nat(53005, 53, *dnat_udp_target()))),
         "ipv4_udp_other_host": ethernet(0x0800, ipv4(17, udp(53006, 53, DNS_QUERY, v4(dst=IP_OTHER)),
                                                      dst=IP_OTHER)),
         "ipv4_udp_first_fragment": ethernet(0x0800, ipv4(17, udp_dns, frag_off=0x2000)),
@@ -575,43 +577,37 @@ def plan():
     return cases
 
 
-# dnat.c's rules: (protocol, address, port) -> (address, port).
-DNAT_TCP_TARGET = (bytes([192, 168, 1, 10]), 8080)
-DNAT_UDP_TARGET = (bytes([192, 168, 1, 53]), 5353)
-# truncate.c's snap length, as the host sets it.
-TRUNCATE_SNAP_LEN = 64
+def example_setup(name):
+    """The map entries an example's init file (examples/xdp/NAME.json, as
+    `qemu-ubpf replay --map-init` reads it) holds, if it has one: keys and
+    values in hex, or integers stored as 4 bytes in host order."""
+    path = os.path.join(ROOT, "examples", "xdp", f"{name}.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        init = json.load(f)
+    as_bytes = lambda v: bytes.fromhex(v) if isinstance(v, str) else struct.pack("<I", v)
+    return [(map_name, as_bytes(entry["key"]), as_bytes(entry["value"]))
+            for map_name, entries in init.items() for entry in entries]
 
 
-def nat_key(protocol, address, port):
-    return be32(address) + struct.pack("!HBx", port, protocol)
-
-
-def nat_target(address, port):
-    return be32(address) + struct.pack("!Hxx", port)
+def dnat_udp_target():
+    """Where dnat.c's UDP rule sends packets: (address, port)."""
+    for _, key, value in example_setup("dnat"):
+        if key[6] == 17:
+            return value[:4], struct.unpack("!H", value[4:6])[0]
+    raise RuntimeError("examples/xdp/dnat.json has no UDP rule")
 
 
 def example_plan():
-    """The XDP examples, as plan() gives its objects: counters.c also runs
-    on CPU 1, to show the per-CPU slot follow the CPU."""
-    example = lambda name: os.path.join("examples", "xdp", name)
+    """The XDP examples, as plan() gives its objects, with the maps their
+    init files fill: counters.c also runs on CPU 1, to show the per-CPU
+    slot follow the CPU."""
+    names = ["ping", "dnat", "vlan_pop", "truncate", "counters", "redirect"]
     own = "examples/xdp (scripts/build-examples.sh)"
-    return [
-        (example("ping.o"), own, [], set(), set()),
-        (example("dnat.o"), own, [
-            ("nat_rules", nat_key(6, IP_B, 80), nat_target(*DNAT_TCP_TARGET)),
-            ("nat_rules", nat_key(17, IP_B, 53), nat_target(*DNAT_UDP_TARGET)),
-        ], set(), set()),
-        (example("vlan_pop.o"), own, [], set(), set()),
-        (example("truncate.o"), own, [("settings", u32(0), u32(TRUNCATE_SNAP_LEN))], set(), set()),
-        (example("counters.o"), own, [], set(), {"xdp_counters"}),
-        # MAC_B is on port 1, the loopback (ifindex 1); MAC_PORT2 on port 2,
-        # whose devmap slot is empty.
-        (example("redirect.o"), own, [
-            ("mac_ports", MAC_B + b"\0\0", u32(1)),
-            ("mac_ports", MAC_PORT2 + b"\0\0", u32(2)),
-            ("ports", u32(1), u32(1)),
-        ], set(), set()),
-    ]
+    cpu1 = {"counters": {"xdp_counters"}}
+    return [(os.path.join("examples", "xdp", f"{name}.o"), own, example_setup(name), set(), cpu1.get(name, set()))
+            for name in names]
 
 
 # ---------------------------------------------------------------- running

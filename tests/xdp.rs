@@ -492,6 +492,35 @@ fn redirects_record_their_target_in_both_engines() {
     }
 }
 
+/// What the recorded setup (a snap length of 64) leaves out of
+/// `examples/xdp/truncate.c`: with no snap length set, frames are cut to
+/// 128 bytes, and a snap length below the Ethernet header's 14 bytes cuts
+/// to 14 (the kernel refuses to shrink a frame further).
+#[test]
+fn truncate_example_has_a_default_and_keeps_the_ethernet_header() {
+    let object = std::fs::read(root().join("examples/xdp/truncate.o")).unwrap();
+    let frame = hex(&recording_frame("ipv4_udp_1514"));
+    for (snap_len, kept) in [(None, 128), (Some(5u32), 14), (Some(14), 14), (Some(200), 200), (Some(2000), 1514)] {
+        for jit in [false, true] {
+            let program = Program::from_elf(&object, None, &Helpers::linux(), &Config::default()).unwrap();
+            if let Some(snap_len) = snap_len {
+                program.map("settings").unwrap().update(&0u32.to_ne_bytes(), &snap_len.to_ne_bytes(), 0).unwrap();
+            }
+            let program = Arc::new(program);
+            let mut buffer = Buffer::new(&frame, &[], RxInfo::default()).unwrap();
+            let retval = if jit {
+                let compiled = JitProgram::compile(program.clone()).unwrap();
+                buffer.run(|input| compiled.execute(input))
+            } else {
+                buffer.run(|input| interp::execute(&program, input))
+            };
+            let what = format!("snap length {snap_len:?} (jit: {jit})");
+            assert_eq!(retval.unwrap(), 2, "{what}: XDP_PASS");
+            assert_eq!(to_hex(buffer.data_out()), to_hex(&frame[..kept]), "{what}");
+        }
+    }
+}
+
 fn recording_frame(name: &str) -> String {
     let recording: Value =
         serde_json::from_str(&std::fs::read_to_string(root().join("tests/kernel/xdp.json")).unwrap()).unwrap();

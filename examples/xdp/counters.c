@@ -5,12 +5,13 @@
  * of a BPF_MAP_TYPE_PERCPU_ARRAY, so CPUs never contend for a counter and no
  * atomic add is needed; the host sums the slots when it reads them. Frames
  * that are not IP, or too short to show their protocol, count in
- * `other_counters`. Every frame passes.
+ * `other_counters`, and so do frames with a second VLAN tag. Every frame
+ * passes.
  *
  * Run it:
  *   qemu-ubpf replay examples/xdp/counters.o CAPTURE --maps   (one value per CPU)
- *   xdp-loader load DEV examples/xdp/counters.o; bpftool map dump name protocol_counte
- *     (attached in the Linux kernel; bpftool shows the first 15 characters of a name)
+ *   xdp-loader load DEV examples/xdp/counters.o    (attached in the Linux kernel)
+ *   bpftool map dump name proto_counters           (its counters, per CPU)
  */
 
 #include <linux/bpf.h>
@@ -31,7 +32,7 @@ struct {
     __uint(max_entries, 256);
     __type(key, __u32);
     __type(value, struct counters);
-} protocol_counters SEC(".maps");
+} proto_counters SEC(".maps");
 
 enum other {
     NOT_IP,    /* an EtherType other than IPv4 and IPv6 */
@@ -91,13 +92,13 @@ int xdp_counters(struct xdp_md *ctx)
         if ((void *)(ip + 1) > data_end)
             count(&other_counters, TRUNCATED, bytes);
         else
-            count(&protocol_counters, ip->protocol, bytes);
+            count(&proto_counters, ip->protocol, bytes);
     } else if (ethertype == bpf_htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = next;
         if ((void *)(ip6 + 1) > data_end)
             count(&other_counters, TRUNCATED, bytes);
         else
-            count(&protocol_counters, ip6->nexthdr, bytes);
+            count(&proto_counters, ip6->nexthdr, bytes);
     } else {
         count(&other_counters, NOT_IP, bytes);
     }

@@ -9,11 +9,15 @@
  * Packets that match no rule, later fragments (no L4 header to rewrite),
  * other protocols and frames cut short pass untouched.
  *
- * Fill the rules, then run it (keys and values as the bytes of the structs
- * below: address and port in network order):
- *   qemu-ubpf replay examples/xdp/dnat.o CAPTURE --map-init RULES.json --pass out.pcap
+ * Fill the rules, then run it. Keys and values are the bytes of the structs
+ * below, address and port in network order: examples/xdp/dnat.json sends
+ * TCP to 10.0.0.2:80 on to 192.168.1.10:8080, and UDP to 10.0.0.2:53 on to
+ * 192.168.1.53:5353.
+ *   qemu-ubpf replay examples/xdp/dnat.o CAPTURE --map-init examples/xdp/dnat.json \
+ *       --pass rewritten.pcap
+ *   xdp-loader load DEV examples/xdp/dnat.o        (attached in the Linux kernel)
  *   bpftool map update name nat_rules key hex 0a 00 00 02 00 50 06 00 \
- *       value hex c0 a8 01 0a 1f 90 00 00   (in the kernel, after xdp-loader load)
+ *       value hex c0 a8 01 0a 1f 90 00 00
  */
 
 #include <linux/bpf.h>

@@ -1,6 +1,6 @@
 /*
- * A redirect by destination MAC address, as a small learning-free switch:
- * the host lists the MAC addresses it knows in `mac_ports` (address -> port
+ * A redirect by destination MAC address, as a small switch that does not
+ * learn addresses: the host lists the MAC addresses it knows in `mac_ports` (address -> port
  * number) and the device of each port in the devmap `ports` (port number ->
  * ifindex). A frame to a listed address leaves through its port's device
  * with bpf_redirect_map; one to an address not listed, or to a port whose
@@ -8,12 +8,14 @@
  * argument XDP_PASS is what bpf_redirect_map returns for an empty slot).
  * Frames too short for an Ethernet header pass.
  *
- * Fill the maps, then run it:
+ * Fill the maps, then run it. examples/xdp/redirect.json puts
+ * 02:00:00:00:00:02 on port 1, ifindex 1, and 02:00:00:00:00:03 on port 2,
+ * whose slot it leaves empty:
  *   qemu-ubpf replay examples/xdp/redirect.o CAPTURE --map-init examples/xdp/redirect.json \
  *       --redirect out.pcapng --pass rest.pcap   (out.pcapng names each frame's ifindex)
+ *   xdp-loader load DEV examples/xdp/redirect.o    (attached in the Linux kernel)
  *   bpftool map update name mac_ports key hex 02 00 00 00 00 02 00 00 value hex 01 00 00 00
  *   bpftool map update name ports key hex 01 00 00 00 value hex IFINDEX 00 00 00
- *     (in the kernel, after xdp-loader load DEV examples/xdp/redirect.o)
  */
 
 #include <linux/bpf.h>

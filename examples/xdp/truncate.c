@@ -9,7 +9,7 @@
  * Run it:
  *   qemu-ubpf replay examples/xdp/truncate.o CAPTURE --pass sampled.pcap
  *   qemu-ubpf replay examples/xdp/truncate.o CAPTURE --pass sampled.pcap \
- *       --map-init SETTINGS.json        (e.g. {"settings": [{"key": 0, "value": 64}]})
+ *       --map-init examples/xdp/truncate.json      (a snap length of 64)
  *   xdp-loader load DEV examples/xdp/truncate.o   (attached in the Linux kernel)
  */
 

@@ -1157,7 +1157,7 @@ mod xdp {
                 std::fs::write(&capture, pcap(&frames)).unwrap();
                 for engine in ["jit", "interp"] {
                     let extra = ["--program", function, "--engine", engine, "--map-init", path(&init)];
-                    let replayed = replay(&dir, &file, &capture, &extra);
+                    let replayed = replay(dir, &file, &capture, &extra);
                     let stderr = text(&replayed.output.stderr);
                     assert!(replayed.output.status.success(), "{name} {function}: {stderr}");
                     check_against_kernel(&format!("{name} {function} ({engine})"), recording, &runs, &replayed);

@@ -5,7 +5,9 @@
 //! recorded refusal must be a refusal at the same instruction. Records that
 //! need something not supported are skipped by reason, and the count of
 //! each is fixed here, so the test fails when it skips more (or less) than
-//! it says.
+//! it says. The XDP examples (`examples/xdp/`) have their own recording,
+//! `tests/kernel/xdp_examples.json`, checked the same way with nothing
+//! skipped.
 //!
 //! Per-CPU maps: each run is pinned to the CPU the kernel's ran on (or, if
 //! that one is not ours to use, to one that is), and a per-CPU value is

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds every examples/*.c and tests/fixtures/*.c into the .o beside it, with
-# clang's BPF target, and the C API benchmark's pointer-guarded programs
+# clang's BPF target at -mcpu=v3, the XDP examples (examples/xdp/*.c) at
+# clang's default -mcpu, as a user's `clang -O2 -target bpf` builds them, and
+# the C API benchmark's pointer-guarded programs
 # (benches/capi/{classifier,checksum}.c) into NAME.v1.o and NAME.v3.o beside
 # them, as its filter build at clang's default -mcpu (v1) and at v3, for the
 # JIT analysis tests. The objects are committed, so the tests need no clang.
@@ -47,6 +49,9 @@ targets=()
 for source in examples/*.c tests/fixtures/*.c; do
     targets+=("$source:${source%.c}.o:v3")
 done
+for source in examples/xdp/*.c; do
+    targets+=("$source:${source%.c}.o:default")
+done
 for source in benches/capi/classifier.c benches/capi/checksum.c; do
     targets+=("$source:${source%.c}.v1.o:v1" "$source:${source%.c}.v3.o:v3")
 done
@@ -66,7 +71,10 @@ for target in "${targets[@]}"; do
         fi
         extra=("${libbpf_flags[@]}")
     fi
-    "$clang" "${flags[@]}" "-mcpu=$cpu" "${extra[@]}" -c "$source" -o "$out_dir/$object"
+    if [ "$cpu" != default ]; then
+        extra+=("-mcpu=$cpu")
+    fi
+    "$clang" "${flags[@]}" "${extra[@]}" -c "$source" -o "$out_dir/$object"
     if $check; then
         if ! cmp -s "$out_dir/$object" "$object"; then
             echo "$object is out of date with $source (or missing); run scripts/build-examples.sh" >&2

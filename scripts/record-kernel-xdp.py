@@ -3,6 +3,10 @@
 qemu-ubpf's XDP support: tests/kernel/xdp.json (format: tests/kernel/README.md).
 
     sudo scripts/record-kernel-xdp.py [--only NAME]... [OUTPUT]
+    sudo scripts/record-kernel-xdp.py --examples [--only NAME]... [OUTPUT]
+
+With --examples, it records the XDP examples (examples/xdp/*.o) over frames
+made for them, into tests/kernel/xdp_examples.json, in the same format.
 
 Needs root, a kernel with BPF_PROG_TEST_RUN, libbpf 1.x (Debian's libbpf1)
 and, for the objects Debian ships, the packages libxdp1, xdp-tools and
@@ -30,6 +34,7 @@ import sys
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 DEFAULT_OUTPUT = os.path.join(ROOT, "tests", "kernel", "xdp.json")
+EXAMPLES_OUTPUT = os.path.join(ROOT, "tests", "kernel", "xdp_examples.json")
 # The exit status when the kernel refuses bpf(2) to this process.
 BPF_REFUSED = 77
 
@@ -379,6 +384,75 @@ def frames():
     }
 
 
+# examples/xdp/redirect.json puts MAC_B on port 1 (the loopback) and
+# MAC_PORT2 on port 2, whose devmap slot it leaves empty; MAC_UNKNOWN is on
+# none. examples/xdp/dnat.json has rules for IP_B only.
+MAC_PORT2 = bytes.fromhex("020000000003")
+MAC_UNKNOWN = bytes.fromhex("020000000009")
+IP_OTHER = bytes([10, 0, 0, 3])
+
+
+def udp_zero_after_nat(sport, dport, new_dst, new_dport):
+    """A UDP datagram to IP_B:dport whose checksum, once dnat.c has sent it
+    to new_dst:new_dport, sums to zero: its last payload word is chosen so,
+    and the program must then write 0xffff, as 0 means "no checksum"."""
+    payload = DNS_QUERY + b"\0\0\0"  # the last word at an even offset
+    header = struct.pack("!HHHH", sport, new_dport, 8 + len(payload), 0)
+    rest = ~checksum(pseudo_v4(IP_A, new_dst, 17, 8 + len(payload)) + header + payload) & 0xFFFF
+    payload = payload[:-2] + struct.pack("!H", 0xFFFF - rest)
+    return udp(sport, dport, payload, v4())
+
+
+def udp_without_checksum(sport, dport, payload):
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def example_frames():
+    """The frames the XDP examples (examples/xdp/) run over, by name: every
+    branch of each, valid and cut short, tagged and not, each protocol."""
+    echo = icmp_echo()
+    reply = b"\0\0" + struct.pack("!H", checksum(b"\0\0\0\0" + echo[4:])) + echo[4:]
+    udp_dns = udp(53001, 53, DNS_QUERY, v4())
+    common = frames()
+    return {
+        "ipv4_icmp_echo": ethernet(0x0800, ipv4(1, echo)),
+        "ipv4_icmp_echo_options": ethernet(0x0800, ipv4(1, echo, options=bytes.fromhex("94040000"))),
+        "ipv4_icmp_echo_reply": ethernet(0x0800, ipv4(1, reply, src=IP_B, dst=IP_A), src=MAC_B, dst=MAC_A),
+        "ipv4_icmp_echo_fragment": ethernet(0x0800, ipv4(1, echo, frag_off=0x2000)),
+        "ipv4_icmp_truncated": ethernet(0x0800, ipv4(1, echo)[:24]),
+        "vlan_ipv4_icmp_echo": ethernet(0x0800, ipv4(1, echo), tags=[(0x8100, 100)]),
+        "ipv4_tcp_syn": common["ipv4_tcp_syn"],
+        "ipv4_tcp_syn_port_22": ethernet(0x0800, ipv4(6, tcp_syn(40005, 22, v4()))),
+        "ipv4_options_tcp_syn": ethernet(0x0800, ipv4(6, tcp_syn(40001, 80, v4()),
+                                                      options=bytes.fromhex("94040000"))),
+        "ipv4_tcp_truncated": ethernet(0x0800, ipv4(6, tcp_syn(40006, 80, v4()))[:30]),
+        "ipv4_udp_dns": ethernet(0x0800, ipv4(17, udp_dns)),
+        "ipv4_udp_no_checksum": ethernet(0x0800, ipv4(17, udp_without_checksum(53004, 53, DNS_QUERY))),
+        "ipv4_udp_zero_after_nat": ethernet(0x0800, ipv4(17, udp_zero_after_nat(53005, 53, *dnat_udp_target()))),
+        "ipv4_udp_other_host": ethernet(0x0800, ipv4(17, udp(53006, 53, DNS_QUERY, v4(dst=IP_OTHER)),
+                                                     dst=IP_OTHER)),
+        "ipv4_udp_first_fragment": ethernet(0x0800, ipv4(17, udp_dns, frag_off=0x2000)),
+        "ipv4_fragment_udp": common["ipv4_fragment_udp"],
+        "ipv4_truncated": common["ipv4_truncated"],
+        "ipv4_udp_to_port2": ethernet(0x0800, ipv4(17, udp_dns), dst=MAC_PORT2),
+        "ipv4_udp_to_unknown_mac": ethernet(0x0800, ipv4(17, udp_dns), dst=MAC_UNKNOWN),
+        "vlan_ipv4_udp": common["vlan_ipv4_udp"],
+        "qinq_ipv4_tcp": common["qinq_ipv4_tcp"],
+        "vlan_ipv6_tcp": ethernet(0x86DD, ipv6(6, tcp_syn(40007, 443, v6())), tags=[(0x8100, 7)]),
+        "vlan_truncated": ethernet(0x8100, b"\x00\x64"),
+        "vlan_ipv4_truncated": ethernet(0x0800, b"\x45\x00", tags=[(0x8100, 100)]),
+        "ipv6_tcp_syn": common["ipv6_tcp_syn"],
+        "ipv6_icmpv6_ns": common["ipv6_icmpv6_ns"],
+        "ipv6_truncated": ethernet(0x86DD, ipv6(6, tcp_syn(40008, 443, v6()))[:30]),
+        "arp_request": common["arp_request"],
+        "ethernet_only": common["ethernet_only"],
+        "runt_10": common["runt_10"],
+        "ipv4_udp_64": udp_frame(64),
+        "ipv4_udp_65": udp_frame(65),
+        "ipv4_udp_1514": common["ipv4_udp_1514"],
+    }
+
+
 # ---------------------------------------------------------------- contexts
 
 
@@ -501,6 +575,39 @@ def plan():
         (f"{debian_tests}/test_long_func_name.o", "xdp-tests", [], set(), set()),
     ]
     return cases
+
+
+def example_setup(name):
+    """The map entries an example's init file (examples/xdp/NAME.json, as
+    `qemu-ubpf replay --map-init` reads it) holds, if it has one: keys and
+    values in hex, or integers stored as 4 bytes in host order."""
+    path = os.path.join(ROOT, "examples", "xdp", f"{name}.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        init = json.load(f)
+    as_bytes = lambda v: bytes.fromhex(v) if isinstance(v, str) else struct.pack("<I", v)
+    return [(map_name, as_bytes(entry["key"]), as_bytes(entry["value"]))
+            for map_name, entries in init.items() for entry in entries]
+
+
+def dnat_udp_target():
+    """Where dnat.c's UDP rule sends packets: (address, port)."""
+    for _, key, value in example_setup("dnat"):
+        if key[6] == 17:
+            return value[:4], struct.unpack("!H", value[4:6])[0]
+    raise RuntimeError("examples/xdp/dnat.json has no UDP rule")
+
+
+def example_plan():
+    """The XDP examples, as plan() gives its objects, with the maps their
+    init files fill: counters.c also runs on CPU 1, to show the per-CPU
+    slot follow the CPU."""
+    names = ["ping", "dnat", "vlan_pop", "truncate", "counters", "redirect"]
+    own = "examples/xdp (scripts/build-examples.sh)"
+    cpu1 = {"counters": {"xdp_counters"}}
+    return [(os.path.join("examples", "xdp", f"{name}.o"), own, example_setup(name), set(), cpu1.get(name, set()))
+            for name in names]
 
 
 # ---------------------------------------------------------------- running
@@ -676,17 +783,23 @@ def write_document(f, document):
 
 def main():
     args, only = sys.argv[1:], []
+    examples = bool(args) and args[0] == "--examples"
+    if examples:
+        args = args[1:]
     while len(args) >= 2 and args[0] == "--only":
         only.append(args[1])
         args = args[2:]
-    output = args[0] if args else DEFAULT_OUTPUT
+    output = args[0] if args else EXAMPLES_OUTPUT if examples else DEFAULT_OUTPUT
     set_cpu(0)
-    inputs = frames()
-    device = add_queue_device()
+    inputs = example_frames() if examples else frames()
+    # The examples run with the default context only: no device to add.
+    device = None if examples else add_queue_device()
     try:
         variants = contexts(device)
+        if examples:
+            variants = {DEFAULT_CTX: variants[DEFAULT_CTX]}
         objects, records = [], []
-        for case in plan():
+        for case in example_plan() if examples else plan():
             if only and not any(name in case[0] for name in only):
                 continue
             about, found = record_object(*case, inputs, variants)
@@ -699,7 +812,7 @@ def main():
     packages = {p: package_version(p) for p in ["libxdp1", "xdp-tools", "xdp-tests", "libbpf1"]}
     document = {
         "format": "qemu-ubpf kernel XDP oracle, version 1 (tests/kernel/README.md)",
-        "recorded_by": "sudo scripts/record-kernel-xdp.py",
+        "recorded_by": "sudo scripts/record-kernel-xdp.py" + (" --examples" if examples else ""),
         "kernel": platform.release(),
         "machine": platform.machine(),
         "libbpf": f"{libbpf.libbpf_major_version()}.{libbpf.libbpf_minor_version()}",

@@ -1007,62 +1007,7 @@ mod xdp {
     /// left (as it came in, where dropped), and the summary counts it.
     #[test]
     fn xdp_outputs_are_the_kernels() {
-        let recording = recording();
-        let default_ctx = recording["default_ctx"].as_str().unwrap();
-        let dir = scratch_dir("replay", "xdp_kernel");
-        let (mut checked, mut absent) = (BTreeSet::new(), BTreeSet::new());
-        for object in recording["objects"].as_array().unwrap() {
-            let name = object["object"].as_str().unwrap();
-            let file = root().join(name);
-            if name.starts_with('/') && sha256(&file).as_deref() != object["sha256"].as_str() {
-                absent.insert(name.to_owned());
-                continue;
-            }
-            let init = dir.join("init.json");
-            let mut setup = serde_json::Map::new();
-            // As the recorder: entries for maps this object lacks are left
-            // out (xdp-filter's objects declare only the maps they use).
-            let declared: BTreeSet<&str> = object["programs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .flat_map(|program| program["maps_loaded"].as_object().into_iter().flat_map(|maps| maps.keys()))
-                .map(String::as_str)
-                .collect();
-            for entry in object["map_setup"].as_array().into_iter().flatten() {
-                let map_name = entry["map"].as_str().unwrap();
-                if !declared.iter().any(|declared| declared.ends_with(map_name)) {
-                    continue;
-                }
-                let map = setup.entry(map_name).or_insert(json!([]));
-                map.as_array_mut().unwrap().push(json!({"key": entry["key"], "value": entry["value"]}));
-            }
-            std::fs::write(&init, Value::Object(setup).to_string()).unwrap();
-            for program in object["programs"].as_array().unwrap() {
-                let function = program["program"].as_str().unwrap();
-                if program.get("refused").is_some() || program["section"] != "xdp" {
-                    continue;
-                }
-                let runs: Vec<&Value> = recording["runs"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|run| run["object"] == name && run["program"] == function && run["ctx"] == default_ctx)
-                    .collect();
-                let frames: Vec<Vec<u8>> =
-                    runs.iter().map(|run| frame(&recording, run["frame"].as_str().unwrap())).collect();
-                let capture = dir.join("frames.pcap");
-                std::fs::write(&capture, pcap(&frames)).unwrap();
-                for engine in ["jit", "interp"] {
-                    let extra = ["--program", function, "--engine", engine, "--map-init", path(&init)];
-                    let replayed = replay(&dir, &file, &capture, &extra);
-                    let stderr = text(&replayed.output.stderr);
-                    assert!(replayed.output.status.success(), "{name} {function}: {stderr}");
-                    check_against_kernel(&format!("{name} {function} ({engine})"), &recording, &runs, &replayed);
-                }
-                checked.insert(format!("{} {function}", Path::new(name).file_name().unwrap().to_str().unwrap()));
-            }
-        }
+        let (checked, absent) = replay_as_recorded(&recording(), &scratch_dir("replay", "xdp_kernel"));
         println!("checked {checked:?}; not installed: {absent:?}");
         for program in [
             "xdp_actions.o xdp_redirect_devmap",
@@ -1083,6 +1028,144 @@ mod xdp {
         ] {
             assert!(checked.contains(program), "{program} was not checked: {checked:?}");
         }
+    }
+
+    fn examples_recording() -> Value {
+        let text = std::fs::read_to_string(root().join("tests/kernel/xdp_examples.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// The XDP examples replay as the kernel ran them, each with its maps
+    /// filled from its init file (`examples/xdp/NAME.json`, which the
+    /// recorder read too).
+    #[test]
+    fn xdp_examples_replay_as_the_kernel_ran_them() {
+        let (checked, _) = replay_as_recorded(&examples_recording(), &scratch_dir("replay", "xdp_examples"));
+        let expected = [
+            "ping.o xdp_ping",
+            "dnat.o xdp_dnat",
+            "vlan_pop.o xdp_vlan_pop",
+            "truncate.o xdp_truncate",
+            "counters.o xdp_counters",
+            "redirect.o xdp_redirect_by_mac",
+        ];
+        assert_eq!(checked, expected.iter().map(|program| program.to_string()).collect());
+    }
+
+    /// A `--map-init` file's contents for the map setup of one recorded object.
+    fn recorded_setup(object: &Value) -> Value {
+        let mut setup = serde_json::Map::new();
+        // As the recorder: entries for maps this object lacks are left
+        // out (xdp-filter's objects declare only the maps they use).
+        let declared: BTreeSet<&str> = object["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|program| program["maps_loaded"].as_object().into_iter().flat_map(|maps| maps.keys()))
+            .map(String::as_str)
+            .collect();
+        for entry in object["map_setup"].as_array().into_iter().flatten() {
+            let map_name = entry["map"].as_str().unwrap();
+            if !declared.iter().any(|declared| declared.ends_with(map_name)) {
+                continue;
+            }
+            let map = setup.entry(map_name).or_insert(json!([]));
+            map.as_array_mut().unwrap().push(json!({"key": entry["key"], "value": entry["value"]}));
+        }
+        Value::Object(setup)
+    }
+
+    /// What a receiver checks: the ping responder's replies and the NAT's
+    /// rewritten packets, as replay writes them, carry IPv4, ICMP, TCP and
+    /// UDP checksums that tshark, told to verify them all, finds good.
+    #[test]
+    fn xdp_example_checksums_are_accepted_by_tshark() {
+        if !tools_installed("xdp_example_checksums_are_accepted_by_tshark") {
+            return;
+        }
+        let recording = examples_recording();
+        let dir = scratch_dir("replay", "xdp_example_checksums");
+        let frames: Vec<Vec<u8>> =
+            recording["frames"].as_object().unwrap().values().map(|frame| hex(frame.as_str().unwrap())).collect();
+        let capture = dir.join("frames.pcap");
+        std::fs::write(&capture, pcap(&frames)).unwrap();
+        // Status per field, as tshark numbers them: 1 good, 3 not present
+        // (a UDP checksum of 0); 0 would be bad.
+        let statuses = |example: &str, output: &str, only: &str| {
+            let object = root().join(format!("examples/xdp/{example}.o"));
+            let init = object.with_extension("json");
+            let extra: Vec<&str> = if init.exists() { vec!["--map-init", path(&init)] } else { vec![] };
+            let replayed = replay(&dir, &object, &capture, &extra);
+            assert!(replayed.output.status.success(), "{example}: {}", text(&replayed.output.stderr));
+            let fields = ["ip.checksum.status", "icmp.checksum.status", "tcp.checksum.status", "udp.checksum.status"];
+            let mut args = vec!["-r", path(&replayed.files[output]), "-Y", only, "-T", "fields"];
+            args.extend(["-o", "ip.check_checksum:TRUE", "-o", "tcp.check_checksum:TRUE"]);
+            args.extend(["-o", "udp.check_checksum:TRUE", "-E", "separator=,"]);
+            args.extend(fields.iter().flat_map(|field| ["-e", field]));
+            run("tshark", &args)
+        };
+        // Both echo requests (one with IPv4 options) come back as replies to 10.0.0.1.
+        assert_eq!(statuses("ping", "tx", "ip.dst == 10.0.0.1 && icmp.type == 0"), "1,1,,\n1,1,,\n");
+        // Eight packets rewritten: TCP (with and without IPv4 options), UDP
+        // to three MACs, UDP whose checksum came to 0 (sent as 0xffff), UDP
+        // without a checksum, and a first fragment, whose UDP tshark leaves
+        // to reassembly.
+        let nat = statuses("dnat", "pass", "ip.dst == 192.168.1.0/24");
+        let mut lines: Vec<&str> = nat.lines().collect();
+        lines.sort();
+        assert_eq!(lines, ["1,,,", "1,,,1", "1,,,1", "1,,,1", "1,,,1", "1,,,3", "1,,1,", "1,,1,"], "{nat}");
+    }
+
+    /// Replays each XDP program of `recording` over the frames the kernel
+    /// ran it on, with the maps filled as the recorder filled them, and
+    /// checks the outputs against the kernel's. Returns the programs
+    /// checked (as "OBJECT_FILE PROGRAM") and the Debian objects absent.
+    fn replay_as_recorded(recording: &Value, dir: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+        let default_ctx = recording["default_ctx"].as_str().unwrap();
+        let (mut checked, mut absent) = (BTreeSet::new(), BTreeSet::new());
+        for object in recording["objects"].as_array().unwrap() {
+            let name = object["object"].as_str().unwrap();
+            let file = root().join(name);
+            if name.starts_with('/') && sha256(&file).as_deref() != object["sha256"].as_str() {
+                absent.insert(name.to_owned());
+                continue;
+            }
+            // The examples' init files, beside them, are what the recorder
+            // read; other objects get one written from the recorded setup.
+            let beside = file.with_extension("json");
+            let init = if beside.exists() {
+                beside
+            } else {
+                let init = dir.join("init.json");
+                std::fs::write(&init, recorded_setup(object).to_string()).unwrap();
+                init
+            };
+            for program in object["programs"].as_array().unwrap() {
+                let function = program["program"].as_str().unwrap();
+                if program.get("refused").is_some() || program["section"] != "xdp" {
+                    continue;
+                }
+                let runs: Vec<&Value> = recording["runs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|run| run["object"] == name && run["program"] == function && run["ctx"] == default_ctx)
+                    .collect();
+                let frames: Vec<Vec<u8>> =
+                    runs.iter().map(|run| frame(recording, run["frame"].as_str().unwrap())).collect();
+                let capture = dir.join("frames.pcap");
+                std::fs::write(&capture, pcap(&frames)).unwrap();
+                for engine in ["jit", "interp"] {
+                    let extra = ["--program", function, "--engine", engine, "--map-init", path(&init)];
+                    let replayed = replay(dir, &file, &capture, &extra);
+                    let stderr = text(&replayed.output.stderr);
+                    assert!(replayed.output.status.success(), "{name} {function}: {stderr}");
+                    check_against_kernel(&format!("{name} {function} ({engine})"), recording, &runs, &replayed);
+                }
+                checked.insert(format!("{} {function}", Path::new(name).file_name().unwrap().to_str().unwrap()));
+            }
+        }
+        (checked, absent)
     }
 
     /// The frames xdp_every_action ran on in the kernel, with its runs.

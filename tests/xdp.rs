@@ -5,7 +5,9 @@
 //! recorded refusal must be a refusal at the same instruction. Records that
 //! need something not supported are skipped by reason, and the count of
 //! each is fixed here, so the test fails when it skips more (or less) than
-//! it says.
+//! it says. The XDP examples (`examples/xdp/`) have their own recording,
+//! `tests/kernel/xdp_examples.json`, checked the same way with nothing
+//! skipped.
 //!
 //! Per-CPU maps: each run is pinned to the CPU the kernel's ran on (or, if
 //! that one is not ours to use, to one that is), and a per-CPU value is
@@ -335,6 +337,49 @@ fn xdp_programs_do_what_the_live_kernel_does() {
     assert!(runs >= 48 && skipped < runs / 8, "{runs} runs, {skips:?}");
 }
 
+/// The XDP examples (`examples/xdp/`) against the kernel's recorded answers
+/// (`tests/kernel/xdp_examples.json`): every frame of every example, in both
+/// engines, nothing skipped.
+#[test]
+fn xdp_examples_do_what_the_kernel_does() {
+    let recording: Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("tests/kernel/xdp_examples.json")).unwrap()).unwrap();
+    check_examples(&recording);
+}
+
+/// The XDP examples against the live kernel, where this process may use
+/// bpf(2): the recorder runs them all afresh (a few seconds). Where bpf(2)
+/// is refused, this says so, and the recorded answers
+/// (`xdp_examples_do_what_the_kernel_does`) remain the oracle.
+#[test]
+fn xdp_examples_do_what_the_live_kernel_does() {
+    let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdp-examples-live-kernel.json");
+    let recorder = std::process::Command::new("python3")
+        .arg(root().join("scripts/record-kernel-xdp.py"))
+        .arg("--examples")
+        .arg(&output)
+        .output()
+        .expect("python3 runs the recorder");
+    let stderr = String::from_utf8_lossy(&recorder.stderr);
+    if recorder.status.code() == Some(BPF_REFUSED) {
+        eprintln!("note: bpf(2) is refused here ({}): the recorded answers are the oracle", stderr.trim());
+        return;
+    }
+    assert!(recorder.status.success(), "the recorder failed: {stderr}");
+    check_examples(&serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap());
+}
+
+/// Checks a recording of the examples: all six, every run in both engines.
+fn check_examples(recording: &Value) {
+    let objects: Vec<&str> =
+        recording["objects"].as_array().unwrap().iter().map(|object| object["object"].as_str().unwrap()).collect();
+    let expected =
+        ["ping", "dnat", "vlan_pop", "truncate", "counters", "redirect"].map(|name| format!("examples/xdp/{name}.o"));
+    assert_eq!(objects, expected, "the examples recorded");
+    assert!(recording["runs"].as_array().unwrap().len() >= 6 * 30, "every frame for each");
+    assert_eq!(check_recording(recording), BTreeMap::new(), "nothing skipped");
+}
+
 /// The recorder's exit status when the kernel refuses it bpf(2).
 const BPF_REFUSED: i32 = 77;
 
@@ -445,6 +490,35 @@ fn redirects_record_their_target_in_both_engines() {
             assert_eq!(got.unwrap(), retval, "{what}");
             assert_eq!(buffer.redirect_target(), device, "{what}");
             assert_eq!(buffer.redirect_cpu(), cpu, "{what}");
+        }
+    }
+}
+
+/// What the recorded setup (a snap length of 64) leaves out of
+/// `examples/xdp/truncate.c`: with no snap length set, frames are cut to
+/// 128 bytes, and a snap length below the Ethernet header's 14 bytes cuts
+/// to 14 (the kernel refuses to shrink a frame further).
+#[test]
+fn truncate_example_has_a_default_and_keeps_the_ethernet_header() {
+    let object = std::fs::read(root().join("examples/xdp/truncate.o")).unwrap();
+    let frame = hex(&recording_frame("ipv4_udp_1514"));
+    for (snap_len, kept) in [(None, 128), (Some(5u32), 14), (Some(14), 14), (Some(200), 200), (Some(2000), 1514)] {
+        for jit in [false, true] {
+            let program = Program::from_elf(&object, None, &Helpers::linux(), &Config::default()).unwrap();
+            if let Some(snap_len) = snap_len {
+                program.map("settings").unwrap().update(&0u32.to_ne_bytes(), &snap_len.to_ne_bytes(), 0).unwrap();
+            }
+            let program = Arc::new(program);
+            let mut buffer = Buffer::new(&frame, &[], RxInfo::default()).unwrap();
+            let retval = if jit {
+                let compiled = JitProgram::compile(program.clone()).unwrap();
+                buffer.run(|input| compiled.execute(input))
+            } else {
+                buffer.run(|input| interp::execute(&program, input))
+            };
+            let what = format!("snap length {snap_len:?} (jit: {jit})");
+            assert_eq!(retval.unwrap(), 2, "{what}: XDP_PASS");
+            assert_eq!(to_hex(buffer.data_out()), to_hex(&frame[..kept]), "{what}");
         }
     }
 }

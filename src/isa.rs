@@ -552,6 +552,9 @@ impl Insn {
     /// How far this jump goes from the slot after it: off, or imm for
     /// `ja32`. `None` for anything but a jump (calls and `exit` included).
     pub fn jump_offset(&self) -> Option<i64> {
+        if !self.is_jump_class() {
+            return None;
+        }
         match form_of(self)?.operands {
             Operands::Jump | Operands::DstImmJump | Operands::DstSrcJump => Some(self.off.into()),
             Operands::Jump32 => Some(self.imm.into()),
@@ -568,6 +571,9 @@ impl Insn {
     /// How far this local call goes from the slot after it (imm), if it is
     /// a local call.
     pub fn local_call_offset(&self) -> Option<i64> {
+        if !self.is_jump_class() {
+            return None;
+        }
         (form_of(self)?.operands == Operands::CallLocal).then_some(self.imm.into())
     }
 
@@ -575,6 +581,12 @@ impl Insn {
     /// program, the first instruction of a function.
     pub fn local_call_target(&self, pc: usize) -> Option<usize> {
         self.local_call_offset().map(|offset| branch_target(pc, offset) as usize)
+    }
+
+    /// Of class JMP or JMP32, as every jump and call is: most instructions
+    /// are not, and need no look-up of their form to say so.
+    fn is_jump_class(&self) -> bool {
+        matches!(self.class(), BPF_JMP | BPF_JMP32)
     }
 
     /// `mov` or `movsx`, of either width: sets dst without reading it.

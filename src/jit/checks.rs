@@ -158,12 +158,14 @@ impl Checks {
     fn plan_checks(&mut self, program: &Program, flow: &Flow, entry_known: bool) {
         let mut ids = Ids::new();
         let mut candidates = Candidates::new(flow);
+        // What each instruction reads, looked up once for every walk.
+        let reads: Vec<Regs> = program.insns().iter().map(Insn::reads).collect();
         for _ in 0..MAX_ROUNDS {
-            if self.walk(program, flow, entry_known, Some(&mut candidates), &mut ids) {
+            if self.walk(program, flow, &reads, entry_known, Some(&mut candidates), &mut ids) {
                 return;
             }
         }
-        self.walk(program, flow, entry_known, None, &mut ids);
+        self.walk(program, flow, &reads, entry_known, None, &mut ids);
     }
 
     /// One walk over the program for [`Checks::plan_checks`], with each
@@ -176,6 +178,7 @@ impl Checks {
         &mut self,
         program: &Program,
         flow: &Flow,
+        reads: &[Regs],
         entry_known: bool,
         mut candidates: Option<&mut Candidates>,
         ids: &mut Ids,
@@ -249,7 +252,7 @@ impl Checks {
             }
             let insn = insns[pc];
             let class = insn.class();
-            self.read_unwritten |= facts.read_unwritten(insn);
+            self.read_unwritten |= facts.read_unwritten(reads[pc]);
             falls_in = true;
             match insn.opc {
                 CALL | CALLX => {
@@ -271,11 +274,10 @@ impl Checks {
                             // start, which has no candidate: always afresh).
                             arrive(&mut candidates, to, &taken, ids);
                         } else {
-                            let joined = match take(&mut incoming, to) {
-                                Some(earlier) => earlier.join(&taken, ids),
-                                None => taken,
-                            };
-                            incoming.push((to, joined));
+                            match incoming.iter_mut().find(|(at, _)| *at == to) {
+                                Some((_, earlier)) => *earlier = earlier.join(&taken, ids),
+                                None => incoming.push((to, taken)),
+                            }
                         }
                     }
                     if insn.opc == JA || insn.opc == JA32 {

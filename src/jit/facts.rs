@@ -166,10 +166,10 @@ impl Facts {
         facts
     }
 
-    /// Of the registers `insn` reads, those that may still hold their
-    /// value from the start of the run (as bits).
-    pub(super) fn read_unwritten(&self, insn: Insn) -> u16 {
-        (insn.reads() & self.unwritten).bits()
+    /// Of `reads` (the registers an instruction reads), those that may
+    /// still hold their value from the start of the run (as bits).
+    pub(super) fn read_unwritten(&self, reads: Regs) -> u16 {
+        (reads & self.unwritten).bits()
     }
 
     pub(super) fn value(&self, reg: u8) -> Value {

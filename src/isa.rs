@@ -552,6 +552,9 @@ impl Insn {
     /// How far this jump goes from the slot after it: off, or imm for
     /// `ja32`. `None` for anything but a jump (calls and `exit` included).
     pub fn jump_offset(&self) -> Option<i64> {
+        if !self.is_jump_class() {
+            return None;
+        }
         match form_of(self)?.operands {
             Operands::Jump | Operands::DstImmJump | Operands::DstSrcJump => Some(self.off.into()),
             Operands::Jump32 => Some(self.imm.into()),
@@ -568,6 +571,9 @@ impl Insn {
     /// How far this local call goes from the slot after it (imm), if it is
     /// a local call.
     pub fn local_call_offset(&self) -> Option<i64> {
+        if !self.is_jump_class() {
+            return None;
+        }
         (form_of(self)?.operands == Operands::CallLocal).then_some(self.imm.into())
     }
 
@@ -575,6 +581,12 @@ impl Insn {
     /// program, the first instruction of a function.
     pub fn local_call_target(&self, pc: usize) -> Option<usize> {
         self.local_call_offset().map(|offset| branch_target(pc, offset) as usize)
+    }
+
+    /// Of class JMP or JMP32, as every jump and call is: most instructions
+    /// are not, and need no look-up of their form to say so.
+    fn is_jump_class(&self) -> bool {
+        matches!(self.class(), BPF_JMP | BPF_JMP32)
     }
 
     /// `mov` or `movsx`, of either width: sets dst without reading it.
@@ -1002,18 +1014,65 @@ pub static FORMS: &[Form] = &[
 ];
 
 /// [`FORMS`] grouped by opcode, so that finding a form is one index and a
-/// short scan: the verifier does it for every instruction it loads.
-static FORMS_BY_OPCODE: std::sync::LazyLock<Vec<Vec<&'static Form>>> = std::sync::LazyLock::new(|| {
-    let mut by_opcode = vec![Vec::new(); 256];
-    for form in FORMS {
-        by_opcode[form.opc as usize].push(form);
+/// short scan: the verifier and the JIT's analyses do it for every
+/// instruction, several times. Built when compiling: `order` lists the
+/// indices of [`FORMS`] by opcode (in table order within an opcode), and
+/// an opcode's indices are `order[start[opc]..start[opc + 1]]`; `sole` is
+/// the index of an opcode's only form where no field selects it (most
+/// opcodes), else [`SCAN`].
+struct FormsByOpcode {
+    start: [u16; 257],
+    order: [u16; FORMS.len()],
+    sole: [u16; 256],
+}
+
+/// In [`FormsByOpcode::sole`]: look through the opcode's forms.
+const SCAN: u16 = u16::MAX;
+
+static FORMS_BY_OPCODE: FormsByOpcode = {
+    let mut start = [0u16; 257];
+    let mut i = 0;
+    while i < FORMS.len() {
+        start[FORMS[i].opc as usize + 1] += 1;
+        i += 1;
     }
-    by_opcode
-});
+    let mut opc = 0;
+    while opc < 256 {
+        start[opc + 1] += start[opc];
+        opc += 1;
+    }
+    let mut next = start;
+    let mut order = [0u16; FORMS.len()];
+    i = 0;
+    while i < FORMS.len() {
+        let opc = FORMS[i].opc as usize;
+        order[next[opc] as usize] = i as u16;
+        next[opc] += 1;
+        i += 1;
+    }
+    let mut sole = [SCAN; 256];
+    opc = 0;
+    while opc < 256 {
+        if start[opc + 1] - start[opc] == 1 {
+            let only = order[start[opc] as usize];
+            if matches!(FORMS[only as usize].selector, Selector::None) {
+                sole[opc] = only;
+            }
+        }
+        opc += 1;
+    }
+    FormsByOpcode { start, order, sole }
+};
 
 /// The form that describes `insn` (the first listed, where aliases exist).
 pub fn form_of(insn: &Insn) -> Option<&'static Form> {
-    FORMS_BY_OPCODE[insn.opc as usize].iter().copied().find(|form| form.selects(insn))
+    let by_opcode = &FORMS_BY_OPCODE;
+    let sole = by_opcode.sole[insn.opc as usize];
+    if sole != SCAN {
+        return Some(&FORMS[sole as usize]);
+    }
+    let (from, to) = (by_opcode.start[insn.opc as usize], by_opcode.start[insn.opc as usize + 1]);
+    by_opcode.order[from as usize..to as usize].iter().map(|&i| &FORMS[i as usize]).find(|form| form.selects(insn))
 }
 
 /// Forms with this mnemonic, in table order.

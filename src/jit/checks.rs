@@ -71,6 +71,41 @@ pub(crate) struct AccessCheck {
     member_of: Option<u32>,
 }
 
+/// The candidate invariant of each loop head, once a walk has reached it.
+struct Candidates {
+    /// For each instruction slot, the index of its loop head's candidate in
+    /// `facts` (`u32::MAX` where no loop starts).
+    slot: Vec<u32>,
+    facts: Vec<Option<Facts>>,
+}
+
+impl Candidates {
+    fn new(flow: &Flow) -> Candidates {
+        let mut heads = 0;
+        let slot = flow
+            .landings
+            .iter()
+            .map(|landing| {
+                if !landing.loop_head {
+                    return u32::MAX;
+                }
+                heads += 1;
+                heads - 1
+            })
+            .collect();
+        Candidates { slot, facts: vec![None; heads as usize] }
+    }
+
+    fn get_mut(&mut self, head: usize) -> Option<&mut Facts> {
+        let slot = *self.slot.get(head)?;
+        self.facts.get_mut(slot as usize)?.as_mut()
+    }
+
+    fn set(&mut self, head: usize, facts: Facts) {
+        self.facts[self.slot[head] as usize] = Some(facts);
+    }
+}
+
 /// The checks of a program's accesses.
 pub(crate) struct Checks {
     /// For each instruction slot (nothing to check where there is no
@@ -122,36 +157,32 @@ impl Checks {
     /// start afresh instead, which always holds.
     fn plan_checks(&mut self, program: &Program, flow: &Flow, entry_known: bool) {
         let mut ids = Ids::new();
-        let mut candidates: Vec<(usize, Facts)> = Vec::new();
+        let mut candidates = Candidates::new(flow);
+        // What each instruction reads, looked up once for every walk.
+        let reads: Vec<Regs> = program.insns().iter().map(Insn::reads).collect();
         for _ in 0..MAX_ROUNDS {
-            let arrivals = self.walk(program, flow, entry_known, Some(&mut candidates), &mut ids);
-            let mut settled = true;
-            for (head, state) in arrivals {
-                let Some((_, candidate)) = candidates.iter_mut().find(|(pc, _)| *pc == head) else { continue };
-                if !state.fits(candidate) {
-                    *candidate = candidate.widen(&state, &mut ids);
-                    settled = false;
-                }
-            }
-            if settled {
+            if self.walk(program, flow, &reads, entry_known, Some(&mut candidates), &mut ids) {
                 return;
             }
         }
-        self.walk(program, flow, entry_known, None, &mut ids);
+        self.walk(program, flow, &reads, entry_known, None, &mut ids);
     }
 
     /// One walk over the program for [`Checks::plan_checks`], with each
     /// loop head's candidate (first the state arriving from before the
-    /// loop), or with every loop head afresh; returns the states arriving
-    /// at loop heads.
+    /// loop), or with every loop head afresh. Each state arriving at a loop
+    /// head widens its candidate, unless it fits: the walk has read that
+    /// candidate already (at the head, before any back edge to it), so the
+    /// widened one serves the next walk. Returns whether every arrival fit.
     fn walk(
         &mut self,
         program: &Program,
         flow: &Flow,
+        reads: &[Regs],
         entry_known: bool,
-        mut candidates: Option<&mut Vec<(usize, Facts)>>,
+        mut candidates: Option<&mut Candidates>,
         ids: &mut Ids,
-    ) -> Vec<(usize, Facts)> {
+    ) -> bool {
         let insns = program.insns();
         // A walk starts from no decisions.
         for access in &mut self.accesses {
@@ -162,8 +193,18 @@ impl Checks {
         self.bound_used = [false; BOUND_SLOTS];
         self.any_check = false;
         self.read_unwritten = 0;
-        let mut arrivals = Vec::new();
-        let function_start = |pc: usize| program.functions().contains(&pc);
+        let mut settled = true;
+        let mut arrive = |candidates: &mut Option<&mut Candidates>, head: usize, state: &Facts, ids: &mut Ids| {
+            let Some(candidate) = candidates.as_deref_mut().and_then(|candidates| candidates.get_mut(head)) else {
+                return;
+            };
+            if !state.fits(candidate) {
+                *candidate = candidate.widen(state, ids);
+                settled = false;
+            }
+        };
+        // Function starts are ascending.
+        let function_start = |pc: usize| program.functions().binary_search(&pc).is_ok();
         // The facts forward jumps bring to targets not reached yet, joined
         // (few at a time: a linear search beats hashing).
         let mut incoming: Vec<(usize, Facts)> = Vec::new();
@@ -193,26 +234,25 @@ impl Checks {
                 } else if function_start(pc) {
                     Facts::fresh()
                 } else if flow.landings[pc].loop_head {
-                    match candidates.as_deref_mut() {
+                    let taken = match candidates.as_deref_mut() {
                         None => Facts::fresh(),
-                        Some(candidates) => {
-                            arrivals.push((pc, joined));
-                            match candidates.iter().find(|(head, _)| *head == pc) {
-                                Some(&(_, candidate)) => candidate,
-                                None => {
-                                    candidates.push((pc, joined));
-                                    joined
-                                }
+                        Some(candidates) => match candidates.get_mut(pc) {
+                            Some(candidate) => *candidate,
+                            None => {
+                                candidates.set(pc, joined);
+                                joined
                             }
-                        }
-                    }
+                        },
+                    };
+                    arrive(&mut candidates, pc, &joined, ids);
+                    taken
                 } else {
                     joined
                 };
             }
             let insn = insns[pc];
             let class = insn.class();
-            self.read_unwritten |= facts.read_unwritten(insn);
+            self.read_unwritten |= facts.read_unwritten(reads[pc]);
             falls_in = true;
             match insn.opc {
                 CALL | CALLX => {
@@ -232,13 +272,12 @@ impl Checks {
                         if to <= pc {
                             // A back edge, to a loop head (or a function's
                             // start, which has no candidate: always afresh).
-                            arrivals.push((to, taken));
+                            arrive(&mut candidates, to, &taken, ids);
                         } else {
-                            let joined = match take(&mut incoming, to) {
-                                Some(earlier) => earlier.join(&taken, ids),
-                                None => taken,
-                            };
-                            incoming.push((to, joined));
+                            match incoming.iter_mut().find(|(at, _)| *at == to) {
+                                Some((_, earlier)) => *earlier = earlier.join(&taken, ids),
+                                None => incoming.push((to, taken)),
+                            }
                         }
                     }
                     if insn.opc == JA || insn.opc == JA32 {
@@ -272,7 +311,7 @@ impl Checks {
             }
             pc += 1;
         }
-        arrivals
+        settled
     }
 
     #[allow(clippy::too_many_arguments)]

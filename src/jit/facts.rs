@@ -166,10 +166,10 @@ impl Facts {
         facts
     }
 
-    /// Of the registers `insn` reads, those that may still hold their
-    /// value from the start of the run (as bits).
-    pub(super) fn read_unwritten(&self, insn: Insn) -> u16 {
-        (insn.reads() & self.unwritten).bits()
+    /// Of `reads` (the registers an instruction reads), those that may
+    /// still hold their value from the start of the run (as bits).
+    pub(super) fn read_unwritten(&self, reads: Regs) -> u16 {
+        (reads & self.unwritten).bits()
     }
 
     pub(super) fn value(&self, reg: u8) -> Value {
@@ -445,7 +445,7 @@ impl Facts {
         let mut joined = Facts::fresh();
         joined.len_min = self.len_min.min(other.len_min);
         joined.unwritten = self.unwritten | other.unwritten;
-        let mut covered = Vec::new();
+        let mut covered = RegList::new();
         for reg in 0..REG_SLOTS {
             let (mine, theirs) = (self.values[reg], other.values[reg]);
             joined.values[reg] = if mine == theirs {
@@ -464,7 +464,7 @@ impl Facts {
                 joined.learn(id, room.min(theirs));
             }
         }
-        for (offset, room) in covered {
+        for (offset, room) in covered.iter() {
             joined.learn(offset.id, room);
         }
         joined
@@ -479,7 +479,7 @@ impl Facts {
             return false;
         }
         // Candidate unknown -> (this state's offset it stands for).
-        let mut bound: Vec<(u32, Offset)> = Vec::new();
+        let mut bound: RegList<(u32, Offset)> = RegList::new();
         for (&theirs, &mine) in candidate.values.iter().zip(&self.values) {
             let (wanted, found) = match (theirs, mine) {
                 (Value::Unknown, _) => continue,
@@ -500,8 +500,8 @@ impl Facts {
                 }
                 continue;
             }
-            match bound.iter().find(|(id, _)| *id == wanted.id) {
-                Some((_, earlier)) if *earlier != stands_for => return false,
+            match bound.find(|(id, _)| *id == wanted.id) {
+                Some((_, earlier)) if earlier != stands_for => return false,
                 Some(_) => continue,
                 None => bound.push((wanted.id, stands_for)),
             }
@@ -510,7 +510,7 @@ impl Facts {
             }
         }
         // The candidate's facts about its unknowns hold of what they stand for.
-        bound.iter().all(|&(id, stands_for)| match candidate.room(id) {
+        bound.iter().all(|(id, stands_for)| match candidate.room(id) {
             None => true,
             Some(room) => self.room(stands_for.id).is_some_and(|mine| mine >= stands_for.c + room),
         })
@@ -534,8 +534,8 @@ impl Facts {
         widened.len_min = self.len_min.min(state.len_min);
         widened.unwritten = self.unwritten | state.unwritten;
         // (their id, my id, difference) -> the fresh unknown for the class.
-        let mut classes: Vec<((u32, u32, i64), Offset)> = Vec::new();
-        let mut facts: Vec<(u32, i64)> = Vec::new();
+        let mut classes: RegList<((u32, u32, i64), Offset)> = RegList::new();
+        let mut facts: RegList<(u32, i64)> = RegList::new();
         for reg in 0..REG_SLOTS {
             let (mine, theirs) = (self.values[reg], state.values[reg]);
             if mine == theirs {
@@ -556,8 +556,8 @@ impl Facts {
                 .and_then(|(a, b, input)| {
                     let d = b.c - a.c;
                     let key = (a.id, b.id, d);
-                    let offset = match classes.iter().find(|(k, _)| *k == key) {
-                        Some(&(_, offset)) => offset,
+                    let offset = match classes.find(|(k, _)| *k == key) {
+                        Some((_, offset)) => offset,
                         None => {
                             // g = a's unknown - min(0, d) = b's unknown + max(0, d).
                             // Where `state` goes past the old bound, the new
@@ -592,7 +592,7 @@ impl Facts {
                 })
                 .unwrap_or(Value::Unknown);
         }
-        for (id, room) in facts {
+        for (id, room) in facts.iter() {
             widened.learn(id, room);
         }
         widened
@@ -622,13 +622,40 @@ impl Facts {
     }
 }
 
+/// A list of at most one entry per register slot, kept on the stack: joins,
+/// fits and widenings each build some, many times in every walk.
+struct RegList<T: Copy> {
+    items: [Option<T>; REG_SLOTS],
+    len: usize,
+}
+
+impl<T: Copy> RegList<T> {
+    fn new() -> RegList<T> {
+        RegList { items: [None; REG_SLOTS], len: 0 }
+    }
+
+    /// Adds `item`; callers add at most one per register slot.
+    fn push(&mut self, item: T) {
+        self.items[self.len] = Some(item);
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        self.items[..self.len].iter().flatten().copied()
+    }
+
+    fn find(&self, wanted: impl Fn(&T) -> bool) -> Option<T> {
+        self.iter().find(wanted)
+    }
+}
+
 /// A fresh unknown covering the offsets of both sides, and the room both
 /// sides' headroom gives it, for `covered`.
 fn cover(
     a: (Offset, Option<i64>),
     b: (Offset, Option<i64>),
     ids: &mut Ids,
-    covered: &mut Vec<(Offset, i64)>,
+    covered: &mut RegList<(Offset, i64)>,
 ) -> Option<Offset> {
     let low = a.0.lowest().min(b.0.lowest());
     let high = a.0.highest().max(b.0.highest());

@@ -189,8 +189,9 @@ enum Cold {
     /// run when the merged check at `first` fails, then `back` to the code
     /// after `last`; `pending` instructions of the run come before `first`.
     Copy { label: DynamicLabel, first: usize, last: usize, pending: i32, back: DynamicLabel },
-    /// A jump to `target` that must add `amount` to the budget on the way
-    /// (see [`Emitter::dag`]).
+    /// A jump to `target` that must add `amount` to the budget on the way:
+    /// in DAG mode (see [`Emitter::dag`]), or minus the count a jump out of
+    /// a loop left pending.
     Adjust { label: DynamicLabel, amount: i32, target: DynamicLabel },
     /// A legacy packet load read outside the input: counting `unflushed`
     /// more instructions, the run ends with r0 = 0.
@@ -1259,13 +1260,17 @@ impl<'p> Emitter<'p> {
     }
 
     /// Conditional jumps: the count is checked, taken or not, when the
-    /// jump goes backward.
+    /// jump goes backward. A jump out of the loops around it leaves the
+    /// count of the straight run pending, to be subtracted on the way out,
+    /// so that a turn of the loop subtracts it once, at its back edge.
     fn emit_jump_if(&mut self, pc: usize, insn: Insn, width: Width, cond: Cond, operand: Operand) {
         use Operand::{Imm, Reg};
         use Width::W64;
+        let to = branch_target(pc, insn.off.into()) as usize;
+        let exit_pending = !self.dag && self.budget_in_register && self.plan.flow.leaves_loops(pc, to);
         if insn.off < 0 {
             self.flush_and_check(pc);
-        } else {
+        } else if !exit_pending {
             self.flush();
         }
         let dst = reg(insn.dst);
@@ -1279,8 +1284,12 @@ impl<'p> Emitter<'p> {
             (_, Reg(s)) => encoder::rr(w, &[0x39], s, dst),
         };
         self.put(compare);
-        let to = branch_target(pc, insn.off.into()) as usize;
         let mut label = self.label(to);
+        if exit_pending && self.pending > 0 {
+            let adjust = self.ops.new_dynamic_label();
+            self.cold.push(Cold::Adjust { label: adjust, amount: -self.pending, target: label });
+            label = adjust;
+        }
         // DAG mode: what each successor adds to r12 (one of them 0).
         let (mut taken_adds, mut next_adds) = (0, 0);
         if self.dag {

@@ -1,7 +1,8 @@
 //! Runs of instructions that a code generator may emit as one, for an
 //! equal effect on everything a later instruction reads (see
-//! [`super::liveness`]): an address computation, and the 16-bit reads
-//! that clang writes as two byte loads, a shift and an or. A plan says
+//! [`super::liveness`]): an address computation, the 16-bit reads that
+//! clang writes as two byte loads, a shift and an or, and the extensions
+//! of 32 bits to 64 that it writes as two shifts at -mcpu v1. A plan says
 //! what a run computes; the backend decides how to emit it.
 
 use std::cell::OnceCell;
@@ -39,6 +40,9 @@ pub(crate) enum Fusion {
         /// Instructions in the run.
         len: u8,
     },
+    /// `[mov dst, src;] lsh dst, 32; rsh|arsh dst, 32`: `dst` = the low 32
+    /// bits of `src`, zero- or sign-extended.
+    Extend { dst: u8, src: u8, signed: bool, len: u8 },
 }
 
 /// An address computation at `pc`, `mov dst, src; add dst, x` or `add dst,
@@ -76,11 +80,12 @@ pub(crate) fn plan(insns: &[Insn], flow: &Flow, checks: &Checks) -> Vec<Option<F
     let mut fusions = vec![None; insns.len()];
     let mut pc = 0;
     while pc < insns.len() {
-        let fusion = finder.byte_pair(insns, pc, &dead).or_else(|| finder.lea(insns, pc));
+        let fusion =
+            finder.extend(insns, pc).or_else(|| finder.byte_pair(insns, pc, &dead)).or_else(|| finder.lea(insns, pc));
         fusions[pc] = fusion;
         pc += match fusion {
             Some(Fusion::Lea { .. }) => 2,
-            Some(Fusion::BytePair { len, .. }) => len as usize,
+            Some(Fusion::BytePair { len, .. } | Fusion::Extend { len, .. }) => len as usize,
             None if insns[pc].opc == LDDW => 2,
             None => 1,
         };
@@ -95,6 +100,23 @@ struct Finder<'a> {
 }
 
 impl Finder<'_> {
+    fn extend(&self, insns: &[Insn], pc: usize) -> Option<Fusion> {
+        let first = insns[pc];
+        let copy = first.opc == MOV64_REG && first.off == 0;
+        let skip = copy as usize;
+        let [left, right] = *insns.get(pc + skip..pc + skip + 2)? else { return None };
+        let dst = left.dst;
+        let fused = (!copy || first.dst == dst)
+            && left.opc == LSH64_IMM
+            && left.imm == 32
+            && matches!(right.opc, RSH64_IMM | ARSH64_IMM)
+            && right.imm == 32
+            && right.dst == dst
+            && (pc + 1..pc + skip + 2).all(|pc| self.flow.inner(pc));
+        let src = if copy { first.src } else { dst };
+        fused.then_some(Fusion::Extend { dst, src, signed: right.opc == ARSH64_IMM, len: skip as u8 + 2 })
+    }
+
     fn lea(&self, insns: &[Insn], pc: usize) -> Option<Fusion> {
         match address(insns, pc)? {
             (2, dst, base, index, disp) if self.flow.inner(pc + 1) => Some(Fusion::Lea { dst, base, index, disp }),
@@ -347,7 +369,8 @@ mod tests {
                     .unwrap_or_else(|error| panic!("seed {seed}: {error}")),
             );
             let plan = plan_of(&program);
-            let pairs = || plan.iter().enumerate().filter(|(_, fusion)| matches!(fusion, Some(Fusion::BytePair { .. })));
+            let pairs =
+                || plan.iter().enumerate().filter(|(_, fusion)| matches!(fusion, Some(Fusion::BytePair { .. })));
             fused_programs += pairs().next().is_some() as u32;
             // Fused with the second load after the shift.
             interleaved_programs += pairs().any(|(pc, _)| {
@@ -364,5 +387,72 @@ mod tests {
         }
         assert!(fused_programs > 1_000, "only {fused_programs} programs had a fused pair");
         assert!(interleaved_programs > 300, "only {interleaved_programs} programs had a fused v1 pair");
+    }
+
+    /// Extensions of 32 bits to 64 as two shifts, with the copy before
+    /// them or not, and near misses: other amounts or widths, the second
+    /// shift of another register, a copy to another register or a
+    /// sign-extending one, a jump landing inside the run. Both engines
+    /// must agree, and enough programs must be fused for that to say
+    /// something.
+    #[test]
+    fn extensions_keep_the_low_32_bits() {
+        use std::sync::Arc;
+
+        use crate::helpers::Helpers;
+        use crate::jit::JitProgram;
+        use crate::program::Config;
+        use crate::testing::engines;
+        use crate::testing::testgen::{self, ByteSource};
+
+        const VALUES: [u8; 5] = [0, 3, 4, 5, 6];
+        let mut fused_programs = 0;
+        for seed in 0..3_000 {
+            let bytes = testgen::seed_bytes(seed);
+            let mut rng = ByteSource::new(&bytes);
+            let mut insns = Vec::new();
+            for &r in &VALUES {
+                let value = rng.u64();
+                insns.push(Insn::new(LDDW, r, 0, 0, value as i32));
+                insns.push(Insn::new(0, 0, 0, 0, (value >> 32) as i32));
+            }
+            for _ in 0..1 + rng.below(3) {
+                let (dst, src) = (rng.pick(&VALUES), rng.pick(&VALUES));
+                // Skips the next instruction, landing inside the run.
+                if rng.below(6) == 0 {
+                    insns.push(Insn::new(JEQ_IMM, 2, 0, 1, rng.below(3) as i32));
+                }
+                match rng.below(4) {
+                    0 => {}
+                    1 => insns.push(Insn::new(MOV64_REG, rng.pick(&VALUES), src, 0, 0)),
+                    2 => insns.push(Insn::new(MOV64_REG, dst, src, rng.pick(&[8, 16, 32]), 0)),
+                    _ => insns.push(Insn::new(MOV64_REG, dst, src, 0, 0)),
+                }
+                let (left, amount) = rng.pick(&[(LSH64_IMM, 32), (LSH64_IMM, 32), (LSH64_IMM, 31), (LSH32_IMM, 16)]);
+                insns.push(Insn::new(left, dst, 0, 0, amount));
+                let (right, amount) =
+                    rng.pick(&[(RSH64_IMM, 32), (ARSH64_IMM, 32), (RSH64_IMM, 33), (ARSH64_IMM, 31), (RSH32_IMM, 16)]);
+                let shifted = if rng.below(8) == 0 { rng.pick(&VALUES) } else { dst };
+                insns.push(Insn::new(right, shifted, 0, 0, amount));
+                insns.push(Insn::new(XOR64_REG, 0, rng.pick(&[dst, src, shifted]), 0, 0));
+            }
+            insns.push(Insn::new(EXIT, 0, 0, 0, 0));
+            let program = Arc::new(
+                Program::load(&encode_program(&insns), &Helpers::new(), &Config::default())
+                    .unwrap_or_else(|error| panic!("seed {seed}: {error}")),
+            );
+            fused_programs +=
+                plan_of(&program).iter().any(|fusion| matches!(fusion, Some(Fusion::Extend { .. }))) as u32;
+            let jit = JitProgram::compile(program.clone()).expect("compiles");
+            for len in [0, 1] {
+                let _ = engines::assert_agree(
+                    &program,
+                    &jit,
+                    &vec![0; len],
+                    &format_args!("seed {seed}, program {insns:?}"),
+                );
+            }
+        }
+        assert!(fused_programs > 600, "only {fused_programs} programs had a fused extension");
     }
 }

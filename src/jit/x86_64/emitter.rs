@@ -457,6 +457,16 @@ impl<'p> Emitter<'p> {
                 }
                 return Ok(pc + len as usize);
             }
+            Some(Fusion::Extend { dst, src, signed, len }) => {
+                let (dst, src) = (reg(dst), reg(src));
+                self.count(pc + len as usize - 1, len as i32);
+                if signed {
+                    x64!(self.ops ; movsxd Rq(dst), Rd(src));
+                } else {
+                    x64!(self.ops ; mov Rd(dst), Rd(src));
+                }
+                return Ok(pc + len as usize);
+            }
             None => {}
         }
         self.count(pc, 1);

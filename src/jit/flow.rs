@@ -41,6 +41,12 @@ pub(crate) struct Flow {
     // The aarch64 backend does not count in DAG mode.
     #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
     pub(crate) to_exit: Vec<u32>,
+    /// For each slot inside some loop (from a loop head to a jump back to
+    /// it), the slot after the loop around it that reaches furthest; for
+    /// other slots, the slot itself or one before. Empty without loops.
+    // The aarch64 backend subtracts the count before every jump.
+    #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
+    loop_end: Vec<u32>,
 }
 
 impl Flow {
@@ -56,6 +62,7 @@ impl Flow {
         let mut branches = false;
         let mut entry_is_called = false;
         let mut entry_is_jumped_to = false;
+        let mut back_edges = Vec::new();
         let mut pc = 0;
         while pc < insns.len() {
             let insn = insns[pc];
@@ -77,12 +84,16 @@ impl Flow {
             if let Some(to) = jump {
                 landings[to].target = true;
                 landings[to].loop_head |= to <= pc;
+                if to <= pc {
+                    back_edges.push((to, pc));
+                }
                 entry_is_jumped_to |= to == 0;
             }
             pc += 1;
         }
         let forward_only = !local_calls && !landings.iter().any(|landing| landing.loop_head);
         Flow {
+            loop_end: loop_ends(insns.len(), &back_edges),
             to_exit: if forward_only { longest_runs(insns) } else { Vec::new() },
             landings,
             used,
@@ -95,10 +106,35 @@ impl Flow {
         }
     }
 
+    /// Does the jump from `pc` to `to` leave every loop around `pc`? Then,
+    /// in a loop, it is taken at most once per entry to the loop.
+    #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
+    pub(crate) fn leaves_loops(&self, pc: usize, to: usize) -> bool {
+        self.loop_end.get(pc).is_some_and(|&end| end as usize > pc && to >= end as usize)
+    }
+
     /// Can control reach `pc` only from the instruction before?
     pub(crate) fn inner(&self, pc: usize) -> bool {
         pc < self.landings.len() && !self.landings[pc].target
     }
+}
+
+/// [`Flow::loop_end`] from the back edges, (loop head, jump) pairs.
+fn loop_ends(len: usize, back_edges: &[(usize, usize)]) -> Vec<u32> {
+    if back_edges.is_empty() {
+        return Vec::new();
+    }
+    let mut end = vec![0u32; len];
+    for &(head, jump) in back_edges {
+        end[head] = end[head].max(jump as u32 + 1);
+    }
+    // The furthest end of the loops that start at or before each slot.
+    let mut furthest = 0;
+    for slot in &mut end {
+        furthest = furthest.max(*slot);
+        *slot = furthest;
+    }
+    end
 }
 
 /// For a program without local calls or backward jumps: from each slot, the

@@ -1,7 +1,8 @@
 //! Runs of instructions that a code generator may emit as one, for an
 //! equal effect on everything a later instruction reads (see
-//! [`super::liveness`]): an address computation, and the 16-bit reads
-//! that clang writes as two byte loads, a shift and an or. A plan says
+//! [`super::liveness`]): an address computation, the 16-bit reads that
+//! clang writes as two byte loads, a shift and an or, and the extensions
+//! of 32 bits to 64 that it writes as two shifts at -mcpu v1. A plan says
 //! what a run computes; the backend decides how to emit it.
 
 use std::cell::OnceCell;
@@ -39,6 +40,9 @@ pub(crate) enum Fusion {
         /// Instructions in the run.
         len: u8,
     },
+    /// `[mov dst, src;] lsh dst, 32; rsh|arsh dst, 32`: `dst` = the low 32
+    /// bits of `src`, zero- or sign-extended.
+    Extend { dst: u8, src: u8, signed: bool, len: u8 },
 }
 
 /// An address computation at `pc`, `mov dst, src; add dst, x` or `add dst,
@@ -76,11 +80,12 @@ pub(crate) fn plan(insns: &[Insn], flow: &Flow, checks: &Checks) -> Vec<Option<F
     let mut fusions = vec![None; insns.len()];
     let mut pc = 0;
     while pc < insns.len() {
-        let fusion = finder.byte_pair(insns, pc, &dead).or_else(|| finder.lea(insns, pc));
+        let fusion =
+            finder.extend(insns, pc).or_else(|| finder.byte_pair(insns, pc, &dead)).or_else(|| finder.lea(insns, pc));
         fusions[pc] = fusion;
         pc += match fusion {
             Some(Fusion::Lea { .. }) => 2,
-            Some(Fusion::BytePair { len, .. }) => len as usize,
+            Some(Fusion::BytePair { len, .. } | Fusion::Extend { len, .. }) => len as usize,
             None if insns[pc].opc == LDDW => 2,
             None => 1,
         };
@@ -95,6 +100,23 @@ struct Finder<'a> {
 }
 
 impl Finder<'_> {
+    fn extend(&self, insns: &[Insn], pc: usize) -> Option<Fusion> {
+        let first = insns[pc];
+        let copy = first.opc == MOV64_REG && first.off == 0;
+        let skip = copy as usize;
+        let [left, right] = *insns.get(pc + skip..pc + skip + 2)? else { return None };
+        let dst = left.dst;
+        let fused = (!copy || first.dst == dst)
+            && left.opc == LSH64_IMM
+            && left.imm == 32
+            && matches!(right.opc, RSH64_IMM | ARSH64_IMM)
+            && right.imm == 32
+            && right.dst == dst
+            && (pc + 1..pc + skip + 2).all(|pc| self.flow.inner(pc));
+        let src = if copy { first.src } else { dst };
+        fused.then_some(Fusion::Extend { dst, src, signed: right.opc == ARSH64_IMM, len: skip as u8 + 2 })
+    }
+
     fn lea(&self, insns: &[Insn], pc: usize) -> Option<Fusion> {
         match address(insns, pc)? {
             (2, dst, base, index, disp) if self.flow.inner(pc + 1) => Some(Fusion::Lea { dst, base, index, disp }),
@@ -119,28 +141,47 @@ impl Finder<'_> {
     }
 
     /// `ldxb a, [base + k]; ldxb b, [base + k ± 1]; lsh a|b, 8; [and a|b,
-    /// mask;] or a|b, b|a`.
+    /// mask;] or a|b, b|a` (as clang writes it at -mcpu v3), or `ldxb a,
+    /// [base + k]; lsh a, 8; [and a, mask;] ldxb b, [base + k ± 1]; or a|b,
+    /// b|a` (at v1).
     fn plain_byte_pair(&self, insns: &[Insn], pc: usize, dead: &impl Fn(usize, u8) -> bool) -> Option<Fusion> {
-        let [first, second, shift, mut or] = *insns.get(pc..pc + 4)? else { return None };
+        let run = insns.get(pc..)?;
+        let first = *run.first()?;
+        // Loaded both before the shift, or the shifted byte first.
+        let both_first = run.get(1)?.opc == LDXB;
+        let mut next = if both_first { 2 } else { 1 };
+        let shift = *run.get(next)?;
+        next += 1;
         // The shifted byte masked before the or (a fragment offset's flags
         // cleared, say): the 16 bits masked by the mask's bits 8-15 (the
         // shifted byte has no others), the other byte kept whole.
-        let masked = matches!(or.opc, AND32_IMM | AND64_IMM) && or.dst == shift.dst;
+        let and = *run.get(next)?;
+        let masked = matches!(and.opc, AND32_IMM | AND64_IMM) && and.dst == shift.dst;
         let mask = if masked {
-            let mask = or.imm as u16 | 0xff;
-            or = *insns.get(pc + 4)?;
-            mask
+            next += 1;
+            and.imm as u16 | 0xff
         } else {
             0xffff
         };
-        let len = 4 + masked as usize;
+        let second = if both_first {
+            run[1]
+        } else {
+            // Shifted before the other byte is loaded: the first one.
+            if shift.dst != first.dst {
+                return None;
+            }
+            next += 1;
+            *run.get(next - 1)?
+        };
+        let or = *run.get(next)?;
+        let len = next + 1;
         let loads = first.opc == LDXB
             && second.opc == LDXB
             && first.src == second.src
             && first.dst != first.src
             && first.dst != second.dst
             && self.checks.accesses[pc].check == Check::None
-            && self.checks.accesses[pc + 1].check == Check::None;
+            && self.checks.accesses[pc + if both_first { 1 } else { len - 2 }].check == Check::None;
         let low = match second.off.checked_sub(first.off)? {
             1 => first,
             -1 => second,
@@ -199,10 +240,15 @@ mod tests {
         // The checksum's loop reads `r1 + r4` and `r1 + r4 + 1`.
         let checksum = pairs(include_bytes!("../../tests/fixtures/checksum.o"));
         assert_eq!(checksum, [(6, true, true, 0xffff, 6)]);
+        // At -mcpu v1, clang shifts the first byte before it loads the
+        // second: the loop of the C API benchmark's checksum.
+        let checksum_v1 = pairs(include_bytes!("../../benches/capi/checksum.v1.o"));
+        assert_eq!(checksum_v1, [(8, false, true, 0xffff, 4)]);
     }
 
     /// Byte pairs in every shape clang might write them, and near misses:
-    /// either order, either byte shifted and maybe masked, either width, the
+    /// either order, the second load before or after the shift, either
+    /// byte shifted and maybe masked, either width, the
     /// or either way round, the address computed just before or not (r13
     /// as its base or index too), the spare register and the base read
     /// again or not, the loads proved or checked. Both engines must agree
@@ -221,7 +267,7 @@ mod tests {
         // r1 keeps the input's address, r2 its length; r3 a small constant;
         // r9 the computed address; r7 sometimes a copy of r1 or r3.
         const VALUES: [u8; 7] = [0, 4, 5, 6, 7, 8, 9];
-        let mut fused_programs = 0;
+        let (mut fused_programs, mut interleaved_programs) = (0, 0);
         for seed in 0..5_000 {
             let bytes = testgen::seed_bytes(seed);
             let mut rng = ByteSource::new(&bytes);
@@ -282,9 +328,15 @@ mod tests {
                     continue;
                 }
                 let (first, second) = if rng.below(2) == 0 { (k, k + 1) } else { (k + 1, k) };
+                // Both loads first (clang at v3), or the second after the
+                // shift (at v1; a near miss when the byte shifted is the
+                // one not loaded yet).
+                let interleaved = rng.below(2) == 0;
                 insns.push(Insn::new(LDXB, a, base, first, 0));
-                insns.push(Insn::new(LDXB, b, base, second, 0));
-                let (shifted, other) = if rng.below(2) == 0 { (a, b) } else { (b, a) };
+                if !interleaved {
+                    insns.push(Insn::new(LDXB, b, base, second, 0));
+                }
+                let (shifted, other) = if rng.below(2 + 3 * interleaved as u32) != 0 { (a, b) } else { (b, a) };
                 let amount = if rng.below(8) == 0 { 4 } else { 8 };
                 insns.push(Insn::new(rng.pick(&[LSH32_IMM, LSH64_IMM]), shifted, 0, 0, amount));
                 if rng.below(3) == 0 {
@@ -292,6 +344,9 @@ mod tests {
                     let masked = if rng.below(4) == 0 { other } else { shifted };
                     let mask = rng.pick(&[0x1f00, 0x1fff, -256, 0x0ff0, 0x8000, 0]);
                     insns.push(Insn::new(rng.pick(&[AND32_IMM, AND64_IMM]), masked, 0, 0, mask));
+                }
+                if interleaved {
+                    insns.push(Insn::new(LDXB, b, base, second, 0));
                 }
                 let (dst, src) = if rng.below(2) == 0 { (shifted, other) } else { (other, shifted) };
                 insns.push(Insn::new(rng.pick(&[OR32_REG, OR64_REG]), dst, src, 0, 0));
@@ -313,8 +368,16 @@ mod tests {
                 Program::load(&encode_program(&insns), &Helpers::new(), &Config::default())
                     .unwrap_or_else(|error| panic!("seed {seed}: {error}")),
             );
-            fused_programs +=
-                plan_of(&program).iter().any(|fusion| matches!(fusion, Some(Fusion::BytePair { .. }))) as u32;
+            let plan = plan_of(&program);
+            let pairs =
+                || plan.iter().enumerate().filter(|(_, fusion)| matches!(fusion, Some(Fusion::BytePair { .. })));
+            fused_programs += pairs().next().is_some() as u32;
+            // Fused with the second load after the shift.
+            interleaved_programs += pairs().any(|(pc, _)| {
+                let run = &program.insns()[pc..];
+                run.iter().position(|insn| insn.opc == LSH32_IMM || insn.opc == LSH64_IMM)
+                    < run.iter().skip(1).position(|insn| insn.opc == LDXB).map(|at| at + 1)
+            }) as u32;
             let jit = JitProgram::compile(program.clone()).expect("compiles");
             for _ in 0..4 {
                 let len = rng.below(20) as usize;
@@ -323,5 +386,73 @@ mod tests {
             }
         }
         assert!(fused_programs > 1_000, "only {fused_programs} programs had a fused pair");
+        assert!(interleaved_programs > 300, "only {interleaved_programs} programs had a fused v1 pair");
+    }
+
+    /// Extensions of 32 bits to 64 as two shifts, with the copy before
+    /// them or not, and near misses: other amounts or widths, the second
+    /// shift of another register, a copy to another register or a
+    /// sign-extending one, a jump landing inside the run. Both engines
+    /// must agree, and enough programs must be fused for that to say
+    /// something.
+    #[test]
+    fn extensions_keep_the_low_32_bits() {
+        use std::sync::Arc;
+
+        use crate::helpers::Helpers;
+        use crate::jit::JitProgram;
+        use crate::program::Config;
+        use crate::testing::engines;
+        use crate::testing::testgen::{self, ByteSource};
+
+        const VALUES: [u8; 5] = [0, 3, 4, 5, 6];
+        let mut fused_programs = 0;
+        for seed in 0..3_000 {
+            let bytes = testgen::seed_bytes(seed);
+            let mut rng = ByteSource::new(&bytes);
+            let mut insns = Vec::new();
+            for &r in &VALUES {
+                let value = rng.u64();
+                insns.push(Insn::new(LDDW, r, 0, 0, value as i32));
+                insns.push(Insn::new(0, 0, 0, 0, (value >> 32) as i32));
+            }
+            for _ in 0..1 + rng.below(3) {
+                let (dst, src) = (rng.pick(&VALUES), rng.pick(&VALUES));
+                // Skips the next instruction, landing inside the run.
+                if rng.below(6) == 0 {
+                    insns.push(Insn::new(JEQ_IMM, 2, 0, 1, rng.below(3) as i32));
+                }
+                match rng.below(4) {
+                    0 => {}
+                    1 => insns.push(Insn::new(MOV64_REG, rng.pick(&VALUES), src, 0, 0)),
+                    2 => insns.push(Insn::new(MOV64_REG, dst, src, rng.pick(&[8, 16, 32]), 0)),
+                    _ => insns.push(Insn::new(MOV64_REG, dst, src, 0, 0)),
+                }
+                let (left, amount) = rng.pick(&[(LSH64_IMM, 32), (LSH64_IMM, 32), (LSH64_IMM, 31), (LSH32_IMM, 16)]);
+                insns.push(Insn::new(left, dst, 0, 0, amount));
+                let (right, amount) =
+                    rng.pick(&[(RSH64_IMM, 32), (ARSH64_IMM, 32), (RSH64_IMM, 33), (ARSH64_IMM, 31), (RSH32_IMM, 16)]);
+                let shifted = if rng.below(8) == 0 { rng.pick(&VALUES) } else { dst };
+                insns.push(Insn::new(right, shifted, 0, 0, amount));
+                insns.push(Insn::new(XOR64_REG, 0, rng.pick(&[dst, src, shifted]), 0, 0));
+            }
+            insns.push(Insn::new(EXIT, 0, 0, 0, 0));
+            let program = Arc::new(
+                Program::load(&encode_program(&insns), &Helpers::new(), &Config::default())
+                    .unwrap_or_else(|error| panic!("seed {seed}: {error}")),
+            );
+            fused_programs +=
+                plan_of(&program).iter().any(|fusion| matches!(fusion, Some(Fusion::Extend { .. }))) as u32;
+            let jit = JitProgram::compile(program.clone()).expect("compiles");
+            for len in [0, 1] {
+                let _ = engines::assert_agree(
+                    &program,
+                    &jit,
+                    &vec![0; len],
+                    &format_args!("seed {seed}, program {insns:?}"),
+                );
+            }
+        }
+        assert!(fused_programs > 600, "only {fused_programs} programs had a fused extension");
     }
 }

@@ -695,6 +695,32 @@ mod tests {
     }
 
     #[test]
+    fn jumps_out_of_loops_count_the_run_they_leave() {
+        // The exit at 4 leaves the count of 2-4 pending past the jump, to
+        // be subtracted on the way out; then a read that faults on a short
+        // input. At every limit, the two engines stop at the same place.
+        let insns = [
+            Insn::new(MOV64_IMM, 0, 0, 0, 0),
+            Insn::new(MOV64_IMM, 3, 0, 0, 0),
+            Insn::new(ADD64_IMM, 0, 0, 0, 3),
+            Insn::new(ADD64_IMM, 3, 0, 0, 1),
+            Insn::new(JGT_IMM, 3, 0, 3, 4),
+            Insn::new(ADD64_REG, 0, 3, 0, 0),
+            Insn::new(JLT_IMM, 3, 0, -5, 10),
+            EXIT_INSN,
+            Insn::new(LDXB, 4, 1, 7, 0),
+            Insn::new(ADD64_REG, 0, 4, 0, 0),
+            EXIT_INSN,
+        ];
+        for limit in (1..40).chain([u64::MAX]) {
+            let config = Config { instruction_limit: limit, ..Config::default() };
+            for len in [0, 8] {
+                both(&insns, &config, &vec![1; len]).ok();
+            }
+        }
+    }
+
+    #[test]
     fn budget_and_depth() {
         let config = Config { instruction_limit: 10, ..Config::default() };
         // r10 is never 0: a jump to itself that the verifier lets through.

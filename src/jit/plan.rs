@@ -13,8 +13,6 @@ pub(crate) struct Plan {
     pub(crate) checks: Checks,
     /// For each instruction slot, the run that starts there and is emitted
     /// as one, if any.
-    // The aarch64 backend emits each instruction on its own.
-    #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
     pub(crate) fusions: Vec<Option<Fusion>>,
 }
 

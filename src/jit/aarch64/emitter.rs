@@ -13,6 +13,7 @@ use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
 
 use crate::isa::*;
 use crate::jit::checks::Check;
+use crate::jit::fusion::Fusion;
 use crate::jit::plan::Plan;
 use crate::jit::{Context, JitError, MachineCode, Scratch, Status};
 use crate::program::Program;
@@ -390,6 +391,18 @@ impl<'p> Emitter<'p> {
                 // Falling into a jump target ends the straight run.
                 self.flush();
                 a64!(self.ops ; =>label);
+            }
+            // Of the fused runs, only the extensions are emitted as one.
+            if let Some(Fusion::Extend { dst, src, signed, len }) = self.plan.fusions[pc] {
+                self.pending += i32::from(len);
+                let (dst, src) = (reg(dst), reg(src));
+                if signed {
+                    a64!(self.ops ; sxtw X(dst), W(src));
+                } else {
+                    a64!(self.ops ; mov W(dst), W(src));
+                }
+                pc += len as usize;
+                continue;
             }
             self.pending += 1;
             let insn = insns[pc];

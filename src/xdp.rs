@@ -317,6 +317,33 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_buffer_looks_new_to_the_helpers() {
+        // A run that grew the head into the headroom and the tail, and
+        // wrote there, then a shorter packet: what it can reach by growing
+        // head or tail again is as in a new buffer.
+        let mut buffer = Buffer::new(&[1; 100], &[], RxInfo::default()).unwrap();
+        buffer
+            .run(|input| {
+                let page = input.as_ptr() as u64 + xdp_context::SIZE as u64;
+                input[xdp_context::SIZE + FRAME_RESERVED..xdp_context::SIZE + HEADROOM + 200].fill(9);
+                input[xdp_context::DATA as usize..][..8].copy_from_slice(&(page + FRAME_RESERVED as u64).to_ne_bytes());
+                input[xdp_context::DATA_META as usize..][..8]
+                    .copy_from_slice(&(page + FRAME_RESERVED as u64).to_ne_bytes());
+                input[xdp_context::DATA_END as usize..][..8]
+                    .copy_from_slice(&(page + HEADROOM as u64 + 200).to_ne_bytes());
+                Ok::<u64, ()>(2)
+            })
+            .unwrap();
+        assert_eq!(buffer.packet().len(), 200 + HEADROOM - FRAME_RESERVED);
+        buffer.load(&[3; 20], &[5; 8], RxInfo { ingress_ifindex: 2, rx_queue_index: 1 }).unwrap();
+        let fresh = Buffer::new(&[3; 20], &[5; 8], RxInfo { ingress_ifindex: 2, rx_queue_index: 1 }).unwrap();
+        assert_eq!(buffer.bytes()[xdp_context::SIZE..], fresh.bytes()[xdp_context::SIZE..]);
+        assert_eq!((buffer.packet(), buffer.metadata(), buffer.rx()), (fresh.packet(), fresh.metadata(), fresh.rx()));
+        assert_eq!(buffer.load(&[0; 4000], &[], RxInfo::default()), Err(BufferError::MultiBuffer(4000)));
+        assert_eq!(buffer.packet(), &[3; 20], "a refused packet leaves the buffer as it was");
+    }
+
+    #[test]
     fn refuses_what_test_run_refuses() {
         assert_eq!(Buffer::new(&[0; 10], &[], RxInfo::default()).err(), Some(BufferError::TooShort(10)));
         assert_eq!(Buffer::new(&[0; 14], &[0; 6], RxInfo::default()).err(), Some(BufferError::BadMetadata(6)));

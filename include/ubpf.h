@@ -19,7 +19,8 @@
  * @par Thread safety
  * Different VMs are independent. On one VM, these calls may run at the same
  * time from any number of threads, as long as a program stays loaded:
- * ubpf_exec(), ubpf_exec_ex(), the functions returned by ubpf_compile(),
+ * ubpf_exec(), ubpf_exec_ex(), ubpf_exec_xdp(), ubpf_get_program_type(), the
+ * functions returned by ubpf_compile(),
  * ubpf_compile_ex(), ubpf_jit() and ubpf_copy_jit(), and ubpf_compile(),
  * ubpf_compile_ex(), ubpf_jit(), ubpf_copy_jit(), ubpf_translate(),
  * ubpf_translate_ex() and ubpf_get_registers() themselves, and the map calls
@@ -69,6 +70,43 @@
 #define UBPF_MAX_CALL_DEPTH 16
 
 /**
+ * Bytes of the ::ubpf_xdp_context at the start of an XDP program's input.
+ */
+#define UBPF_XDP_CONTEXT_SIZE 48
+
+/**
+ * Bytes at the start of the headroom that the kernel keeps for its own
+ * `struct xdp_frame`: `bpf_xdp_adjust_head` and `bpf_xdp_adjust_meta`
+ * never move the packet into them.
+ */
+#define UBPF_XDP_FRAME_RESERVED 40
+
+/**
+ * The headroom the kernel gives a packet (`XDP_PACKET_HEADROOM`).
+ */
+#define UBPF_XDP_HEADROOM 256
+
+/**
+ * Bytes of an input laid out as the kernel's `BPF_PROG_TEST_RUN` lays out
+ * a packet's page: the context (48 bytes), the headroom (256), then the
+ * packet and its tailroom up to where the kernel keeps `skb_shared_info`
+ * (3520 bytes together).
+ */
+#define UBPF_XDP_BUFFER_SIZE 3824
+
+/**
+ * ::ubpf_xdp_context's `redirect_kind`: `redirect_target` is an ifindex
+ * (`bpf_redirect`, or a devmap's entry through `bpf_redirect_map`).
+ */
+#define UBPF_XDP_REDIRECT_DEVICE 1
+
+/**
+ * ::ubpf_xdp_context's `redirect_kind`: `redirect_target` is a CPU (a
+ * cpumap's entry through `bpf_redirect_map`).
+ */
+#define UBPF_XDP_REDIRECT_CPU 2
+
+/**
  * @brief The mode of the native code that ubpf_compile_ex() returns.
  */
 enum JitMode {
@@ -80,6 +118,31 @@ enum JitMode {
    * The function is a ::ubpf_jit_fn: `(mem, mem_len)`.
    */
   BasicJitMode = 1,
+};
+
+/**
+ * @brief What a program is written for: what its input holds and what its
+ * return value means (see ubpf_set_program_type()).
+ */
+enum ubpf_program_type {
+  /**
+   * A filter, ubpf's convention: r1 = the input's address, r2 = its
+   * length; QEMU's filter-ubpf drops the packet when r0 is not 0.
+   */
+  UBPF_PROGRAM_TYPE_FILTER = 0,
+  /**
+   * Linux's XDP: the input starts with a ::ubpf_xdp_context, which r1
+   * points to as to a `struct xdp_md`; r0 is an XDP action (see
+   * ubpf_exec_xdp()).
+   */
+  UBPF_PROGRAM_TYPE_XDP = 1,
+  /**
+   * As the ELF section says, as libbpf reads it: `xdp` and `xdp/...` are
+   * XDP programs, other sections filters (`xdp.frags...`, multi-buffer,
+   * and `xdp/devmap...`, `xdp/cpumap...` are refused); raw bytecode is a
+   * filter.
+   */
+  UBPF_PROGRAM_TYPE_BY_SECTION = 2,
 };
 
 /**
@@ -143,6 +206,115 @@ struct ubpf_map_info {
   uint32_t value_size;
   uint32_t max_entries;
   uint32_t flags;
+};
+
+/**
+ * @brief Where a packet lies in the buffer of ubpf_exec_xdp(), before and
+ * after the run, with the run's inputs and its redirect target. Offsets
+ * count from the buffer's start. Not in ubpf.
+ */
+struct ubpf_xdp_packet {
+  /**
+   * In and out: the offset of the packet's first byte, at least
+   * UBPF_XDP_CONTEXT_SIZE + UBPF_XDP_FRAME_RESERVED + `meta_len`
+   * (UBPF_XDP_CONTEXT_SIZE + UBPF_XDP_HEADROOM gives the kernel's
+   * headroom).
+   */
+  uint32_t data_offset;
+  /**
+   * In and out: the packet's length, at least 14 (an Ethernet header,
+   * as the kernel requires).
+   */
+  uint32_t data_len;
+  /**
+   * In and out: bytes of metadata right before the packet, a multiple
+   * of 4; usually 0.
+   */
+  uint32_t meta_len;
+  /**
+   * In: `xdp_md.ingress_ifindex`.
+   */
+  uint32_t ingress_ifindex;
+  /**
+   * In: `xdp_md.rx_queue_index`.
+   */
+  uint32_t rx_queue_index;
+  /**
+   * Out: 0 for no target, UBPF_XDP_REDIRECT_DEVICE or
+   * UBPF_XDP_REDIRECT_CPU.
+   */
+  uint32_t redirect_kind;
+  /**
+   * Out: the target of XDP_REDIRECT, as `redirect_kind` says.
+   */
+  uint32_t redirect_target;
+};
+
+/**
+ * @brief The context an XDP program's input starts with: r1 points to it,
+ * and the program reads it as a `struct xdp_md`.
+ *
+ * This is how a function from ubpf_compile() runs an XDP program (see
+ * ubpf_set_program_type()): the caller passes, as `mem`, a buffer that
+ * starts with this struct, followed by the packet's headroom, the packet
+ * and its tailroom, and as `mem_len` the whole buffer's length, whose end
+ * is as far as `bpf_xdp_adjust_tail` may grow the packet. Before each run
+ * it fills the struct: `data`, `data_end` and `data_meta` the addresses of
+ * the packet's first byte, of the byte past its last, and of its metadata
+ * (`data` for none), at least UBPF_XDP_FRAME_RESERVED bytes past the
+ * struct's end; the interfaces; every other field 0. The function returns
+ * the program's r0, its XDP action (UINT64_MAX when the run failed, which
+ * the kernel would end as XDP_ABORTED). The program's helpers
+ * (`bpf_xdp_adjust_head`, `_tail`, `_meta`, `bpf_redirect`...) write the
+ * struct, so afterwards `data`, `data_meta` and `data_end` say where the
+ * packet is and `redirect_kind` and `redirect_target` where XDP_REDIRECT
+ * sends it. Every access of the program is checked against the whole
+ * buffer, not against `data`..`data_end` as the kernel's verifier does, so
+ * a program could write over this struct through a packet pointer: check
+ * that `data_meta <= data <= data_end` lie in the buffer, past the reserved
+ * bytes, before using them (ubpf_exec_xdp() does, and fails the run when
+ * they do not). 8-byte alignment makes its loads fastest. Not in ubpf.
+ */
+struct ubpf_xdp_context {
+  /**
+   * Out: where XDP_REDIRECT sends the packet, as `redirect_kind` says.
+   */
+  uint32_t redirect_target;
+  /**
+   * Out: 0 for no target, UBPF_XDP_REDIRECT_DEVICE or
+   * UBPF_XDP_REDIRECT_CPU. Set it to 0 before the run.
+   */
+  uint32_t redirect_kind;
+  /**
+   * 0.
+   */
+  uint32_t reserved;
+  /**
+   * In: `xdp_md.ingress_ifindex`, the interface the packet came in on.
+   */
+  uint32_t ingress_ifindex;
+  /**
+   * In: `xdp_md.rx_queue_index`, the queue it came in on.
+   */
+  uint32_t rx_queue_index;
+  /**
+   * 0 (`xdp_md.egress_ifindex`, which programs run on receive cannot
+   * read).
+   */
+  uint32_t egress_ifindex;
+  /**
+   * In and out: the address of the packet's first byte.
+   */
+  uint64_t data;
+  /**
+   * In and out: the address of the byte past the packet's last.
+   */
+  uint64_t data_end;
+  /**
+   * In and out: the address of the metadata before the packet (`data`
+   * when there is none).
+   */
+  uint64_t data_meta;
 };
 
 #ifdef __cplusplus
@@ -379,7 +551,9 @@ void ubpf_unload_code(struct ubpf_vm *vm);
  *
  * @param[in] vm The VM.
  * @param[in,out] mem The input (r1 = mem, r2 = mem_len); NULL with length 0
- *                for none. Nothing else may access it during the run.
+ *                for none. Nothing else may access it during the run. For
+ *                an XDP program, it starts with a ::ubpf_xdp_context (see
+ *                there, and ubpf_exec_xdp()).
  * @param[in] mem_len Its length.
  * @param[out] bpf_return_value Where to store r0.
  * @retval 0 Success.
@@ -427,7 +601,9 @@ int ubpf_exec_ex(const struct ubpf_vm *vm,
  * A run that fails returns `UINT64_MAX` and reports its reason through the
  * function set by ubpf_set_error_print() and ubpf_last_error(); a run that
  * succeeds clears ubpf_last_error(), so a legitimate r0 of `UINT64_MAX` can
- * be told apart. Calling again returns the same function. It stays valid
+ * be told apart. An XDP program's function takes a buffer that starts with
+ * a ::ubpf_xdp_context, as described there. Calling again returns the same
+ * function. It stays valid
  * until ubpf_unload_code() or ubpf_destroy().
  * Thread safety: may run at the same time as runs, compiles and copies on
  * the same VM, from any threads; so may the returned function.
@@ -765,6 +941,46 @@ int ubpf_register_linux_helpers(struct ubpf_vm *vm);
 int ubpf_reuse_maps(struct ubpf_vm *vm, const struct ubpf_vm *previous);
 
 /**
+ * @brief Sets what the programs loaded next in `vm` are written for.
+ *
+ * The default is UBPF_PROGRAM_TYPE_FILTER, ubpf's convention, whatever an
+ * ELF object's section says. With UBPF_PROGRAM_TYPE_XDP (or
+ * UBPF_PROGRAM_TYPE_BY_SECTION and a section `xdp` or `xdp/...`), a
+ * program is loaded as the Linux kernel loads an XDP program: its loads of
+ * `struct xdp_md` fields are rewritten (any other access of the context
+ * is refused, naming the instruction), and helpers that do not apply to
+ * XDP are refused; run it with ubpf_exec_xdp(), or with ubpf_exec() or a
+ * compiled function over an input that starts with a ::ubpf_xdp_context.
+ * ubpf_load_cbpf() and ubpf_load_filter_expr() load filters only, and
+ * fail when the type is UBPF_PROGRAM_TYPE_XDP. Not in ubpf.
+ * Thread safety: nothing else may use the VM meanwhile.
+ *
+ * @param[in] vm The VM, with no program loaded.
+ * @param[in] program_type UBPF_PROGRAM_TYPE_FILTER, UBPF_PROGRAM_TYPE_XDP
+ *            or UBPF_PROGRAM_TYPE_BY_SECTION.
+ * @retval 0 Success.
+ * @retval -1 Failure: NULL vm, an unknown type, or a program is loaded.
+ *
+ * # Safety
+ * `vm` is NULL or a live VM that no other thread uses.
+ */
+int ubpf_set_program_type(struct ubpf_vm *vm, enum ubpf_program_type program_type);
+
+/**
+ * @brief Says what the loaded program is: UBPF_PROGRAM_TYPE_FILTER or
+ * UBPF_PROGRAM_TYPE_XDP (with UBPF_PROGRAM_TYPE_BY_SECTION, what its
+ * section made it). Not in ubpf.
+ * Thread safety: as ubpf_exec().
+ *
+ * @param[in] vm The VM, with a program loaded.
+ * @return The type, or -1: NULL vm, or no program loaded.
+ *
+ * # Safety
+ * `vm` is NULL or a live VM that no thread changes meanwhile.
+ */
+int ubpf_get_program_type(const struct ubpf_vm *vm);
+
+/**
  * @brief The number of maps of the loaded program: those it declares,
  * then one per global data section (`.rodata`, `.data`, `.bss`, each an
  * array of one value), as libbpf counts them.
@@ -1018,6 +1234,58 @@ char *ubpf_maps_json(const struct ubpf_vm *vm);
  * or a NUL-terminated string; `errmsg` is NULL or writable.
  */
 int ubpf_maps_update_json(const struct ubpf_vm *vm, const char *json, char **errmsg);
+
+/**
+ * @brief Runs the loaded XDP program in the interpreter over a packet in
+ * the caller's buffer, as the Linux kernel runs it, and says where the
+ * program left the packet.
+ *
+ * The buffer holds, from its start: UBPF_XDP_CONTEXT_SIZE bytes for the
+ * ::ubpf_xdp_context (written here; what was there is lost), the headroom,
+ * the packet at `packet->data_offset` (with `packet->meta_len` bytes of
+ * metadata before it), and tailroom up to `buffer_len`, as far as
+ * `bpf_xdp_adjust_tail` may grow it. A buffer of UBPF_XDP_BUFFER_SIZE bytes
+ * with the packet at UBPF_XDP_CONTEXT_SIZE + UBPF_XDP_HEADROOM is laid out
+ * as the kernel's `BPF_PROG_TEST_RUN` lays it out. The program may rewrite
+ * the packet, move its start (`bpf_xdp_adjust_head`), its end
+ * (`bpf_xdp_adjust_tail`) and its metadata (`bpf_xdp_adjust_meta`) within
+ * the buffer; the new offsets and lengths come back in `*packet`. A
+ * headroom the program may grow into should be zeroed, as the kernel's
+ * test_run zeroes it. For a loaded program of another type, or runs that
+ * need no offsets back, see ::ubpf_xdp_context.
+ * A run fails (-1; the kernel would end it as XDP_ABORTED) when it
+ * stops at a check, as ubpf_exec() does, or leaves the packet's pointers
+ * outside the buffer (by writing over the context through a packet
+ * pointer, which the kernel's verifier refuses); `*packet` and
+ * `*bpf_return_value` then stay unchanged. Not in ubpf.
+ * Thread safety: as ubpf_exec(); each concurrent run needs its own buffer.
+ *
+ * @param[in] vm The VM, with an XDP program loaded (see
+ *            ubpf_set_program_type()).
+ * @param[in,out] buffer The buffer; nothing else may access it during the
+ *                run.
+ * @param[in] buffer_len Its length: the context, headroom, packet and
+ *            tailroom.
+ * @param[in,out] packet Where the packet is, and where it came in.
+ * @param[out] bpf_return_value Where to store r0, the XDP action:
+ *             XDP_ABORTED (0), XDP_DROP (1), XDP_PASS (2), XDP_TX (3),
+ *             XDP_REDIRECT (4), or another value, which the kernel handles
+ *             as XDP_ABORTED.
+ * @retval 0 Success.
+ * @retval -1 Failure: NULL vm, buffer, packet or bpf_return_value, no XDP
+ *         program loaded, a packet that does not fit the buffer as above,
+ *         or a failed run.
+ *
+ * # Safety
+ * `vm` is NULL or a live VM that no thread changes meanwhile; `buffer` is
+ * NULL or points at `buffer_len` writable bytes; `packet` is NULL or
+ * readable and writable; `bpf_return_value` is NULL or writable.
+ */
+int ubpf_exec_xdp(const struct ubpf_vm *vm,
+                  void *buffer,
+                  size_t buffer_len,
+                  struct ubpf_xdp_packet *packet,
+                  uint64_t *bpf_return_value);
 
 /**
  * @brief Returns the message of the last call on this thread that failed.

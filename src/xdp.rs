@@ -3,7 +3,9 @@
 //! packet, tailroom up to where the kernel keeps `skb_shared_info`), the
 //! geometry the `bpf_xdp_adjust_*` helpers check, and the actions. Both
 //! engines run over the whole buffer as their input, so every packet
-//! access stays checked against it.
+//! access stays checked against it. The C API runs over a caller's buffer
+//! of the same shape (the block, then headroom, packet and tailroom), whose
+//! end is the page's: the helpers take the page's length from the input's.
 
 use crate::image::xdp_context;
 
@@ -105,6 +107,27 @@ impl Buffer {
     /// test_run places them: the frame right after the headroom, the
     /// metadata at the headroom's end.
     pub fn new(frame: &[u8], meta: &[u8], rx: RxInfo) -> Result<Buffer, BufferError> {
+        let mut buffer = Buffer {
+            words: vec![0; INPUT_LEN.div_ceil(8)].into_boxed_slice(),
+            data_meta: HEADROOM,
+            data: HEADROOM,
+            data_end: HEADROOM,
+            rx,
+            corrupt: false,
+        };
+        buffer.load(frame, meta, rx)?;
+        Ok(buffer)
+    }
+
+    /// Places another packet in this buffer, as [`Buffer::new`] would in a
+    /// new one, without allocating; on an error the buffer is unchanged.
+    /// The page is zeroed as far as the last packet reached (the headroom,
+    /// and the bytes past the new frame that the last one, or its run, left
+    /// within `data_end`), as test_run's fresh buffer is: what a program
+    /// reaches with the helpers. Bytes a program reaches only in ways the
+    /// kernel's verifier refuses (past `data_end` without growing the
+    /// tail, which zeroes what it grows) are not reset.
+    pub fn load(&mut self, frame: &[u8], meta: &[u8], rx: RxInfo) -> Result<(), BufferError> {
         if frame.len() < ETH_HLEN {
             return Err(BufferError::TooShort(frame.len()));
         }
@@ -114,17 +137,17 @@ impl Buffer {
         if frame.len() > MAX_LINEAR {
             return Err(BufferError::MultiBuffer(frame.len()));
         }
-        let mut buffer = Buffer {
-            words: vec![0; INPUT_LEN.div_ceil(8)].into_boxed_slice(),
-            data_meta: HEADROOM - meta.len(),
-            data: HEADROOM,
-            data_end: HEADROOM + frame.len(),
-            rx,
-            corrupt: false,
-        };
-        buffer.page_mut()[HEADROOM - meta.len()..HEADROOM].copy_from_slice(meta);
-        buffer.page_mut()[HEADROOM..HEADROOM + frame.len()].copy_from_slice(frame);
-        Ok(buffer)
+        let reached = self.data_end.max(HEADROOM);
+        let (meta_start, end) = (HEADROOM - meta.len(), HEADROOM + frame.len());
+        let page = self.page_mut();
+        page[..meta_start].fill(0);
+        page[meta_start..HEADROOM].copy_from_slice(meta);
+        page[HEADROOM..end].copy_from_slice(frame);
+        if reached > end {
+            page[end..reached].fill(0);
+        }
+        (self.data_meta, self.data, self.data_end, self.rx, self.corrupt) = (meta_start, HEADROOM, end, rx, false);
+        Ok(())
     }
 
     /// The context block a run starts from.
@@ -156,20 +179,13 @@ impl Buffer {
         let context = self.context();
         let bytes = self.bytes_mut();
         context.write(bytes);
-        let page = bytes.as_ptr() as u64 + xdp_context::SIZE as u64;
         let retval = engine(bytes)?;
-        let bytes = self.bytes();
-        let get = |off: i16| {
-            let field = &bytes[off as usize..off as usize + 8];
-            u64::from_ne_bytes(field.try_into().expect("8 bytes")).wrapping_sub(page)
-        };
-        let (data_meta, data, data_end) =
-            (get(xdp_context::DATA_META), get(xdp_context::DATA), get(xdp_context::DATA_END));
-        self.corrupt = !valid(data_meta, data, data_end);
-        if self.corrupt {
+        let Some(left) = Context::read(self.bytes()) else {
+            self.corrupt = true;
             return Ok(Action::Aborted as u64);
-        }
-        (self.data_meta, self.data, self.data_end) = (data_meta as usize, data as usize, data_end as usize);
+        };
+        self.corrupt = false;
+        (self.data_meta, self.data, self.data_end) = (left.data_meta, left.data, left.data_end);
         Ok(retval)
     }
 
@@ -200,9 +216,8 @@ impl Buffer {
     }
 
     fn recorded_target(&self, kind: u32) -> Option<u32> {
-        let bytes = self.bytes();
-        let word = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
-        (!self.corrupt && word(xdp_context::REDIRECT_SET) == kind).then(|| word(xdp_context::REDIRECT_TARGET))
+        let (recorded, target) = Context::redirect(self.bytes());
+        (!self.corrupt && recorded == kind).then_some(target)
     }
 
     pub fn rx(&self) -> RxInfo {
@@ -212,12 +227,12 @@ impl Buffer {
 
 /// What a run's context block says: where the packet came in, and its
 /// pointers as offsets from the start of the headroom.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Context {
-    rx: RxInfo,
-    data_meta: usize,
-    data: usize,
-    data_end: usize,
+    pub(crate) rx: RxInfo,
+    pub(crate) data_meta: usize,
+    pub(crate) data: usize,
+    pub(crate) data_end: usize,
 }
 
 impl Context {
@@ -235,12 +250,45 @@ impl Context {
         put(xdp_context::DATA_END, &(page + self.data_end as u64).to_ne_bytes());
         put(xdp_context::DATA_META, &(page + self.data_meta as u64).to_ne_bytes());
     }
+
+    /// The context a run left in the block at the start of `bytes`, its
+    /// input, when its pointers are [`valid`] for the page that follows
+    /// (which ends where `bytes` ends).
+    pub(crate) fn read(bytes: &[u8]) -> Option<Context> {
+        let hard_end = bytes.len().checked_sub(xdp_context::SIZE)?;
+        let page = bytes.as_ptr() as u64 + xdp_context::SIZE as u64;
+        let word = |off: usize| u32::from_ne_bytes(bytes[off..off + 4].try_into().expect("4 bytes"));
+        let pointer = |off: i16| {
+            let field = &bytes[off as usize..off as usize + 8];
+            u64::from_ne_bytes(field.try_into().expect("8 bytes")).wrapping_sub(page)
+        };
+        let (data_meta, data, data_end) =
+            (pointer(xdp_context::DATA_META), pointer(xdp_context::DATA), pointer(xdp_context::DATA_END));
+        valid(data_meta, data, data_end, hard_end as u64).then(|| Context {
+            rx: RxInfo {
+                ingress_ifindex: word(xdp_context::MD_INGRESS_IFINDEX as usize),
+                rx_queue_index: word(xdp_context::MD_RX_QUEUE_INDEX as usize),
+            },
+            data_meta: data_meta as usize,
+            data: data as usize,
+            data_end: data_end as usize,
+        })
+    }
+
+    /// The redirect target the run recorded in the block at the start of
+    /// `bytes`: what it is (`REDIRECT_DEVICE`, `REDIRECT_CPU`, 0 for none)
+    /// and its number.
+    pub(crate) fn redirect(bytes: &[u8]) -> (u32, u32) {
+        let word = |at: usize| u32::from_ne_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        (word(xdp_context::REDIRECT_SET), word(xdp_context::REDIRECT_TARGET))
+    }
 }
 
-/// Are these packet pointers (from the start of the headroom) inside the
-/// page, in order, clear of the bytes kept for `struct xdp_frame`?
-pub fn valid(data_meta: u64, data: u64, data_end: u64) -> bool {
-    FRAME_RESERVED as u64 <= data_meta && data_meta <= data && data <= data_end && data_end <= HARD_END as u64
+/// Are these packet pointers (from the start of the headroom) inside a
+/// page whose packet may reach `hard_end`, in order, clear of the bytes
+/// kept for `struct xdp_frame`?
+pub fn valid(data_meta: u64, data: u64, data_end: u64, hard_end: u64) -> bool {
+    FRAME_RESERVED as u64 <= data_meta && data_meta <= data && data <= data_end && data_end <= hard_end
 }
 
 #[cfg(test)]
@@ -266,6 +314,33 @@ mod tests {
         assert_eq!(buffer.packet(), &frame[..]);
         assert_eq!(buffer.metadata(), &[9; 4]);
         assert_eq!(buffer.redirect_target(), None);
+    }
+
+    #[test]
+    fn a_reused_buffer_looks_new_to_the_helpers() {
+        // A run that grew the head into the headroom and the tail, and
+        // wrote there, then a shorter packet: what it can reach by growing
+        // head or tail again is as in a new buffer.
+        let mut buffer = Buffer::new(&[1; 100], &[], RxInfo::default()).unwrap();
+        buffer
+            .run(|input| {
+                let page = input.as_ptr() as u64 + xdp_context::SIZE as u64;
+                input[xdp_context::SIZE + FRAME_RESERVED..xdp_context::SIZE + HEADROOM + 200].fill(9);
+                input[xdp_context::DATA as usize..][..8].copy_from_slice(&(page + FRAME_RESERVED as u64).to_ne_bytes());
+                input[xdp_context::DATA_META as usize..][..8]
+                    .copy_from_slice(&(page + FRAME_RESERVED as u64).to_ne_bytes());
+                input[xdp_context::DATA_END as usize..][..8]
+                    .copy_from_slice(&(page + HEADROOM as u64 + 200).to_ne_bytes());
+                Ok::<u64, ()>(2)
+            })
+            .unwrap();
+        assert_eq!(buffer.packet().len(), 200 + HEADROOM - FRAME_RESERVED);
+        buffer.load(&[3; 20], &[5; 8], RxInfo { ingress_ifindex: 2, rx_queue_index: 1 }).unwrap();
+        let fresh = Buffer::new(&[3; 20], &[5; 8], RxInfo { ingress_ifindex: 2, rx_queue_index: 1 }).unwrap();
+        assert_eq!(buffer.bytes()[xdp_context::SIZE..], fresh.bytes()[xdp_context::SIZE..]);
+        assert_eq!((buffer.packet(), buffer.metadata(), buffer.rx()), (fresh.packet(), fresh.metadata(), fresh.rx()));
+        assert_eq!(buffer.load(&[0; 4000], &[], RxInfo::default()), Err(BufferError::MultiBuffer(4000)));
+        assert_eq!(buffer.packet(), &[3; 20], "a refused packet leaves the buffer as it was");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! `scripts/install.sh` installs it, then run: QEMU's filter-ubpf call
 //! sequence on the example filters (interpreter and JIT), the error paths,
 //! four threads sharing one program, the maps of libbpf filters read and
-//! written from the host, and the lot again under valgrind.
+//! written from the host, XDP programs against the kernel's recorded
+//! answers, and the lot again under valgrind.
 //!
 //! The library installed is the one `cargo test` has just built (beside
 //! this test binary, in `target/PROFILE/deps`), so no second build happens.
@@ -149,7 +150,7 @@ fn installed() -> &'static Installed {
 
         let bin = work.join("bin");
         std::fs::create_dir_all(&bin).expect("the target directory is writable");
-        for name in ["qemu_rfc", "errors", "threads", "ubpf_api", "maps", "filter_expr", "flood"] {
+        for name in ["qemu_rfc", "errors", "threads", "ubpf_api", "maps", "filter_expr", "flood", "xdp"] {
             run(Command::new(c_compiler("gcc"))
                 .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-g", "-pthread"])
                 .arg(root().join("tests/c").join(format!("{name}.c")))
@@ -285,6 +286,98 @@ fn faults_do_not_flood_stderr() {
     assert!(stdout.contains("flood:") && stdout.contains(" 0 failed"), "{stdout}");
 }
 
+/// The kernel's recorded XDP runs (`tests/kernel/xdp.json`) with the
+/// contexts the C API gives (metadata, interfaces; one buffer), as lines of
+/// `tests/c/xdp.c`'s cases file, written to `path`; returns how many. The
+/// objects: the committed ones, and Debian's xdp-filter, `xdp_pass.o` and
+/// `xdp_drop.o` where installed as recorded (`tests/xdp.rs` fails when they
+/// are not), each with its maps filled as recorded.
+fn write_xdp_cases(path: &Path) -> (usize, Vec<String>) {
+    let text = std::fs::read_to_string(root().join("tests/kernel/xdp.json")).expect("tests/kernel/xdp.json");
+    let record: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let (frames, contexts) = (&record["frames"], &record["contexts"]);
+    let mut objects = std::collections::HashMap::new();
+    let mut missing = Vec::new();
+    for object in record["objects"].as_array().expect("objects") {
+        let name = object["object"].as_str().unwrap();
+        let debian = ["/xdpfilt_", "/xdp_pass.o", "/xdp_drop.o"].iter().any(|part| name.contains(part));
+        if !(name.starts_with("tests/fixtures/") || debian) {
+            continue;
+        }
+        let path = root().join(name);
+        let sha = Command::new("sha256sum").arg(&path).output().ok().map(|out| out.stdout);
+        if !sha.is_some_and(|sha| sha.starts_with(object["sha256"].as_str().unwrap().as_bytes())) {
+            missing.push(name.to_owned());
+            continue;
+        }
+        let maps: Vec<String> = object["map_setup"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|entry| {
+                format!("{}={}:{}", entry["map"].as_str().unwrap(), entry["key"], entry["value"]).replace('"', "")
+            })
+            .collect();
+        objects.insert(name, if maps.is_empty() { "-".to_owned() } else { maps.join(",") });
+    }
+    let mut lines = String::new();
+    let mut count = 0;
+    for run in record["runs"].as_array().expect("runs") {
+        let (object, program) = (run["object"].as_str().unwrap(), run["program"].as_str().unwrap());
+        let Some(maps) = objects.get(object) else { continue };
+        let context = &contexts[run["ctx"].as_str().unwrap()];
+        let ctx_in = &context["ctx_in"];
+        let meta = context["meta"].as_str().unwrap();
+        let frame = frames[run["frame"].as_str().unwrap()].as_str().unwrap();
+        let plain_context = ctx_in.is_object()
+            && ctx_in["data"].as_u64() == Some(meta.len() as u64 / 2)
+            && ctx_in["data_end"].is_null()
+            && ctx_in["data_meta"] == 0
+            && ctx_in["egress_ifindex"] == 0;
+        // A frame past 3520 bytes would be multi-buffer.
+        if !plain_context || run.get("error").is_some() || (frame.len() + meta.len()) / 2 > 3520 {
+            continue;
+        }
+        let ctx_out = &run["ctx_out"];
+        let meta_out = ctx_out["data"].as_u64().unwrap() - ctx_out["data_meta"].as_u64().unwrap();
+        // Some objects load as XDP by their section, the others forced.
+        let kind = if object.contains("adjust") || object.contains("xdpfilt_a") { "section" } else { "xdp" };
+        let or_dash = |hex: &str| if hex.is_empty() { "-".to_owned() } else { hex.to_owned() };
+        lines += &format!(
+            "{object} {program} {kind} {maps} {} {} {} {frame} {} {meta_out} {}\n",
+            or_dash(meta),
+            // test_run runs on the loopback (1) when told no device (0).
+            ctx_in["ingress_ifindex"].as_u64().unwrap().max(1),
+            ctx_in["rx_queue_index"],
+            run["retval"],
+            run["data_out"].as_str().map_or("?".to_owned(), or_dash),
+        );
+        count += 1;
+    }
+    std::fs::write(path, lines).expect("the target directory is writable");
+    (count, missing)
+}
+
+/// Runs `tests/c/xdp.c` over the kernel's recorded runs, under `wrapper`.
+fn run_xdp_cases(wrapper: &[&str]) -> String {
+    let cases = installed().bin.join("xdp-cases.txt");
+    let (count, missing) = write_xdp_cases(&cases);
+    if !missing.is_empty() {
+        println!("not installed as recorded, so not run (tests/xdp.rs fails for them): {missing:?}");
+    }
+    assert!(count > 300, "only {count} recorded runs");
+    let stdout = run_c_test(wrapper, "xdp", &[cases.to_str().unwrap()]);
+    assert!(stdout.contains(&format!("xdp: {count} runs,")) && stdout.contains(" 0 failed"), "{stdout}");
+    stdout
+}
+
+/// XDP programs through ubpf_exec_xdp() and through ubpf_compile()'s
+/// function give the kernel's actions and bytes.
+#[test]
+fn xdp_programs_through_the_c_api_as_the_kernel_runs_them() {
+    run_xdp_cases(&[]);
+}
+
 #[test]
 fn valgrind_finds_no_errors_and_no_leaks() {
     if Command::new("valgrind").arg("--version").output().is_err() {
@@ -315,6 +408,7 @@ fn valgrind_finds_no_errors_and_no_leaks() {
         let stdout = run_c_test(&valgrind, name, args);
         assert!(stdout.contains(" 0 failed"), "{name} under valgrind: {stdout}");
     }
+    run_xdp_cases(&valgrind);
 }
 
 /// ubpf_load_cbpf: a classic program (`tcpdump -dd ip`) loads, runs, and

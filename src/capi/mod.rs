@@ -3,7 +3,7 @@
 //! `include/ubpf.h` is generated from this module by cbindgen (see
 //! `cbindgen.toml`; `tests/capi.rs` fails when the committed header is stale).
 //!
-//! Every item the library exports (`#[no_mangle]`) lives here, in four rooms:
+//! Every item the library exports (`#[no_mangle]`) lives here, in five rooms:
 //! - `boundary`: what every exported function runs in. `boundary!` catches
 //!   panics (a panic must never unwind into C: it would abort QEMU), turns
 //!   every failure into the C convention (-1, NULL or `UINT64_MAX`) with a
@@ -14,6 +14,7 @@
 //!   compiling, settings.
 //! - `native`: the native entry points that ubpf_compile() returns.
 //! - [`maps`]: the host's view of a loaded program's maps.
+//! - [`xdp`]: XDP runs: the context block, ubpf_exec_xdp().
 //!
 //! Thread safety, as the header documents it: the calls that only read a
 //! loaded VM (running it, compiling it, copying its code) may run at the same
@@ -32,6 +33,8 @@ use crate::isa::{MAX_CALL_DEPTH, STACK_FRAME_SIZE};
 pub mod vm;
 
 pub mod maps;
+
+pub mod xdp;
 
 mod boundary;
 

@@ -32,6 +32,9 @@ pub struct ubpf_vm {
     data_bounds_check: ubpf_bounds_check,
     /// Maps the next program loaded takes over (see ubpf_reuse_maps).
     reuse_maps: Vec<Arc<Map>>,
+    /// What the next program loaded is (see ubpf_set_program_type); `None`
+    /// as its ELF section says.
+    program_type: Option<ProgramType>,
     loaded: Option<Loaded>,
 }
 
@@ -48,6 +51,45 @@ pub enum JitMode {
     ExtendedJitMode = 0,
     /// The function is a ::ubpf_jit_fn: `(mem, mem_len)`.
     BasicJitMode = 1,
+}
+
+/// @brief What a program is written for: what its input holds and what its
+/// return value means (see ubpf_set_program_type()).
+#[repr(C)]
+pub enum ubpf_program_type {
+    /// A filter, ubpf's convention: r1 = the input's address, r2 = its
+    /// length; QEMU's filter-ubpf drops the packet when r0 is not 0.
+    UBPF_PROGRAM_TYPE_FILTER = 0,
+    /// Linux's XDP: the input starts with a ::ubpf_xdp_context, which r1
+    /// points to as to a `struct xdp_md`; r0 is an XDP action (see
+    /// ubpf_exec_xdp()).
+    UBPF_PROGRAM_TYPE_XDP = 1,
+    /// As the ELF section says, as libbpf reads it: `xdp` and `xdp/...` are
+    /// XDP programs, other sections filters (`xdp.frags...`, multi-buffer,
+    /// and `xdp/devmap...`, `xdp/cpumap...` are refused); raw bytecode is a
+    /// filter.
+    UBPF_PROGRAM_TYPE_BY_SECTION = 2,
+}
+
+/// A `ubpf_program_type` as C passes it: any value can arrive, so it is
+/// read as an integer (`enum ubpf_program_type` in the header; see
+/// `cbindgen.toml`).
+#[repr(transparent)]
+pub struct ProgramTypeValue(c_uint);
+
+impl ProgramTypeValue {
+    /// The setting it names: a type, or `None` for the ELF section's.
+    fn setting(&self) -> Result<Option<ProgramType>, String> {
+        match self.0 {
+            0 => Ok(Some(ProgramType::Filter)),
+            1 => Ok(Some(ProgramType::Xdp)),
+            2 => Ok(None),
+            other => Err(format!(
+                "unknown program type {other}: use UBPF_PROGRAM_TYPE_FILTER, UBPF_PROGRAM_TYPE_XDP or \
+                 UBPF_PROGRAM_TYPE_BY_SECTION"
+            )),
+        }
+    }
 }
 
 /// A `JitMode` as C passes it: any value can arrive, so it is read as an
@@ -148,11 +190,20 @@ impl ubpf_vm {
         Config {
             instruction_limit: instruction_limit(self.instruction_limit),
             reuse_maps: self.reuse_maps.clone(),
-            // The C API passes a packet in r1 and its length in r2: every
-            // program is a filter until it can pass an XDP context.
-            program_type: Some(ProgramType::Filter),
+            program_type: self.program_type,
             ..Config::default()
         }
+    }
+
+    /// The configuration of a program that can only be a filter (classic
+    /// BPF, tcpdump expressions): refused when XDP was asked for.
+    fn filter_config(&self, what: &str) -> Result<Config, String> {
+        if self.program_type == Some(ProgramType::Xdp) {
+            return Err(format!(
+                "{what} is a filter, but the vm is set to load XDP programs (ubpf_set_program_type())"
+            ));
+        }
+        Ok(Config { program_type: Some(ProgramType::Filter), ..self.config() })
     }
 
     fn install(&mut self, program: Program) {
@@ -179,7 +230,7 @@ fn entry_point(vm: &ubpf_vm, mode: Mode) -> Result<*const u8, String> {
 ///
 /// # Safety
 /// `vm` is NULL or a live VM.
-unsafe fn error_printer<'a>(vm: *const ubpf_vm) -> &'a ErrorPrint {
+pub(super) unsafe fn error_printer<'a>(vm: *const ubpf_vm) -> &'a ErrorPrint {
     static NO_VM: ErrorPrint = ErrorPrint::new();
     // SAFETY: the caller's contract.
     unsafe { vm.as_ref() }.map_or(&NO_VM, |vm| &vm.error_printf)
@@ -203,6 +254,8 @@ pub extern "C" fn ubpf_create() -> *mut ubpf_vm {
             data_relocation: None,
             data_bounds_check: None,
             reuse_maps: Vec::new(),
+            // ubpf's convention, whatever the section: r1 = the packet.
+            program_type: Some(ProgramType::Filter),
             loaded: None,
         })))
     })
@@ -388,7 +441,8 @@ pub unsafe extern "C" fn ubpf_load_cbpf(
                 k: u32::from_ne_bytes([slot[4], slot[5], slot[6], slot[7]]),
             })
             .collect();
-        let program = cbpf::load(&classic, &vm.config()).map_err(|error| error.to_string())?;
+        let config = vm.filter_config("a classic BPF program")?;
+        let program = cbpf::load(&classic, &config).map_err(|error| error.to_string())?;
         vm.install(program);
         Ok(0)
     })
@@ -443,7 +497,8 @@ pub unsafe extern "C" fn ubpf_load_filter_expr(
         // SAFETY: the caller's contract.
         let expression = unsafe { c_str(expr, "expr") }?.ok_or("expr is NULL")?;
         vm.check_nothing_loaded()?;
-        let program = cbpf::libpcap::load_expression(expression, link_type, &vm.config())
+        let config = vm.filter_config("a tcpdump expression")?;
+        let program = cbpf::libpcap::load_expression(expression, link_type, &config)
             .map_err(|error| format!("expression '{expression}': {error}"))?;
         vm.install(program);
         Ok(0)
@@ -547,7 +602,9 @@ pub unsafe extern "C" fn ubpf_unload_code(vm: *mut ubpf_vm) {
 ///
 /// @param[in] vm The VM.
 /// @param[in,out] mem The input (r1 = mem, r2 = mem_len); NULL with length 0
-///                for none. Nothing else may access it during the run.
+///                for none. Nothing else may access it during the run. For
+///                an XDP program, it starts with a ::ubpf_xdp_context (see
+///                there, and ubpf_exec_xdp()).
 /// @param[in] mem_len Its length.
 /// @param[out] bpf_return_value Where to store r0.
 /// @retval 0 Success.
@@ -620,7 +677,9 @@ pub unsafe extern "C" fn ubpf_exec_ex(
 /// A run that fails returns `UINT64_MAX` and reports its reason through the
 /// function set by ubpf_set_error_print() and ubpf_last_error(); a run that
 /// succeeds clears ubpf_last_error(), so a legitimate r0 of `UINT64_MAX` can
-/// be told apart. Calling again returns the same function. It stays valid
+/// be told apart. An XDP program's function takes a buffer that starts with
+/// a ::ubpf_xdp_context, as described there. Calling again returns the same
+/// function. It stays valid
 /// until ubpf_unload_code() or ubpf_destroy().
 /// Thread safety: may run at the same time as runs, compiles and copies on
 /// the same VM, from any threads; so may the returned function.
@@ -1143,6 +1202,62 @@ pub unsafe extern "C" fn ubpf_reuse_maps(vm: *mut ubpf_vm, previous: *const ubpf
         vm.check_unloaded("ubpf_reuse_maps()")?;
         vm.reuse_maps = maps;
         Ok(0)
+    })
+}
+
+/// @brief Sets what the programs loaded next in `vm` are written for.
+///
+/// The default is UBPF_PROGRAM_TYPE_FILTER, ubpf's convention, whatever an
+/// ELF object's section says. With UBPF_PROGRAM_TYPE_XDP (or
+/// UBPF_PROGRAM_TYPE_BY_SECTION and a section `xdp` or `xdp/...`), a
+/// program is loaded as the Linux kernel loads an XDP program: its loads of
+/// `struct xdp_md` fields are rewritten (any other access of the context
+/// is refused, naming the instruction), and helpers that do not apply to
+/// XDP are refused; run it with ubpf_exec_xdp(), or with ubpf_exec() or a
+/// compiled function over an input that starts with a ::ubpf_xdp_context.
+/// ubpf_load_cbpf() and ubpf_load_filter_expr() load filters only, and
+/// fail when the type is UBPF_PROGRAM_TYPE_XDP. Not in ubpf.
+/// Thread safety: nothing else may use the VM meanwhile.
+///
+/// @param[in] vm The VM, with no program loaded.
+/// @param[in] program_type UBPF_PROGRAM_TYPE_FILTER, UBPF_PROGRAM_TYPE_XDP
+///            or UBPF_PROGRAM_TYPE_BY_SECTION.
+/// @retval 0 Success.
+/// @retval -1 Failure: NULL vm, an unknown type, or a program is loaded.
+///
+/// # Safety
+/// `vm` is NULL or a live VM that no other thread uses.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ubpf_set_program_type(vm: *mut ubpf_vm, program_type: ProgramTypeValue) -> c_int {
+    boundary!(failure: -1, {
+        // SAFETY: the caller's contract.
+        let vm = unsafe { vm_mut(vm) }?;
+        let setting = program_type.setting()?;
+        vm.check_unloaded("ubpf_set_program_type()")?;
+        vm.program_type = setting;
+        Ok(0)
+    })
+}
+
+/// @brief Says what the loaded program is: UBPF_PROGRAM_TYPE_FILTER or
+/// UBPF_PROGRAM_TYPE_XDP (with UBPF_PROGRAM_TYPE_BY_SECTION, what its
+/// section made it). Not in ubpf.
+/// Thread safety: as ubpf_exec().
+///
+/// @param[in] vm The VM, with a program loaded.
+/// @return The type, or -1: NULL vm, or no program loaded.
+///
+/// # Safety
+/// `vm` is NULL or a live VM that no thread changes meanwhile.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ubpf_get_program_type(vm: *const ubpf_vm) -> c_int {
+    boundary!(failure: -1, {
+        // SAFETY: the caller's contract.
+        let program = &unsafe { vm_ref(vm) }?.loaded()?.program;
+        Ok(match program.program_type() {
+            ProgramType::Filter => ubpf_program_type::UBPF_PROGRAM_TYPE_FILTER,
+            ProgramType::Xdp => ubpf_program_type::UBPF_PROGRAM_TYPE_XDP,
+        } as c_int)
     })
 }
 

@@ -17,6 +17,8 @@ use crate::xdp::{self, Action, ETH_HLEN, FRAME_RESERVED};
 struct Bounds {
     /// Address of the context block.
     block: u64,
+    /// How far the packet may reach: the page's end, which is the input's.
+    hard_end: u64,
     data_meta: u64,
     data: u64,
     data_end: u64,
@@ -29,8 +31,8 @@ impl Bounds {
 
     fn word(block: u64, off: i16) -> u64 {
         // SAFETY: `block` is the run's input (checked by `of`), which holds
-        // the whole block and lives for the run; the block is 8-byte aligned
-        // (`xdp::Buffer` keeps words) but is read unaligned anyway.
+        // the whole block and lives for the run; the block may be unaligned
+        // (a C caller's buffer), hence the unaligned read.
         unsafe { ((block + off as u64) as *const u64).read_unaligned() }
     }
 
@@ -39,18 +41,19 @@ impl Bounds {
     fn of(state: &RunState, helper: u32, ctx: u64) -> Result<Bounds, ExecErrorKind> {
         let bad = |what: &str| ExecErrorKind::HelperArgument { helper, what: what.to_owned() };
         let (input_start, input_len) = state.input();
-        if state.program_type() != ProgramType::Xdp || ctx != input_start || input_len != xdp::INPUT_LEN as u64 {
+        if state.program_type() != ProgramType::Xdp || ctx != input_start || input_len < xdp_context::SIZE as u64 {
             return Err(bad("r1 is not the XDP context"));
         }
         let page = ctx + xdp_context::SIZE as u64;
         let at = |off| Bounds::word(ctx, off).wrapping_sub(page);
         let bounds = Bounds {
             block: ctx,
+            hard_end: input_len - xdp_context::SIZE as u64,
             data_meta: at(xdp_context::DATA_META),
             data: at(xdp_context::DATA),
             data_end: at(xdp_context::DATA_END),
         };
-        if !xdp::valid(bounds.data_meta, bounds.data, bounds.data_end) {
+        if !xdp::valid(bounds.data_meta, bounds.data, bounds.data_end, bounds.hard_end) {
             return Err(bad("the context's packet pointers were overwritten"));
         }
         Ok(bounds)
@@ -133,7 +136,7 @@ pub(super) extern "C" fn adjust_tail(ctx: u64, delta: u64, _: u64, _: u64, _: u6
     with_state(|state| {
         let mut bounds = Bounds::of(state, XDP_ADJUST_TAIL, ctx)?;
         let data_end = bounds.data_end as i64 + int(delta);
-        if data_end > xdp::HARD_END as i64 || data_end < (bounds.data + ETH_HLEN as u64) as i64 {
+        if data_end > bounds.hard_end as i64 || data_end < (bounds.data + ETH_HLEN as u64) as i64 {
             return Ok(errno(libc::EINVAL));
         }
         if data_end as u64 > bounds.data_end {

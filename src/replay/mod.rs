@@ -238,6 +238,9 @@ pub struct Replay<'a> {
     clock: bool,
     /// Whether the program is an XDP program.
     xdp: bool,
+    /// An XDP program's buffer, made for the first packet and reused (see
+    /// [`xdp::Buffer::load`]).
+    xdp_buffer: Option<xdp::Buffer>,
 }
 
 impl<'a> Replay<'a> {
@@ -252,6 +255,7 @@ impl<'a> Replay<'a> {
             stack: Stack::default(),
             clock,
             xdp: engine.program().program_type() == ProgramType::Xdp,
+            xdp_buffer: None,
         }
     }
 
@@ -418,15 +422,16 @@ impl<'a> Replay<'a> {
         if self.clock {
             builtin::set_clock(Some(packet.timestamp_ns));
         }
-        let (outcome, buffer) = match xdp::Buffer::new(packet.data, &[], RxInfo::default()) {
+        let placed = match &mut self.xdp_buffer {
+            Some(buffer) => buffer.load(packet.data, &[], RxInfo::default()).map(|()| buffer),
+            None => xdp::Buffer::new(packet.data, &[], RxInfo::default()).map(|new| self.xdp_buffer.insert(new)),
+        };
+        let (outcome, buffer) = match placed {
             Err(error) => (Outcome::Fault(error.into()), None),
-            Ok(mut buffer) => {
-                let outcome = run_xdp(self.engine, &mut self.stack, &mut buffer, &mut summary.xdp);
-                (outcome, Some(buffer))
-            }
+            Ok(buffer) => (run_xdp(self.engine, &mut self.stack, buffer, &mut summary.xdp), Some(buffer)),
         };
         let counts = &mut summary.xdp;
-        let left = buffer.as_ref().map_or(packet.data, xdp::Buffer::packet);
+        let left = buffer.as_ref().map_or(packet.data, |buffer| buffer.packet());
         match outcome {
             Outcome::Fault(fault) => {
                 *counts.faults.entry(fault.reason()).or_default() += 1;
@@ -449,8 +454,9 @@ impl<'a> Replay<'a> {
             Outcome::Redirect { ifindex } => {
                 counts.actions[Action::Redirect as usize] += 1;
                 *counts.redirects.entry(ifindex).or_default() += 1;
+                let Some(output) = outputs.redirect.as_mut() else { return Ok(()) };
                 let comment = format!("{} to ifindex {ifindex}", Action::Redirect.name());
-                write_to(&mut outputs.redirect, packet, left, Some(&comment))
+                output.write_packet(packet, left, Some(&comment))
             }
         }
     }

@@ -251,10 +251,10 @@ struct Loops<'a> {
     insns: &'a [Insn],
     jumps: &'a [u32],
     visits: Vec<Visit>,
-    stack: Vec<usize>,
-    /// The search path: an instruction, its successors and how many of
-    /// them have been followed.
-    path: Vec<(usize, [Option<usize>; 2], usize)>,
+    stack: Vec<u32>,
+    /// The search path: an instruction and how many of its successors
+    /// have been followed (kept small: it can be as deep as the program).
+    path: Vec<(u32, u8)>,
     visited: u32,
 }
 
@@ -294,8 +294,8 @@ impl<'a> Loops<'a> {
     fn enter(&mut self, pc: usize) {
         self.visited += 1;
         self.visits[pc] = Visit { order: self.visited, low: self.visited, on_stack: true };
-        self.stack.push(pc);
-        self.path.push((pc, self.successors(pc), 0));
+        self.stack.push(pc as u32);
+        self.path.push((pc as u32, 0));
     }
 
     fn search(&mut self, start: usize, way_out: &impl Fn(usize) -> bool) -> Result<(), LoadError> {
@@ -303,10 +303,11 @@ impl<'a> Loops<'a> {
             return Ok(());
         }
         self.enter(start);
-        while let Some((pc, successors, followed)) = self.path.last_mut() {
-            let pc = *pc;
-            if let Some(&next) = successors.get(*followed) {
-                *followed += 1;
+        while let Some(&(pc, followed)) = self.path.last() {
+            let pc = pc as usize;
+            if let Some(&next) = self.successors(pc).get(followed as usize) {
+                let top = self.path.len() - 1;
+                self.path[top].1 += 1;
                 let Some(next) = next else { continue };
                 let seen = self.visits[next];
                 if seen.order == 0 {
@@ -318,8 +319,8 @@ impl<'a> Loops<'a> {
             }
             self.path.pop();
             let Visit { order, low, .. } = self.visits[pc];
-            if let Some(&(parent, ..)) = self.path.last() {
-                self.visits[parent].low = self.visits[parent].low.min(low);
+            if let Some(&(parent, _)) = self.path.last() {
+                self.visits[parent as usize].low = self.visits[parent as usize].low.min(low);
             }
             if low == order {
                 self.complete(pc, way_out)?;
@@ -331,18 +332,18 @@ impl<'a> Loops<'a> {
     /// Pops the component whose first visited instruction is `root`, and
     /// refuses it when it cannot reach a way out.
     fn complete(&mut self, root: usize, way_out: &impl Fn(usize) -> bool) -> Result<(), LoadError> {
-        let first = self.stack.iter().rposition(|&pc| pc == root).expect("the root is on the stack");
+        let first = self.stack.iter().rposition(|&pc| pc as usize == root).expect("the root is on the stack");
         let members = &self.stack[first..];
         // A successor off the stack is in a completed component, which can
         // end: one that cannot is refused as soon as it is complete.
         let leaves = |pc: usize| self.successors(pc).into_iter().flatten().any(|next| !self.visits[next].on_stack);
-        if !members.iter().any(|&pc| way_out(pc) || leaves(pc)) {
-            let mut pcs = members.to_vec();
+        if !members.iter().any(|&pc| way_out(pc as usize) || leaves(pc as usize)) {
+            let mut pcs: Vec<usize> = members.iter().map(|&pc| pc as usize).collect();
             pcs.sort_unstable();
             return Err(error(pcs[0], self.insns[pcs[0]], LoadErrorKind::EndlessLoop { pcs }));
         }
         for &pc in members {
-            self.visits[pc].on_stack = false;
+            self.visits[pc as usize].on_stack = false;
         }
         self.stack.truncate(first);
         Ok(())

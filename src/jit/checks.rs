@@ -51,9 +51,15 @@ impl Group {
     }
 }
 
-/// Rounds of [`Checks::plan_checks`] before loop heads start afresh: a
-/// candidate only widens, and few widenings reach what a loop keeps.
-const MAX_ROUNDS: usize = 6;
+/// Widenings of one loop head's candidate before it starts afresh instead:
+/// a candidate only widens, and few widenings reach what a loop keeps.
+const MAX_WIDENINGS: u8 = 6;
+
+/// Instructions walked, as a multiple of the program's length, before the
+/// analysis gives up on candidates and starts every loop head afresh: loops
+/// settle by re-walking their own ranges, which nested or overlapping loops
+/// could otherwise multiply.
+const MAX_WALKS: usize = 8;
 
 /// A merged check spans at most this many bytes.
 const MAX_SPAN: i32 = 4096;
@@ -71,18 +77,23 @@ pub(crate) struct AccessCheck {
     member_of: Option<u32>,
 }
 
-/// The candidate invariant of each loop head, once a walk has reached it.
+/// The candidate invariant of each loop head, once the walk has reached it.
 struct Candidates {
-    /// For each instruction slot, the index of its loop head's candidate in
-    /// `facts` (`u32::MAX` where no loop starts).
+    /// For each instruction slot, the index of its loop head's entry below
+    /// (`u32::MAX` where no loop starts).
     slot: Vec<u32>,
     facts: Vec<Option<Facts>>,
+    /// How often each candidate has been widened.
+    widenings: Vec<u8>,
+    /// The last slot with a back edge to each loop head: past it, the
+    /// walk has settled that loop.
+    last_back: Vec<usize>,
 }
 
 impl Candidates {
-    fn new(flow: &Flow) -> Candidates {
+    fn new(program: &Program, flow: &Flow) -> Candidates {
         let mut heads = 0;
-        let slot = flow
+        let slot: Vec<u32> = flow
             .landings
             .iter()
             .map(|landing| {
@@ -93,17 +104,54 @@ impl Candidates {
                 heads - 1
             })
             .collect();
-        Candidates { slot, facts: vec![None; heads as usize] }
+        let mut last_back = vec![0; heads as usize];
+        for (pc, insn) in program.insns().iter().enumerate() {
+            if let Some(to) = insn.jump_target(pc).filter(|&to| to <= pc)
+                && let Some(last) = last_back.get_mut(slot[to] as usize)
+            {
+                *last = pc;
+            }
+        }
+        let heads = heads as usize;
+        Candidates { slot, facts: vec![None; heads], widenings: vec![0; heads], last_back }
     }
 
-    fn get_mut(&mut self, head: usize) -> Option<&mut Facts> {
-        let slot = *self.slot.get(head)?;
-        self.facts.get_mut(slot as usize)?.as_mut()
+    /// Widens the candidate of loop head `head` (which has one) until
+    /// `state` fits it, or starts it afresh, which everything fits, after
+    /// too many widenings. Returns whether it changed.
+    fn cover(&mut self, head: usize, state: &Facts, ids: &mut Ids) -> bool {
+        let slot = self.slot[head] as usize;
+        let Some(candidate) = self.facts[slot].as_mut() else {
+            return false;
+        };
+        let mut changed = false;
+        while !state.fits(candidate) {
+            changed = true;
+            if self.widenings[slot] >= MAX_WIDENINGS {
+                *candidate = Facts::fresh();
+                break;
+            }
+            self.widenings[slot] += 1;
+            *candidate = candidate.widen(state, ids);
+        }
+        changed
     }
+}
 
-    fn set(&mut self, head: usize, facts: Facts) {
-        self.facts[self.slot[head] as usize] = Some(facts);
-    }
+/// Where the walk of [`Checks::walk`] starts again when a loop head's
+/// candidate widens: the loop head, and what the walk had decided and
+/// carried when it first reached it.
+struct Resume {
+    head: usize,
+    /// The state arriving at the head from before the loop.
+    arriving: Facts,
+    /// Where this loop head's share of the walk's saved `incoming` starts.
+    incoming_at: usize,
+    incoming_len: usize,
+    groups: usize,
+    bound_used: [bool; BOUND_SLOTS],
+    any_check: bool,
+    read_unwritten: u16,
 }
 
 /// The checks of a program's accesses.
@@ -148,32 +196,28 @@ impl Checks {
     /// Decides each access's check from what is known of the registers
     /// (see [`super::facts`]), followed along the program's edges: joined where
     /// forward edges meet, fresh at function starts, and at a loop head a
-    /// candidate invariant. A walk over the program takes each loop head's
-    /// candidate as given and reports every state arriving there (from
-    /// before the loop and along its back edges); a candidate that some
-    /// arrival does not fit is widened to cover it, and the walk runs again,
-    /// until every arrival fits, so that the candidates hold and the walk's
-    /// decisions with them. Should that take too many rounds, loop heads
-    /// start afresh instead, which always holds.
+    /// candidate invariant, first the state arriving from before the loop.
+    /// A state arriving along a back edge that the candidate does not
+    /// cover widens it, and the walk goes back to the loop head, to walk
+    /// the loop again from what it had decided and carried there, until
+    /// the loop settles; so each loop settles on its own range rather than
+    /// by walks over the whole program. Should that take too long, loop
+    /// heads start afresh instead, which always holds.
     fn plan_checks(&mut self, program: &Program, flow: &Flow, entry_known: bool) {
         let mut ids = Ids::new();
-        let mut candidates = Candidates::new(flow);
         // What each instruction reads, looked up once for every walk.
         let reads: Vec<Regs> = program.insns().iter().map(Insn::reads).collect();
-        for _ in 0..MAX_ROUNDS {
-            if self.walk(program, flow, &reads, entry_known, Some(&mut candidates), &mut ids) {
-                return;
-            }
+        let budget = MAX_WALKS * program.insns().len();
+        let mut candidates = Candidates::new(program, flow);
+        if !self.walk(program, flow, &reads, entry_known, Some(&mut candidates), budget, &mut ids) {
+            self.walk(program, flow, &reads, entry_known, None, usize::MAX, &mut ids);
         }
-        self.walk(program, flow, &reads, entry_known, None, &mut ids);
     }
 
     /// One walk over the program for [`Checks::plan_checks`], with each
-    /// loop head's candidate (first the state arriving from before the
-    /// loop), or with every loop head afresh. Each state arriving at a loop
-    /// head widens its candidate, unless it fits: the walk has read that
-    /// candidate already (at the head, before any back edge to it), so the
-    /// widened one serves the next walk. Returns whether every arrival fit.
+    /// loop head's candidate, or with every loop head afresh. Returns
+    /// whether it settled every loop within `budget` instructions walked.
+    #[allow(clippy::too_many_arguments)]
     fn walk(
         &mut self,
         program: &Program,
@@ -181,6 +225,7 @@ impl Checks {
         reads: &[Regs],
         entry_known: bool,
         mut candidates: Option<&mut Candidates>,
+        budget: usize,
         ids: &mut Ids,
     ) -> bool {
         let insns = program.insns();
@@ -193,16 +238,6 @@ impl Checks {
         self.bound_used = [false; BOUND_SLOTS];
         self.any_check = false;
         self.read_unwritten = 0;
-        let mut settled = true;
-        let mut arrive = |candidates: &mut Option<&mut Candidates>, head: usize, state: &Facts, ids: &mut Ids| {
-            let Some(candidate) = candidates.as_deref_mut().and_then(|candidates| candidates.get_mut(head)) else {
-                return;
-            };
-            if !state.fits(candidate) {
-                *candidate = candidate.widen(state, ids);
-                settled = false;
-            }
-        };
         // Function starts are ascending.
         let function_start = |pc: usize| program.functions().binary_search(&pc).is_ok();
         // The facts forward jumps bring to targets not reached yet, joined
@@ -212,14 +247,28 @@ impl Checks {
             let at = incoming.iter().position(|&(to, _)| to == pc)?;
             Some(incoming.swap_remove(at).1)
         };
+        // The loops being walked, innermost last, and the `incoming` each
+        // saved at its head.
+        let mut resumes: Vec<Resume> = Vec::new();
+        let mut saved: Vec<(usize, Facts)> = Vec::new();
         let mut facts = if entry_known { Facts::entry() } else { Facts::fresh() };
         // Can control fall into `pc` from the instruction before?
         let mut falls_in = true;
         // The open group of input-checked accesses through each register.
         let mut open: [Option<u32>; REG_SLOTS] = [None; REG_SLOTS];
+        // Set when the walk goes back to a loop head: its candidate.
+        let mut resumed: Option<Facts> = None;
+        let mut walked = 0;
         let mut pc = 0;
         while pc < insns.len() {
-            if flow.landings[pc].target {
+            walked += 1;
+            if walked > budget {
+                return false;
+            }
+            if let Some(candidate) = resumed.take() {
+                open = [None; REG_SLOTS];
+                facts = candidate;
+            } else if flow.landings[pc].target {
                 open = [None; REG_SLOTS];
                 let arriving = take(&mut incoming, pc);
                 let joined = match (falls_in, arriving) {
@@ -234,18 +283,39 @@ impl Checks {
                 } else if function_start(pc) {
                     Facts::fresh()
                 } else if flow.landings[pc].loop_head {
-                    let taken = match candidates.as_deref_mut() {
+                    match candidates.as_deref_mut() {
                         None => Facts::fresh(),
-                        Some(candidates) => match candidates.get_mut(pc) {
-                            Some(candidate) => *candidate,
-                            None => {
-                                candidates.set(pc, joined);
-                                joined
+                        Some(candidates) => {
+                            let slot = candidates.slot[pc] as usize;
+                            match &candidates.facts[slot] {
+                                Some(_) => {
+                                    candidates.cover(pc, &joined, ids);
+                                }
+                                None => candidates.facts[slot] = Some(joined),
                             }
-                        },
-                    };
-                    arrive(&mut candidates, pc, &joined, ids);
-                    taken
+                            // Loops the walk has left behind stay settled.
+                            while resumes
+                                .last()
+                                .is_some_and(|resume| candidates.last_back[candidates.slot[resume.head] as usize] < pc)
+                            {
+                                resumes.pop();
+                            }
+                            let incoming_at = resumes.last().map_or(0, |last| last.incoming_at + last.incoming_len);
+                            saved.truncate(incoming_at);
+                            saved.extend_from_slice(&incoming);
+                            resumes.push(Resume {
+                                head: pc,
+                                arriving: joined,
+                                incoming_at,
+                                incoming_len: incoming.len(),
+                                groups: self.groups.len(),
+                                bound_used: self.bound_used,
+                                any_check: self.any_check,
+                                read_unwritten: self.read_unwritten,
+                            });
+                            candidates.facts[slot].expect("set above")
+                        }
+                    }
                 } else {
                     joined
                 };
@@ -269,15 +339,40 @@ impl Checks {
                     if let Some(to) = insn.jump_target(pc) {
                         let mut taken = facts;
                         taken.assume(insn, true);
-                        if to <= pc {
-                            // A back edge, to a loop head (or a function's
-                            // start, which has no candidate: always afresh).
-                            arrive(&mut candidates, to, &taken, ids);
-                        } else {
+                        if to > pc {
                             match incoming.iter_mut().find(|(at, _)| *at == to) {
                                 Some((_, earlier)) => *earlier = earlier.join(&taken, ids),
                                 None => incoming.push((to, taken)),
                             }
+                        } else if let Some(candidates) = candidates.as_deref_mut()
+                            && candidates.slot[to] != u32::MAX
+                            && candidates.cover(to, &taken, ids)
+                        {
+                            // A back edge to a loop head (a function's start
+                            // has no candidate: always afresh) that its
+                            // candidate did not cover: walk the loop again.
+                            let Some(at) = resumes.iter().rposition(|resume| resume.head == to) else {
+                                return false;
+                            };
+                            resumes.truncate(at + 1);
+                            let resume = &resumes[at];
+                            // What fits the old candidate may not fit the new.
+                            candidates.cover(to, &resume.arriving, ids);
+                            incoming.clear();
+                            incoming.extend_from_slice(
+                                &saved[resume.incoming_at..resume.incoming_at + resume.incoming_len],
+                            );
+                            for access in &mut self.accesses[to..=pc] {
+                                access.check = Check::None;
+                                access.member_of = None;
+                            }
+                            self.groups.truncate(resume.groups);
+                            self.bound_used = resume.bound_used;
+                            self.any_check = resume.any_check;
+                            self.read_unwritten = resume.read_unwritten;
+                            resumed = candidates.facts[candidates.slot[to] as usize];
+                            pc = to;
+                            continue;
                         }
                     }
                     if insn.opc == JA || insn.opc == JA32 {
@@ -311,7 +406,7 @@ impl Checks {
             }
             pc += 1;
         }
-        settled
+        true
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -525,6 +620,55 @@ mod tests {
                     let error = result.expect_err("the read past the guard faults");
                     assert_eq!(error.pc, reads[2], "{name}");
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn loops_settle_inside_loops_and_keep_their_proofs() {
+        use crate::helpers::Helpers;
+        use crate::jit::JitProgram;
+        use crate::program::Config;
+        use crate::testing::engines;
+        use std::sync::Arc;
+        // An outer loop walks the input a byte a turn behind a guard of its
+        // offset against the length; an inner counted loop in its body
+        // settles first, then the outer loop's back edge widens its head
+        // and the walk goes back there, inner loop and all. The read the
+        // guard covers stays proved; the one a byte further stays checked.
+        let insns = [
+            Insn::new(MOV64_IMM, 3, 0, 0, 0), // 0: r3 = 0
+            Insn::new(MOV64_IMM, 0, 0, 0, 0), // 1: r0 = 0
+            Insn::new(MOV64_REG, 4, 3, 0, 0), // 2: outer head: r4 = r3
+            Insn::new(ADD64_IMM, 4, 0, 0, 1), // 3: r4 = r3 + 1
+            Insn::new(JGT_REG, 4, 2, 11, 0),  // 4: leave unless r3 + 1 <= len
+            Insn::new(MOV64_REG, 5, 1, 0, 0), // 5: r5 = pkt
+            Insn::new(ADD64_REG, 5, 3, 0, 0), // 6: r5 = pkt + r3
+            Insn::new(LDXB, 6, 5, 0, 0),      // 7: byte r3: proved
+            Insn::new(MOV64_IMM, 7, 0, 0, 2), // 8: r7 = 2
+            Insn::new(ADD64_REG, 0, 6, 0, 0), // 9: inner head: r0 += r6
+            Insn::new(SUB64_IMM, 7, 0, 0, 1), // 10: r7 -= 1
+            Insn::new(JNE_IMM, 7, 0, -3, 0),  // 11: back to 9
+            Insn::new(LDXB, 8, 5, 1, 0),      // 12: byte r3 + 1: checked
+            Insn::new(ADD64_REG, 0, 8, 0, 0), // 13
+            Insn::new(ADD64_IMM, 3, 0, 0, 1), // 14: r3 += 1
+            Insn::new(JLT_IMM, 3, 0, -14, 6), // 15: back to 2 while r3 < 6
+            Insn::new(EXIT, 0, 0, 0, 0),      // 16
+        ];
+        let program =
+            Arc::new(Program::load(&encode_program(&insns), &Helpers::new(), &Config::default()).expect("verifies"));
+        let checks = Checks::plan(&program, &Flow::new(&program));
+        assert_eq!(checks.accesses[7].check, Check::None);
+        assert_eq!(checks.accesses[12].check, Check::Input);
+        let jit = JitProgram::compile(program.clone()).expect("compiles");
+        for len in 0..9 {
+            let input: Vec<u8> = (1..=len as u8).collect();
+            let result = engines::assert_agree(&program, &jit, &input, &format_args!("{len} bytes"));
+            // The read a byte past the guard faults on the last byte.
+            if (1..7).contains(&len) {
+                assert_eq!(result.expect_err("faults").pc, 12, "{len} bytes");
+            } else {
+                assert!(result.is_ok(), "{len} bytes");
             }
         }
     }

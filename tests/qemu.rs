@@ -1044,6 +1044,99 @@ fn map_update_over_qmp_changes_verdicts_as_replay_map_init_does() {
     rig.quit();
 }
 
+/// The maps of filter `id` from `query-filter-ubpf-maps`, in the form of
+/// `qemu-ubpf replay --maps` (type names, snake_case sizes).
+fn typed_maps_of(qmp: &mut Qmp, id: &str) -> Value {
+    let maps = qmp.execute("query-filter-ubpf-maps", json!({ "id": id })).expect("query-filter-ubpf-maps");
+    let type_name = |number: u64| match number {
+        1 => "hash",
+        2 => "array",
+        11 => "lpm_trie",
+        other => panic!("a map type this test does not name: {other}"),
+    };
+    maps.as_array()
+        .expect("a list of maps")
+        .iter()
+        .map(|map| {
+            json!({
+                "name": map["name"],
+                "type": type_name(map["type"].as_u64().unwrap()),
+                "key_size": map["key-size"],
+                "value_size": map["value-size"],
+                "max_entries": map["max-entries"],
+                "flags": map["flags"],
+                "entries": map["entries"],
+            })
+        })
+        .collect()
+}
+
+/// The typed QMP commands: entries stored one by one with
+/// `filter-ubpf-map-update` drop what replay drops with the same entries
+/// from `--map-init`, `query-filter-ubpf-maps` gives replay's `--maps`,
+/// and `filter-ubpf-map-delete` empties the blocklist again.
+#[test]
+fn typed_map_commands_over_qmp_agree_with_replay() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "typed_map_commands_over_qmp_agree_with_replay");
+    let program = common::example("prefix_blocklist");
+    let capture = common::sample("ethernet.pcap");
+    let sent = frames(&capture);
+    let init = common::root().join("examples/prefix_blocklist.json");
+    let init_option = init.display().to_string();
+    let (empty, _) = replay(&dir, &program, &capture, &[]);
+    let (summary, blocked) = replay_summary(&dir, &program, &capture, &["--map-init", &init_option, "--maps"]);
+    let (with_blocklist, _) = replay(&dir, &program, &capture, &["--map-init", &init_option]);
+    let blocklist =
+        summary["maps"].as_array().unwrap().iter().find(|map| map["name"] == "blocklist").expect("replay's blocklist")
+            ["entries"]
+            .as_array()
+            .unwrap()
+            .clone();
+    assert!(blocklist.len() >= 2 && with_blocklist.dropped > empty.dropped, "{summary}");
+
+    let mut rig = Rig::start(&qemu, &[filter_object("f0", "n1", "tx", &program, "")]);
+    for entry in &blocklist {
+        rig.qmp
+            .execute(
+                "filter-ubpf-map-update",
+                json!({ "id": "f0", "map": "blocklist", "key": entry["key"], "value": entry["value"] }),
+            )
+            .unwrap_or_else(|e| panic!("filter-ubpf-map-update {entry}: {e}"));
+    }
+    rig.send_all("f0", &sent);
+    assert_eq!(Counters::of(&mut rig.qmp, "f0"), with_blocklist, "the typed entries drop what --map-init's do");
+    assert!(rig.collected(blocked.len()) == blocked, "the frames out are those replay --map-init passes");
+    assert_eq!(typed_maps_of(&mut rig.qmp, "f0"), summary["maps"], "query-filter-ubpf-maps against replay --maps");
+
+    for entry in &blocklist {
+        let key = &entry["key"];
+        rig.qmp
+            .execute("filter-ubpf-map-delete", json!({ "id": "f0", "map": "blocklist", "key": key }))
+            .unwrap_or_else(|e| panic!("filter-ubpf-map-delete {key}: {e}"));
+    }
+    rig.send_all("f0", &sent);
+    let after = Counters::of(&mut rig.qmp, "f0");
+    assert_eq!(after.dropped - with_blocklist.dropped, empty.dropped, "an empty blocklist again: {after:?}");
+
+    let missing = rig
+        .qmp
+        .execute("filter-ubpf-map-delete", json!({ "id": "f0", "map": "blocklist", "key": blocklist[0]["key"] }))
+        .expect_err("deleting a key twice");
+    assert!(missing["desc"].as_str().unwrap().contains("no such key"), "{missing}");
+    let short = rig
+        .qmp
+        .execute("filter-ubpf-map-update", json!({ "id": "f0", "map": "blocklist", "key": "18", "value": "01000000" }))
+        .expect_err("a key of the wrong size");
+    assert!(short["desc"].as_str().unwrap().contains("8 bytes"), "{short}");
+    let no_map = rig
+        .qmp
+        .execute("query-filter-ubpf-maps", json!({ "id": "nosuchfilter" }))
+        .expect_err("an id that is no filter");
+    assert_eq!(no_map["class"], "GenericError", "{no_map}");
+    rig.quit();
+}
+
 /// valgrind's leak summary of a run: bytes definitely lost and the number
 /// of errors (invalid accesses, uses of uninitialised memory, and definite
 /// leaks).

@@ -2,8 +2,8 @@
 # Builds QEMU's filter-ubpf against iovisor/ubpf's API instead of
 # libqemu-ubpf's, as a distribution would that packages iovisor/ubpf with a
 # pkg-config file ("ubpf"): the filter must build with the extensions
-# (maps, Linux helpers) compiled out, and refuse the properties that need
-# them.
+# (maps, Linux helpers, tcpdump expressions) compiled out, and refuse the
+# properties that need them.
 #
 # Two ways, each a second meson configuration of the source tree that
 # scripts/qemu-build.sh prepared (run first, cached):
@@ -116,13 +116,13 @@ mkdir -p "$build"
 # What meson found: "ubpf", without the extensions.
 config=$build/config-host.h
 grep -qx '#define CONFIG_UBPF' "$config" || { echo "qemu-build-upstream.sh: meson did not find ubpf" >&2; exit 1; }
-for absent in CONFIG_UBPF_MAPS CONFIG_UBPF_CHECKED_JIT; do
+for absent in CONFIG_UBPF_MAPS CONFIG_UBPF_FILTER_EXPR CONFIG_UBPF_CHECKED_JIT; do
     if ! grep -qx "#undef $absent" "$config"; then
         echo "qemu-build-upstream.sh: $absent is set against iovisor/ubpf's API" >&2
         exit 1
     fi
 done
-log "meson found ubpf $(PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --modversion ubpf), without maps (CONFIG_UBPF_MAPS and CONFIG_UBPF_CHECKED_JIT unset)"
+log "meson found ubpf $(PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --modversion ubpf), without maps or expressions (CONFIG_UBPF_MAPS, CONFIG_UBPF_FILTER_EXPR and CONFIG_UBPF_CHECKED_JIT unset)"
 
 filter_object=libcommon.a.p/net_filter-ubpf.c.o
 qtest_object=tests/qtest/filter-ubpf-test.p/filter-ubpf-test.c.o

@@ -359,19 +359,18 @@ impl Drop for Rig {
 /// it passes.
 fn replay(dir: &Path, program: &Path, capture: &Path, options: &[&str]) -> (Counters, Vec<Vec<u8>>) {
     let (summary, passed) = replay_summary(dir, program, capture, options);
-    let count = |name: &str| summary[name].as_u64().unwrap();
-    let counters = Counters {
-        passed: count("passed"),
-        dropped: count("dropped"),
-        skipped: count("skipped"),
-        errors: count("errors"),
-    };
-    (counters, passed)
+    (counters_of_summary(&summary), passed)
 }
 
 /// `qemu-ubpf replay --json` over `capture`: its summary and the frames it
 /// passes.
 fn replay_summary(dir: &Path, program: &Path, capture: &Path, options: &[&str]) -> (Value, Vec<Vec<u8>>) {
+    replay_inputs(dir, options, &[program, capture])
+}
+
+/// `qemu-ubpf replay --json` with `options` and then `inputs` (the program
+/// and the capture, or with `--expr` the capture alone).
+fn replay_inputs(dir: &Path, options: &[&str], inputs: &[&Path]) -> (Value, Vec<Vec<u8>>) {
     let pass = dir.join("replay-pass.pcap");
     let output = Command::new(env!("CARGO_BIN_EXE_qemu-ubpf"))
         .arg("replay")
@@ -379,12 +378,23 @@ fn replay_summary(dir: &Path, program: &Path, capture: &Path, options: &[&str]) 
         .args(options)
         .arg("--pass")
         .arg(&pass)
-        .arg(program)
-        .arg(capture)
+        .args(inputs)
         .output()
         .unwrap();
     assert!(output.status.success(), "replay: {}", String::from_utf8_lossy(&output.stderr));
     (serde_json::from_slice(&output.stdout).unwrap(), frames(&pass))
+}
+
+/// What `qemu-ubpf replay --expr expr` does with `capture`: its counters
+/// and the frames it passes.
+fn replay_expr(dir: &Path, expr: &str, capture: &Path, options: &[&str]) -> (Counters, Vec<Vec<u8>>) {
+    let (summary, passed) = replay_inputs(dir, &[&["--expr", expr], options].concat(), &[capture]);
+    (counters_of_summary(&summary), passed)
+}
+
+fn counters_of_summary(summary: &Value) -> Counters {
+    let count = |name: &str| summary[name].as_u64().unwrap();
+    Counters { passed: count("passed"), dropped: count("dropped"), skipped: count("skipped"), errors: count("errors") }
 }
 
 /// Raw bytecode assembled by `qemu-ubpf asm` from `source`.
@@ -417,6 +427,12 @@ const DROP_ALL: &str = "mov r0, 1\nexit\n";
 
 fn filter_object(id: &str, netdev: &str, queue: &str, handler: &Path, options: &str) -> String {
     format!("filter-ubpf,id={id},netdev={netdev},queue={queue},ubpf-handler={}{options}", handler.display())
+}
+
+/// A filter-ubpf object running the tcpdump expression `expr` (which must
+/// hold no comma).
+fn expr_object(id: &str, netdev: &str, queue: &str, expr: &str, options: &str) -> String {
+    format!("filter-ubpf,id={id},netdev={netdev},queue={queue},filter-expr={expr}{options}")
 }
 
 fn dump_object(id: &str, netdev: &str, queue: &str, file: &Path) -> String {
@@ -575,13 +591,20 @@ fn swap_under_traffic_loses_nothing() {
     let mut swaps = 0;
     while !sender.is_finished() {
         let mut rig = rig.lock().unwrap();
-        let handler = if swaps % 2 == 0 { &drop_all } else { &rfc };
-        rig.qmp.set("/objects/f0", "ubpf-handler", json!(handler)).expect("swap");
+        // Programs and an expression with the RFC's verdicts take turns.
+        let (property, value) = match swaps % 3 {
+            0 => ("ubpf-handler", json!(drop_all)),
+            1 => ("ubpf-handler", json!(rfc)),
+            _ => ("filter-expr", json!(RFC_EXPR)),
+        };
+        rig.qmp.set("/objects/f0", property, value.clone()).expect("swap");
         if swaps % 5 == 0 {
             // A failed swap keeps the program that runs.
             let error = rig.qmp.set("/objects/f0", "ubpf-handler", json!("/nonexistent/prog.o")).unwrap_err();
             assert_eq!(error["class"], "GenericError", "{error}");
-            assert_eq!(rig.qmp.get("/objects/f0", "ubpf-handler"), json!(handler));
+            let error = rig.qmp.set("/objects/f0", "filter-expr", json!("ip dst")).unwrap_err();
+            assert_eq!(error["class"], "GenericError", "{error}");
+            assert_eq!(rig.qmp.get("/objects/f0", property), value);
         }
         swaps += 1;
         drop(rig);
@@ -592,12 +615,133 @@ fn swap_under_traffic_loses_nothing() {
     let counters = rig.wait_seen("f0", total as u64);
     let out = rig.collected(counters.passed as usize);
     rig.quit();
-    assert!(swaps >= 10, "only {swaps} swaps happened during the stream");
+    assert!(swaps >= 15, "only {swaps} swaps happened during the stream");
     assert_eq!(out.len() as u64, counters.passed, "every frame is delivered or counted as dropped: {counters:?}");
     assert_eq!(counters.errors, 0);
     // Under either program, frames to 1.1.1.1 never pass.
     let (to_1111, _) = to_1_1_1_1(&dir);
     assert!(out.iter().all(|frame| !to_1111.contains(frame)), "a frame to 1.1.1.1 passed");
+}
+
+/// A tcpdump expression with the RFC example's verdicts on every frame of
+/// the sample: IPv4 to 1.1.1.1, untagged or under one VLAN tag.
+const RFC_EXPR: &str = "ip dst 1.1.1.1 or (vlan and ip dst 1.1.1.1)";
+
+/// filter-expr drops what the expression matches, as `replay --expr` does
+/// (tcpdump's selection), with the JIT and the interpreter.
+#[test]
+fn filter_expr_drops_what_replay_expr_drops() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "filter_expr_drops_what_replay_expr_drops");
+    let capture = common::sample("ethernet.pcap");
+    let sent = frames(&capture);
+    for expr in ["dst host 1.1.1.1", "tcp or arp", RFC_EXPR] {
+        for (options, engine) in [("", "jit"), (",jit=off", "interp")] {
+            let what = format!("{expr:?} with {engine}");
+            let (expected, expected_frames) = replay_expr(&dir, expr, &capture, &["--engine", engine]);
+            assert!(expected.dropped > 0 && expected.passed > 0, "{what}: replay's summary: {expected:?}");
+            let mut rig = Rig::start(&qemu, &[expr_object("f0", "n1", "tx", expr, options)]);
+            rig.send_all("f0", &sent);
+            let counters = Counters::of(&mut rig.qmp, "f0");
+            let out = rig.collected(expected_frames.len());
+            rig.quit();
+            assert_eq!(counters, expected, "{what}: QEMU's counters against replay's");
+            assert!(out == expected_frames, "{what}: the frames out of n2 differ from those replay passes");
+        }
+    }
+}
+
+/// The RFC's check: `filter-expr='dst host 1.1.1.1'` gives the RFC C
+/// program's verdicts (the example drop_1_1_1_1, built from
+/// tests/fixtures/build/rfc_filter.c's source) on the frames the program
+/// reads in ip-mode, untagged IPv4; on the whole sample the expression
+/// also drops the ARP request for 1.1.1.1 and passes VLAN-tagged frames,
+/// as tcpdump selects them, and RFC_EXPR gives the program's verdicts on
+/// every frame.
+#[test]
+fn filter_expr_gives_the_rfc_programs_verdicts() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "filter_expr_gives_the_rfc_programs_verdicts");
+    let rfc = common::example("drop_1_1_1_1");
+    let all = frames(&common::sample("ethernet.pcap"));
+    let untagged_ipv4: Vec<Vec<u8>> =
+        all.iter().filter(|frame| frame.get(12..14) == Some(&[0x08, 0x00])).cloned().collect();
+    assert!(untagged_ipv4.len() > 10 && untagged_ipv4.len() < all.len());
+    let ipv4_capture = dir.join("untagged-ipv4.pcap");
+    write_pcap(&ipv4_capture, &untagged_ipv4);
+
+    for (expr, capture, sent) in
+        [("dst host 1.1.1.1", &ipv4_capture, &untagged_ipv4), (RFC_EXPR, &common::sample("ethernet.pcap"), &all)]
+    {
+        let (program, program_passed) = replay(&dir, &rfc, capture, &[]);
+        let mut rig = Rig::start(&qemu, &[expr_object("f0", "n1", "tx", expr, "")]);
+        rig.send_all("f0", sent);
+        let counters = Counters::of(&mut rig.qmp, "f0");
+        let out = rig.collected(program_passed.len());
+        rig.quit();
+        assert_eq!((counters.passed, counters.dropped), (program.passed, program.dropped), "{expr:?}: {counters:?}");
+        assert!(out == program_passed, "{expr:?}: the frames out differ from those the RFC program passes");
+    }
+}
+
+/// qom-set of filter-expr swaps the program, ubpf-handler and filter-expr
+/// replace each other, a bad expression keeps the running filter and
+/// returns libpcap's message, and creation refuses both at once.
+#[test]
+fn filter_expr_swaps_over_qmp_and_a_bad_one_keeps_the_old() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "filter_expr_swaps_over_qmp_and_a_bad_one_keeps_the_old");
+    let (to_1111, passed) = to_1_1_1_1(&dir);
+    let drop_all = assembled(&dir, "drop_all", DROP_ALL);
+    let mut rig = Rig::start(&qemu, &[filter_object("f0", "n1", "tx", &drop_all, ",ip-mode=off")]);
+
+    rig.qmp.set("/objects/f0", "filter-expr", json!(RFC_EXPR)).expect("swap to an expression");
+    assert_eq!(rig.qmp.get("/objects/f0", "ubpf-handler"), json!(""));
+    let error = rig.qmp.set("/objects/f0", "filter-expr", json!("ip dst 1.1.1.1 and")).unwrap_err();
+    assert_eq!(error["class"], "GenericError", "{error}");
+    assert!(error["desc"].as_str().unwrap().contains("syntax error"), "libpcap's message: {error}");
+    let error = rig.qmp.set("/objects/f0", "program", json!("main")).unwrap_err();
+    assert!(error["desc"].as_str().unwrap().contains("filter-expr"), "{error}");
+    assert_eq!(rig.qmp.get("/objects/f0", "filter-expr"), json!(RFC_EXPR));
+    let all = [to_1111.clone(), passed.clone()].concat();
+    rig.send_all("f0", &all);
+    assert!(rig.collected(passed.len()) == passed, "the expression still runs after the failed swap");
+    assert_eq!(Counters::of(&mut rig.qmp, "f0").dropped, to_1111.len() as u64);
+
+    rig.qmp.set("/objects/f0", "ubpf-handler", json!(drop_all)).expect("swap back to a program");
+    assert_eq!(rig.qmp.get("/objects/f0", "filter-expr"), json!(""));
+    rig.send_all("f0", &passed);
+    assert_eq!(rig.collected(passed.len()).len(), passed.len(), "the program drops everything again");
+
+    let both = rig
+        .qmp
+        .execute(
+            "object-add",
+            json!({ "qom-type": "filter-ubpf", "id": "f1", "netdev": "n1",
+                    "ubpf-handler": drop_all, "filter-expr": "ip" }),
+        )
+        .expect_err("ubpf-handler and filter-expr at once");
+    assert!(both["desc"].as_str().unwrap().contains("alternatives"), "{both}");
+    let bad = rig
+        .qmp
+        .execute(
+            "object-add",
+            json!({ "qom-type": "filter-ubpf", "id": "f1", "netdev": "n1", "filter-expr": "ip and" }),
+        )
+        .expect_err("a bad expression");
+    assert!(bad["desc"].as_str().unwrap().contains("syntax error"), "{bad}");
+    rig.quit();
+
+    let output = Command::new(&qemu)
+        .args(["-M", "none", "-accel", "qtest", "-nodefaults", "-display", "none"])
+        .args(["-netdev", "hubport,id=h1,hubid=0"])
+        .args(["-object", &expr_object("f0", "h1", "all", "port 53 or", "")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "a bad expression at creation; stderr: {stderr}");
+    assert!(stderr.contains("filter-expr") && stderr.contains("syntax error"), "{stderr}");
 }
 
 #[test]
@@ -742,16 +886,32 @@ fn pings_to(frames: &[Vec<u8>], destination: [u8; 4]) -> usize {
 /// RFC example on queue=rx drops the first three and passes the others.
 #[test]
 fn a_real_guest_has_its_pings_to_1_1_1_1_dropped() {
+    let rfc = common::example("drop_1_1_1_1");
+    guest_pings_to_1_1_1_1_dropped("a_real_guest_has_its_pings_to_1_1_1_1_dropped", |netdev, queue| {
+        filter_object("f0", netdev, queue, &rfc, "")
+    });
+}
+
+/// The same with `filter-expr='dst host 1.1.1.1'` instead of the program.
+#[test]
+fn a_real_guest_has_its_pings_to_1_1_1_1_dropped_by_filter_expr() {
+    guest_pings_to_1_1_1_1_dropped("a_real_guest_has_its_pings_to_1_1_1_1_dropped_by_filter_expr", |netdev, queue| {
+        expr_object("f0", netdev, queue, "dst host 1.1.1.1", "")
+    });
+}
+
+/// Boots the guest with the filter object `filter(netdev, queue)` (id f0)
+/// between two dumps and checks that exactly its pings to 1.1.1.1 vanish.
+fn guest_pings_to_1_1_1_1_dropped(test: &str, filter: impl Fn(&str, &str) -> String) {
     let Some(qemu) = qemu_binary() else { return };
     let Some(guest) = required_path("QEMU_UBPF_GUEST", "scripts/qemu-guest.sh prepares the guest and prints its path")
     else {
         return;
     };
-    let dir = common::scratch_dir("qemu", "a_real_guest_has_its_pings_to_1_1_1_1_dropped");
+    let dir = common::scratch_dir("qemu", test);
     let sockets = socket_dir();
     let (serial, before, after) = (dir.join("serial.log"), dir.join("before.pcap"), dir.join("after.pcap"));
     let out = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let rfc = common::example("drop_1_1_1_1");
     let (mut child, mut qmp, ()) = launch(&qemu, &sockets.join("qmp"), || {
         let _ = std::fs::remove_file(&serial);
         let guest_file = |name: &str| guest.join(name).display().to_string();
@@ -782,7 +942,7 @@ fn a_real_guest_has_its_pings_to_1_1_1_1_dropped() {
             "-object".into(),
             dump_object("after", "n0", "rx", &after),
             "-object".into(),
-            filter_object("f0", "n0", "rx", &rfc, ""),
+            filter("n0", "rx"),
             "-object".into(),
             dump_object("before", "n0", "rx", &before),
         ];
@@ -881,6 +1041,99 @@ fn map_update_over_qmp_changes_verdicts_as_replay_map_init_does() {
     let mut rig = Rig::start(&qemu, &[filter_object("f0", "n1", "tx", &program, &options)]);
     rig.send_all("f0", &sent);
     assert_eq!(Counters::of(&mut rig.qmp, "f0").dropped, summary["dropped"].as_u64().unwrap());
+    rig.quit();
+}
+
+/// The maps of filter `id` from `query-filter-ubpf-maps`, in the form of
+/// `qemu-ubpf replay --maps` (type names, snake_case sizes).
+fn typed_maps_of(qmp: &mut Qmp, id: &str) -> Value {
+    let maps = qmp.execute("query-filter-ubpf-maps", json!({ "id": id })).expect("query-filter-ubpf-maps");
+    let type_name = |number: u64| match number {
+        1 => "hash",
+        2 => "array",
+        11 => "lpm_trie",
+        other => panic!("a map type this test does not name: {other}"),
+    };
+    maps.as_array()
+        .expect("a list of maps")
+        .iter()
+        .map(|map| {
+            json!({
+                "name": map["name"],
+                "type": type_name(map["type"].as_u64().unwrap()),
+                "key_size": map["key-size"],
+                "value_size": map["value-size"],
+                "max_entries": map["max-entries"],
+                "flags": map["flags"],
+                "entries": map["entries"],
+            })
+        })
+        .collect()
+}
+
+/// The typed QMP commands: entries stored one by one with
+/// `filter-ubpf-map-update` drop what replay drops with the same entries
+/// from `--map-init`, `query-filter-ubpf-maps` gives replay's `--maps`,
+/// and `filter-ubpf-map-delete` empties the blocklist again.
+#[test]
+fn typed_map_commands_over_qmp_agree_with_replay() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "typed_map_commands_over_qmp_agree_with_replay");
+    let program = common::example("prefix_blocklist");
+    let capture = common::sample("ethernet.pcap");
+    let sent = frames(&capture);
+    let init = common::root().join("examples/prefix_blocklist.json");
+    let init_option = init.display().to_string();
+    let (empty, _) = replay(&dir, &program, &capture, &[]);
+    let (summary, blocked) = replay_summary(&dir, &program, &capture, &["--map-init", &init_option, "--maps"]);
+    let (with_blocklist, _) = replay(&dir, &program, &capture, &["--map-init", &init_option]);
+    let blocklist =
+        summary["maps"].as_array().unwrap().iter().find(|map| map["name"] == "blocklist").expect("replay's blocklist")
+            ["entries"]
+            .as_array()
+            .unwrap()
+            .clone();
+    assert!(blocklist.len() >= 2 && with_blocklist.dropped > empty.dropped, "{summary}");
+
+    let mut rig = Rig::start(&qemu, &[filter_object("f0", "n1", "tx", &program, "")]);
+    for entry in &blocklist {
+        rig.qmp
+            .execute(
+                "filter-ubpf-map-update",
+                json!({ "id": "f0", "map": "blocklist", "key": entry["key"], "value": entry["value"] }),
+            )
+            .unwrap_or_else(|e| panic!("filter-ubpf-map-update {entry}: {e}"));
+    }
+    rig.send_all("f0", &sent);
+    assert_eq!(Counters::of(&mut rig.qmp, "f0"), with_blocklist, "the typed entries drop what --map-init's do");
+    assert!(rig.collected(blocked.len()) == blocked, "the frames out are those replay --map-init passes");
+    assert_eq!(typed_maps_of(&mut rig.qmp, "f0"), summary["maps"], "query-filter-ubpf-maps against replay --maps");
+
+    for entry in &blocklist {
+        let key = &entry["key"];
+        rig.qmp
+            .execute("filter-ubpf-map-delete", json!({ "id": "f0", "map": "blocklist", "key": key }))
+            .unwrap_or_else(|e| panic!("filter-ubpf-map-delete {key}: {e}"));
+    }
+    rig.send_all("f0", &sent);
+    let after = Counters::of(&mut rig.qmp, "f0");
+    assert_eq!(after.dropped - with_blocklist.dropped, empty.dropped, "an empty blocklist again: {after:?}");
+
+    let missing = rig
+        .qmp
+        .execute("filter-ubpf-map-delete", json!({ "id": "f0", "map": "blocklist", "key": blocklist[0]["key"] }))
+        .expect_err("deleting a key twice");
+    assert!(missing["desc"].as_str().unwrap().contains("no such key"), "{missing}");
+    let short = rig
+        .qmp
+        .execute("filter-ubpf-map-update", json!({ "id": "f0", "map": "blocklist", "key": "18", "value": "01000000" }))
+        .expect_err("a key of the wrong size");
+    assert!(short["desc"].as_str().unwrap().contains("8 bytes"), "{short}");
+    let no_map = rig
+        .qmp
+        .execute("query-filter-ubpf-maps", json!({ "id": "nosuchfilter" }))
+        .expect_err("an id that is no filter");
+    assert_eq!(no_map["class"], "GenericError", "{no_map}");
     rig.quit();
 }
 

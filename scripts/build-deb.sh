@@ -19,9 +19,15 @@
 #                       must have a top entry for VERSION-N
 #   --profile NAME      cargo profile to build (default: release)
 #   --artifacts DIR     package the libqemu_ubpf.so/.a already built in DIR
+#   --arch ARCH         Debian architecture to build for (default: this
+#                       machine's); another one is cross-built, e.g. arm64
+#                       with gcc-aarch64-linux-gnu, binutils-aarch64-linux-gnu
+#                       and a cargo first in PATH that has the aarch64
+#                       standard library (Debian: libstd-rust-web-dev:arm64,
+#                       /usr/bin/cargo); dpkg-shlibdeps needs libc6:ARCH
 #   --no-lintian        skip lintian
-#   --install-test      then install both packages with dpkg -i (as root, or
-#                       through sudo),
+#   --install-test      then install the packages with dpkg -i (as root, or
+#                       through sudo; not when cross-building),
 #                       build tests/c/qemu_rfc.c with
 #                       `pkg-config --cflags --libs qemu-ubpf`, run it, and
 #                       remove the packages again (--keep-installed keeps them)
@@ -35,13 +41,14 @@ usage() {
     exit 2
 }
 
-out="" revision=1 install_args=() lintian=true install_test=false keep=false
+out="" revision=1 install_args=() lintian=true install_test=false keep=false arch=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) out=${2:?--out needs a directory}; shift 2 ;;
         --revision) revision=${2:?--revision needs a number}; shift 2 ;;
         --profile) install_args+=(--profile "${2:?--profile needs a name}"); shift 2 ;;
         --artifacts) install_args+=(--artifacts "$(cd "${2:?--artifacts needs a directory}" && pwd)"); shift 2 ;;
+        --arch) arch=${2:?--arch needs a Debian architecture}; shift 2 ;;
         --no-lintian) lintian=false; shift ;;
         --install-test) install_test=true; shift ;;
         --keep-installed) keep=true; shift ;;
@@ -59,8 +66,20 @@ mkdir -p "$out"
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 soversion=$(sed -n 's/^const SOVERSION: &str = "\(.*\)";$/\1/p' build.rs)
 deb_version=$version-$revision
-arch=$(dpkg --print-architecture)
-multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH)
+arch=${arch:-$(dpkg --print-architecture)}
+multiarch=$(dpkg-architecture -a"$arch" -qDEB_HOST_MULTIARCH 2>/dev/null)
+# The binutils that read this architecture's objects: the host's own, or
+# the cross ones (aarch64-linux-gnu-strip...), and Rust's target for it.
+tools=""
+if [ "$arch" != "$(dpkg --print-architecture)" ]; then
+    if $install_test; then
+        echo "build-deb.sh: --install-test installs and runs the packages: not for another architecture ($arch)" >&2
+        exit 1
+    fi
+    tools=$(dpkg-architecture -a"$arch" -qDEB_HOST_GNU_TYPE 2>/dev/null)-
+    install_args+=(--target "$(dpkg-architecture -a"$arch" -qDEB_HOST_GNU_CPU 2>/dev/null)-unknown-linux-gnu")
+    command -v "${tools}strip" >/dev/null || { echo "build-deb.sh: ${tools}strip is missing (binutils for $arch)" >&2; exit 1; }
+fi
 maintainer=${DEB_MAINTAINER:-$(sed -n 's/^ -- \(.*>\)  .*$/\1/p' packaging/debian/changelog | head -n 1)}
 lib_package=libqemu-ubpf$soversion
 dev_package=libqemu-ubpf-dev
@@ -81,10 +100,10 @@ soname=libqemu-ubpf.so.$soversion
 
 # Strip as dh_strip does: debug info and the notes and comments of the
 # toolchain go; the dynamic symbol table stays.
-strip --remove-section=.comment --remove-section=.note --strip-unneeded "$stage/$libdir/$real"
-strip --remove-section=.comment --remove-section=.note --strip-debug --enable-deterministic-archives \
+"${tools}strip" --remove-section=.comment --remove-section=.note --strip-unneeded "$stage/$libdir/$real"
+"${tools}strip" --remove-section=.comment --remove-section=.note --strip-debug --enable-deterministic-archives \
     "$stage/$libdir/libqemu-ubpf.a"
-strip --remove-section=.comment --remove-section=.note "$stage/usr/bin/qemu-ubpf"
+"${tools}strip" --remove-section=.comment --remove-section=.note "$stage/usr/bin/qemu-ubpf"
 
 # The files of each package, as paths below the install tree.
 lib_files=("$libdir/$real" "$libdir/$soname")
@@ -92,11 +111,12 @@ dev_files=("usr/include/qemu-ubpf/ubpf.h" "$libdir/libqemu-ubpf.so" "$libdir/lib
 mapfile -t command_files < <(cd "$stage" && { echo usr/bin/qemu-ubpf; find usr/share/qemu-ubpf -type f; } | LC_ALL=C sort)
 
 # Runtime dependencies of the library, as dpkg-shlibdeps finds them (it
-# wants a debian/control beside it).
+# wants a debian/control beside it; DEB_HOST_ARCH makes it read another
+# architecture's objects with that one's objdump).
 mkdir -p "$work/shlibdeps/debian"
 printf 'Source: qemu-ubpf\n\nPackage: %s\nArchitecture: any\n' "$lib_package" > "$work/shlibdeps/debian/control"
 shlibdeps() {
-    (cd "$work/shlibdeps" && dpkg-shlibdeps -O -e"$1" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+    (cd "$work/shlibdeps" && DEB_HOST_ARCH=$arch dpkg-shlibdeps -O -e"$1" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
 }
 lib_depends=$(shlibdeps "$stage/$libdir/$real")
 command_depends=$(shlibdeps "$stage/usr/bin/qemu-ubpf")
@@ -144,7 +164,7 @@ echo "libqemu-ubpf $soversion $lib_package (>= $version)" > "$work/$lib_package/
 {
     echo "$soname $lib_package #MINVER#"
     echo "* Build-Depends-Package: $dev_package"
-    nm -D --defined-only "$stage/$libdir/$real" | awk '$2 == "T" { print $3 }' | LC_ALL=C sort |
+    "${tools}nm" -D --defined-only "$stage/$libdir/$real" | awk '$2 == "T" { print $3 }' | LC_ALL=C sort |
         sed "s/^\(.*\)$/ \1@Base $version/"
 } > "$work/$lib_package/DEBIAN/symbols"
 echo "activate-noawait ldconfig" > "$work/$lib_package/DEBIAN/triggers"

@@ -29,6 +29,10 @@
 #                       profile directory that `cargo test` just built)
 #   --no-build          install what the profile directory already holds
 #   --command           also build and install the qemu-ubpf command
+#   --target TRIPLE     cross-build for Rust's target TRIPLE, e.g.
+#                       aarch64-unknown-linux-gnu (the cargo first in PATH
+#                       needs its standard library; .cargo/config.toml names
+#                       the linker)
 #
 # cargo names its outputs libqemu_ubpf.so and libqemu_ubpf.a; they are renamed
 # on the way. Relative paths are taken from the current directory.
@@ -39,7 +43,7 @@ usage() {
     exit 2
 }
 
-prefix="" libdir="" includedir="" destdir="" profile=release artifacts="" build=true command=false
+prefix="" libdir="" includedir="" destdir="" profile=release artifacts="" build=true command=false target=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
@@ -56,6 +60,8 @@ while [ $# -gt 0 ]; do
         --artifacts=*) artifacts=${1#*=}; build=false; shift ;;
         --no-build) build=false; shift ;;
         --command) command=true; shift ;;
+        --target) target=${2:?--target needs a triple}; shift 2 ;;
+        --target=*) target=${1#*=}; shift ;;
         -h|--help) usage ;;
         *) echo "install.sh: unknown option $1" >&2; usage ;;
     esac
@@ -81,8 +87,14 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 soversion=$(sed -n 's/^const SOVERSION: &str = "\(.*\)";$/\1/p' build.rs)
 [ -n "$soversion" ] || { echo "install.sh: no SOVERSION in build.rs" >&2; exit 1; }
 
+cargo_target=()
 if [ -z "$artifacts" ]; then
     target_dir=${CARGO_TARGET_DIR:-target}
+    if [ -n "$target" ]; then
+        # cargo puts a --target build one directory further down.
+        target_dir=$target_dir/$target
+        cargo_target=(--target "$target")
+    fi
     # cargo puts the dev profile in target/debug, every other one under its name.
     case "$profile" in
         dev|debug) artifacts=$(absolute "$target_dir/debug"); profile=dev ;;
@@ -93,14 +105,14 @@ if $build && $command; then
     # First: building the command also builds the library's cdylib, with
     # the default features; the lean build below then replaces it.
     echo "== building the command (cargo profile $profile)"
-    cargo build --bin qemu-ubpf --locked --profile "$profile"
+    cargo build --bin qemu-ubpf --locked --profile "$profile" "${cargo_target[@]}"
 fi
 if $build; then
     echo "== building the library (cargo profile $profile)"
     # Without the default features (the command, replay, test support): the
     # library C programs link is built from the engine, maps, helpers and C
     # API alone, and depends on none of the command's crates.
-    cargo build --lib --locked --no-default-features --profile "$profile"
+    cargo build --lib --locked --no-default-features --profile "$profile" "${cargo_target[@]}"
 fi
 for file in libqemu_ubpf.so libqemu_ubpf.a; do
     [ -f "$artifacts/$file" ] || { echo "install.sh: $artifacts/$file is missing (build first, or drop --no-build)" >&2; exit 1; }

@@ -542,10 +542,6 @@ fn one_program_on_four_threads() {
 }
 
 #[test]
-#[cfg_attr(
-    target_arch = "aarch64",
-    ignore = "the aarch64 backend's conditional branches reach 1 MiB, less than this program's code"
-)]
 fn longest_program_with_the_longest_straight_run() {
     // 65536 slots: one straight run of loads and adds, then a ja32 back to
     // the start, so the budget stops it there after a few rounds. The last

@@ -69,6 +69,10 @@ pub enum JitError {
     /// not encode); a bug in the JIT, reported rather than panicking.
     #[error("assembling the native code failed: {0}")]
     Assembler(String),
+    /// The program's native code would be longer than the backend's
+    /// jumps reach (aarch64's reach 128 MiB).
+    #[error("the native code would take at least {bytes} bytes, more than the {limit} bytes its jumps reach")]
+    CodeTooLarge { bytes: usize, limit: usize },
     /// An instruction the verifier would have refused; compiling needs a
     /// verified program.
     #[error("instruction {pc} has opcode {opc:#04x}, which the verifier does not accept")]
@@ -228,6 +232,11 @@ impl JitProgram {
     /// Compiles `program` to native code.
     pub fn compile(program: Arc<Program>) -> Result<JitProgram, JitError> {
         let machine_code = backend::compile(&program)?;
+        JitProgram::with_code(program, machine_code)
+    }
+
+    /// `program` with the backend's `machine_code` for it, made executable.
+    fn with_code(program: Arc<Program>, machine_code: MachineCode) -> Result<JitProgram, JitError> {
         Ok(JitProgram {
             stopping_helpers: program.has_stopping_helpers(),
             program,

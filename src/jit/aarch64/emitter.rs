@@ -143,6 +143,43 @@ enum Cond {
     Sle,
 }
 
+/// The conditions a conditional branch tests the flags for.
+#[derive(Clone, Copy)]
+enum Flag {
+    Eq,
+    Ne,
+    Hs,
+    Lo,
+    Mi,
+    Pl,
+    Hi,
+    Ls,
+    Ge,
+    Lt,
+    Gt,
+    Le,
+}
+
+impl Flag {
+    /// The condition that holds exactly when this one does not.
+    fn inverse(self) -> Flag {
+        match self {
+            Flag::Eq => Flag::Ne,
+            Flag::Ne => Flag::Eq,
+            Flag::Hs => Flag::Lo,
+            Flag::Lo => Flag::Hs,
+            Flag::Mi => Flag::Pl,
+            Flag::Pl => Flag::Mi,
+            Flag::Hi => Flag::Ls,
+            Flag::Ls => Flag::Hi,
+            Flag::Ge => Flag::Lt,
+            Flag::Lt => Flag::Ge,
+            Flag::Gt => Flag::Le,
+            Flag::Le => Flag::Gt,
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum LoadKind {
     U8,
@@ -185,18 +222,76 @@ fn reg(index: u8) -> u8 {
     REGISTER_MAP.get(index as usize).copied().unwrap_or(TMP)
 }
 
-/// The code of a verified program.
+/// Bytes of code within which every `b.cond`, `cbz` and `cbnz` reaches
+/// its label (their offsets reach 1 MiB either way).
+const NEAR_CODE: usize = 1 << 20;
+/// Bytes of code within which every `b` and `bl` reaches its label.
+const FAR_CODE: usize = 128 << 20;
+
+/// How far the conditional branches to labels outside their own
+/// instruction must reach.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Reach {
+    /// Code under [`NEAR_CODE`]: each is one `b.cond`, `cbz` or `cbnz`.
+    Near,
+    /// Longer code: each is the inverted test over a `b`.
+    Far,
+}
+
+/// How aligned atomics are made.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Atomics {
+    /// ARMv8.1's single instructions (`ldaddal`, `swpal`, `casal`...), when
+    /// the CPU has them (`HWCAP_ATOMICS`).
+    Lse,
+    /// Exclusive load/store loops (`ldaxr`/`stlxr`), which every ARMv8 CPU
+    /// has.
+    Exclusive,
+}
+
+impl Atomics {
+    /// The form this CPU runs: code is compiled where it runs.
+    fn of_this_cpu() -> Atomics {
+        if std::arch::is_aarch64_feature_detected!("lse") { Atomics::Lse } else { Atomics::Exclusive }
+    }
+}
+
+/// What the code emitted with `reach` and `len` bytes long needs: kept, or
+/// emitted again with far branches, or refused as too long for any branch.
+fn reach_needed(reach: Reach, len: usize) -> Result<Reach, JitError> {
+    if len > FAR_CODE {
+        // Far code is never shorter than near code.
+        Err(JitError::CodeTooLarge { bytes: len, limit: FAR_CODE })
+    } else if len > NEAR_CODE {
+        Ok(Reach::Far)
+    } else {
+        Ok(reach)
+    }
+}
+
+/// The code of a verified program: near branches, unless the code is too
+/// long for them (only programs near the 65536-slot limit are).
 pub(super) fn emit(program: &Program) -> Result<MachineCode, JitError> {
     let plan = Plan::new(program);
-    let mut emitter = Emitter::new(program, &plan);
-    emitter.emit_prologue();
-    emitter.emit_body()?;
-    emitter.emit_cold();
-    emitter.emit_shared_exits();
-    let bytes = emitter.ops.finalize().map_err(|error| JitError::Assembler(error.to_string()))?;
-    let frame_used = plan.flow.used[FRAME_REG as usize] || plan.flow.local_calls;
-    let uses_stack = frame_used || plan.checks.any_check || plan.flow.local_calls || plan.flow.helper_calls;
-    Ok(MachineCode { bytes, uses_stack, local_calls: plan.flow.local_calls })
+    let atomics = Atomics::of_this_cpu();
+    let mut emitter = Emitter::new(program, &plan, Reach::Near, atomics);
+    emitter.emit_all()?;
+    if reach_needed(Reach::Near, emitter.ops.offset().0)? == Reach::Far {
+        emitter = Emitter::new(program, &plan, Reach::Far, atomics);
+        emitter.emit_all()?;
+        reach_needed(Reach::Far, emitter.ops.offset().0)?;
+    }
+    emitter.finish()
+}
+
+/// The code of a verified program with the branches and atomics given,
+/// whatever its length and the CPU.
+#[cfg(test)]
+fn emit_with(program: &Program, reach: Reach, atomics: Atomics) -> Result<MachineCode, JitError> {
+    let plan = Plan::new(program);
+    let mut emitter = Emitter::new(program, &plan, reach, atomics);
+    emitter.emit_all()?;
+    emitter.finish()
 }
 
 struct Emitter<'p> {
@@ -219,10 +314,12 @@ struct Emitter<'p> {
     unwind: DynamicLabel,
     exit: DynamicLabel,
     refill: DynamicLabel,
+    reach: Reach,
+    atomics: Atomics,
 }
 
 impl<'p> Emitter<'p> {
-    fn new(program: &'p Program, plan: &'p Plan) -> Emitter<'p> {
+    fn new(program: &'p Program, plan: &'p Plan, reach: Reach, atomics: Atomics) -> Emitter<'p> {
         let insns = program.insns();
         let mut ops =
             VecAssembler::new_with_capacity(0, 32 * insns.len() + 256, 0, 0, insns.len() / 2 + 16, 0, insns.len() + 16);
@@ -248,6 +345,74 @@ impl<'p> Emitter<'p> {
             call_saved,
             big_limit,
             budget_in_register,
+            reach,
+            atomics,
+        }
+    }
+
+    fn emit_all(&mut self) -> Result<(), JitError> {
+        self.emit_prologue();
+        self.emit_body()?;
+        self.emit_cold();
+        self.emit_shared_exits();
+        Ok(())
+    }
+
+    fn finish(self) -> Result<MachineCode, JitError> {
+        let plan = self.plan;
+        let bytes = self.ops.finalize().map_err(|error| JitError::Assembler(error.to_string()))?;
+        let frame_used = plan.flow.used[FRAME_REG as usize] || plan.flow.local_calls;
+        let uses_stack = frame_used || plan.checks.any_check || plan.flow.local_calls || plan.flow.helper_calls;
+        Ok(MachineCode { bytes, uses_stack, local_calls: plan.flow.local_calls })
+    }
+
+    /// `b.<flag> label`, for a label close by (in the same instruction's
+    /// code).
+    fn emit_near_branch(&mut self, flag: Flag, label: DynamicLabel) {
+        #[rustfmt::skip]
+        match flag {
+            Flag::Eq => a64!(self.ops ; b.eq =>label),
+            Flag::Ne => a64!(self.ops ; b.ne =>label),
+            Flag::Hs => a64!(self.ops ; b.hs =>label),
+            Flag::Lo => a64!(self.ops ; b.lo =>label),
+            Flag::Mi => a64!(self.ops ; b.mi =>label),
+            Flag::Pl => a64!(self.ops ; b.pl =>label),
+            Flag::Hi => a64!(self.ops ; b.hi =>label),
+            Flag::Ls => a64!(self.ops ; b.ls =>label),
+            Flag::Ge => a64!(self.ops ; b.ge =>label),
+            Flag::Lt => a64!(self.ops ; b.lt =>label),
+            Flag::Gt => a64!(self.ops ; b.gt =>label),
+            Flag::Le => a64!(self.ops ; b.le =>label),
+        };
+    }
+
+    /// `b.<flag> label`, for a label anywhere in the code (see [`Reach`]).
+    fn emit_branch(&mut self, flag: Flag, label: DynamicLabel) {
+        match self.reach {
+            Reach::Near => self.emit_near_branch(flag, label),
+            Reach::Far => {
+                let skip = self.ops.new_dynamic_label();
+                self.emit_near_branch(flag.inverse(), skip);
+                a64!(self.ops ; b =>label ; =>skip);
+            }
+        }
+    }
+
+    /// `cbz`/`cbnz xs, label` (`zero`: branch when xs is 0), for a label
+    /// anywhere in the code.
+    fn emit_branch_if_zero(&mut self, s: u8, zero: bool, label: DynamicLabel) {
+        match (self.reach, zero) {
+            (Reach::Near, true) => a64!(self.ops ; cbz X(s), =>label),
+            (Reach::Near, false) => a64!(self.ops ; cbnz X(s), =>label),
+            (Reach::Far, _) => {
+                let skip = self.ops.new_dynamic_label();
+                if zero {
+                    a64!(self.ops ; cbnz X(s), =>skip);
+                } else {
+                    a64!(self.ops ; cbz X(s), =>skip);
+                }
+                a64!(self.ops ; b =>label ; =>skip);
+            }
         }
     }
 
@@ -587,7 +752,7 @@ impl<'p> Emitter<'p> {
         self.flush();
         let label = self.ops.new_dynamic_label();
         let back = self.big_limit.then(|| self.ops.new_dynamic_label());
-        a64!(self.ops ; b.lt =>label);
+        self.emit_branch(Flag::Lt, label);
         if let Some(back) = back {
             a64!(self.ops ; =>back);
         }
@@ -753,21 +918,17 @@ impl<'p> Emitter<'p> {
                 self.emit_load_context(TMP2, CTX_INPUT_START);
                 a64!(self.ops ; sub X(TMP), X(ADDR), X(TMP2));
                 self.emit_load_context(TMP2, bound);
-                a64!(self.ops
-                    ; cmp X(TMP), X(TMP2)
-                    ; b.hs =>label
-                    ; =>back
-                );
+                a64!(self.ops ; cmp X(TMP), X(TMP2));
+                self.emit_branch(Flag::Hs, label);
+                a64!(self.ops ; =>back);
             }
             Check::Stack { end } => {
                 // Frame-relative values come from r10.
                 self.emit_add_imm(TMP, REGISTER_MAP[FRAME_REG as usize], end.into());
                 self.emit_load_context(TMP2, CTX_STACK_TOP);
-                a64!(self.ops
-                    ; cmp X(TMP), X(TMP2)
-                    ; b.hi =>label
-                    ; =>back
-                );
+                a64!(self.ops ; cmp X(TMP), X(TMP2));
+                self.emit_branch(Flag::Hi, label);
+                a64!(self.ops ; =>back);
             }
         }
         let unflushed = self.pending;
@@ -798,10 +959,8 @@ impl<'p> Emitter<'p> {
             self.emit_load_context(TMP2, CTX_STACK_TOP);
             a64!(self.ops ; sub X(TMP2), X(TMP2), X(r10));
             self.emit_add_imm(TMP2, TMP2, frame - size as i64);
-            a64!(self.ops
-                ; cmp X(TMP), X(TMP2)
-                ; b.ls =>back
-            );
+            a64!(self.ops ; cmp X(TMP), X(TMP2));
+            self.emit_branch(Flag::Ls, back);
         }
         if inline != Check::Input {
             // Input: addr - input_start < input_bound[size].
@@ -809,10 +968,8 @@ impl<'p> Emitter<'p> {
             self.emit_load_context(TMP2, CTX_INPUT_START);
             a64!(self.ops ; sub X(TMP), X(ADDR), X(TMP2));
             self.emit_load_context(TMP2, bound);
-            a64!(self.ops
-                ; cmp X(TMP), X(TMP2)
-                ; b.lo =>back
-            );
+            a64!(self.ops ; cmp X(TMP), X(TMP2));
+            self.emit_branch(Flag::Lo, back);
         }
         self.emit_region_checks(size, write, back);
         a64!(self.ops ; mov X(VALUE), X(ADDR));
@@ -837,7 +994,7 @@ impl<'p> Emitter<'p> {
             self.emit_mov_imm(TMP2, len - size);
             a64!(self.ops ; cmp X(TMP), X(TMP2));
             if stride == 0 {
-                a64!(self.ops ; b.ls =>found);
+                self.emit_branch(Flag::Ls, found);
                 continue;
             }
             // And within one slot: (addr - start) & (stride - 1) <=
@@ -847,11 +1004,9 @@ impl<'p> Emitter<'p> {
             self.emit_mov_imm(TMP2, stride - 1);
             a64!(self.ops ; and X(TMP), X(TMP), X(TMP2));
             self.emit_mov_imm(TMP2, value_size - size);
-            a64!(self.ops
-                ; cmp X(TMP), X(TMP2)
-                ; b.ls =>found
-                ; =>next
-            );
+            a64!(self.ops ; cmp X(TMP), X(TMP2));
+            self.emit_branch(Flag::Ls, found);
+            a64!(self.ops ; =>next);
         }
     }
 
@@ -887,10 +1042,8 @@ impl<'p> Emitter<'p> {
             None => {
                 self.emit_mov_imm(TMP2, insn.imm as u64);
                 self.emit_load_context(TMP, bound);
-                a64!(self.ops
-                    ; cmp X(TMP), X(TMP2)
-                    ; b.ls =>miss
-                );
+                a64!(self.ops ; cmp X(TMP), X(TMP2));
+                self.emit_branch(Flag::Ls, miss);
             }
             // Offset (s32)(src + imm): sign-extended, a negative one is
             // above every bound.
@@ -901,10 +1054,8 @@ impl<'p> Emitter<'p> {
                     ; sxtw X(TMP2), W(TMP2)
                 );
                 self.emit_load_context(TMP, bound);
-                a64!(self.ops
-                    ; cmp X(TMP2), X(TMP)
-                    ; b.hs =>miss
-                );
+                a64!(self.ops ; cmp X(TMP2), X(TMP));
+                self.emit_branch(Flag::Hs, miss);
             }
         }
         self.emit_load_context(TMP, CTX_INPUT_START);
@@ -929,9 +1080,9 @@ impl<'p> Emitter<'p> {
         }
     }
 
-    /// Atomics: an exclusive load/store loop when aligned; a plain
-    /// read-modify-write when not, as the interpreter's `atomic_rmw`
-    /// (exclusive accesses fault when unaligned).
+    /// Atomics: one LSE instruction or an exclusive load/store loop when
+    /// aligned (see [`Atomics`]); a plain read-modify-write when not, as the
+    /// interpreter's `atomic_rmw` (both atomic forms fault when unaligned).
     fn emit_atomic(&mut self, pc: usize, insn: Insn, width: Width) -> Result<(), JitError> {
         let size = access_size(insn.opc);
         self.emit_check(pc, insn.dst, insn.off, size, true);
@@ -942,10 +1093,56 @@ impl<'p> Emitter<'p> {
             ; and XSP(TMP), X(ADDR), #u64::from(misalignment)
             ; cbnz X(TMP), =>unaligned
         );
-        self.emit_atomic_op(pc, insn, width, true)?;
+        match self.atomics {
+            Atomics::Lse => self.emit_atomic_lse(pc, insn, width)?,
+            Atomics::Exclusive => self.emit_atomic_op(pc, insn, width, true)?,
+        }
         a64!(self.ops ; b =>done ; =>unaligned);
         self.emit_atomic_op(pc, insn, width, false)?;
         a64!(self.ops ; =>done);
+        Ok(())
+    }
+
+    /// The operation `insn.imm` on the aligned value at `ADDR` with operand
+    /// `src` as one LSE instruction with acquire and release semantics, as
+    /// [`Self::emit_atomic_op`]'s exclusive form; the old value goes where
+    /// that one puts it.
+    fn emit_atomic_lse(&mut self, pc: usize, insn: Insn, width: Width) -> Result<(), JitError> {
+        use Width::{W32, W64};
+        let src = reg(insn.src);
+        let r0 = REGISTER_MAP[0];
+        let op = insn.imm;
+        // The old value lands in TMP (discarded by the forms that do not
+        // fetch: a zero register there would make them stores without
+        // acquire semantics).
+        #[rustfmt::skip]
+        match (op & !ATOMIC_FETCH, width) {
+            (ATOMIC_ADD, W32) => a64!(self.ops ; ldaddal W(src), W(TMP), [X(ADDR)]),
+            (ATOMIC_ADD, W64) => a64!(self.ops ; ldaddal X(src), X(TMP), [X(ADDR)]),
+            (ATOMIC_OR, W32)  => a64!(self.ops ; ldsetal W(src), W(TMP), [X(ADDR)]),
+            (ATOMIC_OR, W64)  => a64!(self.ops ; ldsetal X(src), X(TMP), [X(ADDR)]),
+            (ATOMIC_XOR, W32) => a64!(self.ops ; ldeoral W(src), W(TMP), [X(ADDR)]),
+            (ATOMIC_XOR, W64) => a64!(self.ops ; ldeoral X(src), X(TMP), [X(ADDR)]),
+            // And clears the bits that are clear in src.
+            (ATOMIC_AND, W32) => a64!(self.ops ; mvn W(TMP2), W(src) ; ldclral W(TMP2), W(TMP), [X(ADDR)]),
+            (ATOMIC_AND, W64) => a64!(self.ops ; mvn X(TMP2), X(src) ; ldclral X(TMP2), X(TMP), [X(ADDR)]),
+            _ if op == ATOMIC_XCHG => match width {
+                W32 => a64!(self.ops ; swpal W(src), W(TMP), [X(ADDR)]),
+                W64 => a64!(self.ops ; swpal X(src), X(TMP), [X(ADDR)]),
+            },
+            // Compares with r0 (a copy, which receives the old value).
+            _ if op == ATOMIC_CMPXCHG => match width {
+                W32 => a64!(self.ops ; mov W(TMP), W(r0) ; casal W(TMP), W(src), [X(ADDR)]),
+                W64 => a64!(self.ops ; mov X(TMP), X(r0) ; casal X(TMP), X(src), [X(ADDR)]),
+            },
+            _ => return Err(JitError::Unverified { pc, opc: insn.opc }),
+        };
+        // The 32-bit forms zero-extended the old value.
+        if op == ATOMIC_CMPXCHG {
+            a64!(self.ops ; mov X(r0), X(TMP));
+        } else if op & ATOMIC_FETCH != 0 {
+            a64!(self.ops ; mov X(src), X(TMP));
+        }
         Ok(())
     }
 
@@ -1055,20 +1252,20 @@ impl<'p> Emitter<'p> {
             (_, Width::W64)         => a64!(self.ops ; cmp X(dst), X(s)),
         };
         let label = self.label(branch_target(pc, insn.off.into()) as usize);
-        #[rustfmt::skip]
-        match cond {
-            Cond::Eq  => a64!(self.ops ; b.eq =>label),
-            Cond::Gt  => a64!(self.ops ; b.hi =>label),
-            Cond::Ge  => a64!(self.ops ; b.hs =>label),
-            Cond::Set => a64!(self.ops ; b.ne =>label),
-            Cond::Ne  => a64!(self.ops ; b.ne =>label),
-            Cond::Sgt => a64!(self.ops ; b.gt =>label),
-            Cond::Sge => a64!(self.ops ; b.ge =>label),
-            Cond::Lt  => a64!(self.ops ; b.lo =>label),
-            Cond::Le  => a64!(self.ops ; b.ls =>label),
-            Cond::Slt => a64!(self.ops ; b.lt =>label),
-            Cond::Sle => a64!(self.ops ; b.le =>label),
+        let flag = match cond {
+            Cond::Eq => Flag::Eq,
+            Cond::Gt => Flag::Hi,
+            Cond::Ge => Flag::Hs,
+            Cond::Set => Flag::Ne,
+            Cond::Ne => Flag::Ne,
+            Cond::Sgt => Flag::Gt,
+            Cond::Sge => Flag::Ge,
+            Cond::Lt => Flag::Lo,
+            Cond::Le => Flag::Ls,
+            Cond::Slt => Flag::Lt,
+            Cond::Sle => Flag::Le,
         };
+        self.emit_branch(flag, label);
     }
 
     /// `call local`: budget, depth, then a native call with the link
@@ -1080,11 +1277,9 @@ impl<'p> Emitter<'p> {
         let callee = self.label(branch_target(pc, insn.imm.into()) as usize);
         let r10 = REGISTER_MAP[FRAME_REG as usize];
         self.emit_load_context(TMP, CTX_DEEPEST);
-        a64!(self.ops
-            ; cmp X(r10), X(TMP)
-            ; b.eq =>too_deep
-            ; stp x30, X(r10), [sp, #-16]!
-        );
+        a64!(self.ops ; cmp X(r10), X(TMP));
+        self.emit_branch(Flag::Eq, too_deep);
+        a64!(self.ops ; stp x30, X(r10), [sp, #-16]!);
         for pair in self.call_saved.clone().chunks(2) {
             a64!(self.ops ; stp X(pair[0]), X(pair[1]), [sp, #-16]!);
         }
@@ -1121,7 +1316,7 @@ impl<'p> Emitter<'p> {
         }
         if self.program.unwind_helper().is_some_and(|unwind| unwind as u64 == index) {
             let unwind = self.unwind;
-            a64!(self.ops ; cbz X(REGISTER_MAP[0]), =>unwind);
+            self.emit_branch_if_zero(REGISTER_MAP[0], true, unwind);
         }
     }
 
@@ -1134,15 +1329,11 @@ impl<'p> Emitter<'p> {
         let base = table.as_ptr() as u64;
         a64!(self.ops ; mov X(VALUE), X(reg(insn.dst)));
         self.emit_mov_imm(TMP2, len);
-        a64!(self.ops
-            ; cmp X(VALUE), X(TMP2)
-            ; b.hs =>unknown
-        );
+        a64!(self.ops ; cmp X(VALUE), X(TMP2));
+        self.emit_branch(Flag::Hs, unknown);
         self.emit_mov_imm(TMP2, base);
-        a64!(self.ops
-            ; ldr X(TMP), [X(TMP2), X(VALUE), lsl #3]
-            ; cbz X(TMP), =>unknown
-        );
+        a64!(self.ops ; ldr X(TMP), [X(TMP2), X(VALUE), lsl #3]);
+        self.emit_branch_if_zero(TMP, true, unknown);
         if self.program.has_stopping_helpers() {
             self.emit_frame_pointer_for_helper();
         }
@@ -1157,9 +1348,9 @@ impl<'p> Emitter<'p> {
             a64!(self.ops
                 ; cbnz X(REGISTER_MAP[0]), =>next
                 ; cmp X(VALUE), X(TMP2)
-                ; b.eq =>unwind_label
-                ; =>next
             );
+            self.emit_branch(Flag::Eq, unwind_label);
+            a64!(self.ops ; =>next);
         }
     }
 
@@ -1174,7 +1365,7 @@ impl<'p> Emitter<'p> {
     fn emit_stop_check(&mut self, pc: usize) {
         let stop = self.stop(pc, Status::HelperStop);
         self.emit_load_context(TMP, CTX_HELPER_STOP);
-        a64!(self.ops ; cbnz X(TMP), =>stop);
+        self.emit_branch_if_zero(TMP, false, stop);
     }
 
     /// Calls the helper at `TMP` with r1..r5 as arguments, keeping r1..r5
@@ -1207,11 +1398,9 @@ impl<'p> Emitter<'p> {
         } else if self.plan.flow.entry_is_called {
             let exit = self.exit;
             self.emit_load_context(TMP, CTX_STACK_TOP);
-            a64!(self.ops
-                ; cmp X(r10), X(TMP)
-                ; b.eq =>exit
-                ; ret
-            );
+            a64!(self.ops ; cmp X(r10), X(TMP));
+            self.emit_branch(Flag::Eq, exit);
+            a64!(self.ops ; ret);
         } else {
             // At depth 0, with nothing pushed since the prologue.
             if self.budget_in_register {
@@ -1286,8 +1475,8 @@ impl<'p> Emitter<'p> {
                             ; bl =>refill
                             ; ldr x30, [sp], #16
                             ; tst X(BUDGET), X(BUDGET)
-                            ; b.pl =>back
                         );
+                        self.emit_branch(Flag::Pl, back);
                     }
                     self.emit_stop_tail(pc, Status::Budget, 0);
                 }
@@ -1370,7 +1559,81 @@ impl<'p> Emitter<'p> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::jit::JitProgram;
+    use crate::program::Config;
+    use crate::testing::{conformance, engines, testgen};
+
+    /// `program` compiled with the branches and atomics given.
+    fn compile_with(program: Arc<Program>, reach: Reach, atomics: Atomics) -> JitProgram {
+        let code = emit_with(&program, reach, atomics).expect("a verified program compiles");
+        JitProgram::with_code(program, code).expect("the code maps")
+    }
+
+    /// Every conformance vector that loads, compiled so, agrees with the
+    /// interpreter.
+    fn agree_on_vectors(reach: Reach, atomics: Atomics) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance");
+        let mut compiled = 0;
+        for (name, vector) in conformance::read_vectors(&dir).expect("tests/conformance parses") {
+            // Vectors that must fail to assemble or load have no code.
+            let Ok(insns) = crate::asm::assemble(&vector.asm) else { continue };
+            let Ok(program) = Program::load(&encode_program(&insns), &conformance::helpers(), &Config::default())
+            else {
+                continue;
+            };
+            let program = Arc::new(program);
+            let jit = compile_with(program.clone(), reach, atomics);
+            engines::assert_agree(&program, &jit, &vector.mem, &name).ok();
+            compiled += 1;
+        }
+        assert!(compiled >= 290, "only {compiled} vectors compiled");
+    }
+
+    /// The generator's programs of `seeds`, compiled so, agree with the
+    /// interpreter.
+    fn agree_on_random_programs(reach: Reach, atomics: Atomics, seeds: std::ops::Range<u64>) {
+        for seed in seeds {
+            let case = testgen::program_from_seed(seed);
+            let interpreted = case.load().expect("generated programs verify");
+            let compiled = Arc::new(case.load().expect("generated programs verify"));
+            let jit = compile_with(compiled.clone(), reach, atomics);
+            if let Err(divergence) =
+                engines::compare(&case.input, &interpreted, &compiled, |memory| (jit.execute(memory), None))
+            {
+                panic!("seed {seed}: {divergence}{}", testgen::case_description(&case));
+            }
+        }
+    }
+
+    // Far branches at normal sizes: the programs past 1 MiB that get them
+    // are few and slow to run.
+    #[test]
+    fn far_branches_agree_with_the_interpreter() {
+        agree_on_vectors(Reach::Far, Atomics::of_this_cpu());
+        agree_on_random_programs(Reach::Far, Atomics::of_this_cpu(), 0..2000);
+    }
+
+    // Both forms of atomics, whichever this CPU would get.
+    #[test]
+    fn exclusive_atomics_agree_with_the_interpreter() {
+        agree_on_vectors(Reach::Near, Atomics::Exclusive);
+        agree_on_random_programs(Reach::Near, Atomics::Exclusive, 0..2000);
+    }
+
+    #[test]
+    fn lse_atomics_agree_with_the_interpreter() {
+        if Atomics::of_this_cpu() != Atomics::Lse {
+            // Its instructions would be undefined here; CI runs this test
+            // under qemu-user's `max` CPU, which has them.
+            eprintln!("this CPU has no LSE atomics: only the exclusive form was tested");
+            return;
+        }
+        agree_on_vectors(Reach::Near, Atomics::Lse);
+        agree_on_random_programs(Reach::Near, Atomics::Lse, 0..2000);
+    }
 
     #[test]
     fn register_map_is_injective_and_leaves_scratch_alone() {
@@ -1382,5 +1645,16 @@ mod tests {
         for reserved in [CTX, BUDGET, TMP, TMP2, TMP3, VALUE, ADDR, IMM, 18, 29, 30, 31] {
             assert!(!seen[reserved as usize], "x{reserved} is reserved");
         }
+    }
+
+    #[test]
+    fn code_past_near_branches_is_emitted_again_and_past_far_ones_refused() {
+        assert_eq!(reach_needed(Reach::Near, 4096).unwrap(), Reach::Near);
+        assert_eq!(reach_needed(Reach::Near, NEAR_CODE).unwrap(), Reach::Near);
+        assert_eq!(reach_needed(Reach::Near, NEAR_CODE + 4).unwrap(), Reach::Far);
+        assert_eq!(reach_needed(Reach::Far, FAR_CODE).unwrap(), Reach::Far);
+        let error = reach_needed(Reach::Far, FAR_CODE + 4).unwrap_err();
+        assert!(matches!(error, JitError::CodeTooLarge { bytes, limit: FAR_CODE } if bytes == FAR_CODE + 4));
+        assert!(matches!(reach_needed(Reach::Near, FAR_CODE + 4), Err(JitError::CodeTooLarge { .. })));
     }
 }

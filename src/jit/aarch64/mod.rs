@@ -25,9 +25,15 @@
 //! - Local calls use the native stack: each call site saves the link
 //!   register, the r6-r9 the program uses and r10, so an `exit` of a
 //!   called function is a `ret`.
-//! - Atomics: exclusive load/store loops (`ldaxr`/`stlxr`, which every
-//!   ARMv8 CPU has) when aligned, a plain read-modify-write when not, as
-//!   the interpreter's `atomic_rmw`.
+//! - Branches: a `b.cond`, `cbz` or `cbnz` reaches 1 MiB either way. Code
+//!   longer than that (a program near the 65536-slot limit) is emitted
+//!   again with each as the inverted test over a `b`, which reaches
+//!   128 MiB; longer code is refused (`JitError::CodeTooLarge`).
+//! - Atomics: when aligned, one LSE instruction (`ldaddal`, `swpal`,
+//!   `casal`...) on CPUs that have them (`HWCAP_ATOMICS`, asked when the
+//!   program is compiled), else an exclusive load/store loop
+//!   (`ldaxr`/`stlxr`, which every ARMv8 CPU has); a plain
+//!   read-modify-write when not aligned, as the interpreter's `atomic_rmw`.
 //!
 //! The code lives in pages from the process-wide pool of
 //! [`super::code_memory`], never writable and executable at once; the

@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "packets.h"
+#include "harness.h"
 
 typedef uint64_t (*jit_fn)(void *mem, size_t len);
 typedef uint64_t (*native_fn)(const uint8_t *pkt, unsigned long len);
@@ -45,13 +46,6 @@ struct api {
 /* The sum of every result, kept so that no call can be left out. */
 volatile uint64_t results_sink;
 #define MAX_ENGINES 4
-
-static uint64_t thread_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
 
 static void *must_sym(void *lib, const char *path, const char *name)
 {
@@ -87,25 +81,6 @@ static struct api open_api(char *spec)
     api.set_jit_code_size = (int (*)(void *, size_t))must_sym(lib, path, "ubpf_set_jit_code_size");
     api.load_filter_expr = (int (*)(void *, const char *, uint32_t, char **))dlsym(lib, "ubpf_load_filter_expr");
     return api;
-}
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        perror(path);
-        exit(1);
-    }
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    rewind(f);
-    uint8_t *bytes = malloc(*len);
-    if (fread(bytes, 1, *len, f) != *len) {
-        perror(path);
-        exit(1);
-    }
-    fclose(f);
-    return bytes;
 }
 
 static jit_fn compile_object(const struct api *api, const char *path, void **vm_out)

@@ -316,20 +316,8 @@ fn xdp_programs_do_what_the_kernel_does() {
 /// (`xdp_programs_do_what_the_kernel_does`) remain the oracle.
 #[test]
 fn xdp_programs_do_what_the_live_kernel_does() {
-    let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdp-live-kernel.json");
-    let recorder = std::process::Command::new("python3")
-        .arg(root().join("scripts/record-kernel-xdp.py"))
-        .args(["--only", "xdpfilt_dny_all", "--only", "xdp_maps.o"])
-        .arg(&output)
-        .output()
-        .expect("python3 runs the recorder");
-    let stderr = String::from_utf8_lossy(&recorder.stderr);
-    if recorder.status.code() == Some(BPF_REFUSED) {
-        eprintln!("note: bpf(2) is refused here ({}): the recorded answers are the oracle", stderr.trim());
-        return;
-    }
-    assert!(recorder.status.success(), "the recorder failed: {stderr}");
-    let recording: Value = serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap();
+    let options = ["--only", "xdpfilt_dny_all", "--only", "xdp_maps.o"];
+    let Some(recording) = live_recording(&options, "xdp-live-kernel.json") else { return };
     let runs = recording["runs"].as_array().unwrap().len();
     let skips = check_recording(&recording);
     let skipped: usize = skips.values().sum();
@@ -353,20 +341,28 @@ fn xdp_examples_do_what_the_kernel_does() {
 /// (`xdp_examples_do_what_the_kernel_does`) remain the oracle.
 #[test]
 fn xdp_examples_do_what_the_live_kernel_does() {
-    let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join("xdp-examples-live-kernel.json");
+    let Some(recording) = live_recording(&["--examples"], "xdp-examples-live-kernel.json") else { return };
+    check_examples(&recording);
+}
+
+/// What the recorder records afresh from the live kernel with `options`,
+/// written to `name` in the tests' scratch directory; `None`, with a note,
+/// where bpf(2) is refused.
+fn live_recording(options: &[&str], name: &str) -> Option<Value> {
+    let output = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let recorder = std::process::Command::new("python3")
         .arg(root().join("scripts/record-kernel-xdp.py"))
-        .arg("--examples")
+        .args(options)
         .arg(&output)
         .output()
         .expect("python3 runs the recorder");
     let stderr = String::from_utf8_lossy(&recorder.stderr);
     if recorder.status.code() == Some(BPF_REFUSED) {
         eprintln!("note: bpf(2) is refused here ({}): the recorded answers are the oracle", stderr.trim());
-        return;
+        return None;
     }
     assert!(recorder.status.success(), "the recorder failed: {stderr}");
-    check_examples(&serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap());
+    Some(serde_json::from_str(&std::fs::read_to_string(&output).unwrap()).unwrap())
 }
 
 /// Checks a recording of the examples: all six, every run in both engines.

@@ -1151,6 +1151,15 @@ fn valgrind_summary(log: &Path) -> (u64, u64) {
     (lost, number("ERROR SUMMARY:"))
 }
 
+/// Whether valgrind is installed; its absence is a missing prerequisite.
+fn valgrind_installed() -> bool {
+    let installed = Command::new("valgrind").arg("--version").output().is_ok();
+    if !installed {
+        common::missing_prerequisite("valgrind is not installed");
+    }
+    installed
+}
+
 /// Writes at `wrapper` a script that runs `qemu` under valgrind, its report
 /// in `log`, and returns the script's path.
 fn under_valgrind(qemu: &Path, wrapper: &Path, log: &Path) -> PathBuf {
@@ -1174,8 +1183,7 @@ fn under_valgrind(qemu: &Path, wrapper: &Path, log: &Path) -> PathBuf {
 #[test]
 fn no_per_packet_leak_or_invalid_access_under_valgrind() {
     let Some(qemu) = qemu_binary() else { return };
-    if Command::new("valgrind").arg("--version").output().is_err() {
-        common::missing_prerequisite("valgrind is not installed");
+    if !valgrind_installed() {
         return;
     }
     let dir = common::scratch_dir("qemu", "no_per_packet_leak_or_invalid_access_under_valgrind");
@@ -1414,8 +1422,7 @@ fn soak_with_swaps_every_10_ms_accounts_for_every_frame_and_keeps_memory_flat() 
 #[test]
 fn soak_under_valgrind_loses_no_memory_per_swap() {
     let Some(qemu) = qemu_binary() else { return };
-    if Command::new("valgrind").arg("--version").output().is_err() {
-        common::missing_prerequisite("valgrind is not installed");
+    if !valgrind_installed() {
         return;
     }
     let dir = common::scratch_dir("qemu", "soak_under_valgrind_loses_no_memory_per_swap");

@@ -156,23 +156,6 @@ impl Run {
         }
     }
 
-    /// The address a fault names, if it names one.
-    fn fault_address(&self) -> Option<u64> {
-        match self.result.as_ref().err()?.kind {
-            ExecErrorKind::OutOfBounds { addr, .. }
-            | ExecErrorKind::ReadOnly { addr, .. }
-            | ExecErrorKind::HelperMemory { addr, .. } => Some(addr),
-            ExecErrorKind::NotAMap { value, .. } => Some(value),
-            _ => None,
-        }
-    }
-
-    /// Where the regions, the maps and the input start, in a fixed order.
-    fn bases(&self) -> impl Iterator<Item = u64> + '_ {
-        let regions = self.regions.iter().map(|region| region.start);
-        regions.chain(self.map_bases.iter().copied()).chain([self.input_base])
-    }
-
     /// A returned value, or the place it points at when it is an address
     /// near one of the program's maps (or the low half of one): each
     /// engine's load has maps of its own, at different addresses.
@@ -295,7 +278,7 @@ pub fn assert_agree(
 
 /// Whether `stopped` faulted outside every region of its load where the
 /// other run's load has one of its regions: at the same distance from the
-/// nearest base below the fault (the region the pointer came from), the
+/// nearest region below the fault (the one the pointer came from), the
 /// other load's memory holds another region. An access is checked against
 /// every region, so such an access succeeds in one load and faults in the
 /// other by where the allocator put their regions, not by a difference
@@ -307,7 +290,9 @@ fn fault_lands_in_the_other_loads_region(stopped: &Run, other: &Run) -> bool {
     if !matches!(stopped.place(addr), FaultPlace::Elsewhere) || other.result.is_err() {
         return false;
     }
-    let nearest = stopped.bases().zip(other.bases()).filter(|(base, _)| *base <= addr).max_by_key(|(base, _)| *base);
+    let starts = |run: &Run| run.regions.iter().map(|region| region.start).collect::<Vec<_>>();
+    let pairs = starts(stopped).into_iter().zip(starts(other));
+    let nearest = pairs.filter(|(start, _)| *start <= addr).max_by_key(|(start, _)| *start);
     let Some((base, other_base)) = nearest else { return false };
     let there = other_base.wrapping_add(addr - base);
     other.regions.iter().any(|region| region.contains(there, size as u64) && (region.writable || !write))

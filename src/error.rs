@@ -138,6 +138,8 @@ pub enum ExecErrorKind {
     HelperMemory { helper: u32, addr: u64, size: u64, write: bool },
     #[error("helper {helper} ({}): {what}", crate::helpers::linux::name(*.helper))]
     HelperArgument { helper: u32, what: String },
+    #[error("helper {helper} ({}): {addr:#x} is not a record this run reserved", crate::helpers::linux::name(*.helper))]
+    NotARecord { helper: u32, addr: u64 },
 }
 
 /// Why a map could not be created.

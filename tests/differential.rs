@@ -76,6 +76,7 @@ fn stop_name(result: &Result<u64, ExecError>) -> &'static str {
             ExecErrorKind::CallDepthExceeded(_) => "call depth exceeded",
             ExecErrorKind::NotAMap { .. } => "not a map",
             ExecErrorKind::HelperMemory { .. } => "helper memory",
+            ExecErrorKind::NotARecord { .. } => "not a record",
             ExecErrorKind::HelperArgument { .. } => "helper argument",
         },
     }

@@ -650,9 +650,10 @@ extern "C" fn ringbuf_reserve(map: u64, size: u64, _flags: u64, _: u64, _: u64) 
 fn ringbuf_commit(helper: u32, addr: u64, submit: bool) -> u64 {
     with_state(|state| {
         let mut reservations = state.reservations.borrow_mut();
-        let position = reservations.iter().position(|(_, reserved)| *reserved == addr).ok_or_else(|| {
-            ExecErrorKind::HelperArgument { helper, what: format!("{addr:#x} is not a record this run reserved") }
-        })?;
+        let position = reservations
+            .iter()
+            .position(|(_, reserved)| *reserved == addr)
+            .ok_or(ExecErrorKind::NotARecord { helper, addr })?;
         let (map, _) = reservations.swap_remove(position);
         map.ringbuf_commit(addr, submit)
             .map_err(|error| ExecErrorKind::HelperArgument { helper, what: error.to_string() })?;

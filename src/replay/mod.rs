@@ -140,7 +140,9 @@ impl Fault {
                 ExecErrorKind::UnknownHelper(_) => "unknown_helper",
                 ExecErrorKind::BudgetExhausted(_) => "instruction_limit",
                 ExecErrorKind::CallDepthExceeded(_) => "call_depth",
-                ExecErrorKind::NotAMap { .. } | ExecErrorKind::HelperArgument { .. } => "helper_argument",
+                ExecErrorKind::NotAMap { .. }
+                | ExecErrorKind::NotARecord { .. }
+                | ExecErrorKind::HelperArgument { .. } => "helper_argument",
             },
             Fault::Frame(BufferError::TooShort(_)) => "frame_too_short",
             Fault::Frame(BufferError::MultiBuffer(_)) => "multi_buffer",

@@ -194,6 +194,9 @@ impl Run {
                     ExecErrorKind::NotAMap { helper, value } => {
                         (ExecErrorKind::NotAMap { helper, value: 0 }, Some(self.place(value)))
                     }
+                    ExecErrorKind::NotARecord { helper, addr } => {
+                        (ExecErrorKind::NotARecord { helper, addr: 0 }, Some(self.place(addr)))
+                    }
                     kind => (kind, None),
                 };
                 Outcome::Stopped { pc: error.pc, insn: error.insn, kind, place }

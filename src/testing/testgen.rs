@@ -1237,6 +1237,7 @@ mod tests {
                         ExecErrorKind::CallDepthExceeded(_) => "call depth",
                         ExecErrorKind::NotAMap { .. }
                         | ExecErrorKind::HelperMemory { .. }
+                        | ExecErrorKind::NotARecord { .. }
                         | ExecErrorKind::HelperArgument { .. } => "built-in helper",
                     };
                     *stops.entry(name).or_insert(0) += 1;

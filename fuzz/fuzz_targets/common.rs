@@ -60,9 +60,41 @@ pub const FRAME: [u8; 64] = {
 /// both start from the same global data and maps) over `input` in the
 /// interpreter and the JIT, XDP programs over an XDP buffer of `input`, and
 /// panics when they differ. `None` when it does not load.
+///
+/// An access is checked against every region, so a wild one (a data
+/// pointer plus a large offset) may land in one load's other region, or
+/// near its input, and not in the other load's: the allocator placed them
+/// differently. The comparer explains the cases it can; a difference is
+/// confirmed on [`LAYOUTS`] pairs of fresh loads, each placed after
+/// allocations of another size, and reported only when every pair differs.
+/// A difference between the engines does not depend on where memory lies.
 pub fn compare(input: &[u8], load: impl Fn() -> Option<Program>) -> Option<Result<u64, ExecError>> {
-    let interpreted = load()?;
-    let compiled = Arc::new(load().expect("a program that loaded once loads again"));
+    let mut divergence = None;
+    for layout in 0..LAYOUTS {
+        // Moves the loads' regions apart by another amount each time.
+        let spacers: Vec<Vec<u8>> = (0..layout).map(|step| vec![0; 40 << (2 * step)]).collect();
+        let interpreted = load()?;
+        let spacer = vec![0u8; 24 << layout];
+        let compiled = Arc::new(load().expect("a program that loaded once loads again"));
+        drop((spacers, spacer));
+        match compare_loads(input, &interpreted, compiled) {
+            Some(Ok(result)) => return Some(result),
+            Some(Err(difference)) => divergence = Some(difference),
+            None => return None,
+        }
+    }
+    panic!("{}", divergence.expect("a difference on every layout"))
+}
+
+/// How many pairs of loads a difference must show on.
+const LAYOUTS: usize = 4;
+
+/// One comparison of the two loads; the difference, with the listing.
+fn compare_loads(
+    input: &[u8],
+    interpreted: &Program,
+    compiled: Arc<Program>,
+) -> Option<Result<Result<u64, ExecError>, String>> {
     let jit = match JitProgram::compile(compiled.clone()) {
         Ok(jit) => jit,
         Err(error) => panic!("the JIT refused a verified program: {error}\n{}", testgen::listing(compiled.insns())),
@@ -73,14 +105,11 @@ pub fn compare(input: &[u8], load: impl Fn() -> Option<Program>) -> Option<Resul
     };
     let result = if interpreted.program_type() == ProgramType::Xdp {
         let buffer = Buffer::new(input, &[], Default::default()).ok()?;
-        engines::compare_xdp(&buffer, &interpreted, &compiled, run)
+        engines::compare_xdp(&buffer, interpreted, &compiled, run)
     } else {
-        engines::compare(input, &interpreted, &compiled, run)
+        engines::compare(input, interpreted, &compiled, run)
     };
-    match result {
-        Ok(result) => Some(result),
-        Err(divergence) => panic!("{divergence}{}", testgen::listing(compiled.insns())),
-    }
+    Some(result.map_err(|divergence| format!("{divergence}{}", testgen::listing(compiled.insns()))))
 }
 
 /// Reads choices from the fuzzer's bytes; zeros once they run out.

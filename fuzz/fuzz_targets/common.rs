@@ -65,18 +65,19 @@ pub const FRAME: [u8; 64] = {
 /// pointer plus a large offset) may land in one load's other region, or
 /// near its input, and not in the other load's: the allocator placed them
 /// differently. The comparer explains the cases it can; a difference is
-/// confirmed on [`LAYOUTS`] pairs of fresh loads, each placed after
-/// allocations of another size, and reported only when every pair differs.
+/// confirmed on [`LAYOUTS`] pairs of fresh loads, each among allocations
+/// of other sizes, and reported only when every pair differs.
 /// A difference between the engines does not depend on where memory lies.
 pub fn compare(input: &[u8], load: impl Fn() -> Option<Program>) -> Option<Result<u64, ExecError>> {
     let mut divergence = None;
     for layout in 0..LAYOUTS {
-        // Moves the loads' regions apart by another amount each time.
-        let spacers: Vec<Vec<u8>> = (0..layout).map(|step| vec![0; 40 << (2 * step)]).collect();
+        // Moves the loads' regions, and the input copy allocated after
+        // them, apart by another amount each time; kept until compared.
+        let _before: Vec<Vec<u8>> = (0..layout).map(|step| vec![0; 40 << (2 * step)]).collect();
         let interpreted = load()?;
-        let spacer = vec![0u8; 24 << layout];
+        let _between = vec![0u8; 24 << layout];
         let compiled = Arc::new(load().expect("a program that loaded once loads again"));
-        drop((spacers, spacer));
+        let _after = vec![0u8; 3000 * layout + 8];
         match compare_loads(input, &interpreted, compiled) {
             Some(Ok(result)) => return Some(result),
             Some(Err(difference)) => divergence = Some(difference),

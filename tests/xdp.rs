@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use qemu_ubpf::error::{ElfError, LoadErrorKind};
+use qemu_ubpf::error::{ElfError, ExecError, LoadErrorKind};
 use qemu_ubpf::jit::JitProgram;
 use qemu_ubpf::maps::cpus;
 use qemu_ubpf::xdp::{Buffer, BufferError, RxInfo};
@@ -191,6 +191,16 @@ struct Outcome {
     cpu: usize,
 }
 
+/// One run of `program` over `buffer`, in the JIT or the interpreter.
+fn run_in_engine(program: &Arc<Program>, jit: bool, buffer: &mut Buffer) -> Result<u64, ExecError> {
+    if jit {
+        let compiled = JitProgram::compile(program.clone()).unwrap();
+        buffer.run(|input| compiled.execute(input))
+    } else {
+        buffer.run(|input| interp::execute(program, input))
+    }
+}
+
 fn run_once(object: &[u8], record: &Value, recording: &Value, setup: &[Value], jit: bool) -> Outcome {
     let name = record["program"].as_str().unwrap();
     let program = Program::from_elf(object, Some(name), &Helpers::linux(), &Config::default()).unwrap();
@@ -208,12 +218,7 @@ fn run_once(object: &[u8], record: &Value, recording: &Value, setup: &[Value], j
     let mut buffer = Buffer::new(&frame, &meta, rx).unwrap();
     let program = Arc::new(program);
     let (cpu, pinned) = pin_to_cpu(record["cpu"].as_u64().unwrap() as usize);
-    let retval = if jit {
-        let compiled = JitProgram::compile(program.clone()).unwrap();
-        buffer.run(|input| compiled.execute(input))
-    } else {
-        buffer.run(|input| interp::execute(&program, input))
-    };
+    let retval = run_in_engine(&program, jit, &mut buffer);
     drop(pinned);
     let maps = program
         .maps()
@@ -476,12 +481,7 @@ fn redirects_record_their_target_in_both_engines() {
             program.map("cpus").unwrap().update(&0u32.to_ne_bytes(), &cpumap_entry, 0).unwrap();
             let program = Arc::new(program);
             let mut buffer = Buffer::new(&frame, &[], RxInfo::default()).unwrap();
-            let got = if jit {
-                let compiled = JitProgram::compile(program.clone()).unwrap();
-                buffer.run(|input| compiled.execute(input))
-            } else {
-                buffer.run(|input| interp::execute(&program, input))
-            };
+            let got = run_in_engine(&program, jit, &mut buffer);
             let what = format!("{name} (jit: {jit})");
             assert_eq!(got.unwrap(), retval, "{what}");
             assert_eq!(buffer.redirect_target(), device, "{what}");
@@ -506,12 +506,7 @@ fn truncate_example_has_a_default_and_keeps_the_ethernet_header() {
             }
             let program = Arc::new(program);
             let mut buffer = Buffer::new(&frame, &[], RxInfo::default()).unwrap();
-            let retval = if jit {
-                let compiled = JitProgram::compile(program.clone()).unwrap();
-                buffer.run(|input| compiled.execute(input))
-            } else {
-                buffer.run(|input| interp::execute(&program, input))
-            };
+            let retval = run_in_engine(&program, jit, &mut buffer);
             let what = format!("snap length {snap_len:?} (jit: {jit})");
             assert_eq!(retval.unwrap(), 2, "{what}: XDP_PASS");
             assert_eq!(to_hex(buffer.data_out()), to_hex(&frame[..kept]), "{what}");
@@ -543,12 +538,7 @@ fn xdpdump_writes_its_records_to_the_perf_event_array() {
         let perf = program.map("xdpdump_perf_map").unwrap();
         for ingress_ifindex in [1, 2] {
             let mut buffer = Buffer::new(&frame, &[], RxInfo { ingress_ifindex, rx_queue_index: 0 }).unwrap();
-            let retval = if jit {
-                let compiled = JitProgram::compile(program.clone()).unwrap();
-                buffer.run(|input| compiled.execute(input))
-            } else {
-                buffer.run(|input| interp::execute(&program, input))
-            };
+            let retval = run_in_engine(&program, jit, &mut buffer);
             assert_eq!(retval.unwrap(), 2, "XDP_PASS");
         }
         let mut expected: Vec<u8> = [1u32.to_ne_bytes(), 0u32.to_ne_bytes()].concat();

@@ -479,17 +479,31 @@ extern "C" fn csum_diff(from: u64, from_size: u64, to: u64, to_size: u64, seed: 
         }
         let from = state.read(CSUM_DIFF, from, from_size)?;
         let to = state.read(CSUM_DIFF, to, to_size)?;
-        let word = |chunk: &[u8]| u64::from(u32::from_ne_bytes(chunk.try_into().expect("4-byte chunks")));
-        let mut sum = seed & 0xffff_ffff;
-        sum += from.chunks_exact(4).map(|chunk| !word(chunk) & 0xffff_ffff).sum::<u64>();
-        sum += to.chunks_exact(4).map(word).sum::<u64>();
-        // Linux folds the sum to 16 bits, with end-around carries, on every
-        // architecture (its 6.18 does; tests/kernel_random.rs compares).
-        while sum >> 16 != 0 {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        Ok(sum)
+        let seed = seed as u32;
+        // Linux's cases, each of which gives its own form of a zero sum
+        // (0 or 0xffff once folded).
+        let sum = match (from.is_empty(), to.is_empty()) {
+            (false, false) => csum_add(csum_partial(&to, seed), !csum_partial(&from, 0)),
+            (true, false) => csum_partial(&to, seed),
+            (false, true) => !csum_partial(&from, !seed),
+            (true, true) => seed,
+        };
+        // Folded to 16 bits on every architecture (Linux 6.18 does;
+        // tests/kernel_random.rs compares).
+        let halves = (sum & 0xffff) + (sum >> 16);
+        Ok(u64::from((halves & 0xffff) + (halves >> 16)))
     })
+}
+
+/// The 32-bit ones' complement sum of `bytes`' words and `seed`.
+fn csum_partial(bytes: &[u8], seed: u32) -> u32 {
+    bytes.chunks_exact(4).map(|chunk| u32::from_ne_bytes(chunk.try_into().expect("4-byte chunks"))).fold(seed, csum_add)
+}
+
+/// Ones' complement addition: the carry out comes back in.
+fn csum_add(a: u32, b: u32) -> u32 {
+    let (sum, carry) = a.overflowing_add(b);
+    sum + u32::from(carry)
 }
 
 extern "C" fn trace_printk(format: u64, format_size: u64, a: u64, b: u64, c: u64) -> u64 {

@@ -321,3 +321,25 @@ impl Program {
         self.instruction_limit
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::asm::assemble;
+
+    fn writes_only_stack(source: &str) -> bool {
+        let image = Image { insns: assemble(source).unwrap(), ..Image::default() };
+        Program::from_image(image, &Helpers::linux(), &Config::default()).unwrap().writes_only_stack()
+    }
+
+    #[test]
+    fn only_in_frame_stores_through_r10_and_no_helpers_write_only_the_stack() {
+        assert!(writes_only_stack("stxw [%r10-4], %r1\nldxw %r0, [%r1]\nexit"));
+        assert!(writes_only_stack("stdw [%r10-512], 7\nmov %r0, 0\nexit"));
+        assert!(!writes_only_stack("stxw [%r1], %r2\nmov %r0, 0\nexit"));
+        assert!(!writes_only_stack("mov %r2, %r10\nstxw [%r2-4], %r1\nmov %r0, 0\nexit"));
+        assert!(!writes_only_stack("stxw [%r10+0], %r1\nmov %r0, 0\nexit"));
+        assert!(!writes_only_stack("stxdw [%r10-516], %r1\nmov %r0, 0\nexit"));
+        assert!(!writes_only_stack("call 5\nexit"));
+    }
+}

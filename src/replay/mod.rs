@@ -20,7 +20,7 @@ pub mod output;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-pub use capture::{CaptureError, CaptureReader, CaptureWriter, Format, MappedCapture, Packet, Record, RecordKind};
+pub use capture::{CaptureError, CaptureReader, CaptureWriter, Format, Packet, Record, RecordKind};
 pub use engine::{Engine, EngineKind};
 pub use frame::{IpMode, UnsupportedLinkType};
 pub use output::OutputFile;

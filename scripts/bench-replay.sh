@@ -2,7 +2,7 @@
 # Times `qemu-ubpf replay` against tcpdump over one large capture. Not a
 # test: the numbers depend on the machine and on its load.
 #
-#   scripts/bench-replay.sh [PACKETS]      (default 1000000)
+#   scripts/bench-replay.sh [PACKETS [EXPR]]   (default 1000000, 'dst host 1.1.1.1')
 #
 # It generates an Ethernet capture of PACKETS packets (the sample frames of
 # examples/gen_captures.rs over and over) into $TMPDIR (default /tmp), then
@@ -10,15 +10,16 @@
 #
 #   qemu-ubpf replay examples/drop_1_1_1_1.o BIG.pcap --drop OUT.pcap
 #   qemu-ubpf replay examples/drop_1_1_1_1.o BIG.pcap --pass OUT.pcap
-#   qemu-ubpf replay --expr 'dst host 1.1.1.1' BIG.pcap --drop OUT.pcap
-#   tcpdump -r BIG.pcap -w OUT.pcap 'dst host 1.1.1.1'
+#   qemu-ubpf replay --expr EXPR BIG.pcap --drop OUT.pcap
+#   tcpdump -r BIG.pcap -w OUT.pcap EXPR
 #
 # with hyperfine when it is installed (the median of 10 runs), otherwise
 # with bash's time (the best of 5), and prints each one's packets per second
 # and the ratios. tcpdump writes the packets its expression selects, as
 # --drop writes those the filter drops (with --expr, the same expression
 # compiled by the same libpcap: the same output file); --pass writes the
-# other four fifths.
+# other four fifths. With another EXPR, only the --expr line compares like
+# with like: the program's runs still drop what `dst host 1.1.1.1` selects.
 #
 # Two things would otherwise time the file system rather than the tools:
 # - Each run writes a new output file (it is deleted before each run). A
@@ -26,14 +27,16 @@
 #   back to disk, which ext4 starts when a file emptied by O_TRUNC is closed.
 # - The capture is written to disk and dropped from the page cache, so that
 #   the runs read it as a capture read from disk is cached (in large
-#   folios), not as the generator's small writes left it (in small ones).
-#   The first warmup run, a replay, reads it from disk; its map's huge-page
-#   hint caches it in 2 MiB folios (tcpdump's reads leave most of it so too:
-#   125 of 127 MB, as /proc/PID/smaps_rollup's FilePmdMapped shows).
+#   folios, by read-ahead), not as the generator's small writes left it
+#   (in small ones). The first warmup run, a replay, reads it from disk.
+# TMPDIR=/dev/shm times them on tmpfs, where both read and write 4 KiB pages.
+# The machine's load changes the numbers: run it more than once, and look
+# at `uptime`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packets=${1:-1000000}
+expression=${2:-dst host 1.1.1.1}
 dir=${TMPDIR:-/tmp}/qemu-ubpf-bench
 mkdir -p "$dir"
 capture=$dir/big.pcap
@@ -50,8 +53,8 @@ echo "capture: $capture, $packets packets, $(du -h "$capture" | cut -f1)"
 
 drop="target/release/qemu-ubpf replay examples/drop_1_1_1_1.o $capture --drop $dir/replay-out.pcap"
 pass="target/release/qemu-ubpf replay examples/drop_1_1_1_1.o $capture --pass $dir/replay-out.pcap"
-expr="target/release/qemu-ubpf replay --expr 'dst host 1.1.1.1' $capture --drop $dir/replay-out.pcap"
-tcpdump="tcpdump -r $capture -w $dir/tcpdump-out.pcap 'dst host 1.1.1.1'"
+expr="target/release/qemu-ubpf replay --expr '$expression' $capture --drop $dir/replay-out.pcap"
+tcpdump="tcpdump -r $capture -w $dir/tcpdump-out.pcap '$expression'"
 fresh_outputs="rm -f $dir/replay-out.pcap $dir/tcpdump-out.pcap"
 
 if command -v hyperfine >/dev/null; then

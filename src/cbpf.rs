@@ -516,6 +516,13 @@ mod tests {
     }
 
     #[test]
+    fn a_translation_writes_only_its_stack() {
+        // `st M[3]`, `ldx M[3]`, `ret a` after a packet load.
+        let program = [insn(0x28, 0, 0, 12), insn(0x02, 0, 0, 3), insn(0x61, 0, 0, 3), insn(0x16, 0, 0, 0)];
+        assert!(load(&program, &Config::default()).unwrap().writes_only_stack());
+    }
+
+    #[test]
     fn tcpdump_output_parses_and_translates() {
         let program = parse_decimal(TCP_443).unwrap();
         assert_eq!(program.len(), 23);

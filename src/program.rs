@@ -262,6 +262,24 @@ impl Program {
         self.calls_stopping_helpers
     }
 
+    /// Does the program write nothing but its own stack frames? Then a run
+    /// leaves its input as it was, and may be given memory it only reads
+    /// (a classic filter's translation, whose only stores are to its
+    /// scratch words, is such a program). True when every store and atomic
+    /// addresses r10 plus an offset inside the frame (the verifier keeps r10
+    /// the frame pointer) and no helper is called, as a helper may write
+    /// wherever its arguments point.
+    pub fn writes_only_stack(&self) -> bool {
+        let frame = -(isa::STACK_FRAME_SIZE as i64);
+        self.insns.iter().all(|insn| match insn.class() {
+            isa::BPF_ST | isa::BPF_STX => {
+                let start = i64::from(insn.off);
+                insn.dst == isa::FRAME_REG && start >= frame && start + isa::access_size(insn.opc) as i64 <= 0
+            }
+            _ => !(insn.opc == isa::CALL && insn.src != isa::CALL_LOCAL) && insn.opc != isa::CALLX,
+        })
+    }
+
     /// The program's maps: those it declares, then one per global data
     /// section (named after the section).
     pub fn maps(&self) -> &[Arc<Map>] {
@@ -301,5 +319,27 @@ impl Program {
 
     pub fn instruction_limit(&self) -> u64 {
         self.instruction_limit
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::asm::assemble;
+
+    fn writes_only_stack(source: &str) -> bool {
+        let image = Image { insns: assemble(source).unwrap(), ..Image::default() };
+        Program::from_image(image, &Helpers::linux(), &Config::default()).unwrap().writes_only_stack()
+    }
+
+    #[test]
+    fn only_in_frame_stores_through_r10_and_no_helpers_write_only_the_stack() {
+        assert!(writes_only_stack("stxw [%r10-4], %r1\nldxw %r0, [%r1]\nexit"));
+        assert!(writes_only_stack("stdw [%r10-512], 7\nmov %r0, 0\nexit"));
+        assert!(!writes_only_stack("stxw [%r1], %r2\nmov %r0, 0\nexit"));
+        assert!(!writes_only_stack("mov %r2, %r10\nstxw [%r2-4], %r1\nmov %r0, 0\nexit"));
+        assert!(!writes_only_stack("stxw [%r10+0], %r1\nmov %r0, 0\nexit"));
+        assert!(!writes_only_stack("stxdw [%r10-516], %r1\nmov %r0, 0\nexit"));
+        assert!(!writes_only_stack("call 5\nexit"));
     }
 }

@@ -13,8 +13,8 @@ use qemu_ubpf::elf::{HelperRef, ObjectInfo};
 use qemu_ubpf::maps;
 use qemu_ubpf::replay::frame::link_type_name;
 use qemu_ubpf::replay::{
-    CaptureReader, CaptureWriter, Engine, EngineKind, Format, IpMode, MappedCapture, Options, OutputFile, Outputs,
-    Record, Replay, Summary, Verdict,
+    CaptureReader, CaptureWriter, Engine, EngineKind, Format, IpMode, Options, OutputFile, Outputs, Record, Replay,
+    Summary, Verdict,
 };
 use qemu_ubpf::xdp::Action;
 use qemu_ubpf::{Config, Helpers, Program, asm, disasm, elf, isa};
@@ -461,21 +461,13 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
         }
         (None, None) => unreachable!("a program is loaded unless there is an expression"),
     };
-    let (capture_name, source, capture_len): (String, Source, Option<u64>) = match &request.capture {
+    let (capture_name, source, capture_len): (String, Box<dyn Read>, Option<u64>) = match &request.capture {
         Some(path) => {
             let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let len = file.metadata().ok().map(|metadata| metadata.len());
-            let source = match MappedCapture::new(&file) {
-                Some(map) => Source::Mapped(map),
-                None => Source::Stream(Box::new(file)),
-            };
-            (path.display().to_string(), source, len)
+            (path.display().to_string(), Box::new(file), len)
         }
-        None => (
-            BUNDLED_CAPTURE_NAME.to_owned(),
-            Source::Stream(Box::new(BUNDLED_CAPTURE)),
-            Some(BUNDLED_CAPTURE.len() as u64),
-        ),
+        None => (BUNDLED_CAPTURE_NAME.to_owned(), Box::new(BUNDLED_CAPTURE), Some(BUNDLED_CAPTURE.len() as u64)),
     };
     let outputs = [
         ("--pass", request.pass.as_deref()),
@@ -484,11 +476,7 @@ fn replay(request: ReplayRequest) -> Result<(), String> {
         ("--redirect", request.redirect.as_deref()),
     ];
     check_outputs(request.capture.as_deref(), &outputs)?;
-    let reader: Result<CaptureReader<Box<dyn Read>>, _> = match source {
-        Source::Mapped(map) => CaptureReader::mapped(map, &capture_name),
-        Source::Stream(stream) => CaptureReader::new(stream, &capture_name),
-    };
-    let mut reader = reader.map_err(|e| e.to_string())?;
+    let mut reader = CaptureReader::new(source, &capture_name).map_err(|e| e.to_string())?;
     let mut outputs = Outputs {
         pass: create_output(request.pass.as_deref(), CaptureWriter::new)?,
         drop: create_output(request.drop.as_deref(), CaptureWriter::new)?,
@@ -559,13 +547,6 @@ fn capture_link_types(capture: Option<&Path>) -> Result<Vec<u32>, String> {
         link_types.push(LINKTYPE_ETHERNET);
     }
     Ok(link_types)
-}
-
-/// A capture to replay: a file mapped whenever it can be (a regular file),
-/// since reading records in place spares copying each one; else a stream.
-enum Source {
-    Mapped(MappedCapture),
-    Stream(Box<dyn Read>),
 }
 
 /// How the program runs: ip-mode and on-error apply to filters only, and

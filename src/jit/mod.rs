@@ -217,6 +217,10 @@ pub struct JitProgram {
     uses_stack: bool,
     /// See [`MachineCode::local_calls`].
     local_calls: bool,
+    /// Whether runs may be given input they only read: the program writes
+    /// only its stack ([`Program::writes_only_stack`]), so it calls no
+    /// helper either.
+    reads_input_only: bool,
 }
 
 impl std::fmt::Debug for JitProgram {
@@ -239,11 +243,12 @@ impl JitProgram {
     fn with_code(program: Arc<Program>, machine_code: MachineCode) -> Result<JitProgram, JitError> {
         Ok(JitProgram {
             stopping_helpers: program.has_stopping_helpers(),
-            program,
             targets: Mutex::new(Vec::new()),
             code: ExecutableCode::new(&machine_code.bytes)?,
             uses_stack: machine_code.uses_stack,
             local_calls: machine_code.local_calls,
+            reads_input_only: program.writes_only_stack(),
+            program,
         })
     }
 
@@ -267,6 +272,29 @@ impl JitProgram {
             unsafe { self.call(input, mem.len() as u64, context.as_mut_ptr(), 0) }
         };
         if exit.status == Status::Exited as u64 { Ok(exit.value) } else { Err(self.error(exit)) }
+    }
+
+    /// Runs the compiled program over `input`, which it only reads, with
+    /// `stack` as its call frames, and returns r0: the cheapest way in (the
+    /// code is called as it is, and no instructions are counted), for a
+    /// program that writes only its stack. `None` for any other program,
+    /// which must be given input it may write ([`JitProgram::run`]).
+    #[inline]
+    pub fn run_read_only(&self, input: &[u8], stack: &mut Stack) -> Option<Result<u64, ExecError>> {
+        if !self.reads_input_only {
+            return None;
+        }
+        let address = if input.is_empty() { 0 } else { input.as_ptr() as u64 };
+        let stack_top = if self.uses_stack { stack.top() } else { 0 };
+        // Nothing reads the context afterwards, so the code may have it
+        // uninitialised (it writes what it reads).
+        let mut context = MaybeUninit::uninit();
+        // SAFETY: as in `enter`, except that `input` is only valid for
+        // reads, which is all the code does with it: its stores all address
+        // the stack, and it calls no helpers (`reads_input_only`). The stack
+        // is borrowed for the call, or not used by the code at all.
+        let exit = unsafe { self.call(address, input.len() as u64, context.as_mut_ptr(), stack_top) };
+        Some(if exit.status == Status::Exited as u64 { Ok(exit.value) } else { Err(self.error(exit)) })
     }
 
     /// [`JitProgram::execute`] for a program whose helpers may stop it or

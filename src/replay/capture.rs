@@ -7,14 +7,9 @@
 //! the packet and the byte offset where it happened, and every record is
 //! handed out as the bytes it has in the file, so an output written from
 //! them is a byte-identical copy, timestamps and pcapng options included.
-//! A capture file can instead be mapped ([`MappedCapture`]): records are
-//! then handed out where they lie in the page cache, never copied.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::ops::Range;
-
-use memmap2::{Advice, Mmap};
 
 use pcap_file::pcap::PcapHeader;
 use pcap_file::pcapng::PcapNgParser;
@@ -40,9 +35,14 @@ const PCAP_MAX_CAPTURED: u32 = 262_144;
 const MAX_RECORD_LEN: u32 = 16 << 20;
 /// The pcap link-type field keeps FCS information in its upper bits.
 const LINK_TYPE_MASK: u32 = 0xFFFF;
+/// The read buffer: big enough that a replay makes few reads (one per 256
+/// KiB), small enough to stay in the CPU's cache between the kernel's copy
+/// into it and the replay's reads of it. Reads into it cost less than a map
+/// of the file: on the 1M-packet benchmark, CPU time 28-36 ms against 32-42
+/// ms on ext4, 35-38 ms against 58-63 ms on tmpfs (where the page cache
+/// holds 4 KiB pages, whose faults and unmapping outweigh a copy), as a
+/// mapped file's records are read from memory, not from the cache.
 const READ_BUFFER_LEN: usize = 1 << 18;
-/// How far ahead of the record being read [`prefetch`] asks for the input.
-const PREFETCH_DISTANCE: usize = 4096;
 
 /// Why a capture could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +120,7 @@ pub enum RecordKind {
 }
 
 /// Reads a capture record by record, holding one buffer however long the
-/// capture is (or none, when it is mapped).
+/// capture is.
 pub struct CaptureReader<R> {
     file: String,
     input: Input<R>,
@@ -142,17 +142,7 @@ enum FormatState {
 impl<R: Read> CaptureReader<R> {
     /// Starts reading `source`; `file` names it in errors.
     pub fn new(source: R, file: impl Into<String>) -> Result<CaptureReader<R>, CaptureError> {
-        CaptureReader::start(Input::new(Bytes::Stream { source, buffer: vec![0; READ_BUFFER_LEN] }), file.into())
-    }
-
-    /// Starts reading a mapped capture; `file` names it in errors. `R`, the
-    /// type of stream the reader would otherwise read, is the caller's
-    /// choice: a mapped reader reads none.
-    pub fn mapped(capture: MappedCapture, file: impl Into<String>) -> Result<CaptureReader<R>, CaptureError> {
-        let end = capture.0.len();
-        let mut input = Input::new(Bytes::Mapped(capture.0));
-        input.end = end;
-        CaptureReader::start(input, file.into())
+        CaptureReader::start(Input::new(source), file.into())
     }
 
     /// Finds the format from the first bytes of `input`.
@@ -249,7 +239,6 @@ impl<R: Read> CaptureReader<R> {
             return None;
         };
         let available = self.input.bytes().get(self.input.start..self.input.end)?;
-        prefetch(available, PREFETCH_DISTANCE);
         let head = available.get(..PCAP_RECORD_HEADER_LEN)?;
         let captured = read_u32(head, 8, header.endianness);
         let record_len = PCAP_RECORD_HEADER_LEN + captured as usize;
@@ -344,25 +333,6 @@ struct PcapPacketAt {
     link_type: u32,
     timestamp_ns: u64,
     record: Range<usize>,
-}
-
-/// Asks the CPU to load `bytes[at]` into the cache, if there is such a
-/// byte. The hardware prefetcher follows a sequential read only within a
-/// page, so without this hint the first record of every page waits for
-/// memory (perf: a fifth of the replay loop's samples on that load; the
-/// hint took `replay --drop` on the 1M-packet benchmark from 31.0 to 29.1
-/// ms).
-#[inline]
-fn prefetch(bytes: &[u8], at: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(byte) = bytes.get(at) {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: a prefetch is a hint that reads nothing into the program
-        // and never faults; the address is in `bytes` anyway.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (bytes, at);
 }
 
 /// The capture time of the pcap record that starts with `head`, in
@@ -536,65 +506,25 @@ fn read_error(file: &str, offset: u64, error: io::Error) -> CaptureError {
     CaptureError::Read { file: file.into(), offset, error }
 }
 
-/// A capture file mapped into memory, for [`CaptureReader::mapped`].
-pub struct MappedCapture(Mmap);
-
-impl MappedCapture {
-    /// Maps `file`; `None` when it cannot be (not a regular file, or
-    /// empty), and should be streamed instead.
-    pub fn new(file: &File) -> Option<MappedCapture> {
-        let metadata = file.metadata().ok()?;
-        if !metadata.is_file() || metadata.len() == 0 {
-            return None;
-        }
-        // SAFETY: the map is only read, and its bytes are taken as
-        // untrusted like any read from a file: every length in them is
-        // checked before it is used, and a slice of the map is bounds
-        // checked against the length it had when mapped. If another process
-        // rewrites the file meanwhile, the replay sees either bytes; if it
-        // truncates the file, touching the lost pages raises SIGBUS, as it
-        // does in every program that maps files (ripgrep, git): replaying
-        // a capture that is being cut short is not supported.
-        let map = unsafe { Mmap::map(file) }.ok()?;
-        // Read-ahead in big steps; a failed hint only costs speed.
-        let _ = map.advise(Advice::Sequential);
-        // A capture read from disk through this map is then cached in 2 MiB
-        // folios, and mapped a whole folio per fault, in this replay and
-        // the next ones: far fewer faults, and no page-table teardown
-        // worth the name at exit. Pages already cached stay as they are.
-        #[cfg(target_os = "linux")]
-        let _ = map.advise(Advice::HugePage);
-        Some(MappedCapture(map))
-    }
-}
-
-/// Where the bytes come from: read piece by piece into a buffer, or all
-/// there in a map.
-enum Bytes<R> {
-    Stream { source: R, buffer: Vec<u8> },
-    Mapped(Mmap),
-}
-
-/// The bytes of the capture not yet handed out: `bytes()[start..end]`.
+/// The bytes of the capture read but not yet handed out:
+/// `buffer[start..end]`.
 struct Input<R> {
-    bytes: Bytes<R>,
+    source: R,
+    buffer: Vec<u8>,
     start: usize,
     end: usize,
-    /// File offset of `bytes()[start]`.
+    /// File offset of `buffer[start]`.
     offset: u64,
 }
 
 impl<R: Read> Input<R> {
-    fn new(bytes: Bytes<R>) -> Input<R> {
-        Input { bytes, start: 0, end: 0, offset: 0 }
+    fn new(source: R) -> Input<R> {
+        Input { source, buffer: vec![0; READ_BUFFER_LEN], start: 0, end: 0, offset: 0 }
     }
 
     #[inline]
     fn bytes(&self) -> &[u8] {
-        match &self.bytes {
-            Bytes::Stream { buffer, .. } => buffer,
-            Bytes::Mapped(map) => map,
-        }
+        &self.buffer
     }
 
     /// Reads until `len` bytes are available or the source ends, and returns
@@ -608,8 +538,7 @@ impl<R: Read> Input<R> {
     }
 
     fn refill(&mut self, len: usize) -> io::Result<usize> {
-        // A map holds all there is from the start.
-        let Bytes::Stream { source, buffer } = &mut self.bytes else { return Ok(self.end - self.start) };
+        let buffer = &mut self.buffer;
         if self.start + len > buffer.len() {
             buffer.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -619,7 +548,7 @@ impl<R: Read> Input<R> {
             }
         }
         while self.end - self.start < len {
-            match source.read(&mut buffer[self.end..]) {
+            match self.source.read(&mut buffer[self.end..]) {
                 Ok(0) => break,
                 Ok(read) => self.end += read,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}

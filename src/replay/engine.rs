@@ -50,4 +50,16 @@ impl Engine {
             Engine::Interpreter(program) => interp::run(program, packet, stack, &mut executed),
         }
     }
+
+    /// Runs the program over `packet` in place, which spares copying it
+    /// into memory it may write, when the engine can: in the JIT, a program
+    /// that writes only its stack ([`JitProgram::run_read_only`]). `None`
+    /// otherwise.
+    #[inline]
+    pub fn run_read_only(&self, packet: &[u8], stack: &mut Stack) -> Option<Result<u64, ExecError>> {
+        match self {
+            Engine::Jit(jit) => jit.run_read_only(packet, stack),
+            Engine::Interpreter(_) => None,
+        }
+    }
 }

@@ -20,7 +20,7 @@ pub mod output;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-pub use capture::{CaptureError, CaptureReader, CaptureWriter, Format, MappedCapture, Packet, Record, RecordKind};
+pub use capture::{CaptureError, CaptureReader, CaptureWriter, Format, Packet, Record, RecordKind};
 pub use engine::{Engine, EngineKind};
 pub use frame::{IpMode, UnsupportedLinkType};
 pub use output::OutputFile;
@@ -230,9 +230,9 @@ pub struct Replay<'a> {
     by_link_type: &'a [(u32, Engine)],
     options: Options,
     summary: Summary,
-    /// The program runs on a copy of each packet, as it may write to it,
-    /// and the outputs must get the packet as it was; one buffer serves
-    /// every packet.
+    /// A program that may write to its input runs on a copy of each
+    /// packet, as the outputs must get the packet as it was; one buffer
+    /// serves every packet.
     scratch: Vec<u8>,
     stack: Stack,
     /// Whether the program calls helpers, so may read the clock that each
@@ -372,12 +372,18 @@ impl<'a> Replay<'a> {
                 Verdict::Pass
             }
             Some(input) => {
-                self.scratch.clear();
-                self.scratch.extend_from_slice(input);
                 if self.clock {
                     builtin::set_clock(Some(packet.timestamp_ns));
                 }
-                match engine.run(&mut self.scratch, &mut self.stack) {
+                let result = match engine.run_read_only(input, &mut self.stack) {
+                    Some(result) => result,
+                    None => {
+                        self.scratch.clear();
+                        self.scratch.extend_from_slice(input);
+                        engine.run(&mut self.scratch, &mut self.stack)
+                    }
+                };
+                match result {
                     Ok(0) => Verdict::Pass,
                     Ok(_) => Verdict::Drop,
                     Err(error) => {

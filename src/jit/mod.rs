@@ -271,7 +271,7 @@ impl JitProgram {
             // `uses_stack`), so the thread's need not be lent.
             unsafe { self.call(input, mem.len() as u64, context.as_mut_ptr(), 0) }
         };
-        if exit.status == Status::Exited as u64 { Ok(exit.value) } else { Err(self.error(exit)) }
+        self.result(exit)
     }
 
     /// Runs the compiled program over `input`, which it only reads, with
@@ -294,7 +294,7 @@ impl JitProgram {
         // the stack, and it calls no helpers (`reads_input_only`). The stack
         // is borrowed for the call, or not used by the code at all.
         let exit = unsafe { self.call(address, input.len() as u64, context.as_mut_ptr(), stack_top) };
-        Some(if exit.status == Status::Exited as u64 { Ok(exit.value) } else { Err(self.error(exit)) })
+        Some(self.result(exit))
     }
 
     /// [`JitProgram::execute`] for a program whose helpers may stop it or
@@ -483,6 +483,12 @@ impl JitProgram {
         // helpers are called with the C convention they are declared with;
         // the native stack is restored on every way out.
         unsafe { entry(input, input_len, context, stack_top) }
+    }
+
+    /// r0 when the code exited, else the error its exit status describes.
+    #[inline]
+    fn result(&self, exit: Exit) -> Result<u64, ExecError> {
+        if exit.status == Status::Exited as u64 { Ok(exit.value) } else { Err(self.error(exit)) }
     }
 
     /// Turns a stopped run into the interpreter's error.

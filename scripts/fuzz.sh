@@ -113,24 +113,32 @@ for target in "${targets[@]}"; do
     seed "$target"
     echo "== $target: $seconds s ($(find "$corpus/$target" -type f | wc -l) inputs to start from)"
     log=$(mktemp)
-    status=0
-    cargo fuzz run -s none -O "$target" "$corpus/$target" -- \
-        -max_total_time="$seconds" -timeout=30 -print_final_stats=1 2>&1 | tee "$log" | grep -E '^(#[0-9]+ +(DONE|INITED)|==|thread|panicked|SUMMARY|Done)' || true
-    status=${PIPESTATUS[0]}
+    # cargo fuzz's own status, not the filter's: a target that does not
+    # build, or a run that ends without libFuzzer's final statistics, fails.
+    {
+        cargo fuzz run -s none -O "$target" "$corpus/$target" -- \
+            -max_total_time="$seconds" -timeout=30 -print_final_stats=1 2>&1
+        echo $? >"$log.status"
+    } | tee "$log" | grep -E '^(#[0-9]+ +(DONE|INITED)|==|thread|panicked|SUMMARY|Done)' || true
+    status=$(cat "$log.status")
     executions=$(awk '/stat::number_of_executed_units/ { print $NF }' "$log" | tail -n 1)
-    if grep -qE 'panicked|deadly signal|SUMMARY: libFuzzer|ERROR: libFuzzer' "$log" || [ "$status" != 0 ]; then
+    if grep -qE 'panicked|deadly signal|SUMMARY: libFuzzer|ERROR: libFuzzer' "$log"; then
         failed+=("$target")
         report+=("$target: ${executions:-?} executions, CRASHED (see fuzz/artifacts/$target/)")
         grep -E -A20 'panicked' "$log" | head -40 || true
+    elif [ "$status" != 0 ] || [ -z "$executions" ]; then
+        failed+=("$target")
+        report+=("$target: did not run (cargo fuzz exited with $status)")
+        grep -E -B2 -A12 '^error' "$log" | head -40 || true
     else
-        report+=("$target: ${executions:-?} executions, no crash")
+        report+=("$target: $executions executions, no crash")
     fi
-    rm -f "$log"
+    rm -f "$log" "$log.status"
 done
 
 echo "== fuzzing, $seconds s per target"
 printf '%s\n' "${report[@]}"
 if [ ${#failed[@]} -gt 0 ]; then
-    echo "crashed: ${failed[*]}" >&2
+    echo "failed (crashed or did not run): ${failed[*]}" >&2
     exit 1
 fi

@@ -87,6 +87,7 @@ fuzz_target!(|data: &[u8]| {
         let mut outputs = Outputs {
             pass: Some(CaptureWriter::new(&mut passed, "pass")),
             drop: Some(CaptureWriter::new(&mut dropped, "drop")),
+            ..Outputs::none()
         };
         let mut replay = Replay::new(engine, Options { ip_mode, ..Options::default() });
         let finished = replay.run(&mut reader, &mut outputs, &mut |_| {}).is_ok();

@@ -440,6 +440,16 @@ impl Linker<'_> {
                     .value
                     .checked_add_signed(addend)
                     .ok_or_else(|| bad(format!("lddw of {}{addend:+}: the offset overflows", symbol.name)))?;
+                // The kernel refuses a direct value address past the value
+                // (`off >= value_size`); such a pointer would name whatever
+                // memory follows the section.
+                let size = object.data[data].1.bytes.len();
+                if usize::try_from(offset).map_or(true, |offset| offset >= size) {
+                    return Err(bad(format!(
+                        "lddw of {}{addend:+}: offset {offset} is outside {target_section} ({size} bytes)",
+                        symbol.name
+                    )));
+                }
                 self.data_relocs.push(DataReloc { pc, section: data, offset });
                 insn.imm = 0;
             }

@@ -338,6 +338,26 @@ fn data_relocations_carry_symbol_value_and_addend() {
 }
 
 #[test]
+fn data_addresses_past_their_section_are_refused() {
+    // chain's first instruction loads the address of chain_links, 8 bytes
+    // into the 12 of .bss; its imm is the addend.
+    let object = read("tests/fixtures/maps.o");
+    let imm = section_offset(&object, "socket") + 4;
+    let with_addend = |addend: i32| {
+        let mut object = object.clone();
+        object[imm..imm + 4].copy_from_slice(&addend.to_le_bytes());
+        elf::load(&object, Some("chain"), &Helpers::linux())
+    };
+    let last_byte = with_addend(3).unwrap();
+    assert_eq!(last_byte.image.data_relocs[0].offset, 11);
+    for (addend, offset) in [(4, 12), (0x2f, 0x37)] {
+        let error = with_addend(addend).unwrap_err();
+        assert!(matches!(error, ElfError::BadRelocation { offset: 0, .. }), "{error}");
+        assert!(error.to_string().contains(&format!("offset {offset} is outside .bss (12 bytes)")), "{error}");
+    }
+}
+
+#[test]
 fn helpers_by_name_and_by_index() {
     let object = read("tests/fixtures/helpers.o");
     let mut only_index_7 = Helpers::new();

@@ -241,17 +241,27 @@ impl Drop for Collector {
 /// Starts QEMU with its QMP socket at `qmp_path`, the arguments `attempt`
 /// gives, and no default devices. A UDP port picked by `attempt` may be
 /// taken by then: when QEMU exits before QMP answers, it tries again with
-/// new arguments. Returns what `attempt` returned with them.
-fn launch<T>(qemu: &Path, qmp_path: &Path, mut attempt: impl FnMut() -> (Vec<String>, T)) -> (Child, Qmp, T) {
+/// new arguments. Returns what `attempt` returned with them. QEMU's stderr
+/// goes to the file `stderr`, or else to the test's.
+fn launch<T>(
+    qemu: &Path,
+    qmp_path: &Path,
+    stderr: Option<&Path>,
+    mut attempt: impl FnMut() -> (Vec<String>, T),
+) -> (Child, Qmp, T) {
     for _ in 0..5 {
         let (args, value) = attempt();
+        let stderr = match stderr {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("QEMU's stderr file")),
+            None => Stdio::inherit(),
+        };
         let mut child = Command::new(qemu)
             .args(["-nodefaults", "-display", "none", "-qmp"])
             .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", qemu.display()));
         if let Some(qmp) = Qmp::connect(qmp_path, &mut child) {
@@ -276,11 +286,16 @@ struct Rig {
 
 impl Rig {
     fn start(qemu: &Path, objects: &[String]) -> Rig {
+        Rig::start_logged(qemu, objects, None)
+    }
+
+    /// [`Rig::start`], with QEMU's stderr in the file `stderr`.
+    fn start_logged(qemu: &Path, objects: &[String], stderr: Option<&Path>) -> Rig {
         let sockets = socket_dir();
         let qmp_path = sockets.join("qmp");
         let inject = UdpSocket::bind("127.0.0.1:0").unwrap();
         let out = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let (child, qmp, n1) = launch(qemu, &qmp_path, || {
+        let (child, qmp, n1) = launch(qemu, &qmp_path, stderr, || {
             let (n1, n2) = (free_udp_port(), free_udp_port());
             let mut args: Vec<String> = ["-M", "none", "-accel", "qtest"].map(String::from).into();
             for netdev in [
@@ -549,6 +564,25 @@ fn faults_are_counted_and_dropped() {
 #[test]
 fn faults_are_counted_and_passed_when_asked() {
     faults("faults_are_counted_and_passed_when_asked", "pass", "off", "interp");
+}
+
+/// Traffic that makes every run fault cannot flood the host's log: 10,000
+/// faulting frames give 10,000 errors and at most a few lines on stderr.
+#[test]
+fn ten_thousand_faults_are_counted_and_barely_logged() {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", "ten_thousand_faults_are_counted_and_barely_logged");
+    let program = assembled(&dir, "faults", FAULTS);
+    let log = dir.join("stderr.txt");
+    let mut rig = Rig::start_logged(&qemu, &[filter_object("f0", "n1", "tx", &program, ",ip-mode=off")], Some(&log));
+    let frame = &frames(&common::sample("ethernet.pcap"))[0];
+    rig.send_all("f0", &vec![frame.clone(); 10_000]);
+    let counters = Counters::of(&mut rig.qmp, "f0");
+    rig.quit();
+    assert_eq!(counters, Counters { passed: 0, dropped: 10_000, skipped: 0, errors: 10_000 });
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.lines().count() <= 3, "QEMU's stderr after 10,000 faults:\n{logged}");
+    assert!(logged.contains("filter-ubpf"), "the first fault is reported: {logged:?}");
 }
 
 /// Frames that carry IPv4 to 1.1.1.1 among the sample's: what the RFC
@@ -912,7 +946,7 @@ fn guest_pings_to_1_1_1_1_dropped(test: &str, filter: impl Fn(&str, &str) -> Str
     let sockets = socket_dir();
     let (serial, before, after) = (dir.join("serial.log"), dir.join("before.pcap"), dir.join("after.pcap"));
     let out = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (mut child, mut qmp, ()) = launch(&qemu, &sockets.join("qmp"), || {
+    let (mut child, mut qmp, ()) = launch(&qemu, &sockets.join("qmp"), None, || {
         let _ = std::fs::remove_file(&serial);
         let guest_file = |name: &str| guest.join(name).display().to_string();
         let args = [

@@ -27,9 +27,10 @@ use crate::isa::*;
 /// holds says the same of the mathematical value as of the wrapped one.
 const LIMIT: i64 = 1 << 60;
 
-/// Facts are kept for at most this many unknowns: more than the registers
-/// can name at once (r10 is always the frame).
-const ROOMS: usize = 16;
+/// Facts are kept for at most this many unknowns: as many as the registers
+/// can name at once (r10 is always the frame), so that a fact about an
+/// unknown some register holds always finds an entry.
+const ROOMS: usize = FRAME_REG as usize;
 
 /// Inputs are shorter than this: they are slices of a process's memory,
 /// whose user addresses on x86-64 stay below 2^47. So an unknown known to
@@ -122,12 +123,15 @@ impl Ids {
 /// The register values and facts at one instruction.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) struct Facts {
-    values: [Value; REG_SLOTS],
+    /// r0-r10, the registers the verifier lets a program name: facts are
+    /// copied, joined and compared many times a walk, so they stay small.
+    values: [Value; NUM_REGS],
     /// The input is at least this long.
     len_min: u64,
-    /// `(id, room)`: unknown `id` plus `room` is at most the length (id 0:
-    /// an empty entry).
-    rooms: [(u32, i64); ROOMS],
+    /// Unknown `room_ids[i]` plus `rooms[i]` is at most the length (id 0:
+    /// an empty entry). Apart, so that looking for an id reads ids only.
+    room_ids: [u32; ROOMS],
+    rooms: [i64; ROOMS],
     /// r0-r9 that may still hold the value the run started with: the code
     /// must set up those some instruction reads.
     unwritten: Regs,
@@ -136,9 +140,9 @@ pub(super) struct Facts {
 impl Facts {
     /// What is known anywhere: r10 is the frame pointer.
     pub(super) fn fresh() -> Facts {
-        let mut values = [Value::Unknown; REG_SLOTS];
+        let mut values = [Value::Unknown; NUM_REGS];
         values[FRAME_REG as usize] = Value::Frame(0);
-        Facts { values, len_min: 0, rooms: [(0, 0); ROOMS], unwritten: Regs::WRITABLE }
+        Facts { values, len_min: 0, room_ids: [0; ROOMS], rooms: [0; ROOMS], unwritten: Regs::WRITABLE }
     }
 
     /// On entry, as the interpreter sets the registers: r1 the input's
@@ -173,11 +177,13 @@ impl Facts {
     }
 
     pub(super) fn value(&self, reg: u8) -> Value {
-        self.values[reg as usize & 15]
+        self.values.get(reg as usize).copied().unwrap_or(Value::Unknown)
     }
 
     fn set(&mut self, reg: u8, value: Value) {
-        self.values[reg as usize & 15] = value;
+        if let Some(slot) = self.values.get_mut(reg as usize) {
+            *slot = value;
+        }
         self.unwritten -= Regs::of(reg);
     }
 
@@ -187,7 +193,7 @@ impl Facts {
         if id == 0 {
             return i64::try_from(self.len_min).ok();
         }
-        self.rooms.iter().find(|entry| entry.0 == id).map(|&(_, room)| room)
+        self.room_ids.iter().position(|&entry| entry == id).map(|i| self.rooms[i])
     }
 
     /// Learns `s + room <= length` for unknown `id`.
@@ -198,15 +204,16 @@ impl Facts {
             }
             return;
         }
-        if let Some(entry) = self.rooms.iter_mut().find(|entry| entry.0 == id) {
-            entry.1 = entry.1.max(room);
+        if let Some(i) = self.room_ids.iter().position(|&entry| entry == id) {
+            self.rooms[i] = self.rooms[i].max(room);
             return;
         }
         // An entry for an unknown no register holds any more is free.
         let live =
             |held: u32| self.values.iter().any(|v| matches!(v, Value::Scalar(o) | Value::Input(o) if o.id == held));
-        if let Some(free) = (0..ROOMS).find(|&i| self.rooms[i].0 == 0 || !live(self.rooms[i].0)) {
-            self.rooms[free] = (id, room);
+        if let Some(free) = (0..ROOMS).find(|&i| self.room_ids[i] == 0 || !live(self.room_ids[i])) {
+            self.room_ids[free] = id;
+            self.rooms[free] = room;
         }
     }
 
@@ -446,7 +453,7 @@ impl Facts {
         joined.len_min = self.len_min.min(other.len_min);
         joined.unwritten = self.unwritten | other.unwritten;
         let mut covered = RegList::new();
-        for reg in 0..REG_SLOTS {
+        for reg in 0..NUM_REGS {
             let (mine, theirs) = (self.values[reg], other.values[reg]);
             joined.values[reg] = if mine == theirs {
                 mine
@@ -459,8 +466,8 @@ impl Facts {
             };
         }
         // Facts about an unknown both sides hold: the weaker.
-        for &(id, room) in self.rooms.iter().filter(|&&(id, _)| id != 0) {
-            if let Some(&(_, theirs)) = other.rooms.iter().find(|&&(other_id, _)| other_id == id) {
+        for (&id, &room) in self.room_ids.iter().zip(&self.rooms).filter(|&(&id, _)| id != 0) {
+            if let Some(theirs) = other.room(id) {
                 joined.learn(id, room.min(theirs));
             }
         }
@@ -483,8 +490,8 @@ impl Facts {
         for (&theirs, &mine) in candidate.values.iter().zip(&self.values) {
             let (wanted, found) = match (theirs, mine) {
                 (Value::Unknown, _) => continue,
-                (Value::Scalar(wanted), _) => match self.number(mine) {
-                    Some((found, _)) => (wanted, found),
+                (Value::Scalar(wanted), _) => match number_offset(mine) {
+                    Some(found) => (wanted, found),
                     None => return false,
                 },
                 (Value::Input(wanted), Value::Input(found)) => (wanted, found),
@@ -536,7 +543,7 @@ impl Facts {
         // (their id, my id, difference) -> the fresh unknown for the class.
         let mut classes: RegList<((u32, u32, i64), Offset)> = RegList::new();
         let mut facts: RegList<(u32, i64)> = RegList::new();
-        for reg in 0..REG_SLOTS {
+        for reg in 0..NUM_REGS {
             let (mine, theirs) = (self.values[reg], state.values[reg]);
             if mine == theirs {
                 widened.values[reg] = mine;
@@ -547,8 +554,8 @@ impl Facts {
                 }
                 continue;
             }
-            let pair = match (self.number(mine), state.number(theirs), mine, theirs) {
-                (Some((a, _)), Some((b, _)), _, _) => Some((a, b, false)),
+            let pair = match (number_offset(mine), number_offset(theirs), mine, theirs) {
+                (Some(a), Some(b), _, _) => Some((a, b, false)),
                 (_, _, Value::Input(a), Value::Input(b)) => Some((a, b, true)),
                 _ => None,
             };
@@ -601,11 +608,7 @@ impl Facts {
     /// A number's offset and how far below the length its value is known
     /// to be (`value + headroom <= length`).
     fn number(&self, value: Value) -> Option<(Offset, Option<i64>)> {
-        let offset = match value {
-            Value::Const(k) if k <= LIMIT as u64 => Offset::constant(k as i64),
-            Value::Scalar(o) => o,
-            _ => return None,
-        };
+        let offset = number_offset(value)?;
         Some((offset, self.headroom(offset)))
     }
 
@@ -622,19 +625,28 @@ impl Facts {
     }
 }
 
-/// A list of at most one entry per register slot, kept on the stack: joins,
+/// A number's offset, as [`Facts::number`] without the facts' lookup.
+fn number_offset(value: Value) -> Option<Offset> {
+    match value {
+        Value::Const(k) if k <= LIMIT as u64 => Some(Offset::constant(k as i64)),
+        Value::Scalar(o) => Some(o),
+        _ => None,
+    }
+}
+
+/// A list of at most one entry per register (r0-r10), kept on the stack: joins,
 /// fits and widenings each build some, many times in every walk.
 struct RegList<T: Copy> {
-    items: [Option<T>; REG_SLOTS],
+    items: [Option<T>; NUM_REGS],
     len: usize,
 }
 
 impl<T: Copy> RegList<T> {
     fn new() -> RegList<T> {
-        RegList { items: [None; REG_SLOTS], len: 0 }
+        RegList { items: [None; NUM_REGS], len: 0 }
     }
 
-    /// Adds `item`; callers add at most one per register slot.
+    /// Adds `item`; callers add at most one per register.
     fn push(&mut self, item: T) {
         self.items[self.len] = Some(item);
         self.len += 1;

@@ -147,6 +147,10 @@ impl Finder<'_> {
     fn plain_byte_pair(&self, insns: &[Insn], pc: usize, dead: &impl Fn(usize, u8) -> bool) -> Option<Fusion> {
         let run = insns.get(pc..)?;
         let first = *run.first()?;
+        // Most instructions start no pair: tell at once.
+        if first.opc != LDXB {
+            return None;
+        }
         // Loaded both before the shift, or the shifted byte first.
         let both_first = run.get(1)?.opc == LDXB;
         let mut next = if both_first { 2 } else { 1 };

@@ -51,6 +51,9 @@ const _: () = {
     assert!(REGISTER_MAP[10] as u8 == Rq::RBP as u8);
 };
 
+/// In [`Emitter::label_index`]: no label.
+const NO_LABEL: u32 = u32::MAX;
+
 /// Context field offsets, as the code addresses them from (host) r10.
 const CTX_REMAINING: i32 = offset_of!(Context, remaining) as i32;
 const CTX_EXTRA: i32 = offset_of!(Context, extra) as i32;
@@ -234,8 +237,13 @@ struct Emitter<'p> {
     ops: Assembler,
     program: &'p Program,
     plan: &'p Plan,
-    /// A label for each slot that some jump or call lands on.
-    labels: Vec<Option<DynamicLabel>>,
+    /// For each slot, the index in `target_labels` of its label, or
+    /// `NO_LABEL` where no jump or call lands: 4 bytes a slot rather than
+    /// an optional label's 16, as large programs' compile time goes much to
+    /// faulting in fresh memory.
+    label_index: Vec<u32>,
+    /// A label for each slot that some jump or call lands on, in order.
+    target_labels: Vec<DynamicLabel>,
     /// What r12 is ahead of the budget left once the current instruction is
     /// counted: the instructions of the current straight run not yet
     /// subtracted, or in DAG mode `1 - to_exit` of the instruction.
@@ -280,7 +288,19 @@ impl<'p> Emitter<'p> {
     fn new(program: &'p Program, plan: &'p Plan) -> Emitter<'p> {
         let insns = program.insns();
         let mut ops = Assembler::with_capacity(24 * insns.len() + 256, insns.len() / 2 + 16, insns.len() + 16);
-        let labels = plan.flow.landings.iter().map(|landing| landing.target.then(|| ops.new_dynamic_label())).collect();
+        let mut target_labels = Vec::new();
+        let label_index = plan
+            .flow
+            .landings
+            .iter()
+            .map(|landing| {
+                if !landing.target {
+                    return NO_LABEL;
+                }
+                target_labels.push(ops.new_dynamic_label());
+                (target_labels.len() - 1) as u32
+            })
+            .collect();
         let call_saved: Vec<Rq> = (6..=9).filter(|&r| plan.flow.used[r]).map(|r| REGISTER_MAP[r]).collect();
         let big_limit = program.instruction_limit() > REMAINING_MAX;
         let budget_in_register = plan.flow.branches || big_limit;
@@ -305,7 +325,8 @@ impl<'p> Emitter<'p> {
             ops,
             program,
             plan,
-            labels,
+            label_index,
+            target_labels,
             pending: 0,
             cold: Vec::new(),
             region_checks: [[None; 2]; 4],
@@ -404,7 +425,7 @@ impl<'p> Emitter<'p> {
         let insns = self.program.insns();
         let mut pc = 0;
         while pc < insns.len() {
-            if let Some(label) = self.labels[pc] {
+            if let Some(label) = self.label_at(pc) {
                 // Falling into a jump target ends the straight run.
                 self.flush();
                 if self.plan.flow.landings[pc].loop_head {
@@ -1268,7 +1289,12 @@ impl<'p> Emitter<'p> {
 
     fn label(&self, pc: usize) -> DynamicLabel {
         // The flow gave every jump and call target a label.
-        self.labels[pc].expect("every jump and call target has a label")
+        self.label_at(pc).expect("every jump and call target has a label")
+    }
+
+    /// The label of the slot at `pc`, if some jump or call lands there.
+    fn label_at(&self, pc: usize) -> Option<DynamicLabel> {
+        self.target_labels.get(self.label_index[pc] as usize).copied()
     }
 
     /// Conditional jumps: the count is checked, taken or not, when the

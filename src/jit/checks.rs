@@ -5,11 +5,13 @@
 //! one check of the bytes they span.
 //!
 //! The walk that follows the facts also learns which registers may be read
-//! before anything wrote them.
+//! before anything wrote them, and which map lookups the code makes itself
+//! ([`super::lookups`]).
 
 use super::BOUND_SLOTS;
 use super::facts::{AccessPlace, Facts, Ids};
 use super::flow::Flow;
+use super::lookups::{self, MapLookup};
 use crate::isa::*;
 use crate::program::Program;
 
@@ -173,6 +175,11 @@ pub(crate) struct Checks {
     /// r0-r9 (bits) that some instruction may read before anything wrote
     /// them: the code sets these to 0 first, as the interpreter starts.
     pub(crate) read_unwritten: u16,
+    /// For each instruction slot, the map lookup the code makes itself
+    /// instead of calling the helper there, if any.
+    pub(crate) lookups: Vec<Option<MapLookup>>,
+    /// Does the code still call a helper that may stop the run?
+    pub(crate) stopping_helpers: bool,
 }
 
 impl Checks {
@@ -187,9 +194,12 @@ impl Checks {
             bound_used: [false; BOUND_SLOTS],
             any_check: false,
             read_unwritten: 0,
+            lookups: vec![None; program.insns().len()],
+            stopping_helpers: false,
         };
         checks.plan_checks(program, flow, !(flow.entry_is_jumped_to || flow.entry_is_called));
         checks.plan_groups();
+        checks.stopping_helpers = lookups::stopping_helpers_remain(program, &checks.lookups);
         checks
     }
 
@@ -234,6 +244,7 @@ impl Checks {
             access.check = Check::None;
             access.member_of = None;
         }
+        self.lookups.fill(None);
         self.groups.clear();
         self.bound_used = [false; BOUND_SLOTS];
         self.any_check = false;
@@ -326,7 +337,11 @@ impl Checks {
             falls_in = true;
             match insn.opc {
                 CALL | CALLX => {
+                    self.lookups[pc] = lookups::plan(program, &facts, insn);
                     facts = facts.after_call();
+                    if let Some(lookup) = self.lookups[pc] {
+                        facts.returned_map_value(lookup.value_size, lookup.writable);
+                    }
                     open = [None; REG_SLOTS];
                 }
                 EXIT => {
@@ -366,6 +381,7 @@ impl Checks {
                                 access.check = Check::None;
                                 access.member_of = None;
                             }
+                            self.lookups[to..=pc].fill(None);
                             self.groups.truncate(resume.groups);
                             self.bound_used = resume.bound_used;
                             self.any_check = resume.any_check;
@@ -434,6 +450,13 @@ impl Checks {
                 }
             }
             AccessPlace::Input => Check::None,
+            // Inside the value, which lies in the map's region.
+            AccessPlace::MapValue { start, size: value_size, writable }
+                if start >= 0 && start + size as i64 <= i64::from(value_size) && (writable || !write) =>
+            {
+                Check::None
+            }
+            AccessPlace::MapValue { .. } => Check::Input,
             AccessPlace::Address(addr) => {
                 let allowed = program
                     .regions()

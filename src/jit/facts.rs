@@ -87,6 +87,15 @@ pub(super) enum Value {
     /// The input's end (its address plus its length) plus this, within
     /// `[-LIMIT, LIMIT]`: what C filters compare their packet pointers with.
     End(i64),
+    /// What a map lookup the code makes itself returned
+    /// ([`super::lookups`]): the start of one of the map's values, of
+    /// `size` bytes, in memory the program may write when `writable`; or
+    /// 0, unless `null` is false (a comparison with 0 said it is not).
+    Lookup {
+        size: u32,
+        writable: bool,
+        null: bool,
+    },
 }
 
 /// What the facts say of the bytes an access touches.
@@ -98,6 +107,12 @@ pub(super) enum AccessPlace {
     Input,
     /// At this address.
     Address(u64),
+    /// At `start` from the start of a map's value of `size` bytes.
+    MapValue {
+        start: i64,
+        size: u32,
+        writable: bool,
+    },
     Unknown,
 }
 
@@ -166,6 +181,12 @@ impl Facts {
         facts
     }
 
+    /// After a map lookup the code makes itself: r0 is the address of one
+    /// of the map's values of `size` bytes, or 0.
+    pub(super) fn returned_map_value(&mut self, size: u32, writable: bool) {
+        self.set(0, Value::Lookup { size, writable, null: true });
+    }
+
     /// Of `reads` (the registers an instruction reads), those that may
     /// still hold their value from the start of the run (as bits).
     pub(super) fn read_unwritten(&self, reads: Regs) -> u16 {
@@ -227,7 +248,12 @@ impl Facts {
                     _ => AccessPlace::Unknown,
                 }
             }
-            Value::Unknown | Value::Len | Value::Scalar(_) | Value::End(_) => AccessPlace::Unknown,
+            Value::Lookup { size, writable, null: false } => {
+                AccessPlace::MapValue { start: off as i64, size, writable }
+            }
+            Value::Unknown | Value::Len | Value::Scalar(_) | Value::End(_) | Value::Lookup { null: true, .. } => {
+                AccessPlace::Unknown
+            }
         }
     }
 
@@ -369,6 +395,13 @@ impl Facts {
         };
         // Written as `a < b` (strict) or `a <= b`, where it holds.
         let op = insn.opc & OP_MASK;
+        // A looked-up value compared with 0, all 64 bits: where it is not 0.
+        if let (Value::Lookup { size, writable, null: true }, Value::Const(0), true) = (left, right, wide)
+            && ((op == BPF_JNE) == taken && matches!(op, BPF_JEQ | BPF_JNE))
+        {
+            self.set(insn.dst, Value::Lookup { size, writable, null: false });
+            return;
+        }
         let signed = matches!(op, BPF_JSGT | BPF_JSGE | BPF_JSLT | BPF_JSLE);
         let (a, b, strict) = match (op, taken) {
             (BPF_JLT | BPF_JSLT, true) | (BPF_JGE | BPF_JSGE, false) => (left, right, true),

@@ -42,6 +42,8 @@ mod fusion;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod liveness;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod lookups;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod plan;
 
 #[cfg(target_arch = "x86_64")]
@@ -179,6 +181,10 @@ pub(crate) struct MachineCode {
     /// Does the code make local calls? Without them only the entry frame,
     /// the top `STACK_FRAME_SIZE` bytes of the stack, can be reached.
     pub(crate) local_calls: bool,
+    /// Does the code call a helper that may stop the run (see
+    /// [`Program::has_stopping_helpers`]), other than the map lookups it
+    /// makes itself ([`lookups`])? Then a run needs Rust around it.
+    pub(crate) stopping_helpers: bool,
 }
 
 /// A call of the compiled code with nothing around it, for a program whose
@@ -207,7 +213,7 @@ type Entry = unsafe extern "C" fn(input: u64, input_len: u64, context: *mut Cont
 /// memory is returned to the pool when the `JitProgram` is dropped.
 pub struct JitProgram {
     program: Arc<Program>,
-    /// The program's `has_stopping_helpers`, kept here so that a run need
+    /// See [`MachineCode::stopping_helpers`], kept here so that a run need
     /// not reach into the program to choose its path.
     stopping_helpers: bool,
     /// Tail-call targets, compiled on their first call.
@@ -242,7 +248,7 @@ impl JitProgram {
     /// `program` with the backend's `machine_code` for it, made executable.
     fn with_code(program: Arc<Program>, machine_code: MachineCode) -> Result<JitProgram, JitError> {
         Ok(JitProgram {
-            stopping_helpers: program.has_stopping_helpers(),
+            stopping_helpers: machine_code.stopping_helpers,
             targets: Mutex::new(Vec::new()),
             code: ExecutableCode::new(&machine_code.bytes)?,
             uses_stack: machine_code.uses_stack,

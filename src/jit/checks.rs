@@ -406,6 +406,12 @@ impl Checks {
                     if let Some((base, write)) = access {
                         let size = access_size(insn.opc);
                         self.plan_access(&facts, &mut open, pc, base, insn.off, size, write, program);
+                        if insn.opc == LDXDW && insn.imm != 0 {
+                            // A packet pointer, checked against the input's
+                            // length: the bound of 1-byte accesses.
+                            self.any_check = true;
+                            self.bound_used[0] = true;
+                        }
                     } else if insn.is_packet_load() {
                         // Checked against the input's bound for its size.
                         self.any_check = true;
@@ -562,6 +568,46 @@ mod tests {
         let program = Program::from_elf(object, None, &Helpers::new(), &Config::default()).expect("loads");
         let checks = Checks::plan(&program, &Flow::new(&program));
         (program, checks)
+    }
+
+    #[test]
+    fn xdp_examples_need_no_checks_but_their_context_loads() {
+        use crate::helpers::Helpers;
+        use crate::image::xdp_context::POINTER_LOAD;
+        use crate::program::Config;
+        // Each packet access follows a comparison with `data_end`; each
+        // access through a looked-up map value follows its NULL check; the
+        // lookups are the code's own. What stays checked: the loads of the
+        // context block (of `data`, `data_end`, and 4-byte fields), and in
+        // dnat the accesses through a packet pointer that it spilled to the
+        // stack around a helper call, which the facts do not follow.
+        for (name, object, spilled) in [
+            ("counters", &include_bytes!("../../examples/xdp/counters.o")[..], 0),
+            ("dnat", &include_bytes!("../../examples/xdp/dnat.o")[..], 2),
+            ("ping", &include_bytes!("../../examples/xdp/ping.o")[..], 0),
+            ("redirect", &include_bytes!("../../examples/xdp/redirect.o")[..], 0),
+            ("truncate", &include_bytes!("../../examples/xdp/truncate.o")[..], 0),
+            ("vlan_pop", &include_bytes!("../../examples/xdp/vlan_pop.o")[..], 0),
+        ] {
+            let program = Program::from_elf(object, None, &Helpers::linux(), &Config::default()).expect("loads");
+            let checks = Checks::plan(&program, &Flow::new(&program));
+            let (mut proved, mut checked) = (0, Vec::new());
+            for (pc, insn) in program.insns().iter().enumerate() {
+                if !matches!(insn.class(), BPF_LDX | BPF_ST | BPF_STX) {
+                    continue;
+                }
+                let context_load = insn.imm == POINTER_LOAD || (insn.opc == LDXW && insn.src == 1);
+                match checks.accesses[pc].check {
+                    Check::None => proved += 1,
+                    _ if context_load => {}
+                    _ => checked.push(pc),
+                }
+            }
+            assert!(proved > 0, "{name}");
+            assert_eq!(checked.len(), spilled, "{name}: checked {checked:?}");
+            let lookups = program.insns().iter().filter(|insn| insn.opc == CALL && insn.imm == 1).count();
+            assert_eq!(checks.lookups.iter().flatten().count(), lookups, "{name}: every lookup the code's own");
+        }
     }
 
     #[test]

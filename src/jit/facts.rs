@@ -12,7 +12,11 @@
 //! gives an address known to be in the input, whichever came first. The
 //! input's end (address plus length, plus a constant) is tracked too, and
 //! an input address compared with it teaches the same fact of its offset:
-//! the pointer guards of C filters, `if (p + 20 > end) return`. Where
+//! the pointer guards of C filters, `if (p + 20 > end) return`. A packet
+//! pointer an XDP program loads from its context block is an input address
+//! too (the load checks it: see `xdp_context::POINTER_LOAD`), with an
+//! unknown offset at most the length; an input address compared with
+//! another one, as with `data_end`, teaches the same fact. Where
 //! paths join, the values they agree on stay; differing ones become a fresh
 //! unknown covering both, with the facts both paths had. At a loop head a
 //! candidate invariant stands for every turn: [`Facts::fits`] says whether
@@ -311,6 +315,15 @@ impl Facts {
                 32 => ids.scalar(u32::MAX as u64),
                 _ => Value::Unknown,
             },
+            // A packet pointer from the XDP context block, which the load
+            // checked to lie in the input, its end included.
+            LDXDW if insn.imm != 0 => match ids.fresh(MAX_LEN as u64, 0) {
+                Some(offset) => {
+                    self.learn(offset.id, 0);
+                    Value::Input(offset)
+                }
+                None => Value::Unknown,
+            },
             // Every other 32-bit operation leaves a zero-extended result.
             _ if class == BPF_ALU => ids.scalar(u32::MAX as u64),
             _ if class == BPF_ALU64 => Value::Unknown,
@@ -424,6 +437,10 @@ impl Facts {
             self.assume_below_end(offset, k, strict, wide, signed);
             return;
         }
+        if let (Value::Input(a), Value::Input(b)) = (a, b) {
+            self.assume_below_address(a, b, strict, wide, signed);
+            return;
+        }
         if b != Value::Len {
             return;
         }
@@ -467,6 +484,25 @@ impl Facts {
         }
         // s + c - k (+ 1) <= length.
         self.learn(offset.id, offset.c - k + strict as i64);
+    }
+
+    /// Learns from `input + a < input + b` (`strict`) or `<=`, where `b`'s
+    /// unknown is known to be below the length: a guard of a packet pointer
+    /// against another address in the input, as XDP programs compare theirs
+    /// with `data_end`. As in [`Facts::assume_below_end`], only a 64-bit
+    /// comparison sees whole addresses, a signed one is exact, and so is an
+    /// unsigned one when `input + b` is not below 0, as `b.c >= 0` ensures.
+    /// Then `s_a + c_a (+ 1) <= s_b + c_b` and `s_b + room_b <= length`
+    /// give `s_a + c_a - c_b + room_b (+ 1) <= length`.
+    fn assume_below_address(&mut self, a: Offset, b: Offset, strict: bool, wide: bool, signed: bool) {
+        if !wide || a.checked().is_none() || b.checked().is_none() || !(signed || b.c >= 0) {
+            return;
+        }
+        let Some(room_b) = self.room(b.id) else { return };
+        let room = a.c.checked_sub(b.c).and_then(|d| d.checked_add(room_b)).and_then(|r| r.checked_add(strict as i64));
+        if let Some(room) = room.filter(|room| (-LIMIT..=LIMIT).contains(room)) {
+            self.learn(a.id, room);
+        }
     }
 
     /// The facts that hold whichever of `self` and `other` held.

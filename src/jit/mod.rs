@@ -106,6 +106,9 @@ pub(crate) enum Status {
     /// The helper called at `error_pc` set the stop word: it faulted, or
     /// asked for a tail call (the run state says which).
     HelperStop = 5,
+    /// The load at `error_pc` of a packet pointer from the XDP context
+    /// block loaded `error_value`, which lies outside the input.
+    PacketPointer = 6,
 }
 
 /// What the native code returns, in the two return registers of the C
@@ -512,6 +515,7 @@ impl JitProgram {
             }
             s if s == Status::Budget as u64 => ExecErrorKind::BudgetExhausted(self.program.instruction_limit()),
             s if s == Status::CallDepth as u64 => ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH),
+            s if s == Status::PacketPointer as u64 => ExecErrorKind::BadPacketPointer { value: exit.value },
             // The only other status that reaches here: `run_one` handles
             // `HelperStop`, and `Exited` is no error.
             s => {

@@ -654,7 +654,12 @@ impl<'p> Emitter<'p> {
             LDXW  => self.emit_load(pc, insn, LoadKind::U32),
             LDXH  => self.emit_load(pc, insn, LoadKind::U16),
             LDXB  => self.emit_load(pc, insn, LoadKind::U8),
-            LDXDW => self.emit_load(pc, insn, LoadKind::U64),
+            LDXDW => {
+                self.emit_load(pc, insn, LoadKind::U64);
+                if insn.imm != 0 {
+                    self.emit_packet_pointer_check(pc, insn.dst);
+                }
+            }
             LDXSW => self.emit_load(pc, insn, LoadKind::S32),
             LDXSH => self.emit_load(pc, insn, LoadKind::S16),
             LDXSB => self.emit_load(pc, insn, LoadKind::S8),
@@ -1024,6 +1029,22 @@ impl<'p> Emitter<'p> {
             LoadKind::S16 => a64!(self.ops ; ldrsh X(dst), [X(ADDR)]),
             LoadKind::S32 => a64!(self.ops ; ldrsw X(dst), [X(ADDR)]),
         };
+    }
+
+    /// After a load of a packet pointer from the XDP context block
+    /// ([`crate::image::xdp_context::POINTER_LOAD`]): the run stops unless
+    /// it lies in the input, its end included (`value - input_start <=
+    /// input_len`, the bound of 1-byte accesses).
+    fn emit_packet_pointer_check(&mut self, pc: usize, dst: u8) {
+        let outside = self.stop(pc, Status::PacketPointer);
+        a64!(self.ops ; mov X(VALUE), X(reg(dst)));
+        self.emit_load_context(TMP, CTX_INPUT_START);
+        self.emit_load_context(TMP2, CTX_INPUT_BOUND);
+        a64!(self.ops
+            ; sub X(TMP), X(VALUE), X(TMP)
+            ; cmp X(TMP), X(TMP2)
+        );
+        self.emit_branch(Flag::Hi, outside);
     }
 
     /// `ldabs*`/`ldind*` (`index`: the src of `ldind*`): r0 = the input's

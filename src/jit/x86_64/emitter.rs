@@ -569,7 +569,12 @@ impl<'p> Emitter<'p> {
             LDXW  => self.emit_load(pc, insn, LoadKind::U32),
             LDXH  => self.emit_load(pc, insn, LoadKind::U16),
             LDXB  => self.emit_load(pc, insn, LoadKind::U8),
-            LDXDW => self.emit_load(pc, insn, LoadKind::U64),
+            LDXDW => {
+                self.emit_load(pc, insn, LoadKind::U64);
+                if insn.imm != 0 {
+                    self.emit_packet_pointer_check(pc, insn.dst);
+                }
+            }
             LDXSW => self.emit_load(pc, insn, LoadKind::S32),
             LDXSH => self.emit_load(pc, insn, LoadKind::S16),
             LDXSB => self.emit_load(pc, insn, LoadKind::S8),
@@ -1085,6 +1090,21 @@ impl<'p> Emitter<'p> {
             LoadKind::S32 => (true, &[0x63]),
         };
         self.put(encoder::mem(false, w, false, opcode, dst as u8, base, off, encoder::Imm::None));
+    }
+
+    /// After a load of a packet pointer from the XDP context block
+    /// ([`crate::image::xdp_context::POINTER_LOAD`]): the run stops unless
+    /// it lies in the input, its end included (`value - input_start <=
+    /// input_len`, the bound of 1-byte accesses).
+    fn emit_packet_pointer_check(&mut self, pc: usize, dst: u8) {
+        let outside = self.stop(pc, Status::PacketPointer);
+        x64!(self.ops
+            ; mov r11, Rq(reg(dst))
+            ; mov rcx, r11
+            ; sub rcx, [r10 + CTX_INPUT_START]
+            ; cmp rcx, [r10 + CTX_INPUT_BOUND]
+            ; ja =>outside
+        );
     }
 
     /// `ldabs*`/`ldind*` (`index`: the src of `ldind*`): r0 = the input's

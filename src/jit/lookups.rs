@@ -23,6 +23,8 @@ pub(crate) struct MapLookup {
     pub(crate) value_size: u32,
     /// May the program write the values?
     pub(crate) writable: bool,
+    // The aarch64 backend calls the map for arrays too.
+    #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
     pub(crate) array: Option<ArrayLayout>,
 }
 

@@ -140,6 +140,8 @@ pub enum ExecErrorKind {
     HelperArgument { helper: u32, what: String },
     #[error("helper {helper} ({}): {addr:#x} is not a record this run reserved", crate::helpers::linux::name(*.helper))]
     NotARecord { helper: u32, addr: u64 },
+    #[error("the XDP context's packet pointer {value:#x} lies outside the run's buffer")]
+    BadPacketPointer { value: u64 },
 }
 
 /// Why a map could not be created.

@@ -262,6 +262,14 @@ pub mod xdp_context {
     pub const REDIRECT_CPU: u32 = 2;
     /// Bytes of the block.
     pub const SIZE: usize = 48;
+    /// The `imm` of the 64-bit loads that `data`, `data_end` and
+    /// `data_meta` loads become (a load's `imm` is otherwise 0): both
+    /// engines check that the address loaded lies in the run's input, its
+    /// end included, and fail the run when not. A program could have
+    /// written over the block through a packet pointer; so an address it
+    /// loads is known to be in the input, and accesses guarded by
+    /// comparisons with it are proved at compile time.
+    pub const POINTER_LOAD: i32 = 1;
 
     /// The block offset a program's 4-byte load at `struct xdp_md` offset
     /// `off` reads, with its size in bytes; `None` when the kernel refuses

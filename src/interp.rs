@@ -438,7 +438,13 @@ fn run_one(
             LDXW  => reg[slot.dst()] = load!(u32) as u64,
             LDXH  => reg[slot.dst()] = load!(u16) as u64,
             LDXB  => reg[slot.dst()] = load!(u8) as u64,
-            LDXDW => reg[slot.dst()] = load!(u64),
+            LDXDW => {
+                let value = load!(u64);
+                if slot.imm() != 0 && !memory.holds_packet_pointer(value) {
+                    fail!(ExecErrorKind::BadPacketPointer { value });
+                }
+                reg[slot.dst()] = value;
+            }
             LDXSW => reg[slot.dst()] = load!(i32) as i64 as u64,
             LDXSH => reg[slot.dst()] = load!(i16) as i64 as u64,
             LDXSB => reg[slot.dst()] = load!(i8) as i64 as u64,

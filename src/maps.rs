@@ -185,6 +185,22 @@ enum Storage {
     PerfEvents(Mutex<PerfStore>),
 }
 
+/// [`Map::lookup_addr_raw`], as compiled code calls it.
+pub const LOOKUP_ADDR_RAW: unsafe extern "C" fn(u64, u64) -> u64 = Map::lookup_addr_raw;
+
+/// An array's values as [`Map::array_layout`] describes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArrayLayout {
+    pub base: u64,
+    pub max_entries: u32,
+    /// Bytes from one CPU's value of an entry to the next CPU's.
+    pub slot: u64,
+    /// Bytes from one entry's values to the next entry's.
+    pub entry_stride: u64,
+    /// CPU slots per entry: 1, or the possible CPUs of a per-CPU array.
+    pub cpus: u32,
+}
+
 /// A value to store, and whose it is: the host's (for a per-CPU map, one
 /// value per CPU) or a program's (the value of the CPU it runs on).
 #[derive(Clone, Copy)]
@@ -613,6 +629,51 @@ impl Map {
             }
             _ => Err(MapOpError::NotSupported(self.map_type.name())),
         }
+    }
+
+    /// Does [`Map::lookup_addr`] always succeed here, given a key of the
+    /// map's size? Then compiled code may call [`Map::lookup_addr_raw`]
+    /// for a program's `bpf_map_lookup_elem` of this map, as the helper
+    /// could neither fail nor stop the run.
+    pub fn lookup_never_fails(&self) -> bool {
+        match &self.storage {
+            Storage::Array(_) => self.map_type != MapType::CpuMap,
+            Storage::Hash(_) | Storage::Lpm(_) => true,
+            _ => false,
+        }
+    }
+
+    /// [`Map::lookup_addr`] of the key at `key`, 0 for none, for compiled
+    /// code (see [`Map::lookup_never_fails`]).
+    ///
+    /// # Safety
+    /// `map` is a live map's [`Map::handle`] whose lookups never fail, and
+    /// `key` points to `key_size` readable bytes.
+    pub unsafe extern "C" fn lookup_addr_raw(map: u64, key: u64) -> u64 {
+        // SAFETY: the caller's promises.
+        let (map, key) = unsafe {
+            let map = &*(map as *const Map);
+            (map, std::slice::from_raw_parts(key as *const u8, map.def.key_size as usize))
+        };
+        map.lookup_addr(key).ok().flatten().unwrap_or(0)
+    }
+
+    /// Where an array or per-CPU array keeps its values, so that compiled
+    /// code may find the one [`Map::lookup_addr`] finds itself: the value
+    /// of index `i < max_entries` for CPU slot `c` (see [`cpus`]) is at
+    /// `base + i * entry_stride + c * slot`.
+    pub fn array_layout(&self) -> Option<ArrayLayout> {
+        let Storage::Array(arena) = &self.storage else { return None };
+        if !matches!(self.map_type, MapType::Array | MapType::PerCpuArray) {
+            return None;
+        }
+        Some(ArrayLayout {
+            base: arena.addr(),
+            max_entries: self.def.max_entries,
+            slot: arena.slot as u64,
+            entry_stride: (arena.slot * self.cpus) as u64,
+            cpus: self.cpus as u32,
+        })
     }
 
     /// A copy of the value under `key`; for a per-CPU map, every CPU's

@@ -24,6 +24,12 @@ pub struct Memory<'a> {
 }
 
 impl Memory<'_> {
+    /// Does a packet pointer loaded from the XDP context block lie in the
+    /// input, its end included ([`crate::image::xdp_context::POINTER_LOAD`])?
+    pub fn holds_packet_pointer(&self, value: u64) -> bool {
+        value.wrapping_sub(self.input_start) <= self.input_len
+    }
+
     /// May `size` bytes at `addr` be accessed (written, if `write`), with
     /// `stack_low` the bottom of the deepest live frame (see
     /// [`live_stack_low`])? Frames below it have returned, or were never

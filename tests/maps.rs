@@ -275,6 +275,94 @@ fn both(program: Program, input: &[u8]) -> Result<u64, qemu_ubpf::ExecError> {
     expected
 }
 
+/// Pins this thread to the CPU it runs on, so that per-CPU lookups in
+/// both engines use one CPU's values.
+fn pin_to_this_cpu() {
+    // SAFETY: plain calls on this thread; a zeroed cpu_set_t is valid.
+    unsafe {
+        let cpu = libc::sched_getcpu();
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu.max(0) as usize, &mut set);
+        assert_eq!(libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set), 0);
+    }
+}
+
+/// A lookup with the key taken from the input's first 4 bytes and stored
+/// at `r10 + key_at`, returning the value's address.
+fn lookup_program(key_at: i16) -> Vec<Insn> {
+    let [lddw, tail] = lddw_map(1, 1, 0, 0);
+    vec![
+        Insn::new(isa::LDXW, 6, 1, 0, 0),
+        Insn::new(isa::STXW, 10, 6, key_at.min(-4), 0),
+        lddw,
+        tail,
+        Insn::new(isa::MOV64_REG, 2, 10, 0, 0),
+        Insn::new(isa::ADD64_IMM, 2, 0, 0, key_at as i32),
+        Insn::new(isa::CALL, 0, 0, 0, linux::MAP_LOOKUP_ELEM as i32),
+        EXIT,
+    ]
+}
+
+/// The JIT looks up maps itself where the helper could not fail (arrays
+/// inline, per-CPU ones by the thread's CPU): every kind gives the address
+/// the helper gives, or 0, for keys in and out of range, including a map
+/// of one entry; a key not wholly in the frame still goes to the helper.
+#[test]
+fn lookups_the_jit_makes_itself_give_what_the_helper_gives() {
+    pin_to_this_cpu();
+    let defs = [
+        def(MapType::Array, 4, 8, 1),
+        def(MapType::Array, 4, 12, 5),
+        def(MapType::PerCpuArray, 4, 8, 1),
+        def(MapType::PerCpuArray, 4, 20, 3),
+        def(MapType::Hash, 4, 8, 4),
+        def(MapType::PerCpuHash, 4, 8, 4),
+        def(MapType::LruHash, 4, 8, 4),
+        def(MapType::LruPerCpuHash, 4, 8, 4),
+    ];
+    for map_def in defs {
+        let loaded = Arc::new(image_program(&lookup_program(-4), std::slice::from_ref(&map_def)).unwrap());
+        let map = &loaded.maps()[0];
+        if map_def.map_type != MapType::Array as u32 && map_def.map_type != MapType::PerCpuArray as u32 {
+            for key in [1u32, 2] {
+                map.update(&key.to_ne_bytes(), &vec![7; map.host_value_size()], BPF_ANY).unwrap();
+            }
+        }
+        let jit = JitProgram::compile(loaded.clone()).unwrap();
+        for key in [0u32, 1, 2, 4, 5, 0x8000_0000, u32::MAX] {
+            let mut input = key.to_ne_bytes();
+            let expected = interp::execute(&loaded, &mut input);
+            let actual = jit.execute(&mut input);
+            let host = loaded.maps()[0].lookup_addr(&key.to_ne_bytes()).unwrap().unwrap_or(0);
+            assert_eq!(actual, expected, "{map_def:?}, key {key}");
+            assert_eq!(actual, Ok(host), "{map_def:?}, key {key}");
+        }
+    }
+    // Key bytes past the frame's top, read by the helper, which refuses them.
+    let array = def(MapType::Array, 4, 8, 4);
+    let error = both(image_program(&lookup_program(-2), std::slice::from_ref(&array)).unwrap(), &[0; 4]).unwrap_err();
+    assert!(matches!(error.kind, ExecErrorKind::HelperMemory { helper: 1, size: 4, .. }), "{error}");
+    // The key in the input: the helper reads it there.
+    let [lddw, tail] = lddw_map(1, 1, 0, 0);
+    let in_input = [Insn::new(isa::MOV64_REG, 2, 1, 0, 0), lddw, tail, Insn::new(isa::CALL, 0, 0, 0, 1), EXIT];
+    let program = Arc::new(image_program(&in_input, std::slice::from_ref(&array)).unwrap());
+    let value = program.maps()[0].lookup_addr(&3u32.to_ne_bytes()).unwrap().unwrap();
+    assert_eq!(both(Arc::into_inner(program).unwrap(), &3u32.to_ne_bytes()), Ok(value));
+}
+
+/// An embedder's own helper 1 is called, not the maps' lookup.
+#[test]
+fn a_helper_registered_over_the_lookup_is_called() {
+    extern "C" fn answer(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+        42
+    }
+    let mut helpers = Helpers::linux();
+    helpers.register(linux::MAP_LOOKUP_ELEM, "answer", answer);
+    let image = Image { insns: lookup_program(-4), maps: vec![def(MapType::Array, 4, 8, 4)], ..Image::default() };
+    let program = Program::from_image(image, &helpers, &Config::default()).unwrap();
+    assert_eq!(both(program, &[0; 4]), Ok(42));
+}
+
 #[test]
 fn helpers_refuse_bad_arguments_naming_the_instruction() {
     let hash = def(MapType::Hash, 4, 8, 4);

@@ -551,3 +551,53 @@ fn xdpdump_writes_its_records_to_the_perf_event_array() {
         assert_eq!(perf.ringbuf_next(), Ok(None), "ifindex 2 is not captured (jit: {jit})");
     }
 }
+
+/// A program that writes over the context block through a packet pointer
+/// (which the kernel's verifier would refuse; here every access is checked
+/// against the whole buffer) cannot make the block's packet pointers lie:
+/// its next load of one fails the run where the address is outside the
+/// buffer, in both engines, and goes on where it is inside, its end
+/// included. So the JIT may trust them to prove the accesses they guard.
+#[test]
+fn a_packet_pointer_loaded_from_an_overwritten_block_is_checked() {
+    use qemu_ubpf::ExecErrorKind;
+    use qemu_ubpf::asm::assemble;
+    use qemu_ubpf::image::xdp_context;
+    // `data_end` sits 256 bytes of headroom and the block before `data`, at
+    // block offset 32; r3 is written there, then `data_end` loaded again
+    // and the byte before it read through a guard.
+    let write_at = -(qemu_ubpf::xdp::HEADROOM as i32) - xdp_context::SIZE as i32 + i32::from(xdp_context::DATA_END);
+    let program = |value: &str| {
+        let source = format!(
+            "ldxw %r2, [%r1]\n {value}\n stxdw [%r2{write_at}], %r3\n ldxw %r4, [%r1+4]\n \
+             mov %r5, %r2\n add %r5, 1\n mov %r0, 0\n jgt %r5, %r4, +1\n ldxb %r0, [%r2]\n exit"
+        );
+        let config = Config { program_type: Some(qemu_ubpf::ProgramType::Xdp), ..Config::default() };
+        let bytecode: Vec<u8> = assemble(&source).unwrap().iter().flat_map(|insn| insn.encode()).collect();
+        Arc::new(Program::load(&bytecode, &Helpers::linux(), &config).unwrap())
+    };
+    let frame = hex(&recording_frame("ipv4_udp_dns"));
+    let cases: [(&str, bool); 3] = [
+        // 1: far outside the buffer.
+        ("mov %r3, 1", true),
+        // The buffer's end, as far as data_end may go: no fault.
+        (&format!("mov %r3, %r1\n add %r3, {}", qemu_ubpf::xdp::INPUT_LEN), false),
+        // One past it.
+        (&format!("mov %r3, %r1\n add %r3, {}", qemu_ubpf::xdp::INPUT_LEN + 1), true),
+    ];
+    for (value, fault) in cases {
+        let program = program(value);
+        for jit in [false, true] {
+            let mut buffer = Buffer::new(&frame, &[], RxInfo::default()).unwrap();
+            let result = run_in_engine(&program, jit, &mut buffer);
+            if fault {
+                let error = result.expect_err(value);
+                // The load of data_end, after the store.
+                assert_eq!(error.pc, value.lines().count() + 2, "{value} (jit: {jit})");
+                assert!(matches!(error.kind, ExecErrorKind::BadPacketPointer { .. }), "{value}: {error}");
+            } else {
+                assert_eq!(result, Ok(u64::from(frame[0])), "{value} (jit: {jit})");
+            }
+        }
+    }
+}

@@ -68,7 +68,10 @@ const _: () = assert!(
 /// a program could write over this struct through a packet pointer: check
 /// that `data_meta <= data <= data_end` lie in the buffer, past the reserved
 /// bytes, before using them (ubpf_exec_xdp() does, and fails the run when
-/// they do not). 8-byte alignment makes its loads fastest. Not in ubpf.
+/// they do not). The program's own loads of `data`, `data_end` and
+/// `data_meta` fail the run when the address lies outside the buffer (its
+/// end included), so that the JIT proves the accesses they guard. 8-byte
+/// alignment makes its loads fastest. Not in ubpf.
 #[repr(C)]
 pub struct ubpf_xdp_context {
     /// Out: where XDP_REDIRECT sends the packet, as `redirect_kind` says.

@@ -354,6 +354,13 @@ pub(super) fn unsupported(helper: u32, map: &Map) -> ExecErrorKind {
     ExecErrorKind::HelperArgument { helper, what: format!("map {} is a {} map", map.name(), map.map_type().name()) }
 }
 
+/// Is `func` the built-in `bpf_map_lookup_elem`? Then the JIT may look a
+/// map up itself where the helper could not fail (see
+/// [`Map::lookup_never_fails`]).
+pub fn is_map_lookup(func: HelperFn) -> bool {
+    func as usize == map_lookup_elem as HelperFn as usize
+}
+
 extern "C" fn map_lookup_elem(map: u64, key: u64, _: u64, _: u64, _: u64) -> u64 {
     with_state(|state| {
         let map = state.map(MAP_LOOKUP_ELEM, map)?;

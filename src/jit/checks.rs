@@ -5,11 +5,13 @@
 //! one check of the bytes they span.
 //!
 //! The walk that follows the facts also learns which registers may be read
-//! before anything wrote them.
+//! before anything wrote them, and which map lookups the code makes itself
+//! ([`super::lookups`]).
 
 use super::BOUND_SLOTS;
 use super::facts::{AccessPlace, Facts, Ids};
 use super::flow::Flow;
+use super::lookups::{self, MapLookup};
 use crate::isa::*;
 use crate::program::Program;
 
@@ -173,6 +175,11 @@ pub(crate) struct Checks {
     /// r0-r9 (bits) that some instruction may read before anything wrote
     /// them: the code sets these to 0 first, as the interpreter starts.
     pub(crate) read_unwritten: u16,
+    /// For each instruction slot, the map lookup the code makes itself
+    /// instead of calling the helper there, if any.
+    pub(crate) lookups: Vec<Option<MapLookup>>,
+    /// Does the code still call a helper that may stop the run?
+    pub(crate) stopping_helpers: bool,
 }
 
 impl Checks {
@@ -187,9 +194,12 @@ impl Checks {
             bound_used: [false; BOUND_SLOTS],
             any_check: false,
             read_unwritten: 0,
+            lookups: vec![None; program.insns().len()],
+            stopping_helpers: false,
         };
         checks.plan_checks(program, flow, !(flow.entry_is_jumped_to || flow.entry_is_called));
         checks.plan_groups();
+        checks.stopping_helpers = lookups::stopping_helpers_remain(program, &checks.lookups);
         checks
     }
 
@@ -234,6 +244,7 @@ impl Checks {
             access.check = Check::None;
             access.member_of = None;
         }
+        self.lookups.fill(None);
         self.groups.clear();
         self.bound_used = [false; BOUND_SLOTS];
         self.any_check = false;
@@ -326,7 +337,11 @@ impl Checks {
             falls_in = true;
             match insn.opc {
                 CALL | CALLX => {
+                    self.lookups[pc] = lookups::plan(program, &facts, insn);
                     facts = facts.after_call();
+                    if let Some(lookup) = self.lookups[pc] {
+                        facts.returned_map_value(lookup.value_size, lookup.writable);
+                    }
                     open = [None; REG_SLOTS];
                 }
                 EXIT => {
@@ -366,6 +381,7 @@ impl Checks {
                                 access.check = Check::None;
                                 access.member_of = None;
                             }
+                            self.lookups[to..=pc].fill(None);
                             self.groups.truncate(resume.groups);
                             self.bound_used = resume.bound_used;
                             self.any_check = resume.any_check;
@@ -390,6 +406,12 @@ impl Checks {
                     if let Some((base, write)) = access {
                         let size = access_size(insn.opc);
                         self.plan_access(&facts, &mut open, pc, base, insn.off, size, write, program);
+                        if insn.opc == LDXDW && insn.imm != 0 {
+                            // A packet pointer, checked against the input's
+                            // length: the bound of 1-byte accesses.
+                            self.any_check = true;
+                            self.bound_used[0] = true;
+                        }
                     } else if insn.is_packet_load() {
                         // Checked against the input's bound for its size.
                         self.any_check = true;
@@ -434,6 +456,13 @@ impl Checks {
                 }
             }
             AccessPlace::Input => Check::None,
+            // Inside the value, which lies in the map's region.
+            AccessPlace::MapValue { start, size: value_size, writable }
+                if start >= 0 && start + size as i64 <= i64::from(value_size) && (writable || !write) =>
+            {
+                Check::None
+            }
+            AccessPlace::MapValue { .. } => Check::Input,
             AccessPlace::Address(addr) => {
                 let allowed = program
                     .regions()
@@ -539,6 +568,46 @@ mod tests {
         let program = Program::from_elf(object, None, &Helpers::new(), &Config::default()).expect("loads");
         let checks = Checks::plan(&program, &Flow::new(&program));
         (program, checks)
+    }
+
+    #[test]
+    fn xdp_examples_need_no_checks_but_their_context_loads() {
+        use crate::helpers::Helpers;
+        use crate::image::xdp_context::POINTER_LOAD;
+        use crate::program::Config;
+        // Each packet access follows a comparison with `data_end`; each
+        // access through a looked-up map value follows its NULL check; the
+        // lookups are the code's own. What stays checked: the loads of the
+        // context block (of `data`, `data_end`, and 4-byte fields), and in
+        // dnat the accesses through a packet pointer that it spilled to the
+        // stack around a helper call, which the facts do not follow.
+        for (name, object, spilled) in [
+            ("counters", &include_bytes!("../../examples/xdp/counters.o")[..], 0),
+            ("dnat", &include_bytes!("../../examples/xdp/dnat.o")[..], 2),
+            ("ping", &include_bytes!("../../examples/xdp/ping.o")[..], 0),
+            ("redirect", &include_bytes!("../../examples/xdp/redirect.o")[..], 0),
+            ("truncate", &include_bytes!("../../examples/xdp/truncate.o")[..], 0),
+            ("vlan_pop", &include_bytes!("../../examples/xdp/vlan_pop.o")[..], 0),
+        ] {
+            let program = Program::from_elf(object, None, &Helpers::linux(), &Config::default()).expect("loads");
+            let checks = Checks::plan(&program, &Flow::new(&program));
+            let (mut proved, mut checked) = (0, Vec::new());
+            for (pc, insn) in program.insns().iter().enumerate() {
+                if !matches!(insn.class(), BPF_LDX | BPF_ST | BPF_STX) {
+                    continue;
+                }
+                let context_load = insn.imm == POINTER_LOAD || (insn.opc == LDXW && insn.src == 1);
+                match checks.accesses[pc].check {
+                    Check::None => proved += 1,
+                    _ if context_load => {}
+                    _ => checked.push(pc),
+                }
+            }
+            assert!(proved > 0, "{name}");
+            assert_eq!(checked.len(), spilled, "{name}: checked {checked:?}");
+            let lookups = program.insns().iter().filter(|insn| insn.opc == CALL && insn.imm == 1).count();
+            assert_eq!(checks.lookups.iter().flatten().count(), lookups, "{name}: every lookup the code's own");
+        }
     }
 
     #[test]

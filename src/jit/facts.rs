@@ -12,7 +12,11 @@
 //! gives an address known to be in the input, whichever came first. The
 //! input's end (address plus length, plus a constant) is tracked too, and
 //! an input address compared with it teaches the same fact of its offset:
-//! the pointer guards of C filters, `if (p + 20 > end) return`. Where
+//! the pointer guards of C filters, `if (p + 20 > end) return`. A packet
+//! pointer an XDP program loads from its context block is an input address
+//! too (the load checks it: see `xdp_context::POINTER_LOAD`), with an
+//! unknown offset at most the length; an input address compared with
+//! another one, as with `data_end`, teaches the same fact. Where
 //! paths join, the values they agree on stay; differing ones become a fresh
 //! unknown covering both, with the facts both paths had. At a loop head a
 //! candidate invariant stands for every turn: [`Facts::fits`] says whether
@@ -88,6 +92,15 @@ pub(super) enum Value {
     /// The input's end (its address plus its length) plus this, within
     /// `[-LIMIT, LIMIT]`: what C filters compare their packet pointers with.
     End(i64),
+    /// What a map lookup the code makes itself returned
+    /// ([`super::lookups`]): the start of one of the map's values, of
+    /// `size` bytes, in memory the program may write when `writable`; or
+    /// 0, unless `null` is false (a comparison with 0 said it is not).
+    Lookup {
+        size: u32,
+        writable: bool,
+        null: bool,
+    },
 }
 
 /// What the facts say of the bytes an access touches.
@@ -99,6 +112,12 @@ pub(super) enum AccessPlace {
     Input,
     /// At this address.
     Address(u64),
+    /// At `start` from the start of a map's value of `size` bytes.
+    MapValue {
+        start: i64,
+        size: u32,
+        writable: bool,
+    },
     Unknown,
 }
 
@@ -170,6 +189,12 @@ impl Facts {
         facts
     }
 
+    /// After a map lookup the code makes itself: r0 is the address of one
+    /// of the map's values of `size` bytes, or 0.
+    pub(super) fn returned_map_value(&mut self, size: u32, writable: bool) {
+        self.set(0, Value::Lookup { size, writable, null: true });
+    }
+
     /// Of `reads` (the registers an instruction reads), those that may
     /// still hold their value from the start of the run (as bits).
     pub(super) fn read_unwritten(&self, reads: Regs) -> u16 {
@@ -234,7 +259,12 @@ impl Facts {
                     _ => AccessPlace::Unknown,
                 }
             }
-            Value::Unknown | Value::Len | Value::Scalar(_) | Value::End(_) => AccessPlace::Unknown,
+            Value::Lookup { size, writable, null: false } => {
+                AccessPlace::MapValue { start: off as i64, size, writable }
+            }
+            Value::Unknown | Value::Len | Value::Scalar(_) | Value::End(_) | Value::Lookup { null: true, .. } => {
+                AccessPlace::Unknown
+            }
         }
     }
 
@@ -291,6 +321,15 @@ impl Facts {
                 16 => ids.scalar(u16::MAX as u64),
                 32 => ids.scalar(u32::MAX as u64),
                 _ => Value::Unknown,
+            },
+            // A packet pointer from the XDP context block, which the load
+            // checked to lie in the input, its end included.
+            LDXDW if insn.imm != 0 => match ids.fresh(MAX_LEN as u64, 0) {
+                Some(offset) => {
+                    self.learn(offset.id, 0);
+                    Value::Input(offset)
+                }
+                None => Value::Unknown,
             },
             // Every other 32-bit operation leaves a zero-extended result.
             _ if class == BPF_ALU => ids.scalar(u32::MAX as u64),
@@ -376,6 +415,13 @@ impl Facts {
         };
         // Written as `a < b` (strict) or `a <= b`, where it holds.
         let op = insn.opc & OP_MASK;
+        // A looked-up value compared with 0, all 64 bits: where it is not 0.
+        if let (Value::Lookup { size, writable, null: true }, Value::Const(0), true) = (left, right, wide)
+            && ((op == BPF_JNE) == taken && matches!(op, BPF_JEQ | BPF_JNE))
+        {
+            self.set(insn.dst, Value::Lookup { size, writable, null: false });
+            return;
+        }
         let signed = matches!(op, BPF_JSGT | BPF_JSGE | BPF_JSLT | BPF_JSLE);
         let (a, b, strict) = match (op, taken) {
             (BPF_JLT | BPF_JSLT, true) | (BPF_JGE | BPF_JSGE, false) => (left, right, true),
@@ -396,6 +442,10 @@ impl Facts {
     fn assume_at_most(&mut self, a: Value, b: Value, strict: bool, wide: bool, signed: bool) {
         if let (Value::Input(offset), Value::End(k)) = (a, b) {
             self.assume_below_end(offset, k, strict, wide, signed);
+            return;
+        }
+        if let (Value::Input(a), Value::Input(b)) = (a, b) {
+            self.assume_below_address(a, b, strict, wide, signed);
             return;
         }
         if b != Value::Len {
@@ -441,6 +491,25 @@ impl Facts {
         }
         // s + c - k (+ 1) <= length.
         self.learn(offset.id, offset.c - k + strict as i64);
+    }
+
+    /// Learns from `input + a < input + b` (`strict`) or `<=`, where `b`'s
+    /// unknown is known to be below the length: a guard of a packet pointer
+    /// against another address in the input, as XDP programs compare theirs
+    /// with `data_end`. As in [`Facts::assume_below_end`], only a 64-bit
+    /// comparison sees whole addresses, a signed one is exact, and so is an
+    /// unsigned one when `input + b` is not below 0, as `b.c >= 0` ensures.
+    /// Then `s_a + c_a (+ 1) <= s_b + c_b` and `s_b + room_b <= length`
+    /// give `s_a + c_a - c_b + room_b (+ 1) <= length`.
+    fn assume_below_address(&mut self, a: Offset, b: Offset, strict: bool, wide: bool, signed: bool) {
+        if !wide || a.checked().is_none() || b.checked().is_none() || !(signed || b.c >= 0) {
+            return;
+        }
+        let Some(room_b) = self.room(b.id) else { return };
+        let room = a.c.checked_sub(b.c).and_then(|d| d.checked_add(room_b)).and_then(|r| r.checked_add(strict as i64));
+        if let Some(room) = room.filter(|room| (-LIMIT..=LIMIT).contains(room)) {
+            self.learn(a.id, room);
+        }
     }
 
     /// The facts that hold whichever of `self` and `other` held.

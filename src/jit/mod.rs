@@ -42,6 +42,8 @@ mod fusion;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod liveness;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod lookups;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod plan;
 
 #[cfg(target_arch = "x86_64")]
@@ -104,6 +106,9 @@ pub(crate) enum Status {
     /// The helper called at `error_pc` set the stop word: it faulted, or
     /// asked for a tail call (the run state says which).
     HelperStop = 5,
+    /// The load at `error_pc` of a packet pointer from the XDP context
+    /// block loaded `error_value`, which lies outside the input.
+    PacketPointer = 6,
 }
 
 /// What the native code returns, in the two return registers of the C
@@ -179,6 +184,10 @@ pub(crate) struct MachineCode {
     /// Does the code make local calls? Without them only the entry frame,
     /// the top `STACK_FRAME_SIZE` bytes of the stack, can be reached.
     pub(crate) local_calls: bool,
+    /// Does the code call a helper that may stop the run (see
+    /// [`Program::has_stopping_helpers`]), other than the map lookups it
+    /// makes itself ([`lookups`])? Then a run needs Rust around it.
+    pub(crate) stopping_helpers: bool,
 }
 
 /// A call of the compiled code with nothing around it, for a program whose
@@ -207,7 +216,7 @@ type Entry = unsafe extern "C" fn(input: u64, input_len: u64, context: *mut Cont
 /// memory is returned to the pool when the `JitProgram` is dropped.
 pub struct JitProgram {
     program: Arc<Program>,
-    /// The program's `has_stopping_helpers`, kept here so that a run need
+    /// See [`MachineCode::stopping_helpers`], kept here so that a run need
     /// not reach into the program to choose its path.
     stopping_helpers: bool,
     /// Tail-call targets, compiled on their first call.
@@ -242,7 +251,7 @@ impl JitProgram {
     /// `program` with the backend's `machine_code` for it, made executable.
     fn with_code(program: Arc<Program>, machine_code: MachineCode) -> Result<JitProgram, JitError> {
         Ok(JitProgram {
-            stopping_helpers: program.has_stopping_helpers(),
+            stopping_helpers: machine_code.stopping_helpers,
             targets: Mutex::new(Vec::new()),
             code: ExecutableCode::new(&machine_code.bytes)?,
             uses_stack: machine_code.uses_stack,
@@ -506,6 +515,7 @@ impl JitProgram {
             }
             s if s == Status::Budget as u64 => ExecErrorKind::BudgetExhausted(self.program.instruction_limit()),
             s if s == Status::CallDepth as u64 => ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH),
+            s if s == Status::PacketPointer as u64 => ExecErrorKind::BadPacketPointer { value: exit.value },
             // The only other status that reaches here: `run_one` handles
             // `HelperStop`, and `Exited` is no error.
             s => {

@@ -135,7 +135,9 @@ impl Fault {
     pub fn reason(&self) -> &'static str {
         match self {
             Fault::Run(error) => match error.kind {
-                ExecErrorKind::OutOfBounds { .. } | ExecErrorKind::HelperMemory { .. } => "out_of_bounds",
+                ExecErrorKind::OutOfBounds { .. }
+                | ExecErrorKind::HelperMemory { .. }
+                | ExecErrorKind::BadPacketPointer { .. } => "out_of_bounds",
                 ExecErrorKind::ReadOnly { .. } => "read_only",
                 ExecErrorKind::UnknownHelper(_) => "unknown_helper",
                 ExecErrorKind::BudgetExhausted(_) => "instruction_limit",

@@ -163,7 +163,7 @@ impl Run {
             | ExecErrorKind::ReadOnly { addr, .. }
             | ExecErrorKind::HelperMemory { addr, .. }
             | ExecErrorKind::NotARecord { addr, .. } => Some(addr),
-            ExecErrorKind::NotAMap { value, .. } => Some(value),
+            ExecErrorKind::NotAMap { value, .. } | ExecErrorKind::BadPacketPointer { value } => Some(value),
             _ => None,
         }
     }
@@ -214,6 +214,9 @@ impl Run {
                     }
                     ExecErrorKind::NotARecord { helper, addr } => {
                         (ExecErrorKind::NotARecord { helper, addr: 0 }, Some(self.place(addr)))
+                    }
+                    ExecErrorKind::BadPacketPointer { value } => {
+                        (ExecErrorKind::BadPacketPointer { value: 0 }, Some(self.place(value)))
                     }
                     kind => (kind, None),
                 };

@@ -1231,6 +1231,7 @@ mod tests {
                     let name = match error.kind {
                         ExecErrorKind::OutOfBounds { write: false, .. } => "out of bounds load",
                         ExecErrorKind::OutOfBounds { write: true, .. } => "out of bounds store",
+                        ExecErrorKind::BadPacketPointer { .. } => "bad packet pointer",
                         ExecErrorKind::ReadOnly { .. } => "read-only",
                         ExecErrorKind::UnknownHelper(_) => "unknown helper",
                         ExecErrorKind::BudgetExhausted(_) => "budget",

@@ -153,7 +153,8 @@ fn step(pc: usize, insn: Insn, state: &mut State) -> Result<Option<Insn>, LoadEr
                         return refuse(LoadErrorKind::ContextAccess { off: insn.off, size });
                     };
                     if new_size == 8 {
-                        rewritten = Some(Insn { opc: BPF_LDX | BPF_MEM | BPF_DW, off, ..insn });
+                        let imm = xdp_context::POINTER_LOAD;
+                        rewritten = Some(Insn { opc: BPF_LDX | BPF_MEM | BPF_DW, off, imm, ..insn });
                     }
                     Value::Other
                 }
@@ -202,6 +203,12 @@ mod tests {
     use super::*;
     use crate::asm::assemble;
 
+    /// A load of a packet pointer from the block: marked, so that the
+    /// engines check the address.
+    fn pointer_load(source: &str) -> Insn {
+        Insn { imm: xdp_context::POINTER_LOAD, ..assemble(source).unwrap()[0] }
+    }
+
     fn rewritten(source: &str) -> Result<Vec<Insn>, LoadErrorKind> {
         let mut insns = assemble(source).unwrap();
         rewrite(&mut insns).map(|()| insns).map_err(|error| error.kind)
@@ -220,15 +227,15 @@ mod tests {
              ldxw %r4, [%r1+12]\n ldxw %r0, [%r1+16]\n exit",
         )
         .unwrap();
-        assert_eq!(insns[2], assemble("ldxdw %r2, [%r6+32]").unwrap()[0]);
-        assert_eq!(insns[4], assemble("ldxdw %r3, [%r7+24]").unwrap()[0]);
+        assert_eq!(insns[2], pointer_load("ldxdw %r2, [%r6+32]"));
+        assert_eq!(insns[4], pointer_load("ldxdw %r3, [%r7+24]"));
         assert_eq!(insns[5], assemble("ldxw %r4, [%r1+12]").unwrap()[0], "ingress_ifindex stays");
     }
 
     #[test]
     fn the_context_follows_function_arguments() {
         let insns = rewritten("call local +1\n exit\n ldxw %r0, [%r1+8]\n exit").unwrap();
-        assert_eq!(insns[2], assemble("ldxdw %r0, [%r1+40]").unwrap()[0]);
+        assert_eq!(insns[2], pointer_load("ldxdw %r0, [%r1+40]"));
     }
 
     #[test]

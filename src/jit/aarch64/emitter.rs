@@ -363,7 +363,8 @@ impl<'p> Emitter<'p> {
         let bytes = self.ops.finalize().map_err(|error| JitError::Assembler(error.to_string()))?;
         let frame_used = plan.flow.used[FRAME_REG as usize] || plan.flow.local_calls;
         let uses_stack = frame_used || plan.checks.any_check || plan.flow.local_calls || plan.flow.helper_calls;
-        Ok(MachineCode { bytes, uses_stack, local_calls: plan.flow.local_calls })
+        let stopping_helpers = plan.checks.stopping_helpers;
+        Ok(MachineCode { bytes, uses_stack, local_calls: plan.flow.local_calls, stopping_helpers })
     }
 
     /// `b.<flag> label`, for a label close by (in the same instruction's
@@ -653,7 +654,12 @@ impl<'p> Emitter<'p> {
             LDXW  => self.emit_load(pc, insn, LoadKind::U32),
             LDXH  => self.emit_load(pc, insn, LoadKind::U16),
             LDXB  => self.emit_load(pc, insn, LoadKind::U8),
-            LDXDW => self.emit_load(pc, insn, LoadKind::U64),
+            LDXDW => {
+                self.emit_load(pc, insn, LoadKind::U64);
+                if insn.imm != 0 {
+                    self.emit_packet_pointer_check(pc, insn.dst);
+                }
+            }
             LDXSW => self.emit_load(pc, insn, LoadKind::S32),
             LDXSH => self.emit_load(pc, insn, LoadKind::S16),
             LDXSB => self.emit_load(pc, insn, LoadKind::S8),
@@ -1025,6 +1031,22 @@ impl<'p> Emitter<'p> {
         };
     }
 
+    /// After a load of a packet pointer from the XDP context block
+    /// ([`crate::image::xdp_context::POINTER_LOAD`]): the run stops unless
+    /// it lies in the input, its end included (`value - input_start <=
+    /// input_len`, the bound of 1-byte accesses).
+    fn emit_packet_pointer_check(&mut self, pc: usize, dst: u8) {
+        let outside = self.stop(pc, Status::PacketPointer);
+        a64!(self.ops ; mov X(VALUE), X(reg(dst)));
+        self.emit_load_context(TMP, CTX_INPUT_START);
+        self.emit_load_context(TMP2, CTX_INPUT_BOUND);
+        a64!(self.ops
+            ; sub X(TMP), X(VALUE), X(TMP)
+            ; cmp X(TMP), X(TMP2)
+        );
+        self.emit_branch(Flag::Hi, outside);
+    }
+
     /// `ldabs*`/`ldind*` (`index`: the src of `ldind*`): r0 = the input's
     /// big-endian bytes at imm (plus the index, as an i32), or the run ends
     /// with 0 when they are not all in the input.
@@ -1296,6 +1318,10 @@ impl<'p> Emitter<'p> {
     /// `call imm`: the helper is known now, as the table is fixed.
     fn emit_helper_call(&mut self, pc: usize, insn: Insn) {
         self.flush_and_check(pc);
+        if self.plan.checks.lookups[pc].is_some() {
+            self.emit_map_lookup();
+            return;
+        }
         let index = insn.imm as u32 as u64;
         let Some(helper) = self.program.helper(index) else {
             // Registered, but past the table (MAX_HELPER_INDEX): the
@@ -1318,6 +1344,15 @@ impl<'p> Emitter<'p> {
             let unwind = self.unwind;
             self.emit_branch_if_zero(REGISTER_MAP[0], true, unwind);
         }
+    }
+
+    /// A `bpf_map_lookup_elem` the code makes itself (see
+    /// [`crate::jit::lookups`]), with the map's handle in r1 and the key's
+    /// address in r2: the map's lookup called directly (every kind, arrays
+    /// too). r1-r5 keep their values, as across the helper.
+    fn emit_map_lookup(&mut self) {
+        self.emit_mov_imm(TMP, crate::maps::LOOKUP_ADDR_RAW as usize as u64);
+        self.emit_native_call();
     }
 
     /// `callx dst`: the index in a register, looked up in the helper table.

@@ -12,6 +12,7 @@ use super::encoder;
 use crate::isa::*;
 use crate::jit::checks::Check;
 use crate::jit::fusion::Fusion;
+use crate::jit::lookups::MapLookup;
 use crate::jit::plan::Plan;
 use crate::jit::{Context, JitError, MachineCode, Scratch, Status};
 use crate::program::Program;
@@ -230,7 +231,8 @@ pub(super) fn emit(program: &Program) -> Result<MachineCode, JitError> {
     emitter.emit_region_checks();
     let bytes = emitter.ops.finalize().map_err(|error| JitError::Assembler(error.to_string()))?;
     let uses_stack = emitter.frame_in_rbp || plan.checks.any_check || plan.flow.local_calls || plan.flow.helper_calls;
-    Ok(MachineCode { bytes, uses_stack, local_calls: plan.flow.local_calls })
+    let stopping_helpers = plan.checks.stopping_helpers;
+    Ok(MachineCode { bytes, uses_stack, local_calls: plan.flow.local_calls, stopping_helpers })
 }
 
 struct Emitter<'p> {
@@ -588,7 +590,12 @@ impl<'p> Emitter<'p> {
             LDXW  => self.emit_load(pc, insn, LoadKind::U32),
             LDXH  => self.emit_load(pc, insn, LoadKind::U16),
             LDXB  => self.emit_load(pc, insn, LoadKind::U8),
-            LDXDW => self.emit_load(pc, insn, LoadKind::U64),
+            LDXDW => {
+                self.emit_load(pc, insn, LoadKind::U64);
+                if insn.imm != 0 {
+                    self.emit_packet_pointer_check(pc, insn.dst);
+                }
+            }
             LDXSW => self.emit_load(pc, insn, LoadKind::S32),
             LDXSH => self.emit_load(pc, insn, LoadKind::S16),
             LDXSB => self.emit_load(pc, insn, LoadKind::S8),
@@ -1106,6 +1113,21 @@ impl<'p> Emitter<'p> {
         self.put(encoder::mem(false, w, false, opcode, dst as u8, base, off, encoder::Imm::None));
     }
 
+    /// After a load of a packet pointer from the XDP context block
+    /// ([`crate::image::xdp_context::POINTER_LOAD`]): the run stops unless
+    /// it lies in the input, its end included (`value - input_start <=
+    /// input_len`, the bound of 1-byte accesses).
+    fn emit_packet_pointer_check(&mut self, pc: usize, dst: u8) {
+        let outside = self.stop(pc, Status::PacketPointer);
+        x64!(self.ops
+            ; mov r11, Rq(reg(dst))
+            ; mov rcx, r11
+            ; sub rcx, [r10 + CTX_INPUT_START]
+            ; cmp rcx, [r10 + CTX_INPUT_BOUND]
+            ; ja =>outside
+        );
+    }
+
     /// `ldabs*`/`ldind*` (`index`: the src of `ldind*`): r0 = the input's
     /// big-endian bytes at imm (plus the index, as an i32), or the run ends
     /// with 0 when they are not all in the input.
@@ -1396,6 +1418,10 @@ impl<'p> Emitter<'p> {
     /// `call imm`: the helper is known now, as the table is fixed.
     fn emit_helper_call(&mut self, pc: usize, insn: Insn) {
         self.emit_call_budget(pc);
+        if let Some(lookup) = self.plan.checks.lookups[pc] {
+            self.emit_map_lookup(lookup);
+            return;
+        }
         let index = insn.imm as u32 as u64;
         let Some(helper) = self.program.helper(index) else {
             // Registered, but past the table (MAX_HELPER_INDEX): the
@@ -1419,6 +1445,60 @@ impl<'p> Emitter<'p> {
             let unwind = self.unwind_label();
             x64!(self.ops ; test rax, rax ; jz =>unwind);
         }
+    }
+
+    /// A `bpf_map_lookup_elem` the code makes itself (see
+    /// [`crate::jit::lookups`]), with the map's handle in r1 and the key's
+    /// address in r2: an array's value found inline (a per-CPU array's
+    /// with the CPU from the thread's rseq area), else the map's lookup
+    /// called directly. r1-r5 keep their values, as across the helper.
+    fn emit_map_lookup(&mut self, lookup: MapLookup) {
+        let lookup_addr = crate::maps::LOOKUP_ADDR_RAW as usize as i64;
+        let inline = lookup.array.and_then(|layout| {
+            let cpu_word = if layout.cpus > 1 { crate::maps::cpus::rseq_cpu_id_offset() } else { None };
+            let strides = i32::try_from(layout.entry_stride).ok().zip(i32::try_from(layout.slot).ok());
+            strides.filter(|_| layout.cpus == 1 || cpu_word.is_some()).map(|strides| (layout, strides, cpu_word))
+        });
+        let Some((layout, (entry_stride, slot), cpu_word)) = inline else {
+            x64!(self.ops ; mov rax, QWORD lookup_addr);
+            self.emit_native_call(false);
+            return;
+        };
+        let done = self.ops.new_dynamic_label();
+        x64!(self.ops
+            // The key is a u32 index: no value past max_entries.
+            ; xor eax, eax
+            ; mov ecx, [rsi]
+            ; cmp ecx, layout.max_entries as i32
+            ; jae =>done
+        );
+        self.put(encoder::imul_imm(true, Rq::RCX, Rq::RCX, entry_stride));
+        let call = cpu_word.map(|cpu_word| {
+            // The CPU's number is its slot (see `rseq_cpu_id_offset`); a
+            // number past them (no rseq area for this thread) calls.
+            let call = self.ops.new_dynamic_label();
+            self.put(encoder::load32_fs(Rq::R11, cpu_word));
+            x64!(self.ops
+                ; cmp r11d, layout.cpus as i32
+                ; jae =>call
+            );
+            self.put(encoder::imul_imm(true, Rq::R11, Rq::R11, slot));
+            x64!(self.ops ; add rcx, r11);
+            call
+        });
+        x64!(self.ops
+            ; mov rax, QWORD layout.base as i64
+            ; add rax, rcx
+        );
+        if let Some(call) = call {
+            x64!(self.ops
+                ; jmp =>done
+                ; =>call
+                ; mov rax, QWORD lookup_addr
+            );
+            self.emit_native_call(false);
+        }
+        x64!(self.ops ; =>done);
     }
 
     /// Counts the helper call at `pc` and stops the run there if the budget

@@ -187,3 +187,15 @@ pub(super) fn mem(
     }
     b
 }
+
+/// `mov dst32, fs:[disp32]`: a word at a fixed offset from the thread
+/// pointer (no base, no index: SIB 0x25).
+pub(super) fn load32_fs(dst: Rq, disp: i32) -> Encoding {
+    let dst = dst as u8;
+    let mut b = Encoding::new();
+    b.push(0x64);
+    b.rex(false, dst, 0, false);
+    b.extend(&[0x8b, (dst & 7) << 3 | 4, 0x25]);
+    b.extend(&disp.to_le_bytes());
+    b
+}

@@ -903,11 +903,55 @@ fn a_real_guest_has_its_pings_to_1_1_1_1_dropped_by_filter_expr() {
 /// Boots the guest with the filter object `filter(netdev, queue)` (id f0)
 /// between two dumps and checks that exactly its pings to 1.1.1.1 vanish.
 fn guest_pings_to_1_1_1_1_dropped(test: &str, filter: impl Fn(&str, &str) -> String) {
-    let Some(qemu) = qemu_binary() else { return };
-    let Some(guest) = required_path("QEMU_UBPF_GUEST", "scripts/qemu-guest.sh prepares the guest and prints its path")
-    else {
-        return;
-    };
+    let Some(run) = run_guest(test, filter, &[]) else { return };
+    assert_eq!((pings_to(&run.seen, [1, 1, 1, 1]), pings_to(&run.seen, [9, 9, 9, 9])), (3, 3), "pings the guest sent");
+    assert_eq!((pings_to(&run.passed, [1, 1, 1, 1]), pings_to(&run.passed, [9, 9, 9, 9])), (0, 3), "pings that passed");
+    assert_eq!(run.counters.dropped, 3, "{:?}", run.counters);
+    assert_eq!(run.counters.errors, 0, "{:?}", run.counters);
+    assert_eq!(run.counters.seen(), run.seen.len() as u64, "{:?}", run.counters);
+    assert!(run.out.frames(run.passed.len()) == run.passed, "the frames the netdev sent are those after the filter");
+}
+
+/// XDP with a real guest: `examples/xdp/ping.o` on queue=rx answers the
+/// guest's pings itself with XDP_TX, back to the guest, whose kernel checks
+/// the replies' checksums: busybox's ping must count every reply, and none
+/// of the pings may leave through the netdev.
+#[test]
+fn a_real_guest_has_its_pings_answered_by_an_xdp_program() {
+    let ping = common::example("xdp/ping");
+    let test = "a_real_guest_has_its_pings_answered_by_an_xdp_program";
+    let run = run_guest(test, |netdev, queue| filter_object("f0", netdev, queue, &ping, ""), &["xdp-tx", "send-errors"]);
+    let Some(run) = run else { return };
+    let replies = run.log.matches("3 packets transmitted, 3 packets received").count();
+    assert_eq!(replies, 2, "both pings got their three replies; the guest's console:\n{}", run.log);
+    assert_eq!((pings_to(&run.seen, [1, 1, 1, 1]), pings_to(&run.seen, [9, 9, 9, 9])), (3, 3), "pings the guest sent");
+    assert_eq!((pings_to(&run.passed, [1, 1, 1, 1]), pings_to(&run.passed, [9, 9, 9, 9])), (0, 0), "pings that passed");
+    assert_eq!(run.extra, [6, 0], "xdp-tx and send-errors");
+    assert_eq!(run.counters.dropped, 6, "the pings sent back are not passed: {:?}", run.counters);
+    assert_eq!(run.counters.errors, 0, "{:?}", run.counters);
+    assert_eq!(run.counters.seen(), run.seen.len() as u64, "{:?}", run.counters);
+    assert!(run.out.frames(run.passed.len()) == run.passed, "the frames the netdev sent are those after the filter");
+}
+
+/// What a guest's run gave: its console, the filter's counters and the
+/// other properties asked for, the frames of the dumps before and after
+/// the filter, and what the netdev sent.
+struct GuestRun {
+    log: String,
+    counters: Counters,
+    extra: Vec<u64>,
+    seen: Vec<Vec<u8>>,
+    passed: Vec<Vec<u8>>,
+    out: Collector,
+}
+
+/// Boots the guest (scripts/qemu-guest.sh) with the filter object
+/// `filter(netdev, queue)` (id f0) between two dumps on queue=rx, until it
+/// has sent its pings, and reads f0's counters and its `extra` properties;
+/// None when the test is skipped.
+fn run_guest(test: &str, filter: impl Fn(&str, &str) -> String, extra: &[&str]) -> Option<GuestRun> {
+    let qemu = qemu_binary()?;
+    let guest = required_path("QEMU_UBPF_GUEST", "scripts/qemu-guest.sh prepares the guest and prints its path")?;
     let dir = common::scratch_dir("qemu", test);
     let sockets = socket_dir();
     let (serial, before, after) = (dir.join("serial.log"), dir.join("before.pcap"), dir.join("after.pcap"));
@@ -961,18 +1005,15 @@ fn guest_pings_to_1_1_1_1_dropped(test: &str, filter: impl Fn(&str, &str) -> Str
         thread::sleep(Duration::from_millis(200));
     };
     let counters = Counters::of(&mut qmp, "f0");
+    let extra = extra
+        .iter()
+        .map(|name| qmp.get("/objects/f0", name).as_u64().unwrap_or_else(|| panic!("{name} is not a u64")))
+        .collect();
     qmp.send(json!({ "execute": "quit" })).expect("QMP quit");
     assert!(child.wait().unwrap().success(), "QEMU's exit");
     let _ = std::fs::remove_dir_all(&sockets);
-
-    let (seen, passed) = (frames(&before), frames(&after));
     assert!(log.contains("guest: network up"), "the guest's console:\n{log}");
-    assert_eq!((pings_to(&seen, [1, 1, 1, 1]), pings_to(&seen, [9, 9, 9, 9])), (3, 3), "pings the guest sent");
-    assert_eq!((pings_to(&passed, [1, 1, 1, 1]), pings_to(&passed, [9, 9, 9, 9])), (0, 3), "pings that passed");
-    assert_eq!(counters.dropped, 3, "{counters:?}");
-    assert_eq!(counters.errors, 0, "{counters:?}");
-    assert_eq!(counters.seen(), seen.len() as u64, "{counters:?}");
-    assert!(out.frames(passed.len()) == passed, "the frames the netdev sent are those after the filter");
+    Some(GuestRun { log, counters, extra, seen: frames(&before), passed: frames(&after), out })
 }
 
 /// The maps of filter `id`, from its `maps` property.

@@ -920,7 +920,8 @@ fn guest_pings_to_1_1_1_1_dropped(test: &str, filter: impl Fn(&str, &str) -> Str
 fn a_real_guest_has_its_pings_answered_by_an_xdp_program() {
     let ping = common::example("xdp/ping");
     let test = "a_real_guest_has_its_pings_answered_by_an_xdp_program";
-    let run = run_guest(test, |netdev, queue| filter_object("f0", netdev, queue, &ping, ""), &["xdp-tx", "send-errors"]);
+    let run =
+        run_guest(test, |netdev, queue| filter_object("f0", netdev, queue, &ping, ""), &["xdp-tx", "send-errors"]);
     let Some(run) = run else { return };
     let replies = run.log.matches("3 packets transmitted, 3 packets received").count();
     assert_eq!(replies, 2, "both pings got their three replies; the guest's console:\n{}", run.log);
@@ -1295,6 +1296,60 @@ fn prefix_blocklist_in_qemu_as_in_replay() {
         &options,
         &["--map-init", &init_option],
     );
+}
+
+/// An XDP example in QEMU and in replay over the sample, with the map
+/// entries of `init` (a `--map-init` file under examples/xdp) if any: the
+/// runs by action, the faults (the sample's 10-byte frame, which XDP does
+/// not run on), the frames passed as the program left them and the maps
+/// all agree.
+fn xdp_example_like_replay(test: &str, name: &str, init: Option<&str>) {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", test);
+    let program = common::example(&format!("xdp/{name}"));
+    let capture = common::sample("ethernet.pcap");
+    let sent = frames(&capture);
+    let init = init.map(|file| common::root().join("examples/xdp").join(file));
+    let init_option = init.as_ref().map(|path| path.display().to_string());
+    let mut replay_options = vec!["--maps"];
+    let mut qemu_options = String::new();
+    if let (Some(path), Some(option)) = (&init, &init_option) {
+        let json = std::fs::read_to_string(path).unwrap().replace('\n', " ");
+        qemu_options = format!(",map-update={}", json.replace(',', ",,"));
+        replay_options.extend(["--map-init", option]);
+    }
+    let (summary, passed) = replay_summary(&dir, &program, &capture, &replay_options);
+    let mut rig = Rig::start(&qemu, &[filter_object("f0", "n1", "tx", &program, &qemu_options)]);
+    rig.send_all("f0", &sent);
+    let counters = Counters::of(&mut rig.qmp, "f0");
+    let names = ["aborted", "drop", "pass", "tx", "redirect"];
+    let actions: Vec<u64> =
+        names.iter().map(|action| rig.qmp.get("/objects/f0", &format!("xdp-{action}")).as_u64().unwrap()).collect();
+    let maps = maps_of(&mut rig.qmp, "f0");
+    let out = rig.collected(passed.len());
+    rig.quit();
+    let replay_actions: Vec<u64> = names.iter().map(|action| summary["actions"][action].as_u64().unwrap()).collect();
+    assert_eq!(actions, replay_actions, "{name}: QEMU's runs by action against replay's");
+    let faults = summary["faults"].as_u64().unwrap();
+    assert_eq!(counters.errors, faults + replay_actions[0], "{name}: faults and aborted runs: {counters:?}");
+    assert_eq!(counters.seen(), sent.len() as u64, "{name}: {counters:?}");
+    assert!(out == passed, "{name}: the frames out of n2 differ from those replay passes");
+    assert_eq!(maps, summary["maps"], "{name}: the maps over QMP against replay's");
+}
+
+#[test]
+fn xdp_vlan_pop_in_qemu_as_in_replay() {
+    xdp_example_like_replay("xdp_vlan_pop_in_qemu_as_in_replay", "vlan_pop", None);
+}
+
+#[test]
+fn xdp_truncate_in_qemu_as_in_replay() {
+    xdp_example_like_replay("xdp_truncate_in_qemu_as_in_replay", "truncate", Some("truncate.json"));
+}
+
+#[test]
+fn xdp_dnat_in_qemu_as_in_replay() {
+    xdp_example_like_replay("xdp_dnat_in_qemu_as_in_replay", "dnat", Some("dnat.json"));
 }
 
 #[test]

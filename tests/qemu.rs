@@ -937,11 +937,56 @@ fn a_real_guest_has_its_pings_to_1_1_1_1_dropped_by_filter_expr() {
 /// Boots the guest with the filter object `filter(netdev, queue)` (id f0)
 /// between two dumps and checks that exactly its pings to 1.1.1.1 vanish.
 fn guest_pings_to_1_1_1_1_dropped(test: &str, filter: impl Fn(&str, &str) -> String) {
-    let Some(qemu) = qemu_binary() else { return };
-    let Some(guest) = required_path("QEMU_UBPF_GUEST", "scripts/qemu-guest.sh prepares the guest and prints its path")
-    else {
-        return;
-    };
+    let Some(run) = run_guest(test, filter, &[]) else { return };
+    assert_eq!((pings_to(&run.seen, [1, 1, 1, 1]), pings_to(&run.seen, [9, 9, 9, 9])), (3, 3), "pings the guest sent");
+    assert_eq!((pings_to(&run.passed, [1, 1, 1, 1]), pings_to(&run.passed, [9, 9, 9, 9])), (0, 3), "pings that passed");
+    assert_eq!(run.counters.dropped, 3, "{:?}", run.counters);
+    assert_eq!(run.counters.errors, 0, "{:?}", run.counters);
+    assert_eq!(run.counters.seen(), run.seen.len() as u64, "{:?}", run.counters);
+    assert!(run.out.frames(run.passed.len()) == run.passed, "the frames the netdev sent are those after the filter");
+}
+
+/// XDP with a real guest: `examples/xdp/ping.o` on queue=rx answers the
+/// guest's pings itself with XDP_TX, back to the guest, whose kernel checks
+/// the replies' checksums: busybox's ping must count every reply, and none
+/// of the pings may leave through the netdev.
+#[test]
+fn a_real_guest_has_its_pings_answered_by_an_xdp_program() {
+    let ping = common::example("xdp/ping");
+    let test = "a_real_guest_has_its_pings_answered_by_an_xdp_program";
+    let run =
+        run_guest(test, |netdev, queue| filter_object("f0", netdev, queue, &ping, ""), &["xdp-tx", "send-errors"]);
+    let Some(run) = run else { return };
+    let replies = run.log.matches("3 packets transmitted, 3 packets received").count();
+    assert_eq!(replies, 2, "both pings got their three replies; the guest's console:\n{}", run.log);
+    assert_eq!((pings_to(&run.seen, [1, 1, 1, 1]), pings_to(&run.seen, [9, 9, 9, 9])), (3, 3), "pings the guest sent");
+    assert_eq!((pings_to(&run.passed, [1, 1, 1, 1]), pings_to(&run.passed, [9, 9, 9, 9])), (0, 0), "pings that passed");
+    assert_eq!(run.extra, [6, 0], "xdp-tx and send-errors");
+    assert_eq!(run.counters.dropped, 6, "the pings sent back are not passed: {:?}", run.counters);
+    assert_eq!(run.counters.errors, 0, "{:?}", run.counters);
+    assert_eq!(run.counters.seen(), run.seen.len() as u64, "{:?}", run.counters);
+    assert!(run.out.frames(run.passed.len()) == run.passed, "the frames the netdev sent are those after the filter");
+}
+
+/// What a guest's run gave: its console, the filter's counters and the
+/// other properties asked for, the frames of the dumps before and after
+/// the filter, and what the netdev sent.
+struct GuestRun {
+    log: String,
+    counters: Counters,
+    extra: Vec<u64>,
+    seen: Vec<Vec<u8>>,
+    passed: Vec<Vec<u8>>,
+    out: Collector,
+}
+
+/// Boots the guest (scripts/qemu-guest.sh) with the filter object
+/// `filter(netdev, queue)` (id f0) between two dumps on queue=rx, until it
+/// has sent its pings, and reads f0's counters and its `extra` properties;
+/// None when the test is skipped.
+fn run_guest(test: &str, filter: impl Fn(&str, &str) -> String, extra: &[&str]) -> Option<GuestRun> {
+    let qemu = qemu_binary()?;
+    let guest = required_path("QEMU_UBPF_GUEST", "scripts/qemu-guest.sh prepares the guest and prints its path")?;
     let dir = common::scratch_dir("qemu", test);
     let sockets = socket_dir();
     let (serial, before, after) = (dir.join("serial.log"), dir.join("before.pcap"), dir.join("after.pcap"));
@@ -995,18 +1040,15 @@ fn guest_pings_to_1_1_1_1_dropped(test: &str, filter: impl Fn(&str, &str) -> Str
         thread::sleep(Duration::from_millis(200));
     };
     let counters = Counters::of(&mut qmp, "f0");
+    let extra = extra
+        .iter()
+        .map(|name| qmp.get("/objects/f0", name).as_u64().unwrap_or_else(|| panic!("{name} is not a u64")))
+        .collect();
     qmp.send(json!({ "execute": "quit" })).expect("QMP quit");
     assert!(child.wait().unwrap().success(), "QEMU's exit");
     let _ = std::fs::remove_dir_all(&sockets);
-
-    let (seen, passed) = (frames(&before), frames(&after));
     assert!(log.contains("guest: network up"), "the guest's console:\n{log}");
-    assert_eq!((pings_to(&seen, [1, 1, 1, 1]), pings_to(&seen, [9, 9, 9, 9])), (3, 3), "pings the guest sent");
-    assert_eq!((pings_to(&passed, [1, 1, 1, 1]), pings_to(&passed, [9, 9, 9, 9])), (0, 3), "pings that passed");
-    assert_eq!(counters.dropped, 3, "{counters:?}");
-    assert_eq!(counters.errors, 0, "{counters:?}");
-    assert_eq!(counters.seen(), seen.len() as u64, "{counters:?}");
-    assert!(out.frames(passed.len()) == passed, "the frames the netdev sent are those after the filter");
+    Some(GuestRun { log, counters, extra, seen: frames(&before), passed: frames(&after), out })
 }
 
 /// The maps of filter `id`, from its `maps` property.
@@ -1288,6 +1330,60 @@ fn prefix_blocklist_in_qemu_as_in_replay() {
         &options,
         &["--map-init", &init_option],
     );
+}
+
+/// An XDP example in QEMU and in replay over the sample, with the map
+/// entries of `init` (a `--map-init` file under examples/xdp) if any: the
+/// runs by action, the faults (the sample's 10-byte frame, which XDP does
+/// not run on), the frames passed as the program left them and the maps
+/// all agree.
+fn xdp_example_like_replay(test: &str, name: &str, init: Option<&str>) {
+    let Some(qemu) = qemu_binary() else { return };
+    let dir = common::scratch_dir("qemu", test);
+    let program = common::example(&format!("xdp/{name}"));
+    let capture = common::sample("ethernet.pcap");
+    let sent = frames(&capture);
+    let init = init.map(|file| common::root().join("examples/xdp").join(file));
+    let init_option = init.as_ref().map(|path| path.display().to_string());
+    let mut replay_options = vec!["--maps"];
+    let mut qemu_options = String::new();
+    if let (Some(path), Some(option)) = (&init, &init_option) {
+        let json = std::fs::read_to_string(path).unwrap().replace('\n', " ");
+        qemu_options = format!(",map-update={}", json.replace(',', ",,"));
+        replay_options.extend(["--map-init", option]);
+    }
+    let (summary, passed) = replay_summary(&dir, &program, &capture, &replay_options);
+    let mut rig = Rig::start(&qemu, &[filter_object("f0", "n1", "tx", &program, &qemu_options)]);
+    rig.send_all("f0", &sent);
+    let counters = Counters::of(&mut rig.qmp, "f0");
+    let names = ["aborted", "drop", "pass", "tx", "redirect"];
+    let actions: Vec<u64> =
+        names.iter().map(|action| rig.qmp.get("/objects/f0", &format!("xdp-{action}")).as_u64().unwrap()).collect();
+    let maps = maps_of(&mut rig.qmp, "f0");
+    let out = rig.collected(passed.len());
+    rig.quit();
+    let replay_actions: Vec<u64> = names.iter().map(|action| summary["actions"][action].as_u64().unwrap()).collect();
+    assert_eq!(actions, replay_actions, "{name}: QEMU's runs by action against replay's");
+    let faults = summary["faults"].as_u64().unwrap();
+    assert_eq!(counters.errors, faults + replay_actions[0], "{name}: faults and aborted runs: {counters:?}");
+    assert_eq!(counters.seen(), sent.len() as u64, "{name}: {counters:?}");
+    assert!(out == passed, "{name}: the frames out of n2 differ from those replay passes");
+    assert_eq!(maps, summary["maps"], "{name}: the maps over QMP against replay's");
+}
+
+#[test]
+fn xdp_vlan_pop_in_qemu_as_in_replay() {
+    xdp_example_like_replay("xdp_vlan_pop_in_qemu_as_in_replay", "vlan_pop", None);
+}
+
+#[test]
+fn xdp_truncate_in_qemu_as_in_replay() {
+    xdp_example_like_replay("xdp_truncate_in_qemu_as_in_replay", "truncate", Some("truncate.json"));
+}
+
+#[test]
+fn xdp_dnat_in_qemu_as_in_replay() {
+    xdp_example_like_replay("xdp_dnat_in_qemu_as_in_replay", "dnat", Some("dnat.json"));
 }
 
 #[test]

@@ -22,7 +22,8 @@
 # most both engines load), straight-line and with branches, loops and memory
 # accesses, in every engine, with qemu-ubpf's time over each other engine's;
 # and of three tcpdump expressions (ubpf_load_filter_expr: libpcap's
-# compiler, the translation, verification and JIT), in qemu-ubpf.
+# compiler, the translation, verification and JIT), in qemu-ubpf, the
+# process's first one also on its own (it loads libpcap).
 # --compile-only times the generated programs and nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."

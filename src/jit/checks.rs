@@ -561,20 +561,19 @@ mod tests {
         assert!(!checks.any_check);
     }
 
-    /// The checks the analysis plans for the program in the ELF `object`.
+    /// The checks the analysis plans for the program in the ELF `object`,
+    /// loaded with Linux's helpers.
     fn planned(object: &[u8]) -> (Program, Checks) {
         use crate::helpers::Helpers;
         use crate::program::Config;
-        let program = Program::from_elf(object, None, &Helpers::new(), &Config::default()).expect("loads");
+        let program = Program::from_elf(object, None, &Helpers::linux(), &Config::default()).expect("loads");
         let checks = Checks::plan(&program, &Flow::new(&program));
         (program, checks)
     }
 
     #[test]
     fn xdp_examples_need_no_checks_but_their_context_loads() {
-        use crate::helpers::Helpers;
         use crate::image::xdp_context::POINTER_LOAD;
-        use crate::program::Config;
         // Each packet access follows a comparison with `data_end`; each
         // access through a looked-up map value follows its NULL check; the
         // lookups are the code's own. What stays checked: the loads of the
@@ -589,8 +588,7 @@ mod tests {
             ("truncate", &include_bytes!("../../examples/xdp/truncate.o")[..], 0),
             ("vlan_pop", &include_bytes!("../../examples/xdp/vlan_pop.o")[..], 0),
         ] {
-            let program = Program::from_elf(object, None, &Helpers::linux(), &Config::default()).expect("loads");
-            let checks = Checks::plan(&program, &Flow::new(&program));
+            let (program, checks) = planned(object);
             let (mut proved, mut checked) = (0, Vec::new());
             for (pc, insn) in program.insns().iter().enumerate() {
                 if !matches!(insn.class(), BPF_LDX | BPF_ST | BPF_STX) {

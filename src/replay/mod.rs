@@ -355,7 +355,9 @@ impl<'a> Replay<'a> {
         Ok(())
     }
 
-    #[inline]
+    // Always inlined, as `packet` is: a call would save and restore
+    // registers for every packet.
+    #[inline(always)]
     fn verdict(&mut self, packet: &Packet) -> Result<Verdict, PacketError> {
         let engine = match self.by_link_type {
             [] => self.engine,

@@ -658,10 +658,11 @@ ubpf_jit_ex_fn ubpf_compile_ex(struct ubpf_vm *vm, char **errmsg, enum JitMode j
  * @brief Copies the entry point of the last compile into `buffer` and
  * returns it as a ::ubpf_jit_fn.
  *
- * Difference from ubpf: what is copied is the small stub that enters the
- * VM's compiled program, not the program itself, so the copy (once the
- * caller has made its memory executable) works only while the VM keeps the
- * program loaded.
+ * Difference from ubpf: what is copied is the entry point, which refers to
+ * the VM's program, its helpers and data by address (on x86-64 it holds
+ * the compiled program itself, elsewhere a small stub that calls it), so
+ * the copy (once the caller has made its memory executable) works only
+ * while the VM keeps the program loaded.
  * Thread safety: as ubpf_compile().
  *
  * @param[in] vm The VM, after ubpf_compile() or ubpf_compile_ex().

@@ -1,16 +1,18 @@
 //! Native entry points. ubpf's `ubpf_jit_fn` is a plain `(mem, mem_len)`
 //! function, which cannot carry the VM, while the JIT's code takes a
-//! private context. So each VM gets, per JIT mode, a small entry of
-//! generated code.
+//! private context. So each VM gets, per JIT mode, an entry of generated
+//! code.
 //!
-//! For a program whose runs need no Rust around them (see
-//! [`JitProgram::direct_entry`]), the entry calls the compiled code itself
-//! (see `direct_code`, one per backend): the run's context and its eBPF stack are a frame
-//! on the caller's native stack, so every thread, and every re-entrant run,
-//! has its own without any lookup; the budget, memory checks and call depth
-//! are in the compiled code. Rust runs only off the fast path: to explain
-//! a stopped run ([`fault`]), to clear the thread's last error when some
-//! thread has one, and for inputs the boundary refuses.
+//! For a program whose runs need no Rust around them, the entry runs the
+//! program itself: on x86-64 the JIT generates it whole
+//! ([`DirectCode`]); on aarch64 it is a stub that calls the
+//! compiled code (see `direct_code`, and [`JitProgram::direct_entry`]). The
+//! run's context and its eBPF stack are a frame on the caller's native
+//! stack, so every thread, and every re-entrant run, has its own without
+//! any lookup; the budget, memory checks and call depth are in the
+//! compiled code. Rust runs only off the fast path: to explain a stopped
+//! run ([`stopped`]), to clear the thread's last error when some thread
+//! has one ([`succeeded`]), and for inputs the boundary refuses.
 //!
 //! Otherwise (helpers that may stop a run or tail-call) the entry is a stub that loads the address of its [`Compiled`] into the next
 //! argument register and jumps to [`run_basic`] or [`run_extended`], which
@@ -18,14 +20,12 @@
 //! check.
 
 use std::ffi::c_void;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use super::boundary::{ErrorPrint, bytes_mut, guard};
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-use super::boundary::{THREADS_WITH_LAST_ERROR, clear_last_error};
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use super::boundary::{ErrorPrint, THREADS_WITH_LAST_ERROR, bytes_mut, clear_last_error, guard};
+#[cfg(target_arch = "aarch64")]
 use crate::jit::{Context, DirectEntry};
-use crate::jit::{ExecutableCode, JitProgram};
+use crate::jit::{DirectCode, DirectExits, ExecutableCode, ForC, JitProgram, compile_for_c};
 use crate::program::Program;
 
 /// The native code of a loaded program, built on demand: the compiled
@@ -33,17 +33,31 @@ use crate::program::Program;
 #[derive(Default)]
 pub(super) struct Native {
     compiled: Option<Arc<Compiled>>,
-    pub(super) basic: Option<ExecutableCode>,
-    pub(super) extended: Option<ExecutableCode>,
+    /// The entry point per mode, where it is not the program's direct code.
+    basic: Option<ExecutableCode>,
+    extended: Option<ExecutableCode>,
     /// The mode of the last successful compile, for ubpf_copy_jit().
-    pub(super) last: Option<Mode>,
+    last: Option<Mode>,
 }
 
 /// What a native entry stub points at: the compiled program and where to
 /// report its faults. Lives, at a fixed address, until the program is
 /// unloaded.
 pub(super) struct Compiled {
-    pub(super) jit: JitProgram,
+    /// The program's direct code, the entry point of both modes, where the
+    /// JIT gives it.
+    direct: Option<DirectCode>,
+    /// The compiled program, for the other entry points and
+    /// ubpf_translate(): compiled on first use where there is direct code.
+    jit: OnceLock<JitProgram>,
+    /// Boxed, so that its address, which the direct code embeds, is known
+    /// before the program is compiled.
+    reporter: Box<Reporter>,
+}
+
+/// What a run's error is made from, and where it goes.
+struct Reporter {
+    program: Arc<Program>,
     error_printf: Arc<ErrorPrint>,
 }
 
@@ -56,17 +70,38 @@ pub(super) enum Mode {
 
 impl Native {
     /// The compiled program, compiling it on first use.
-    pub(super) fn compiled(
+    fn compiled(&mut self, program: &Arc<Program>, error_printf: &Arc<ErrorPrint>) -> Result<&Arc<Compiled>, String> {
+        if self.compiled.is_none() {
+            let reporter = Box::new(Reporter { program: program.clone(), error_printf: error_printf.clone() });
+            let exits = DirectExits {
+                stopped: stopped as Stopped as usize as u64,
+                refused: refused as Refused as usize as u64,
+                succeeded: succeeded as Succeeded as usize as u64,
+                sink: std::ptr::from_ref(&*reporter) as u64,
+                pending: std::ptr::from_ref(&THREADS_WITH_LAST_ERROR) as u64,
+            };
+            let (direct, jit) = match compile_for_c(program.clone(), &exits).map_err(compile_error)? {
+                ForC::Direct(code) => (Some(code), OnceLock::new()),
+                ForC::Jit(jit) => (None, OnceLock::from(jit)),
+            };
+            self.compiled = Some(Arc::new(Compiled { direct, jit, reporter }));
+        }
+        Ok(self.compiled.as_ref().expect("set above"))
+    }
+
+    /// The program compiled as a [`JitProgram`], compiling it on first use.
+    pub(super) fn jit(
         &mut self,
         program: &Arc<Program>,
         error_printf: &Arc<ErrorPrint>,
-    ) -> Result<&Arc<Compiled>, String> {
-        if self.compiled.is_none() {
-            let jit =
-                JitProgram::compile(program.clone()).map_err(|error| format!("JIT compilation failed: {error}"))?;
-            self.compiled = Some(Arc::new(Compiled { jit, error_printf: error_printf.clone() }));
+    ) -> Result<&JitProgram, String> {
+        let compiled = self.compiled(program, error_printf)?;
+        if compiled.jit.get().is_none() {
+            let jit = JitProgram::compile(program.clone()).map_err(compile_error)?;
+            // Set just now: nothing else reaches it while `self` is borrowed.
+            let _ = compiled.jit.set(jit);
         }
-        Ok(self.compiled.as_ref().expect("set above"))
+        Ok(compiled.jit.get().expect("set above"))
     }
 
     /// The entry point for `mode`, generating it on first use.
@@ -77,6 +112,10 @@ impl Native {
         mode: Mode,
     ) -> Result<*const u8, String> {
         let compiled = self.compiled(program, error_printf)?.clone();
+        self.last = Some(mode);
+        if let Some(direct) = &compiled.direct {
+            return Ok(direct.code().as_ptr());
+        }
         let slot = match mode {
             Mode::Basic => &mut self.basic,
             Mode::Extended => &mut self.extended,
@@ -84,16 +123,34 @@ impl Native {
         if slot.is_none() {
             *slot = Some(entry_point(&compiled, mode)?);
         }
-        self.last = Some(mode);
         Ok(slot.as_ref().expect("set above").as_ptr())
     }
+
+    /// The code of the entry point of the last successful compile, for
+    /// ubpf_copy_jit().
+    pub(super) fn last_entry(&self) -> Option<&[u8]> {
+        let mode = self.last?;
+        if let Some(direct) = &self.compiled.as_ref()?.direct {
+            return Some(direct.code().bytes());
+        }
+        let slot = match mode {
+            Mode::Basic => &self.basic,
+            Mode::Extended => &self.extended,
+        };
+        slot.as_ref().map(ExecutableCode::bytes)
+    }
+}
+
+fn compile_error(error: crate::jit::JitError) -> String {
+    format!("JIT compilation failed: {error}")
 }
 
 type Basic = unsafe extern "C" fn(*mut c_void, usize, *const Compiled) -> u64;
 type Extended = unsafe extern "C" fn(*mut c_void, usize, *mut u8, usize, *const Compiled) -> u64;
 
 /// Generates the entry point of `mode` for `compiled`, in the JIT's
-/// executable memory: the direct entry where there is one, else the stub.
+/// executable memory, where the JIT gave no direct code: a stub calling the
+/// code directly where it may (aarch64), else the stub into Rust.
 /// Either refers to everything by absolute address and jumps within itself
 /// by relative offsets, so that a copy (ubpf_copy_jit) works anywhere.
 fn entry_point(compiled: &Compiled, mode: Mode) -> Result<ExecutableCode, String> {
@@ -102,96 +159,33 @@ fn entry_point(compiled: &Compiled, mode: Mode) -> Result<ExecutableCode, String
         Mode::Extended => run_extended as Extended as usize,
     } as u64;
     let context = std::ptr::from_ref(compiled) as u64;
-    let bytes = match compiled.jit.direct_entry() {
-        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-        Some(direct) => direct_code(&direct, context, rust_entry, mode)?,
-        _ => stub_code(context, rust_entry, mode)?,
-    };
+    #[cfg(target_arch = "aarch64")]
+    if let Some(direct) = compiled.jit.get().and_then(JitProgram::direct_entry) {
+        let sink = std::ptr::from_ref(&*compiled.reporter) as u64;
+        let bytes = direct_code(&direct, context, sink, rust_entry, mode)?;
+        return ExecutableCode::new(&bytes).map_err(|error| format!("mapping the entry point failed: {error}"));
+    }
+    let bytes = stub_code(context, rust_entry, mode)?;
     ExecutableCode::new(&bytes).map_err(|error| format!("mapping the entry point failed: {error}"))
 }
 
-/// The direct entry's code (System V), for either mode, as a C function
-/// would call the compiled code: checks the input as `bytes_mut` does
-/// (any input it would refuse goes the stub's way, to Rust, which reports
-/// it), reserves a frame holding the stack the code reads and its context,
-/// probing each page of it from the top so that a thread's guard page
-/// stops it, calls the code, and returns r0. A stopped run tail-calls
-/// [`fault`]; a run that succeeds while some thread holds a last error
-/// tail-calls [`succeeded`], which clears this thread's.
+/// The direct entry's code on aarch64 (AAPCS64), for either mode, as a C
+/// function would call the compiled code: checks the input as `bytes_mut`
+/// does (any input it would refuse goes the stub's way, to Rust, which
+/// reports it), reserves a frame holding the stack the code reads and its
+/// context (below a saved frame record, sp kept 16-byte aligned), probing
+/// each page of it from the top so that a thread's guard page stops it,
+/// calls the code, and returns r0. A stopped run tail-calls [`stopped`]
+/// with `sink`; a run that succeeds while some thread holds a last error
+/// tail-calls [`succeeded`], which clears this thread's. x16 and x17 are
+/// scratch.
 ///
-/// The frame, `rsp` after the reservation, 16-byte aligned for the call:
-/// `[rsp, rsp + stack_len)` the eBPF stack, whose top is `rsp + stack_len`;
-/// the context above it.
-#[cfg(target_arch = "x86_64")]
-fn direct_code(direct: &DirectEntry, context: u64, rust_entry: u64, mode: Mode) -> Result<Vec<u8>, String> {
-    use dynasmrt::x64::X64Relocation;
-    use dynasmrt::{DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
-
-    const PAGE: usize = 4096;
-    // The caller's call left rsp 8 below a multiple of 16.
-    let frame = (direct.stack_len + size_of::<Context>() + 7) / 16 * 16 + 8;
-    let stack_top = direct.stack_len as i32;
-    let pending = std::ptr::from_ref(&THREADS_WITH_LAST_ERROR) as i64;
-    let (context, rust_entry) = (context as i64, rust_entry as i64);
-    let (code, fault, succeeded) =
-        (direct.code as i64, fault as Fault as usize as i64, succeeded as Succeeded as usize as i64);
-    let mut ops = VecAssembler::<X64Relocation>::new(0);
-    dynasm!(ops ; .arch x64
-        ; test rsi, rsi
-        ; js >rust // longer than memory can hold
-        ; jz >empty
-        ; test rdi, rdi
-        ; jz >rust // NULL with a length
-        ; run:
-    );
-    let mut reserved = 0;
-    while frame - reserved > PAGE {
-        dynasm!(ops ; .arch x64 ; sub rsp, PAGE as i32 ; mov QWORD [rsp], 0);
-        reserved += PAGE;
-    }
-    dynasm!(ops ; .arch x64
-        ; sub rsp, (frame - reserved) as i32
-        ; lea rdx, [rsp + stack_top]
-        ; mov rcx, rdx
-        ; mov rax, QWORD code
-        ; call rax
-        ; add rsp, frame as i32
-        ; test rax, rax
-        ; jnz >stopped
-        ; mov rax, rdx
-        ; mov rcx, QWORD pending
-        ; cmp QWORD [rcx], 0
-        ; jne >clear
-        ; ret
-        ; empty: // r1 is 0 for an empty input, whatever mem is
-        ; xor edi, edi
-        ; jmp <run
-        ; stopped: // fault(compiled, status, value): r0's register, rdx, holds the value
-        ; mov rsi, rax
-        ; mov rdi, QWORD context
-        ; mov rax, QWORD fault
-        ; jmp rax
-        ; clear:
-        ; mov rdi, rax
-        ; mov rax, QWORD succeeded
-        ; jmp rax
-        ; rust:
-    );
-    match mode {
-        Mode::Basic => dynasm!(ops ; .arch x64 ; mov rdx, QWORD context),
-        Mode::Extended => dynasm!(ops ; .arch x64 ; mov r8, QWORD context),
-    }
-    dynasm!(ops ; .arch x64 ; mov rax, QWORD rust_entry ; jmp rax);
-    ops.finalize().map_err(|error| format!("generating the entry point failed: {error}"))
-}
-
-/// The direct entry's code on aarch64 (AAPCS64), as [`direct_code`] on
-/// x86-64 is: the same checks, frame (below a saved frame record, sp kept
-/// 16-byte aligned), probes and ways out. x16 and x17 are scratch.
+/// The frame, sp after the reservation: `[sp, sp + stack_len)` the eBPF
+/// stack, whose top is `sp + stack_len`; the context above it.
 #[cfg(target_arch = "aarch64")]
 // dynasm's aarch64 macro converts each dynamic register with `.into()`.
 #[allow(clippy::useless_conversion)]
-fn direct_code(direct: &DirectEntry, context: u64, rust_entry: u64, mode: Mode) -> Result<Vec<u8>, String> {
+fn direct_code(direct: &DirectEntry, context: u64, sink: u64, rust_entry: u64, mode: Mode) -> Result<Vec<u8>, String> {
     use dynasmrt::aarch64::Aarch64Relocation;
     use dynasmrt::{DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
 
@@ -199,12 +193,12 @@ fn direct_code(direct: &DirectEntry, context: u64, rust_entry: u64, mode: Mode) 
     let frame = (direct.stack_len + size_of::<Context>()).div_ceil(16) * 16;
     let halves = |value: u64| [0, 16, 32, 48].map(|shift| (value >> shift) as u32 & 0xffff);
     let pending = halves(std::ptr::from_ref(&THREADS_WITH_LAST_ERROR) as u64);
-    let (code, fault, succeeded) = (
+    let (code, stopped, succeeded) = (
         halves(direct.code as u64),
-        halves(fault as Fault as usize as u64),
+        halves(stopped as Stopped as usize as u64),
         halves(succeeded as Succeeded as usize as u64),
     );
-    let (context, rust_entry) = (halves(context), halves(rust_entry));
+    let (context, sink, rust_entry) = (halves(context), halves(sink), halves(rust_entry));
     let stack_top = direct.stack_len as u32;
     let mut ops = VecAssembler::<Aarch64Relocation>::new(0);
     macro_rules! load {
@@ -258,12 +252,12 @@ fn direct_code(direct: &DirectEntry, context: u64, rust_entry: u64, mode: Mode) 
         ; empty: // r1 is 0 for an empty input, whatever mem is
         ; mov x0, xzr
         ; b <run
-        ; stopped: // fault(compiled, status, value)
+        ; stopped: // stopped(sink, status, value)
         ; mov x2, x1
         ; mov x1, x0
     );
-    load!(0, context);
-    load!(16, fault);
+    load!(0, sink);
+    load!(16, stopped);
     dynasm!(ops ; .arch aarch64
         ; br x16
         ; clear: // succeeded(value): x0 holds it
@@ -280,29 +274,44 @@ fn direct_code(direct: &DirectEntry, context: u64, rust_entry: u64, mode: Mode) 
     ops.finalize().map_err(|error| format!("generating the entry point failed: {error}"))
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-type Fault = unsafe extern "C" fn(*const Compiled, u64, u64) -> u64;
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+type Stopped = unsafe extern "C" fn(*const Reporter, u64, u64) -> u64;
+type Refused = unsafe extern "C" fn(*mut c_void, usize, *const Reporter) -> u64;
 type Succeeded = extern "C" fn(u64) -> u64;
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 /// Where a direct entry goes when the code stopped a run with `status` and
 /// `value`: reports the error as [`run_native`] does and returns its
 /// failure value.
 ///
 /// # Safety
-/// `compiled` is the pointer the entry was generated with, whose program is
-/// still loaded.
-unsafe extern "C" fn fault(compiled: *const Compiled, status: u64, value: u64) -> u64 {
-    // SAFETY: the entry lives no longer than the `Compiled` it points at.
-    let compiled = unsafe { &*compiled };
-    if let Err(message) = guard(|| -> Result<(), String> { Err(compiled.jit.stopped(status, value).to_string()) }) {
-        compiled.error_printf.report(&message);
+/// `reporter` is the pointer the entry was generated with, whose program
+/// is still loaded.
+unsafe extern "C" fn stopped(reporter: *const Reporter, status: u64, value: u64) -> u64 {
+    // SAFETY: the entry lives no longer than the `Reporter` it points at.
+    let reporter = unsafe { &*reporter };
+    let error =
+        guard(|| -> Result<(), String> { Err(JitProgram::stopped(&reporter.program, status, value).to_string()) });
+    if let Err(message) = error {
+        reporter.error_printf.report(&message);
     }
     u64::MAX
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+/// Where a direct entry goes with an input that `bytes_mut` refuses:
+/// reports why, as [`run_native`] does, and returns its failure value.
+///
+/// # Safety
+/// As [`stopped`].
+unsafe extern "C" fn refused(mem: *mut c_void, mem_len: usize, reporter: *const Reporter) -> u64 {
+    // SAFETY: the entry lives no longer than the `Reporter` it points at.
+    let reporter = unsafe { &*reporter };
+    // SAFETY: an input the entry refused, which `bytes_mut` refuses
+    // without reading it.
+    if let Err(message) = guard(|| unsafe { bytes_mut(mem, mem_len, "mem") }.map(|_| ())) {
+        reporter.error_printf.report(&message);
+    }
+    u64::MAX
+}
+
 /// Where a direct entry goes after a run that returned `value` while some
 /// thread holds a last error: a run that succeeds clears this thread's.
 extern "C" fn succeeded(value: u64) -> u64 {
@@ -377,11 +386,13 @@ unsafe fn run_native(mem: *mut c_void, mem_len: usize, compiled: *const Compiled
     match guard(|| {
         // SAFETY: the caller's contract.
         let mem = unsafe { bytes_mut(mem, mem_len, "mem") }?;
-        compiled.jit.execute(mem).map_err(|error| error.to_string())
+        // Entries into Rust are made only beside a compiled `JitProgram`.
+        let jit = compiled.jit.get().ok_or("the program has no code to run")?;
+        jit.execute(mem).map_err(|error| error.to_string())
     }) {
         Ok(value) => value,
         Err(message) => {
-            compiled.error_printf.report(&message);
+            compiled.reporter.error_printf.report(&message);
             u64::MAX
         }
     }

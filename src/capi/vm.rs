@@ -754,10 +754,11 @@ pub unsafe extern "C" fn ubpf_compile_ex(
 /// @brief Copies the entry point of the last compile into `buffer` and
 /// returns it as a ::ubpf_jit_fn.
 ///
-/// Difference from ubpf: what is copied is the small stub that enters the
-/// VM's compiled program, not the program itself, so the copy (once the
-/// caller has made its memory executable) works only while the VM keeps the
-/// program loaded.
+/// Difference from ubpf: what is copied is the entry point, which refers to
+/// the VM's program, its helpers and data by address (on x86-64 it holds
+/// the compiled program itself, elsewhere a small stub that calls it), so
+/// the copy (once the caller has made its memory executable) works only
+/// while the VM keeps the program loaded.
 /// Thread safety: as ubpf_compile().
 ///
 /// @param[in] vm The VM, after ubpf_compile() or ubpf_compile_ex().
@@ -782,23 +783,18 @@ pub unsafe extern "C" fn ubpf_copy_jit(
         // SAFETY: the caller's contract.
         let vm = unsafe { vm_ref(vm) }?;
         let native = vm.loaded()?.native();
-        let stub = match native.last {
-            Some(Mode::Basic) => native.basic.as_ref(),
-            Some(Mode::Extended) => native.extended.as_ref(),
-            None => None,
-        }
-        .ok_or("the program has not been compiled: call ubpf_compile() first")?;
+        let code =
+            native.last_entry().ok_or("the program has not been compiled: call ubpf_compile() first")?;
         if buffer.is_null() {
             return Err("buffer is NULL".to_owned());
         }
-        let code = stub.bytes();
         if code.len() > size {
             return Err(format!("the buffer of {size} bytes is too small for {} bytes of code", code.len()));
         }
         // SAFETY: `buffer` holds `size` writable bytes, at least as many as
-        // copied, and cannot overlap the stub's own pages.
+        // copied, and cannot overlap the entry's own pages.
         unsafe { ptr::copy_nonoverlapping(code.as_ptr(), buffer.cast::<u8>(), code.len()) };
-        // SAFETY: the buffer now holds the stub, a `ubpf_jit_fn` once the
+        // SAFETY: the buffer now holds the entry, a `ubpf_jit_fn` once the
         // caller makes it executable, as ubpf's contract says.
         Ok(Some(unsafe { std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_void, usize) -> u64>(buffer) }))
     })
@@ -850,7 +846,7 @@ unsafe fn translate(vm: *mut ubpf_vm, buffer: *mut u8, size: *mut usize) -> Resu
     }
     let loaded = vm.loaded()?;
     let mut native = loaded.native();
-    let code = native.compiled(&loaded.program, &vm.error_printf)?.jit.code();
+    let code = native.jit(&loaded.program, &vm.error_printf)?.code();
     // SAFETY: not NULL, readable and writable by the caller's contract.
     let capacity = unsafe { size.replace(code.len()) };
     if buffer.is_null() {

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use crate::error::{ExecError, ExecErrorKind};
 use crate::helpers::builtin::RunState;
 use crate::interp::{self, Stack};
-use crate::isa::{self, MAX_CALL_DEPTH, STACK_FRAME_SIZE};
-use crate::memory::{self, STACK_SIZE};
+use crate::isa::{self, MAX_CALL_DEPTH};
+use crate::memory;
 use crate::program::Program;
 
 mod code_memory;
@@ -182,12 +182,35 @@ pub(crate) struct MachineCode {
     /// stack, and the caller may pass 0 instead of lending one.
     pub(crate) uses_stack: bool,
     /// Does the code make local calls? Without them only the entry frame,
-    /// the top `STACK_FRAME_SIZE` bytes of the stack, can be reached.
+    /// the top `STACK_FRAME_SIZE` bytes of the stack, can be reached. (For
+    /// the stub of [`JitProgram::direct_entry`].)
+    #[cfg(target_arch = "aarch64")]
     pub(crate) local_calls: bool,
     /// Does the code call a helper that may stop the run (see
     /// [`Program::has_stopping_helpers`]), other than the map lookups it
     /// makes itself ([`lookups`])? Then a run needs Rust around it.
     pub(crate) stopping_helpers: bool,
+}
+
+/// Where [`DirectCode`] goes off its fast path: absolute addresses of
+/// `extern "C"` functions and of what they are given.
+#[derive(Clone, Copy, Debug)]
+// Only the x86-64 backend generates direct code.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) struct DirectExits {
+    /// `fn(sink, status, value) -> u64`, tail-called when a run stops, with
+    /// the [`Exit`] the code would have returned: returns the entry's result.
+    pub(crate) stopped: u64,
+    /// `fn(mem, mem_len, sink) -> u64`, tail-called for an input the entry
+    /// refuses (a negative length, or NULL with a length).
+    pub(crate) refused: u64,
+    /// `fn(value) -> u64`, tail-called after a run that returned `value`
+    /// while the word at `pending` is not 0.
+    pub(crate) succeeded: u64,
+    /// The first argument of `stopped`, the third of `refused`.
+    pub(crate) sink: u64,
+    /// A word read after every run that succeeds.
+    pub(crate) pending: u64,
 }
 
 /// A call of the compiled code with nothing around it, for a program whose
@@ -197,11 +220,13 @@ pub(crate) struct MachineCode {
 /// of at least `stack_len` bytes below it that no other run uses meanwhile;
 /// status 0 in the returned [`Exit`] means r0 is its value, anything else
 /// is [`JitProgram::stopped`]'s to explain. The budget, memory checks and
-/// call depth are all in the code.
+/// call depth are all in the code. (x86-64 generates the whole entry
+/// instead: [`DirectCode`].)
+#[cfg(target_arch = "aarch64")]
 pub(crate) struct DirectEntry {
     pub(crate) code: *const u8,
     /// 0 when the code reads no stack, one frame when it makes no local
-    /// calls, else [`STACK_SIZE`].
+    /// calls, else [`memory::STACK_SIZE`].
     pub(crate) stack_len: usize,
 }
 
@@ -224,12 +249,64 @@ pub struct JitProgram {
     code: ExecutableCode,
     /// See [`MachineCode::uses_stack`].
     uses_stack: bool,
-    /// See [`MachineCode::local_calls`].
+    /// See [`MachineCode::local_calls`]; for the direct entry's stack.
+    #[cfg(target_arch = "aarch64")]
     local_calls: bool,
     /// Whether runs may be given input they only read: the program writes
     /// only its stack ([`Program::writes_only_stack`]), so it calls no
     /// helper either.
     reads_input_only: bool,
+}
+
+/// A program compiled as a `ubpf_jit_fn` (and `ubpf_jit_ex_fn`, whose stack
+/// it ignores) that runs it as [`JitProgram::execute`] does, from C, with
+/// nothing around it: it checks the input, keeps its context and stack in
+/// a frame of the caller's stack, and leaves through the [`DirectExits`] it
+/// was compiled with to report a refused input or a stopped run, or to
+/// clear the thread's last error. It keeps the program alive, as the code
+/// refers to its helpers and regions by address.
+pub(crate) struct DirectCode {
+    program: Arc<Program>,
+    code: ExecutableCode,
+}
+
+/// A program compiled for C callers: see [`compile_for_c`].
+pub(crate) enum ForC {
+    Direct(DirectCode),
+    /// Where the backend generates no direct code, or a run needs Rust
+    /// around it (a helper may stop the run or tail-call: see
+    /// [`JitProgram::run`]).
+    Jit(JitProgram),
+}
+
+/// What a backend makes of a program for C callers.
+pub(crate) enum MachineCodeForC {
+    /// Only from the x86-64 backend.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Direct(Vec<u8>),
+    Jit(MachineCode),
+}
+
+/// Compiles `program` for C callers: to [`DirectCode`] that leaves through
+/// `exits` where the backend can, else as [`JitProgram::compile`] does.
+pub(crate) fn compile_for_c(program: Arc<Program>, exits: &DirectExits) -> Result<ForC, JitError> {
+    Ok(match backend::compile_for_c(&program, exits)? {
+        MachineCodeForC::Direct(bytes) => ForC::Direct(DirectCode { code: ExecutableCode::new(&bytes)?, program }),
+        MachineCodeForC::Jit(machine_code) => ForC::Jit(JitProgram::with_code(program, machine_code)?),
+    })
+}
+
+impl DirectCode {
+    /// The code, a `ubpf_jit_fn` at offset 0. Its jumps are relative, so a
+    /// copy runs anywhere while the program lives.
+    pub(crate) fn code(&self) -> &ExecutableCode {
+        &self.code
+    }
+
+    /// The program this code was compiled from.
+    pub(crate) fn program(&self) -> &Arc<Program> {
+        &self.program
+    }
 }
 
 impl std::fmt::Debug for JitProgram {
@@ -255,6 +332,7 @@ impl JitProgram {
             targets: Mutex::new(Vec::new()),
             code: ExecutableCode::new(&machine_code.bytes)?,
             uses_stack: machine_code.uses_stack,
+            #[cfg(target_arch = "aarch64")]
             local_calls: machine_code.local_calls,
             reads_input_only: program.writes_only_stack(),
             program,
@@ -337,23 +415,24 @@ impl JitProgram {
     /// How generated code may call this code straight from C, or `None`
     /// when a run needs Rust around it (a helper may stop the run or
     /// tail-call: see [`JitProgram::run`]).
+    #[cfg(target_arch = "aarch64")]
     pub(crate) fn direct_entry(&self) -> Option<DirectEntry> {
         if self.stopping_helpers {
             return None;
         }
         let stack_len = match (self.uses_stack, self.local_calls) {
             (false, _) => 0,
-            (true, false) => STACK_FRAME_SIZE,
-            (true, true) => STACK_SIZE,
+            (true, false) => isa::STACK_FRAME_SIZE,
+            (true, true) => memory::STACK_SIZE,
         };
         Some(DirectEntry { code: self.code.as_ptr(), stack_len })
     }
 
-    /// The error of a run of the code that [`DirectEntry::code`] returned
-    /// with `status` (not [`Status::Exited`]) and `value`.
+    /// The error of a run of `program`'s code that returned `status` (not
+    /// [`Status::Exited`]) and `value`, as a direct entry reports them.
     #[cold]
-    pub(crate) fn stopped(&self, status: u64, value: u64) -> ExecError {
-        self.error(Exit { status, value })
+    pub(crate) fn stopped(program: &Program, status: u64, value: u64) -> ExecError {
+        exit_error(program, Exit { status, value })
     }
 
     /// The program this code was compiled from.
@@ -504,27 +583,33 @@ impl JitProgram {
     #[cold]
     #[inline(never)]
     fn error(&self, exit: Exit) -> ExecError {
-        let pc = (exit.status >> 8) as usize;
-        let insn = self.program.insns()[pc];
-        let kind = match exit.status & 0xff {
-            s if s == Status::Memory as u64 => {
-                let addr = exit.value;
-                let size = isa::access_size(insn.opc);
-                let write = insn.class() != isa::BPF_LDX;
-                memory_fault(&self.program, addr, size, write)
-            }
-            s if s == Status::Budget as u64 => ExecErrorKind::BudgetExhausted(self.program.instruction_limit()),
-            s if s == Status::CallDepth as u64 => ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH),
-            s if s == Status::PacketPointer as u64 => ExecErrorKind::BadPacketPointer { value: exit.value },
-            // The only other status that reaches here: `run_one` handles
-            // `HelperStop`, and `Exited` is no error.
-            s => {
-                debug_assert_eq!(s, Status::UnknownHelper as u64);
-                ExecErrorKind::UnknownHelper(exit.value)
-            }
-        };
-        ExecError { pc, insn, kind }
+        exit_error(&self.program, exit)
     }
+}
+
+/// The interpreter's error for a run of `program`'s code that stopped with
+/// `exit`.
+fn exit_error(program: &Program, exit: Exit) -> ExecError {
+    let pc = (exit.status >> 8) as usize;
+    let insn = program.insns()[pc];
+    let kind = match exit.status & 0xff {
+        s if s == Status::Memory as u64 => {
+            let addr = exit.value;
+            let size = isa::access_size(insn.opc);
+            let write = insn.class() != isa::BPF_LDX;
+            memory_fault(program, addr, size, write)
+        }
+        s if s == Status::Budget as u64 => ExecErrorKind::BudgetExhausted(program.instruction_limit()),
+        s if s == Status::CallDepth as u64 => ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH),
+        s if s == Status::PacketPointer as u64 => ExecErrorKind::BadPacketPointer { value: exit.value },
+        // The only other status that reaches here: `run_one` handles
+        // `HelperStop`, and `Exited` is no error.
+        s => {
+            debug_assert_eq!(s, Status::UnknownHelper as u64);
+            ExecErrorKind::UnknownHelper(exit.value)
+        }
+    };
+    ExecError { pc, insn, kind }
 }
 
 /// Classifies a refused access as the interpreter does ([`memory::fault`]).

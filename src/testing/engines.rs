@@ -9,12 +9,14 @@
 //! rather than as a number.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use crate::error::{ExecError, ExecErrorKind};
 use crate::image::Region;
 use crate::interp;
 use crate::isa::Insn;
-use crate::jit::JitProgram;
+use crate::jit::{self, DirectCode, DirectExits, ForC, JitError, JitProgram};
 use crate::program::Program;
 use crate::xdp;
 
@@ -38,6 +40,82 @@ const STACK_BYTE: u8 = 0x5a;
 /// compared runs must start from the same bytes.
 pub fn reset_thread_stack() {
     interp::with_thread_stack(|stack| stack.fill(STACK_BYTE));
+}
+
+/// `program`'s direct code (see `DirectCode`), which leaves through exits
+/// that [`run_direct`] reads; `None` where the backend gives none or a run
+/// needs Rust around it.
+pub(crate) fn compile_direct(program: Arc<Program>) -> Result<Option<DirectCode>, JitError> {
+    let exits = DirectExits {
+        stopped: direct_exits::stopped as DirectStopped as usize as u64,
+        refused: direct_exits::refused as DirectRefused as usize as u64,
+        succeeded: direct_exits::succeeded as DirectSucceeded as usize as u64,
+        sink: 0,
+        pending: std::ptr::from_ref(&direct_exits::PENDING) as u64,
+    };
+    Ok(match jit::compile_for_c(program, &exits)? {
+        ForC::Direct(code) => Some(code),
+        ForC::Jit(_) => None,
+    })
+}
+
+/// Runs `jit`'s direct code over `memory`, as a C caller calls it, on native
+/// stack that holds what [`reset_thread_stack`] leaves in the interpreter's.
+pub(crate) fn run_direct(direct: &DirectCode, memory: &mut [u8]) -> Result<u64, ExecError> {
+    let code = direct.code();
+    // SAFETY: the direct code is a `ubpf_jit_fn`: a C function of the input
+    // and its length.
+    let entry = unsafe { std::mem::transmute::<*const u8, extern "C" fn(*mut u8, usize) -> u64>(code.as_ptr()) };
+    // Each run takes the other way out of a success, so both are compared.
+    direct_exits::PENDING.fetch_xor(1, Ordering::Relaxed);
+    direct_exits::fill_stack_below();
+    let r0 = entry(memory.as_mut_ptr(), memory.len());
+    match direct_exits::STOPPED.take() {
+        Some((status, value)) => Err(JitProgram::stopped(direct.program(), status, value)),
+        None => Ok(r0),
+    }
+}
+
+type DirectStopped = extern "C" fn(u64, u64, u64) -> u64;
+type DirectRefused = extern "C" fn(*mut u8, usize, u64) -> u64;
+type DirectSucceeded = extern "C" fn(u64) -> u64;
+
+/// Where the direct code of [`compile_direct`] goes off its fast path.
+mod direct_exits {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::STACK_BYTE;
+    use crate::memory::STACK_SIZE;
+
+    thread_local! {
+        /// The status and value of this thread's last stopped run.
+        pub(super) static STOPPED: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+    }
+    /// The word the code reads after a success, 0 or 1.
+    pub(super) static PENDING: AtomicUsize = AtomicUsize::new(0);
+
+    pub(super) extern "C" fn stopped(_sink: u64, status: u64, value: u64) -> u64 {
+        STOPPED.set(Some((status, value)));
+        u64::MAX
+    }
+
+    pub(super) extern "C" fn refused(mem: *mut u8, len: usize, _sink: u64) -> u64 {
+        panic!("the direct code refused the input at {mem:?} of {len} bytes, which a slice is")
+    }
+
+    pub(super) extern "C" fn succeeded(value: u64) -> u64 {
+        value
+    }
+
+    /// Fills the native stack below the caller's with [`STACK_BYTE`], where
+    /// the direct code the caller calls next keeps its stack: a frame below
+    /// this one's top, its bytes not written again before that call.
+    #[inline(never)]
+    pub(super) fn fill_stack_below() {
+        let mut bytes = [STACK_BYTE; 2 * STACK_SIZE];
+        std::hint::black_box(&mut bytes);
+    }
 }
 
 /// One engine's run of a case.
@@ -439,8 +517,6 @@ impl fmt::Display for Divergence {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::testing::testgen::{GeneratedCase, program_from_seed};
 
@@ -681,5 +757,36 @@ mod tests {
         };
         assert_eq!(detail(0), None);
         assert!(detail(1).unwrap().starts_with("instructions executed: "));
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn direct_code_runs_on_the_pattern_and_reports_stops() {
+        use crate::helpers::Helpers;
+        use crate::image::Image;
+        use crate::program::Config;
+        // Unwritten stack at both ends of the frame; a fault past the input
+        // (at instruction 1); a DAG program (no budget kept) and a loop.
+        for source in [
+            "ldxdw r0, [r10-8]\nexit",
+            "ldxdw r0, [r10-512]\nexit",
+            "ldxb r0, [r1+3]\nexit",
+            "mov r0, 0\nldxb r3, [r1+3]\njgt r3, 2, +1\nmov r0, 5\nexit",
+            "mov r0, 0\nmov r3, 9\nadd r0, r3\nsub r3, 1\njne r3, 0, -3\nexit",
+        ] {
+            let load = || {
+                let image = Image { insns: crate::asm::assemble(source).unwrap(), ..Image::default() };
+                Arc::new(Program::from_image(image, &Helpers::new(), &Config::default()).unwrap())
+            };
+            for input in [&[1u8, 2, 3, 4][..], &[1, 2]] {
+                let (interpreted, compiled) = (load(), load());
+                let direct = compile_direct(compiled.clone()).unwrap().expect("direct code on x86-64");
+                let run = |memory: &mut [u8]| (run_direct(&direct, memory), None);
+                let result = compare(input, &interpreted, &compiled, run).unwrap_or_else(|d| panic!("{source}: {d}"));
+                if source.contains("r10") {
+                    assert_eq!(result, Ok(u64::from_ne_bytes([STACK_BYTE; 8])), "{source}");
+                }
+            }
+        }
     }
 }

@@ -133,18 +133,29 @@ impl GeneratedCase {
 
     /// Runs the case in the interpreter and in the JIT, entered as C callers
     /// enter it ([`JitProgram::execute`], which does not count instructions),
-    /// and compares them ([`engines::compare`]); the interpreter's result
-    /// when they agree, else a report of the difference and of the case.
+    /// and compares them ([`engines::compare`]); then, where the backend
+    /// generates it, the JIT's direct code likewise ([`engines::run_direct`]).
+    /// The interpreter's result when they agree, else a report of the
+    /// difference and of the case.
     pub fn compare_engines(&self) -> Result<Result<u64, ExecError>, String> {
         let refused =
             |error| format!("the generator made a program the verifier refuses: {error}\n{}", case_description(self));
+        let unjitted = |error| format!("the JIT refused a verified program: {error:?}\n{}", case_description(self));
         // One load per engine, so that both runs start from the same global data.
         let interpreted = self.load().map_err(refused)?;
         let compiled = Arc::new(self.load().map_err(refused)?);
-        let jit = JitProgram::compile(Arc::clone(&compiled))
-            .map_err(|error| format!("the JIT refused a verified program: {error:?}\n{}", case_description(self)))?;
-        engines::compare(&self.input, &interpreted, &compiled, |memory| (jit.execute(memory), None))
-            .map_err(|divergence| format!("{divergence}{}", case_description(self)))
+        let jit = JitProgram::compile(Arc::clone(&compiled)).map_err(unjitted)?;
+        let result = engines::compare(&self.input, &interpreted, &compiled, |memory| (jit.execute(memory), None))
+            .map_err(|divergence| format!("{divergence}{}", case_description(self)))?;
+        let compiled = Arc::new(self.load().map_err(refused)?);
+        if let Some(direct) = engines::compile_direct(Arc::clone(&compiled)).map_err(unjitted)? {
+            let interpreted = self.load().map_err(refused)?;
+            let run = |memory: &mut [u8]| (engines::run_direct(&direct, memory), None);
+            engines::compare(&self.input, &interpreted, &compiled, run)
+                .map_err(|divergence| format!("direct code: {divergence}{}", case_description(self)))?
+                .ok();
+        }
+        Ok(result)
     }
 }
 

@@ -41,10 +41,16 @@
 
 mod emitter;
 
-use super::{JitError, MachineCode};
+use super::{DirectExits, JitError, MachineCode, MachineCodeForC};
 use crate::program::Program;
 
 /// Compiles a verified program.
 pub(super) fn compile(program: &Program) -> Result<MachineCode, JitError> {
     emitter::emit(program)
+}
+
+/// Compiles a verified program for C callers: no direct code here (the C
+/// API wraps the code in a stub instead).
+pub(super) fn compile_for_c(program: &Program, _exits: &DirectExits) -> Result<MachineCodeForC, JitError> {
+    Ok(MachineCodeForC::Jit(compile(program)?))
 }

@@ -14,7 +14,8 @@ use crate::jit::checks::Check;
 use crate::jit::fusion::Fusion;
 use crate::jit::lookups::MapLookup;
 use crate::jit::plan::Plan;
-use crate::jit::{Context, JitError, MachineCode, Scratch, Status};
+use crate::jit::{Context, DirectExits, JitError, MachineCode, Scratch, Status};
+use crate::memory::STACK_SIZE;
 use crate::program::Program;
 
 /// Where each eBPF register lives while the program runs (index = eBPF
@@ -220,19 +221,18 @@ fn reg(index: u8) -> Rq {
     HOST[index as usize & 15]
 }
 
-/// The code of a verified program.
-pub(super) fn emit(program: &Program) -> Result<MachineCode, JitError> {
-    let plan = Plan::new(program);
-    let mut emitter = Emitter::new(program, &plan);
+/// The code of a verified program by its `plan`: the function `Entry` of
+/// the Rust side, or with `direct`, the function a C caller calls itself
+/// (see `DirectCode`), which leaves through `direct`'s exits.
+pub(super) fn emit(program: &Program, plan: &Plan, direct: Option<&DirectExits>) -> Result<MachineCode, JitError> {
+    let mut emitter = Emitter::new(program, plan, direct.copied());
     emitter.emit_prologue();
     emitter.emit_body()?;
     emitter.emit_cold()?;
     emitter.emit_shared_exits();
     emitter.emit_region_checks();
     let bytes = emitter.ops.finalize().map_err(|error| JitError::Assembler(error.to_string()))?;
-    let uses_stack = emitter.frame_in_rbp || plan.checks.any_check || plan.flow.local_calls || plan.flow.helper_calls;
-    let stopping_helpers = plan.checks.stopping_helpers;
-    Ok(MachineCode { bytes, uses_stack, local_calls: plan.flow.local_calls, stopping_helpers })
+    Ok(MachineCode { bytes, uses_stack: emitter.uses_stack, stopping_helpers: plan.checks.stopping_helpers })
 }
 
 struct Emitter<'p> {
@@ -276,6 +276,20 @@ struct Emitter<'p> {
     /// Does rbp hold eBPF r10? Not when no instruction names r10 and there
     /// are no local calls: then it is the stack top, in the context.
     frame_in_rbp: bool,
+    /// Does the code read its stack? See `MachineCode::uses_stack`.
+    uses_stack: bool,
+    /// The direct entry's exits, when emitting one: then the entry checks
+    /// the input and keeps its stack and context in `direct_frame` bytes of
+    /// the native stack (see `emit_direct_entry`), and nothing reads the
+    /// instruction count a run leaves, so none is kept but for the budget.
+    direct: Option<DirectExits>,
+    direct_frame: i32,
+    /// The direct entry's labels: its special input lengths, a refused
+    /// input, the run after the checks, a success that clears the last
+    /// error (see `DirectExits`).
+    direct_labels: [DynamicLabel; 4],
+    /// The bytes of stack below the stack top that the code may use.
+    stack_len: i32,
     /// Emitting a copy: every access gets its own check.
     individual: bool,
     /// Where code resumes after a copy: (the copy's last slot, label).
@@ -287,7 +301,7 @@ struct Emitter<'p> {
 }
 
 impl<'p> Emitter<'p> {
-    fn new(program: &'p Program, plan: &'p Plan) -> Emitter<'p> {
+    fn new(program: &'p Program, plan: &'p Plan, direct: Option<DirectExits>) -> Emitter<'p> {
         let insns = program.insns();
         let mut ops = Assembler::with_capacity(24 * insns.len() + 256, insns.len() / 2 + 16, insns.len() + 16);
         let mut target_labels = Vec::new();
@@ -305,9 +319,22 @@ impl<'p> Emitter<'p> {
             .collect();
         let call_saved: Vec<Rq> = (6..=9).filter(|&r| plan.flow.used[r]).map(|r| REGISTER_MAP[r]).collect();
         let big_limit = program.instruction_limit() > REMAINING_MAX;
-        let budget_in_register = plan.flow.branches || big_limit;
         let dag = plan.flow.branches && !big_limit && !plan.flow.to_exit.is_empty();
+        // Where the count is not read, a DAG program that calls no helper
+        // needs no budget: only a call could stop it for its count.
+        let needs_budget = direct.is_none() || !dag || plan.flow.helper_calls;
+        let budget_in_register = (plan.flow.branches || big_limit) && needs_budget;
+        let dag = dag && needs_budget;
         let frame_in_rbp = plan.flow.used[FRAME_REG as usize] || plan.flow.local_calls;
+        let uses_stack = frame_in_rbp || plan.checks.any_check || plan.flow.local_calls || plan.flow.helper_calls;
+        let stack_len = match (uses_stack, plan.flow.local_calls) {
+            (false, _) => 0,
+            (true, false) => STACK_FRAME_SIZE,
+            (true, true) => STACK_SIZE,
+        };
+        // A multiple of 16, so that the code below finds rsp as a call
+        // leaves it.
+        let direct_frame = (stack_len + size_of::<Context>()).div_ceil(16) * 16;
         let mut saved = Vec::with_capacity(6);
         if frame_in_rbp {
             saved.push(Rq::RBP);
@@ -319,6 +346,7 @@ impl<'p> Emitter<'p> {
         // Helpers want rsp 16-byte aligned: the return address and the
         // pushes, then padding.
         let padding = if !plan.flow.helper_calls || (saved.len() + 1) % 2 == 0 { 0 } else { 8 };
+        let direct_labels = [(); 4].map(|()| ops.new_dynamic_label());
         Emitter {
             fault: ops.new_dynamic_label(),
             unwind: ops.new_dynamic_label(),
@@ -339,6 +367,11 @@ impl<'p> Emitter<'p> {
             budget_in_register,
             dag,
             frame_in_rbp,
+            uses_stack,
+            direct,
+            direct_frame: direct_frame as i32,
+            direct_labels,
+            stack_len: stack_len as i32,
             individual: false,
             resume: Vec::new(),
         }
@@ -349,6 +382,9 @@ impl<'p> Emitter<'p> {
     /// registers as the interpreter does: r1 = input address, r2 = its
     /// length (both already there), r10 = stack top, all others 0.
     fn emit_prologue(&mut self) {
+        if self.direct.is_some() {
+            self.emit_direct_entry();
+        }
         for &host in &self.saved {
             x64!(self.ops ; push Rq(host));
         }
@@ -421,6 +457,37 @@ impl<'p> Emitter<'p> {
                 x64!(self.ops ; xor Rd(host), Rd(host));
             }
         }
+    }
+
+    /// The direct entry's start, as a C function would call the code: checks
+    /// the input as the C API's boundary does (an empty input is r1 = 0;
+    /// any input it would refuse goes to `refused`), reserves the frame,
+    /// probing each page of it from the top so that a thread's guard page
+    /// stops it, and passes the context and stack top as the Rust side
+    /// does: `[rsp, rsp + stack_len)` the eBPF stack, whose top is
+    /// `rsp + stack_len`, the context above it.
+    fn emit_direct_entry(&mut self) {
+        const PAGE: i32 = 4096;
+        let (special, refused, run) = (self.direct_labels[0], self.direct_labels[1], self.direct_labels[2]);
+        x64!(self.ops
+            ; test rsi, rsi
+            ; jle =>special // empty, or longer than memory can hold
+            ; test rdi, rdi
+            ; jz =>refused // NULL with a length
+            ; =>run
+        );
+        let frame = self.direct_frame;
+        let mut reserved = 0;
+        while frame - reserved > PAGE {
+            x64!(self.ops ; sub rsp, PAGE ; mov QWORD [rsp], 0);
+            reserved += PAGE;
+        }
+        let stack_top = self.stack_len;
+        x64!(self.ops
+            ; sub rsp, frame - reserved
+            ; lea rdx, [rsp + stack_top]
+            ; mov rcx, rdx
+        );
     }
 
     fn emit_body(&mut self) -> Result<(), JitError> {
@@ -1636,22 +1703,56 @@ impl<'p> Emitter<'p> {
         } else {
             // At depth 0, with nothing pushed since the prologue.
             if self.budget_in_register {
-                x64!(self.ops ; mov [r10 + CTX_REMAINING], r12);
+                self.emit_store_budget();
             } else {
                 self.emit_store_count(self.pending);
                 self.pending = 0;
             }
-            x64!(self.ops
-                ; mov rdx, rax
-                ; xor eax, eax
-            );
+            self.emit_exited();
             self.emit_epilogue(false);
         }
     }
 
-    /// Restores the native stack (from any depth, when asked) and the
-    /// callee-saved registers, and returns.
+    /// Puts r0 where the run's result goes: the Rust side's [`Exit`] is
+    /// status 0 in rax, r0 in rdx; a direct entry returns r0 itself.
+    ///
+    /// [`Exit`]: crate::jit::Exit
+    fn emit_exited(&mut self) {
+        if self.direct.is_none() {
+            x64!(self.ops
+                ; mov rdx, rax
+                ; xor eax, eax
+            );
+        }
+    }
+
+    /// With the budget in r12: leaves it in the context, where the Rust
+    /// side reads the count.
+    fn emit_store_budget(&mut self) {
+        if self.direct.is_none() {
+            x64!(self.ops ; mov [r10 + CTX_REMAINING], r12);
+        }
+    }
+
+    /// Restores the native stack and the callee-saved registers, and
+    /// returns: a direct entry by way of the last error's clearing, when
+    /// some thread has one.
     fn emit_epilogue(&mut self, from_any_depth: bool) {
+        self.emit_restore(from_any_depth);
+        if let Some(exits) = self.direct {
+            let clear = self.direct_labels[3];
+            x64!(self.ops
+                ; mov rcx, QWORD exits.pending as i64
+                ; cmp QWORD [rcx], 0
+                ; jne =>clear
+            );
+        }
+        x64!(self.ops ; ret);
+    }
+
+    /// Restores the native stack (from any depth, when asked), the
+    /// callee-saved registers and, in a direct entry, the caller's rsp.
+    fn emit_restore(&mut self, from_any_depth: bool) {
         if from_any_depth && self.plan.flow.local_calls {
             x64!(self.ops ; mov rsp, [r10 + CTX_SAVED_SP]);
         }
@@ -1661,12 +1762,17 @@ impl<'p> Emitter<'p> {
         for &host in self.saved.clone().iter().rev() {
             x64!(self.ops ; pop Rq(host));
         }
-        x64!(self.ops ; ret);
+        if self.direct.is_some() {
+            x64!(self.ops ; add rsp, self.direct_frame);
+        }
     }
 
     /// Without the budget register: leaves `limit - executed` in the
     /// context, for a count known here.
     fn emit_store_count(&mut self, executed: i32) {
+        if self.direct.is_some() {
+            return;
+        }
         let remaining = self.program.instruction_limit().wrapping_sub(executed as i64 as u64) as i64;
         match i32::try_from(remaining) {
             Ok(remaining) => x64!(self.ops ; mov QWORD [r10 + CTX_REMAINING], DWORD remaining),
@@ -1677,7 +1783,9 @@ impl<'p> Emitter<'p> {
     /// Counts `unflushed` more instructions and stops the run at `pc` with
     /// `status` (r11 holding the value to report).
     fn emit_stop_tail(&mut self, pc: usize, status: Status, unflushed: i32) {
-        if self.budget_in_register {
+        if self.direct.is_some() {
+            // Nothing reads the count.
+        } else if self.budget_in_register {
             if unflushed != 0 {
                 x64!(self.ops ; sub r12, DWORD unflushed);
             }
@@ -1727,7 +1835,7 @@ impl<'p> Emitter<'p> {
                     x64!(self.ops ; =>label);
                     if !self.budget_in_register {
                         self.emit_store_count(unflushed);
-                    } else if unflushed != 0 {
+                    } else if unflushed != 0 && self.direct.is_none() {
                         // In DAG mode too: the budget left is r12 - pending.
                         x64!(self.ops ; sub r12, DWORD unflushed);
                     }
@@ -1758,14 +1866,24 @@ impl<'p> Emitter<'p> {
     /// more of the budget into r12.
     fn emit_shared_exits(&mut self) {
         let (fault, unwind, exit, refill) = (self.fault, self.unwind, self.exit, self.refill);
-        x64!(self.ops
-            ; =>fault
-            ; mov rdx, r11
-        );
-        if self.budget_in_register {
-            x64!(self.ops ; mov [r10 + CTX_REMAINING], r12);
+        x64!(self.ops ; =>fault);
+        if let Some(exits) = self.direct {
+            // stopped(sink, status, value)
+            self.emit_restore(true);
+            x64!(self.ops
+                ; mov rdx, r11
+                ; mov rsi, rax
+                ; mov rdi, QWORD exits.sink as i64
+                ; mov rax, QWORD exits.stopped as i64
+                ; jmp rax
+            );
+        } else {
+            x64!(self.ops ; mov rdx, r11);
+            if self.budget_in_register {
+                self.emit_store_budget();
+            }
+            self.emit_epilogue(true);
         }
-        self.emit_epilogue(true);
         x64!(self.ops
             ; =>unwind
             ; xor eax, eax
@@ -1773,13 +1891,27 @@ impl<'p> Emitter<'p> {
         );
         // Reached only through calls, which keep the budget in r12.
         if self.budget_in_register {
-            x64!(self.ops ; mov [r10 + CTX_REMAINING], r12);
+            self.emit_store_budget();
         }
-        x64!(self.ops
-            ; mov rdx, rax
-            ; xor eax, eax
-        );
+        self.emit_exited();
         self.emit_epilogue(true);
+        if let Some(exits) = self.direct {
+            let [special, refused, run, clear] = self.direct_labels;
+            x64!(self.ops
+                ; =>special
+                ; js =>refused
+                ; xor edi, edi // r1 is 0 for an empty input, whatever mem is
+                ; jmp =>run
+                ; =>refused // refused(mem, mem_len, sink)
+                ; mov rdx, QWORD exits.sink as i64
+                ; mov rax, QWORD exits.refused as i64
+                ; jmp rax
+                ; =>clear // succeeded(r0)
+                ; mov rdi, rax
+                ; mov rax, QWORD exits.succeeded as i64
+                ; jmp rax
+            );
+        }
         if self.big_limit {
             let again = self.ops.new_dynamic_label();
             let done = self.ops.new_dynamic_label();

@@ -16,6 +16,15 @@
 //! sets up only what the program uses (callee-saved registers it names,
 //! r10, the budget register, the input bounds its checks read).
 //!
+//! Direct code. For the C API a program is emitted as a `ubpf_jit_fn`
+//! instead (see `super::DirectCode`): the prologue first checks
+//! the input and reserves the eBPF stack and the context on the native
+//! stack; an exit returns r0 itself (by way of the C API's last-error
+//! clearing when some thread has one), and a fault tail-calls the C API's
+//! reporting. Nothing reads the count of such a run, so it keeps the budget
+//! only where a check can stop the run for it (not in DAG mode without
+//! helper calls) and stores no count.
+//!
 //! Fused runs. A few runs of instructions are emitted as one (see
 //! `super::fusion`): `mov; add` as an `lea`, and the 16-bit reads of packet fields
 //! that clang writes as two byte loads, a shift and an or (BPF has no
@@ -91,14 +100,31 @@ mod assembler;
 mod emitter;
 mod encoder;
 
-use super::{JitError, MachineCode};
+use super::plan::Plan;
+use super::{DirectExits, JitError, MachineCode, MachineCodeForC};
 use crate::program::Program;
 
 /// Compiles a verified program.
 pub(super) fn compile(program: &Program) -> Result<MachineCode, JitError> {
+    supported()?;
+    emitter::emit(program, &Plan::new(program), None)
+}
+
+/// Compiles a verified program for C callers: its direct code (see
+/// `super::DirectCode`), unless a run needs Rust around it.
+pub(super) fn compile_for_c(program: &Program, exits: &DirectExits) -> Result<MachineCodeForC, JitError> {
+    supported()?;
+    let plan = Plan::new(program);
+    if plan.checks.stopping_helpers {
+        return Ok(MachineCodeForC::Jit(emitter::emit(program, &plan, None)?));
+    }
+    Ok(MachineCodeForC::Direct(emitter::emit(program, &plan, Some(exits))?.bytes))
+}
+
+fn supported() -> Result<(), JitError> {
     if cfg!(windows) {
         // Helpers are `extern "C"`, which is not System V there.
         return Err(JitError::Unsupported("x86_64-windows"));
     }
-    emitter::emit(program)
+    Ok(())
 }

@@ -329,8 +329,15 @@ pub(super) extern "C" fn redirect_map(map: u64, key: u64, flags: u64, _: u64, _:
         }
         // The kernel's redirect maps take 32-bit keys.
         let index = key as u32;
-        let found = map.lookup(&index.to_ne_bytes()).map_err(|_| unsupported(REDIRECT_MAP, map))?;
-        match found {
+        let key = index.to_ne_bytes();
+        // A devmap's value is read in place, without the copy a lookup makes;
+        // a cpumap's has no address, and only its presence counts.
+        let found = if map_type == MapType::CpuMap {
+            map.lookup(&key).map(|value| value.map(|_| 0))
+        } else {
+            map.lookup_addr(&key)
+        };
+        match found.map_err(|_| unsupported(REDIRECT_MAP, map))? {
             None => {
                 record_target(block, 0, 0);
                 Ok(flags & XDP_ACTION_MASK)
@@ -340,7 +347,10 @@ pub(super) extern "C" fn redirect_map(map: u64, key: u64, flags: u64, _: u64, _:
                 Ok(Action::Redirect as u64)
             }
             Some(value) => {
-                let ifindex = u32::from_ne_bytes(value[..4].try_into().expect("a devmap value holds an ifindex"));
+                // SAFETY: the address of a devmap's value, which starts with
+                // its ifindex, in the map's memory, which the program keeps
+                // alive for the run.
+                let ifindex = unsafe { (value as *const u32).read_unaligned() };
                 record_target(block, ifindex, xdp_context::REDIRECT_DEVICE);
                 Ok(Action::Redirect as u64)
             }

@@ -5,22 +5,43 @@
 # kernel's JIT (bpftool prog run ... repeat N, BPF_PROG_TEST_RUN). Not a
 # test: the numbers depend on the machine and its load.
 #
-#   scripts/bench-xdp.sh [REPEAT]          (as root; REPEAT default 2000000)
+#   scripts/bench-xdp.sh [--lib LIBRARY] [--only filter|examples] [REPEAT]
 #
-# The objects are Debian's: xdp-tests' xdp_pass.o and xdp_drop.o, and
-# libxdp1's ten xdp-filter programs (xdpfilt_*.o) with their maps filled as
-# tests/kernel/xdp.json records them (as the xdp-filter command fills them:
-# ports, addresses, a MAC). The frames are that recording's, up to 1514
-# bytes. For each object and frame, each side gives ns per run (ours: the
-# fastest of 15 batches of thread CPU time; the kernel's: the fastest of 5
-# bpftool runs, whose average includes test_run's own cost per run), and
-# both must return the same action. Per object: the mean over the frames,
-# and the marginal cost, that mean less the same side's for xdp_pass.o (the
-# empty program), which takes out each side's fixed cost per run (test_run's
-# loop; our call and context). The ratio is ours over the kernel's.
+# As root. REPEAT defaults to 2000000. --lib times a libqemu_ubpf.so built
+# elsewhere (another branch's, for a before/after in one sitting) instead of
+# building this tree's.
+#
+# Two sets of objects, each over the frames of its kernel recording up to
+# 1514 bytes, with its maps filled as that recording's map_setup says:
+# - filter: Debian's xdp-tests xdp_pass.o and xdp_drop.o, and libxdp1's ten
+#   xdp-filter programs (xdpfilt_*.o), with the maps the xdp-filter command
+#   fills (ports, addresses, a MAC), from tests/kernel/xdp.json;
+# - examples: examples/xdp/*.o, which call XDP helpers, from
+#   tests/kernel/xdp_examples.json, with xdp_pass.o again as the empty one.
+# For each object and frame, each side gives ns per run (ours: the fastest
+# of 15 batches of thread CPU time; the kernel's: the fastest of 5 bpftool
+# runs, whose average includes test_run's own cost per run), and both must
+# end with the same action. Both sides run over the same bytes again and
+# again, so a program that rewrites its frame (ping, dnat, vlan_pop) sees
+# its own output from its second run on; bpftool reports the last run's
+# action, and so does the harness. Ours fills the context before each run,
+# as an embedder does, while test_run keeps the pointers a run moved: there
+# truncate cuts the frame on the first run only.
+# Per set and object: the mean over the frames, and the marginal cost, that
+# mean less the same side's for xdp_pass.o (the empty program), which takes
+# out each side's fixed cost per run (test_run's loop; our call and
+# context). The ratio is ours over the kernel's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+library="" only=""
+while [ $# -gt 0 ]; do
+    case $1 in
+    --lib) library=$(realpath "$2") && shift 2 ;;
+    --only) only=$2 && shift 2 ;;
+    *) break ;;
+    esac
+done
 repeat=${1:-2000000}
 if [ "$(id -u)" != 0 ] || ! command -v bpftool >/dev/null; then
     echo "needs root and bpftool (apt-get install bpftool)" >&2
@@ -30,10 +51,13 @@ work=$(mktemp -d)
 pins=/sys/fs/bpf/qemu_ubpf_bench_xdp
 trap 'rm -rf "$work" "$pins"' EXIT
 
-echo "== building the library and the harness" >&2
-cargo build --release --lib >&2
+if [ -z "$library" ]; then
+    echo "== building the library" >&2
+    cargo build --release --lib >&2
+    library=$PWD/target/release/libqemu_ubpf.so
+fi
 # The library under its SONAME, beside the harness.
-ln -s "$PWD/target/release/libqemu_ubpf.so" "$work/libqemu-ubpf.so.0"
+ln -s "$library" "$work/libqemu-ubpf.so.0"
 gcc -O2 -Wall -Wextra -Werror -I include -o "$work/xdp" benches/capi/xdp.c \
     "$work/libqemu-ubpf.so.0" "-Wl,-rpath,$work"
 
@@ -45,32 +69,43 @@ fi
 rm -rf "$pins"
 mkdir -p "$pins"
 
-# The frames as files, and per object its maps as the harness takes them.
-python3 - "$work" <<'EOF'
+# Per set, in $work/SET: the frames as files, and per object its maps as the
+# harness takes them.
+python3 - "$work" "$only" <<'EOF'
 import glob, json, os, sys
-work = sys.argv[1]
-record = json.load(open("tests/kernel/xdp.json"))
-frames = []
-for name, hexbytes in sorted(record["frames"].items()):
-    if 14 <= len(hexbytes) // 2 <= 1514:
-        open(os.path.join(work, name + ".bin"), "wb").write(bytes.fromhex(hexbytes))
-        frames.append(name)
-open(os.path.join(work, "frames"), "w").write("\n".join(frames) + "\n")
-setups = {o["object"]: o["map_setup"] for o in record["objects"]}
-objects = ["/usr/libexec/xdp-tools/xdp_pass.o", "/usr/libexec/xdp-tools/xdp_drop.o"]
-objects += sorted(glob.glob("/usr/lib/*/bpf/xdpfilt_*.o"))
-with open(os.path.join(work, "objects"), "w") as out:
-    for path in objects:
-        setup = next((s for o, s in setups.items() if os.path.basename(o) == os.path.basename(path)), [])
-        maps = ",".join(f"{e['map']}={e['key']}:{e['value']}" for e in setup) or "-"
-        out.write(f"{path} {maps}\n")
+work, only = sys.argv[1], sys.argv[2]
+empty = "/usr/libexec/xdp-tools/xdp_pass.o"
+sets = {
+    "filter": ("tests/kernel/xdp.json",
+               [empty, "/usr/libexec/xdp-tools/xdp_drop.o"] + sorted(glob.glob("/usr/lib/*/bpf/xdpfilt_*.o"))),
+    "examples": ("tests/kernel/xdp_examples.json", [empty] + sorted(glob.glob("examples/xdp/*.o"))),
+}
+if only and only not in sets:
+    sys.exit(f"--only takes one of {', '.join(sets)}")
+for name, (recording, objects) in sets.items():
+    if only and name != only:
+        continue
+    record = json.load(open(recording))
+    directory = os.path.join(work, name)
+    os.mkdir(directory)
+    frames = []
+    for frame, hexbytes in sorted(record["frames"].items()):
+        if 14 <= len(hexbytes) // 2 <= 1514:
+            open(os.path.join(directory, frame + ".bin"), "wb").write(bytes.fromhex(hexbytes))
+            frames.append(frame)
+    open(os.path.join(directory, "frames"), "w").write("\n".join(frames) + "\n")
+    setups = {os.path.basename(o["object"]): o["map_setup"] for o in record["objects"]}
+    with open(os.path.join(directory, "objects"), "w") as out:
+        for path in objects:
+            setup = setups.get(os.path.basename(path), [])
+            maps = ",".join(f"{e['map']}={e['key']}:{e['value']}" for e in setup) or "-"
+            out.write(f"{path} {maps}\n")
+    with open(os.path.join(work, "sets"), "a") as out:
+        out.write(name + "\n")
 EOF
-mapfile -t frames <"$work/frames"
-frame_files=()
-for f in "${frames[@]}"; do frame_files+=("$work/$f.bin"); done
-echo "== ${#frames[@]} frames: ${frames[*]}" >&2
 
-# The kernel's ns per run and action for one frame: the fastest of 5.
+# The kernel's ns per run and its last run's action for one frame: the
+# fastest of 5.
 kernel_run() {
     local pin=$1 input=$2 best="" retval=""
     for _ in 1 2 3 4 5; do
@@ -83,70 +118,83 @@ kernel_run() {
     echo "$retval $best"
 }
 
-results=$work/results
-: >"$results"
-while read -r object maps; do
-    name=$(basename "$object" .o)
-    if [ ! -f "$object" ]; then
-        echo "$name: $object is missing (apt-get install xdp-tests libxdp1)" >&2
-        continue
-    fi
-    ours=$("$work/xdp" "$object" "$maps" "${frame_files[@]}")
-    dir=$pins/$name
-    mkdir -p "$dir"
-    # xdp-filter's maps are pinned by name in /sys/fs/bpf, as xdp-filter
-    # shares them between its programs: each object gets new ones here,
-    # removed after it.
-    before=$(ls /sys/fs/bpf)
-    bpftool prog load "$object" "$dir/prog" type xdp 2>"$work/$name.log" || {
-        echo "$name: the kernel refused it:" >&2
-        tail -n 5 "$work/$name.log" >&2
-        continue
-    }
-    new_pins=$(comm -13 <(sort <<<"$before") <(ls /sys/fs/bpf | sort))
-    # The program's maps by name, as "NAME ID" lines.
-    bpftool prog show pinned "$dir/prog" -j | python3 -c '
+# Times one set's objects into $work/SET/results, "NAME OURS KERNEL" lines.
+bench_set() {
+    local set_dir=$work/$1 object maps
+    local -a frames frame_files=()
+    mapfile -t frames <"$set_dir/frames"
+    for f in "${frames[@]}"; do frame_files+=("$set_dir/$f.bin"); done
+    echo "== $1: ${#frames[@]} frames: ${frames[*]}" >&2
+    : >"$set_dir/results"
+    while read -r object maps; do
+        local name ours dir before new_pins kernel_total our_mean kernel_mean
+        name=$(basename "$object" .o)
+        if [ ! -f "$object" ]; then
+            echo "$name: $object is missing (apt-get install xdp-tests libxdp1)" >&2
+            continue
+        fi
+        ours=$("$work/xdp" "$object" "$maps" "${frame_files[@]}")
+        dir=$pins/$name
+        mkdir -p "$dir"
+        # xdp-filter's maps are pinned by name in /sys/fs/bpf, as xdp-filter
+        # shares them between its programs: each object gets new ones here,
+        # removed after it.
+        before=$(ls /sys/fs/bpf)
+        bpftool prog load "$object" "$dir/prog" type xdp 2>"$work/$name.log" || {
+            echo "$name: the kernel refused it:" >&2
+            tail -n 5 "$work/$name.log" >&2
+            continue
+        }
+        new_pins=$(comm -13 <(sort <<<"$before") <(ls /sys/fs/bpf | sort))
+        # The program's maps by name, as "NAME ID" lines.
+        bpftool prog show pinned "$dir/prog" -j | python3 -c '
 import json, subprocess, sys
 for id in json.load(sys.stdin).get("map_ids", []):
     info = json.loads(subprocess.run(["bpftool", "map", "show", "id", str(id), "-j"], capture_output=True).stdout)
     print(info["name"], id)' >"$work/maps"
-    if [ "$maps" != "-" ]; then
-        IFS=, read -ra entries <<<"$maps"
-        for entry in "${entries[@]}"; do
-            map=${entry%%=*} rest=${entry#*=}
-            id=$(awk -v name="$map" '$1 == name { print $2 }' "$work/maps")
-            [ -n "$id" ] || continue # as the recording: a map the program lacks
-            key=$(sed 's/../& /g' <<<"${rest%%:*}") value=$(sed 's/../& /g' <<<"${rest#*:}")
-            # shellcheck disable=SC2086 # one word per byte
-            bpftool map update id "$id" key hex $key value hex $value
-        done
-    fi
-    kernel_total=0
-    for i in "${!frames[@]}"; do
-        read -r kernel_retval kernel_ns < <(kernel_run "$dir/prog" "${frame_files[$i]}")
-        read -r _ our_retval _ < <(sed -n "$((i + 1))p" <<<"$ours")
-        if [ "$our_retval" != "$kernel_retval" ]; then
-            echo "$name on ${frames[$i]}: ours returns $our_retval, the kernel $kernel_retval" >&2
-            exit 1
+        if [ "$maps" != "-" ]; then
+            local -a entries
+            IFS=, read -ra entries <<<"$maps"
+            for entry in "${entries[@]}"; do
+                local map=${entry%%=*} rest=${entry#*=} id key value
+                id=$(awk -v name="$map" '$1 == name { print $2 }' "$work/maps")
+                [ -n "$id" ] || continue # as the recording: a map the program lacks
+                key=$(sed 's/../& /g' <<<"${rest%%:*}") value=$(sed 's/../& /g' <<<"${rest#*:}")
+                # shellcheck disable=SC2086 # one word per byte
+                bpftool map update id "$id" key hex $key value hex $value
+            done
         fi
-        kernel_total=$((kernel_total + kernel_ns))
-    done
-    rm -rf "$dir"
-    for pin in $new_pins; do rm -f "/sys/fs/bpf/$pin"; done
-    our_mean=$(sed -n 's/^mean //p' <<<"$ours")
-    kernel_mean=$(awk -v t="$kernel_total" -v n="${#frames[@]}" 'BEGIN { printf "%.2f", t / n }')
-    echo "$name $our_mean $kernel_mean" | tee -a "$results" >&2
-done <"$work/objects"
+        kernel_total=0
+        for i in "${!frames[@]}"; do
+            local kernel_retval kernel_ns our_retval
+            read -r kernel_retval kernel_ns < <(kernel_run "$dir/prog" "${frame_files[$i]}")
+            read -r _ our_retval _ < <(sed -n "$((i + 1))p" <<<"$ours")
+            if [ "$our_retval" != "$kernel_retval" ]; then
+                echo "$name on ${frames[$i]}: ours returns $our_retval, the kernel $kernel_retval" >&2
+                exit 1
+            fi
+            kernel_total=$((kernel_total + kernel_ns))
+        done
+        rm -rf "$dir"
+        for pin in $new_pins; do rm -f "/sys/fs/bpf/$pin"; done
+        our_mean=$(sed -n 's/^mean //p' <<<"$ours")
+        kernel_mean=$(awk -v t="$kernel_total" -v n="${#frames[@]}" 'BEGIN { printf "%.2f", t / n }')
+        echo "$name $our_mean $kernel_mean" | tee -a "$set_dir/results" >&2
+    done <"$set_dir/objects"
+}
 
-echo "== ns per run, mean over ${#frames[@]} frames; marginal: less the same side's xdp_pass"
-awk '
-    $1 == "xdp_pass" { our_empty = $2; kernel_empty = $3 }
-    { name[NR] = $1; ours[NR] = $2; kernel[NR] = $3 }
-    END {
-        printf "%-18s %9s %9s %14s %14s %8s\n", "object", "ours", "kernel", "ours marginal", "kernel marginal", "ratio"
-        for (i = 1; i <= NR; i++) {
-            om = ours[i] - our_empty; km = kernel[i] - kernel_empty
-            ratio = km > 0.5 ? sprintf("%.2f", om / km) : "-"
-            printf "%-18s %9.2f %9.2f %14.2f %14.2f %8s\n", name[i], ours[i], kernel[i], om, km, ratio
-        }
-    }' "$results"
+while read -r set; do bench_set "$set"; done <"$work/sets"
+while read -r set; do
+    echo "== $set: ns per run, mean over $(wc -l <"$work/$set/frames") frames; marginal: less the same side's xdp_pass"
+    awk '
+        $1 == "xdp_pass" { our_empty = $2; kernel_empty = $3 }
+        { name[NR] = $1; ours[NR] = $2; kernel[NR] = $3 }
+        END {
+            printf "%-18s %9s %9s %14s %14s %8s\n", "object", "ours", "kernel", "ours marginal", "kernel marginal", "ratio"
+            for (i = 1; i <= NR; i++) {
+                om = ours[i] - our_empty; km = kernel[i] - kernel_empty
+                ratio = km > 0.5 ? sprintf("%.2f", om / km) : "-"
+                printf "%-18s %9.2f %9.2f %14.2f %14.2f %8s\n", name[i], ours[i], kernel[i], om, km, ratio
+            }
+        }' "$work/$set/results"
+done <"$work/sets"

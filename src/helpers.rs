@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 pub mod builtin;
 pub mod linux;
-mod xdp;
+pub(crate) mod xdp;
 
 /// A helper: five arguments in r1..r5, the result in r0, System V ABI so the
 /// JIT and C embedders call it directly.

@@ -1361,4 +1361,55 @@ mod tests {
             ubpf_destroy(vm);
         }
     }
+
+    #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn xdp_helpers_run_and_fault_through_the_direct_entry() {
+        // Moves the head by 4 when the frame's first byte is 0, by 300
+        // (past the frame's end: -EINVAL) when it is 1; otherwise moves r1
+        // off the context, which stops the run at the call, instruction 7.
+        use crate::isa::*;
+        use crate::xdp::{Buffer, RxInfo};
+        let insns = [
+            Insn::new(LDXW, 3, 1, 0, 0),
+            Insn::new(LDXB, 4, 3, 0, 0),
+            Insn::new(MOV64_IMM, 2, 0, 0, 4),
+            Insn::new(JEQ_IMM, 4, 0, 3, 0),
+            Insn::new(MOV64_IMM, 2, 0, 0, 300),
+            Insn::new(JEQ_IMM, 4, 0, 1, 1),
+            Insn::new(ADD64_IMM, 1, 0, 0, 8),
+            Insn::new(CALL, 0, CALL_HELPER, 0, crate::helpers::linux::XDP_ADJUST_HEAD as i32),
+            Insn::new(EXIT, 0, 0, 0, 0),
+        ];
+        let code = crate::isa::encode_program(&insns);
+        let vm = ubpf_create();
+        let mut errmsg: *mut c_char = ptr::null_mut();
+        // SAFETY: a live VM, the program's bytes, writable out-parameters;
+        // the entry is called with whole XDP buffers.
+        unsafe {
+            assert_eq!(ubpf_register_linux_helpers(vm), 0);
+            assert_eq!(ubpf_set_program_type(vm, ProgramTypeValue(1)), 0);
+            assert_eq!(ubpf_load(vm, code.as_ptr().cast(), code.len() as u32, &mut errmsg), 0);
+            let program = vm_ref(vm).unwrap().loaded().unwrap().program.clone();
+            let jit = crate::jit::JitProgram::compile(program).unwrap();
+            assert!(jit.direct_entry().is_some(), "no Rust around its runs");
+            let compiled = ubpf_compile(vm, &mut errmsg).expect("compiles");
+            let run = |first: u8| {
+                let frame = [&[first][..], &[9; 59][..]].concat();
+                let mut buffer = Buffer::new(&frame, &[], RxInfo::default()).unwrap();
+                let retval = buffer.run(|input| Ok::<u64, ()>(compiled(input.as_mut_ptr().cast(), input.len())));
+                (retval.unwrap(), buffer.packet().len())
+            };
+            assert_eq!(run(0), (0, 56));
+            assert_eq!(take(crate::capi::boundary::ubpf_last_error()), None);
+            assert_eq!(run(1), (-22i64 as u64, 60));
+            // A stopped run returns the failure value, the packet untouched.
+            assert_eq!(run(2), (u64::MAX, 60));
+            let message = take(crate::capi::boundary::ubpf_last_error()).expect("a fault sets the last error");
+            assert!(message.contains("instruction 7") && message.contains("r1 is not the XDP context"), "{message}");
+            assert_eq!(run(0), (0, 56));
+            assert_eq!(take(crate::capi::boundary::ubpf_last_error()), None, "a run that succeeds clears it");
+            ubpf_destroy(vm);
+        }
+    }
 }

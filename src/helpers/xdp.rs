@@ -3,15 +3,78 @@
 //! of [`crate::xdp`], and copy to and from the packet. Each checks that r1
 //! is the running XDP program's context, and every pointer the program
 //! hands it with the memory rule.
+//!
+//! The helpers that need nothing of the run but its input (moving the
+//! packet's bounds, `bpf_redirect`) also have a direct form ([`direct`]),
+//! which the JIT's code calls without a run state: it takes the input as
+//! arguments and returns why it refused the context block, if it did, for
+//! the code to stop the run with. Both forms share one body each.
 
 use super::builtin::{RunState, errno, unsupported, with_state};
 use super::linux::{
     REDIRECT, REDIRECT_MAP, XDP_ADJUST_HEAD, XDP_ADJUST_META, XDP_ADJUST_TAIL, XDP_LOAD_BYTES, XDP_STORE_BYTES,
 };
 use crate::error::ExecErrorKind;
+use crate::helpers::HelperFn;
 use crate::image::{MapType, ProgramType, xdp_context};
 use crate::maps::{BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, XDP_ACTION_MASK};
 use crate::xdp::{self, Action, ETH_HLEN, FRAME_RESERVED};
+
+/// Why an XDP helper refused the context block it was given; the JIT's
+/// code reports it by this number ([`Direct::fault`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ContextFault {
+    NotTheContext = 1,
+    Overwritten = 2,
+}
+
+impl ContextFault {
+    /// The fault a [`Direct::fault`] other than 0 names.
+    pub(crate) fn from_code(code: u64) -> ContextFault {
+        if code == ContextFault::NotTheContext as u64 { ContextFault::NotTheContext } else { ContextFault::Overwritten }
+    }
+
+    /// The error that stops the run, as `helper`'s.
+    pub(crate) fn error(self, helper: u32) -> ExecErrorKind {
+        let what = match self {
+            ContextFault::NotTheContext => "r1 is not the XDP context",
+            ContextFault::Overwritten => "the context's packet pointers were overwritten",
+        };
+        ExecErrorKind::HelperArgument { helper, what: what.to_owned() }
+    }
+}
+
+/// What a direct form returns, in the two return registers of the C
+/// convention: `fault` 0 and r0 in `value`, or a [`ContextFault`]'s number.
+#[repr(C)]
+pub(crate) struct Direct {
+    pub(crate) fault: u64,
+    pub(crate) value: u64,
+}
+
+/// A helper's direct form: the helper's first two arguments, then the run's
+/// input (address and length). It never panics.
+pub(crate) type DirectFn = extern "C" fn(u64, u64, u64, u64) -> Direct;
+
+/// The direct form of the built-in helper `func`, if it has one.
+pub(crate) fn direct(func: HelperFn) -> Option<DirectFn> {
+    let forms: [(HelperFn, DirectFn); 4] = [
+        (adjust_head, adjust_head_direct),
+        (adjust_meta, adjust_meta_direct),
+        (adjust_tail, adjust_tail_direct),
+        (redirect, redirect_direct),
+    ];
+    forms.into_iter().find(|&(helper, _)| helper as usize == func as usize).map(|(_, direct)| direct)
+}
+
+/// Runs `body` over the bounds of the context block at `ctx` in the input
+/// `[input_start, +input_len)`, as a direct form.
+fn run_direct(ctx: u64, input_start: u64, input_len: u64, body: impl FnOnce(&mut Bounds) -> u64) -> Direct {
+    match Bounds::in_input(ctx, input_start, input_len) {
+        Ok(mut bounds) => Direct { fault: 0, value: body(&mut bounds) },
+        Err(fault) => Direct { fault: fault as u64, value: 0 },
+    }
+}
 
 /// The packet's bounds, from the start of the headroom.
 struct Bounds {
@@ -30,7 +93,7 @@ impl Bounds {
     }
 
     fn word(block: u64, off: i16) -> u64 {
-        // SAFETY: `block` is the run's input (checked by `of`), which holds
+        // SAFETY: `block` is the run's input (checked by `in_input`), which holds
         // the whole block and lives for the run; the block may be unaligned
         // (a C caller's buffer), hence the unaligned read.
         unsafe { ((block + off as u64) as *const u64).read_unaligned() }
@@ -39,10 +102,19 @@ impl Bounds {
     /// The bounds the context block at `ctx` holds, when `ctx` is the
     /// running XDP program's context and its pointers are sane.
     fn of(state: &RunState, helper: u32, ctx: u64) -> Result<Bounds, ExecErrorKind> {
-        let bad = |what: &str| ExecErrorKind::HelperArgument { helper, what: what.to_owned() };
+        if state.program_type() != ProgramType::Xdp {
+            return Err(ContextFault::NotTheContext.error(helper));
+        }
         let (input_start, input_len) = state.input();
-        if state.program_type() != ProgramType::Xdp || ctx != input_start || input_len < xdp_context::SIZE as u64 {
-            return Err(bad("r1 is not the XDP context"));
+        Bounds::in_input(ctx, input_start, input_len).map_err(|fault| fault.error(helper))
+    }
+
+    /// The bounds the context block at `ctx` holds, when `ctx` is the start
+    /// of an XDP run's input `[input_start, +input_len)` and its pointers
+    /// are sane.
+    fn in_input(ctx: u64, input_start: u64, input_len: u64) -> Result<Bounds, ContextFault> {
+        if ctx != input_start || input_len < xdp_context::SIZE as u64 {
+            return Err(ContextFault::NotTheContext);
         }
         let page = ctx + xdp_context::SIZE as u64;
         let at = |off| Bounds::word(ctx, off).wrapping_sub(page);
@@ -54,7 +126,7 @@ impl Bounds {
             data_end: at(xdp_context::DATA_END),
         };
         if !xdp::valid(bounds.data_meta, bounds.data, bounds.data_end, bounds.hard_end) {
-            return Err(bad("the context's packet pointers were overwritten"));
+            return Err(ContextFault::Overwritten);
         }
         Ok(bounds)
     }
@@ -98,55 +170,73 @@ fn int(value: u64) -> i64 {
 }
 
 pub(super) extern "C" fn adjust_head(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_state(|state| {
-        let mut bounds = Bounds::of(state, XDP_ADJUST_HEAD, ctx)?;
-        let metalen = bounds.data - bounds.data_meta;
-        let data = bounds.data as i64 + int(delta);
-        if data < (FRAME_RESERVED as u64 + metalen) as i64 || data > (bounds.data_end - ETH_HLEN as u64) as i64 {
-            return Ok(errno(libc::EINVAL));
-        }
-        let data_meta = (data as u64) - metalen;
-        // SAFETY: both ranges lie in the page (checked above), which the
-        // run's input holds; `copy` allows them to overlap.
-        unsafe { std::ptr::copy(bounds.at(bounds.data_meta), bounds.at(data_meta), metalen as usize) };
-        (bounds.data_meta, bounds.data) = (data_meta, data as u64);
-        bounds.store();
-        Ok(0)
-    })
+    with_state(|state| Ok(move_head(&mut Bounds::of(state, XDP_ADJUST_HEAD, ctx)?, delta)))
+}
+
+extern "C" fn adjust_head_direct(ctx: u64, delta: u64, input_start: u64, input_len: u64) -> Direct {
+    run_direct(ctx, input_start, input_len, |bounds| move_head(bounds, delta))
+}
+
+/// `bpf_xdp_adjust_head`'s body: 0, or `-errno` with nothing moved.
+fn move_head(bounds: &mut Bounds, delta: u64) -> u64 {
+    let metalen = bounds.data - bounds.data_meta;
+    let data = bounds.data as i64 + int(delta);
+    if data < (FRAME_RESERVED as u64 + metalen) as i64 || data > (bounds.data_end - ETH_HLEN as u64) as i64 {
+        return errno(libc::EINVAL);
+    }
+    let data_meta = (data as u64) - metalen;
+    // SAFETY: both ranges lie in the page (checked above), which the
+    // run's input holds; `copy` allows them to overlap.
+    unsafe { std::ptr::copy(bounds.at(bounds.data_meta), bounds.at(data_meta), metalen as usize) };
+    (bounds.data_meta, bounds.data) = (data_meta, data as u64);
+    bounds.store();
+    0
 }
 
 pub(super) extern "C" fn adjust_meta(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_state(|state| {
-        let mut bounds = Bounds::of(state, XDP_ADJUST_META, ctx)?;
-        let meta = bounds.data_meta as i64 + int(delta);
-        if meta < FRAME_RESERVED as i64 || meta > bounds.data as i64 {
-            return Ok(errno(libc::EINVAL));
-        }
-        let metalen = bounds.data - meta as u64;
-        if metalen % 4 != 0 || metalen > u64::from(u8::MAX) {
-            return Ok(errno(libc::EACCES));
-        }
-        bounds.data_meta = meta as u64;
-        bounds.store();
-        Ok(0)
-    })
+    with_state(|state| Ok(move_meta(&mut Bounds::of(state, XDP_ADJUST_META, ctx)?, delta)))
+}
+
+extern "C" fn adjust_meta_direct(ctx: u64, delta: u64, input_start: u64, input_len: u64) -> Direct {
+    run_direct(ctx, input_start, input_len, |bounds| move_meta(bounds, delta))
+}
+
+/// `bpf_xdp_adjust_meta`'s body: 0, or `-errno` with nothing moved.
+fn move_meta(bounds: &mut Bounds, delta: u64) -> u64 {
+    let meta = bounds.data_meta as i64 + int(delta);
+    if meta < FRAME_RESERVED as i64 || meta > bounds.data as i64 {
+        return errno(libc::EINVAL);
+    }
+    let metalen = bounds.data - meta as u64;
+    if metalen % 4 != 0 || metalen > u64::from(u8::MAX) {
+        return errno(libc::EACCES);
+    }
+    bounds.data_meta = meta as u64;
+    bounds.store();
+    0
 }
 
 pub(super) extern "C" fn adjust_tail(ctx: u64, delta: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_state(|state| {
-        let mut bounds = Bounds::of(state, XDP_ADJUST_TAIL, ctx)?;
-        let data_end = bounds.data_end as i64 + int(delta);
-        if data_end > bounds.hard_end as i64 || data_end < (bounds.data + ETH_HLEN as u64) as i64 {
-            return Ok(errno(libc::EINVAL));
-        }
-        if data_end as u64 > bounds.data_end {
-            // SAFETY: the grown bytes lie in the page (checked above).
-            unsafe { bounds.at(bounds.data_end).write_bytes(0, (data_end as u64 - bounds.data_end) as usize) };
-        }
-        bounds.data_end = data_end as u64;
-        bounds.store();
-        Ok(0)
-    })
+    with_state(|state| Ok(move_tail(&mut Bounds::of(state, XDP_ADJUST_TAIL, ctx)?, delta)))
+}
+
+extern "C" fn adjust_tail_direct(ctx: u64, delta: u64, input_start: u64, input_len: u64) -> Direct {
+    run_direct(ctx, input_start, input_len, |bounds| move_tail(bounds, delta))
+}
+
+/// `bpf_xdp_adjust_tail`'s body: 0, or `-errno` with nothing moved.
+fn move_tail(bounds: &mut Bounds, delta: u64) -> u64 {
+    let data_end = bounds.data_end as i64 + int(delta);
+    if data_end > bounds.hard_end as i64 || data_end < (bounds.data + ETH_HLEN as u64) as i64 {
+        return errno(libc::EINVAL);
+    }
+    if data_end as u64 > bounds.data_end {
+        // SAFETY: the grown bytes lie in the page (checked above).
+        unsafe { bounds.at(bounds.data_end).write_bytes(0, (data_end as u64 - bounds.data_end) as usize) };
+    }
+    bounds.data_end = data_end as u64;
+    bounds.store();
+    0
 }
 
 /// The packet's bytes `[offset, offset + len)`, when they lie in it.
@@ -196,13 +286,21 @@ pub(super) extern "C" fn store_bytes(ctx: u64, offset: u64, buf: u64, len: u64, 
 pub(super) extern "C" fn redirect(ifindex: u64, flags: u64, _: u64, _: u64, _: u64) -> u64 {
     with_state(|state| {
         let (block, _) = state.input();
-        Bounds::of(state, REDIRECT, block)?;
-        if flags != 0 {
-            return Ok(Action::Aborted as u64);
-        }
-        record_target(block, ifindex as u32, xdp_context::REDIRECT_DEVICE);
-        Ok(Action::Redirect as u64)
+        Ok(redirect_to(&Bounds::of(state, REDIRECT, block)?, ifindex, flags))
     })
+}
+
+extern "C" fn redirect_direct(ifindex: u64, flags: u64, input_start: u64, input_len: u64) -> Direct {
+    run_direct(input_start, input_start, input_len, |bounds| redirect_to(bounds, ifindex, flags))
+}
+
+/// `bpf_redirect`'s body, with the run's context block sane.
+fn redirect_to(bounds: &Bounds, ifindex: u64, flags: u64) -> u64 {
+    if flags != 0 {
+        return Action::Aborted as u64;
+    }
+    record_target(bounds.block, ifindex as u32, xdp_context::REDIRECT_DEVICE);
+    Action::Redirect as u64
 }
 
 /// `bpf_redirect_map(map, key, flags)`: a filled slot of a devmap or
@@ -231,8 +329,15 @@ pub(super) extern "C" fn redirect_map(map: u64, key: u64, flags: u64, _: u64, _:
         }
         // The kernel's redirect maps take 32-bit keys.
         let index = key as u32;
-        let found = map.lookup(&index.to_ne_bytes()).map_err(|_| unsupported(REDIRECT_MAP, map))?;
-        match found {
+        let key = index.to_ne_bytes();
+        // A devmap's value is read in place, without the copy a lookup makes;
+        // a cpumap's has no address, and only its presence counts.
+        let found = if map_type == MapType::CpuMap {
+            map.lookup(&key).map(|value| value.map(|_| 0))
+        } else {
+            map.lookup_addr(&key)
+        };
+        match found.map_err(|_| unsupported(REDIRECT_MAP, map))? {
             None => {
                 record_target(block, 0, 0);
                 Ok(flags & XDP_ACTION_MASK)
@@ -242,7 +347,10 @@ pub(super) extern "C" fn redirect_map(map: u64, key: u64, flags: u64, _: u64, _:
                 Ok(Action::Redirect as u64)
             }
             Some(value) => {
-                let ifindex = u32::from_ne_bytes(value[..4].try_into().expect("a devmap value holds an ifindex"));
+                // SAFETY: the address of a devmap's value, which starts with
+                // its ifindex, in the map's memory, which the program keeps
+                // alive for the run.
+                let ifindex = unsafe { (value as *const u32).read_unaligned() };
                 record_target(block, ifindex, xdp_context::REDIRECT_DEVICE);
                 Ok(Action::Redirect as u64)
             }

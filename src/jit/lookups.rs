@@ -6,6 +6,7 @@
 //! the key, no stop flag to read), or looks an array up itself. Either
 //! gives what the helper gives: the same value address, or 0.
 
+use super::direct_calls;
 use super::facts::{Facts, Value};
 use crate::helpers::builtin;
 use crate::helpers::linux::MAP_LOOKUP_ELEM;
@@ -29,11 +30,17 @@ pub(crate) struct MapLookup {
 }
 
 /// Does the code call a helper that may stop the run, given the `lookups`
-/// it makes itself (by instruction slot)?
+/// it makes itself (by instruction slot) and the helpers it calls in their
+/// direct forms ([`direct_calls`])?
 pub(crate) fn stopping_helpers_remain(program: &Program, lookups: &[Option<MapLookup>]) -> bool {
     program.has_stopping_helpers()
-        && program.insns().iter().zip(lookups).any(|(insn, lookup)| match insn.opc {
-            CALL => insn.src == CALL_HELPER && program.helper_may_stop(insn.imm as u32 as u64) && lookup.is_none(),
+        && program.insns().iter().zip(lookups).any(|(&insn, lookup)| match insn.opc {
+            CALL => {
+                insn.src == CALL_HELPER
+                    && program.helper_may_stop(insn.imm as u32 as u64)
+                    && lookup.is_none()
+                    && direct_calls::plan(program, insn).is_none()
+            }
             CALLX => true,
             _ => false,
         })

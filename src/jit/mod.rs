@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{ExecError, ExecErrorKind};
 use crate::helpers::builtin::RunState;
+use crate::helpers::xdp::ContextFault;
 use crate::interp::{self, Stack};
 use crate::isa::{self, MAX_CALL_DEPTH};
 use crate::memory;
@@ -33,6 +34,8 @@ mod code_memory;
 // The analysis, built where a backend uses it.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod checks;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod direct_calls;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 mod facts;
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -109,6 +112,10 @@ pub(crate) enum Status {
     /// The load at `error_pc` of a packet pointer from the XDP context
     /// block loaded `error_value`, which lies outside the input.
     PacketPointer = 6,
+    /// The helper called at `error_pc` in its direct form ([`direct_calls`])
+    /// refused the context block: `error_value` is the
+    /// [`ContextFault`](crate::helpers::xdp::ContextFault)'s number.
+    HelperFault = 7,
 }
 
 /// What the native code returns, in the two return registers of the C
@@ -171,6 +178,8 @@ pub(crate) struct Scratch {
     pub(crate) saved_sp: u64,
     /// Where a register is kept for a moment.
     pub(crate) spill: u64,
+    /// The input's length: r2 on entry, for the helpers' direct forms.
+    pub(crate) input_len: u64,
 }
 
 /// What a backend makes of a program: a function of the C convention,
@@ -188,7 +197,8 @@ pub(crate) struct MachineCode {
     pub(crate) local_calls: bool,
     /// Does the code call a helper that may stop the run (see
     /// [`Program::has_stopping_helpers`]), other than the map lookups it
-    /// makes itself ([`lookups`])? Then a run needs Rust around it.
+    /// makes itself ([`lookups`]) and the helpers it calls in their direct
+    /// forms ([`direct_calls`])? Then a run needs Rust around it.
     pub(crate) stopping_helpers: bool,
 }
 
@@ -602,6 +612,7 @@ fn exit_error(program: &Program, exit: Exit) -> ExecError {
         s if s == Status::Budget as u64 => ExecErrorKind::BudgetExhausted(program.instruction_limit()),
         s if s == Status::CallDepth as u64 => ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH),
         s if s == Status::PacketPointer as u64 => ExecErrorKind::BadPacketPointer { value: exit.value },
+        s if s == Status::HelperFault as u64 => ContextFault::from_code(exit.value).error(insn.imm as u32),
         // The only other status that reaches here: `run_one` handles
         // `HelperStop`, and `Exited` is no error.
         s => {

@@ -11,8 +11,10 @@ use std::mem::offset_of;
 use dynasmrt::aarch64::Aarch64Relocation;
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
 
+use crate::helpers::xdp::DirectFn;
 use crate::isa::*;
 use crate::jit::checks::Check;
+use crate::jit::direct_calls;
 use crate::jit::fusion::Fusion;
 use crate::jit::plan::Plan;
 use crate::jit::{Context, JitError, MachineCode, Scratch, Status};
@@ -72,6 +74,7 @@ const CTX_INPUT_BOUND: u32 = (SCRATCH + offset_of!(Scratch, input_bound)) as u32
 const CTX_STACK_TOP: u32 = (SCRATCH + offset_of!(Scratch, stack_top)) as u32;
 const CTX_DEEPEST: u32 = (SCRATCH + offset_of!(Scratch, deepest_frame)) as u32;
 const CTX_SAVED_SP: u32 = (SCRATCH + offset_of!(Scratch, saved_sp)) as u32;
+const CTX_INPUT_LEN: u32 = (SCRATCH + offset_of!(Scratch, input_len)) as u32;
 
 // The helper table is read as an array of nullable code pointers.
 const _: () = assert!(size_of::<Option<crate::helpers::HelperFn>>() == 8);
@@ -509,6 +512,13 @@ impl<'p> Emitter<'p> {
             let deepest = (STACK_FRAME_SIZE * (MAX_CALL_DEPTH - 1)) as i64;
             self.emit_add_imm(TMP, 3, -deepest);
             self.emit_store_context(TMP, CTX_DEEPEST);
+        }
+        let direct_calls = direct_calls::any(self.program);
+        if direct_calls {
+            self.emit_store_context(1, CTX_INPUT_LEN);
+        }
+        if direct_calls && !plan.checks.any_check {
+            self.emit_store_context(0, CTX_INPUT_START);
         }
         if plan.checks.any_check {
             self.emit_store_context(0, CTX_INPUT_START);
@@ -1322,6 +1332,10 @@ impl<'p> Emitter<'p> {
             self.emit_map_lookup();
             return;
         }
+        if let Some(direct) = direct_calls::plan(self.program, insn) {
+            self.emit_direct_call(pc, direct);
+            return;
+        }
         let index = insn.imm as u32 as u64;
         let Some(helper) = self.program.helper(index) else {
             // Registered, but past the table (MAX_HELPER_INDEX): the
@@ -1353,6 +1367,33 @@ impl<'p> Emitter<'p> {
     fn emit_map_lookup(&mut self) {
         self.emit_mov_imm(TMP, crate::maps::LOOKUP_ADDR_RAW as usize as u64);
         self.emit_native_call();
+    }
+
+    /// A helper called in its direct form (see [`crate::jit::direct_calls`])
+    /// with r1 and r2 and the input from the context: r0 gets what it
+    /// returns, or the run stops at `pc` with the fault it reports (in
+    /// `VALUE`). r1-r5 keep their values, as across the helper.
+    fn emit_direct_call(&mut self, pc: usize, direct: DirectFn) {
+        let stop = self.stop(pc, Status::HelperFault);
+        let r0 = REGISTER_MAP[0];
+        a64!(self.ops
+            ; stp x0, x1, [sp, #-48]!
+            ; stp x2, x3, [sp, #16]
+            ; stp x4, x30, [sp, #32]
+        );
+        self.emit_load_context(2, CTX_INPUT_START);
+        self.emit_load_context(3, CTX_INPUT_LEN);
+        self.emit_mov_imm(TMP, direct as usize as u64);
+        a64!(self.ops
+            ; blr X(TMP)
+            // The fault in x0, r0 in x1.
+            ; mov X(VALUE), x0
+            ; mov X(r0), x1
+            ; ldp x4, x30, [sp, #32]
+            ; ldp x2, x3, [sp, #16]
+            ; ldp x0, x1, [sp], #48
+        );
+        self.emit_branch_if_zero(VALUE, false, stop);
     }
 
     /// `callx dst`: the index in a register, looked up in the helper table.

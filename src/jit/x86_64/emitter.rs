@@ -9,8 +9,10 @@ use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
 
 use super::assembler::Assembler;
 use super::encoder;
+use crate::helpers::xdp::DirectFn;
 use crate::isa::*;
 use crate::jit::checks::Check;
+use crate::jit::direct_calls;
 use crate::jit::fusion::Fusion;
 use crate::jit::lookups::MapLookup;
 use crate::jit::plan::Plan;
@@ -68,6 +70,7 @@ const CTX_STACK_TOP: i32 = (SCRATCH + offset_of!(Scratch, stack_top)) as i32;
 const CTX_DEEPEST: i32 = (SCRATCH + offset_of!(Scratch, deepest_frame)) as i32;
 const CTX_SAVED_SP: i32 = (SCRATCH + offset_of!(Scratch, saved_sp)) as i32;
 const CTX_SPILL: i32 = (SCRATCH + offset_of!(Scratch, spill)) as i32;
+const CTX_INPUT_LEN: i32 = (SCRATCH + offset_of!(Scratch, input_len)) as i32;
 
 // The helper table is read as an array of nullable code pointers.
 const _: () = assert!(size_of::<Option<crate::helpers::HelperFn>>() == 8);
@@ -406,6 +409,13 @@ impl<'p> Emitter<'p> {
                 ; mov [r10 + CTX_DEEPEST], r11
                 ; mov [r10 + CTX_SAVED_SP], rsp
             );
+        }
+        let direct_calls = direct_calls::any(self.program);
+        if direct_calls {
+            x64!(self.ops ; mov [r10 + CTX_INPUT_LEN], rsi);
+        }
+        if direct_calls && !plan.checks.any_check {
+            x64!(self.ops ; mov [r10 + CTX_INPUT_START], rdi);
         }
         if plan.checks.any_check {
             x64!(self.ops ; mov [r10 + CTX_INPUT_START], rdi ; xor ecx, ecx);
@@ -1489,6 +1499,10 @@ impl<'p> Emitter<'p> {
             self.emit_map_lookup(lookup);
             return;
         }
+        if let Some(direct) = direct_calls::plan(self.program, insn) {
+            self.emit_direct_call(pc, direct);
+            return;
+        }
         let index = insn.imm as u32 as u64;
         let Some(helper) = self.program.helper(index) else {
             // Registered, but past the table (MAX_HELPER_INDEX): the
@@ -1566,6 +1580,38 @@ impl<'p> Emitter<'p> {
             self.emit_native_call(false);
         }
         x64!(self.ops ; =>done);
+    }
+
+    /// A helper called in its direct form (see [`crate::jit::direct_calls`])
+    /// with r1 and r2 and the input from the context: r0 gets what it
+    /// returns, or the run stops at `pc` with the fault it reports. r1-r5
+    /// keep their values, as across the helper.
+    fn emit_direct_call(&mut self, pc: usize, direct: DirectFn) {
+        let stop = self.stop(pc, Status::HelperFault);
+        x64!(self.ops
+            ; push rdi
+            ; push rsi
+            ; push rdx
+            ; push r9
+            ; push r8
+            // The sixth push keeps rsp 16-byte aligned.
+            ; push r10
+            ; mov rdx, [r10 + CTX_INPUT_START]
+            ; mov rcx, [r10 + CTX_INPUT_LEN]
+            ; mov rax, QWORD direct as usize as i64
+            ; call rax
+            // The fault in rax, r0 in rdx.
+            ; mov r11, rax
+            ; mov rax, rdx
+            ; pop r10
+            ; pop r8
+            ; pop r9
+            ; pop rdx
+            ; pop rsi
+            ; pop rdi
+            ; test r11, r11
+            ; jnz =>stop
+        );
     }
 
     /// Counts the helper call at `pc` and stops the run there if the budget

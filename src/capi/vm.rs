@@ -1392,7 +1392,7 @@ mod tests {
             assert_eq!(ubpf_load(vm, code.as_ptr().cast(), code.len() as u32, &mut errmsg), 0);
             let program = vm_ref(vm).unwrap().loaded().unwrap().program.clone();
             let jit = crate::jit::JitProgram::compile(program).unwrap();
-            assert!(jit.direct_entry().is_some(), "no Rust around its runs");
+            assert!(jit.runs_without_rust(), "no Rust around its runs");
             let compiled = ubpf_compile(vm, &mut errmsg).expect("compiles");
             let run = |first: u8| {
                 let frame = [&[first][..], &[9; 59][..]].concat();

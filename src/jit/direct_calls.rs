@@ -58,7 +58,7 @@ mod tests {
             ("redirect", &include_bytes!("../../examples/xdp/redirect.o")[..], false),
         ] {
             let jit = JitProgram::compile(load(object, &Helpers::linux())).expect("compiles");
-            assert_eq!(jit.direct_entry().is_some(), direct, "{name}");
+            assert_eq!(jit.runs_without_rust(), direct, "{name}");
         }
     }
 

@@ -422,12 +422,18 @@ impl JitProgram {
         self.code.bytes()
     }
 
+    /// Whether a run needs no Rust around it: no helper may stop the run
+    /// or tail-call (see [`JitProgram::run`]). Only such a program's code is
+    /// called straight from C.
+    pub(crate) fn runs_without_rust(&self) -> bool {
+        !self.stopping_helpers
+    }
+
     /// How generated code may call this code straight from C, or `None`
-    /// when a run needs Rust around it (a helper may stop the run or
-    /// tail-call: see [`JitProgram::run`]).
+    /// when a run needs Rust around it.
     #[cfg(target_arch = "aarch64")]
     pub(crate) fn direct_entry(&self) -> Option<DirectEntry> {
-        if self.stopping_helpers {
+        if !self.runs_without_rust() {
             return None;
         }
         let stack_len = match (self.uses_stack, self.local_calls) {

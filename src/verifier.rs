@@ -17,6 +17,7 @@ use crate::error::{LoadError, LoadErrorKind};
 use crate::helpers::Helpers;
 use crate::image::MAX_HELPER_INDEX;
 use crate::isa::{self, FRAME_REG, Form, Insn, MAX_INSNS, Operands, Selector};
+use crate::scratch::{Reused, reused};
 
 #[cold]
 pub(crate) fn error(pc: usize, insn: Insn, kind: LoadErrorKind) -> LoadError {
@@ -33,7 +34,7 @@ pub fn verify(insns: &[Insn], helpers: &Helpers) -> Result<Vec<usize>, LoadError
         return Err(error(MAX_INSNS, insns[MAX_INSNS], LoadErrorKind::TooLong(insns.len())));
     }
     let lddw_tail = lddw_tails(insns)?;
-    let mut jumps = vec![NO_JUMP; insns.len()];
+    let mut jumps = Reused::filled(insns.len(), NO_JUMP);
     let mut functions = vec![0];
     for (pc, insn) in insns.iter().enumerate() {
         if lddw_tail[pc] {
@@ -76,8 +77,8 @@ fn jump_target(jumps: &[u32], pc: usize) -> Option<usize> {
 }
 
 /// Marks the second slot of each `lddw`, checking that it exists and is empty.
-fn lddw_tails(insns: &[Insn]) -> Result<Vec<bool>, LoadError> {
-    let mut tail = vec![false; insns.len()];
+fn lddw_tails(insns: &[Insn]) -> Result<Reused<bool>, LoadError> {
+    let mut tail = Reused::filled(insns.len(), false);
     let mut pc = 0;
     while pc < insns.len() {
         if insns[pc].opc == isa::LDDW {
@@ -250,11 +251,11 @@ fn check_loops_can_end(
 struct Loops<'a> {
     insns: &'a [Insn],
     jumps: &'a [u32],
-    visits: Vec<Visit>,
-    stack: Vec<u32>,
+    visits: Reused<Visit>,
+    stack: Reused<u32>,
     /// The search path: an instruction and how many of its successors
     /// have been followed (kept small: it can be as deep as the program).
-    path: Vec<(u32, u8)>,
+    path: Reused<(u32, u8)>,
     visited: u32,
 }
 
@@ -268,17 +269,15 @@ struct Visit {
     on_stack: bool,
 }
 
+reused!(Visit, (u32, u8));
+
 impl<'a> Loops<'a> {
     fn new(insns: &'a [Insn], jumps: &'a [u32]) -> Loops<'a> {
         let n = insns.len();
-        Loops {
-            insns,
-            jumps,
-            visits: vec![Visit::default(); n],
-            stack: Vec::with_capacity(n),
-            path: Vec::with_capacity(n),
-            visited: 0,
-        }
+        let (mut stack, mut path) = (Reused::new(), Reused::new());
+        stack.reserve(n);
+        path.reserve(n);
+        Loops { insns, jumps, visits: Reused::filled(n, Visit::default()), stack, path, visited: 0 }
     }
 
     /// The instructions that may run after `pc`, within its function.

@@ -253,9 +253,10 @@ struct Loops<'a> {
     jumps: &'a [u32],
     visits: Reused<Visit>,
     stack: Reused<u32>,
-    /// The search path: an instruction and how many of its successors
-    /// have been followed (kept small: it can be as deep as the program).
-    path: Reused<(u32, u8)>,
+    /// The search path: an instruction, its successors (looked up once,
+    /// `NO_JUMP` for none) and how many of them have been followed (kept
+    /// small: it can be as deep as the program).
+    path: Reused<(u32, [u32; 2], u8)>,
     visited: u32,
 }
 
@@ -269,7 +270,7 @@ struct Visit {
     on_stack: bool,
 }
 
-reused!(Visit, (u32, u8));
+reused!(Visit, (u32, [u32; 2], u8));
 
 impl<'a> Loops<'a> {
     fn new(insns: &'a [Insn], jumps: &'a [u32]) -> Loops<'a> {
@@ -294,7 +295,8 @@ impl<'a> Loops<'a> {
         self.visited += 1;
         self.visits[pc] = Visit { order: self.visited, low: self.visited, on_stack: true };
         self.stack.push(pc as u32);
-        self.path.push((pc as u32, 0));
+        let successors = self.successors(pc).map(|next| next.map_or(NO_JUMP, |next| next as u32));
+        self.path.push((pc as u32, successors, 0));
     }
 
     fn search(&mut self, start: usize, way_out: &impl Fn(usize) -> bool) -> Result<(), LoadError> {
@@ -302,12 +304,15 @@ impl<'a> Loops<'a> {
             return Ok(());
         }
         self.enter(start);
-        while let Some(&(pc, followed)) = self.path.last() {
+        while let Some(&(pc, successors, followed)) = self.path.last() {
             let pc = pc as usize;
-            if let Some(&next) = self.successors(pc).get(followed as usize) {
+            if let Some(&next) = successors.get(followed as usize) {
                 let top = self.path.len() - 1;
-                self.path[top].1 += 1;
-                let Some(next) = next else { continue };
+                self.path[top].2 += 1;
+                if next == NO_JUMP {
+                    continue;
+                }
+                let next = next as usize;
                 let seen = self.visits[next];
                 if seen.order == 0 {
                     self.enter(next);
@@ -318,7 +323,7 @@ impl<'a> Loops<'a> {
             }
             self.path.pop();
             let Visit { order, low, .. } = self.visits[pc];
-            if let Some(&(parent, _)) = self.path.last() {
+            if let Some(&(parent, ..)) = self.path.last() {
                 self.visits[parent as usize].low = self.visits[parent as usize].low.min(low);
             }
             if low == order {

@@ -33,6 +33,7 @@ pub mod object;
 pub mod program;
 #[cfg(feature = "replay")]
 pub mod replay;
+mod scratch;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod verifier;

@@ -17,6 +17,7 @@ use crate::error::{LoadError, LoadErrorKind};
 use crate::helpers::Helpers;
 use crate::image::MAX_HELPER_INDEX;
 use crate::isa::{self, FRAME_REG, Form, Insn, MAX_INSNS, Operands, Selector};
+use crate::scratch::{Reused, reused};
 
 #[cold]
 pub(crate) fn error(pc: usize, insn: Insn, kind: LoadErrorKind) -> LoadError {
@@ -33,7 +34,7 @@ pub fn verify(insns: &[Insn], helpers: &Helpers) -> Result<Vec<usize>, LoadError
         return Err(error(MAX_INSNS, insns[MAX_INSNS], LoadErrorKind::TooLong(insns.len())));
     }
     let lddw_tail = lddw_tails(insns)?;
-    let mut jumps = vec![NO_JUMP; insns.len()];
+    let mut jumps = Reused::filled(insns.len(), NO_JUMP);
     let mut functions = vec![0];
     for (pc, insn) in insns.iter().enumerate() {
         if lddw_tail[pc] {
@@ -76,8 +77,8 @@ fn jump_target(jumps: &[u32], pc: usize) -> Option<usize> {
 }
 
 /// Marks the second slot of each `lddw`, checking that it exists and is empty.
-fn lddw_tails(insns: &[Insn]) -> Result<Vec<bool>, LoadError> {
-    let mut tail = vec![false; insns.len()];
+fn lddw_tails(insns: &[Insn]) -> Result<Reused<bool>, LoadError> {
+    let mut tail = Reused::filled(insns.len(), false);
     let mut pc = 0;
     while pc < insns.len() {
         if insns[pc].opc == isa::LDDW {
@@ -250,11 +251,12 @@ fn check_loops_can_end(
 struct Loops<'a> {
     insns: &'a [Insn],
     jumps: &'a [u32],
-    visits: Vec<Visit>,
-    stack: Vec<u32>,
-    /// The search path: an instruction and how many of its successors
-    /// have been followed (kept small: it can be as deep as the program).
-    path: Vec<(u32, u8)>,
+    visits: Reused<Visit>,
+    stack: Reused<u32>,
+    /// The search path: an instruction, its successors (looked up once,
+    /// `NO_JUMP` for none) and how many of them have been followed (kept
+    /// small: it can be as deep as the program).
+    path: Reused<(u32, [u32; 2], u8)>,
     visited: u32,
 }
 
@@ -268,17 +270,15 @@ struct Visit {
     on_stack: bool,
 }
 
+reused!(Visit, (u32, [u32; 2], u8));
+
 impl<'a> Loops<'a> {
     fn new(insns: &'a [Insn], jumps: &'a [u32]) -> Loops<'a> {
         let n = insns.len();
-        Loops {
-            insns,
-            jumps,
-            visits: vec![Visit::default(); n],
-            stack: Vec::with_capacity(n),
-            path: Vec::with_capacity(n),
-            visited: 0,
-        }
+        let (mut stack, mut path) = (Reused::new(), Reused::new());
+        stack.reserve(n);
+        path.reserve(n);
+        Loops { insns, jumps, visits: Reused::filled(n, Visit::default()), stack, path, visited: 0 }
     }
 
     /// The instructions that may run after `pc`, within its function.
@@ -295,7 +295,8 @@ impl<'a> Loops<'a> {
         self.visited += 1;
         self.visits[pc] = Visit { order: self.visited, low: self.visited, on_stack: true };
         self.stack.push(pc as u32);
-        self.path.push((pc as u32, 0));
+        let successors = self.successors(pc).map(|next| next.map_or(NO_JUMP, |next| next as u32));
+        self.path.push((pc as u32, successors, 0));
     }
 
     fn search(&mut self, start: usize, way_out: &impl Fn(usize) -> bool) -> Result<(), LoadError> {
@@ -303,12 +304,15 @@ impl<'a> Loops<'a> {
             return Ok(());
         }
         self.enter(start);
-        while let Some(&(pc, followed)) = self.path.last() {
+        while let Some(&(pc, successors, followed)) = self.path.last() {
             let pc = pc as usize;
-            if let Some(&next) = self.successors(pc).get(followed as usize) {
+            if let Some(&next) = successors.get(followed as usize) {
                 let top = self.path.len() - 1;
-                self.path[top].1 += 1;
-                let Some(next) = next else { continue };
+                self.path[top].2 += 1;
+                if next == NO_JUMP {
+                    continue;
+                }
+                let next = next as usize;
                 let seen = self.visits[next];
                 if seen.order == 0 {
                     self.enter(next);
@@ -319,7 +323,7 @@ impl<'a> Loops<'a> {
             }
             self.path.pop();
             let Visit { order, low, .. } = self.visits[pc];
-            if let Some(&(parent, _)) = self.path.last() {
+            if let Some(&(parent, ..)) = self.path.last() {
                 self.visits[parent as usize].low = self.visits[parent as usize].low.min(low);
             }
             if low == order {

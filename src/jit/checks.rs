@@ -14,6 +14,7 @@ use super::flow::Flow;
 use super::lookups::{self, MapLookup};
 use crate::isa::*;
 use crate::program::Program;
+use crate::scratch::{Reused, reused};
 
 /// How a memory access is checked on its own.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -79,23 +80,25 @@ pub(crate) struct AccessCheck {
     member_of: Option<u32>,
 }
 
+reused!(AccessCheck, Option<MapLookup>, Option<Facts>);
+
 /// The candidate invariant of each loop head, once the walk has reached it.
 struct Candidates {
     /// For each instruction slot, the index of its loop head's entry below
     /// (`u32::MAX` where no loop starts).
-    slot: Vec<u32>,
-    facts: Vec<Option<Facts>>,
+    slot: Reused<u32>,
+    facts: Reused<Option<Facts>>,
     /// How often each candidate has been widened.
-    widenings: Vec<u8>,
+    widenings: Reused<u8>,
     /// The last slot with a back edge to each loop head: past it, the
     /// walk has settled that loop.
-    last_back: Vec<usize>,
+    last_back: Reused<usize>,
 }
 
 impl Candidates {
     fn new(program: &Program, flow: &Flow) -> Candidates {
         let mut heads = 0;
-        let slot: Vec<u32> = flow
+        let slot: Reused<u32> = flow
             .landings
             .iter()
             .map(|landing| {
@@ -106,7 +109,7 @@ impl Candidates {
                 heads - 1
             })
             .collect();
-        let mut last_back = vec![0; heads as usize];
+        let mut last_back = Reused::filled(heads as usize, 0);
         for (pc, insn) in program.insns().iter().enumerate() {
             if let Some(to) = insn.jump_target(pc).filter(|&to| to <= pc)
                 && let Some(last) = last_back.get_mut(slot[to] as usize)
@@ -115,7 +118,7 @@ impl Candidates {
             }
         }
         let heads = heads as usize;
-        Candidates { slot, facts: vec![None; heads], widenings: vec![0; heads], last_back }
+        Candidates { slot, facts: Reused::filled(heads, None), widenings: Reused::filled(heads, 0), last_back }
     }
 
     /// Widens the candidate of loop head `head` (which has one) until
@@ -160,7 +163,7 @@ struct Resume {
 pub(crate) struct Checks {
     /// For each instruction slot (nothing to check where there is no
     /// access).
-    pub(crate) accesses: Vec<AccessCheck>,
+    pub(crate) accesses: Reused<AccessCheck>,
     pub(crate) groups: Vec<Group>,
     /// For the group an access leads: the last slot its copy spans (past
     /// the last access of every group the copy starts).
@@ -177,7 +180,7 @@ pub(crate) struct Checks {
     pub(crate) read_unwritten: u16,
     /// For each instruction slot, the map lookup the code makes itself
     /// instead of calling the helper there, if any.
-    pub(crate) lookups: Vec<Option<MapLookup>>,
+    pub(crate) lookups: Reused<Option<MapLookup>>,
     /// Does the code still call a helper that may stop the run?
     pub(crate) stopping_helpers: bool,
 }
@@ -187,14 +190,14 @@ impl Checks {
     pub(crate) fn plan(program: &Program, flow: &Flow) -> Checks {
         let unchecked = AccessCheck { check: Check::None, covered: false, leads: None, member_of: None };
         let mut checks = Checks {
-            accesses: vec![unchecked; program.insns().len()],
+            accesses: Reused::filled(program.insns().len(), unchecked),
             groups: Vec::new(),
             copy_end: Vec::new(),
             bounds: vec![1, 2, 4, 8],
             bound_used: [false; BOUND_SLOTS],
             any_check: false,
             read_unwritten: 0,
-            lookups: vec![None; program.insns().len()],
+            lookups: Reused::filled(program.insns().len(), None),
             stopping_helpers: false,
         };
         checks.plan_checks(program, flow, !(flow.entry_is_jumped_to || flow.entry_is_called));
@@ -216,7 +219,7 @@ impl Checks {
     fn plan_checks(&mut self, program: &Program, flow: &Flow, entry_known: bool) {
         let mut ids = Ids::new();
         // What each instruction reads, looked up once for every walk.
-        let reads: Vec<Regs> = program.insns().iter().map(Insn::reads).collect();
+        let reads: Reused<Regs> = program.insns().iter().map(Insn::reads).collect();
         let budget = MAX_WALKS * program.insns().len();
         let mut candidates = Candidates::new(program, flow);
         if !self.walk(program, flow, &reads, entry_known, Some(&mut candidates), budget, &mut ids) {

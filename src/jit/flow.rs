@@ -5,6 +5,7 @@
 
 use crate::isa::*;
 use crate::program::Program;
+use crate::scratch::{Reused, reused};
 
 /// Where control can arrive at one instruction slot.
 #[derive(Clone, Copy, Default)]
@@ -16,10 +17,12 @@ pub(crate) struct Landing {
     pub(crate) loop_head: bool,
 }
 
+reused!(Landing);
+
 /// The control flow of a program.
 pub(crate) struct Flow {
     /// For each instruction slot, where control arrives.
-    pub(crate) landings: Vec<Landing>,
+    pub(crate) landings: Reused<Landing>,
     /// eBPF registers any instruction names.
     pub(crate) used: [bool; REG_SLOTS],
     pub(crate) local_calls: bool,
@@ -40,19 +43,19 @@ pub(crate) struct Flow {
     /// its own included (see [`longest_runs`]). Empty for other programs.
     // The aarch64 backend does not count in DAG mode.
     #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
-    pub(crate) to_exit: Vec<u32>,
+    pub(crate) to_exit: Reused<u32>,
     /// For each slot inside some loop (from a loop head to a jump back to
     /// it), the slot after the loop around it that reaches furthest; for
     /// other slots, the slot itself or one before. Empty without loops.
     // The aarch64 backend subtracts the count before every jump.
     #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
-    loop_end: Vec<u32>,
+    loop_end: Reused<u32>,
 }
 
 impl Flow {
     pub(crate) fn new(program: &Program) -> Flow {
         let insns = program.insns();
-        let mut landings = vec![Landing::default(); insns.len()];
+        let mut landings = Reused::filled(insns.len(), Landing::default());
         for &start in program.functions() {
             landings[start].target = true;
         }
@@ -62,7 +65,7 @@ impl Flow {
         let mut branches = false;
         let mut entry_is_called = false;
         let mut entry_is_jumped_to = false;
-        let mut back_edges = Vec::new();
+        let mut back_edges = Reused::new();
         let mut pc = 0;
         while pc < insns.len() {
             let insn = insns[pc];
@@ -94,7 +97,7 @@ impl Flow {
         let forward_only = !local_calls && !landings.iter().any(|landing| landing.loop_head);
         Flow {
             loop_end: loop_ends(insns.len(), &back_edges),
-            to_exit: if forward_only { longest_runs(insns) } else { Vec::new() },
+            to_exit: if forward_only { longest_runs(insns) } else { Reused::new() },
             landings,
             used,
             local_calls,
@@ -120,11 +123,11 @@ impl Flow {
 }
 
 /// [`Flow::loop_end`] from the back edges, (loop head, jump) pairs.
-fn loop_ends(len: usize, back_edges: &[(usize, usize)]) -> Vec<u32> {
+fn loop_ends(len: usize, back_edges: &[(usize, usize)]) -> Reused<u32> {
     if back_edges.is_empty() {
-        return Vec::new();
+        return Reused::new();
     }
-    let mut end = vec![0u32; len];
+    let mut end = Reused::filled(len, 0u32);
     for &(head, jump) in back_edges {
         end[head] = end[head].max(jump as u32 + 1);
     }
@@ -140,8 +143,8 @@ fn loop_ends(len: usize, back_edges: &[(usize, usize)]) -> Vec<u32> {
 /// For a program without local calls or backward jumps: from each slot, the
 /// most instructions a run executes until it exits (an lddw counts once, as
 /// the interpreter counts it; a helper call is one instruction).
-fn longest_runs(insns: &[Insn]) -> Vec<u32> {
-    let mut to_exit = vec![0u32; insns.len() + 2];
+fn longest_runs(insns: &[Insn]) -> Reused<u32> {
+    let mut to_exit = Reused::filled(insns.len() + 2, 0u32);
     for pc in (0..insns.len()).rev() {
         let insn = insns[pc];
         to_exit[pc] = 1 + match insn.opc {

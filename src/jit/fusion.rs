@@ -11,6 +11,7 @@ use super::checks::{Check, Checks};
 use super::flow::Flow;
 use super::liveness;
 use crate::isa::*;
+use crate::scratch::{Reused, reused};
 
 /// A run of instructions emitted as one.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -45,6 +46,8 @@ pub(crate) enum Fusion {
     Extend { dst: u8, src: u8, signed: bool, len: u8 },
 }
 
+reused!(Option<Fusion>);
+
 /// An address computation at `pc`, `mov dst, src; add dst, x` or `add dst,
 /// x`: (its instructions, the register it sets, the value as `base (+
 /// index) + disp`).
@@ -70,14 +73,14 @@ fn address(insns: &[Insn], pc: usize) -> Option<(usize, u8, u8, Option<u8>, i32)
 /// checks: a byte pair needs its loads unchecked), at the slot where each
 /// run starts. The runs are found in the order a code generator steps
 /// through the program. Liveness is computed only once some run needs it.
-pub(crate) fn plan(insns: &[Insn], flow: &Flow, checks: &Checks) -> Vec<Option<Fusion>> {
+pub(crate) fn plan(insns: &[Insn], flow: &Flow, checks: &Checks) -> Reused<Option<Fusion>> {
     let finder = Finder { flow, checks };
     let called_from = if flow.entry_is_called { 0 } else { flow.entry_end };
     let live_after = OnceCell::new();
     let dead = |pc: usize, reg: u8| {
         live_after.get_or_init(|| liveness::live_after(insns, called_from))[pc] & 1 << (reg & 15) == 0
     };
-    let mut fusions = vec![None; insns.len()];
+    let mut fusions = Reused::filled(insns.len(), None);
     let mut pc = 0;
     while pc < insns.len() {
         let fusion =
@@ -215,7 +218,7 @@ mod tests {
 
     fn plan_of(program: &Program) -> Vec<Option<Fusion>> {
         let flow = Flow::new(program);
-        plan(program.insns(), &flow, &Checks::plan(program, &flow))
+        plan(program.insns(), &flow, &Checks::plan(program, &flow)).to_vec()
     }
 
     #[test]

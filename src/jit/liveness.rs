@@ -8,6 +8,7 @@
 //! caller sees the argument registers as the callee left them.
 
 use crate::isa::*;
+use crate::scratch::Reused;
 
 /// r0-r5: what a called function's `exit` hands back to its caller.
 const RETURNED: Regs = Regs::R0.union(Regs::ARGS);
@@ -16,9 +17,9 @@ const RETURNED: Regs = Regs::R0.union(Regs::ARGS);
 /// after it may read before writing them. `called_from` is the first slot
 /// whose `exit` may return to a caller (the entry function's end, or 0
 /// when some local call enters the entry function).
-pub(super) fn live_after(insns: &[Insn], called_from: usize) -> Vec<u16> {
-    let mut live_in = vec![Regs::NONE; insns.len() + 1];
-    let mut live_out = vec![Regs::NONE; insns.len()];
+pub(super) fn live_after(insns: &[Insn], called_from: usize) -> Reused<u16> {
+    let mut live_in = Reused::filled(insns.len() + 1, Regs::NONE);
+    let mut live_out = Reused::filled(insns.len(), Regs::NONE);
     let mut changed = true;
     while changed {
         changed = false;
@@ -45,7 +46,7 @@ pub(super) fn live_after(insns: &[Insn], called_from: usize) -> Vec<u16> {
             }
         }
     }
-    live_out.into_iter().map(Regs::bits).collect()
+    live_out.iter().map(|regs| regs.bits()).collect()
 }
 
 #[cfg(test)]
@@ -54,7 +55,7 @@ mod tests {
     use crate::asm::assemble;
 
     fn live(source: &str, called_from: usize) -> Vec<u16> {
-        live_after(&assemble(source).expect("test source assembles"), called_from)
+        live_after(&assemble(source).expect("test source assembles"), called_from).to_vec()
     }
 
     #[test]

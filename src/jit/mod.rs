@@ -28,6 +28,7 @@ use crate::interp::{self, Stack};
 use crate::isa::{self, MAX_CALL_DEPTH};
 use crate::memory;
 use crate::program::Program;
+use crate::scratch::Reused;
 
 mod code_memory;
 
@@ -185,7 +186,7 @@ pub(crate) struct Scratch {
 /// What a backend makes of a program: a function of the C convention,
 /// [`Entry`], at offset 0 of `bytes`.
 pub(crate) struct MachineCode {
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) bytes: Reused<u8>,
     /// Does the code read its stack argument? Not when it names no r10,
     /// makes no calls and checks no access: then no access can reach the
     /// stack, and the caller may pass 0 instead of lending one.

@@ -6,6 +6,7 @@ use super::checks::Checks;
 use super::flow::Flow;
 use super::fusion::{self, Fusion};
 use crate::program::Program;
+use crate::scratch::Reused;
 
 /// The plan a backend emits a program by.
 pub(crate) struct Plan {
@@ -13,7 +14,7 @@ pub(crate) struct Plan {
     pub(crate) checks: Checks,
     /// For each instruction slot, the run that starts there and is emitted
     /// as one, if any.
-    pub(crate) fusions: Vec<Option<Fusion>>,
+    pub(crate) fusions: Reused<Option<Fusion>>,
 }
 
 impl Plan {

@@ -367,7 +367,7 @@ impl<'p> Emitter<'p> {
         let frame_used = plan.flow.used[FRAME_REG as usize] || plan.flow.local_calls;
         let uses_stack = frame_used || plan.checks.any_check || plan.flow.local_calls || plan.flow.helper_calls;
         let stopping_helpers = plan.checks.stopping_helpers;
-        Ok(MachineCode { bytes, uses_stack, local_calls: plan.flow.local_calls, stopping_helpers })
+        Ok(MachineCode { bytes: bytes.into(), uses_stack, local_calls: plan.flow.local_calls, stopping_helpers })
     }
 
     /// `b.<flag> label`, for a label close by (in the same instruction's

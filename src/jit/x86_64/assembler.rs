@@ -6,9 +6,10 @@ use dynasmrt::x64::X64Relocation;
 use dynasmrt::{AssemblyOffset, DynamicLabel, DynasmApi, DynasmError, DynasmLabelApi};
 
 use super::encoder;
+use crate::scratch::Reused;
 
 pub(super) struct Assembler {
-    ops: Vec<u8>,
+    ops: Reused<u8>,
     labels: LabelRegistry,
     relocs: RelocRegistry<X64Relocation>,
     error: Option<DynasmError>,
@@ -16,8 +17,10 @@ pub(super) struct Assembler {
 
 impl Assembler {
     pub(super) fn with_capacity(bytes: usize, labels: usize, relocs: usize) -> Assembler {
+        let mut ops = Reused::new();
+        ops.reserve(bytes);
         Assembler {
-            ops: Vec::with_capacity(bytes),
+            ops,
             labels: LabelRegistry::with_capacity(0, 0, labels),
             relocs: RelocRegistry::with_capacity(0, relocs),
             error: None,
@@ -43,7 +46,7 @@ impl Assembler {
     }
 
     /// The code, with every label reference resolved.
-    pub(super) fn finalize(mut self) -> Result<Vec<u8>, DynasmError> {
+    pub(super) fn finalize(mut self) -> Result<Reused<u8>, DynasmError> {
         if let Some(error) = self.error.take() {
             return Err(error);
         }

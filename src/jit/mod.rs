@@ -294,7 +294,7 @@ pub(crate) enum ForC {
 pub(crate) enum MachineCodeForC {
     /// Only from the x86-64 backend.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    Direct(Vec<u8>),
+    Direct(Reused<u8>),
     Jit(MachineCode),
 }
 
@@ -425,7 +425,9 @@ impl JitProgram {
 
     /// Whether a run needs no Rust around it: no helper may stop the run
     /// or tail-call (see [`JitProgram::run`]). Only such a program's code is
-    /// called straight from C.
+    /// called straight from C. (x86-64 decides this from its plan, in
+    /// `backend::compile_for_c`; its tests ask here.)
+    #[cfg(any(test, target_arch = "aarch64"))]
     pub(crate) fn runs_without_rust(&self) -> bool {
         !self.stopping_helpers
     }

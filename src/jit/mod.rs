@@ -277,6 +277,8 @@ pub struct JitProgram {
 /// clear the thread's last error. It keeps the program alive, as the code
 /// refers to its helpers and regions by address.
 pub(crate) struct DirectCode {
+    // Held for the code's lifetime; read only by `testing`'s comparer.
+    #[cfg_attr(not(feature = "testing"), allow(dead_code))]
     program: Arc<Program>,
     code: ExecutableCode,
 }
@@ -315,6 +317,7 @@ impl DirectCode {
     }
 
     /// The program this code was compiled from.
+    #[cfg(feature = "testing")]
     pub(crate) fn program(&self) -> &Arc<Program> {
         &self.program
     }

@@ -937,7 +937,7 @@ fn a_real_guest_has_its_pings_to_1_1_1_1_dropped_by_filter_expr() {
 /// Boots the guest with the filter object `filter(netdev, queue)` (id f0)
 /// between two dumps and checks that exactly its pings to 1.1.1.1 vanish.
 fn guest_pings_to_1_1_1_1_dropped(test: &str, filter: impl Fn(&str, &str) -> String) {
-    let Some(run) = run_guest(test, filter, &[]) else { return };
+    let Some(run) = run_guest(test, filter, GuestSetup::default()) else { return };
     assert_eq!((pings_to(&run.seen, [1, 1, 1, 1]), pings_to(&run.seen, [9, 9, 9, 9])), (3, 3), "pings the guest sent");
     assert_eq!((pings_to(&run.passed, [1, 1, 1, 1]), pings_to(&run.passed, [9, 9, 9, 9])), (0, 3), "pings that passed");
     assert_eq!(run.counters.dropped, 3, "{:?}", run.counters);
@@ -954,9 +954,9 @@ fn guest_pings_to_1_1_1_1_dropped(test: &str, filter: impl Fn(&str, &str) -> Str
 fn a_real_guest_has_its_pings_answered_by_an_xdp_program() {
     let ping = common::example("xdp/ping");
     let test = "a_real_guest_has_its_pings_answered_by_an_xdp_program";
-    let run =
-        run_guest(test, |netdev, queue| filter_object("f0", netdev, queue, &ping, ""), &["xdp-tx", "send-errors"]);
-    let Some(run) = run else { return };
+    let filter = |netdev: &str, queue: &str| filter_object("f0", netdev, queue, &ping, "");
+    let setup = GuestSetup { extra: &["xdp-tx", "send-errors"], ..GuestSetup::default() };
+    let Some(run) = run_guest(test, filter, setup) else { return };
     let replies = run.log.matches("3 packets transmitted, 3 packets received").count();
     assert_eq!(replies, 2, "both pings got their three replies; the guest's console:\n{}", run.log);
     assert_eq!((pings_to(&run.seen, [1, 1, 1, 1]), pings_to(&run.seen, [9, 9, 9, 9])), (3, 3), "pings the guest sent");
@@ -968,9 +968,131 @@ fn a_real_guest_has_its_pings_answered_by_an_xdp_program() {
     assert!(run.out.frames(run.passed.len()) == run.passed, "the frames the netdev sent are those after the filter");
 }
 
+/// A redirect between two netdevs with a real guest:
+/// `examples/xdp/redirect.o` on queue=rx, its maps putting the gateway's
+/// MAC address (52:54:00:00:02:02, fixed in the guest's ARP table) on port
+/// 1 and port 1 on ifindex 1, the netdev n1 of `redirect`. Every frame the
+/// guest sends to the gateway, its six pings, must leave through n1 as the
+/// guest sent it, and none through n0, the guest's own netdev.
+#[test]
+fn a_real_guest_has_its_pings_redirected_to_a_second_netdev_by_an_xdp_program() {
+    let redirect = common::example("xdp/redirect");
+    let test = "a_real_guest_has_its_pings_redirected_to_a_second_netdev_by_an_xdp_program";
+    let maps = r#"{"mac_ports": [{"key": "5254000002020000", "value": 1}], "ports": [{"key": 1, "value": 1}]}"#;
+    let options = format!(",redirect=n1,map-update={}", maps.replace(',', ",,"));
+    let filter = |netdev: &str, queue: &str| filter_object("f0", netdev, queue, &redirect, &options);
+    let extra = ["xdp-redirect", "xdp-pass", "redirect-errors", "send-errors"];
+    let setup = GuestSetup { extra: &extra, second_netdev: true, ..GuestSetup::default() };
+    let Some(run) = run_guest(test, filter, setup) else { return };
+    let to_gateway: Vec<Vec<u8>> =
+        run.seen.iter().filter(|frame| frame.starts_with(&GUEST_GATEWAY_MAC)).cloned().collect();
+    assert_eq!(
+        (pings_to(&to_gateway, [1, 1, 1, 1]), pings_to(&to_gateway, [9, 9, 9, 9])),
+        (3, 3),
+        "pings the guest sent"
+    );
+    assert_eq!(to_gateway.len(), 6, "the guest sent the gateway its pings and nothing else");
+    let redirected = run.redirected.as_ref().expect("n1's collector").frames(to_gateway.len());
+    assert!(redirected == to_gateway, "the frames out of n1 are the guest's frames to the gateway, as it sent them");
+    assert_eq!(pings_to(&run.passed, [1, 1, 1, 1]) + pings_to(&run.passed, [9, 9, 9, 9]), 0, "pings that passed");
+    let passed = run.seen.len() as u64 - 6;
+    assert_eq!(run.extra, [6, passed, 0, 0], "xdp-redirect, xdp-pass, redirect-errors and send-errors");
+    assert_eq!(run.counters.dropped, 6, "the frames redirected are not passed: {:?}", run.counters);
+    assert_eq!(run.counters.errors, 0, "{:?}", run.counters);
+    assert_eq!(run.counters.seen(), run.seen.len() as u64, "{:?}", run.counters);
+    assert!(run.out.frames(run.passed.len()) == run.passed, "the frames n0 sent are those after the filter");
+}
+
+/// A destination NAT with a real guest, whose kernel checks the checksums
+/// that `examples/xdp/dnat.o` fixed with bpf_csum_diff. The filter sits on
+/// queue=tx, toward the guest (not between the dumps), with one rule: TCP
+/// to 10.0.2.99:80 goes on to 10.0.2.15:8080, the guest's own address.
+/// While the guest pings, the host sends it two SYNs to 10.0.2.99:80 again
+/// and again: one from port 40000 with correct checksums and one from port
+/// 40001 whose TCP checksum is off by one. Without the rewrite the guest
+/// would ignore both (not its address). With it, its kernel answers each
+/// good SYN to its closed port 8080 with a RST, and only a segment whose
+/// checksums it accepted gets one: so RSTs to port 40000 and none to 40001.
+#[test]
+fn a_real_guest_accepts_the_checksums_of_an_xdp_destination_nat() {
+    let dnat = common::example("xdp/dnat");
+    let test = "a_real_guest_accepts_the_checksums_of_an_xdp_destination_nat";
+    // struct nat_key {10.0.2.99, 80, TCP, 0} -> struct nat_value {10.0.2.15, 8080, 0}.
+    let maps = r#"{"nat_rules": [{"key": "0a00026300500600", "value": "0a00020f1f900000"}]}"#;
+    let options = format!(",map-update={}", maps.replace(',', ",,"));
+    let filter = |netdev: &str, _queue: &str| filter_object("f0", netdev, "tx", &dnat, &options);
+    let syn = |source_port: u16| {
+        let mut frame = Vec::new();
+        etherparse::PacketBuilder::ethernet2(GUEST_GATEWAY_MAC, GUEST_MAC)
+            .ipv4([10, 0, 2, 2], [10, 0, 2, 99], 64)
+            .tcp(source_port, 80, SYN_SEQUENCE, 64_240)
+            .syn()
+            .write(&mut frame, &[])
+            .unwrap();
+        frame
+    };
+    let mut bad = syn(40_001);
+    let tcp_checksum = 14 + 20 + 16;
+    bad[tcp_checksum + 1] ^= 1;
+    let to_guest = [syn(40_000), bad];
+    let setup = GuestSetup { extra: &["xdp-pass"], to_guest: &to_guest, ..GuestSetup::default() };
+    let Some(run) = run_guest(test, filter, setup) else { return };
+    assert!(run.rounds_to_guest > 0, "the guest's network came up before its pings ended");
+    let resets_to = |port: u16| run.seen.iter().filter(|frame| is_reset_to_syn(frame, port)).count();
+    let (good, bad) = (resets_to(40_000), resets_to(40_001));
+    assert!(good > 0, "the guest answered no SYN rewritten to 10.0.2.15:8080; its console:\n{}", run.log);
+    assert!(good <= run.rounds_to_guest, "at most one RST per good SYN: {good} for {}", run.rounds_to_guest);
+    assert_eq!(bad, 0, "the guest answered a SYN whose TCP checksum was wrong");
+    let sent = 2 * run.rounds_to_guest as u64;
+    assert_eq!(run.extra, [sent], "xdp-pass: every SYN was rewritten and passed");
+    assert_eq!(run.counters.passed, sent, "{:?}", run.counters);
+    assert_eq!((run.counters.dropped, run.counters.errors), (0, 0), "{:?}", run.counters);
+}
+
+/// The sequence number of the SYNs to the guest.
+const SYN_SEQUENCE: u32 = 0x1234_5678;
+
+/// Whether `frame` is the guest's RST (with ACK) from 10.0.2.15:8080 to
+/// 10.0.2.2:`port`, answering a SYN of [`SYN_SEQUENCE`].
+fn is_reset_to_syn(frame: &[u8], port: u16) -> bool {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let Ok(packet) = SlicedPacket::from_ethernet(frame) else { return false };
+    let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(tcp))) = (packet.net, packet.transport) else {
+        return false;
+    };
+    let header = ip.header();
+    header.source() == [10, 0, 2, 15]
+        && header.destination() == [10, 0, 2, 2]
+        && tcp.source_port() == 8080
+        && tcp.destination_port() == port
+        && tcp.rst()
+        && tcp.ack()
+        && tcp.acknowledgment_number() == SYN_SEQUENCE.wrapping_add(1)
+}
+
+/// The gateway's MAC address in the guest's ARP table (scripts/qemu-guest.sh).
+const GUEST_GATEWAY_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x00, 0x02, 0x02];
+
+/// The guest NIC's MAC address, QEMU's default for virtio-net-pci.
+const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+/// What a guest test adds to [`run_guest`]'s common setup.
+#[derive(Default)]
+struct GuestSetup<'a> {
+    /// f0's properties to read at the end, besides its counters.
+    extra: &'a [&'a str],
+    /// A dgram netdev n1, attached to nothing, that the filter may
+    /// redirect to.
+    second_netdev: bool,
+    /// Frames the host sends to the guest through n0, all of them every
+    /// 200 ms from when its network is up until its pings are over.
+    to_guest: &'a [Vec<u8>],
+}
+
 /// What a guest's run gave: its console, the filter's counters and the
 /// other properties asked for, the frames of the dumps before and after
-/// the filter, and what the netdev sent.
+/// the filter, what the netdev sent, what the second netdev n1 sent when
+/// there was one, and how many times the frames for the guest were sent.
 struct GuestRun {
     log: String,
     counters: Counters,
@@ -978,23 +1100,27 @@ struct GuestRun {
     seen: Vec<Vec<u8>>,
     passed: Vec<Vec<u8>>,
     out: Collector,
+    redirected: Option<Collector>,
+    rounds_to_guest: usize,
 }
 
 /// Boots the guest (scripts/qemu-guest.sh) with the filter object
 /// `filter(netdev, queue)` (id f0) between two dumps on queue=rx, until it
-/// has sent its pings, and reads f0's counters and its `extra` properties;
-/// None when the test is skipped.
-fn run_guest(test: &str, filter: impl Fn(&str, &str) -> String, extra: &[&str]) -> Option<GuestRun> {
+/// has sent its pings, with what `setup` adds, and reads f0's counters and
+/// the properties `setup` names; None when the test is skipped.
+fn run_guest(test: &str, filter: impl Fn(&str, &str) -> String, setup: GuestSetup) -> Option<GuestRun> {
     let qemu = qemu_binary()?;
     let guest = required_path("QEMU_UBPF_GUEST", "scripts/qemu-guest.sh prepares the guest and prints its path")?;
     let dir = common::scratch_dir("qemu", test);
     let sockets = socket_dir();
     let (serial, before, after) = (dir.join("serial.log"), dir.join("before.pcap"), dir.join("after.pcap"));
     let out = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let (mut child, mut qmp, ()) = launch(&qemu, &sockets.join("qmp"), None, || {
+    let redirected = setup.second_netdev.then(|| UdpSocket::bind("127.0.0.1:0").unwrap());
+    let (mut child, mut qmp, n0_port) = launch(&qemu, &sockets.join("qmp"), None, || {
+        let n0_port = free_udp_port();
         let _ = std::fs::remove_file(&serial);
         let guest_file = |name: &str| guest.join(name).display().to_string();
-        let args = [
+        let mut args: Vec<String> = [
             "-M".into(),
             "pc".into(),
             "-accel".into(),
@@ -1013,7 +1139,7 @@ fn run_guest(test: &str, filter: impl Fn(&str, &str) -> String, extra: &[&str]) 
             "-append".into(),
             "console=ttyS0 quiet panic=-1".into(),
             "-netdev".into(),
-            dgram_netdev("n0", free_udp_port(), &out),
+            dgram_netdev("n0", n0_port, &out),
             "-device".into(),
             "virtio-net-pci,netdev=n0,romfile=".into(),
             // queue=rx: the packets the guest sends. Filters see them in the
@@ -1024,10 +1150,17 @@ fn run_guest(test: &str, filter: impl Fn(&str, &str) -> String, extra: &[&str]) 
             filter("n0", "rx"),
             "-object".into(),
             dump_object("before", "n0", "rx", &before),
-        ];
-        (args.into(), ())
+        ]
+        .into();
+        if let Some(socket) = &redirected {
+            args.extend(["-netdev".into(), dgram_netdev("n1", free_udp_port(), socket)]);
+        }
+        (args, n0_port)
     });
+    let to_n0 = out.try_clone().unwrap();
     let out = Collector::start(out);
+    let redirected = redirected.map(Collector::start);
+    let mut rounds_to_guest = 0;
 
     let deadline = Instant::now() + Duration::from_secs(180);
     let log = loop {
@@ -1037,10 +1170,17 @@ fn run_guest(test: &str, filter: impl Fn(&str, &str) -> String, extra: &[&str]) 
         }
         assert!(Instant::now() < deadline, "the guest did not finish its pings; its console:\n{log}");
         assert!(child.try_wait().unwrap().is_none(), "QEMU exited; the guest's console:\n{log}");
+        if !setup.to_guest.is_empty() && log.contains("guest: network up") {
+            for frame in setup.to_guest {
+                to_n0.send_to(frame, ("127.0.0.1", n0_port)).unwrap();
+            }
+            rounds_to_guest += 1;
+        }
         thread::sleep(Duration::from_millis(200));
     };
     let counters = Counters::of(&mut qmp, "f0");
-    let extra = extra
+    let extra = setup
+        .extra
         .iter()
         .map(|name| qmp.get("/objects/f0", name).as_u64().unwrap_or_else(|| panic!("{name} is not a u64")))
         .collect();
@@ -1048,7 +1188,8 @@ fn run_guest(test: &str, filter: impl Fn(&str, &str) -> String, extra: &[&str]) 
     assert!(child.wait().unwrap().success(), "QEMU's exit");
     let _ = std::fs::remove_dir_all(&sockets);
     assert!(log.contains("guest: network up"), "the guest's console:\n{log}");
-    Some(GuestRun { log, counters, extra, seen: frames(&before), passed: frames(&after), out })
+    let (seen, passed) = (frames(&before), frames(&after));
+    Some(GuestRun { log, counters, extra, seen, passed, out, redirected, rounds_to_guest })
 }
 
 /// The maps of filter `id`, from its `maps` property.

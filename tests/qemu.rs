@@ -1021,25 +1021,14 @@ fn a_real_guest_accepts_the_checksums_of_an_xdp_destination_nat() {
     let maps = r#"{"nat_rules": [{"key": "0a00026300500600", "value": "0a00020f1f900000"}]}"#;
     let options = format!(",map-update={}", maps.replace(',', ",,"));
     let filter = |netdev: &str, _queue: &str| filter_object("f0", netdev, "tx", &dnat, &options);
-    let syn = |source_port: u16| {
-        let mut frame = Vec::new();
-        etherparse::PacketBuilder::ethernet2(GUEST_GATEWAY_MAC, GUEST_MAC)
-            .ipv4([10, 0, 2, 2], [10, 0, 2, 99], 64)
-            .tcp(source_port, 80, SYN_SEQUENCE, 64_240)
-            .syn()
-            .write(&mut frame, &[])
-            .unwrap();
-        frame
-    };
-    let mut bad = syn(40_001);
+    let mut bad = syn_to_guest([10, 0, 2, 99], 80, 40_001);
     let tcp_checksum = 14 + 20 + 16;
     bad[tcp_checksum + 1] ^= 1;
-    let to_guest = [syn(40_000), bad];
+    let to_guest = [syn_to_guest([10, 0, 2, 99], 80, 40_000), bad];
     let setup = GuestSetup { extra: &["xdp-pass"], to_guest: &to_guest, ..GuestSetup::default() };
     let Some(run) = run_guest(test, filter, setup) else { return };
     assert!(run.rounds_to_guest > 0, "the guest's network came up before its pings ended");
-    let resets_to = |port: u16| run.seen.iter().filter(|frame| is_reset_to_syn(frame, port)).count();
-    let (good, bad) = (resets_to(40_000), resets_to(40_001));
+    let (good, bad) = (resets_to(&run.seen, 40_000), resets_to(&run.seen, 40_001));
     assert!(good > 0, "the guest answered no SYN rewritten to 10.0.2.15:8080; its console:\n{}", run.log);
     assert!(good <= run.rounds_to_guest, "at most one RST per good SYN: {good} for {}", run.rounds_to_guest);
     assert_eq!(bad, 0, "the guest answered a SYN whose TCP checksum was wrong");
@@ -1049,25 +1038,65 @@ fn a_real_guest_accepts_the_checksums_of_an_xdp_destination_nat() {
     assert_eq!((run.counters.dropped, run.counters.errors), (0, 0), "{:?}", run.counters);
 }
 
+/// A VLAN pop with a real guest, whose kernel has no VLAN device and so
+/// ignores tagged frames: `examples/xdp/vlan_pop.o` on queue=tx, toward
+/// the guest, takes the 802.1Q tag (VLAN 100) off the SYNs the host sends
+/// to its closed port 8080 while it pings, and the guest answers them with
+/// RSTs. Without the pop it answers none.
+#[test]
+fn a_real_guest_answers_frames_whose_vlan_tag_an_xdp_program_popped() {
+    let vlan_pop = common::example("xdp/vlan_pop");
+    let test = "a_real_guest_answers_frames_whose_vlan_tag_an_xdp_program_popped";
+    let filter = |netdev: &str, _queue: &str| filter_object("f0", netdev, "tx", &vlan_pop, "");
+    let mut tagged = syn_to_guest([10, 0, 2, 15], 8080, 40_002);
+    tagged.splice(12..12, [0x81, 0x00, 0x00, 100]);
+    let to_guest = [tagged];
+    let setup = GuestSetup { extra: &["xdp-pass"], to_guest: &to_guest, ..GuestSetup::default() };
+    let Some(run) = run_guest(test, filter, setup) else { return };
+    assert!(run.rounds_to_guest > 0, "the guest's network came up before its pings ended");
+    let answered = resets_to(&run.seen, 40_002);
+    assert!(answered > 0, "the guest answered no SYN whose tag was popped; its console:\n{}", run.log);
+    assert!(answered <= run.rounds_to_guest, "at most one RST per SYN: {answered} for {}", run.rounds_to_guest);
+    assert_eq!(run.extra, [run.rounds_to_guest as u64], "xdp-pass: every SYN passed");
+    assert_eq!((run.counters.passed, run.counters.errors), (run.rounds_to_guest as u64, 0), "{:?}", run.counters);
+}
+
 /// The sequence number of the SYNs to the guest.
 const SYN_SEQUENCE: u32 = 0x1234_5678;
 
-/// Whether `frame` is the guest's RST (with ACK) from 10.0.2.15:8080 to
-/// 10.0.2.2:`port`, answering a SYN of [`SYN_SEQUENCE`].
-fn is_reset_to_syn(frame: &[u8], port: u16) -> bool {
+/// A TCP SYN from the gateway (10.0.2.2:`source_port`) to the guest's MAC
+/// address and `destination`:`destination_port`, with correct checksums.
+fn syn_to_guest(destination: [u8; 4], destination_port: u16, source_port: u16) -> Vec<u8> {
+    let mut frame = Vec::new();
+    etherparse::PacketBuilder::ethernet2(GUEST_GATEWAY_MAC, GUEST_MAC)
+        .ipv4([10, 0, 2, 2], destination, 64)
+        .tcp(source_port, destination_port, SYN_SEQUENCE, 64_240)
+        .syn()
+        .write(&mut frame, &[])
+        .unwrap();
+    frame
+}
+
+/// How many of `frames` are the guest's RSTs (with ACK) from its closed
+/// port 10.0.2.15:8080 to 10.0.2.2:`port`, answering a SYN of
+/// [`SYN_SEQUENCE`].
+fn resets_to(frames: &[Vec<u8>], port: u16) -> usize {
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
-    let Ok(packet) = SlicedPacket::from_ethernet(frame) else { return false };
-    let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(tcp))) = (packet.net, packet.transport) else {
-        return false;
+    let is_reset = |frame: &Vec<u8>| {
+        let Ok(packet) = SlicedPacket::from_ethernet(frame) else { return false };
+        let (Some(NetSlice::Ipv4(ip)), Some(TransportSlice::Tcp(tcp))) = (packet.net, packet.transport) else {
+            return false;
+        };
+        let header = ip.header();
+        header.source() == [10, 0, 2, 15]
+            && header.destination() == [10, 0, 2, 2]
+            && tcp.source_port() == 8080
+            && tcp.destination_port() == port
+            && tcp.rst()
+            && tcp.ack()
+            && tcp.acknowledgment_number() == SYN_SEQUENCE.wrapping_add(1)
     };
-    let header = ip.header();
-    header.source() == [10, 0, 2, 15]
-        && header.destination() == [10, 0, 2, 2]
-        && tcp.source_port() == 8080
-        && tcp.destination_port() == port
-        && tcp.rst()
-        && tcp.ack()
-        && tcp.acknowledgment_number() == SYN_SEQUENCE.wrapping_add(1)
+    frames.iter().filter(|frame| is_reset(frame)).count()
 }
 
 /// The gateway's MAC address in the guest's ARP table (scripts/qemu-guest.sh).

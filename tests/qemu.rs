@@ -70,8 +70,6 @@ fn socket_dir() -> PathBuf {
     dir
 }
 
-/// A UDP port free now. Another test may take it before QEMU binds it, so
-/// [`Rig::start`] retries with new ports when QEMU cannot start.
 /// Writes `frames` as an Ethernet pcap file.
 fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
     let file = std::fs::File::create(path).unwrap();
@@ -82,6 +80,8 @@ fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
     }
 }
 
+/// A UDP port free now. Another test may take it before QEMU binds it, so
+/// [`launch`] retries with new ports when QEMU cannot start.
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -33,6 +33,10 @@ use serde_json::{Value, json};
 /// takes about 20 s to start).
 const WAIT: Duration = Duration::from_secs(90);
 
+/// How long QEMU may take to answer `qmp_capabilities` once it has sent
+/// its greeting (a few seconds under valgrind).
+const HANDSHAKE: Duration = Duration::from_secs(30);
+
 /// The QEMU to test.
 fn qemu_binary() -> Option<PathBuf> {
     required_path("QEMU_UBPF_QEMU", "scripts/qemu-build.sh builds QEMU and prints its path")
@@ -93,7 +97,8 @@ struct Qmp {
 }
 
 impl Qmp {
-    /// The QMP connection of `qemu`, or `None` when it exits first.
+    /// The QMP connection of `qemu`, or `None` when it exits first or
+    /// does not answer `qmp_capabilities` within [`HANDSHAKE`].
     fn connect(path: &Path, qemu: &mut Child) -> Option<Qmp> {
         let deadline = Instant::now() + WAIT;
         let stream = loop {
@@ -114,15 +119,36 @@ impl Qmp {
             }
         };
         assert!(greeting.get("QMP").is_some(), "QMP greeting: {greeting}");
-        qmp.execute("qmp_capabilities", json!({})).expect("qmp_capabilities");
+        // Once, on a loaded machine, a QEMU sent its greeting and then never
+        // answered qmp_capabilities, idle in its main loop before any frame
+        // was sent: `launch` starts such a QEMU again.
+        qmp.send(json!({ "execute": "qmp_capabilities" })).ok()?;
+        qmp.reader.get_ref().set_read_timeout(Some(HANDSHAKE)).unwrap();
+        let reply = loop {
+            match qmp.next() {
+                Ok(Some(event)) if event.get("event").is_some() => continue,
+                Ok(Some(reply)) => break reply,
+                Ok(None) => return None,
+                Err(e) => {
+                    eprintln!("QMP {}: no answer to qmp_capabilities ({e}); starting QEMU again", path.display());
+                    return None;
+                }
+            }
+        };
+        assert!(reply.get("return").is_some(), "qmp_capabilities: {reply}");
+        qmp.reader.get_ref().set_read_timeout(Some(WAIT)).unwrap();
         Some(qmp)
     }
 
     /// The next message, or `None` when QEMU closed the connection.
     fn try_read(&mut self) -> Option<Value> {
+        self.next().expect("QMP read")
+    }
+
+    fn next(&mut self) -> std::io::Result<Option<Value>> {
         let mut line = String::new();
-        self.reader.read_line(&mut line).expect("QMP read");
-        (!line.is_empty()).then(|| serde_json::from_str(&line).unwrap_or_else(|e| panic!("QMP sent {line:?}: {e}")))
+        self.reader.read_line(&mut line)?;
+        Ok((!line.is_empty()).then(|| serde_json::from_str(&line).unwrap_or_else(|e| panic!("QMP sent {line:?}: {e}"))))
     }
 
     fn read(&mut self) -> Value {
@@ -240,8 +266,8 @@ impl Drop for Collector {
 
 /// Starts QEMU with its QMP socket at `qmp_path`, the arguments `attempt`
 /// gives, and no default devices. A UDP port picked by `attempt` may be
-/// taken by then: when QEMU exits before QMP answers, it tries again with
-/// new arguments. Returns what `attempt` returned with them. QEMU's stderr
+/// taken by then: when QEMU exits before QMP answers, or its QMP stalls
+/// (see [`Qmp::connect`]), it tries again with new arguments. Returns what `attempt` returned with them. QEMU's stderr
 /// goes to the file `stderr`, or else to the test's.
 fn launch<T>(
     qemu: &Path,
@@ -267,6 +293,7 @@ fn launch<T>(
         if let Some(qmp) = Qmp::connect(qmp_path, &mut child) {
             return (child, qmp, value);
         }
+        let _ = child.kill();
         let _ = child.wait();
     }
     panic!("QEMU did not start in 5 attempts");

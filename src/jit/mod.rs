@@ -317,7 +317,7 @@ impl DirectCode {
     }
 
     /// The program this code was compiled from.
-    #[cfg(feature = "testing")]
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn program(&self) -> &Arc<Program> {
         &self.program
     }

@@ -13,6 +13,7 @@ use crate::helpers::xdp::DirectFn;
 use crate::isa::*;
 use crate::jit::checks::Check;
 use crate::jit::direct_calls;
+use crate::jit::direct_calls::DirectCall;
 use crate::jit::fusion::Fusion;
 use crate::jit::lookups::MapLookup;
 use crate::jit::plan::Plan;
@@ -410,7 +411,7 @@ impl<'p> Emitter<'p> {
                 ; mov [r10 + CTX_SAVED_SP], rsp
             );
         }
-        let direct_calls = direct_calls::any(self.program);
+        let direct_calls = direct_calls::need_input(&plan.checks.direct_calls);
         if direct_calls {
             x64!(self.ops ; mov [r10 + CTX_INPUT_LEN], rsi);
         }
@@ -1499,9 +1500,14 @@ impl<'p> Emitter<'p> {
             self.emit_map_lookup(lookup);
             return;
         }
-        if let Some(direct) = direct_calls::plan(self.program, insn) {
-            self.emit_direct_call(pc, direct);
-            return;
+        match self.plan.checks.direct_calls[pc] {
+            Some(DirectCall::Form(direct)) => return self.emit_direct_call(pc, direct),
+            Some(DirectCall::Plain(helper)) => {
+                // r0 is about to receive the result.
+                x64!(self.ops ; mov rax, QWORD helper as usize as i64);
+                return self.emit_native_call(false);
+            }
+            None => {}
         }
         let index = insn.imm as u32 as u64;
         let Some(helper) = self.program.helper(index) else {
@@ -1583,9 +1589,9 @@ impl<'p> Emitter<'p> {
     }
 
     /// A helper called in its direct form (see [`crate::jit::direct_calls`])
-    /// with r1 and r2 and the input from the context: r0 gets what it
-    /// returns, or the run stops at `pc` with the fault it reports. r1-r5
-    /// keep their values, as across the helper.
+    /// with r1-r3 and the input from the context: r0 gets what it returns,
+    /// or the run stops at `pc` with the fault it reports. r1-r5 keep their
+    /// values, as across the helper.
     fn emit_direct_call(&mut self, pc: usize, direct: DirectFn) {
         let stop = self.stop(pc, Status::HelperFault);
         x64!(self.ops
@@ -1596,8 +1602,8 @@ impl<'p> Emitter<'p> {
             ; push r8
             // The sixth push keeps rsp 16-byte aligned.
             ; push r10
-            ; mov rdx, [r10 + CTX_INPUT_START]
-            ; mov rcx, [r10 + CTX_INPUT_LEN]
+            ; mov rcx, [r10 + CTX_INPUT_START]
+            ; mov r8, [r10 + CTX_INPUT_LEN]
             ; mov rax, QWORD direct as usize as i64
             ; call rax
             // The fault in rax, r0 in rdx.

@@ -324,9 +324,13 @@ impl<'p> Emitter<'p> {
         let call_saved: Vec<Rq> = (6..=9).filter(|&r| plan.flow.used[r]).map(|r| REGISTER_MAP[r]).collect();
         let big_limit = program.instruction_limit() > REMAINING_MAX;
         let dag = plan.flow.branches && !big_limit && !plan.flow.to_exit.is_empty();
-        // Where the count is not read, a DAG program that calls no helper
-        // needs no budget: only a call could stop it for its count.
-        let needs_budget = direct.is_none() || !dag || plan.flow.helper_calls;
+        // Where the count is not read, a DAG program needs no budget when
+        // it calls no helper, as only a call could stop it for its count,
+        // or when no run of it is longer than the limit, as the calls then
+        // never find the budget spent.
+        let never_spent =
+            plan.flow.to_exit.first().is_some_and(|&longest| u64::from(longest) <= program.instruction_limit());
+        let needs_budget = direct.is_none() || !dag || (plan.flow.helper_calls && !never_spent);
         let budget_in_register = (plan.flow.branches || big_limit) && needs_budget;
         let dag = dag && needs_budget;
         let frame_in_rbp = plan.flow.used[FRAME_REG as usize] || plan.flow.local_calls;
@@ -1623,6 +1627,10 @@ impl<'p> Emitter<'p> {
     /// Counts the helper call at `pc` and stops the run there if the budget
     /// is past the limit, as the interpreter checks at every call.
     fn emit_call_budget(&mut self, pc: usize) {
+        if !self.budget_in_register {
+            // No budget is kept: no call can find it spent (see `new`).
+            return;
+        }
         if self.dag {
             // The budget left is r12 - pending.
             let stop = self.stop(pc, Status::Budget);

@@ -5,11 +5,12 @@
 # kernel's JIT (bpftool prog run ... repeat N, BPF_PROG_TEST_RUN). Not a
 # test: the numbers depend on the machine and its load.
 #
-#   scripts/bench-xdp.sh [--lib LIBRARY] [--only filter|examples] [REPEAT]
+#   scripts/bench-xdp.sh [--lib LIBRARY]... [--only filter|examples] [REPEAT]
 #
 # As root. REPEAT defaults to 2000000. --lib times a libqemu_ubpf.so built
-# elsewhere (another branch's, for a before/after in one sitting) instead of
-# building this tree's.
+# elsewhere instead of building this tree's; given more than once, it times
+# each library in turn on each object, one column each, against the same
+# kernel figures (a before/after in one sitting).
 #
 # Two sets of objects, each over the frames of its kernel recording up to
 # 1514 bytes, with its maps filled as that recording's map_setup says:
@@ -34,10 +35,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-library="" only=""
+libraries=() only=""
 while [ $# -gt 0 ]; do
     case $1 in
-    --lib) library=$(realpath "$2") && shift 2 ;;
+    --lib) libraries+=("$(realpath "$2")") && shift 2 ;;
     --only) only=$2 && shift 2 ;;
     *) break ;;
     esac
@@ -51,15 +52,20 @@ work=$(mktemp -d)
 pins=/sys/fs/bpf/qemu_ubpf_bench_xdp
 trap 'rm -rf "$work" "$pins"' EXIT
 
-if [ -z "$library" ]; then
+if [ ${#libraries[@]} = 0 ]; then
     echo "== building the library" >&2
     cargo build --release --lib >&2
-    library=$PWD/target/release/libqemu_ubpf.so
+    libraries=("$PWD/target/release/libqemu_ubpf.so")
 fi
-# The library under its SONAME, beside the harness.
-ln -s "$library" "$work/libqemu-ubpf.so.0"
-gcc -O2 -Wall -Wextra -Werror -I include -o "$work/xdp" benches/capi/xdp.c \
-    "$work/libqemu-ubpf.so.0" "-Wl,-rpath,$work"
+# Per library, in $work/lib$N: the library under its SONAME, beside its
+# harness.
+for n in "${!libraries[@]}"; do
+    echo "== library $n: ${libraries[$n]}" >&2
+    mkdir "$work/lib$n"
+    ln -s "${libraries[$n]}" "$work/lib$n/libqemu-ubpf.so.0"
+    gcc -O2 -Wall -Wextra -Werror -I include -o "$work/lib$n/xdp" benches/capi/xdp.c \
+        "$work/lib$n/libqemu-ubpf.so.0" "-Wl,-rpath,$work/lib$n"
+done
 
 mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 if [ -e /sys/fs/bpf/filter_ports ]; then
@@ -118,7 +124,8 @@ kernel_run() {
     echo "$retval $best"
 }
 
-# Times one set's objects into $work/SET/results, "NAME OURS KERNEL" lines.
+# Times one set's objects into $work/SET/results, "NAME KERNEL OURS..." lines,
+# one OURS per library.
 bench_set() {
     local set_dir=$work/$1 object maps
     local -a frames frame_files=()
@@ -127,13 +134,16 @@ bench_set() {
     echo "== $1: ${#frames[@]} frames: ${frames[*]}" >&2
     : >"$set_dir/results"
     while read -r object maps; do
-        local name ours dir before new_pins kernel_total our_mean kernel_mean
+        local name dir before new_pins kernel_total our_means="" kernel_mean
+        local -a ours=()
         name=$(basename "$object" .o)
         if [ ! -f "$object" ]; then
             echo "$name: $object is missing (apt-get install xdp-tests libxdp1)" >&2
             continue
         fi
-        ours=$("$work/xdp" "$object" "$maps" "${frame_files[@]}")
+        for n in "${!libraries[@]}"; do
+            ours+=("$("$work/lib$n/xdp" "$object" "$maps" "${frame_files[@]}")")
+        done
         dir=$pins/$name
         mkdir -p "$dir"
         # xdp-filter's maps are pinned by name in /sys/fs/bpf, as xdp-filter
@@ -168,33 +178,45 @@ for id in json.load(sys.stdin).get("map_ids", []):
         for i in "${!frames[@]}"; do
             local kernel_retval kernel_ns our_retval
             read -r kernel_retval kernel_ns < <(kernel_run "$dir/prog" "${frame_files[$i]}")
-            read -r _ our_retval _ < <(sed -n "$((i + 1))p" <<<"$ours")
-            if [ "$our_retval" != "$kernel_retval" ]; then
-                echo "$name on ${frames[$i]}: ours returns $our_retval, the kernel $kernel_retval" >&2
-                exit 1
-            fi
+            for n in "${!libraries[@]}"; do
+                read -r _ our_retval _ < <(sed -n "$((i + 1))p" <<<"${ours[$n]}")
+                if [ "$our_retval" != "$kernel_retval" ]; then
+                    echo "$name on ${frames[$i]}: library $n returns $our_retval, the kernel $kernel_retval" >&2
+                    exit 1
+                fi
+            done
             kernel_total=$((kernel_total + kernel_ns))
         done
         rm -rf "$dir"
         for pin in $new_pins; do rm -f "/sys/fs/bpf/$pin"; done
-        our_mean=$(sed -n 's/^mean //p' <<<"$ours")
+        for n in "${!libraries[@]}"; do
+            our_means+=" $(sed -n 's/^mean //p' <<<"${ours[$n]}")"
+        done
         kernel_mean=$(awk -v t="$kernel_total" -v n="${#frames[@]}" 'BEGIN { printf "%.2f", t / n }')
-        echo "$name $our_mean $kernel_mean" | tee -a "$set_dir/results" >&2
+        echo "$name $kernel_mean$our_means" | tee -a "$set_dir/results" >&2
     done <"$set_dir/objects"
 }
 
 while read -r set; do bench_set "$set"; done <"$work/sets"
 while read -r set; do
     echo "== $set: ns per run, mean over $(wc -l <"$work/$set/frames") frames; marginal: less the same side's xdp_pass"
-    awk '
-        $1 == "xdp_pass" { our_empty = $2; kernel_empty = $3 }
-        { name[NR] = $1; ours[NR] = $2; kernel[NR] = $3 }
+    for n in "${!libraries[@]}"; do echo "library $n: ${libraries[$n]}"; done
+    awk -v libs="${#libraries[@]}" '
+        $1 == "xdp_pass" { kernel_empty = $2; for (l = 0; l < libs; l++) our_empty[l] = $(3 + l) }
+        { name[NR] = $1; kernel[NR] = $2; for (l = 0; l < libs; l++) ours[NR, l] = $(3 + l) }
         END {
-            printf "%-18s %9s %9s %14s %14s %8s\n", "object", "ours", "kernel", "ours marginal", "kernel marginal", "ratio"
+            printf "%-18s %9s %9s", "object", "kernel", "marginal"
+            for (l = 0; l < libs; l++) printf " %9s %9s %6s", "ours " l, "marginal", "ratio"
+            printf "\n"
             for (i = 1; i <= NR; i++) {
-                om = ours[i] - our_empty; km = kernel[i] - kernel_empty
-                ratio = km > 0.5 ? sprintf("%.2f", om / km) : "-"
-                printf "%-18s %9.2f %9.2f %14.2f %14.2f %8s\n", name[i], ours[i], kernel[i], om, km, ratio
+                km = kernel[i] - kernel_empty
+                printf "%-18s %9.2f %9.2f", name[i], kernel[i], km
+                for (l = 0; l < libs; l++) {
+                    om = ours[i, l] - our_empty[l]
+                    ratio = km > 0.5 ? sprintf("%.2f", om / km) : "-"
+                    printf " %9.2f %9.2f %6s", ours[i, l], om, ratio
+                }
+                printf "\n"
             }
         }' "$work/$set/results"
 done <"$work/sets"

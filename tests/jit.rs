@@ -712,3 +712,53 @@ fn legacy_packet_loads_read_big_endian_or_end_the_run_with_0() {
     assert_eq!(agree("jeq %r2, 5, +1\nldabsw 0\nldabsw 3\nexit", &packet), Ok(0));
     assert_eq!(agree("jeq %r2, 5, +1\nldabsw 0\nldabsb 3\nexit", &packet), Ok(0x78));
 }
+
+#[test]
+fn csum_diff_of_frame_addresses_spilled_and_reloaded() {
+    // bpf_csum_diff(r1, 4, r3, 4, 0) with r1 = r10 - 16 (holding 0x01020304)
+    // spilled to [r10 - 8] first, then whatever reloading gives; r3 = r10 - 24
+    // (holding 0). The JIT calls it unchecked only where it knows both
+    // buffers lie in the frame; otherwise the helper checks them.
+    let program = |between: &str| {
+        format!(
+            "stw [%r10-16], 0x01020304
+            stw [%r10-24], 0
+            mov %r1, %r10
+            add %r1, -16
+            stxdw [%r10-8], %r1
+            {between}
+            ldxdw %r1, [%r10-8]
+            mov %r2, 4
+            mov %r3, %r10
+            add %r3, -24
+            mov %r4, 4
+            mov %r5, 0
+            call 28
+            exit"
+        )
+    };
+    let run = |source: &str| {
+        let program = load(source, &Helpers::linux(), &Config::default());
+        let (jit, interpreter) = run_both(&program, &[0; 8]);
+        assert_eq!(jit, interpreter, "\n{source}");
+        jit.result
+    };
+    let sum = run(&program("")).expect("the frame's bytes");
+    // The pointer reloaded past a call that only reads, and a store beside it.
+    let read_only_call =
+        "mov %r1, %r10\nadd %r1, -32\nmov %r2, 0\nmov %r3, %r1\nmov %r4, 0\ncall 28\nstdw [%r10-32], 7";
+    assert_eq!(run(&program(read_only_call)), Ok(sum));
+    // The slot overwritten, directly or through a pointer the JIT does not
+    // know (r10 - 8 computed from the input's length): the helper refuses
+    // the address 7.
+    let overwritten = [
+        "stdw [%r10-8], 7",
+        "stw [%r10-4], 0",
+        "mov %r6, %r2\nrsh %r6, 63\nadd %r6, %r10\nstdw [%r6-8], 7",
+        "mov %r6, %r10\nadd %r6, -8\nmov %r7, 7\nstxdw [%r6], %r7",
+    ];
+    for between in overwritten {
+        let error = run(&program(between)).expect_err(between);
+        assert!(matches!(error.kind, ExecErrorKind::HelperMemory { .. }), "{between}: {error}");
+    }
+}

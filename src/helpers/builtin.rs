@@ -481,25 +481,62 @@ extern "C" fn tail_call(_ctx: u64, map: u64, index: u64, _: u64, _: u64) -> u64 
 
 extern "C" fn csum_diff(from: u64, from_size: u64, to: u64, to_size: u64, seed: u64) -> u64 {
     with_state(|state| {
-        if (from_size | to_size) % 4 != 0 || from_size.saturating_add(to_size) > MAX_CSUM_DIFF {
+        if !csum_diff_sizes(from_size, to_size) {
             return Ok(errno(libc::EINVAL));
         }
         let from = state.read(CSUM_DIFF, from, from_size)?;
         let to = state.read(CSUM_DIFF, to, to_size)?;
-        let seed = seed as u32;
-        // Linux's cases, each of which gives its own form of a zero sum
-        // (0 or 0xffff once folded).
-        let sum = match (from.is_empty(), to.is_empty()) {
-            (false, false) => csum_add(csum_partial(&to, seed), !csum_partial(&from, 0)),
-            (true, false) => csum_partial(&to, seed),
-            (false, true) => !csum_partial(&from, !seed),
-            (true, true) => seed,
-        };
-        // Folded to 16 bits on every architecture (Linux 6.18 does;
-        // tests/kernel_random.rs compares).
-        let halves = (sum & 0xffff) + (sum >> 16);
-        Ok(u64::from((halves & 0xffff) + (halves >> 16)))
+        Ok(csum_diff_of(&from, &to, seed))
     })
+}
+
+/// `bpf_csum_diff` called without a run state, where the code proved both
+/// buffers lie in the current stack frame (see
+/// [`crate::jit::direct_calls`]): it cannot fail or stop the run.
+///
+/// # Safety
+/// `[from, +from_size)` and `[to, +to_size)` are readable.
+pub(crate) unsafe extern "C" fn csum_diff_proved(from: u64, from_size: u64, to: u64, to_size: u64, seed: u64) -> u64 {
+    if !csum_diff_sizes(from_size, to_size) {
+        return errno(libc::EINVAL);
+    }
+    let bytes = |addr: u64, len: u64| -> &[u8] {
+        if len == 0 {
+            return &[];
+        }
+        // SAFETY: the caller's promise; the bytes are only read.
+        unsafe { std::slice::from_raw_parts(addr as *const u8, len as usize) }
+    };
+    csum_diff_of(bytes(from, from_size), bytes(to, to_size), seed)
+}
+
+/// Is `func` the built-in `bpf_csum_diff`, which the code may call as
+/// [`csum_diff_proved`]?
+pub(crate) fn is_csum_diff(func: HelperFn) -> bool {
+    func as usize == csum_diff as HelperFn as usize
+}
+
+/// Does `bpf_csum_diff` take buffers of these sizes (else it returns
+/// `-EINVAL`, reading neither)?
+fn csum_diff_sizes(from_size: u64, to_size: u64) -> bool {
+    (from_size | to_size) % 4 == 0 && from_size.saturating_add(to_size) <= MAX_CSUM_DIFF
+}
+
+/// `bpf_csum_diff`'s result for the buffers `from` and `to`.
+fn csum_diff_of(from: &[u8], to: &[u8], seed: u64) -> u64 {
+    let seed = seed as u32;
+    // Linux's cases, each of which gives its own form of a zero sum
+    // (0 or 0xffff once folded).
+    let sum = match (from.is_empty(), to.is_empty()) {
+        (false, false) => csum_add(csum_partial(to, seed), !csum_partial(from, 0)),
+        (true, false) => csum_partial(to, seed),
+        (false, true) => !csum_partial(from, !seed),
+        (true, true) => seed,
+    };
+    // Folded to 16 bits on every architecture (Linux 6.18 does;
+    // tests/kernel_random.rs compares).
+    let halves = (sum & 0xffff) + (sum >> 16);
+    u64::from((halves & 0xffff) + (halves >> 16))
 }
 
 /// The 32-bit ones' complement sum of `bytes`' words and `seed`.

@@ -7,8 +7,10 @@
 //! The helpers that need nothing of the run but its input (moving the
 //! packet's bounds, `bpf_redirect`) also have a direct form ([`direct`]),
 //! which the JIT's code calls without a run state: it takes the input as
-//! arguments and returns why it refused the context block, if it did, for
-//! the code to stop the run with. Both forms share one body each.
+//! arguments and returns why it refused its arguments, if it did, for the
+//! code to stop the run with. So does `bpf_redirect_map`, for a map the
+//! code proved is a devmap ([`redirect_map_direct`]). Both forms share one
+//! body each.
 
 use super::builtin::{RunState, errno, unsupported, with_state};
 use super::linux::{
@@ -17,44 +19,55 @@ use super::linux::{
 use crate::error::ExecErrorKind;
 use crate::helpers::HelperFn;
 use crate::image::{MapType, ProgramType, xdp_context};
-use crate::maps::{BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, XDP_ACTION_MASK};
+use crate::maps::{BPF_F_BROADCAST, BPF_F_EXCLUDE_INGRESS, Map, XDP_ACTION_MASK};
 use crate::xdp::{self, Action, ETH_HLEN, FRAME_RESERVED};
 
-/// Why an XDP helper refused the context block it was given; the JIT's
+/// Why an XDP helper refused an argument and stopped the run; the JIT's
 /// code reports it by this number ([`Direct::fault`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ContextFault {
+pub(crate) enum DirectFault {
+    /// r1, or the run's input, is not the context block.
     NotTheContext = 1,
+    /// The context block's packet pointers are not sane.
     Overwritten = 2,
+    /// `bpf_redirect_map` with `BPF_F_BROADCAST`.
+    Broadcast = 3,
 }
 
-impl ContextFault {
+impl DirectFault {
     /// The fault a [`Direct::fault`] other than 0 names.
-    pub(crate) fn from_code(code: u64) -> ContextFault {
-        if code == ContextFault::NotTheContext as u64 { ContextFault::NotTheContext } else { ContextFault::Overwritten }
+    pub(crate) fn from_code(code: u64) -> DirectFault {
+        [DirectFault::NotTheContext, DirectFault::Overwritten, DirectFault::Broadcast]
+            .into_iter()
+            .find(|&fault| fault as u64 == code)
+            .unwrap_or(DirectFault::Overwritten)
     }
 
     /// The error that stops the run, as `helper`'s.
     pub(crate) fn error(self, helper: u32) -> ExecErrorKind {
         let what = match self {
-            ContextFault::NotTheContext => "r1 is not the XDP context",
-            ContextFault::Overwritten => "the context's packet pointers were overwritten",
+            DirectFault::NotTheContext => "r1 is not the XDP context",
+            DirectFault::Overwritten => "the context's packet pointers were overwritten",
+            DirectFault::Broadcast => "BPF_F_BROADCAST (to every device of a devmap) is not supported",
         };
         ExecErrorKind::HelperArgument { helper, what: what.to_owned() }
     }
 }
 
 /// What a direct form returns, in the two return registers of the C
-/// convention: `fault` 0 and r0 in `value`, or a [`ContextFault`]'s number.
+/// convention: `fault` 0 and r0 in `value`, or a [`DirectFault`]'s number.
 #[repr(C)]
 pub(crate) struct Direct {
     pub(crate) fault: u64,
     pub(crate) value: u64,
 }
 
-/// A helper's direct form: the helper's first two arguments, then the run's
-/// input (address and length). It never panics.
-pub(crate) type DirectFn = extern "C" fn(u64, u64, u64, u64) -> Direct;
+/// A helper's direct form: the helper's first three arguments, then the
+/// run's input (address and length). It never panics.
+///
+/// # Safety
+/// As the helper's: the arguments the code proved, where the form says so.
+pub(crate) type DirectFn = unsafe extern "C" fn(u64, u64, u64, u64, u64) -> Direct;
 
 /// The direct form of the built-in helper `func`, if it has one.
 pub(crate) fn direct(func: HelperFn) -> Option<DirectFn> {
@@ -69,9 +82,14 @@ pub(crate) fn direct(func: HelperFn) -> Option<DirectFn> {
 
 /// Runs `body` over the bounds of the context block at `ctx` in the input
 /// `[input_start, +input_len)`, as a direct form.
-fn run_direct(ctx: u64, input_start: u64, input_len: u64, body: impl FnOnce(&mut Bounds) -> u64) -> Direct {
-    match Bounds::in_input(ctx, input_start, input_len) {
-        Ok(mut bounds) => Direct { fault: 0, value: body(&mut bounds) },
+fn run_direct(
+    ctx: u64,
+    input_start: u64,
+    input_len: u64,
+    body: impl FnOnce(&mut Bounds) -> Result<u64, DirectFault>,
+) -> Direct {
+    match Bounds::in_input(ctx, input_start, input_len).and_then(|mut bounds| body(&mut bounds)) {
+        Ok(value) => Direct { fault: 0, value },
         Err(fault) => Direct { fault: fault as u64, value: 0 },
     }
 }
@@ -103,7 +121,7 @@ impl Bounds {
     /// running XDP program's context and its pointers are sane.
     fn of(state: &RunState, helper: u32, ctx: u64) -> Result<Bounds, ExecErrorKind> {
         if state.program_type() != ProgramType::Xdp {
-            return Err(ContextFault::NotTheContext.error(helper));
+            return Err(DirectFault::NotTheContext.error(helper));
         }
         let (input_start, input_len) = state.input();
         Bounds::in_input(ctx, input_start, input_len).map_err(|fault| fault.error(helper))
@@ -112,9 +130,9 @@ impl Bounds {
     /// The bounds the context block at `ctx` holds, when `ctx` is the start
     /// of an XDP run's input `[input_start, +input_len)` and its pointers
     /// are sane.
-    fn in_input(ctx: u64, input_start: u64, input_len: u64) -> Result<Bounds, ContextFault> {
+    fn in_input(ctx: u64, input_start: u64, input_len: u64) -> Result<Bounds, DirectFault> {
         if ctx != input_start || input_len < xdp_context::SIZE as u64 {
-            return Err(ContextFault::NotTheContext);
+            return Err(DirectFault::NotTheContext);
         }
         let page = ctx + xdp_context::SIZE as u64;
         let at = |off| Bounds::word(ctx, off).wrapping_sub(page);
@@ -126,7 +144,7 @@ impl Bounds {
             data_end: at(xdp_context::DATA_END),
         };
         if !xdp::valid(bounds.data_meta, bounds.data, bounds.data_end, bounds.hard_end) {
-            return Err(ContextFault::Overwritten);
+            return Err(DirectFault::Overwritten);
         }
         Ok(bounds)
     }
@@ -173,8 +191,8 @@ pub(super) extern "C" fn adjust_head(ctx: u64, delta: u64, _: u64, _: u64, _: u6
     with_state(|state| Ok(move_head(&mut Bounds::of(state, XDP_ADJUST_HEAD, ctx)?, delta)))
 }
 
-extern "C" fn adjust_head_direct(ctx: u64, delta: u64, input_start: u64, input_len: u64) -> Direct {
-    run_direct(ctx, input_start, input_len, |bounds| move_head(bounds, delta))
+extern "C" fn adjust_head_direct(ctx: u64, delta: u64, _: u64, input_start: u64, input_len: u64) -> Direct {
+    run_direct(ctx, input_start, input_len, |bounds| Ok(move_head(bounds, delta)))
 }
 
 /// `bpf_xdp_adjust_head`'s body: 0, or `-errno` with nothing moved.
@@ -197,8 +215,8 @@ pub(super) extern "C" fn adjust_meta(ctx: u64, delta: u64, _: u64, _: u64, _: u6
     with_state(|state| Ok(move_meta(&mut Bounds::of(state, XDP_ADJUST_META, ctx)?, delta)))
 }
 
-extern "C" fn adjust_meta_direct(ctx: u64, delta: u64, input_start: u64, input_len: u64) -> Direct {
-    run_direct(ctx, input_start, input_len, |bounds| move_meta(bounds, delta))
+extern "C" fn adjust_meta_direct(ctx: u64, delta: u64, _: u64, input_start: u64, input_len: u64) -> Direct {
+    run_direct(ctx, input_start, input_len, |bounds| Ok(move_meta(bounds, delta)))
 }
 
 /// `bpf_xdp_adjust_meta`'s body: 0, or `-errno` with nothing moved.
@@ -220,8 +238,8 @@ pub(super) extern "C" fn adjust_tail(ctx: u64, delta: u64, _: u64, _: u64, _: u6
     with_state(|state| Ok(move_tail(&mut Bounds::of(state, XDP_ADJUST_TAIL, ctx)?, delta)))
 }
 
-extern "C" fn adjust_tail_direct(ctx: u64, delta: u64, input_start: u64, input_len: u64) -> Direct {
-    run_direct(ctx, input_start, input_len, |bounds| move_tail(bounds, delta))
+extern "C" fn adjust_tail_direct(ctx: u64, delta: u64, _: u64, input_start: u64, input_len: u64) -> Direct {
+    run_direct(ctx, input_start, input_len, |bounds| Ok(move_tail(bounds, delta)))
 }
 
 /// `bpf_xdp_adjust_tail`'s body: 0, or `-errno` with nothing moved.
@@ -290,8 +308,8 @@ pub(super) extern "C" fn redirect(ifindex: u64, flags: u64, _: u64, _: u64, _: u
     })
 }
 
-extern "C" fn redirect_direct(ifindex: u64, flags: u64, input_start: u64, input_len: u64) -> Direct {
-    run_direct(input_start, input_start, input_len, |bounds| redirect_to(bounds, ifindex, flags))
+extern "C" fn redirect_direct(ifindex: u64, flags: u64, _: u64, input_start: u64, input_len: u64) -> Direct {
+    run_direct(input_start, input_start, input_len, |bounds| Ok(redirect_to(bounds, ifindex, flags)))
 }
 
 /// `bpf_redirect`'s body, with the run's context block sane.
@@ -318,18 +336,11 @@ pub(super) extern "C" fn redirect_map(map: u64, key: u64, flags: u64, _: u64, _:
         if !map_type.is_redirect_target() {
             return Err(unsupported(REDIRECT_MAP, map));
         }
-        let devmap = matches!(map_type, MapType::DevMap | MapType::DevMapHash);
-        let allowed = XDP_ACTION_MASK | if devmap { BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS } else { 0 };
-        if flags & !allowed != 0 {
-            return Ok(Action::Aborted as u64);
-        }
-        if flags & BPF_F_BROADCAST != 0 {
-            let what = "BPF_F_BROADCAST (to every device of a devmap) is not supported".to_owned();
-            return Err(ExecErrorKind::HelperArgument { helper: REDIRECT_MAP, what });
+        if let Some(action) = redirect_flags(map_type, flags).map_err(|fault| fault.error(REDIRECT_MAP))? {
+            return Ok(action);
         }
         // The kernel's redirect maps take 32-bit keys.
-        let index = key as u32;
-        let key = index.to_ne_bytes();
+        let key = (key as u32).to_ne_bytes();
         // A devmap's value is read in place, without the copy a lookup makes;
         // a cpumap's has no address, and only its presence counts.
         let found = if map_type == MapType::CpuMap {
@@ -337,25 +348,81 @@ pub(super) extern "C" fn redirect_map(map: u64, key: u64, flags: u64, _: u64, _:
         } else {
             map.lookup_addr(&key)
         };
-        match found.map_err(|_| unsupported(REDIRECT_MAP, map))? {
-            None => {
-                record_target(block, 0, 0);
-                Ok(flags & XDP_ACTION_MASK)
-            }
-            Some(_) if map_type == MapType::CpuMap => {
-                record_target(block, index, xdp_context::REDIRECT_CPU);
-                Ok(Action::Redirect as u64)
-            }
-            Some(value) => {
-                // SAFETY: the address of a devmap's value, which starts with
-                // its ifindex, in the map's memory, which the program keeps
-                // alive for the run.
-                let ifindex = unsafe { (value as *const u32).read_unaligned() };
-                record_target(block, ifindex, xdp_context::REDIRECT_DEVICE);
-                Ok(Action::Redirect as u64)
-            }
-        }
+        let found = found.map_err(|_| unsupported(REDIRECT_MAP, map))?;
+        Ok(redirect_found(block, map_type, key, found, flags))
     })
+}
+
+/// `bpf_redirect_map`'s direct form, for a map the code proved is one of
+/// the program's devmaps or devmap-hashes (see [`is_redirect_map`]).
+///
+/// # Safety
+/// `map` is the [`Map::handle`] of a devmap or devmap-hash that lives for
+/// the call.
+pub(crate) unsafe extern "C" fn redirect_map_direct(
+    map: u64,
+    key: u64,
+    flags: u64,
+    input_start: u64,
+    input_len: u64,
+) -> Direct {
+    // SAFETY: the caller's promise.
+    let map = unsafe { &*(map as *const Map) };
+    run_direct(input_start, input_start, input_len, |bounds| {
+        if let Some(action) = redirect_flags(map.map_type(), flags)? {
+            return Ok(action);
+        }
+        let key = (key as u32).to_ne_bytes();
+        // A devmap's keys are 4 bytes (checked at load), so its lookups
+        // cannot fail.
+        let found = map.lookup_addr(&key).ok().flatten();
+        Ok(redirect_found(bounds.block, map.map_type(), key, found, flags))
+    })
+}
+
+/// Is `func` the built-in `bpf_redirect_map`, which the code may call in its
+/// direct form ([`redirect_map_direct`]) for a devmap?
+pub(crate) fn is_redirect_map(func: HelperFn) -> bool {
+    func as usize == redirect_map as HelperFn as usize
+}
+
+/// `bpf_redirect_map`'s flags for a map of `map_type`: the action when they
+/// abort the run, `None` to go on, or the fault that stops it.
+fn redirect_flags(map_type: MapType, flags: u64) -> Result<Option<u64>, DirectFault> {
+    let devmap = matches!(map_type, MapType::DevMap | MapType::DevMapHash);
+    let allowed = XDP_ACTION_MASK | if devmap { BPF_F_BROADCAST | BPF_F_EXCLUDE_INGRESS } else { 0 };
+    if flags & !allowed != 0 {
+        return Ok(Some(Action::Aborted as u64));
+    }
+    if flags & BPF_F_BROADCAST != 0 {
+        return Err(DirectFault::Broadcast);
+    }
+    Ok(None)
+}
+
+/// `bpf_redirect_map`'s action once the slot of `key` in a map of
+/// `map_type` is `found` (a devmap's value's address; anything for a
+/// cpumap's) or not, with the target recorded in the context block at
+/// `block`, which is the run's input.
+fn redirect_found(block: u64, map_type: MapType, key: [u8; 4], found: Option<u64>, flags: u64) -> u64 {
+    match found {
+        None => {
+            record_target(block, 0, 0);
+            flags & XDP_ACTION_MASK
+        }
+        Some(_) if map_type == MapType::CpuMap => {
+            record_target(block, u32::from_ne_bytes(key), xdp_context::REDIRECT_CPU);
+            Action::Redirect as u64
+        }
+        Some(value) => {
+            // SAFETY: the address of a devmap's value, which starts with
+            // its ifindex, in the map's memory, which the program keeps
+            // alive for the run.
+            let ifindex = unsafe { (value as *const u32).read_unaligned() };
+            record_target(block, ifindex, xdp_context::REDIRECT_DEVICE);
+            Action::Redirect as u64
+        }
+    }
 }
 
 /// Writes the redirect target and its kind into the context block at

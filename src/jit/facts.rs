@@ -195,6 +195,13 @@ impl Facts {
         self.set(0, Value::Lookup { size, writable, null: true });
     }
 
+    /// After an 8-byte load of `reg` from a stack slot known to hold
+    /// `value`, stored there from a register in the same function: the
+    /// same 64 bits, so the same facts.
+    pub(super) fn reload(&mut self, reg: u8, value: Value) {
+        self.set(reg, value);
+    }
+
     /// Of `reads` (the registers an instruction reads), those that may
     /// still hold their value from the start of the run (as bits).
     pub(super) fn read_unwritten(&self, reads: Regs) -> u16 {

@@ -6,7 +6,7 @@
 //! the key, no stop flag to read), or looks an array up itself. Either
 //! gives what the helper gives: the same value address, or 0.
 
-use super::direct_calls;
+use super::direct_calls::DirectCall;
 use super::facts::{Facts, Value};
 use crate::helpers::builtin;
 use crate::helpers::linux::MAP_LOOKUP_ELEM;
@@ -30,19 +30,25 @@ pub(crate) struct MapLookup {
 }
 
 /// Does the code call a helper that may stop the run, given the `lookups`
-/// it makes itself (by instruction slot) and the helpers it calls in their
-/// direct forms ([`direct_calls`])?
-pub(crate) fn stopping_helpers_remain(program: &Program, lookups: &[Option<MapLookup>]) -> bool {
+/// it makes itself and the helpers it calls without a run state
+/// ([`super::direct_calls`]), by instruction slot?
+pub(crate) fn stopping_helpers_remain(
+    program: &Program,
+    lookups: &[Option<MapLookup>],
+    direct_calls: &[Option<DirectCall>],
+) -> bool {
     program.has_stopping_helpers()
-        && program.insns().iter().zip(lookups).any(|(&insn, lookup)| match insn.opc {
-            CALL => {
-                insn.src == CALL_HELPER
-                    && program.helper_may_stop(insn.imm as u32 as u64)
-                    && lookup.is_none()
-                    && direct_calls::plan(program, insn).is_none()
+        && program.insns().iter().zip(lookups.iter().zip(direct_calls)).any(|(&insn, (lookup, direct))| {
+            match insn.opc {
+                CALL => {
+                    insn.src == CALL_HELPER
+                        && program.helper_may_stop(insn.imm as u32 as u64)
+                        && lookup.is_none()
+                        && direct.is_none()
+                }
+                CALLX => true,
+                _ => false,
             }
-            CALLX => true,
-            _ => false,
         })
 }
 

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{ExecError, ExecErrorKind};
 use crate::helpers::builtin::RunState;
-use crate::helpers::xdp::ContextFault;
+use crate::helpers::xdp::DirectFault;
 use crate::interp::{self, Stack};
 use crate::isa::{self, MAX_CALL_DEPTH};
 use crate::memory;
@@ -115,7 +115,7 @@ pub(crate) enum Status {
     PacketPointer = 6,
     /// The helper called at `error_pc` in its direct form ([`direct_calls`])
     /// refused the context block: `error_value` is the
-    /// [`ContextFault`](crate::helpers::xdp::ContextFault)'s number.
+    /// [`DirectFault`](crate::helpers::xdp::DirectFault)'s number.
     HelperFault = 7,
 }
 
@@ -624,7 +624,7 @@ fn exit_error(program: &Program, exit: Exit) -> ExecError {
         s if s == Status::Budget as u64 => ExecErrorKind::BudgetExhausted(program.instruction_limit()),
         s if s == Status::CallDepth as u64 => ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH),
         s if s == Status::PacketPointer as u64 => ExecErrorKind::BadPacketPointer { value: exit.value },
-        s if s == Status::HelperFault as u64 => ContextFault::from_code(exit.value).error(insn.imm as u32),
+        s if s == Status::HelperFault as u64 => DirectFault::from_code(exit.value).error(insn.imm as u32),
         // The only other status that reaches here: `run_one` handles
         // `HelperStop`, and `Exited` is no error.
         s => {

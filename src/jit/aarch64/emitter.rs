@@ -15,6 +15,7 @@ use crate::helpers::xdp::DirectFn;
 use crate::isa::*;
 use crate::jit::checks::Check;
 use crate::jit::direct_calls;
+use crate::jit::direct_calls::DirectCall;
 use crate::jit::fusion::Fusion;
 use crate::jit::plan::Plan;
 use crate::jit::{Context, JitError, MachineCode, Scratch, Status};
@@ -513,7 +514,7 @@ impl<'p> Emitter<'p> {
             self.emit_add_imm(TMP, 3, -deepest);
             self.emit_store_context(TMP, CTX_DEEPEST);
         }
-        let direct_calls = direct_calls::any(self.program);
+        let direct_calls = direct_calls::need_input(&plan.checks.direct_calls);
         if direct_calls {
             self.emit_store_context(1, CTX_INPUT_LEN);
         }
@@ -1332,9 +1333,13 @@ impl<'p> Emitter<'p> {
             self.emit_map_lookup();
             return;
         }
-        if let Some(direct) = direct_calls::plan(self.program, insn) {
-            self.emit_direct_call(pc, direct);
-            return;
+        match self.plan.checks.direct_calls[pc] {
+            Some(DirectCall::Form(direct)) => return self.emit_direct_call(pc, direct),
+            Some(DirectCall::Plain(helper)) => {
+                self.emit_mov_imm(TMP, helper as usize as u64);
+                return self.emit_native_call();
+            }
+            None => {}
         }
         let index = insn.imm as u32 as u64;
         let Some(helper) = self.program.helper(index) else {
@@ -1370,9 +1375,9 @@ impl<'p> Emitter<'p> {
     }
 
     /// A helper called in its direct form (see [`crate::jit::direct_calls`])
-    /// with r1 and r2 and the input from the context: r0 gets what it
-    /// returns, or the run stops at `pc` with the fault it reports (in
-    /// `VALUE`). r1-r5 keep their values, as across the helper.
+    /// with r1-r3 and the input from the context: r0 gets what it returns,
+    /// or the run stops at `pc` with the fault it reports (in `VALUE`).
+    /// r1-r5 keep their values, as across the helper.
     fn emit_direct_call(&mut self, pc: usize, direct: DirectFn) {
         let stop = self.stop(pc, Status::HelperFault);
         let r0 = REGISTER_MAP[0];
@@ -1381,8 +1386,8 @@ impl<'p> Emitter<'p> {
             ; stp x2, x3, [sp, #16]
             ; stp x4, x30, [sp, #32]
         );
-        self.emit_load_context(2, CTX_INPUT_START);
-        self.emit_load_context(3, CTX_INPUT_LEN);
+        self.emit_load_context(3, CTX_INPUT_START);
+        self.emit_load_context(4, CTX_INPUT_LEN);
         self.emit_mov_imm(TMP, direct as usize as u64);
         a64!(self.ops
             ; blr X(TMP)

@@ -13,6 +13,7 @@ use crate::helpers::xdp::DirectFn;
 use crate::isa::*;
 use crate::jit::checks::Check;
 use crate::jit::direct_calls;
+use crate::jit::direct_calls::DirectCall;
 use crate::jit::fusion::Fusion;
 use crate::jit::lookups::MapLookup;
 use crate::jit::plan::Plan;
@@ -323,9 +324,13 @@ impl<'p> Emitter<'p> {
         let call_saved: Vec<Rq> = (6..=9).filter(|&r| plan.flow.used[r]).map(|r| REGISTER_MAP[r]).collect();
         let big_limit = program.instruction_limit() > REMAINING_MAX;
         let dag = plan.flow.branches && !big_limit && !plan.flow.to_exit.is_empty();
-        // Where the count is not read, a DAG program that calls no helper
-        // needs no budget: only a call could stop it for its count.
-        let needs_budget = direct.is_none() || !dag || plan.flow.helper_calls;
+        // Where the count is not read, a DAG program needs no budget when
+        // it calls no helper, as only a call could stop it for its count,
+        // or when no run of it is longer than the limit, as the calls then
+        // never find the budget spent.
+        let never_spent =
+            plan.flow.to_exit.first().is_some_and(|&longest| u64::from(longest) <= program.instruction_limit());
+        let needs_budget = direct.is_none() || !dag || (plan.flow.helper_calls && !never_spent);
         let budget_in_register = (plan.flow.branches || big_limit) && needs_budget;
         let dag = dag && needs_budget;
         let frame_in_rbp = plan.flow.used[FRAME_REG as usize] || plan.flow.local_calls;
@@ -410,7 +415,7 @@ impl<'p> Emitter<'p> {
                 ; mov [r10 + CTX_SAVED_SP], rsp
             );
         }
-        let direct_calls = direct_calls::any(self.program);
+        let direct_calls = direct_calls::need_input(&plan.checks.direct_calls);
         if direct_calls {
             x64!(self.ops ; mov [r10 + CTX_INPUT_LEN], rsi);
         }
@@ -1499,9 +1504,14 @@ impl<'p> Emitter<'p> {
             self.emit_map_lookup(lookup);
             return;
         }
-        if let Some(direct) = direct_calls::plan(self.program, insn) {
-            self.emit_direct_call(pc, direct);
-            return;
+        match self.plan.checks.direct_calls[pc] {
+            Some(DirectCall::Form(direct)) => return self.emit_direct_call(pc, direct),
+            Some(DirectCall::Plain(helper)) => {
+                // r0 is about to receive the result.
+                x64!(self.ops ; mov rax, QWORD helper as usize as i64);
+                return self.emit_native_call(false);
+            }
+            None => {}
         }
         let index = insn.imm as u32 as u64;
         let Some(helper) = self.program.helper(index) else {
@@ -1583,9 +1593,9 @@ impl<'p> Emitter<'p> {
     }
 
     /// A helper called in its direct form (see [`crate::jit::direct_calls`])
-    /// with r1 and r2 and the input from the context: r0 gets what it
-    /// returns, or the run stops at `pc` with the fault it reports. r1-r5
-    /// keep their values, as across the helper.
+    /// with r1-r3 and the input from the context: r0 gets what it returns,
+    /// or the run stops at `pc` with the fault it reports. r1-r5 keep their
+    /// values, as across the helper.
     fn emit_direct_call(&mut self, pc: usize, direct: DirectFn) {
         let stop = self.stop(pc, Status::HelperFault);
         x64!(self.ops
@@ -1596,8 +1606,8 @@ impl<'p> Emitter<'p> {
             ; push r8
             // The sixth push keeps rsp 16-byte aligned.
             ; push r10
-            ; mov rdx, [r10 + CTX_INPUT_START]
-            ; mov rcx, [r10 + CTX_INPUT_LEN]
+            ; mov rcx, [r10 + CTX_INPUT_START]
+            ; mov r8, [r10 + CTX_INPUT_LEN]
             ; mov rax, QWORD direct as usize as i64
             ; call rax
             // The fault in rax, r0 in rdx.
@@ -1617,6 +1627,10 @@ impl<'p> Emitter<'p> {
     /// Counts the helper call at `pc` and stops the run there if the budget
     /// is past the limit, as the interpreter checks at every call.
     fn emit_call_budget(&mut self, pc: usize) {
+        if !self.budget_in_register {
+            // No budget is kept: no call can find it spent (see `new`).
+            return;
+        }
         if self.dag {
             // The budget left is r12 - pending.
             let stop = self.stop(pc, Status::Budget);

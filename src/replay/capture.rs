@@ -393,22 +393,22 @@ impl<'a> PcapBatch<'a> {
         self.link_type
     }
 
-    /// The next record, header included, with where it starts in the
-    /// batch; `None` at the first record not whole in the buffer or longer
-    /// than the limit (which [`CaptureReader::next_record`] reports).
+    /// The next record, as where it starts in the batch, its header and
+    /// its captured bytes; `None` at the first record not whole in the
+    /// buffer or longer than the limit (which [`CaptureReader::next_record`]
+    /// reports).
     #[inline]
-    pub(crate) fn next(&mut self) -> Option<(usize, &'a [u8])> {
+    pub(crate) fn next(&mut self) -> Option<(usize, &'a [u8; PCAP_RECORD_HEADER_LEN], &'a [u8])> {
         let at = self.at;
-        let head = self.bytes.get(at..at + PCAP_RECORD_HEADER_LEN)?;
+        let (head, rest) = self.bytes.get(at..)?.split_first_chunk::<PCAP_RECORD_HEADER_LEN>()?;
         let captured = read_u32(head, 8, self.header.endianness);
         if captured > self.limit {
             return None;
         }
-        let end = at + PCAP_RECORD_HEADER_LEN + captured as usize;
-        let record = self.bytes.get(at..end)?;
-        self.at = end;
+        let data = rest.get(..captured as usize)?;
+        self.at = at + PCAP_RECORD_HEADER_LEN + data.len();
         self.records += 1;
-        Some((at, record))
+        Some((at, head, data))
     }
 
     /// Where the next record starts in the batch.
@@ -424,16 +424,10 @@ impl<'a> PcapBatch<'a> {
         &self.bytes[range]
     }
 
-    /// A record's captured bytes.
+    /// The capture time of the record with header `head`, in nanoseconds.
     #[inline]
-    pub(crate) fn data(record: &[u8]) -> &[u8] {
-        &record[PCAP_RECORD_HEADER_LEN..]
-    }
-
-    /// A record's capture time, in nanoseconds.
-    #[inline]
-    pub(crate) fn timestamp_ns(&self, record: &[u8]) -> u64 {
-        pcap_timestamp(record, self.header)
+    pub(crate) fn timestamp_ns(&self, head: &[u8]) -> u64 {
+        pcap_timestamp(head, self.header)
     }
 
     /// The packet number and the file offset of the last record handed

@@ -483,12 +483,12 @@ fn filter_records<W: Write>(
     // `run_verdict`, and are not written yet.
     let (mut run_start, mut run_verdict) = (0, Verdict::Pass);
     let mut written = Ok(());
-    while let Some((at, record)) = batch.next() {
+    while let Some((at, head, data)) = batch.next() {
         records += 1;
-        let verdict = match frame::program_input(how.ip_mode, link_type, PcapBatch::data(record)) {
+        let verdict = match frame::program_input(how.ip_mode, link_type, data) {
             Ok(Some(input)) => {
                 if how.clock {
-                    builtin::set_clock(Some(batch.timestamp_ns(record)));
+                    builtin::set_clock(Some(batch.timestamp_ns(head)));
                 }
                 match run(input) {
                     Ok(0) => Verdict::Pass,

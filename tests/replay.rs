@@ -470,6 +470,76 @@ fn a_capture_read_in_pieces_reads_as_a_whole_one() {
     }
 }
 
+/// However the reads cut a capture into the reader's buffer, each packet is
+/// written, unchanged and in order, where its verdict sends it, the summary
+/// counts it, and the first fault named is the first packet's that faults:
+/// a filter whose verdicts and faults follow from the bytes, in both
+/// engines (in place and on a copy), either verdict for faults.
+#[test]
+fn each_packet_goes_where_its_verdict_sends_it_however_the_capture_is_read() {
+    // Drops a frame whose byte 60 is odd, and faults on a shorter one.
+    let bytecode = isa::encode_program(&asm::assemble("ldxb r0, [r1+60]\nand r0, 1\nexit").unwrap());
+    let mut random = xorshift(0x5851_f42d_4c95_7f2d);
+    let (mut drops, mut faults) = (0, 0);
+    for kind in [EngineKind::Jit, EngineKind::Interpreter] {
+        let engine = Engine::new(Program::load(&bytecode, &Helpers::new(), &Config::default()).unwrap(), kind).unwrap();
+        for (name, whole) in gen_captures::sample_captures() {
+            for on_error in [Verdict::Pass, Verdict::Drop] {
+                let (mut passed, mut dropped, mut first_fault, mut bytes) = (Vec::new(), Vec::new(), None, 0);
+                let mut reader = CaptureReader::new(&whole[..], name).unwrap();
+                while let Some(record) = reader.next_record().unwrap() {
+                    let Record::Packet(packet) = record else { continue };
+                    bytes += packet.data.len() as u64;
+                    let verdict = match packet.data.get(60) {
+                        Some(byte) if byte & 1 == 1 => Verdict::Drop,
+                        Some(_) => Verdict::Pass,
+                        None => {
+                            first_fault.get_or_insert((packet.number, packet.offset));
+                            faults += 1;
+                            on_error
+                        }
+                    };
+                    match verdict {
+                        Verdict::Pass => passed.push(packet.record.to_vec()),
+                        Verdict::Drop => dropped.push(packet.record.to_vec()),
+                    }
+                }
+                drops += dropped.len();
+                for round in 0..6 {
+                    let (mut pass_out, mut drop_out) = (Vec::new(), Vec::new());
+                    let mut outputs = Outputs {
+                        pass: Some(qemu_ubpf::replay::CaptureWriter::new(&mut pass_out, "pass")),
+                        drop: Some(qemu_ubpf::replay::CaptureWriter::new(&mut drop_out, "drop")),
+                        ..Outputs::none()
+                    };
+                    let options = Options { ip_mode: IpMode::Off, on_error };
+                    let mut replay = Replay::new(&engine, options);
+                    let at_once: Box<dyn std::io::Read> = Box::new(&whole[..]);
+                    let seed = random() | 1;
+                    let source = if round == 0 {
+                        at_once
+                    } else {
+                        Box::new(Trickle { bytes: &whole, next: Box::new(xorshift(seed)) })
+                    };
+                    let mut reader = CaptureReader::new(source, name).unwrap();
+                    replay.run(&mut reader, &mut outputs, &mut |_| {}).unwrap();
+                    drop(outputs);
+                    let case = format!("{name}, {kind:?}, on-error {on_error:?}, round {round}");
+                    let summary = replay.summary();
+                    let counts = (summary.packets, summary.passed, summary.dropped, summary.bytes);
+                    let total = (passed.len() + dropped.len()) as u64;
+                    assert_eq!(counts, (total, passed.len() as u64, dropped.len() as u64, bytes), "{case}");
+                    let fault = summary.first_error.as_ref().map(|fault| (fault.packet, fault.offset));
+                    assert_eq!(fault, first_fault, "{case}");
+                    assert!(packet_records(&pass_out) == passed, "{case}: the passed packets");
+                    assert!(packet_records(&drop_out) == dropped, "{case}: the dropped packets");
+                }
+            }
+        }
+    }
+    assert!(drops > 0 && faults > 0, "the captures give the filter both verdicts and faults");
+}
+
 /// A capture read from a pipe replays as the same file does.
 #[test]
 fn a_capture_from_a_pipe_replays() {

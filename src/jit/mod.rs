@@ -18,6 +18,7 @@
 //! code, the same way for every backend. x86-64 and aarch64 have a
 //! backend; elsewhere [`JitProgram::compile`] returns [`JitError::Unsupported`].
 
+use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
@@ -269,6 +270,33 @@ pub struct JitProgram {
     reads_input_only: bool,
 }
 
+/// Runs of a program that only reads its input, all with one stack
+/// ([`JitProgram::read_only`]).
+pub struct ReadOnlyRuns<'a> {
+    jit: &'a JitProgram,
+    /// The top of the stack the runs hold, or 0 when the code uses none.
+    stack_top: u64,
+    _stack: PhantomData<&'a mut Stack>,
+}
+
+impl ReadOnlyRuns<'_> {
+    /// Runs the program over `input` and returns r0.
+    #[inline]
+    pub fn run(&self, input: &[u8]) -> Result<u64, ExecError> {
+        let address = if input.is_empty() { 0 } else { input.as_ptr() as u64 };
+        // Nothing reads the context afterwards, so the code may have it
+        // uninitialised (it writes what it reads).
+        let mut context = MaybeUninit::uninit();
+        // SAFETY: as in `enter`, except that `input` is only valid for
+        // reads, which is all the code does with it: its stores all address
+        // the stack, and it calls no helpers (`reads_input_only`, checked
+        // by `read_only`). The stack is borrowed for as long as `self`
+        // lives, or not used by the code at all.
+        let exit = unsafe { self.jit.call(address, input.len() as u64, context.as_mut_ptr(), self.stack_top) };
+        self.jit.result(exit)
+    }
+}
+
 /// A program compiled as a `ubpf_jit_fn` (and `ubpf_jit_ex_fn`, whose stack
 /// it ignores) that runs it as [`JitProgram::execute`] does, from C, with
 /// nothing around it: it checks the input, keeps its context and stack in
@@ -375,27 +403,19 @@ impl JitProgram {
         self.result(exit)
     }
 
-    /// Runs the compiled program over `input`, which it only reads, with
-    /// `stack` as its call frames, and returns r0: the cheapest way in (the
-    /// code is called as it is, and no instructions are counted), for a
-    /// program that writes only its stack. `None` for any other program,
-    /// which must be given input it may write ([`JitProgram::run`]).
+    /// Runs of the compiled program over inputs that it only reads, with
+    /// `stack` as their call frames, each returning r0: the cheapest way in
+    /// (the code is called as it is, what each run needs is looked up once,
+    /// and no instructions are counted), for a program that writes only its
+    /// stack. `None` for any other program, which must be given input it
+    /// may write ([`JitProgram::run`]).
     #[inline]
-    pub fn run_read_only(&self, input: &[u8], stack: &mut Stack) -> Option<Result<u64, ExecError>> {
+    pub fn read_only<'a>(&'a self, stack: &'a mut Stack) -> Option<ReadOnlyRuns<'a>> {
         if !self.reads_input_only {
             return None;
         }
-        let address = if input.is_empty() { 0 } else { input.as_ptr() as u64 };
         let stack_top = if self.uses_stack { stack.top() } else { 0 };
-        // Nothing reads the context afterwards, so the code may have it
-        // uninitialised (it writes what it reads).
-        let mut context = MaybeUninit::uninit();
-        // SAFETY: as in `enter`, except that `input` is only valid for
-        // reads, which is all the code does with it: its stores all address
-        // the stack, and it calls no helpers (`reads_input_only`). The stack
-        // is borrowed for the call, or not used by the code at all.
-        let exit = unsafe { self.call(address, input.len() as u64, context.as_mut_ptr(), stack_top) };
-        Some(self.result(exit))
+        Some(ReadOnlyRuns { jit: self, stack_top, _stack: PhantomData })
     }
 
     /// [`JitProgram::execute`] for a program whose helpers may stop it or

@@ -232,6 +232,35 @@ impl<R: Read> CaptureReader<R> {
         }
     }
 
+    /// The classic pcap packet records that lie whole and sound in the read
+    /// buffer, to be handed out one after the other without a [`Packet`]
+    /// each (a replay's loop); `None` unless the file is classic pcap past
+    /// its header. [`CaptureReader::take_pcap_batch`] then takes those that
+    /// were handed out.
+    #[inline]
+    pub(crate) fn pcap_batch(&self) -> Option<PcapBatch<'_>> {
+        let FormatState::Pcap { header, link_type, limit, header_pending: false } = &self.format else {
+            return None;
+        };
+        Some(PcapBatch {
+            bytes: &self.input.bytes()[self.input.start..self.input.end],
+            at: 0,
+            records: 0,
+            header,
+            link_type: *link_type,
+            limit: *limit,
+            number: self.packets + 1,
+            offset: self.input.offset,
+        })
+    }
+
+    /// Takes the records of a batch of this reader that it handed out.
+    #[inline]
+    pub(crate) fn take_pcap_batch(&mut self, taken: BatchTaken) {
+        self.input.take(taken.bytes);
+        self.packets += taken.records;
+    }
+
     /// Takes the record [`CaptureReader::next_pcap_packet`] returns.
     #[inline]
     fn pcap_packet_at(&mut self) -> Option<PcapPacketAt> {
@@ -333,6 +362,96 @@ struct PcapPacketAt {
     link_type: u32,
     timestamp_ns: u64,
     record: Range<usize>,
+}
+
+/// Classic pcap packet records whole in a reader's buffer, handed out as
+/// the bytes they have in the file ([`CaptureReader::pcap_batch`]).
+pub(crate) struct PcapBatch<'a> {
+    /// The unread bytes of the buffer.
+    bytes: &'a [u8],
+    /// Where the next record starts in `bytes`.
+    at: usize,
+    /// Records handed out.
+    records: u64,
+    header: &'a PcapHeader,
+    link_type: u32,
+    limit: u32,
+    /// The first record's packet number and file offset.
+    number: u64,
+    offset: u64,
+}
+
+/// How much of a batch was handed out.
+pub(crate) struct BatchTaken {
+    records: u64,
+    bytes: usize,
+}
+
+impl<'a> PcapBatch<'a> {
+    /// The link type of every packet in the batch.
+    pub(crate) fn link_type(&self) -> u32 {
+        self.link_type
+    }
+
+    /// The next record, as where it starts in the batch, its header and
+    /// its captured bytes; `None` at the first record not whole in the
+    /// buffer or longer than the limit (which [`CaptureReader::next_record`]
+    /// reports).
+    #[inline]
+    pub(crate) fn next(&mut self) -> Option<(usize, &'a [u8; PCAP_RECORD_HEADER_LEN], &'a [u8])> {
+        let at = self.at;
+        let (head, rest) = self.bytes.get(at..)?.split_first_chunk::<PCAP_RECORD_HEADER_LEN>()?;
+        let captured = read_u32(head, 8, self.header.endianness);
+        if captured > self.limit {
+            return None;
+        }
+        let data = rest.get(..captured as usize)?;
+        self.at = at + PCAP_RECORD_HEADER_LEN + data.len();
+        self.records += 1;
+        Some((at, head, data))
+    }
+
+    /// Where the next record starts in the batch.
+    #[inline]
+    pub(crate) fn at(&self) -> usize {
+        self.at
+    }
+
+    /// Records handed out, from where one starts up to where another
+    /// starts (or [`PcapBatch::at`]).
+    #[inline]
+    pub(crate) fn records(&self, range: Range<usize>) -> &'a [u8] {
+        &self.bytes[range]
+    }
+
+    /// The capture time of the record with header `head`, in nanoseconds.
+    #[inline]
+    pub(crate) fn timestamp_ns(&self, head: &[u8]) -> u64 {
+        pcap_timestamp(head, self.header)
+    }
+
+    /// The packet number and the file offset of the last record handed
+    /// out, which starts at `at`.
+    pub(crate) fn place(&self, at: usize) -> (u64, u64) {
+        (self.number + self.records - 1, self.offset + at as u64)
+    }
+
+    /// The records and bytes handed out: the captured bytes of the packets
+    /// are all of them but the record headers.
+    pub(crate) fn taken(&self) -> BatchTaken {
+        BatchTaken { records: self.records, bytes: self.at }
+    }
+}
+
+impl BatchTaken {
+    pub(crate) fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// The captured bytes of the packets taken.
+    pub(crate) fn captured_bytes(&self) -> u64 {
+        (self.bytes - self.records as usize * PCAP_RECORD_HEADER_LEN) as u64
+    }
 }
 
 /// The capture time of the pcap record that starts with `head`, in

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::error::ExecError;
 use crate::interp::{self, Stack};
-use crate::jit::{JitError, JitProgram};
+use crate::jit::{JitError, JitProgram, ReadOnlyRuns};
 use crate::program::Program;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,14 +51,14 @@ impl Engine {
         }
     }
 
-    /// Runs the program over `packet` in place, which spares copying it
-    /// into memory it may write, when the engine can: in the JIT, a program
-    /// that writes only its stack ([`JitProgram::run_read_only`]). `None`
-    /// otherwise.
+    /// Runs of the program over packets in place, which spares copying
+    /// each into memory it may write, when the engine can: in the JIT, a
+    /// program that writes only its stack ([`JitProgram::read_only`]).
+    /// `None` otherwise.
     #[inline]
-    pub fn run_read_only(&self, packet: &[u8], stack: &mut Stack) -> Option<Result<u64, ExecError>> {
+    pub fn read_only<'a>(&'a self, stack: &'a mut Stack) -> Option<ReadOnlyRuns<'a>> {
         match self {
-            Engine::Jit(jit) => jit.run_read_only(packet, stack),
+            Engine::Jit(jit) => jit.read_only(stack),
             Engine::Interpreter(_) => None,
         }
     }

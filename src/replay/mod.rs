@@ -20,6 +20,7 @@ pub mod output;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
+use capture::PcapBatch;
 pub use capture::{CaptureError, CaptureReader, CaptureWriter, Format, Packet, Record, RecordKind};
 pub use engine::{Engine, EngineKind};
 pub use frame::{IpMode, UnsupportedLinkType};
@@ -310,6 +311,9 @@ impl<'a> Replay<'a> {
         let file = reader.file().to_owned();
         let format = reader.format();
         loop {
+            if !self.xdp {
+                self.filter_batch(reader, outputs, progress)?;
+            }
             if let Some(packet) = reader.next_pcap_packet() {
                 self.packet(&packet, outputs, progress, &file)?;
                 continue;
@@ -322,6 +326,53 @@ impl<'a> Replay<'a> {
         }
         progress(reader.offset());
         Ok(())
+    }
+
+    /// Runs a filter over the classic pcap records whole in the reader's
+    /// buffer, if there are any, in a loop that builds no [`Packet`] (see
+    /// [`filter_records`]). A record it cannot handle (cut off by the
+    /// buffer's end, corrupt, of a link type without a program) ends the
+    /// batch, and is left to [`Replay::packet`], which reports what is
+    /// wrong with it.
+    fn filter_batch<R: Read, W: Write>(
+        &mut self,
+        reader: &mut CaptureReader<R>,
+        outputs: &mut Outputs<W>,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), CaptureError> {
+        let Some(mut batch) = reader.pcap_batch() else { return Ok(()) };
+        let link_type = batch.link_type();
+        let Some(engine) = self.engine_for(link_type) else { return Ok(()) };
+        if frame::program_input(self.options.ip_mode, link_type, &[]).is_err() {
+            return Ok(());
+        }
+        let how = BatchOptions { ip_mode: self.options.ip_mode, on_error: self.options.on_error, clock: self.clock };
+        let (summary, stack, scratch) = (&mut self.summary, &mut self.stack, &mut self.scratch);
+        // The runs are chosen once for the batch, and the loop made for
+        // each kind, so that none of it is decided again per packet.
+        let result = match engine.read_only(stack) {
+            Some(runs) => filter_records(&mut batch, outputs, how, summary, |input| runs.run(input)),
+            None => filter_records(&mut batch, outputs, how, summary, |input| {
+                scratch.clear();
+                scratch.extend_from_slice(input);
+                engine.run(scratch, stack)
+            }),
+        };
+        let taken = batch.taken();
+        summary.packets += taken.records();
+        summary.bytes += taken.captured_bytes();
+        reader.take_pcap_batch(taken);
+        progress(reader.offset());
+        result
+    }
+
+    /// The engine that runs packets of `link_type`.
+    #[inline]
+    fn engine_for(&self, link_type: u32) -> Option<&'a Engine> {
+        match self.by_link_type {
+            [] => Some(self.engine),
+            engines => engines.iter().find(|(engine_link_type, _)| *engine_link_type == link_type).map(|(_, e)| e),
+        }
     }
 
     // Always inlined: left to itself the compiler makes it a call, whose
@@ -359,13 +410,7 @@ impl<'a> Replay<'a> {
     // registers for every packet.
     #[inline(always)]
     fn verdict(&mut self, packet: &Packet) -> Result<Verdict, PacketError> {
-        let engine = match self.by_link_type {
-            [] => self.engine,
-            engines => match engines.iter().find(|(link_type, _)| *link_type == packet.link_type) {
-                Some((_, engine)) => engine,
-                None => return Err(PacketError::NoProgram(packet.link_type)),
-            },
-        };
+        let engine = self.engine_for(packet.link_type).ok_or(PacketError::NoProgram(packet.link_type))?;
         let input = frame::program_input(self.options.ip_mode, packet.link_type, packet.data)?;
         let summary = &mut self.summary;
         summary.packets += 1;
@@ -379,25 +424,12 @@ impl<'a> Replay<'a> {
                 if self.clock {
                     builtin::set_clock(Some(packet.timestamp_ns));
                 }
-                let result = match engine.run_read_only(input, &mut self.stack) {
-                    Some(result) => result,
-                    None => {
-                        self.scratch.clear();
-                        self.scratch.extend_from_slice(input);
-                        engine.run(&mut self.scratch, &mut self.stack)
-                    }
-                };
-                match result {
+                match run_filter(engine, input, &mut self.stack, &mut self.scratch) {
                     Ok(0) => Verdict::Pass,
                     Ok(_) => Verdict::Drop,
                     Err(error) => {
-                        summary.errors += 1;
-                        summary.first_error.get_or_insert(PacketFault {
-                            packet: packet.number,
-                            offset: packet.offset,
-                            error: error.into(),
-                        });
-                        self.options.on_error
+                        let (packet, offset) = (packet.number, packet.offset);
+                        fault(summary, self.options.on_error, PacketFault { packet, offset, error: error.into() })
                     }
                 }
             }
@@ -408,6 +440,96 @@ impl<'a> Replay<'a> {
         }
         Ok(verdict)
     }
+}
+
+/// Runs a filter over `input`: in place when the engine can, else on a copy
+/// in `scratch`, as the program may write to it and the outputs must get
+/// the packet as it was.
+#[inline(always)]
+fn run_filter(engine: &Engine, input: &[u8], stack: &mut Stack, scratch: &mut Vec<u8>) -> Result<u64, ExecError> {
+    if let Some(runs) = engine.read_only(stack) {
+        return runs.run(input);
+    }
+    scratch.clear();
+    scratch.extend_from_slice(input);
+    engine.run(scratch, stack)
+}
+
+/// What [`filter_records`] needs of a replay's options.
+#[derive(Clone, Copy)]
+struct BatchOptions {
+    ip_mode: IpMode,
+    on_error: Verdict,
+    /// Whether to set the clock to each packet's time.
+    clock: bool,
+}
+
+/// Runs a filter, `run`, over the records of `batch` and writes them where
+/// their verdicts send them: consecutive packets with the same verdict in
+/// one piece, as they lie together in the batch. Counts the verdicts in
+/// `summary` (the packets and bytes are left to the caller); on a write
+/// error, stops with every record handed out counted.
+#[inline(always)]
+fn filter_records<W: Write>(
+    batch: &mut PcapBatch,
+    outputs: &mut Outputs<W>,
+    how: BatchOptions,
+    summary: &mut Summary,
+    mut run: impl FnMut(&[u8]) -> Result<u64, ExecError>,
+) -> Result<(), CaptureError> {
+    let link_type = batch.link_type();
+    let (mut dropped, mut skipped, mut records) = (0u64, 0u64, 0u64);
+    // The records from `run_start` up to the current one all have
+    // `run_verdict`, and are not written yet.
+    let (mut run_start, mut run_verdict) = (0, Verdict::Pass);
+    let mut written = Ok(());
+    while let Some((at, head, data)) = batch.next() {
+        records += 1;
+        let verdict = match frame::program_input(how.ip_mode, link_type, data) {
+            Ok(Some(input)) => {
+                if how.clock {
+                    builtin::set_clock(Some(batch.timestamp_ns(head)));
+                }
+                match run(input) {
+                    Ok(0) => Verdict::Pass,
+                    Ok(_) => Verdict::Drop,
+                    Err(error) => {
+                        let (packet, offset) = batch.place(at);
+                        fault(summary, how.on_error, PacketFault { packet, offset, error: error.into() })
+                    }
+                }
+            }
+            // No error: `filter_batch` checked the link type.
+            Ok(None) | Err(_) => {
+                skipped += 1;
+                Verdict::Pass
+            }
+        };
+        dropped += u64::from(verdict == Verdict::Drop);
+        if verdict != run_verdict {
+            written = outputs.write_packet(run_verdict, batch.records(run_start..at));
+            (run_start, run_verdict) = (at, verdict);
+            if written.is_err() {
+                break;
+            }
+        }
+    }
+    if written.is_ok() {
+        written = outputs.write_packet(run_verdict, batch.records(run_start..batch.at()));
+    }
+    summary.dropped += dropped;
+    summary.passed += records - dropped;
+    summary.skipped += skipped;
+    written
+}
+
+/// Counts a filter's faulted run, and gives its verdict.
+#[cold]
+#[inline(never)]
+fn fault(summary: &mut Summary, on_error: Verdict, fault: PacketFault) -> Verdict {
+    summary.errors += 1;
+    summary.first_error.get_or_insert(fault);
+    on_error
 }
 
 /// An XDP program's outcome for one packet.

@@ -1065,12 +1065,20 @@ static FORMS_BY_OPCODE: FormsByOpcode = {
 };
 
 /// The form that describes `insn` (the first listed, where aliases exist).
+/// Inlined: loading, verifying and planning ask several times an
+/// instruction, and most opcodes have one form, a table lookup.
+#[inline]
 pub fn form_of(insn: &Insn) -> Option<&'static Form> {
-    let by_opcode = &FORMS_BY_OPCODE;
-    let sole = by_opcode.sole[insn.opc as usize];
+    let sole = FORMS_BY_OPCODE.sole[insn.opc as usize];
     if sole != SCAN {
         return Some(&FORMS[sole as usize]);
     }
+    form_by_selector(insn)
+}
+
+/// [`form_of`] for an opcode with several forms, or none.
+fn form_by_selector(insn: &Insn) -> Option<&'static Form> {
+    let by_opcode = &FORMS_BY_OPCODE;
     let (from, to) = (by_opcode.start[insn.opc as usize], by_opcode.start[insn.opc as usize + 1]);
     by_opcode.order[from as usize..to as usize].iter().map(|&i| &FORMS[i as usize]).find(|form| form.selects(insn))
 }

@@ -327,7 +327,15 @@ impl<'a> Loops<'a> {
                 self.visits[parent as usize].low = self.visits[parent as usize].low.min(low);
             }
             if low == order {
-                self.complete(pc, way_out)?;
+                if self.stack.last() == Some(&(pc as u32)) && !successors.contains(&(pc as u32)) {
+                    // A component of one instruction that does not jump
+                    // to itself is no loop: most of them. It leads on,
+                    // or it is an `exit`.
+                    self.visits[pc].on_stack = false;
+                    self.stack.pop();
+                } else {
+                    self.complete(pc, way_out)?;
+                }
             }
         }
         Ok(())

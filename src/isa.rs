@@ -1126,6 +1126,23 @@ mod tests {
     }
 
     #[test]
+    fn operations_and_loads_write_their_dst_only() {
+        // The JIT's facts rely on it, without looking up the form.
+        let forms = FORMS.iter().filter(|form| matches!(form.opc & CLASS_MASK, BPF_ALU | BPF_ALU64 | BPF_LDX));
+        assert!(forms.clone().count() > 70);
+        for form in forms {
+            let (off, imm, src) = match form.selector {
+                Selector::None => (0, 0, 2),
+                Selector::Off(off) => (off, 0, 2),
+                Selector::Imm(imm) => (0, imm, 2),
+                Selector::Src(src) => (0, 0, src),
+            };
+            let insn = Insn::new(form.opc, 3, src, off, imm);
+            assert_eq!(insn.writes(), Regs::of(3), "{form:?}");
+        }
+    }
+
+    #[test]
     fn opcode_fields_compose() {
         assert_eq!(LDDW, 0x18);
         assert_eq!(CALL, 0x85);

@@ -348,7 +348,12 @@ impl Facts {
             // other atomics write nothing).
             _ => Value::Unknown,
         };
-        let written = insn.writes().first()?;
+        // Every operation and every load from memory writes its dst (a
+        // test in `isa` holds the forms to that), the most common case.
+        let written = match class {
+            BPF_ALU | BPF_ALU64 | BPF_LDX => dst,
+            _ => insn.writes().first()?,
+        };
         self.set(written, value);
         Some(written)
     }

@@ -134,7 +134,13 @@ fn check_registers(pc: usize, insn: &Insn) -> Result<(), LoadError> {
             return Err(error(pc, *insn, LoadErrorKind::BadRegister(reg)));
         }
     }
-    if insn.writes().contains(FRAME_REG) {
+    // An operation or a load writes its dst (see isa's forms): most
+    // instructions, told without the form's lookup.
+    let writes_frame = match insn.class() {
+        isa::BPF_ALU | isa::BPF_ALU64 | isa::BPF_LDX => insn.dst == FRAME_REG,
+        _ => insn.writes().contains(FRAME_REG),
+    };
+    if writes_frame {
         return Err(error(pc, *insn, LoadErrorKind::WriteToR10));
     }
     Ok(())

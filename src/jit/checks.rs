@@ -269,7 +269,7 @@ impl Checks {
     fn plan_checks(&mut self, program: &Program, flow: &Flow, entry_known: bool) {
         let mut ids = Ids::new();
         // What each instruction reads, looked up once for every walk.
-        let reads: Reused<Regs> = program.insns().iter().map(Insn::reads).collect();
+        let reads: Reused<Regs> = program.insns().iter().map(Insn::reads_verified).collect();
         let budget = MAX_WALKS * program.insns().len();
         let mut candidates = Candidates::new(program, flow);
         if !self.walk(program, flow, &reads, entry_known, Some(&mut candidates), budget, &mut ids) {

@@ -516,6 +516,25 @@ impl Insn {
         }
     }
 
+    /// [`Insn::reads`] of an instruction of a verified program (one of
+    /// [`FORMS`]), without the form's lookup for operations and loads: an
+    /// operation reads its dst but when it is a mov, and its src when it
+    /// takes a register (neg and the byte swaps take none, whatever their
+    /// source bit); a load from memory reads its src.
+    #[inline]
+    pub(crate) fn reads_verified(&self) -> Regs {
+        match self.class() {
+            BPF_ALU | BPF_ALU64 => {
+                let op = self.opc & OP_MASK;
+                let dst = if op == BPF_MOV { Regs::NONE } else { Regs::of(self.dst) };
+                let takes_src = self.opc & BPF_X != 0 && op != BPF_NEG && op != BPF_END;
+                if takes_src { dst | Regs::of(self.src) } else { dst }
+            }
+            BPF_LDX => Regs::of(self.src),
+            _ => self.reads(),
+        }
+    }
+
     /// The registers this instruction itself writes (at most one): dst of
     /// an operation or a load; the old value a fetching atomic returns, in
     /// src (r0 for cmpxchg); r0 after a helper call. A local call writes
@@ -1065,12 +1084,20 @@ static FORMS_BY_OPCODE: FormsByOpcode = {
 };
 
 /// The form that describes `insn` (the first listed, where aliases exist).
+/// Inlined: loading, verifying and planning ask several times an
+/// instruction, and most opcodes have one form, a table lookup.
+#[inline]
 pub fn form_of(insn: &Insn) -> Option<&'static Form> {
-    let by_opcode = &FORMS_BY_OPCODE;
-    let sole = by_opcode.sole[insn.opc as usize];
+    let sole = FORMS_BY_OPCODE.sole[insn.opc as usize];
     if sole != SCAN {
         return Some(&FORMS[sole as usize]);
     }
+    form_by_selector(insn)
+}
+
+/// [`form_of`] for an opcode with several forms, or none.
+fn form_by_selector(insn: &Insn) -> Option<&'static Form> {
+    let by_opcode = &FORMS_BY_OPCODE;
     let (from, to) = (by_opcode.start[insn.opc as usize], by_opcode.start[insn.opc as usize + 1]);
     by_opcode.order[from as usize..to as usize].iter().map(|&i| &FORMS[i as usize]).find(|form| form.selects(insn))
 }
@@ -1114,6 +1141,39 @@ mod tests {
             if !std::ptr::eq(first, form) {
                 assert!(matches!(form.mnemonic, "swap16" | "swap32" | "swap64" | "gotol"), "{form:?}");
             }
+        }
+    }
+
+    #[test]
+    fn operations_and_loads_write_their_dst_only() {
+        // The JIT's facts rely on it, without looking up the form.
+        let forms = FORMS.iter().filter(|form| matches!(form.opc & CLASS_MASK, BPF_ALU | BPF_ALU64 | BPF_LDX));
+        assert!(forms.clone().count() > 70);
+        for form in forms {
+            let (off, imm, src) = match form.selector {
+                Selector::None => (0, 0, 2),
+                Selector::Off(off) => (off, 0, 2),
+                Selector::Imm(imm) => (0, imm, 2),
+                Selector::Src(src) => (0, 0, src),
+            };
+            let insn = Insn::new(form.opc, 3, src, off, imm);
+            assert_eq!(insn.writes(), Regs::of(3), "{form:?}");
+        }
+    }
+
+    #[test]
+    fn reads_of_verified_instructions_match_their_forms() {
+        for form in FORMS {
+            let (off, imm, src) = match form.selector {
+                Selector::None => (0, 0, 2),
+                Selector::Off(off) => (off, 0, 2),
+                Selector::Imm(imm) => (0, imm, 2),
+                Selector::Src(src) => (0, 0, src),
+            };
+            let fields = form.operands.fields();
+            let src = if fields.src || matches!(form.selector, Selector::Src(_)) { src } else { 0 };
+            let insn = Insn::new(form.opc, if fields.dst { 3 } else { 0 }, src, off, imm);
+            assert_eq!(insn.reads_verified(), insn.reads(), "{form:?}");
         }
     }
 

@@ -134,7 +134,13 @@ fn check_registers(pc: usize, insn: &Insn) -> Result<(), LoadError> {
             return Err(error(pc, *insn, LoadErrorKind::BadRegister(reg)));
         }
     }
-    if insn.writes().contains(FRAME_REG) {
+    // An operation or a load writes its dst (see isa's forms): most
+    // instructions, told without the form's lookup.
+    let writes_frame = match insn.class() {
+        isa::BPF_ALU | isa::BPF_ALU64 | isa::BPF_LDX => insn.dst == FRAME_REG,
+        _ => insn.writes().contains(FRAME_REG),
+    };
+    if writes_frame {
         return Err(error(pc, *insn, LoadErrorKind::WriteToR10));
     }
     Ok(())
@@ -327,7 +333,15 @@ impl<'a> Loops<'a> {
                 self.visits[parent as usize].low = self.visits[parent as usize].low.min(low);
             }
             if low == order {
-                self.complete(pc, way_out)?;
+                if self.stack.last() == Some(&(pc as u32)) && !successors.contains(&(pc as u32)) {
+                    // A component of one instruction that does not jump
+                    // to itself is no loop: most of them. It leads on,
+                    // or it is an `exit`.
+                    self.visits[pc].on_stack = false;
+                    self.stack.pop();
+                } else {
+                    self.complete(pc, way_out)?;
+                }
             }
         }
         Ok(())

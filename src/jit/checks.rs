@@ -269,7 +269,7 @@ impl Checks {
     fn plan_checks(&mut self, program: &Program, flow: &Flow, entry_known: bool) {
         let mut ids = Ids::new();
         // What each instruction reads, looked up once for every walk.
-        let reads: Reused<Regs> = program.insns().iter().map(Insn::reads).collect();
+        let reads: Reused<Regs> = program.insns().iter().map(Insn::reads_verified).collect();
         let budget = MAX_WALKS * program.insns().len();
         let mut candidates = Candidates::new(program, flow);
         if !self.walk(program, flow, &reads, entry_known, Some(&mut candidates), budget, &mut ids) {
@@ -814,6 +814,39 @@ mod tests {
             } else {
                 assert!(result.is_ok(), "{len} bytes");
             }
+        }
+    }
+
+    #[test]
+    fn a_loop_counting_down_settles_and_keeps_what_was_known_before_it() {
+        use crate::helpers::Helpers;
+        use crate::jit::JitProgram;
+        use crate::program::Config;
+        use crate::testing::engines;
+        use std::sync::Arc;
+        // A counter coming down from 20, a step a turn, widens its loop
+        // head's candidate once per step unless it goes down to 0 at once;
+        // past MAX_WIDENINGS the head would start afresh and forget that the
+        // input holds at least 8 bytes, which proves the read after the loop.
+        let insns = [
+            Insn::new(JLT_IMM, 2, 0, 6, 8),    // 0: leave unless len >= 8
+            Insn::new(MOV64_IMM, 4, 0, 0, 20), // 1: r4 = 20
+            Insn::new(MOV64_IMM, 0, 0, 0, 0),  // 2: r0 = 0
+            Insn::new(ADD64_REG, 0, 4, 0, 0),  // 3: loop head: r0 += r4
+            Insn::new(SUB64_IMM, 4, 0, 0, 1),  // 4: r4 -= 1
+            Insn::new(JNE_IMM, 4, 0, -3, 0),   // 5: back to 3 until r4 is 0
+            Insn::new(LDXDW, 0, 1, 0, 0),      // 6: bytes 0-7: proved
+            Insn::new(EXIT, 0, 0, 0, 0),       // 7
+        ];
+        let program =
+            Arc::new(Program::load(&encode_program(&insns), &Helpers::new(), &Config::default()).expect("verifies"));
+        let checks = Checks::plan(&program, &Flow::new(&program));
+        assert_eq!(checks.accesses[6].check, Check::None);
+        assert!(!checks.any_check);
+        let jit = JitProgram::compile(program.clone()).expect("compiles");
+        for len in 0..10 {
+            let input: Vec<u8> = (1..=len as u8).collect();
+            engines::assert_agree(&program, &jit, &input, &format_args!("{len} bytes")).expect("runs");
         }
     }
 

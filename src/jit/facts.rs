@@ -348,7 +348,12 @@ impl Facts {
             // other atomics write nothing).
             _ => Value::Unknown,
         };
-        let written = insn.writes().first()?;
+        // Every operation and every load from memory writes its dst (a
+        // test in `isa` holds the forms to that), the most common case.
+        let written = match class {
+            BPF_ALU | BPF_ALU64 | BPF_LDX => dst,
+            _ => insn.writes().first()?,
+        };
         self.set(written, value);
         Some(written)
     }
@@ -616,8 +621,9 @@ impl Facts {
         let mut widened = Facts::fresh();
         widened.len_min = self.len_min.min(state.len_min);
         widened.unwritten = self.unwritten | state.unwritten;
-        // (their id, my id, difference) -> the fresh unknown for the class.
-        let mut classes: RegList<((u32, u32, i64), Offset)> = RegList::new();
+        // (their id, my id, difference) -> the fresh unknown for the class,
+        // and its lift (below).
+        let mut classes: RegList<((u32, u32, i64), Offset, i64)> = RegList::new();
         let mut facts: RegList<(u32, i64)> = RegList::new();
         for reg in 0..NUM_REGS {
             let (mine, theirs) = (self.values[reg], state.values[reg]);
@@ -639,8 +645,8 @@ impl Facts {
                 .and_then(|(a, b, input)| {
                     let d = b.c - a.c;
                     let key = (a.id, b.id, d);
-                    let offset = match classes.find(|(k, _)| *k == key) {
-                        Some((_, offset)) => offset,
+                    let (offset, lift) = match classes.find(|(k, ..)| *k == key) {
+                        Some((_, offset, lift)) => (offset, lift),
                         None => {
                             // g = a's unknown - min(0, d) = b's unknown + max(0, d).
                             // Where `state` goes past the old bound, the new
@@ -655,18 +661,29 @@ impl Facts {
                                 _ if new <= MAX_LEN => MAX_LEN,
                                 _ => return None,
                             };
-                            let offset = ids.fresh(u64::try_from(top).ok()?, 0)?;
+                            // A number that a turn of the loop took below
+                            // its own unknown's value (a counter going down)
+                            // goes down to 0 at once: the class's unknown is
+                            // g' = g + lift, taken as anywhere in [0, top +
+                            // lift], where lift is b.c (= a.c + d), so that
+                            // this register is g'. It would otherwise widen
+                            // once a step, as far as it goes.
+                            let going_down = !input && d < 0 && a.id == b.id && a.id != 0;
+                            let lift = if going_down { b.c.max(0) } else { 0 };
+                            let offset = ids.fresh(u64::try_from(top.checked_add(lift)?).ok()?, 0)?;
                             let room_a = self.room(a.id).map(|room| room + d.min(0));
                             let room_b = state.room(b.id).map(|room| room - d.max(0));
-                            if let (Some(x), Some(y)) = (room_a, room_b) {
-                                facts.push((offset.id, x.min(y)));
+                            if let (Some(x), Some(y)) = (room_a, room_b)
+                                && let Some(room) = x.min(y).checked_sub(lift)
+                            {
+                                facts.push((offset.id, room));
                             }
-                            classes.push((key, offset));
-                            offset
+                            classes.push((key, offset, lift));
+                            (offset, lift)
                         }
                     };
-                    // value = g + a.c + min(0, d).
-                    let value = offset.plus(a.c + d.min(0))?;
+                    // value = g + a.c + min(0, d) = g' + a.c + min(0, d) - lift.
+                    let value = offset.plus(a.c + d.min(0) - lift)?;
                     if input {
                         Some(Value::Input(value))
                     } else {

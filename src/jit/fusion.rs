@@ -83,9 +83,18 @@ pub(crate) fn plan(insns: &[Insn], flow: &Flow, checks: &Checks) -> Reused<Optio
     let mut fusions = Reused::filled(insns.len(), None);
     let mut pc = 0;
     while pc < insns.len() {
-        let fusion =
-            finder.extend(insns, pc).or_else(|| finder.byte_pair(insns, pc, &dead)).or_else(|| finder.lea(insns, pc));
-        fusions[pc] = fusion;
+        // Every run starts with a copy, an add, a shift or a byte load:
+        // most instructions start none, told by their opcode alone.
+        let fusion = match insns[pc].opc {
+            MOV64_REG | ADD64_REG | ADD64_IMM | LSH64_IMM | LDXB => finder
+                .extend(insns, pc)
+                .or_else(|| finder.byte_pair(insns, pc, &dead))
+                .or_else(|| finder.lea(insns, pc)),
+            _ => None,
+        };
+        if fusion.is_some() {
+            fusions[pc] = fusion;
+        }
         pc += match fusion {
             Some(Fusion::Lea { .. }) => 2,
             Some(Fusion::BytePair { len, .. } | Fusion::Extend { len, .. }) => len as usize,

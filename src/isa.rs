@@ -1144,18 +1144,24 @@ mod tests {
         }
     }
 
+    /// The off, imm and src fields of an instruction of `form`: what its
+    /// selector fixes, else 0, 0 and r2.
+    fn selected_fields(form: &Form) -> (i16, i32, u8) {
+        match form.selector {
+            Selector::None => (0, 0, 2),
+            Selector::Off(off) => (off, 0, 2),
+            Selector::Imm(imm) => (0, imm, 2),
+            Selector::Src(src) => (0, 0, src),
+        }
+    }
+
     #[test]
     fn operations_and_loads_write_their_dst_only() {
         // The JIT's facts rely on it, without looking up the form.
         let forms = FORMS.iter().filter(|form| matches!(form.opc & CLASS_MASK, BPF_ALU | BPF_ALU64 | BPF_LDX));
         assert!(forms.clone().count() > 70);
         for form in forms {
-            let (off, imm, src) = match form.selector {
-                Selector::None => (0, 0, 2),
-                Selector::Off(off) => (off, 0, 2),
-                Selector::Imm(imm) => (0, imm, 2),
-                Selector::Src(src) => (0, 0, src),
-            };
+            let (off, imm, src) = selected_fields(form);
             let insn = Insn::new(form.opc, 3, src, off, imm);
             assert_eq!(insn.writes(), Regs::of(3), "{form:?}");
         }
@@ -1164,12 +1170,7 @@ mod tests {
     #[test]
     fn reads_of_verified_instructions_match_their_forms() {
         for form in FORMS {
-            let (off, imm, src) = match form.selector {
-                Selector::None => (0, 0, 2),
-                Selector::Off(off) => (off, 0, 2),
-                Selector::Imm(imm) => (0, imm, 2),
-                Selector::Src(src) => (0, 0, src),
-            };
+            let (off, imm, src) = selected_fields(form);
             let fields = form.operands.fields();
             let src = if fields.src || matches!(form.selector, Selector::Src(_)) { src } else { 0 };
             let insn = Insn::new(form.opc, if fields.dst { 3 } else { 0 }, src, off, imm);

@@ -299,29 +299,30 @@ impl Facts {
             ADD64_REG => self.add(self.value(dst), self.value(src), ids),
             AND64_IMM | AND32_IMM if imm >= 0 => ids.scalar(imm as u64),
             AND32_IMM => ids.scalar(u32::MAX as u64),
-            LSH64_IMM | LSH32_IMM => {
+            LSH64_IMM | LSH32_IMM | LSH64_REG | LSH32_REG => {
                 let width = if class == BPF_ALU { 32 } else { 64 };
-                let shift = (imm as u32) & (width - 1);
                 let top = if width == 32 { u32::MAX as u64 } else { LIMIT as u64 };
-                match self.range(self.value(dst)) {
-                    Some((_, hi))
-                        if (hi as u64).checked_shl(shift).is_some_and(|v| v >> shift == hi as u64 && v <= top) =>
+                // The largest value shifted by the largest amount.
+                match (self.range(self.value(dst)), self.shift_range(insn, width)) {
+                    (Some((_, hi)), Some((_, most)))
+                        if (hi as u64).checked_shl(most).is_some_and(|v| v >> most == hi as u64 && v <= top) =>
                     {
-                        ids.scalar((hi as u64) << shift)
+                        ids.scalar((hi as u64) << most)
                     }
                     _ if width == 32 => ids.scalar(u32::MAX as u64),
                     _ => Value::Unknown,
                 }
             }
-            RSH64_IMM | RSH32_IMM => {
+            RSH64_IMM | RSH32_IMM | RSH64_REG | RSH32_REG => {
                 let width = if class == BPF_ALU { 32 } else { 64 };
-                let shift = (imm as u32) & (width - 1);
                 let hi = match self.range(self.value(dst)) {
                     Some((_, hi)) if width == 64 || hi <= u32::MAX as i64 => hi as u64,
                     _ if width == 32 => u32::MAX as u64,
                     _ => u64::MAX,
                 };
-                ids.scalar(hi >> shift)
+                // The largest value shifted by the smallest amount.
+                let least = self.shift_range(insn, width).map_or(0, |(least, _)| least);
+                ids.scalar(hi >> least)
             }
             // le/be/bswap of 16 or 32 bits; 64 keeps every bit.
             LE | BE | BSWAP => match imm {
@@ -363,6 +364,20 @@ impl Facts {
         match value {
             Value::Const(k) if k <= LIMIT as u64 => Some((k as i64, k as i64)),
             Value::Scalar(o) if o.lowest() >= 0 => Some((o.lowest(), o.highest())),
+            _ => None,
+        }
+    }
+
+    /// The amounts a shift of `width` bits may shift by, when known: the
+    /// source register's range when it lies below the width (the machine
+    /// takes the amount modulo the width).
+    fn shift_range(&self, insn: Insn, width: u32) -> Option<(u32, u32)> {
+        if insn.opc & BPF_X == 0 {
+            let shift = (insn.imm as u32) & (width - 1);
+            return Some((shift, shift));
+        }
+        match self.range(self.value(insn.src)) {
+            Some((lo, hi)) if hi < i64::from(width) => Some((lo as u32, hi as u32)),
             _ => None,
         }
     }
@@ -841,6 +856,9 @@ mod tests {
             match rng.below(if loops < 2 { 21 } else { 19 }) {
                 0 => insns.push(Insn::new(rng.pick(&[LDXB, LDXH, LDXW, LDXDW, LDXSB]), x, 1, rng.below(8) as i16, 0)),
                 1 => insns.push(Insn::new(rng.pick(&[AND64_IMM, AND32_IMM]), x, 0, 0, imm)),
+                2 if rng.below(3) == 0 => {
+                    insns.push(Insn::new(rng.pick(&[LSH64_REG, LSH32_REG, RSH64_REG, RSH32_REG]), x, y, 0, 0))
+                }
                 2 => insns.push(Insn::new(
                     rng.pick(&[LSH64_IMM, LSH32_IMM, RSH64_IMM, RSH32_IMM]),
                     x,

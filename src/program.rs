@@ -118,6 +118,8 @@ pub struct Program {
     /// The same instructions packed for the interpreter.
     slots: Vec<Slot>,
     functions: Vec<usize>,
+    /// As [`verifier::Verified::loops`].
+    loops: Vec<u32>,
     helpers: Vec<Option<HelperFn>>,
     /// By helper index, as `helpers`: may the helper stop the run?
     may_stop: Vec<bool>,
@@ -187,7 +189,7 @@ impl Program {
         }
         resolve_map_lddws(&mut image.insns, &maps, declared)?;
         normalize_callx(&mut image.insns);
-        let functions = verifier::verify(&image.insns, helpers)?;
+        let verifier::Verified { functions, loops } = verifier::verify(&image.insns, helpers)?;
         let program_type = config.program_type.unwrap_or_default();
         check_helpers_apply(&image.insns, program_type)?;
         if program_type == ProgramType::Xdp {
@@ -213,6 +215,7 @@ impl Program {
             slots: image.insns.iter().map(Insn::pack).collect(),
             insns: image.insns,
             functions,
+            loops,
             helpers: table,
             may_stop,
             calls_stopping_helpers,
@@ -238,6 +241,12 @@ impl Program {
     /// First instruction of each function, in order; the entry is at 0.
     pub fn functions(&self) -> &[usize] {
         &self.functions
+    }
+
+    /// Does the jump from `from` to `to` close a loop: can control come
+    /// back to `from` from `to`?
+    pub fn closes_loop(&self, from: usize, to: usize) -> bool {
+        self.loops.get(from).is_some_and(|&id| id != verifier::NO_LOOP && self.loops.get(to) == Some(&id))
     }
 
     pub fn helper(&self, index: u64) -> Option<HelperFn> {

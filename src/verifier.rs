@@ -24,9 +24,23 @@ pub(crate) fn error(pc: usize, insn: Insn, kind: LoadErrorKind) -> LoadError {
     LoadError { pc, insn, kind }
 }
 
-/// Checks `insns` and returns the first instruction of each function
-/// (ascending; the entry function starts at 0).
-pub fn verify(insns: &[Insn], helpers: &Helpers) -> Result<Vec<usize>, LoadError> {
+/// What verifying a program finds out about its shape.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The first instruction of each function (ascending; the entry
+    /// function starts at 0).
+    pub functions: Vec<usize>,
+    /// For each instruction slot, the loop it lies in: the slots of one
+    /// strongly connected piece of the control-flow graph share an id,
+    /// [`NO_LOOP`] elsewhere. Empty when no jump goes back.
+    pub loops: Vec<u32>,
+}
+
+/// In [`Verified::loops`]: a slot in no loop.
+pub const NO_LOOP: u32 = u32::MAX;
+
+/// Checks `insns` and finds its functions and loops.
+pub fn verify(insns: &[Insn], helpers: &Helpers) -> Result<Verified, LoadError> {
     if insns.is_empty() {
         return Err(error(0, Insn::default(), LoadErrorKind::Empty));
     }
@@ -64,8 +78,8 @@ pub fn verify(insns: &[Insn], helpers: &Helpers) -> Result<Vec<usize>, LoadError
     functions.sort_unstable();
     functions.dedup();
     check_function_bounds(insns, &lddw_tail, &jumps, &functions)?;
-    check_loops_can_end(insns, &lddw_tail, &jumps, &functions, helpers)?;
-    Ok(functions)
+    let loops = find_loops(insns, &lddw_tail, &jumps, &functions, helpers)?;
+    Ok(Verified { functions, loops })
 }
 
 /// In the table of jump targets by slot: not a jump.
@@ -187,25 +201,26 @@ fn check_function_bounds(
     Ok(())
 }
 
-/// Refuses a loop with no way out: a strongly connected piece of a
+/// Finds the loops, and refuses one with no way out: a strongly connected piece of a
 /// function's control-flow graph from which no path leads to an `exit`, a
 /// legacy packet load (which ends the run outside the input) or to a call
 /// that may end the run (a helper that may stop it, such as the tail call,
 /// or the unwind helper). A local call returns, so it is a way
 /// out only when its callee may end the run. Only code reachable from each
-/// function's start is looked at.
+/// function's start is refused; the loops of code that nothing reaches are
+/// found too, for the JIT's analyses, which look at every slot.
 ///
 /// Without a jump back, the graph has no loop; most programs are such, and
 /// cost only the look for one.
-fn check_loops_can_end(
+fn find_loops(
     insns: &[Insn],
     lddw_tail: &[bool],
     jumps: &[u32],
     functions: &[usize],
     helpers: &Helpers,
-) -> Result<(), LoadError> {
+) -> Result<Vec<u32>, LoadError> {
     if !(0..insns.len()).any(|pc| jump_target(jumps, pc).is_some_and(|target| target <= pc)) {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let helper_ends_run =
         |index: u32| helpers.unwind() == Some(index) || helpers.get(index).is_some_and(|h| h.may_stop);
@@ -247,7 +262,10 @@ fn check_loops_can_end(
     for &start in functions {
         graph.search(start, &way_out)?;
     }
-    Ok(())
+    for pc in (0..insns.len()).filter(|&pc| !lddw_tail[pc]) {
+        graph.search(pc, &|_| true)?;
+    }
+    Ok(graph.loop_of.to_vec())
 }
 
 /// Tarjan's strongly connected components over the instructions, without
@@ -264,6 +282,9 @@ struct Loops<'a> {
     /// small: it can be as deep as the program).
     path: Reused<(u32, [u32; 2], u8)>,
     visited: u32,
+    /// For each slot, its loop's id, as [`Verified::loops`].
+    loop_of: Reused<u32>,
+    loops: u32,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -284,7 +305,16 @@ impl<'a> Loops<'a> {
         let (mut stack, mut path) = (Reused::new(), Reused::new());
         stack.reserve(n);
         path.reserve(n);
-        Loops { insns, jumps, visits: Reused::filled(n, Visit::default()), stack, path, visited: 0 }
+        Loops {
+            insns,
+            jumps,
+            visits: Reused::filled(n, Visit::default()),
+            stack,
+            path,
+            visited: 0,
+            loop_of: Reused::filled(n, NO_LOOP),
+            loops: 0,
+        }
     }
 
     /// The instructions that may run after `pc`, within its function.
@@ -362,7 +392,9 @@ impl<'a> Loops<'a> {
         }
         for &pc in members {
             self.visits[pc as usize].on_stack = false;
+            self.loop_of[pc as usize] = self.loops;
         }
+        self.loops += 1;
         self.stack.truncate(first);
         Ok(())
     }
@@ -382,7 +414,7 @@ mod tests {
 
     #[test]
     fn accepts_minimal_program() {
-        assert_eq!(verify(&[Insn::new(MOV64_IMM, 0, 0, 0, 1), EXIT_INSN], &Helpers::new()).unwrap(), vec![0]);
+        assert_eq!(verify(&[Insn::new(MOV64_IMM, 0, 0, 0, 1), EXIT_INSN], &Helpers::new()).unwrap().functions, vec![0]);
     }
 
     #[test]
@@ -435,7 +467,7 @@ mod tests {
         assert_eq!(kind_of(&[call, EXIT_INSN, escape, EXIT_INSN]), (2, LoadErrorKind::CrossesFunction { target: 1 }));
         let falls = Insn::new(MOV64_IMM, 0, 0, 0, 0);
         assert_eq!(kind_of(&[call, falls, EXIT_INSN]), (1, LoadErrorKind::FallsOffEnd));
-        assert_eq!(verify(&[call, EXIT_INSN, EXIT_INSN], &Helpers::new()).unwrap(), vec![0, 2]);
+        assert_eq!(verify(&[call, EXIT_INSN, EXIT_INSN], &Helpers::new()).unwrap().functions, vec![0, 2]);
     }
 
     fn endless(pcs: &[usize]) -> (usize, LoadErrorKind) {
@@ -493,5 +525,26 @@ mod tests {
         assert_eq!(ok(&[call_unwind, ja(-2), EXIT_INSN], &unwind), Ok(()));
         assert_eq!(ok(&[Insn::new(CALLX, 1, 0, 0, 0), ja(-2), EXIT_INSN], &unwind), Ok(()));
         assert!(ok(&[Insn::new(CALLX, 1, 0, 0, 0), ja(-2), EXIT_INSN], &Helpers::new()).is_err());
+    }
+
+    #[test]
+    fn loops_are_the_pieces_control_can_come_back_to() {
+        let loops = |insns: &[Insn]| verify(insns, &Helpers::new()).unwrap().loops;
+        let ja = |off| Insn::new(JA, 0, 0, off, 0);
+        let mov = Insn::new(MOV64_IMM, 0, 0, 0, 1);
+        // No jump back: no loops looked for.
+        assert_eq!(loops(&[Insn::new(JEQ_IMM, 1, 0, 1, 0), mov, EXIT_INSN]), Vec::<u32>::new());
+        // Code placed after the exit that jumps back to after the jump out:
+        // control never comes back to where it was.
+        let out_and_back = loops(&[Insn::new(JEQ_IMM, 1, 0, 2, 0), mov, EXIT_INSN, mov, ja(-4)]);
+        assert_eq!(out_and_back, [NO_LOOP; 5]);
+        // A loop from 1 to 3, and one of a jump to itself in code nothing
+        // reaches.
+        let looped =
+            loops(&[mov, Insn::new(ADD64_IMM, 0, 0, 0, 1), Insn::new(JEQ_IMM, 0, 0, 1, 9), ja(-3), EXIT_INSN, ja(-1)]);
+        assert_eq!(looped[0], NO_LOOP);
+        assert!(looped[1] != NO_LOOP && looped[1..4].iter().all(|&id| id == looped[1]), "{looped:?}");
+        assert_eq!(looped[4], NO_LOOP);
+        assert!(looped[5] != NO_LOOP && looped[5] != looped[1], "{looped:?}");
     }
 }

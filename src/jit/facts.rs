@@ -811,8 +811,12 @@ mod tests {
     /// JIT fuses); with forward jumps that make paths meet. Every jump goes
     /// forward to the final `exit`, or over a few instructions.
     fn guarded_program(rng: &mut ByteSource) -> Vec<Insn> {
-        let mut program =
-            Generated { insns: vec![Insn::new(MOV64_IMM, 0, 0, 0, 0)], exits: Vec::new(), skips: Vec::new() };
+        let mut program = Generated {
+            insns: vec![Insn::new(MOV64_IMM, 0, 0, 0, 0)],
+            exits: Vec::new(),
+            skips: Vec::new(),
+            outlined: Vec::new(),
+        };
         for &r in &VALUES {
             program.insns.push(Insn::new(MOV64_IMM, r, 0, 0, rng.below(24) as i32));
         }
@@ -820,7 +824,7 @@ mod tests {
         for _ in 0..4 + rng.below(20) {
             program.step(rng, 0);
         }
-        let Generated { mut insns, exits, skips } = program;
+        let Generated { mut insns, exits, skips, outlined } = program;
         let exit = insns.len();
         insns.push(Insn::new(EXIT, 0, 0, 0, 0));
         for pc in exits {
@@ -835,25 +839,34 @@ mod tests {
             }
             insns[pc].off = (to - pc - 1) as i16;
         }
+        for (pc, block) in outlined {
+            insns[pc].off = (insns.len() - pc - 1) as i16;
+            insns.extend(block);
+            let back = (pc + 1) as i64 - insns.len() as i64 - 1;
+            insns.push(Insn::new(JA, 0, 0, back as i16, 0));
+        }
         insns
     }
 
     /// A program being generated, with the jumps whose targets come last:
-    /// to the final exit, and forward over a few instructions.
+    /// to the final exit, forward over a few instructions, and to a block
+    /// placed after the exit that jumps back to the instruction after the
+    /// jump (a jump back that closes no loop, unless the jump lies in one).
     struct Generated {
         insns: Vec<Insn>,
         exits: Vec<usize>,
         skips: Vec<usize>,
+        outlined: Vec<(usize, Vec<Insn>)>,
     }
 
     impl Generated {
         /// One step of the program: an operation, a guard, a read, a jump
         /// forward, or (in at most one loop) a loop of a few steps.
         fn step(&mut self, rng: &mut ByteSource, loops: u32) {
-            let Generated { insns, exits, skips } = self;
+            let Generated { insns, exits, skips, outlined } = self;
             let (x, y) = (rng.pick(&VALUES), rng.pick(&VALUES));
             let imm = rng.pick(&[0, 1, 2, 3, 4, 8, 14, 20, 40, 60, 255, -1, -4, 0x7fff_ffff, i32::MIN]);
-            match rng.below(if loops < 2 { 21 } else { 19 }) {
+            match rng.below(if loops < 2 { 23 } else { 21 }) {
                 0 => insns.push(Insn::new(rng.pick(&[LDXB, LDXH, LDXW, LDXDW, LDXSB]), x, 1, rng.below(8) as i16, 0)),
                 1 => insns.push(Insn::new(rng.pick(&[AND64_IMM, AND32_IMM]), x, 0, 0, imm)),
                 2 if rng.below(3) == 0 => {
@@ -970,6 +983,25 @@ mod tests {
                 14 => {
                     // A forward jump over what follows: paths meet.
                     skips.push(insns.len());
+                    insns.push(Insn::new(BPF_JMP | BPF_K | rng.pick(&[BPF_JEQ, BPF_JGT, BPF_JSET]), x, 0, 0, imm));
+                }
+                19 | 20 => {
+                    // A jump out to a block that moves a value or a
+                    // pointer (or reads through one), then comes back: the
+                    // paths meet at the instruction after the jump.
+                    let mut block = Vec::new();
+                    for _ in 0..1 + rng.below(3) {
+                        let (a, b) = (rng.pick(&VALUES), rng.pick(&VALUES));
+                        block.push(match rng.below(6) {
+                            0 => Insn::new(ADD64_IMM, a, 0, 0, imm),
+                            1 => Insn::new(MOV64_REG, a, rng.pick(&[b, 1]), 0, 0),
+                            2 => Insn::new(rng.pick(&[LSH64_REG, ADD64_REG]), a, b, 0, 0),
+                            3 => Insn::new(MOV64_IMM, a, 0, 0, rng.below(64) as i32),
+                            4 => Insn::new(ADD64_REG, a, 1, 0, 0),
+                            _ => Insn::new(rng.pick(&[LDXB, LDXW]), 0, a, rng.below(8) as i16, 0),
+                        });
+                    }
+                    outlined.push((insns.len(), block));
                     insns.push(Insn::new(BPF_JMP | BPF_K | rng.pick(&[BPF_JEQ, BPF_JGT, BPF_JSET]), x, 0, 0, imm));
                 }
                 _ => self.looped(rng, x, loops + 1),

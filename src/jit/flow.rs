@@ -1,7 +1,7 @@
 //! Where control goes in a program, as the plans and the code generator
 //! need it: which instructions are jump targets and loop heads, what the
 //! program calls, which registers it names, and, for a program whose runs
-//! only go forward, how long a run can still be from each instruction.
+//! never loop, how long a run can still be from each instruction.
 
 use crate::isa::*;
 use crate::program::Program;
@@ -12,8 +12,10 @@ use crate::scratch::{Reused, reused};
 pub(crate) struct Landing {
     /// Some jump or local call lands here (function starts included).
     pub(crate) target: bool,
-    /// Some jump from here or further on lands here: a loop head (or a
-    /// function's start, always afresh).
+    /// Some jump from here or further on lands here, so a walk in the
+    /// program's order reaches this slot before all its ways in.
+    pub(crate) jumped_back_to: bool,
+    /// Some such jump closes a loop: a loop head.
     pub(crate) loop_head: bool,
 }
 
@@ -30,6 +32,10 @@ pub(crate) struct Flow {
     /// Are there jumps or calls at all? Without, the program is one
     /// straight run and its count is known where it ends.
     pub(crate) branches: bool,
+    /// Does some jump go back (where the budget is checked)?
+    // The aarch64 backend checks at every jump back.
+    #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
+    pub(crate) jumps_back: bool,
     /// First slot after the entry function.
     pub(crate) entry_end: usize,
     /// Does some local call enter the entry function (recursion)? Then its
@@ -38,14 +44,14 @@ pub(crate) struct Flow {
     /// Does some jump land on the first instruction? Then what is known
     /// there is not only what the entry sets up.
     pub(crate) entry_is_jumped_to: bool,
-    /// For a program without local calls whose jumps all go forward: for
-    /// each slot, the most instructions a run can still execute from there,
-    /// its own included (see [`longest_runs`]). Empty for other programs.
+    /// For a program without local calls or loops: for each slot, the
+    /// most instructions a run can still execute from there, its own
+    /// included (see [`longest_runs`]). Empty for other programs.
     // The aarch64 backend does not count in DAG mode.
     #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
     pub(crate) to_exit: Reused<u32>,
-    /// For each slot inside some loop (from a loop head to a jump back to
-    /// it), the slot after the loop around it that reaches furthest; for
+    /// For each slot inside some loop (from a loop head to a jump that
+    /// closes it), the slot after the loop around it that reaches furthest; for
     /// other slots, the slot itself or one before. Empty without loops.
     // The aarch64 backend subtracts the count before every jump.
     #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
@@ -65,7 +71,9 @@ impl Flow {
         let mut branches = false;
         let mut entry_is_called = false;
         let mut entry_is_jumped_to = false;
+        // Jumps that close loops, as (loop head, jump) pairs.
         let mut back_edges = Reused::new();
+        let mut jumps_back = false;
         let mut pc = 0;
         while pc < insns.len() {
             let insn = insns[pc];
@@ -86,23 +94,28 @@ impl Flow {
             branches |= matches!(insn.class(), BPF_JMP | BPF_JMP32) && insn.opc != EXIT;
             if let Some(to) = jump {
                 landings[to].target = true;
-                landings[to].loop_head |= to <= pc;
                 if to <= pc {
-                    back_edges.push((to, pc));
+                    landings[to].jumped_back_to = true;
+                    jumps_back = true;
+                    if program.closes_loop(pc, to) {
+                        landings[to].loop_head = true;
+                        back_edges.push((to, pc));
+                    }
                 }
                 entry_is_jumped_to |= to == 0;
             }
             pc += 1;
         }
-        let forward_only = !local_calls && !landings.iter().any(|landing| landing.loop_head);
+        let acyclic = !local_calls && back_edges.is_empty();
         Flow {
             loop_end: loop_ends(insns.len(), &back_edges),
-            to_exit: if forward_only { longest_runs(insns) } else { Reused::new() },
+            to_exit: if acyclic { longest_runs(insns, jumps_back) } else { Reused::new() },
             landings,
             used,
             local_calls,
             helper_calls,
             branches,
+            jumps_back,
             entry_end: program.functions().get(1).copied().unwrap_or(insns.len()),
             entry_is_called,
             entry_is_jumped_to,
@@ -140,22 +153,52 @@ fn loop_ends(len: usize, back_edges: &[(usize, usize)]) -> Reused<u32> {
     end
 }
 
-/// For a program without local calls or backward jumps: from each slot, the
-/// most instructions a run executes until it exits (an lddw counts once, as
-/// the interpreter counts it; a helper call is one instruction).
-fn longest_runs(insns: &[Insn]) -> Reused<u32> {
+/// For a program without local calls or loops: from each slot, the most
+/// instructions a run executes until it exits (an lddw counts once, as the
+/// interpreter counts it; a helper call is one instruction). Each slot's
+/// count needs its successors' first: the program's order backwards gives
+/// them when no jump goes back, else a depth-first search's postorder.
+fn longest_runs(insns: &[Insn], jumps_back: bool) -> Reused<u32> {
     let mut to_exit = Reused::filled(insns.len() + 2, 0u32);
-    for pc in (0..insns.len()).rev() {
+    let successors = |pc: usize| -> [Option<usize>; 2] {
         let insn = insns[pc];
-        to_exit[pc] = 1 + match insn.opc {
-            EXIT => 0,
-            LDDW => to_exit[pc + 2],
-            JA | JA32 => to_exit[insn.jump_target(pc).unwrap_or(pc + 1)],
-            _ => match insn.jump_target(pc) {
-                Some(to) => to_exit[pc + 1].max(to_exit[to]),
-                None => to_exit[pc + 1],
-            },
-        };
+        match insn.opc {
+            EXIT => [None, None],
+            LDDW => [Some(pc + 2), None],
+            JA | JA32 => [Some(insn.jump_target(pc).unwrap_or(pc + 1)), None],
+            _ => [Some(pc + 1), insn.jump_target(pc)],
+        }
+    };
+    let count = |to_exit: &mut [u32], pc: usize| {
+        to_exit[pc] = 1 + successors(pc).into_iter().flatten().map(|next| to_exit[next]).max().unwrap_or(0);
+    };
+    if jumps_back {
+        // 0: not seen; 1: its successors pending; 2: counted.
+        let mut seen = Reused::filled(insns.len() + 2, 0u8);
+        let mut stack: Vec<usize> = Vec::new();
+        for start in (0..insns.len()).rev() {
+            stack.push(start);
+            while let Some(&pc) = stack.last() {
+                match seen[pc] {
+                    0 if pc < insns.len() => {
+                        seen[pc] = 1;
+                        stack.extend(successors(pc).into_iter().flatten().filter(|&next| seen[next] == 0));
+                    }
+                    1 => {
+                        count(&mut to_exit, pc);
+                        seen[pc] = 2;
+                        stack.pop();
+                    }
+                    _ => {
+                        stack.pop();
+                    }
+                }
+            }
+        }
+    } else {
+        for pc in (0..insns.len()).rev() {
+            count(&mut to_exit, pc);
+        }
     }
     to_exit.truncate(insns.len());
     to_exit

@@ -267,8 +267,8 @@ struct Emitter<'p> {
     /// Does r12 hold the budget? Not when the program is one straight run
     /// (and the limit is small): its count is known where it ends.
     budget_in_register: bool,
-    /// DAG mode, for a program whose jumps all go forward and that makes
-    /// no local calls (and a small limit): the budget is checked only at
+    /// DAG mode, for a program without loops that makes no local calls
+    /// (and a small limit): the budget is checked only at
     /// helper calls, and otherwise only the count at the end matters.
     /// Before each instruction, r12 holds `limit - executed - to_exit`;
     /// going on to the next instruction keeps that true at no cost, and so
@@ -325,12 +325,13 @@ impl<'p> Emitter<'p> {
         let big_limit = program.instruction_limit() > REMAINING_MAX;
         let dag = plan.flow.branches && !big_limit && !plan.flow.to_exit.is_empty();
         // Where the count is not read, a DAG program needs no budget when
-        // it calls no helper, as only a call could stop it for its count,
-        // or when no run of it is longer than the limit, as the calls then
-        // never find the budget spent.
+        // it calls no helper and jumps back nowhere, as only there could
+        // it stop for its count, or when no run of it is longer than the
+        // limit, as these checks then never find the budget spent.
         let never_spent =
             plan.flow.to_exit.first().is_some_and(|&longest| u64::from(longest) <= program.instruction_limit());
-        let needs_budget = direct.is_none() || !dag || (plan.flow.helper_calls && !never_spent);
+        let checked_somewhere = plan.flow.helper_calls || plan.flow.jumps_back;
+        let needs_budget = direct.is_none() || !dag || (checked_somewhere && !never_spent);
         let budget_in_register = (plan.flow.branches || big_limit) && needs_budget;
         let dag = dag && needs_budget;
         let frame_in_rbp = plan.flow.used[FRAME_REG as usize] || plan.flow.local_calls;
@@ -1383,7 +1384,7 @@ impl<'p> Emitter<'p> {
     /// `ja`/`ja32`: the count is checked when the jump goes backward.
     fn emit_jump(&mut self, pc: usize, offset: i64) {
         if offset < 0 {
-            self.flush_and_check(pc);
+            self.emit_budget_check(pc);
         } else {
             self.flush();
         }
@@ -1411,7 +1412,7 @@ impl<'p> Emitter<'p> {
         let to = branch_target(pc, insn.off.into()) as usize;
         let exit_pending = !self.dag && self.budget_in_register && self.plan.flow.leaves_loops(pc, to);
         if insn.off < 0 {
-            self.flush_and_check(pc);
+            self.emit_budget_check(pc);
         } else if !exit_pending {
             self.flush();
         }
@@ -1499,7 +1500,7 @@ impl<'p> Emitter<'p> {
 
     /// `call imm`: the helper is known now, as the table is fixed.
     fn emit_helper_call(&mut self, pc: usize, insn: Insn) {
-        self.emit_call_budget(pc);
+        self.emit_budget_check(pc);
         if let Some(lookup) = self.plan.checks.lookups[pc] {
             self.emit_map_lookup(lookup);
             return;
@@ -1624,11 +1625,12 @@ impl<'p> Emitter<'p> {
         );
     }
 
-    /// Counts the helper call at `pc` and stops the run there if the budget
-    /// is past the limit, as the interpreter checks at every call.
-    fn emit_call_budget(&mut self, pc: usize) {
+    /// Counts the call or jump back at `pc` and stops the run there if the
+    /// budget is past the limit, as the interpreter checks at every call
+    /// and every jump back.
+    fn emit_budget_check(&mut self, pc: usize) {
         if !self.budget_in_register {
-            // No budget is kept: no call can find it spent (see `new`).
+            // No budget is kept: no check can find it spent (see `new`).
             return;
         }
         if self.dag {
@@ -1655,7 +1657,7 @@ impl<'p> Emitter<'p> {
 
     /// `callx dst`: the index in a register, looked up in the helper table.
     fn emit_helper_call_by_register(&mut self, pc: usize, insn: Insn) {
-        self.emit_call_budget(pc);
+        self.emit_budget_check(pc);
         let unknown = self.stop(pc, Status::UnknownHelper);
         let table = self.program.helper_table();
         // At most MAX_HELPER_INDEX entries.

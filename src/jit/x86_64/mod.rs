@@ -85,7 +85,7 @@
 //! `i64::MAX` and keeps the rest in the context, moved in when the register
 //! runs out. A program without jumps or calls is one straight run: its
 //! count is known wherever it stops, so it needs no register. A program
-//! whose jumps all go forward and that makes no local calls is counted in
+//! without loops that makes no local calls is counted in
 //! DAG mode instead (see `Emitter::dag`), at no cost along its longest
 //! paths.
 //!

@@ -25,9 +25,10 @@
 # end with the same action. Both sides run over the same bytes again and
 # again, so a program that rewrites its frame (ping, dnat, vlan_pop) sees
 # its own output from its second run on; bpftool reports the last run's
-# action, and so does the harness. Ours fills the context before each run,
-# as an embedder does, while test_run keeps the pointers a run moved: there
-# truncate cuts the frame on the first run only.
+# action, and so does the harness. Both keep the packet's pointers where
+# the run before moved them, as test_run's repeat does (the harness fills
+# the context once per frame): truncate cuts and vlan_pop pops on the first
+# run only, on both sides.
 # Per set and object: the mean over the frames, and the marginal cost, that
 # mean less the same side's for xdp_pass.o (the empty program), which takes
 # out each side's fixed cost per run (test_run's loop; our call and

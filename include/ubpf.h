@@ -426,6 +426,9 @@ int ubpf_load(struct ubpf_vm *vm, const void *code, uint32_t code_len, char **er
  * Loads past the packet's end and division by zero return 0; of Linux's
  * ancillary loads only the VLAN tag ones (which read 0: frames carry their
  * tags in their bytes) and `alu_xor_x` are accepted.
+ * `ld len` (`len`, `greater` and `less` in tcpdump's expressions) is
+ * r2, the length given: frames from C are whole, as they were on the wire
+ * (`qemu-ubpf replay`, which knows a record's original length, gives that).
  * Thread safety: nothing else may use the VM meanwhile.
  *
  * @param[in] vm The VM, with no program loaded.

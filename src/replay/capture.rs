@@ -106,6 +106,23 @@ pub struct Packet<'a> {
     pub record: &'a [u8],
 }
 
+impl Packet<'_> {
+    /// The record's original length (on the wire) less its captured one:
+    /// the bytes a snapshot length cut off, or less than 0 in a record that
+    /// claims fewer bytes on the wire than it holds.
+    pub fn beyond_capture(&self) -> i64 {
+        let original = match self.kind {
+            RecordKind::Pcap => read_u32(self.record, 12, self.endianness),
+            // After block type and length, interface and timestamp (12
+            // bytes) and the captured length; the reader checked that the
+            // body holds its 20-byte header.
+            RecordKind::EnhancedPacket | RecordKind::ObsoletePacket => read_u32(self.record, 24, self.endianness),
+            RecordKind::SimplePacket => read_u32(self.record, 8, self.endianness),
+        };
+        i64::from(original) - self.data.len() as i64
+    }
+}
+
 /// The kinds of record that hold a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordKind {
@@ -428,6 +445,13 @@ impl<'a> PcapBatch<'a> {
     #[inline]
     pub(crate) fn timestamp_ns(&self, head: &[u8]) -> u64 {
         pcap_timestamp(head, self.header)
+    }
+
+    /// [`Packet::beyond_capture`] of the record whose header is `head`.
+    #[inline]
+    pub(crate) fn beyond_capture(&self, head: &[u8]) -> i64 {
+        let endianness = self.header.endianness;
+        i64::from(read_u32(head, 12, endianness)) - i64::from(read_u32(head, 8, endianness))
     }
 
     /// The packet number and the file offset of the last record handed

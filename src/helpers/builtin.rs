@@ -147,6 +147,7 @@ pub struct PacketFacts {
 /// Makes the helpers of runs on this thread report `facts` of the packet,
 /// until it is set again: with `None`, the monotonic clock, and packets
 /// whole on the wire (every run's own packet, as an embedder gives it).
+#[inline]
 pub fn set_packet(facts: Option<PacketFacts>) {
     PACKET.with(|packet| packet.set(facts));
 }

@@ -20,7 +20,7 @@ use pcap_file::pcapng::blocks::{
 use pcap_file::{Endianness, TsResolution};
 
 const PCAP_HEADER_LEN: usize = 24;
-const PCAP_RECORD_HEADER_LEN: usize = 16;
+pub(crate) const PCAP_RECORD_HEADER_LEN: usize = 16;
 /// Block type, block length and, in a section header, the byte-order magic:
 /// enough to know how long any block is.
 const BLOCK_HEAD_LEN: usize = 12;

@@ -75,15 +75,16 @@ const BUILTINS: &[(u32, HelperFn, bool)] = &[
 /// the wire of the `len` bytes a run sees (r2 on entry): `len` plus what
 /// the host says the packet had on the wire beyond its captured bytes
 /// ([`PacketFacts::beyond_capture`]), so `len` itself unless the host says
-/// otherwise (replay of a record that a snapshot length cut short). Classic BPF's `ld len` reads it
-/// ([`crate::cbpf`]). Numbered past Linux's helpers, which stopped growing
-/// at 211 when Linux froze them in favour of kfuncs, so no program written
-/// for Linux calls it by mistake.
+/// otherwise (replay of a record that a snapshot length cut short).
+/// Classic BPF's `ld len` reads it ([`crate::cbpf`]). Numbered past Linux's
+/// helpers, which stopped growing at 211 when Linux froze them in favour
+/// of kfuncs, so no program written for Linux calls it by mistake.
 pub const WIRE_LEN: u32 = 256;
 pub const WIRE_LEN_NAME: &str = "qemu_ubpf_wire_len";
 
 impl Helpers {
-    /// The built-in helpers, by Linux's numbers and names.
+    /// The built-in helpers, by Linux's numbers and names, and `wire_len`
+    /// ([`WIRE_LEN`]).
     pub fn linux() -> Helpers {
         let mut helpers = Helpers::new();
         for &(index, func, may_stop) in BUILTINS {

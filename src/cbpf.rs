@@ -548,25 +548,47 @@ mod tests {
         assert!(load(&program, &Config::default()).unwrap().writes_only_stack());
     }
 
+    /// `ld len` and `ldx len` (which keeps A across its call) give the
+    /// length on the wire in every engine: the interpreter, the JIT, and
+    /// the JIT's runs over input it only reads (replay's batch loop).
     #[test]
     fn len_is_the_length_on_the_wire_and_keeps_the_other_register() {
+        use std::sync::Arc;
+
         use crate::helpers::builtin::{PacketFacts, set_packet};
+        use crate::interp::{self, Stack};
+        use crate::jit::JitProgram;
         // `ld len; ret a`, and `ld #7; ldx len; add x; ret a`.
-        let len = load(&[insn(0x80, 0, 0, 0), insn(0x16, 0, 0, 0)], &Config::default()).unwrap();
+        let len = [insn(0x80, 0, 0, 0), insn(0x16, 0, 0, 0)];
         let len_x = [insn(0x00, 0, 0, 7), insn(0x81, 0, 0, 0), insn(0x0c, 0, 0, 0), insn(0x16, 0, 0, 0)];
-        let len_x = load(&len_x, &Config::default()).unwrap();
-        assert!(len.writes_only_stack() && len_x.writes_only_stack());
+        let programs = [&len[..], &len_x[..]].map(|classic| Arc::new(load(classic, &Config::default()).unwrap()));
+        assert!(programs.iter().all(|program| program.writes_only_stack()));
+        let jits = programs.clone().map(|program| JitProgram::compile(program).ok());
         let mut packet = [0u8; 60];
-        assert_eq!(crate::interp::execute(&len, &mut packet), Ok(60));
-        assert_eq!(crate::interp::execute(&len_x, &mut packet), Ok(67));
+        // Each program's result in each engine that runs here.
+        let mut results = || {
+            let mut results = Vec::new();
+            for (program, jit) in programs.iter().zip(&jits) {
+                results.push(interp::execute(program, &mut packet));
+                if let Some(jit) = jit {
+                    results.push(jit.execute(&mut packet));
+                    let mut stack = Stack::default();
+                    results.push(jit.read_only(&mut stack).expect("a filter that reads only").run(&packet));
+                }
+            }
+            results
+        };
+        let engines = if jits[0].is_some() { 3 } else { 1 };
+        let expect = |len: u64, len_x: u64| [vec![Ok(len); engines], vec![Ok(len_x); engines]].concat();
+        assert_eq!(results(), expect(60, 67));
         set_packet(Some(PacketFacts { time_ns: 0, beyond_capture: 1440 }));
-        let cut_short = (crate::interp::execute(&len, &mut packet), crate::interp::execute(&len_x, &mut packet));
+        let cut_short = results();
         // A record may claim fewer bytes on the wire than it holds.
         set_packet(Some(PacketFacts { time_ns: 0, beyond_capture: -40 }));
-        let claimed_short = (crate::interp::execute(&len, &mut packet), crate::interp::execute(&len_x, &mut packet));
+        let claimed_short = results();
         set_packet(None);
-        assert_eq!(cut_short, (Ok(1500), Ok(1507)));
-        assert_eq!(claimed_short, (Ok(20), Ok(27)));
+        assert_eq!(cut_short, expect(1500, 1507));
+        assert_eq!(claimed_short, expect(20, 27));
     }
 
     #[test]

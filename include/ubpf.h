@@ -900,7 +900,9 @@ int ubpf_set_pointer_secret(struct ubpf_vm *vm, uint64_t secret);
  * @brief Adds the built-in helpers, with Linux's numbers and names
  * (bpf_map_lookup_elem = 1, ..., bpf_ringbuf_query = 134), at every index
  * no helper is registered at, so that programs built with libbpf's
- * `bpf_helpers.h` load and run as they are.
+ * `bpf_helpers.h` load and run as they are; and qemu_ubpf_wire_len = 256,
+ * which objects from `qemu-ubpf compile --expr` call for `len` (it returns
+ * its argument, the input length, from C).
  *
  * The built-ins check their arguments: a map argument that is not one of
  * the program's maps, or a pointer to memory the program may not access

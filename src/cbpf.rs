@@ -10,8 +10,12 @@
 //!   filter, is cut to nothing.
 //! - Arithmetic is 32-bit and unsigned; a division or modulo by X = 0 ends
 //!   the program with 0.
-//! - The packet length (`ld len`) is the run's input length, which a filter
-//!   gets in r2 and the translation keeps in r9.
+//! - The packet length (`ld len`) is its length on the wire, as libpcap's
+//!   own filter and Linux's (`skb->len`) see it: the built-in helper
+//!   `wire_len` ([`builtin::WIRE_LEN`]) given the run's input length, which
+//!   a filter gets in r2 and the translation keeps in r9. That is the input
+//!   length itself unless the host says a snapshot length cut the packet
+//!   short (replay of such a record).
 //!
 //! A classic program's result is the number of bytes to keep, so zero means
 //! "no match". Under the filter semantics (non-zero drops), a translated
@@ -21,6 +25,7 @@ use thiserror::Error;
 
 use crate::error::LoadError;
 use crate::helpers::Helpers;
+use crate::helpers::builtin::{self, WIRE_LEN, WIRE_LEN_NAME};
 use crate::image::Image;
 use crate::isa::{self, Insn};
 use crate::program::{Config, Program};
@@ -70,8 +75,9 @@ const ANCILLARY_NAMES: [(u32, &str); 16] = [
 
 const REG_A: u8 = 0;
 const REG_X: u8 = 7;
-/// Keeps A across the byte load of `ldx 4*([k]&0xf)`; a legacy packet load
-/// may clobber r1..r5, as in the kernel.
+/// Keeps A across the byte load of `ldx 4*([k]&0xf)` and the call of
+/// `ldx len`; a legacy packet load may clobber r1..r5, as in the kernel,
+/// and a call does.
 const REG_SAVED_A: u8 = 8;
 const REG_LEN: u8 = 9;
 const REG_PACKET: u8 = 6;
@@ -376,6 +382,8 @@ fn mov32_imm(dst: u8, imm: u32) -> Insn {
 }
 
 const EXIT: Insn = Insn::new(isa::EXIT, 0, 0, 0, 0);
+/// r0 = the packet's length on the wire, given r1 = its input length.
+const CALL_WIRE_LEN: Insn = Insn::new(isa::CALL, 0, isa::CALL_HELPER, 0, WIRE_LEN as i32);
 
 /// A jump whose offset is patched once every classic instruction's place
 /// in the eBPF program is known.
@@ -417,7 +425,18 @@ pub fn translate(program: &[ClassicInsn]) -> Result<Vec<Insn>, CbpfError> {
                 out.push(Insn::new(isa::BPF_LD | isa::BPF_ABS | size, 0, 0, 0, k as i32));
             }
             Op::LoadInd { size } => out.push(Insn::new(isa::BPF_LD | isa::BPF_IND | size, 0, REG_X, 0, k as i32)),
-            Op::LoadLen { to_x } => out.push(mov32_reg(if to_x { REG_X } else { REG_A }, REG_LEN)),
+            Op::LoadLen { to_x: false } => {
+                out.push(Insn::new(isa::MOV64_REG, 1, REG_LEN, 0, 0));
+                out.push(CALL_WIRE_LEN);
+                out.push(mov32_reg(REG_A, 0));
+            }
+            Op::LoadLen { to_x: true } => {
+                out.push(Insn::new(isa::MOV64_REG, REG_SAVED_A, REG_A, 0, 0));
+                out.push(Insn::new(isa::MOV64_REG, 1, REG_LEN, 0, 0));
+                out.push(CALL_WIRE_LEN);
+                out.push(mov32_reg(REG_X, 0));
+                out.push(Insn::new(isa::MOV64_REG, REG_A, REG_SAVED_A, 0, 0));
+            }
             Op::LoadImm { to_x } => out.push(mov32_imm(if to_x { REG_X } else { REG_A }, k)),
             Op::LoadMem { to_x } => out.push(Insn::new(
                 isa::BPF_LDX | isa::BPF_MEM | isa::BPF_W,
@@ -492,10 +511,17 @@ pub fn translate(program: &[ClassicInsn]) -> Result<Vec<Insn>, CbpfError> {
 }
 
 /// Translates a classic program and loads it as a filter program: verified,
-/// with no helpers, ready for either engine.
+/// with `wire_len` its only helper, ready for either engine.
 pub fn load(program: &[ClassicInsn], config: &Config) -> Result<Program, FilterError> {
     let insns = translate(program)?;
-    Ok(Program::from_image(Image { insns, ..Image::default() }, &Helpers::new(), config)?)
+    Ok(Program::from_image(Image { insns, ..Image::default() }, &helpers(), config)?)
+}
+
+/// The helpers a translation calls: `wire_len` alone.
+fn helpers() -> Helpers {
+    let mut helpers = Helpers::new();
+    helpers.register(WIRE_LEN, WIRE_LEN_NAME, builtin::wire_len);
+    helpers
 }
 
 #[cfg(test)]
@@ -520,6 +546,49 @@ mod tests {
         // `st M[3]`, `ldx M[3]`, `ret a` after a packet load.
         let program = [insn(0x28, 0, 0, 12), insn(0x02, 0, 0, 3), insn(0x61, 0, 0, 3), insn(0x16, 0, 0, 0)];
         assert!(load(&program, &Config::default()).unwrap().writes_only_stack());
+    }
+
+    /// `ld len` and `ldx len` (which keeps A across its call) give the
+    /// length on the wire in every engine: the interpreter, the JIT, and
+    /// the JIT's runs over input it only reads (replay's batch loop).
+    #[test]
+    fn len_is_the_length_on_the_wire_and_keeps_the_other_register() {
+        use std::sync::Arc;
+
+        use crate::helpers::builtin::{PacketFacts, set_packet};
+        use crate::interp::{self, Stack};
+        use crate::jit::JitProgram;
+        // `ld len; ret a`, and `ld #7; ldx len; add x; ret a`.
+        let len = [insn(0x80, 0, 0, 0), insn(0x16, 0, 0, 0)];
+        let len_x = [insn(0x00, 0, 0, 7), insn(0x81, 0, 0, 0), insn(0x0c, 0, 0, 0), insn(0x16, 0, 0, 0)];
+        let programs = [&len[..], &len_x[..]].map(|classic| Arc::new(load(classic, &Config::default()).unwrap()));
+        assert!(programs.iter().all(|program| program.writes_only_stack()));
+        let jits = programs.clone().map(|program| JitProgram::compile(program).ok());
+        let mut packet = [0u8; 60];
+        // Each program's result in each engine that runs here.
+        let mut results = || {
+            let mut results = Vec::new();
+            for (program, jit) in programs.iter().zip(&jits) {
+                results.push(interp::execute(program, &mut packet));
+                if let Some(jit) = jit {
+                    results.push(jit.execute(&mut packet));
+                    let mut stack = Stack::default();
+                    results.push(jit.read_only(&mut stack).expect("a filter that reads only").run(&packet));
+                }
+            }
+            results
+        };
+        let engines = if jits[0].is_some() { 3 } else { 1 };
+        let expect = |len: u64, len_x: u64| [vec![Ok(len); engines], vec![Ok(len_x); engines]].concat();
+        assert_eq!(results(), expect(60, 67));
+        set_packet(Some(PacketFacts { time_ns: 0, beyond_capture: 1440 }));
+        let cut_short = results();
+        // A record may claim fewer bytes on the wire than it holds.
+        set_packet(Some(PacketFacts { time_ns: 0, beyond_capture: -40 }));
+        let claimed_short = results();
+        set_packet(None);
+        assert_eq!(cut_short, expect(1500, 1507));
+        assert_eq!(claimed_short, expect(20, 27));
     }
 
     #[test]

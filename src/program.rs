@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use crate::error::{LoadError, LoadErrorKind};
-use crate::helpers::linux;
 use crate::helpers::{HelperFn, Helpers};
+use crate::helpers::{builtin, linux};
 use crate::image::{DEFAULT_INSTRUCTION_LIMIT, Image, MAX_HELPER_INDEX, ProgramType, Region};
 use crate::isa::{self, Insn, Slot};
 use crate::maps::{self, Map};
@@ -276,8 +276,9 @@ impl Program {
     /// (a classic filter's translation, whose only stores are to its
     /// scratch words, is such a program). True when every store and atomic
     /// addresses r10 plus an offset inside the frame (the verifier keeps r10
-    /// the frame pointer) and no helper is called, as a helper may write
-    /// wherever its arguments point.
+    /// the frame pointer) and no helper is called but those that write
+    /// nothing (`wire_len`, see [`builtin::reads_only_facts`]), as a
+    /// helper may write wherever its arguments point.
     pub fn writes_only_stack(&self) -> bool {
         let frame = -(isa::STACK_FRAME_SIZE as i64);
         self.insns.iter().all(|insn| match insn.class() {
@@ -285,7 +286,10 @@ impl Program {
                 let start = i64::from(insn.off);
                 insn.dst == isa::FRAME_REG && start >= frame && start + isa::access_size(insn.opc) as i64 <= 0
             }
-            _ => !(insn.opc == isa::CALL && insn.src != isa::CALL_LOCAL) && insn.opc != isa::CALLX,
+            _ if insn.opc == isa::CALL && insn.src != isa::CALL_LOCAL => {
+                self.helper(insn.imm as u32 as u64).is_some_and(builtin::reads_only_facts)
+            }
+            _ => insn.opc != isa::CALLX,
         })
     }
 
@@ -350,5 +354,6 @@ mod tests {
         assert!(!writes_only_stack("stxw [%r10+0], %r1\nmov %r0, 0\nexit"));
         assert!(!writes_only_stack("stxdw [%r10-516], %r1\nmov %r0, 0\nexit"));
         assert!(!writes_only_stack("call 5\nexit"));
+        assert!(writes_only_stack("mov %r1, %r2\ncall 256\nexit"));
     }
 }

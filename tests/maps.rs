@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use qemu_ubpf::MapType;
 use qemu_ubpf::helpers::linux;
-use qemu_ubpf::image::MapDef;
+use qemu_ubpf::image::{MapDef, Region};
 use qemu_ubpf::interp;
 use qemu_ubpf::isa::{self, Insn};
 use qemu_ubpf::jit::JitProgram;
@@ -68,13 +68,20 @@ fn contents(map: &Map) -> Vec<(Vec<u8>, Vec<u8>)> {
 /// `result` with a faulting address given as the index of the program's
 /// region nearest to it and the distance from that region's start (each
 /// engine has its own maps, so the same access faults at different
-/// addresses).
+/// addresses). Nearest by the region's extent, `[start, start + len)`, not
+/// its start: an access between the slots of a large region, or just past
+/// its end, may lie nearer the start of another region in one engine's
+/// heap than in the other's, but lies in (or next to) its own in both.
 fn relative(result: &Result<u64, qemu_ubpf::ExecError>, program: &Program) -> Result<u64, qemu_ubpf::ExecError> {
     let mut result = result.clone();
     if let Err(qemu_ubpf::ExecError { kind: ExecErrorKind::OutOfBounds { addr, .. }, .. }) = &mut result {
         let distance = |start: u64| (*addr as i64).wrapping_sub(start as i64);
-        let nearest =
-            program.regions().iter().enumerate().min_by_key(|(_, region)| distance(region.start).unsigned_abs());
+        let outside = |region: &Region| match distance(region.start) {
+            below @ ..0 => below.unsigned_abs(),
+            within if (within as u64) < region.len => 0,
+            past => past as u64 - region.len + 1,
+        };
+        let nearest = program.regions().iter().enumerate().min_by_key(|(_, region)| outside(region));
         if let Some((index, region)) = nearest {
             *addr = (index as u64) << 48 | (distance(region.start) as u64 & 0xffff_ffff_ffff);
         }

@@ -1529,3 +1529,93 @@ mod xdp {
         }
     }
 }
+
+/// Packets as (captured bytes, length on the wire): cut short by a snapshot
+/// length, whole, and one whose record claims fewer bytes on the wire than
+/// it holds, which libpcap's filter takes as it is.
+const WIRE_LENGTHS: [(usize, u32); 8] =
+    [(60, 60), (96, 546), (96, 97), (40, 74), (74, 74), (96, 96), (60, 20), (14, 1514)];
+
+/// A frame of `len` bytes that names its place in `WIRE_LENGTHS`.
+fn numbered_frame(index: usize, len: usize) -> Vec<u8> {
+    (0..len).map(|at| if at == 0 { index as u8 } else { at as u8 }).collect()
+}
+
+/// A little-endian pcap of `WIRE_LENGTHS`' packets, Ethernet, snapshot
+/// length 96.
+fn cut_short_pcap() -> Vec<u8> {
+    let mut out = Vec::new();
+    for word in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 96, 1] {
+        out.extend(word.to_le_bytes());
+    }
+    for (index, &(captured, wire)) in WIRE_LENGTHS.iter().enumerate() {
+        for word in [index as u32, 0, captured as u32, wire] {
+            out.extend(word.to_le_bytes());
+        }
+        out.extend(numbered_frame(index, captured));
+    }
+    out
+}
+
+/// The same packets in a pcapng: one Ethernet interface, enhanced packet
+/// blocks.
+fn cut_short_pcapng() -> Vec<u8> {
+    let mut out = Vec::new();
+    let words = |out: &mut Vec<u8>, words: &[u32]| words.iter().for_each(|word| out.extend(word.to_le_bytes()));
+    words(&mut out, &[0x0a0d_0d0a, 28, 0x1a2b_3c4d, 1, u32::MAX, u32::MAX, 28]);
+    words(&mut out, &[1, 20, 1, 96, 20]);
+    for (index, &(captured, wire)) in WIRE_LENGTHS.iter().enumerate() {
+        let padded = captured.next_multiple_of(4);
+        let len = 32 + padded as u32;
+        words(&mut out, &[6, len, 0, 0, index as u32, captured as u32, wire]);
+        let mut frame = numbered_frame(index, captured);
+        frame.resize(padded, 0);
+        out.extend(frame);
+        words(&mut out, &[len]);
+    }
+    out
+}
+
+/// `len`, `greater` and `less` in `replay --expr` see each packet's length
+/// on the wire, as libpcap's filter (and so `tcpdump -r`, which
+/// tests/tcpdump.rs compares with) sees it, not the bytes a snapshot
+/// length left: in pcap (the batch loop) and pcapng, in both engines. The
+/// selections are tcpdump 4.99's over these captures, recorded.
+#[test]
+fn len_in_an_expression_is_the_length_on_the_wire() {
+    let dir = scratch_dir("replay", "wire-len");
+    type Selects = fn(u32) -> bool;
+    let selects: [(&str, Selects); 7] = [
+        ("len > 96", |wire| wire > 96),
+        ("greater 97", |wire| wire >= 97),
+        ("less 96", |wire| wire <= 96),
+        ("len = 74", |wire| wire == 74),
+        ("len = 20", |wire| wire == 20),
+        ("len - 14 >= 1500", |wire| wire >= 1514),
+        ("tcp or len != 60", |wire| wire != 60),
+    ];
+    for (name, capture) in [("cut-short.pcap", cut_short_pcap()), ("cut-short.pcapng", cut_short_pcapng())] {
+        let file = dir.join(name);
+        std::fs::write(&file, capture).unwrap();
+        let dropped = dir.join(format!("dropped-{name}"));
+        for (expression, selects) in selects {
+            let expected: Vec<(usize, u32)> = WIRE_LENGTHS.iter().copied().filter(|&(_, wire)| selects(wire)).collect();
+            for engine in ["jit", "interp"] {
+                let args = ["replay", "--expr", expression, path(&file), "--engine", engine, "--drop", path(&dropped)];
+                let output = qemu_ubpf(&args);
+                assert!(output.status.success(), "{}", text(&output.stderr));
+                let bytes = std::fs::read(&dropped).unwrap();
+                let mut reader = CaptureReader::new(&bytes[..], "dropped").unwrap();
+                let mut got = Vec::new();
+                while let Some(record) = reader.next_record().unwrap() {
+                    if let Record::Packet(packet) = record {
+                        let (index, captured) = (packet.data[0] as usize, packet.data.len());
+                        assert_eq!(packet.data, numbered_frame(index, captured), "a packet of the input, whole");
+                        got.push((captured, (captured as i64 + packet.beyond_capture()) as u32));
+                    }
+                }
+                assert_eq!(got, expected, "'{expression}' over {name}, engine {engine}");
+            }
+        }
+    }
+}

@@ -404,6 +404,9 @@ pub unsafe extern "C" fn ubpf_load(
 /// Loads past the packet's end and division by zero return 0; of Linux's
 /// ancillary loads only the VLAN tag ones (which read 0: frames carry their
 /// tags in their bytes) and `alu_xor_x` are accepted.
+/// `ld len` (`len`, `greater` and `less` in tcpdump's expressions) is
+/// r2, the length given: frames from C are whole, as they were on the wire
+/// (`qemu-ubpf replay`, which knows a record's original length, gives that).
 /// Thread safety: nothing else may use the VM meanwhile.
 ///
 /// @param[in] vm The VM, with no program loaded.
@@ -1134,7 +1137,9 @@ pub unsafe extern "C" fn ubpf_set_pointer_secret(vm: *mut ubpf_vm, secret: u64) 
 /// @brief Adds the built-in helpers, with Linux's numbers and names
 /// (bpf_map_lookup_elem = 1, ..., bpf_ringbuf_query = 134), at every index
 /// no helper is registered at, so that programs built with libbpf's
-/// `bpf_helpers.h` load and run as they are.
+/// `bpf_helpers.h` load and run as they are; and qemu_ubpf_wire_len = 256,
+/// which objects from `qemu-ubpf compile --expr` call for `len` (it returns
+/// its argument, the input length, from C).
 ///
 /// The built-ins check their arguments: a map argument that is not one of
 /// the program's maps, or a pointer to memory the program may not access

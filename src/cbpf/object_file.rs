@@ -9,8 +9,8 @@ use crate::isa::{self, Insn};
 /// The code's section: libbpf's name for a socket filter, which is what a
 /// classic program is.
 pub const SECTION: &str = "socket";
-/// The license the object declares; the filter calls no helper, so it
-/// needs no GPL-only one.
+/// The license the object declares; the filter calls no helper but
+/// `wire_len` (for `len`), which is not GPL-only.
 pub const LICENSE: &str = "Dual BSD/GPL";
 
 const EHDR_SIZE: usize = 64;

@@ -71,13 +71,26 @@ const BUILTINS: &[(u32, HelperFn, bool)] = &[
     (XDP_STORE_BYTES,      xdp::store_bytes,     true),
 ];
 
+/// The one built-in Linux does not have: `wire_len(len)`, the length on
+/// the wire of the `len` bytes a run sees (r2 on entry): `len` plus what
+/// the host says the packet had on the wire beyond its captured bytes
+/// ([`PacketFacts::beyond_capture`]), so `len` itself unless the host says
+/// otherwise (replay of a record that a snapshot length cut short).
+/// Classic BPF's `ld len` reads it ([`crate::cbpf`]). Numbered past Linux's
+/// helpers, which stopped growing at 211 when Linux froze them in favour
+/// of kfuncs, so no program written for Linux calls it by mistake.
+pub const WIRE_LEN: u32 = 256;
+pub const WIRE_LEN_NAME: &str = "qemu_ubpf_wire_len";
+
 impl Helpers {
-    /// The built-in helpers, by Linux's numbers and names.
+    /// The built-in helpers, by Linux's numbers and names, and `wire_len`
+    /// ([`WIRE_LEN`]).
     pub fn linux() -> Helpers {
         let mut helpers = Helpers::new();
         for &(index, func, may_stop) in BUILTINS {
             helpers.by_index.insert(index, Helper { name: linux::name(index).to_owned(), func, may_stop });
         }
+        helpers.register(WIRE_LEN, WIRE_LEN_NAME, wire_len);
         helpers
     }
 
@@ -112,16 +125,32 @@ pub(crate) struct RunState {
 
 thread_local! {
     static CURRENT: Cell<*const RunState> = const { Cell::new(std::ptr::null()) };
-    /// The clock `ktime_get_ns` reads instead of the monotonic one, if set
-    /// (replay sets each packet's capture time).
-    static CLOCK: Cell<Option<u64>> = const { Cell::new(None) };
+    /// What the host knows of the packet being run, if it says (replay
+    /// does, for each record).
+    static PACKET: Cell<Option<PacketFacts>> = const { Cell::new(None) };
     static RANDOM: Cell<u64> = Cell::new(random_seed());
 }
 
-/// Makes `ktime_get_ns` on this thread return `now` (nanoseconds) instead
-/// of the monotonic clock, or the clock again with `None`.
-pub fn set_clock(now: Option<u64>) {
-    CLOCK.with(|clock| clock.set(now));
+/// What a host knows of a packet beyond the bytes a run sees, for the
+/// helpers that report it; each fact's rule is in its helper alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketFacts {
+    /// When it was captured, in nanoseconds: what `ktime_get_ns` returns
+    /// instead of the monotonic clock.
+    pub time_ns: u64,
+    /// Its length on the wire less its captured length, which `wire_len`
+    /// adds: the bytes a snapshot length cut off, or less than 0 where a
+    /// record claims fewer bytes on the wire than it holds (libpcap's
+    /// filter takes the claim as it is).
+    pub beyond_capture: i64,
+}
+
+/// Makes the helpers of runs on this thread report `facts` of the packet,
+/// until it is set again: with `None`, the monotonic clock, and packets
+/// whole on the wire (every run's own packet, as an embedder gives it).
+#[inline]
+pub fn set_packet(facts: Option<PacketFacts>) {
+    PACKET.with(|packet| packet.set(facts));
 }
 
 fn random_seed() -> u64 {
@@ -431,14 +460,25 @@ extern "C" fn map_peek_elem(map: u64, value: u64, _: u64, _: u64, _: u64) -> u64
 }
 
 extern "C" fn ktime_get_ns(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
-    if let Some(now) = CLOCK.with(Cell::get) {
-        return now;
+    if let Some(packet) = PACKET.with(Cell::get) {
+        return packet.time_ns;
     }
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `now` is a valid timespec to write; CLOCK_MONOTONIC exists on
     // every system this builds for.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     (now.tv_sec as u64).wrapping_mul(1_000_000_000).wrapping_add(now.tv_nsec as u64)
+}
+
+pub(crate) extern "C" fn wire_len(len: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {
+    len.wrapping_add_signed(PACKET.with(Cell::get).map_or(0, |packet| packet.beyond_capture))
+}
+
+/// Does `func` read nothing but its arguments and the host's facts, and
+/// write nothing? Then a program that calls it may run over input it only
+/// reads ([`Program::writes_only_stack`]).
+pub(crate) fn reads_only_facts(func: HelperFn) -> bool {
+    func as usize == wire_len as HelperFn as usize
 }
 
 extern "C" fn get_prandom_u32(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {

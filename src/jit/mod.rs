@@ -266,7 +266,7 @@ pub struct JitProgram {
     local_calls: bool,
     /// Whether runs may be given input they only read: the program writes
     /// only its stack ([`Program::writes_only_stack`]), so it calls no
-    /// helper either.
+    /// helper that writes either.
     reads_input_only: bool,
 }
 
@@ -289,8 +289,8 @@ impl ReadOnlyRuns<'_> {
         let mut context = MaybeUninit::uninit();
         // SAFETY: as in `enter`, except that `input` is only valid for
         // reads, which is all the code does with it: its stores all address
-        // the stack, and it calls no helpers (`reads_input_only`, checked
-        // by `read_only`). The stack is borrowed for as long as `self`
+        // the stack, and it calls no helper that writes (`reads_input_only`,
+        // checked by `read_only`). The stack is borrowed for as long as `self`
         // lives, or not used by the code at all.
         let exit = unsafe { self.jit.call(address, input.len() as u64, context.as_mut_ptr(), self.stack_top) };
         self.jit.result(exit)

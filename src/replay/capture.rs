@@ -20,7 +20,7 @@ use pcap_file::pcapng::blocks::{
 use pcap_file::{Endianness, TsResolution};
 
 const PCAP_HEADER_LEN: usize = 24;
-const PCAP_RECORD_HEADER_LEN: usize = 16;
+pub(crate) const PCAP_RECORD_HEADER_LEN: usize = 16;
 /// Block type, block length and, in a section header, the byte-order magic:
 /// enough to know how long any block is.
 const BLOCK_HEAD_LEN: usize = 12;
@@ -104,6 +104,23 @@ pub struct Packet<'a> {
     pub data: &'a [u8],
     /// The whole record: header, data and (in pcapng) options.
     pub record: &'a [u8],
+}
+
+impl Packet<'_> {
+    /// The record's original length (on the wire) less its captured one:
+    /// the bytes a snapshot length cut off, or less than 0 in a record that
+    /// claims fewer bytes on the wire than it holds.
+    pub fn beyond_capture(&self) -> i64 {
+        let original = match self.kind {
+            RecordKind::Pcap => read_u32(self.record, 12, self.endianness),
+            // After block type and length, interface and timestamp (12
+            // bytes) and the captured length; the reader checked that the
+            // body holds its 20-byte header.
+            RecordKind::EnhancedPacket | RecordKind::ObsoletePacket => read_u32(self.record, 24, self.endianness),
+            RecordKind::SimplePacket => read_u32(self.record, 8, self.endianness),
+        };
+        i64::from(original) - self.data.len() as i64
+    }
 }
 
 /// The kinds of record that hold a packet.
@@ -428,6 +445,13 @@ impl<'a> PcapBatch<'a> {
     #[inline]
     pub(crate) fn timestamp_ns(&self, head: &[u8]) -> u64 {
         pcap_timestamp(head, self.header)
+    }
+
+    /// [`Packet::beyond_capture`] of the record whose header is `head`.
+    #[inline]
+    pub(crate) fn beyond_capture(&self, head: &[u8]) -> i64 {
+        let endianness = self.header.endianness;
+        i64::from(read_u32(head, 12, endianness)) - i64::from(read_u32(head, 8, endianness))
     }
 
     /// The packet number and the file offset of the last record handed

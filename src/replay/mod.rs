@@ -20,8 +20,8 @@ pub mod output;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use capture::PcapBatch;
 pub use capture::{CaptureError, CaptureReader, CaptureWriter, Format, Packet, Record, RecordKind};
+use capture::{PCAP_RECORD_HEADER_LEN, PcapBatch};
 pub use engine::{Engine, EngineKind};
 pub use frame::{IpMode, UnsupportedLinkType};
 pub use output::OutputFile;
@@ -29,7 +29,7 @@ pub use output::OutputFile;
 use std::collections::BTreeMap;
 
 use crate::error::{ExecError, ExecErrorKind};
-use crate::helpers::builtin;
+use crate::helpers::builtin::{self, PacketFacts};
 use crate::image::ProgramType;
 use crate::interp::Stack;
 use crate::isa;
@@ -238,9 +238,10 @@ pub struct Replay<'a> {
     /// serves every packet.
     scratch: Vec<u8>,
     stack: Stack,
-    /// Whether the program calls helpers, so may read the clock that each
-    /// packet sets; setting it costs a call per packet for nothing otherwise.
-    clock: bool,
+    /// Whether the program calls helpers, so may read the facts that each
+    /// packet sets (capture time, length on the wire); setting them costs a
+    /// call per packet for nothing otherwise.
+    facts: bool,
     /// Whether the program is an XDP program.
     xdp: bool,
     /// An XDP program's buffer, made for the first packet and reused (see
@@ -250,7 +251,7 @@ pub struct Replay<'a> {
 
 impl<'a> Replay<'a> {
     pub fn new(engine: &'a Engine, options: Options) -> Replay<'a> {
-        let clock = calls_helpers(engine);
+        let facts = calls_helpers(engine);
         Replay {
             engine,
             by_link_type: &[],
@@ -258,7 +259,7 @@ impl<'a> Replay<'a> {
             summary: Summary::default(),
             scratch: Vec::new(),
             stack: Stack::default(),
-            clock,
+            facts,
             xdp: engine.program().program_type() == ProgramType::Xdp,
             xdp_buffer: None,
         }
@@ -271,7 +272,7 @@ impl<'a> Replay<'a> {
         let (_, first) = engines.first()?;
         let mut replay = Replay::new(first, options);
         replay.by_link_type = engines;
-        replay.clock = engines.iter().any(|(_, engine)| calls_helpers(engine));
+        replay.facts = engines.iter().any(|(_, engine)| calls_helpers(engine));
         Some(replay)
     }
 
@@ -286,7 +287,8 @@ impl<'a> Replay<'a> {
     /// bytes read so far now and then. While a packet runs,
     /// `bpf_ktime_get_ns` gives its capture time, so that time-based state
     /// (rate limits) evolves as it did when the traffic was captured, and
-    /// every replay agrees. The outputs are flushed however it ends; after
+    /// every replay agrees; and `wire_len` (classic BPF's `len`) its length
+    /// on the wire, which a snapshot length may have cut short. The outputs are flushed however it ends; after
     /// an error they hold every record before the one at fault.
     pub fn run<R: Read, W: Write>(
         &mut self,
@@ -296,7 +298,7 @@ impl<'a> Replay<'a> {
     ) -> Result<(), CaptureError> {
         let started = Instant::now();
         let result = self.run_records(reader, outputs, progress);
-        builtin::set_clock(None);
+        builtin::set_packet(None);
         self.summary.elapsed += started.elapsed();
         let flushed = outputs.flush();
         result.and(flushed)
@@ -346,7 +348,7 @@ impl<'a> Replay<'a> {
         if frame::program_input(self.options.ip_mode, link_type, &[]).is_err() {
             return Ok(());
         }
-        let how = BatchOptions { ip_mode: self.options.ip_mode, on_error: self.options.on_error, clock: self.clock };
+        let how = BatchOptions { ip_mode: self.options.ip_mode, on_error: self.options.on_error, facts: self.facts };
         let (summary, stack, scratch) = (&mut self.summary, &mut self.stack, &mut self.scratch);
         // The runs are chosen once for the batch, and the loop made for
         // each kind, so that none of it is decided again per packet.
@@ -421,8 +423,8 @@ impl<'a> Replay<'a> {
                 Verdict::Pass
             }
             Some(input) => {
-                if self.clock {
-                    builtin::set_clock(Some(packet.timestamp_ns));
+                if self.facts {
+                    builtin::set_packet(Some(facts(packet)));
                 }
                 match run_filter(engine, input, &mut self.stack, &mut self.scratch) {
                     Ok(0) => Verdict::Pass,
@@ -460,8 +462,8 @@ fn run_filter(engine: &Engine, input: &[u8], stack: &mut Stack, scratch: &mut Ve
 struct BatchOptions {
     ip_mode: IpMode,
     on_error: Verdict,
-    /// Whether to set the clock to each packet's time.
-    clock: bool,
+    /// Whether to set each packet's facts (see [`Replay::run`]).
+    facts: bool,
 }
 
 /// Runs a filter, `run`, over the records of `batch` and writes them where
@@ -487,8 +489,8 @@ fn filter_records<W: Write>(
         records += 1;
         let verdict = match frame::program_input(how.ip_mode, link_type, data) {
             Ok(Some(input)) => {
-                if how.clock {
-                    builtin::set_clock(Some(batch.timestamp_ns(head)));
+                if how.facts {
+                    set_record_facts(batch, head);
                 }
                 match run(input) {
                     Ok(0) => Verdict::Pass,
@@ -523,6 +525,15 @@ fn filter_records<W: Write>(
     written
 }
 
+/// Sets the facts of the batch's record whose header is `head`. Out of
+/// line: inlined, it costs the batch loop of a filter that calls no
+/// helper two instructions a packet (callgrind), in registers it holds.
+#[inline(never)]
+fn set_record_facts(batch: &PcapBatch, head: &[u8; PCAP_RECORD_HEADER_LEN]) {
+    let (time_ns, beyond_capture) = (batch.timestamp_ns(head), batch.beyond_capture(head));
+    builtin::set_packet(Some(PacketFacts { time_ns, beyond_capture }));
+}
+
 /// Counts a filter's faulted run, and gives its verdict.
 #[cold]
 #[inline(never)]
@@ -553,8 +564,8 @@ impl<'a> Replay<'a> {
         let summary = &mut self.summary;
         summary.packets += 1;
         summary.bytes += packet.data.len() as u64;
-        if self.clock {
-            builtin::set_clock(Some(packet.timestamp_ns));
+        if self.facts {
+            builtin::set_packet(Some(facts(packet)));
         }
         let placed = match &mut self.xdp_buffer {
             Some(buffer) => buffer.load(packet.data, &[], RxInfo::default()).map(|()| buffer),
@@ -627,7 +638,14 @@ fn write_to<W: Write>(
     output.as_mut().map_or(Ok(()), |output| output.write_packet(packet, data, comment))
 }
 
-/// Does the engine's program call helpers (which may read the clock)?
+/// What a packet's record says of it beyond its bytes.
+#[inline]
+fn facts(packet: &Packet) -> PacketFacts {
+    PacketFacts { time_ns: packet.timestamp_ns, beyond_capture: packet.beyond_capture() }
+}
+
+/// Does the engine's program call helpers (which may read the packet's
+/// facts)?
 fn calls_helpers(engine: &Engine) -> bool {
     engine
         .program()

@@ -534,13 +534,12 @@ impl Facts {
         joined.len_min = self.len_min.min(other.len_min);
         joined.unwritten = self.unwritten | other.unwritten;
         let mut covered = RegList::new();
-        for reg in 0..NUM_REGS {
-            let (mine, theirs) = (self.values[reg], other.values[reg]);
-            joined.values[reg] = if mine == theirs {
-                mine
-            } else if let (Some(a), Some(b)) = (self.number(mine), other.number(theirs)) {
+        for ((joined, mine), theirs) in joined.values.iter_mut().zip(&self.values).zip(&other.values) {
+            *joined = if mine == theirs {
+                *mine
+            } else if let (Some(a), Some(b)) = (self.number(*mine), other.number(*theirs)) {
                 cover(a, b, ids, &mut covered).map_or(Value::Unknown, Value::Scalar)
-            } else if let (Some(a), Some(b)) = (self.address(mine), other.address(theirs)) {
+            } else if let (Some(a), Some(b)) = (self.address(*mine), other.address(*theirs)) {
                 cover(a, b, ids, &mut covered).map_or(Value::Unknown, Value::Input)
             } else {
                 Value::Unknown
@@ -568,14 +567,14 @@ impl Facts {
         }
         // Candidate unknown -> (this state's offset it stands for).
         let mut bound: RegList<(u32, Offset)> = RegList::new();
-        for (&theirs, &mine) in candidate.values.iter().zip(&self.values) {
+        for (theirs, mine) in candidate.values.iter().zip(&self.values) {
             let (wanted, found) = match (theirs, mine) {
                 (Value::Unknown, _) => continue,
-                (Value::Scalar(wanted), _) => match number_offset(mine) {
+                (&Value::Scalar(wanted), _) => match number_offset(*mine) {
                     Some(found) => (wanted, found),
                     None => return false,
                 },
-                (Value::Input(wanted), Value::Input(found)) => (wanted, found),
+                (&Value::Input(wanted), &Value::Input(found)) => (wanted, found),
                 _ if theirs == mine => continue,
                 _ => return false,
             };
@@ -626,9 +625,9 @@ impl Facts {
         let mut classes: RegList<((u32, u32, i64), Offset, i64)> = RegList::new();
         let mut facts: RegList<(u32, i64)> = RegList::new();
         for reg in 0..NUM_REGS {
-            let (mine, theirs) = (self.values[reg], state.values[reg]);
+            let (mine, theirs) = (&self.values[reg], &state.values[reg]);
             if mine == theirs {
-                widened.values[reg] = mine;
+                widened.values[reg] = *mine;
                 if let Value::Scalar(o) | Value::Input(o) = mine
                     && let Some(room) = self.room(o.id).zip(state.room(o.id)).map(|(a, b)| a.min(b))
                 {
@@ -636,9 +635,9 @@ impl Facts {
                 }
                 continue;
             }
-            let pair = match (number_offset(mine), number_offset(theirs), mine, theirs) {
+            let pair = match (number_offset(*mine), number_offset(*theirs), mine, theirs) {
                 (Some(a), Some(b), _, _) => Some((a, b, false)),
-                (_, _, Value::Input(a), Value::Input(b)) => Some((a, b, true)),
+                (_, _, &Value::Input(a), &Value::Input(b)) => Some((a, b, true)),
                 _ => None,
             };
             widened.values[reg] = pair

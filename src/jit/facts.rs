@@ -524,11 +524,11 @@ impl Facts {
         }
     }
 
-    /// The facts that hold whichever of `self` and `other` held.
-    pub(super) fn join(&self, other: &Facts, ids: &mut Ids) -> Facts {
+    /// Becomes the facts that hold whichever of `self` and `other` held.
+    pub(super) fn join(&mut self, other: &Facts, ids: &mut Ids) {
         // Most jumps teach nothing: both sides are the same.
         if self == other {
-            return *self;
+            return;
         }
         let mut joined = Facts::fresh();
         joined.len_min = self.len_min.min(other.len_min);
@@ -554,7 +554,7 @@ impl Facts {
         for (offset, room) in covered.iter() {
             joined.learn(offset.id, room);
         }
-        joined
+        *self = joined;
     }
 
     /// Does every run in a state `self` describes also fit `candidate`
@@ -611,12 +611,12 @@ impl Facts {
         Some(by_room.map_or(max, |by_room| by_room.min(max)))
     }
 
-    /// A candidate invariant that covers both `self` (the previous one) and
-    /// `state`: registers they agree on stay; registers holding offsets on
-    /// both sides become fresh unknowns, one per class of registers whose
-    /// offsets differ alike on the two sides, so that copies of a loop
-    /// counter stay copies; the rest become unknown.
-    pub(super) fn widen(&self, state: &Facts, ids: &mut Ids) -> Facts {
+    /// Becomes a candidate invariant that covers both `self` (the previous
+    /// one) and `state`: registers they agree on stay; registers holding
+    /// offsets on both sides become fresh unknowns, one per class of
+    /// registers whose offsets differ alike on the two sides, so that copies
+    /// of a loop counter stay copies; the rest become unknown.
+    pub(super) fn widen(&mut self, state: &Facts, ids: &mut Ids) {
         let mut widened = Facts::fresh();
         widened.len_min = self.len_min.min(state.len_min);
         widened.unwritten = self.unwritten | state.unwritten;
@@ -694,7 +694,7 @@ impl Facts {
         for (id, room) in facts.iter() {
             widened.learn(id, room);
         }
-        widened
+        *self = widened;
     }
 
     /// A number's offset and how far below the length its value is known

@@ -44,12 +44,17 @@ const MAX_LEN: i64 = 1 << 47;
 
 /// `s + c`, where `s` is an unknown in `[0, max]` named by `id` (id 0: `s`
 /// is 0 and `max` is 0, the offset is the constant `c`).
+// Packed to 4 bytes, so that a value holding one takes 24 bytes rather
+// than 32: facts hold eleven and are copied and compared many times a walk.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(C, packed(4))]
 pub(super) struct Offset {
     id: u32,
     max: u64,
     c: i64,
 }
+
+const _: () = assert!(size_of::<Value>() == 24);
 
 impl Offset {
     const fn constant(c: i64) -> Offset {
@@ -530,31 +535,37 @@ impl Facts {
         if self == other {
             return;
         }
-        let mut joined = Facts::fresh();
-        joined.len_min = self.len_min.min(other.len_min);
-        joined.unwritten = self.unwritten | other.unwritten;
+        // Each register's value from the two sides' values and rooms, in
+        // place: the rooms, and the length's minimum that is the room of
+        // id 0, change only after.
         let mut covered = RegList::new();
-        for ((joined, mine), theirs) in joined.values.iter_mut().zip(&self.values).zip(&other.values) {
-            *joined = if mine == theirs {
-                *mine
-            } else if let (Some(a), Some(b)) = (self.number(*mine), other.number(*theirs)) {
+        for reg in 0..NUM_REGS {
+            let (mine, theirs) = (self.values[reg], other.values[reg]);
+            if mine == theirs {
+                continue;
+            }
+            self.values[reg] = if let (Some(a), Some(b)) = (self.number(mine), other.number(theirs)) {
                 cover(a, b, ids, &mut covered).map_or(Value::Unknown, Value::Scalar)
-            } else if let (Some(a), Some(b)) = (self.address(*mine), other.address(*theirs)) {
+            } else if let (Some(a), Some(b)) = (self.address(mine), other.address(theirs)) {
                 cover(a, b, ids, &mut covered).map_or(Value::Unknown, Value::Input)
             } else {
                 Value::Unknown
             };
         }
+        self.len_min = self.len_min.min(other.len_min);
+        self.unwritten |= other.unwritten;
         // Facts about an unknown both sides hold: the weaker.
-        for (&id, &room) in self.room_ids.iter().zip(&self.rooms).filter(|&(&id, _)| id != 0) {
+        let (room_ids, rooms) = (self.room_ids, self.rooms);
+        self.room_ids = [0; ROOMS];
+        self.rooms = [0; ROOMS];
+        for (&id, &room) in room_ids.iter().zip(&rooms).filter(|&(&id, _)| id != 0) {
             if let Some(theirs) = other.room(id) {
-                joined.learn(id, room.min(theirs));
+                self.learn(id, room.min(theirs));
             }
         }
         for (offset, room) in covered.iter() {
-            joined.learn(offset.id, room);
+            self.learn(offset.id, room);
         }
-        *self = joined;
     }
 
     /// Does every run in a state `self` describes also fit `candidate`
@@ -617,9 +628,8 @@ impl Facts {
     /// registers whose offsets differ alike on the two sides, so that copies
     /// of a loop counter stay copies; the rest become unknown.
     pub(super) fn widen(&mut self, state: &Facts, ids: &mut Ids) {
-        let mut widened = Facts::fresh();
-        widened.len_min = self.len_min.min(state.len_min);
-        widened.unwritten = self.unwritten | state.unwritten;
+        // Each register's value in place, from the old values and rooms (the
+        // length's minimum is the room of id 0): those change only after.
         // (their id, my id, difference) -> the fresh unknown for the class,
         // and its lift (below).
         let mut classes: RegList<((u32, u32, i64), Offset, i64)> = RegList::new();
@@ -627,7 +637,6 @@ impl Facts {
         for reg in 0..NUM_REGS {
             let (mine, theirs) = (&self.values[reg], &state.values[reg]);
             if mine == theirs {
-                widened.values[reg] = *mine;
                 if let Value::Scalar(o) | Value::Input(o) = mine
                     && let Some(room) = self.room(o.id).zip(state.room(o.id)).map(|(a, b)| a.min(b))
                 {
@@ -640,7 +649,7 @@ impl Facts {
                 (_, _, &Value::Input(a), &Value::Input(b)) => Some((a, b, true)),
                 _ => None,
             };
-            widened.values[reg] = pair
+            let widened = pair
                 .and_then(|(a, b, input)| {
                     let d = b.c - a.c;
                     let key = (a.id, b.id, d);
@@ -690,11 +699,15 @@ impl Facts {
                     }
                 })
                 .unwrap_or(Value::Unknown);
+            self.values[reg] = widened;
         }
+        self.len_min = self.len_min.min(state.len_min);
+        self.unwritten |= state.unwritten;
+        self.room_ids = [0; ROOMS];
+        self.rooms = [0; ROOMS];
         for (id, room) in facts.iter() {
-            widened.learn(id, room);
+            self.learn(id, room);
         }
-        *self = widened;
     }
 
     /// A number's offset and how far below the length its value is known

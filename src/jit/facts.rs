@@ -24,6 +24,8 @@
 //! candidate that covers one more, keeping copies of a counter copies and
 //! a counter that stays below the length bounded by it.
 
+use std::mem::MaybeUninit;
+
 use crate::isa::*;
 
 /// Bounds kept on offsets and unknowns, far below where a sum of two could
@@ -742,23 +744,26 @@ fn number_offset(value: Value) -> Option<Offset> {
 /// A list of at most one entry per register (r0-r10), kept on the stack: joins,
 /// fits and widenings each build some, many times in every walk.
 struct RegList<T: Copy> {
-    items: [Option<T>; NUM_REGS],
+    /// The first `len` are set; the others are left unset, as setting them
+    /// all costs more than the rest of a small list's work.
+    items: [MaybeUninit<T>; NUM_REGS],
     len: usize,
 }
 
 impl<T: Copy> RegList<T> {
     fn new() -> RegList<T> {
-        RegList { items: [None; NUM_REGS], len: 0 }
+        RegList { items: [const { MaybeUninit::uninit() }; NUM_REGS], len: 0 }
     }
 
     /// Adds `item`; callers add at most one per register.
     fn push(&mut self, item: T) {
-        self.items[self.len] = Some(item);
+        self.items[self.len] = MaybeUninit::new(item);
         self.len += 1;
     }
 
     fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        self.items[..self.len].iter().flatten().copied()
+        // SAFETY: `push` set the first `len` items.
+        self.items[..self.len].iter().map(|item| unsafe { item.assume_init() })
     }
 
     fn find(&self, wanted: impl Fn(&T) -> bool) -> Option<T> {

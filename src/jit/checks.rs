@@ -150,7 +150,7 @@ impl Candidates {
             return false;
         }
         if !self.loop_head[slot] {
-            *candidate = candidate.join(state, ids);
+            candidate.join(state, ids);
         }
         while !state.fits(candidate) {
             if self.widenings[slot] >= MAX_WIDENINGS {
@@ -158,7 +158,7 @@ impl Candidates {
                 break;
             }
             self.widenings[slot] += 1;
-            *candidate = candidate.widen(state, ids);
+            candidate.widen(state, ids);
         }
         true
     }
@@ -357,28 +357,28 @@ impl Checks {
             } else if flow.landings[pc].target {
                 open = [None; REG_SLOTS];
                 spills = Spills::default();
-                let arriving = take(&mut incoming, pc);
-                let joined = match (falls_in, arriving) {
+                // What arrives, joined in place: facts are large to move.
+                match (falls_in, take(&mut incoming, pc)) {
                     (true, Some(jumped)) => facts.join(&jumped, ids),
-                    (false, Some(jumped)) => jumped,
-                    (true, None) => facts,
+                    (false, Some(jumped)) => facts = jumped,
+                    (true, None) => {}
                     // Dead code: nothing reaches it.
-                    (false, None) => Facts::fresh(),
-                };
-                facts = if pc == 0 && entry_known {
-                    facts
+                    (false, None) => facts = Facts::fresh(),
+                }
+                if pc == 0 && entry_known {
+                    // As the entry sets them up: nothing jumps here.
                 } else if function_start(pc) {
-                    Facts::fresh()
+                    facts = Facts::fresh();
                 } else if flow.landings[pc].jumped_back_to {
                     match candidates.as_deref_mut() {
-                        None => Facts::fresh(),
+                        None => facts = Facts::fresh(),
                         Some(candidates) => {
                             let slot = candidates.slot[pc] as usize;
                             match &candidates.facts[slot] {
                                 Some(_) => {
-                                    candidates.cover(pc, &joined, ids);
+                                    candidates.cover(pc, &facts, ids);
                                 }
-                                None => candidates.facts[slot] = Some(joined),
+                                None => candidates.facts[slot] = Some(facts),
                             }
                             // Loops the walk has left behind stay settled.
                             while resumes
@@ -392,7 +392,7 @@ impl Checks {
                             saved.extend_from_slice(&incoming);
                             resumes.push(Resume {
                                 head: pc,
-                                arriving: joined,
+                                arriving: facts,
                                 incoming_at,
                                 incoming_len: incoming.len(),
                                 groups: self.groups.len(),
@@ -400,12 +400,10 @@ impl Checks {
                                 any_check: self.any_check,
                                 read_unwritten: self.read_unwritten,
                             });
-                            candidates.facts[slot].expect("set above")
+                            facts = candidates.facts[slot].expect("set above");
                         }
                     }
-                } else {
-                    joined
-                };
+                }
             }
             let insn = insns[pc];
             let class = insn.class();
@@ -439,7 +437,7 @@ impl Checks {
                         taken.assume(insn, true);
                         if to > pc {
                             match incoming.iter_mut().find(|(at, _)| *at == to) {
-                                Some((_, earlier)) => *earlier = earlier.join(&taken, ids),
+                                Some((_, earlier)) => earlier.join(&taken, ids),
                                 None => incoming.push((to, taken)),
                             }
                         } else if let Some(candidates) = candidates.as_deref_mut()

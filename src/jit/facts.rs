@@ -24,6 +24,8 @@
 //! candidate that covers one more, keeping copies of a counter copies and
 //! a counter that stays below the length bounded by it.
 
+use std::mem::MaybeUninit;
+
 use crate::isa::*;
 
 /// Bounds kept on offsets and unknowns, far below where a sum of two could
@@ -44,12 +46,17 @@ const MAX_LEN: i64 = 1 << 47;
 
 /// `s + c`, where `s` is an unknown in `[0, max]` named by `id` (id 0: `s`
 /// is 0 and `max` is 0, the offset is the constant `c`).
+// Packed to 4 bytes, so that a value holding one takes 24 bytes rather
+// than 32: facts hold eleven and are copied and compared many times a walk.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(C, packed(4))]
 pub(super) struct Offset {
     id: u32,
     max: u64,
     c: i64,
 }
+
+const _: () = assert!(size_of::<Value>() == 24);
 
 impl Offset {
     const fn constant(c: i64) -> Offset {
@@ -539,21 +546,22 @@ impl Facts {
         }
     }
 
-    /// The facts that hold whichever of `self` and `other` held.
-    pub(super) fn join(&self, other: &Facts, ids: &mut Ids) -> Facts {
+    /// Becomes the facts that hold whichever of `self` and `other` held.
+    pub(super) fn join(&mut self, other: &Facts, ids: &mut Ids) {
         // Most jumps teach nothing: both sides are the same.
         if self == other {
-            return *self;
+            return;
         }
-        let mut joined = Facts::fresh();
-        joined.len_min = self.len_min.min(other.len_min);
-        joined.unwritten = self.unwritten | other.unwritten;
+        // Each register's value from the two sides' values and rooms, in
+        // place: the rooms, and the length's minimum that is the room of
+        // id 0, change only after.
         let mut covered = RegList::new();
         for reg in 0..NUM_REGS {
             let (mine, theirs) = (self.values[reg], other.values[reg]);
-            joined.values[reg] = if mine == theirs {
-                mine
-            } else if let (Some(a), Some(b)) = (self.number(mine), other.number(theirs)) {
+            if mine == theirs {
+                continue;
+            }
+            self.values[reg] = if let (Some(a), Some(b)) = (self.number(mine), other.number(theirs)) {
                 cover(a, b, ids, &mut covered).map_or(Value::Unknown, Value::Scalar)
             } else if let (Some(a), Some(b)) = (self.address(mine), other.address(theirs)) {
                 cover(a, b, ids, &mut covered).map_or(Value::Unknown, Value::Input)
@@ -561,16 +569,20 @@ impl Facts {
                 Value::Unknown
             };
         }
+        self.len_min = self.len_min.min(other.len_min);
+        self.unwritten |= other.unwritten;
         // Facts about an unknown both sides hold: the weaker.
-        for (&id, &room) in self.room_ids.iter().zip(&self.rooms).filter(|&(&id, _)| id != 0) {
+        let (room_ids, rooms) = (self.room_ids, self.rooms);
+        self.room_ids = [0; ROOMS];
+        self.rooms = [0; ROOMS];
+        for (&id, &room) in room_ids.iter().zip(&rooms).filter(|&(&id, _)| id != 0) {
             if let Some(theirs) = other.room(id) {
-                joined.learn(id, room.min(theirs));
+                self.learn(id, room.min(theirs));
             }
         }
         for (offset, room) in covered.iter() {
-            joined.learn(offset.id, room);
+            self.learn(offset.id, room);
         }
-        joined
     }
 
     /// Does every run in a state `self` describes also fit `candidate`
@@ -583,14 +595,14 @@ impl Facts {
         }
         // Candidate unknown -> (this state's offset it stands for).
         let mut bound: RegList<(u32, Offset)> = RegList::new();
-        for (&theirs, &mine) in candidate.values.iter().zip(&self.values) {
+        for (theirs, mine) in candidate.values.iter().zip(&self.values) {
             let (wanted, found) = match (theirs, mine) {
                 (Value::Unknown, _) => continue,
-                (Value::Scalar(wanted), _) => match number_offset(mine) {
+                (&Value::Scalar(wanted), _) => match number_offset(*mine) {
                     Some(found) => (wanted, found),
                     None => return false,
                 },
-                (Value::Input(wanted), Value::Input(found)) => (wanted, found),
+                (&Value::Input(wanted), &Value::Input(found)) => (wanted, found),
                 _ if theirs == mine => continue,
                 _ => return false,
             };
@@ -627,23 +639,21 @@ impl Facts {
         Some(by_room.map_or(max, |by_room| by_room.min(max)))
     }
 
-    /// A candidate invariant that covers both `self` (the previous one) and
-    /// `state`: registers they agree on stay; registers holding offsets on
-    /// both sides become fresh unknowns, one per class of registers whose
-    /// offsets differ alike on the two sides, so that copies of a loop
-    /// counter stay copies; the rest become unknown.
-    pub(super) fn widen(&self, state: &Facts, ids: &mut Ids) -> Facts {
-        let mut widened = Facts::fresh();
-        widened.len_min = self.len_min.min(state.len_min);
-        widened.unwritten = self.unwritten | state.unwritten;
+    /// Becomes a candidate invariant that covers both `self` (the previous
+    /// one) and `state`: registers they agree on stay; registers holding
+    /// offsets on both sides become fresh unknowns, one per class of
+    /// registers whose offsets differ alike on the two sides, so that copies
+    /// of a loop counter stay copies; the rest become unknown.
+    pub(super) fn widen(&mut self, state: &Facts, ids: &mut Ids) {
+        // Each register's value in place, from the old values and rooms (the
+        // length's minimum is the room of id 0): those change only after.
         // (their id, my id, difference) -> the fresh unknown for the class,
         // and its lift (below).
         let mut classes: RegList<((u32, u32, i64), Offset, i64)> = RegList::new();
         let mut facts: RegList<(u32, i64)> = RegList::new();
         for reg in 0..NUM_REGS {
-            let (mine, theirs) = (self.values[reg], state.values[reg]);
+            let (mine, theirs) = (&self.values[reg], &state.values[reg]);
             if mine == theirs {
-                widened.values[reg] = mine;
                 if let Value::Scalar(o) | Value::Input(o) = mine
                     && let Some(room) = self.room(o.id).zip(state.room(o.id)).map(|(a, b)| a.min(b))
                 {
@@ -651,12 +661,12 @@ impl Facts {
                 }
                 continue;
             }
-            let pair = match (number_offset(mine), number_offset(theirs), mine, theirs) {
+            let pair = match (number_offset(*mine), number_offset(*theirs), mine, theirs) {
                 (Some(a), Some(b), _, _) => Some((a, b, false)),
-                (_, _, Value::Input(a), Value::Input(b)) => Some((a, b, true)),
+                (_, _, &Value::Input(a), &Value::Input(b)) => Some((a, b, true)),
                 _ => None,
             };
-            widened.values[reg] = pair
+            let widened = pair
                 .and_then(|(a, b, input)| {
                     let d = b.c - a.c;
                     let key = (a.id, b.id, d);
@@ -706,11 +716,15 @@ impl Facts {
                     }
                 })
                 .unwrap_or(Value::Unknown);
+            self.values[reg] = widened;
         }
+        self.len_min = self.len_min.min(state.len_min);
+        self.unwritten |= state.unwritten;
+        self.room_ids = [0; ROOMS];
+        self.rooms = [0; ROOMS];
         for (id, room) in facts.iter() {
-            widened.learn(id, room);
+            self.learn(id, room);
         }
-        widened
     }
 
     /// A number's offset and how far below the length its value is known
@@ -745,23 +759,26 @@ fn number_offset(value: Value) -> Option<Offset> {
 /// A list of at most one entry per register (r0-r10), kept on the stack: joins,
 /// fits and widenings each build some, many times in every walk.
 struct RegList<T: Copy> {
-    items: [Option<T>; NUM_REGS],
+    /// The first `len` are set; the others are left unset, as setting them
+    /// all costs more than the rest of a small list's work.
+    items: [MaybeUninit<T>; NUM_REGS],
     len: usize,
 }
 
 impl<T: Copy> RegList<T> {
     fn new() -> RegList<T> {
-        RegList { items: [None; NUM_REGS], len: 0 }
+        RegList { items: [const { MaybeUninit::uninit() }; NUM_REGS], len: 0 }
     }
 
     /// Adds `item`; callers add at most one per register.
     fn push(&mut self, item: T) {
-        self.items[self.len] = Some(item);
+        self.items[self.len] = MaybeUninit::new(item);
         self.len += 1;
     }
 
     fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        self.items[..self.len].iter().flatten().copied()
+        // SAFETY: `push` set the first `len` items.
+        self.items[..self.len].iter().map(|item| unsafe { item.assume_init() })
     }
 
     fn find(&self, wanted: impl Fn(&T) -> bool) -> Option<T> {

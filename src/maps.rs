@@ -592,7 +592,7 @@ impl Map {
     /// empty while its first word is 0; an xskmap's always is.
     fn array_entry_present(&self, arena: &Arena, index: usize) -> bool {
         match self.map_type {
-            MapType::DevMap | MapType::CpuMap => arena.read(index)[..4] != [0; 4],
+            MapType::DevMap | MapType::CpuMap => arena.first_word(index) != [0; 4],
             MapType::XskMap => false,
             _ => true,
         }

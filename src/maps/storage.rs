@@ -74,6 +74,17 @@ impl Arena {
         value
     }
 
+    /// The first 4 bytes of slot `index`'s value (which has at least 4),
+    /// read in place: the redirect maps' lookups read their entries' word
+    /// per packet.
+    pub(super) fn first_word(&self, index: usize) -> [u8; 4] {
+        debug_assert!(self.value_size >= 4);
+        let mut word = [0; 4];
+        // SAFETY: as in `read`, for 4 of the slot's bytes.
+        unsafe { std::ptr::copy_nonoverlapping(self.slot_addr(index) as *const u8, word.as_mut_ptr(), 4) };
+        word
+    }
+
     pub(super) fn write(&self, index: usize, value: &[u8]) {
         debug_assert_eq!(value.len(), self.value_size);
         // SAFETY: as in `read`; `value` is a distinct allocation.

@@ -201,11 +201,11 @@ fn check_function_bounds(
     Ok(())
 }
 
-/// Finds the loops, and refuses one with no way out: a strongly connected piece of a
-/// function's control-flow graph from which no path leads to an `exit`, a
-/// legacy packet load (which ends the run outside the input) or to a call
-/// that may end the run (a helper that may stop it, such as the tail call,
-/// or the unwind helper). A local call returns, so it is a way
+/// Finds the loops, and refuses one with no way out: a strongly connected
+/// piece of a function's control-flow graph from which no path leads to an
+/// `exit`, a legacy packet load (which ends the run outside the input) or
+/// to a call that may end the run (a helper that may stop it, such as the
+/// tail call, or the unwind helper). A local call returns, so it is a way
 /// out only when its callee may end the run. Only code reachable from each
 /// function's start is refused; the loops of code that nothing reaches are
 /// found too, for the JIT's analyses, which look at every slot.

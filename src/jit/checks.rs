@@ -93,9 +93,6 @@ struct Candidates {
     /// where no jump goes back to).
     slot: Reused<u32>,
     facts: Reused<Option<Facts>>,
-    /// Is it a loop head? Elsewhere no turn comes back, so what arrives
-    /// joins the candidate, as at a target of forward jumps.
-    loop_head: Reused<bool>,
     /// How often each candidate has been widened.
     widenings: Reused<u8>,
     /// The last slot with a back edge to each loop head: past it, the
@@ -106,7 +103,6 @@ struct Candidates {
 impl Candidates {
     fn new(program: &Program, flow: &Flow) -> Candidates {
         let mut heads = 0;
-        let mut loop_head = Reused::new();
         let slot: Reused<u32> = flow
             .landings
             .iter()
@@ -114,7 +110,6 @@ impl Candidates {
                 if !landing.jumped_back_to {
                     return u32::MAX;
                 }
-                loop_head.push(landing.loop_head);
                 heads += 1;
                 heads - 1
             })
@@ -128,20 +123,15 @@ impl Candidates {
             }
         }
         let heads = heads as usize;
-        Candidates {
-            slot,
-            facts: Reused::filled(heads, None),
-            loop_head,
-            widenings: Reused::filled(heads, 0),
-            last_back,
-        }
+        Candidates { slot, facts: Reused::filled(heads, None), widenings: Reused::filled(heads, 0), last_back }
     }
 
     /// Makes the candidate of `head` (which has one) cover `state`: joined
-    /// with it where no loop comes back, else widened until `state` fits
-    /// it, or started afresh, which everything fits, after too many
-    /// widenings. Returns whether it changed.
-    fn cover(&mut self, head: usize, state: &Facts, ids: &mut Ids) -> bool {
+    /// with it where no loop comes back (not a loop head in `flow`: what
+    /// arrives joins, as at a target of forward jumps), else widened until
+    /// `state` fits it, or started afresh, which everything fits, after
+    /// too many widenings. Returns whether it changed.
+    fn cover(&mut self, head: usize, state: &Facts, flow: &Flow, ids: &mut Ids) -> bool {
         let slot = self.slot[head] as usize;
         let Some(candidate) = self.facts[slot].as_mut() else {
             return false;
@@ -149,7 +139,7 @@ impl Candidates {
         if state.fits(candidate) {
             return false;
         }
-        if !self.loop_head[slot] {
+        if !flow.landings[head].loop_head {
             candidate.join(state, ids);
         }
         while !state.fits(candidate) {
@@ -376,7 +366,7 @@ impl Checks {
                             let slot = candidates.slot[pc] as usize;
                             match &candidates.facts[slot] {
                                 Some(_) => {
-                                    candidates.cover(pc, &facts, ids);
+                                    candidates.cover(pc, &facts, flow, ids);
                                 }
                                 None => candidates.facts[slot] = Some(facts),
                             }
@@ -442,7 +432,7 @@ impl Checks {
                             }
                         } else if let Some(candidates) = candidates.as_deref_mut()
                             && candidates.slot[to] != u32::MAX
-                            && candidates.cover(to, &taken, ids)
+                            && candidates.cover(to, &taken, flow, ids)
                         {
                             // A back edge to a loop head (a function's start
                             // has no candidate: always afresh) that its
@@ -453,7 +443,7 @@ impl Checks {
                             resumes.truncate(at + 1);
                             let resume = &resumes[at];
                             // What fits the old candidate may not fit the new.
-                            candidates.cover(to, &resume.arriving, ids);
+                            candidates.cover(to, &resume.arriving, flow, ids);
                             incoming.clear();
                             incoming.extend_from_slice(
                                 &saved[resume.incoming_at..resume.incoming_at + resume.incoming_len],

@@ -268,8 +268,8 @@ struct Emitter<'p> {
     /// (and the limit is small): its count is known where it ends.
     budget_in_register: bool,
     /// DAG mode, for a program without loops that makes no local calls
-    /// (and a small limit): the budget is checked only at
-    /// helper calls, and otherwise only the count at the end matters.
+    /// (and a small limit): the budget is checked only at helper calls and
+    /// jumps back, and otherwise only the count at the end matters.
     /// Before each instruction, r12 holds `limit - executed - to_exit`;
     /// going on to the next instruction keeps that true at no cost, and so
     /// does the jump to the successor with the longer run; the other

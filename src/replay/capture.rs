@@ -107,19 +107,23 @@ pub struct Packet<'a> {
 }
 
 impl Packet<'_> {
-    /// The record's original length (on the wire) less its captured one:
-    /// the bytes a snapshot length cut off, or less than 0 in a record that
-    /// claims fewer bytes on the wire than it holds.
-    pub fn beyond_capture(&self) -> i64 {
-        let original = match self.kind {
+    /// The packet's length on the wire, as its record says.
+    pub fn original_len(&self) -> u32 {
+        match self.kind {
             RecordKind::Pcap => read_u32(self.record, 12, self.endianness),
             // After block type and length, interface and timestamp (12
             // bytes) and the captured length; the reader checked that the
             // body holds its 20-byte header.
             RecordKind::EnhancedPacket | RecordKind::ObsoletePacket => read_u32(self.record, 24, self.endianness),
             RecordKind::SimplePacket => read_u32(self.record, 8, self.endianness),
-        };
-        i64::from(original) - self.data.len() as i64
+        }
+    }
+
+    /// The record's original length (on the wire) less its captured one:
+    /// the bytes a snapshot length cut off, or less than 0 in a record that
+    /// claims fewer bytes on the wire than it holds.
+    pub fn beyond_capture(&self) -> i64 {
+        i64::from(self.original_len()) - self.data.len() as i64
     }
 }
 
@@ -864,8 +868,7 @@ fn enhanced_packet_block(packet: &Packet, data: &[u8], comment: Option<&str>, ou
     let (endianness, interface, timestamp, captured, original, old_options) = match packet.kind {
         RecordKind::Pcap => {
             let head = &record[..PCAP_RECORD_HEADER_LEN];
-            let (captured, original) = (read_u32(head, 8, input), read_u32(head, 12, input));
-            (Endianness::Little, 0, packet.timestamp_ns, captured, original, &[][..])
+            (Endianness::Little, 0, packet.timestamp_ns, read_u32(head, 8, input), packet.original_len(), &[][..])
         }
         RecordKind::EnhancedPacket | RecordKind::ObsoletePacket => {
             // The reader checked that the body holds its 20-byte header and
@@ -878,12 +881,9 @@ fn enhanced_packet_block(packet: &Packet, data: &[u8], comment: Option<&str>, ou
             let timestamp = u64::from(read_u32(body, 4, input)) << 32 | u64::from(read_u32(body, 8, input));
             let captured = read_u32(body, 12, input);
             let options = body.get(20 + (captured as usize).next_multiple_of(4)..).unwrap_or_default();
-            (input, interface, timestamp, captured, read_u32(body, 16, input), options)
+            (input, interface, timestamp, captured, packet.original_len(), options)
         }
-        RecordKind::SimplePacket => {
-            let original = read_u32(record, 8, input);
-            (input, 0, 0, packet.data.len() as u32, original, &[][..])
-        }
+        RecordKind::SimplePacket => (input, 0, 0, packet.data.len() as u32, packet.original_len(), &[][..]),
     };
     let new_len = data.len() as u32;
     put_u32(out, ENHANCED_PACKET_BLOCK, endianness);

@@ -288,8 +288,9 @@ impl<'a> Replay<'a> {
     /// `bpf_ktime_get_ns` gives its capture time, so that time-based state
     /// (rate limits) evolves as it did when the traffic was captured, and
     /// every replay agrees; and `wire_len` (classic BPF's `len`) its length
-    /// on the wire, which a snapshot length may have cut short. The outputs are flushed however it ends; after
-    /// an error they hold every record before the one at fault.
+    /// on the wire, which a snapshot length may have cut short. The outputs
+    /// are flushed however it ends; after an error they hold every record
+    /// before the one at fault.
     pub fn run<R: Read, W: Write>(
         &mut self,
         reader: &mut CaptureReader<R>,

@@ -140,8 +140,10 @@ pub enum ExecErrorKind {
     HelperArgument { helper: u32, what: String },
     #[error("helper {helper} ({}): {addr:#x} is not a record this run reserved", crate::helpers::linux::name(*.helper))]
     NotARecord { helper: u32, addr: u64 },
-    #[error("the XDP context's packet pointer {value:#x} lies outside the run's buffer")]
+    #[error("the XDP context's packet pointer {value:#x} lies outside the packet's page, past the context block")]
     BadPacketPointer { value: u64 },
+    #[error("an XDP run's buffer of {len} bytes cannot hold its 48-byte context block")]
+    ShortContext { len: u64 },
 }
 
 /// Why a map could not be created.

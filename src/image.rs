@@ -262,14 +262,17 @@ pub mod xdp_context {
     pub const REDIRECT_CPU: u32 = 2;
     /// Bytes of the block.
     pub const SIZE: usize = 48;
-    /// The `imm` of the 64-bit loads that `data`, `data_end` and
-    /// `data_meta` loads become (a load's `imm` is otherwise 0): both
-    /// engines check that the address loaded lies in the run's input, its
-    /// end included, and fail the run when not. A program could have
-    /// written over the block through a packet pointer; so an address it
-    /// loads is known to be in the input, and accesses guarded by
-    /// comparisons with it are proved at compile time.
-    pub const POINTER_LOAD: i32 = 1;
+    /// The `imm` of a context load, what every load through the context
+    /// pointer becomes (a load's `imm` is otherwise 0). The block lies
+    /// before the memory an XDP program may otherwise access
+    /// ([`crate::memory::accessible_input`]): only these loads read it, and
+    /// they fault unless their base register holds the block's address. So
+    /// no store of the program changes the packet pointers the block holds,
+    /// which the run checks on entry ([`crate::memory::context_fault`]), and
+    /// a packet pointer loaded from it lies in the page, its end included:
+    /// the accesses guarded by comparisons with it are proved at compile
+    /// time.
+    pub const CONTEXT_LOAD: i32 = 1;
 
     /// The block offset a program's 4-byte load at `struct xdp_md` offset
     /// `off` reads, with its size in bytes; `None` when the kernel refuses

@@ -25,8 +25,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{ExecError, ExecErrorKind};
 use crate::helpers::builtin::RunState;
+use crate::image::ProgramType;
 use crate::isa::*;
-use crate::memory::{Memory, STACK_SIZE};
+use crate::memory::{self, Memory, STACK_SIZE};
 use crate::program::Program;
 
 /// Unused bytes kept above the stack's top, so that an address a little
@@ -245,17 +246,19 @@ fn run_one(
 ) -> Result<u64, ExecError> {
     let insns = program.insns();
     let slots = program.slots();
-    let memory = Memory {
-        input_start: if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 },
-        input_len: mem.len() as u64,
-        stack_top: stack.top(),
-        regions: program.regions(),
-    };
+    if program.program_type() == ProgramType::Xdp
+        && let Some(kind) = memory::context_fault(mem, program.packet_pointers())
+    {
+        return Err(stop(insns, 0, kind));
+    }
+    let buffer = if mem.is_empty() { 0 } else { mem.as_mut_ptr() as u64 };
+    let (input_start, input_len) = memory::accessible_input(program.program_type(), buffer, mem.len() as u64);
+    let memory = Memory { input_start, input_len, stack_top: stack.top(), regions: program.regions() };
     // Sixteen slots so that a 4-bit register field indexes without a check;
     // the verifier keeps them to r0..r10.
     let mut reg = [0u64; 16];
-    reg[1] = memory.input_start;
-    reg[2] = memory.input_len;
+    reg[1] = buffer;
+    reg[2] = mem.len() as u64;
     reg[10] = memory.stack_top;
     let mut stack_low = memory.stack_top - STACK_FRAME_SIZE as u64;
     let frames = &mut stack.frames;
@@ -291,6 +294,20 @@ fn run_one(
                 let addr = reg[slot.src()].wrapping_add(slot.off() as i64 as u64);
                 check!(addr, std::mem::size_of::<$ty>() as u64, false);
                 // SAFETY: `allows` proved the bytes lie in readable memory.
+                unsafe { (addr as *const $ty).read_unaligned() }
+            }};
+        }
+        // A load of the XDP context block (`imm` CONTEXT_LOAD), through
+        // its address and nothing else.
+        macro_rules! context_load {
+            ($ty:ty) => {{
+                let addr = reg[slot.src()].wrapping_add(slot.off() as i64 as u64);
+                if reg[slot.src()] != buffer {
+                    fail!(memory.fault(addr, std::mem::size_of::<$ty>() as u64, false));
+                }
+                // SAFETY: the base is the block's address, and the rewrite
+                // that made this load keeps it within the block, which the
+                // buffer holds (`context_fault` checked on entry).
                 unsafe { (addr as *const $ty).read_unaligned() }
             }};
         }
@@ -435,16 +452,12 @@ fn run_one(
             LDINDH => packet_load!(u16, s32!().wrapping_add(k32!()) as i32),
             LDINDB => packet_load!(u8, s32!().wrapping_add(k32!()) as i32),
 
+            LDXW if slot.imm() != 0 => reg[slot.dst()] = context_load!(u32) as u64,
             LDXW  => reg[slot.dst()] = load!(u32) as u64,
             LDXH  => reg[slot.dst()] = load!(u16) as u64,
             LDXB  => reg[slot.dst()] = load!(u8) as u64,
-            LDXDW => {
-                let value = load!(u64);
-                if slot.imm() != 0 && !memory.holds_packet_pointer(value) {
-                    fail!(ExecErrorKind::BadPacketPointer { value });
-                }
-                reg[slot.dst()] = value;
-            }
+            LDXDW if slot.imm() != 0 => reg[slot.dst()] = context_load!(u64),
+            LDXDW => reg[slot.dst()] = load!(u64),
             LDXSW => reg[slot.dst()] = load!(i32) as i64 as u64,
             LDXSH => reg[slot.dst()] = load!(i16) as i64 as u64,
             LDXSB => reg[slot.dst()] = load!(i8) as i64 as u64,

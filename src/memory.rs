@@ -3,10 +3,13 @@
 //! read-only ones for loads only. The interpreter checks every access with
 //! it, the built-in helpers check every pointer a program hands them with
 //! it (a helper may touch exactly what the program may), and both engines
-//! classify a refused access with [`fault`].
+//! classify a refused access with [`fault`]. An XDP program's input is
+//! the part of the run's buffer past its context block
+//! ([`accessible_input`]), and a run starts only from a sound block
+//! ([`context_fault`]).
 
 use crate::error::ExecErrorKind;
-use crate::image::Region;
+use crate::image::{ProgramType, Region, xdp_context};
 use crate::isa::{MAX_CALL_DEPTH, STACK_FRAME_SIZE};
 
 /// Stack bytes for all call frames of one run.
@@ -23,13 +26,45 @@ pub struct Memory<'a> {
     pub regions: &'a [Region],
 }
 
-impl Memory<'_> {
-    /// Does a packet pointer loaded from the XDP context block lie in the
-    /// input, its end included ([`crate::image::xdp_context::POINTER_LOAD`])?
-    pub fn holds_packet_pointer(&self, value: u64) -> bool {
-        value.wrapping_sub(self.input_start) <= self.input_len
+/// The input a run of a program of `program_type` over the buffer
+/// `[start, +len)` has, as address and length: the whole buffer, but for an
+/// XDP program the page after its context block, which only its context
+/// loads read ([`xdp_context::CONTEXT_LOAD`]): so neither its stores nor the
+/// helpers it hands pointers to can change the block. (A buffer too short
+/// for the block leaves an empty input: the run does not start, see
+/// [`context_fault`].) r1 on entry is the buffer's address all the same.
+pub fn accessible_input(program_type: ProgramType, start: u64, len: u64) -> (u64, u64) {
+    match program_type {
+        ProgramType::Filter => (start, len),
+        ProgramType::Xdp => {
+            let block = len.min(xdp_context::SIZE as u64);
+            (start.wrapping_add(block), len - block)
+        }
     }
+}
 
+/// Why a run of an XDP program over `buffer` cannot start, if it cannot:
+/// the buffer is too short for the context block, or one of the packet
+/// pointers the program loads from the block (`pointers`, block offsets, in
+/// order: see [`crate::program::Program::packet_pointers`]) lies outside the
+/// page after it, its end included. The code proves the accesses guarded by
+/// these pointers, so they must be sound on entry; afterwards only the
+/// helpers change them, and keep them sound. Both engines check on entry,
+/// before counting an instruction, and report a fault at pc 0.
+pub fn context_fault(buffer: &[u8], pointers: &[i16]) -> Option<ExecErrorKind> {
+    let len = buffer.len() as u64;
+    if len < xdp_context::SIZE as u64 {
+        return Some(ExecErrorKind::ShortContext { len });
+    }
+    let (page, page_len) = accessible_input(ProgramType::Xdp, buffer.as_ptr() as u64, len);
+    pointers.iter().find_map(|&off| {
+        let word = buffer[off as usize..off as usize + 8].try_into().expect("8 bytes in the block");
+        let value = u64::from_ne_bytes(word);
+        (value.wrapping_sub(page) > page_len).then_some(ExecErrorKind::BadPacketPointer { value })
+    })
+}
+
+impl Memory<'_> {
     /// May `size` bytes at `addr` be accessed (written, if `write`), with
     /// `stack_low` the bottom of the deepest live frame (see
     /// [`live_stack_low`])? Frames below it have returned, or were never

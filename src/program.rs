@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::error::{LoadError, LoadErrorKind};
 use crate::helpers::{HelperFn, Helpers};
 use crate::helpers::{builtin, linux};
-use crate::image::{DEFAULT_INSTRUCTION_LIMIT, Image, MAX_HELPER_INDEX, ProgramType, Region};
+use crate::image::{DEFAULT_INSTRUCTION_LIMIT, Image, MAX_HELPER_INDEX, ProgramType, Region, xdp_context};
 use crate::isa::{self, Insn, Slot};
 use crate::maps::{self, Map};
 use crate::verifier;
@@ -135,6 +135,8 @@ pub struct Program {
     /// do not keep alive.
     siblings: Vec<Arc<Program>>,
     program_type: ProgramType,
+    /// See [`Program::packet_pointers`].
+    packet_pointers: Vec<i16>,
 }
 
 impl std::fmt::Debug for Program {
@@ -211,6 +213,14 @@ impl Program {
             isa::CALLX => may_stop.contains(&true),
             _ => false,
         });
+        let mut packet_pointers: Vec<i16> = image
+            .insns
+            .iter()
+            .filter(|insn| insn.opc == isa::LDXDW && insn.imm == xdp_context::CONTEXT_LOAD)
+            .map(|insn| insn.off)
+            .collect();
+        packet_pointers.sort_unstable();
+        packet_pointers.dedup();
         Ok(Program {
             slots: image.insns.iter().map(Insn::pack).collect(),
             insns: image.insns,
@@ -226,6 +236,7 @@ impl Program {
             instruction_limit: config.instruction_limit,
             siblings: Vec::new(),
             program_type,
+            packet_pointers,
         })
     }
 
@@ -324,6 +335,13 @@ impl Program {
     /// Keeps `programs` (tail-call targets) alive as long as this one.
     pub(crate) fn keep_alive(&mut self, programs: Vec<Arc<Program>>) {
         self.siblings = programs;
+    }
+
+    /// The block offsets of the packet pointers an XDP program's context
+    /// loads read (`data`, `data_end`, `data_meta`, those it reads, in that
+    /// order): those a run checks on entry ([`crate::memory::context_fault`]).
+    pub fn packet_pointers(&self) -> &[i16] {
+        &self.packet_pointers
     }
 
     pub fn program_type(&self) -> ProgramType {

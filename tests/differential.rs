@@ -78,7 +78,7 @@ fn stop_name(result: &Result<u64, ExecError>) -> &'static str {
             ExecErrorKind::HelperMemory { .. } => "helper memory",
             ExecErrorKind::NotARecord { .. } => "not a record",
             ExecErrorKind::HelperArgument { .. } => "helper argument",
-            ExecErrorKind::BadPacketPointer { .. } => "bad packet pointer",
+            ExecErrorKind::BadPacketPointer { .. } | ExecErrorKind::ShortContext { .. } => "bad context",
         },
     }
 }

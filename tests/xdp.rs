@@ -552,73 +552,155 @@ fn xdpdump_writes_its_records_to_the_perf_event_array() {
     }
 }
 
-/// A program that writes over the context block through a packet pointer
-/// (which the kernel's verifier would refuse; here every access is checked
-/// against the whole buffer) cannot make the block's packet pointers lie:
-/// its next load of one fails the run where the address is outside the
-/// buffer, in both engines, and goes on where it is inside, its end
-/// included. So the JIT may trust them to prove the accesses they guard.
-#[test]
-fn a_packet_pointer_loaded_from_an_overwritten_block_is_checked() {
-    use qemu_ubpf::ExecErrorKind;
+/// Loads assembly as an XDP program.
+fn load_xdp(source: &str) -> Arc<Program> {
     use qemu_ubpf::asm::assemble;
+    let config = Config { program_type: Some(qemu_ubpf::ProgramType::Xdp), ..Config::default() };
+    let bytecode: Vec<u8> = assemble(source).unwrap().iter().flat_map(|insn| insn.encode()).collect();
+    Arc::new(Program::load(&bytecode, &Helpers::linux(), &config).unwrap())
+}
+
+/// A buffer as a C caller of the native entry lays it out (see `struct
+/// ubpf_xdp_context`): the block, then the page with `frame` after the
+/// headroom; the block's `data`, `data_end` and `data_meta` are `pointers`,
+/// relative to the page's start.
+fn caller_buffer(frame: &[u8], pointers: [i64; 3]) -> Vec<u8> {
     use qemu_ubpf::image::xdp_context;
-    // `data_end` sits 256 bytes of headroom and the block before `data`, at
-    // block offset 32; r3 is written there, then `data_end` loaded again
-    // and the byte before it read through a guard.
-    let write_at = -(qemu_ubpf::xdp::HEADROOM as i32) - xdp_context::SIZE as i32 + i32::from(xdp_context::DATA_END);
-    let program = |value: &str| {
-        let source = format!(
-            "ldxw %r2, [%r1]\n {value}\n stxdw [%r2{write_at}], %r3\n ldxw %r4, [%r1+4]\n \
-             mov %r5, %r2\n add %r5, 1\n mov %r0, 0\n jgt %r5, %r4, +1\n ldxb %r0, [%r2]\n exit"
-        );
-        let config = Config { program_type: Some(qemu_ubpf::ProgramType::Xdp), ..Config::default() };
-        let bytecode: Vec<u8> = assemble(&source).unwrap().iter().flat_map(|insn| insn.encode()).collect();
-        Arc::new(Program::load(&bytecode, &Helpers::linux(), &config).unwrap())
-    };
+    use qemu_ubpf::xdp::{HEADROOM, INPUT_LEN};
+    let mut buffer = vec![0u8; INPUT_LEN];
+    let page = buffer.as_ptr() as u64 + xdp_context::SIZE as u64;
+    for (off, pointer) in [xdp_context::DATA, xdp_context::DATA_END, xdp_context::DATA_META].into_iter().zip(pointers) {
+        let at = off as usize;
+        buffer[at..at + 8].copy_from_slice(&page.wrapping_add(pointer as u64).to_ne_bytes());
+    }
+    let data = xdp_context::SIZE + HEADROOM;
+    buffer[data..data + frame.len()].copy_from_slice(frame);
+    buffer
+}
+
+/// Runs `program` over a caller's `buffer` in both engines, one after the
+/// other in place (the block's pointers are addresses in it), for a program
+/// that writes no memory there: the same result from each, which is
+/// returned.
+fn run_both(program: &Arc<Program>, buffer: &mut [u8], what: &str) -> Result<u64, ExecError> {
+    let compiled = JitProgram::compile(program.clone()).unwrap();
+    let interpreted = interp::execute(program, buffer);
+    assert_eq!(compiled.execute(buffer), interpreted, "{what}: the JIT as the interpreter");
+    interpreted
+}
+
+/// The context block is not memory the program may access: only its
+/// context loads read it, through the block's own address. So a store
+/// through a packet pointer cannot change the packet pointers the block
+/// holds (the kernel's verifier refuses such a store; here it faults), and
+/// the JIT trusts them to prove the accesses they guard. A caller's block
+/// (the native entry's) is checked on entry instead: its packet pointers
+/// the program loads must lie in the page, its end included. The same in
+/// both engines.
+#[test]
+fn only_context_loads_reach_the_context_block_which_is_checked_on_entry() {
+    use qemu_ubpf::ExecErrorKind;
+    use qemu_ubpf::image::xdp_context;
+    use qemu_ubpf::xdp::{HEADROOM, INPUT_LEN};
     let frame = hex(&recording_frame("ipv4_udp_dns"));
-    let cases: [(&str, bool); 3] = [
-        // 1: far outside the buffer.
-        ("mov %r3, 1", true),
-        // The buffer's end, as far as data_end may go: no fault.
-        (&format!("mov %r3, %r1\n add %r3, {}", qemu_ubpf::xdp::INPUT_LEN), false),
-        // One past it.
-        (&format!("mov %r3, %r1\n add %r3, {}", qemu_ubpf::xdp::INPUT_LEN + 1), true),
+    // From `data`, back over the headroom to the block's `data_end`.
+    let to_block = -(HEADROOM as i32) - xdp_context::SIZE as i32 + i32::from(xdp_context::DATA_END);
+    let reaching = [
+        (
+            format!(
+                "ldxw %r2, [%r1]
+ mov %r3, 1
+ stxdw [%r2{to_block}], %r3
+ mov %r0, 2
+ exit"
+            ),
+            2,
+            true,
+        ),
+        (
+            format!(
+                "ldxw %r2, [%r1]
+ ldxdw %r0, [%r2{to_block}]
+ exit"
+            ),
+            1,
+            false,
+        ),
     ];
-    for (value, fault) in cases {
-        let program = program(value);
+    for (source, pc, write) in reaching {
+        let program = load_xdp(&source);
         for jit in [false, true] {
             let mut buffer = Buffer::new(&frame, &[], RxInfo::default()).unwrap();
-            let result = run_in_engine(&program, jit, &mut buffer);
-            if fault {
-                let error = result.expect_err(value);
-                // The load of data_end, after the store.
-                assert_eq!(error.pc, value.lines().count() + 2, "{value} (jit: {jit})");
-                assert!(matches!(error.kind, ExecErrorKind::BadPacketPointer { .. }), "{value}: {error}");
-            } else {
-                assert_eq!(result, Ok(u64::from(frame[0])), "{value} (jit: {jit})");
-            }
+            let error = run_in_engine(&program, jit, &mut buffer).expect_err(&source);
+            assert_eq!(error.pc, pc, "{source} (jit: {jit})");
+            assert!(
+                matches!(error.kind, ExecErrorKind::OutOfBounds { write: w, size: 8, .. } if w == write),
+                "{source}: {error}"
+            );
         }
+    }
+    // A context load through what the load-time rewrite took for the
+    // context (a spill it saw) but a store through another pointer
+    // replaced: it faults rather than read elsewhere.
+    let program = load_xdp(
+        "stxdw [%r10-8], %r1
+ mov %r2, %r10
+ add %r2, -8
+ stxdw [%r2], %r2
+ ldxdw %r3, [%r10-8]
+          ldxw %r0, [%r3+4]
+ exit",
+    );
+    let mut buffer = caller_buffer(&frame, [HEADROOM as i64, (HEADROOM + frame.len()) as i64, HEADROOM as i64]);
+    let error = run_both(&program, &mut buffer, "a spill overwritten").unwrap_err();
+    assert_eq!(error.pc, 5);
+    assert!(matches!(error.kind, ExecErrorKind::OutOfBounds { write: false, .. }), "{error}");
+
+    // Caller's blocks. The program reads a byte through `data`, guarded by
+    // `data_end`; it loads no `data_meta`.
+    let program = load_xdp(
+        "ldxw %r2, [%r1]
+ ldxw %r3, [%r1+4]
+ mov %r4, %r2
+ add %r4, 1
+ mov %r0, 0
+ jgt %r4, %r3, +1
+          ldxb %r0, [%r2]
+ exit",
+    );
+    let page_len = (INPUT_LEN - xdp_context::SIZE) as i64;
+    let (data, end) = (HEADROOM as i64, (HEADROOM + frame.len()) as i64);
+    let sound = [[data, end, data], [data, page_len, -1], [page_len, page_len, 0], [0, 0, page_len + 1]];
+    for pointers in sound {
+        let expected = if pointers[0] < pointers[1] { u64::from(frame[0]) } else { 0 };
+        assert_eq!(run_both(&program, &mut caller_buffer(&frame, pointers), "sound"), Ok(expected), "{pointers:?}");
+    }
+    for (pointers, bad) in
+        [([-1, end, data], -1), ([data, page_len + 1, data], page_len + 1), ([data, -4096, 7], -4096)]
+    {
+        let mut buffer = caller_buffer(&frame, pointers);
+        let value = (buffer.as_ptr() as u64 + xdp_context::SIZE as u64).wrapping_add(bad as u64);
+        let error = run_both(&program, &mut buffer, "unsound").unwrap_err();
+        assert_eq!((error.pc, error.kind), (0, ExecErrorKind::BadPacketPointer { value }), "{pointers:?}");
+    }
+    for len in [0, xdp_context::SIZE - 1] {
+        let error = run_both(&program, &mut vec![0; len], "short").unwrap_err();
+        assert_eq!((error.pc, error.kind), (0, ExecErrorKind::ShortContext { len: len as u64 }));
     }
 }
 
 /// The helpers that move the packet's bounds, and `bpf_redirect`, which the
 /// JIT calls in their direct forms: at each limit and one past it both
 /// engines give the kernel's answer (0, or -EINVAL, -EACCES) and leave the
-/// same packet; a context block they refuse (r1 not the context, or its
-/// pointers overwritten) stops the run at the call with the same error in
-/// both.
+/// same packet; a context block they refuse (r1 not the context, or a
+/// caller's block with a packet pointer the program did not load, so not
+/// checked on entry, outside the page) stops the run at the call with the
+/// same error in both.
 #[test]
 fn xdp_helpers_move_the_bounds_to_their_limits_and_refuse_a_bad_block_in_both_engines() {
     use qemu_ubpf::ExecErrorKind;
-    use qemu_ubpf::asm::assemble;
-    use qemu_ubpf::image::xdp_context;
     use qemu_ubpf::xdp::{ETH_HLEN, FRAME_RESERVED, HARD_END, HEADROOM};
-    let load = |source: &str| {
-        let config = Config { program_type: Some(qemu_ubpf::ProgramType::Xdp), ..Config::default() };
-        let bytecode: Vec<u8> = assemble(source).unwrap().iter().flat_map(|insn| insn.encode()).collect();
-        Arc::new(Program::load(&bytecode, &Helpers::linux(), &config).unwrap())
-    };
+    let load = load_xdp;
     let frame: Vec<u8> = (0..60).collect();
     let (len, (head, meta, tail)) = (frame.len() as i64, (44, 54, 65));
     let (einval, eacces) = (-22i64 as u64, -13i64 as u64);
@@ -650,29 +732,23 @@ fn xdp_helpers_move_the_bounds_to_their_limits_and_refuse_a_bad_block_in_both_en
         }
         assert_eq!(outcomes[0], outcomes[1], "helper {helper}, delta {delta}");
     }
-    // Refused blocks: r1 past the context; `data` overwritten with 1
-    // through a packet pointer (as in the test above); and for
-    // bpf_redirect, which reads the block without r1, the same.
-    let data_at = -(HEADROOM as i32) - xdp_context::SIZE as i32 + i32::from(xdp_context::DATA);
-    let overwrite = format!("ldxw %r2, [%r1]\n mov %r3, 1\n stxdw [%r2{data_at}], %r3");
+    // Refused blocks: r1 past the context; a caller's `data_meta` before
+    // the page, for bpf_xdp_adjust_tail and for bpf_redirect, which reads
+    // the block without r1.
+    let data = HEADROOM as i64;
+    let end = data + len;
     let refused = [
-        (format!("add %r1, 8\n call {head}\n exit"), 1, "r1 is not the XDP context"),
-        (format!("{overwrite}\n mov %r2, 4\n call {tail}\n exit"), 4, "overwritten"),
-        (format!("{overwrite}\n mov %r1, 3\n mov %r2, 0\n call 23\n exit"), 5, "overwritten"),
+        (format!("add %r1, 8\n call {head}\n exit"), [data, end, data], 1, "r1 is not the XDP context"),
+        (format!("mov %r2, 4\n call {tail}\n exit"), [data, end, -8], 1, "unsound"),
+        (String::from("mov %r1, 3\n mov %r2, 0\n call 23\n exit"), [data, end, -8], 2, "unsound"),
     ];
-    for (source, pc, what) in refused {
+    for (source, pointers, pc, what) in refused {
         let program = load(&source);
-        let mut errors = Vec::new();
-        for jit in [false, true] {
-            let mut buffer = Buffer::new(&frame, &[], RxInfo::default()).unwrap();
-            let error = run_in_engine(&program, jit, &mut buffer).expect_err(&source);
-            assert_eq!(error.pc, pc, "{source} (jit: {jit})");
-            assert!(
-                matches!(&error.kind, ExecErrorKind::HelperArgument { what: said, .. } if said.contains(what)),
-                "{source}: {error}"
-            );
-            errors.push(error);
-        }
-        assert_eq!(errors[0], errors[1], "{source}");
+        let error = run_both(&program, &mut caller_buffer(&frame, pointers), &source).expect_err(&source);
+        assert_eq!(error.pc, pc, "{source}");
+        assert!(
+            matches!(&error.kind, ExecErrorKind::HelperArgument { what: said, .. } if said.contains(what)),
+            "{source}: {error}"
+        );
     }
 }

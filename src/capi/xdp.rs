@@ -63,14 +63,13 @@ const _: () = assert!(
 /// (`bpf_xdp_adjust_head`, `_tail`, `_meta`, `bpf_redirect`...) write the
 /// struct, so afterwards `data`, `data_meta` and `data_end` say where the
 /// packet is and `redirect_kind` and `redirect_target` where XDP_REDIRECT
-/// sends it. Every access of the program is checked against the whole
-/// buffer, not against `data`..`data_end` as the kernel's verifier does, so
-/// a program could write over this struct through a packet pointer: check
-/// that `data_meta <= data <= data_end` lie in the buffer, past the reserved
-/// bytes, before using them (ubpf_exec_xdp() does, and fails the run when
-/// they do not). The program's own loads of `data`, `data_end` and
-/// `data_meta` fail the run when the address lies outside the buffer (its
-/// end included), so that the JIT proves the accesses they guard. 8-byte
+/// sends it. Every access of the program is checked against the buffer
+/// after this struct, not against `data`..`data_end` as the kernel's
+/// verifier does; the struct itself only the program's loads of its fields
+/// read, so no store of the program changes it. A run fails at its start
+/// (UINT64_MAX) when `mem_len` is shorter than this struct, or when a packet
+/// pointer the program loads lies outside the buffer after it (its end
+/// included): the JIT proves the accesses those pointers guard. 8-byte
 /// alignment makes its loads fastest. Not in ubpf.
 #[repr(C)]
 pub struct ubpf_xdp_context {

@@ -191,10 +191,11 @@ impl Drop for Published {
 }
 
 impl RunState {
-    /// The state of a run of `program` over `[input_start, +input_len)`
+    /// The state of a run of `program` over the buffer `[start, +len)`
     /// with the stack below `stack_top`. Before any helper runs, the engine
     /// points it at its words with [`RunState::watch`].
-    pub(crate) fn new(program: &Program, input_start: u64, input_len: u64, stack_top: u64) -> RunState {
+    pub(crate) fn new(program: &Program, start: u64, len: u64, stack_top: u64) -> RunState {
+        let (input_start, input_len) = memory::accessible_input(program.program_type(), start, len);
         RunState {
             program: Cell::new(program),
             input_start,
@@ -239,7 +240,8 @@ impl RunState {
         Some(target)
     }
 
-    /// The run's input: address and length.
+    /// The run's input, as the program may access it: address and length
+    /// (for an XDP program, the page after the context block).
     pub(super) fn input(&self) -> (u64, u64) {
         (self.input_start, self.input_len)
     }

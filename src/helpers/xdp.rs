@@ -26,10 +26,10 @@ use crate::xdp::{self, Action, ETH_HLEN, FRAME_RESERVED};
 /// code reports it by this number ([`Direct::fault`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum DirectFault {
-    /// r1, or the run's input, is not the context block.
+    /// r1 is not the context block, or the run's input does not follow it.
     NotTheContext = 1,
     /// The context block's packet pointers are not sane.
-    Overwritten = 2,
+    Unsound = 2,
     /// `bpf_redirect_map` with `BPF_F_BROADCAST`.
     Broadcast = 3,
 }
@@ -37,17 +37,17 @@ pub(crate) enum DirectFault {
 impl DirectFault {
     /// The fault a [`Direct::fault`] other than 0 names.
     pub(crate) fn from_code(code: u64) -> DirectFault {
-        [DirectFault::NotTheContext, DirectFault::Overwritten, DirectFault::Broadcast]
+        [DirectFault::NotTheContext, DirectFault::Unsound, DirectFault::Broadcast]
             .into_iter()
             .find(|&fault| fault as u64 == code)
-            .unwrap_or(DirectFault::Overwritten)
+            .unwrap_or(DirectFault::Unsound)
     }
 
     /// The error that stops the run, as `helper`'s.
     pub(crate) fn error(self, helper: u32) -> ExecErrorKind {
         let what = match self {
             DirectFault::NotTheContext => "r1 is not the XDP context",
-            DirectFault::Overwritten => "the context's packet pointers were overwritten",
+            DirectFault::Unsound => "the context's packet pointers are unsound: outside the page, or out of order",
             DirectFault::Broadcast => "BPF_F_BROADCAST (to every device of a devmap) is not supported",
         };
         ExecErrorKind::HelperArgument { helper, what: what.to_owned() }
@@ -111,8 +111,9 @@ impl Bounds {
     }
 
     fn word(block: u64, off: i16) -> u64 {
-        // SAFETY: `block` is the run's input (checked by `in_input`), which holds
-        // the whole block and lives for the run; the block may be unaligned
+        // SAFETY: `block` is the run's context block (checked by `in_input`:
+        // just before the input), which the run's buffer holds (checked on
+        // entry) and which lives for the run; the block may be unaligned
         // (a C caller's buffer), hence the unaligned read.
         unsafe { ((block + off as u64) as *const u64).read_unaligned() }
     }
@@ -127,24 +128,23 @@ impl Bounds {
         Bounds::in_input(ctx, input_start, input_len).map_err(|fault| fault.error(helper))
     }
 
-    /// The bounds the context block at `ctx` holds, when `ctx` is the start
-    /// of an XDP run's input `[input_start, +input_len)` and its pointers
-    /// are sane.
+    /// The bounds the context block at `ctx` holds, when `ctx` is the
+    /// block of an XDP run whose input (the page after the block) is
+    /// `[input_start, +input_len)`, and its pointers are sane.
     fn in_input(ctx: u64, input_start: u64, input_len: u64) -> Result<Bounds, DirectFault> {
-        if ctx != input_start || input_len < xdp_context::SIZE as u64 {
+        if ctx.wrapping_add(xdp_context::SIZE as u64) != input_start {
             return Err(DirectFault::NotTheContext);
         }
-        let page = ctx + xdp_context::SIZE as u64;
-        let at = |off| Bounds::word(ctx, off).wrapping_sub(page);
+        let at = |off| Bounds::word(ctx, off).wrapping_sub(input_start);
         let bounds = Bounds {
             block: ctx,
-            hard_end: input_len - xdp_context::SIZE as u64,
+            hard_end: input_len,
             data_meta: at(xdp_context::DATA_META),
             data: at(xdp_context::DATA),
             data_end: at(xdp_context::DATA_END),
         };
         if !xdp::valid(bounds.data_meta, bounds.data, bounds.data_end, bounds.hard_end) {
-            return Err(DirectFault::Overwritten);
+            return Err(DirectFault::Unsound);
         }
         Ok(bounds)
     }
@@ -165,6 +165,12 @@ impl Bounds {
     fn at(&self, offset: u64) -> *mut u8 {
         (self.page() + offset) as *mut u8
     }
+}
+
+/// Where an XDP run's context block is, the run's input starting at
+/// `input_start`: just before it.
+fn block_of(input_start: u64) -> u64 {
+    input_start.wrapping_sub(xdp_context::SIZE as u64)
 }
 
 /// The packet of the run whose context is `ctx` (address and length): for
@@ -302,14 +308,11 @@ pub(super) extern "C" fn store_bytes(ctx: u64, offset: u64, buf: u64, len: u64, 
 /// goes into the context block for the host, unchecked, as the kernel
 /// leaves the device to be looked up after the run.
 pub(super) extern "C" fn redirect(ifindex: u64, flags: u64, _: u64, _: u64, _: u64) -> u64 {
-    with_state(|state| {
-        let (block, _) = state.input();
-        Ok(redirect_to(&Bounds::of(state, REDIRECT, block)?, ifindex, flags))
-    })
+    with_state(|state| Ok(redirect_to(&Bounds::of(state, REDIRECT, block_of(state.input().0))?, ifindex, flags)))
 }
 
 extern "C" fn redirect_direct(ifindex: u64, flags: u64, _: u64, input_start: u64, input_len: u64) -> Direct {
-    run_direct(input_start, input_start, input_len, |bounds| Ok(redirect_to(bounds, ifindex, flags)))
+    run_direct(block_of(input_start), input_start, input_len, |bounds| Ok(redirect_to(bounds, ifindex, flags)))
 }
 
 /// `bpf_redirect`'s body, with the run's context block sane.
@@ -329,8 +332,7 @@ fn redirect_to(bounds: &Bounds, ifindex: u64, flags: u64) -> u64 {
 /// `BPF_F_BROADCAST` stops the run, as not supported.
 pub(super) extern "C" fn redirect_map(map: u64, key: u64, flags: u64, _: u64, _: u64) -> u64 {
     with_state(|state| {
-        let (block, _) = state.input();
-        Bounds::of(state, REDIRECT_MAP, block)?;
+        let block = Bounds::of(state, REDIRECT_MAP, block_of(state.input().0))?.block;
         let map = state.map(REDIRECT_MAP, map)?;
         let map_type = map.map_type();
         if !map_type.is_redirect_target() {
@@ -368,7 +370,7 @@ pub(crate) unsafe extern "C" fn redirect_map_direct(
 ) -> Direct {
     // SAFETY: the caller's promise.
     let map = unsafe { &*(map as *const Map) };
-    run_direct(input_start, input_start, input_len, |bounds| {
+    run_direct(block_of(input_start), input_start, input_len, |bounds| {
         if let Some(action) = redirect_flags(map.map_type(), flags)? {
             return Ok(action);
         }
@@ -403,7 +405,7 @@ fn redirect_flags(map_type: MapType, flags: u64) -> Result<Option<u64>, DirectFa
 /// `bpf_redirect_map`'s action once the slot of `key` in a map of
 /// `map_type` is `found` (a devmap's value's address; anything for a
 /// cpumap's) or not, with the target recorded in the context block at
-/// `block`, which is the run's input.
+/// `block`, the run's.
 fn redirect_found(block: u64, map_type: MapType, key: [u8; 4], found: Option<u64>, flags: u64) -> u64 {
     match found {
         None => {
@@ -426,9 +428,10 @@ fn redirect_found(block: u64, map_type: MapType, key: [u8; 4], found: Option<u64
 }
 
 /// Writes the redirect target and its kind into the context block at
-/// `block`, which `Bounds::of` proved is the run's input.
+/// `block`, which `Bounds::of` proved is the run's.
 fn record_target(block: u64, target: u32, kind: u32) {
-    // SAFETY: the block is the run's input, writable for the run.
+    // SAFETY: the block lies in the run's buffer, which the caller lends
+    // for the run, writable.
     unsafe {
         ((block + xdp_context::REDIRECT_TARGET as u64) as *mut u32).write_unaligned(target);
         ((block + xdp_context::REDIRECT_SET as u64) as *mut u32).write_unaligned(kind);

@@ -31,6 +31,10 @@ pub(crate) enum Check {
     /// `[r10 + end - size, r10 + end)` with `end - size >= -512`; the
     /// input and the regions out of line.
     Stack { end: i32 },
+    /// An XDP context load (`xdp_context::CONTEXT_LOAD`) whose base is not
+    /// known to be the block: inline, that it is the block's address; when
+    /// it is not, the load faults.
+    Context,
 }
 
 /// Input-checked accesses through the same base register, unchanged, in
@@ -324,7 +328,7 @@ impl Checks {
         // saved at its head.
         let mut resumes: Vec<Resume> = Vec::new();
         let mut saved: Vec<(usize, Facts)> = Vec::new();
-        let mut facts = if entry_known { Facts::entry() } else { Facts::fresh() };
+        let mut facts = if entry_known { Facts::entry(program.program_type()) } else { Facts::fresh() };
         // Can control fall into `pc` from the instruction before?
         let mut falls_in = true;
         // The open group of input-checked accesses through each register.
@@ -478,19 +482,17 @@ impl Checks {
                     let mut reloaded = None;
                     if let Some((base, write)) = access {
                         let size = access_size(insn.opc);
-                        self.plan_access(&facts, &mut open, pc, base, insn.off, size, write, program);
+                        if class == BPF_LDX && insn.imm != 0 {
+                            self.plan_context_load(&facts, pc, base);
+                        } else {
+                            self.plan_access(&facts, &mut open, pc, base, insn.off, size, write, program);
+                        }
                         let place = facts.place(base, insn.off, size);
                         if write {
                             let stored = (insn.opc == STXDW).then(|| facts.value(insn.src));
                             spills.store(place, size, stored);
                         } else if insn.opc == LDXDW {
                             reloaded = spills.load(place);
-                        }
-                        if insn.opc == LDXDW && insn.imm != 0 {
-                            // A packet pointer, checked against the input's
-                            // length: the bound of 1-byte accesses.
-                            self.any_check = true;
-                            self.bound_used[0] = true;
                         }
                     } else if insn.is_packet_load() {
                         // Checked against the input's bound for its size.
@@ -512,6 +514,16 @@ impl Checks {
             pc += 1;
         }
         true
+    }
+
+    /// A context load reads the block when its base is the block's
+    /// address, as the facts may know.
+    fn plan_context_load(&mut self, facts: &Facts, pc: usize, base: u8) {
+        if facts.value(base) != Facts::context() {
+            self.accesses[pc].check = Check::Context;
+            // The check compares with the input's address.
+            self.any_check = true;
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -655,13 +667,12 @@ mod tests {
     }
 
     #[test]
-    fn xdp_examples_need_no_checks_but_their_context_loads() {
+    fn xdp_examples_need_no_checks() {
         // Each packet access follows a comparison with `data_end`; each
         // access through a looked-up map value follows its NULL check; the
         // lookups are the code's own; dnat's packet pointer, spilled to the
-        // stack around its csum_diff calls, is known again when reloaded.
-        // What stays checked: the loads of the context block (of `data`,
-        // `data_end`, and 4-byte fields).
+        // stack around its csum_diff calls, is known again when reloaded;
+        // the context loads go through r1, or a copy, known as the block.
         for (name, object) in [
             ("counters", &include_bytes!("../../examples/xdp/counters.o")[..]),
             ("dnat", &include_bytes!("../../examples/xdp/dnat.o")[..]),
@@ -671,7 +682,7 @@ mod tests {
             ("vlan_pop", &include_bytes!("../../examples/xdp/vlan_pop.o")[..]),
         ] {
             let (program, checks) = planned(object);
-            let (proved, checked) = packet_and_map_accesses(&program, &checks);
+            let (proved, checked) = accesses(&program, &checks);
             assert!(proved > 0, "{name}");
             assert_eq!(checked, Vec::<usize>::new(), "{name}: checked");
             let lookups = program.insns().iter().filter(|insn| insn.opc == CALL && insn.imm == 1).count();
@@ -679,20 +690,16 @@ mod tests {
         }
     }
 
-    /// How many of an XDP program's accesses the analysis proves, and
-    /// which it checks, leaving out the loads of the context block (of
-    /// `data`, `data_end`, and 4-byte fields), which stay checked.
-    fn packet_and_map_accesses(program: &Program, checks: &Checks) -> (usize, Vec<usize>) {
-        use crate::image::xdp_context::POINTER_LOAD;
+    /// How many of an XDP program's accesses the analysis proves, its
+    /// context loads among them, and which it checks.
+    fn accesses(program: &Program, checks: &Checks) -> (usize, Vec<usize>) {
         let (mut proved, mut checked) = (0, Vec::new());
         for (pc, insn) in program.insns().iter().enumerate() {
             if !matches!(insn.class(), BPF_LDX | BPF_ST | BPF_STX) {
                 continue;
             }
-            let context_load = insn.imm == POINTER_LOAD || (insn.opc == LDXW && insn.src == 1);
             match checks.accesses[pc].check {
                 Check::None => proved += 1,
-                _ if context_load => {}
                 _ => checked.push(pc),
             }
         }
@@ -700,7 +707,7 @@ mod tests {
     }
 
     #[test]
-    fn debian_xdp_filters_need_no_checks_but_their_context_loads() {
+    fn debian_xdp_filters_need_no_checks() {
         // libxdp1's xdp-filter objects parse IPv6 extension headers in
         // code placed after the rest, which jumps back into the shared
         // TCP and UDP code: jumps back that close no loop. The header
@@ -716,7 +723,7 @@ mod tests {
                 let flow = Flow::new(&program);
                 jumps_back += flow.landings.iter().filter(|landing| landing.jumped_back_to).count();
                 assert!(!flow.landings.iter().any(|landing| landing.loop_head), "{path}: no loop");
-                let (proved, checked) = packet_and_map_accesses(&program, &checks);
+                let (proved, checked) = accesses(&program, &checks);
                 assert!(proved > 0, "{path}");
                 assert_eq!(checked, Vec::<usize>::new(), "{path}: checked");
                 filters += 1;

@@ -14,7 +14,7 @@
 //! an input address compared with it teaches the same fact of its offset:
 //! the pointer guards of C filters, `if (p + 20 > end) return`. A packet
 //! pointer an XDP program loads from its context block is an input address
-//! too (the load checks it: see `xdp_context::POINTER_LOAD`), with an
+//! too (sound from entry on: see `xdp_context::CONTEXT_LOAD`), with an
 //! unknown offset at most the length; an input address compared with
 //! another one, as with `data_end`, teaches the same fact. Where
 //! paths join, the values they agree on stay; differing ones become a fresh
@@ -26,6 +26,7 @@
 
 use std::mem::MaybeUninit;
 
+use crate::image::{ProgramType, xdp_context};
 use crate::isa::*;
 
 /// Bounds kept on offsets and unknowns, far below where a sum of two could
@@ -171,17 +172,27 @@ impl Facts {
         Facts { values, len_min: 0, room_ids: [0; ROOMS], rooms: [0; ROOMS], unwritten: Regs::WRITABLE }
     }
 
-    /// On entry, as the interpreter sets the registers: r1 the input's
-    /// address, r2 its length, the others 0.
-    pub(super) fn entry() -> Facts {
+    /// On entry, as the interpreter sets the registers: r1 the buffer's
+    /// address, r2 its length, the others 0. The buffer is the input, but
+    /// for an XDP program, whose input starts after its context block:
+    /// there r1 is the block, [`Facts::context`].
+    pub(super) fn entry(program_type: ProgramType) -> Facts {
         let mut facts = Facts::fresh();
         for value in &mut facts.values[..FRAME_REG as usize] {
             *value = Value::Const(0);
         }
-        facts.values[1] = Value::Input(Offset::constant(0));
-        facts.values[2] = Value::Len;
+        match program_type {
+            ProgramType::Filter => (facts.values[1], facts.values[2]) = (Value::Input(Offset::constant(0)), Value::Len),
+            // r2, the length with the block's, is no value tracked.
+            ProgramType::Xdp => (facts.values[1], facts.values[2]) = (Facts::context(), Value::Unknown),
+        }
         facts.unwritten = Regs::WRITABLE - (Regs::of(1) | Regs::of(2));
         facts
+    }
+
+    /// An XDP program's context block: the bytes before its input.
+    pub(super) fn context() -> Value {
+        Value::Input(Offset::constant(-(xdp_context::SIZE as i64)))
     }
 
     /// After a call returns: r0-r5 are the callee's, r6-r9 and r10 as they
@@ -337,8 +348,8 @@ impl Facts {
                 32 => ids.scalar(u32::MAX as u64),
                 _ => Value::Unknown,
             },
-            // A packet pointer from the XDP context block, which the load
-            // checked to lie in the input, its end included.
+            // A packet pointer from the XDP context block, which lies in the
+            // input, its end included (see `xdp_context::CONTEXT_LOAD`).
             LDXDW if insn.imm != 0 => match ids.fresh(MAX_LEN as u64, 0) {
                 Some(offset) => {
                     self.learn(offset.id, 0);
@@ -810,6 +821,7 @@ mod tests {
 
     use super::{Facts, Ids, MAX_LEN, Offset, Value};
     use crate::helpers::Helpers;
+    use crate::image::ProgramType;
     use crate::isa::*;
     use crate::jit::JitProgram;
     use crate::program::{Config, Program};
@@ -1092,7 +1104,7 @@ mod tests {
     fn a_loop_state_fits_a_candidate_only_within_its_bounds_and_facts() {
         let mut ids = Ids::new();
         let counter = ids.fresh(10, 0).unwrap();
-        let mut candidate = Facts::entry();
+        let mut candidate = Facts::entry(ProgramType::Filter);
         candidate.values[3] = Value::Scalar(counter);
         candidate.len_min = 4;
         // The counter moved on by 5, past its bound of 10.

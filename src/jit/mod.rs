@@ -111,13 +111,16 @@ pub(crate) enum Status {
     /// The helper called at `error_pc` set the stop word: it faulted, or
     /// asked for a tail call (the run state says which).
     HelperStop = 5,
-    /// The load at `error_pc` of a packet pointer from the XDP context
-    /// block loaded `error_value`, which lies outside the input.
+    /// On entry, the XDP context block held packet pointer `error_value`
+    /// outside the page ([`memory::context_fault`]); `error_pc` is 0.
     PacketPointer = 6,
     /// The helper called at `error_pc` in its direct form ([`direct_calls`])
     /// refused the context block: `error_value` is the
     /// [`DirectFault`](crate::helpers::xdp::DirectFault)'s number.
     HelperFault = 7,
+    /// On entry, the XDP run's buffer, of `error_value` bytes, could not
+    /// hold the context block ([`memory::context_fault`]).
+    ShortContext = 8,
 }
 
 /// What the native code returns, in the two return registers of the C
@@ -644,6 +647,7 @@ fn exit_error(program: &Program, exit: Exit) -> ExecError {
         s if s == Status::Budget as u64 => ExecErrorKind::BudgetExhausted(program.instruction_limit()),
         s if s == Status::CallDepth as u64 => ExecErrorKind::CallDepthExceeded(MAX_CALL_DEPTH),
         s if s == Status::PacketPointer as u64 => ExecErrorKind::BadPacketPointer { value: exit.value },
+        s if s == Status::ShortContext as u64 => ExecErrorKind::ShortContext { len: exit.value },
         s if s == Status::HelperFault as u64 => DirectFault::from_code(exit.value).error(insn.imm as u32),
         // The only other status that reaches here: `run_one` handles
         // `HelperStop`, and `Exited` is no error.

@@ -138,7 +138,8 @@ impl Fault {
             Fault::Run(error) => match error.kind {
                 ExecErrorKind::OutOfBounds { .. }
                 | ExecErrorKind::HelperMemory { .. }
-                | ExecErrorKind::BadPacketPointer { .. } => "out_of_bounds",
+                | ExecErrorKind::BadPacketPointer { .. }
+                | ExecErrorKind::ShortContext { .. } => "out_of_bounds",
                 ExecErrorKind::ReadOnly { .. } => "read_only",
                 ExecErrorKind::UnknownHelper(_) => "unknown_helper",
                 ExecErrorKind::BudgetExhausted(_) => "instruction_limit",

@@ -1242,7 +1242,7 @@ mod tests {
                     let name = match error.kind {
                         ExecErrorKind::OutOfBounds { write: false, .. } => "out of bounds load",
                         ExecErrorKind::OutOfBounds { write: true, .. } => "out of bounds store",
-                        ExecErrorKind::BadPacketPointer { .. } => "bad packet pointer",
+                        ExecErrorKind::BadPacketPointer { .. } | ExecErrorKind::ShortContext { .. } => "bad context",
                         ExecErrorKind::ReadOnly { .. } => "read-only",
                         ExecErrorKind::UnknownHelper(_) => "unknown helper",
                         ExecErrorKind::BudgetExhausted(_) => "budget",

@@ -1,9 +1,10 @@
 //! XDP's context at load time: every access through the pointer r1 holds on
 //! entry is checked as the kernel checks `struct xdp_md` accesses (4-byte
-//! loads of its fields, nothing else), and the loads of `data`, `data_end`
-//! and `data_meta` are rewritten into 64-bit loads of the run's context
-//! block ([`xdp_context`]), as the kernel's context conversion does. The
-//! context is followed through register copies, 8-byte stack spills of the
+//! loads of its fields, nothing else), and each becomes a context load
+//! (`imm` [`xdp_context::CONTEXT_LOAD`]) of the run's context block, those
+//! of `data`, `data_end` and `data_meta` 64-bit loads of the packet
+//! pointers, as the kernel's context conversion does. The context is
+//! followed through register copies, 8-byte stack spills of the
 //! frame and the arguments of local functions.
 
 use std::collections::BTreeMap;
@@ -152,10 +153,8 @@ fn step(pc: usize, insn: Insn, state: &mut State) -> Result<Option<Insn>, LoadEr
                     let Some((off, new_size)) = xdp_context::load(insn.off, size) else {
                         return refuse(LoadErrorKind::ContextAccess { off: insn.off, size });
                     };
-                    if new_size == 8 {
-                        let imm = xdp_context::POINTER_LOAD;
-                        rewritten = Some(Insn { opc: BPF_LDX | BPF_MEM | BPF_DW, off, imm, ..insn });
-                    }
+                    let opc = if new_size == 8 { BPF_LDX | BPF_MEM | BPF_DW } else { insn.opc };
+                    rewritten = Some(Insn { opc, off, imm: xdp_context::CONTEXT_LOAD, ..insn });
                     Value::Other
                 }
                 Value::Modified => return refuse(LoadErrorKind::ContextModified { reg: insn.src }),
@@ -203,10 +202,10 @@ mod tests {
     use super::*;
     use crate::asm::assemble;
 
-    /// A load of a packet pointer from the block: marked, so that the
-    /// engines check the address.
-    fn pointer_load(source: &str) -> Insn {
-        Insn { imm: xdp_context::POINTER_LOAD, ..assemble(source).unwrap()[0] }
+    /// A load from the block: marked, so that the engines read the block
+    /// through it and through nothing else.
+    fn context_load(source: &str) -> Insn {
+        Insn { imm: xdp_context::CONTEXT_LOAD, ..assemble(source).unwrap()[0] }
     }
 
     fn rewritten(source: &str) -> Result<Vec<Insn>, LoadErrorKind> {
@@ -221,21 +220,22 @@ mod tests {
     }
 
     #[test]
-    fn pointer_loads_become_loads_of_the_block() {
+    fn context_loads_become_loads_of_the_block() {
         let insns = rewritten(
             "mov %r6, %r1\n stxdw [%r10-8], %r6\n ldxw %r2, [%r6+4]\n ldxdw %r7, [%r10-8]\n ldxw %r3, [%r7]\n \
              ldxw %r4, [%r1+12]\n ldxw %r0, [%r1+16]\n exit",
         )
         .unwrap();
-        assert_eq!(insns[2], pointer_load("ldxdw %r2, [%r6+32]"));
-        assert_eq!(insns[4], pointer_load("ldxdw %r3, [%r7+24]"));
-        assert_eq!(insns[5], assemble("ldxw %r4, [%r1+12]").unwrap()[0], "ingress_ifindex stays");
+        assert_eq!(insns[2], context_load("ldxdw %r2, [%r6+32]"));
+        assert_eq!(insns[4], context_load("ldxdw %r3, [%r7+24]"));
+        assert_eq!(insns[5], context_load("ldxw %r4, [%r1+12]"), "ingress_ifindex keeps its offset and size");
+        assert_eq!(insns[6], context_load("ldxw %r0, [%r1+16]"));
     }
 
     #[test]
     fn the_context_follows_function_arguments() {
         let insns = rewritten("call local +1\n exit\n ldxw %r0, [%r1+8]\n exit").unwrap();
-        assert_eq!(insns[2], pointer_load("ldxdw %r0, [%r1+40]"));
+        assert_eq!(insns[2], context_load("ldxdw %r0, [%r1+40]"));
     }
 
     #[test]

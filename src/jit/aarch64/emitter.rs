@@ -12,6 +12,7 @@ use dynasmrt::aarch64::Aarch64Relocation;
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler, dynasm};
 
 use crate::helpers::xdp::DirectFn;
+use crate::image::{ProgramType, xdp_context};
 use crate::isa::*;
 use crate::jit::checks::Check;
 use crate::jit::direct_calls;
@@ -218,6 +219,11 @@ enum Cold {
     /// A legacy packet load read outside the input: counting `unflushed`
     /// more instructions, the run ends with r0 = 0.
     PacketMiss { label: DynamicLabel, unflushed: i32 },
+    /// An XDP run that cannot start ([`crate::memory::context_fault`]),
+    /// with `status` and the value it reports: the buffer's length (in x1)
+    /// for [`Status::ShortContext`], else the packet pointer at block
+    /// offset `off`. Before any instruction runs: the stop counts none.
+    Entry { label: DynamicLabel, status: Status, off: i16 },
 }
 
 /// [`REGISTER_MAP`] indexed by any 4-bit field (the verifier keeps them to
@@ -514,27 +520,38 @@ impl<'p> Emitter<'p> {
             self.emit_add_imm(TMP, 3, -deepest);
             self.emit_store_context(TMP, CTX_DEEPEST);
         }
+        // The input: the buffer (x0, x1), or for an XDP program the page
+        // after its context block (x2, x3: r3 and r4, zeroed below; a buffer
+        // too short for the block stops the run below, before any access).
+        let xdp = self.program.program_type() == ProgramType::Xdp;
+        let (start, len) = if xdp {
+            let block = xdp_context::SIZE as u32;
+            a64!(self.ops ; add x2, x0, #block ; sub x3, x1, #block);
+            (2, 3)
+        } else {
+            (0, 1)
+        };
         let direct_calls = direct_calls::need_input(&plan.checks.direct_calls);
         if direct_calls {
-            self.emit_store_context(1, CTX_INPUT_LEN);
+            self.emit_store_context(len, CTX_INPUT_LEN);
         }
         if direct_calls && !plan.checks.any_check {
-            self.emit_store_context(0, CTX_INPUT_START);
+            self.emit_store_context(start, CTX_INPUT_START);
         }
         if plan.checks.any_check {
-            self.emit_store_context(0, CTX_INPUT_START);
+            self.emit_store_context(start, CTX_INPUT_START);
             for (index, &span) in
                 plan.checks.bounds.iter().enumerate().filter(|&(index, _)| plan.checks.bound_used[index])
             {
                 let slot = CTX_INPUT_BOUND + 8 * index as u32;
                 let short = i64::from(span) - 1;
                 if short == 0 {
-                    self.emit_store_context(1, slot);
+                    self.emit_store_context(len, slot);
                 } else {
                     // input_len - size + 1, or 0 when the input is shorter.
                     self.emit_mov_imm(TMP2, short as u64);
                     a64!(self.ops
-                        ; subs X(TMP), x1, X(TMP2)
+                        ; subs X(TMP), X(len), X(TMP2)
                         ; csel X(TMP), X(TMP), xzr, hs
                     );
                     self.emit_store_context(TMP, slot);
@@ -550,6 +567,9 @@ impl<'p> Emitter<'p> {
             self.emit_mov_imm(BUDGET, REMAINING_MAX);
         } else {
             self.emit_mov_imm(BUDGET, limit);
+        }
+        if xdp {
+            self.emit_context_check();
         }
         // r1 and r2 arrive set; the others (r3, r4 after the context and
         // the stack top were moved out of x2, x3) start at 0.
@@ -665,12 +685,7 @@ impl<'p> Emitter<'p> {
             LDXW  => self.emit_load(pc, insn, LoadKind::U32),
             LDXH  => self.emit_load(pc, insn, LoadKind::U16),
             LDXB  => self.emit_load(pc, insn, LoadKind::U8),
-            LDXDW => {
-                self.emit_load(pc, insn, LoadKind::U64);
-                if insn.imm != 0 {
-                    self.emit_packet_pointer_check(pc, insn.dst);
-                }
-            }
+            LDXDW => self.emit_load(pc, insn, LoadKind::U64),
             LDXSW => self.emit_load(pc, insn, LoadKind::S32),
             LDXSH => self.emit_load(pc, insn, LoadKind::S16),
             LDXSB => self.emit_load(pc, insn, LoadKind::S8),
@@ -947,6 +962,14 @@ impl<'p> Emitter<'p> {
                 self.emit_branch(Flag::Hi, label);
                 a64!(self.ops ; =>back);
             }
+            Check::Context => {
+                // The block ends where the input starts.
+                self.emit_add_imm(TMP, reg(base), xdp_context::SIZE as i64);
+                self.emit_load_context(TMP2, CTX_INPUT_START);
+                a64!(self.ops ; cmp X(TMP), X(TMP2));
+                self.emit_branch(Flag::Ne, label);
+                a64!(self.ops ; =>back);
+            }
         }
         let unflushed = self.pending;
         self.cold.push(Cold::Memory { label, back, pc, size, write, inline, unflushed });
@@ -968,6 +991,12 @@ impl<'p> Emitter<'p> {
         let frame = STACK_FRAME_SIZE as i64;
         let r10 = REGISTER_MAP[FRAME_REG as usize];
         a64!(self.ops ; =>label);
+        if inline == Check::Context {
+            // A context load reads the block or faults.
+            a64!(self.ops ; mov X(VALUE), X(ADDR));
+            self.emit_stop_tail(pc, Status::Memory, unflushed);
+            return;
+        }
         if !matches!(inline, Check::Stack { .. }) {
             // Stack: addr - stack_low <= stack_top - stack_low - size, where
             // stack_low = (eBPF) r10 - 512 is the bottom of the deepest frame.
@@ -1042,20 +1071,27 @@ impl<'p> Emitter<'p> {
         };
     }
 
-    /// After a load of a packet pointer from the XDP context block
-    /// ([`crate::image::xdp_context::POINTER_LOAD`]): the run stops unless
-    /// it lies in the input, its end included (`value - input_start <=
-    /// input_len`, the bound of 1-byte accesses).
-    fn emit_packet_pointer_check(&mut self, pc: usize, dst: u8) {
-        let outside = self.stop(pc, Status::PacketPointer);
-        a64!(self.ops ; mov X(VALUE), X(reg(dst)));
-        self.emit_load_context(TMP, CTX_INPUT_START);
-        self.emit_load_context(TMP2, CTX_INPUT_BOUND);
-        a64!(self.ops
-            ; sub X(TMP), X(VALUE), X(TMP)
-            ; cmp X(TMP), X(TMP2)
-        );
-        self.emit_branch(Flag::Hi, outside);
+    /// Stops an XDP run that cannot start ([`crate::memory::context_fault`]):
+    /// the buffer (x0, x1) too short for the context block, or a packet
+    /// pointer the program loads from it outside the page (x2, x3, as the
+    /// prologue set them), its end included.
+    fn emit_context_check(&mut self) {
+        let short = self.ops.new_dynamic_label();
+        self.cold.push(Cold::Entry { label: short, status: Status::ShortContext, off: 0 });
+        let block = xdp_context::SIZE as u32;
+        a64!(self.ops ; cmp x1, #block);
+        self.emit_branch(Flag::Lo, short);
+        for &off in self.program.packet_pointers() {
+            let outside = self.ops.new_dynamic_label();
+            self.cold.push(Cold::Entry { label: outside, status: Status::PacketPointer, off });
+            let off = off as u32;
+            a64!(self.ops
+                ; ldr X(TMP), [x0, #off]
+                ; sub X(TMP), X(TMP), x2
+                ; cmp X(TMP), x3
+            );
+            self.emit_branch(Flag::Hi, outside);
+        }
     }
 
     /// `ldabs*`/`ldind*` (`index`: the src of `ldind*`): r0 = the input's
@@ -1563,6 +1599,17 @@ impl<'p> Emitter<'p> {
                 }
                 Cold::Memory { label, back, pc, size, write, inline, unflushed } => {
                     self.emit_slow_check(label, back, pc, size, write, inline, unflushed);
+                }
+                Cold::Entry { label, status, off } => {
+                    a64!(self.ops ; =>label);
+                    match status {
+                        Status::ShortContext => a64!(self.ops ; mov X(VALUE), x1),
+                        _ => {
+                            let off = off as u32;
+                            a64!(self.ops ; ldr X(VALUE), [x0, #off])
+                        }
+                    }
+                    self.emit_stop_tail(0, status, 0);
                 }
                 Cold::PacketMiss { label, unflushed } => {
                     a64!(self.ops ; =>label);

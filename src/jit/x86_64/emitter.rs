@@ -10,6 +10,7 @@ use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
 use super::assembler::Assembler;
 use super::encoder;
 use crate::helpers::xdp::DirectFn;
+use crate::image::{ProgramType, xdp_context};
 use crate::isa::*;
 use crate::jit::checks::Check;
 use crate::jit::direct_calls;
@@ -207,6 +208,13 @@ enum Cold {
     /// A legacy packet load read outside the input: counting `unflushed`
     /// more instructions, the run ends with r0 = 0.
     PacketMiss { label: DynamicLabel, unflushed: i32 },
+    /// An XDP run that cannot start ([`memory::context_fault`]), with
+    /// `status` and the value it reports: the buffer's length (in rsi) for
+    /// [`Status::ShortContext`], else the packet pointer at block offset
+    /// `off`; counting `unflushed` instructions, which makes none.
+    ///
+    /// [`memory::context_fault`]: crate::memory::context_fault
+    Entry { label: DynamicLabel, status: Status, off: i16, unflushed: i32 },
 }
 
 /// [`REGISTER_MAP`] indexed by any 4-bit field (the verifier keeps them to
@@ -416,27 +424,39 @@ impl<'p> Emitter<'p> {
                 ; mov [r10 + CTX_SAVED_SP], rsp
             );
         }
+        // The input: the buffer (rdi, rsi), or for an XDP program the page
+        // after its context block (rdx, rax: r3 and r0, which the code
+        // writes before it reads them, or which are zeroed below; a buffer
+        // too short for the block stops the run below, before any access).
+        let xdp = self.program.program_type() == ProgramType::Xdp;
+        let (start, len) = if xdp {
+            let block = xdp_context::SIZE as i32;
+            x64!(self.ops ; lea rdx, [rdi + block] ; lea rax, [rsi - block]);
+            (Rq::RDX, Rq::RAX)
+        } else {
+            (Rq::RDI, Rq::RSI)
+        };
         let direct_calls = direct_calls::need_input(&plan.checks.direct_calls);
         if direct_calls {
-            x64!(self.ops ; mov [r10 + CTX_INPUT_LEN], rsi);
+            x64!(self.ops ; mov [r10 + CTX_INPUT_LEN], Rq(len));
         }
         if direct_calls && !plan.checks.any_check {
-            x64!(self.ops ; mov [r10 + CTX_INPUT_START], rdi);
+            x64!(self.ops ; mov [r10 + CTX_INPUT_START], Rq(start));
         }
         if plan.checks.any_check {
-            x64!(self.ops ; mov [r10 + CTX_INPUT_START], rdi ; xor ecx, ecx);
+            x64!(self.ops ; mov [r10 + CTX_INPUT_START], Rq(start) ; xor ecx, ecx);
             for (index, &span) in
                 plan.checks.bounds.iter().enumerate().filter(|&(index, _)| plan.checks.bound_used[index])
             {
                 let slot = CTX_INPUT_BOUND + 8 * index as i32;
                 let short = span as i32 - 1;
                 if short == 0 {
-                    x64!(self.ops ; mov [r10 + slot], rsi);
+                    x64!(self.ops ; mov [r10 + slot], Rq(len));
                 } else {
                     // input_len - size + 1, or 0 when the input is shorter.
                     x64!(self.ops
-                        ; lea r11, [rsi - short]
-                        ; cmp rsi, DWORD short
+                        ; lea r11, [Rq(len) - short]
+                        ; cmp Rq(len), DWORD short
                         ; cmovb r11, rcx
                         ; mov [r10 + slot], r11
                     );
@@ -464,6 +484,9 @@ impl<'p> Emitter<'p> {
         } else {
             x64!(self.ops ; mov r12, QWORD limit as i64);
         }
+        if xdp {
+            self.emit_context_check();
+        }
         // r1 and r2 arrive set; of the others, those read before written
         // (r6-r9 only where named: the prologue saves no others, and only
         // an instruction naming one reads it).
@@ -472,6 +495,31 @@ impl<'p> Emitter<'p> {
             if r != 1 && r != 2 && named_if_saved && plan.checks.read_unwritten & 1 << r != 0 {
                 x64!(self.ops ; xor Rd(host), Rd(host));
             }
+        }
+    }
+
+    /// Stops an XDP run that cannot start ([`crate::memory::context_fault`]):
+    /// the buffer (rdi, rsi) too short for the context block, or a packet
+    /// pointer the program loads from it outside the page (rdx, rax, as the
+    /// prologue set them), its end included. Before any instruction runs:
+    /// the stop counts none.
+    fn emit_context_check(&mut self) {
+        let unflushed = if self.dag { -(self.plan.flow.to_exit[0] as i32) } else { 0 };
+        let short = self.ops.new_dynamic_label();
+        self.cold.push(Cold::Entry { label: short, status: Status::ShortContext, off: 0, unflushed });
+        x64!(self.ops
+            ; cmp rsi, xdp_context::SIZE as i32
+            ; jb =>short
+        );
+        for &off in self.program.packet_pointers() {
+            let outside = self.ops.new_dynamic_label();
+            self.cold.push(Cold::Entry { label: outside, status: Status::PacketPointer, off, unflushed });
+            x64!(self.ops
+                ; mov rcx, [rdi + off as i32]
+                ; sub rcx, rdx
+                ; cmp rcx, rax
+                ; ja =>outside
+            );
         }
     }
 
@@ -673,12 +721,7 @@ impl<'p> Emitter<'p> {
             LDXW  => self.emit_load(pc, insn, LoadKind::U32),
             LDXH  => self.emit_load(pc, insn, LoadKind::U16),
             LDXB  => self.emit_load(pc, insn, LoadKind::U8),
-            LDXDW => {
-                self.emit_load(pc, insn, LoadKind::U64);
-                if insn.imm != 0 {
-                    self.emit_packet_pointer_check(pc, insn.dst);
-                }
-            }
+            LDXDW => self.emit_load(pc, insn, LoadKind::U64),
             LDXSW => self.emit_load(pc, insn, LoadKind::S32),
             LDXSH => self.emit_load(pc, insn, LoadKind::S16),
             LDXSB => self.emit_load(pc, insn, LoadKind::S8),
@@ -1036,6 +1079,15 @@ impl<'p> Emitter<'p> {
                     ; =>back
                 );
             }
+            Check::Context => {
+                // The block ends where the input starts.
+                x64!(self.ops
+                    ; lea rcx, [Rq(base) + xdp_context::SIZE as i32]
+                    ; cmp rcx, [r10 + CTX_INPUT_START]
+                    ; jne =>label
+                    ; =>back
+                );
+            }
         }
         let unflushed = self.pending;
         self.cold.push(Cold::Memory { label, back, pc, base, off, size, write, inline, unflushed });
@@ -1067,6 +1119,12 @@ impl<'p> Emitter<'p> {
     ) {
         let frame = STACK_FRAME_SIZE as i32;
         x64!(self.ops ; =>label);
+        if inline == Check::Context {
+            // A context load reads the block or faults.
+            x64!(self.ops ; lea r11, [Rq(base) + off]);
+            self.emit_stop_tail(pc, Status::Memory, unflushed);
+            return;
+        }
         if !matches!(inline, Check::Stack { .. }) {
             // Stack: addr - stack_low <= stack_top - stack_low - size, where
             // stack_low = (eBPF) r10 - 512 is the bottom of the deepest frame.
@@ -1194,21 +1252,6 @@ impl<'p> Emitter<'p> {
             LoadKind::S32 => (true, &[0x63]),
         };
         self.put(encoder::mem(false, w, false, opcode, dst as u8, base, off, encoder::Imm::None));
-    }
-
-    /// After a load of a packet pointer from the XDP context block
-    /// ([`crate::image::xdp_context::POINTER_LOAD`]): the run stops unless
-    /// it lies in the input, its end included (`value - input_start <=
-    /// input_len`, the bound of 1-byte accesses).
-    fn emit_packet_pointer_check(&mut self, pc: usize, dst: u8) {
-        let outside = self.stop(pc, Status::PacketPointer);
-        x64!(self.ops
-            ; mov r11, Rq(reg(dst))
-            ; mov rcx, r11
-            ; sub rcx, [r10 + CTX_INPUT_START]
-            ; cmp rcx, [r10 + CTX_INPUT_BOUND]
-            ; ja =>outside
-        );
     }
 
     /// `ldabs*`/`ldind*` (`index`: the src of `ldind*`): r0 = the input's
@@ -1885,6 +1928,14 @@ impl<'p> Emitter<'p> {
                 }
                 Cold::Memory { label, back, pc, base, off, size, write, inline, unflushed } => {
                     self.emit_slow_check(label, back, pc, base, off, size, write, inline, unflushed);
+                }
+                Cold::Entry { label, status, off, unflushed } => {
+                    x64!(self.ops ; =>label);
+                    match status {
+                        Status::ShortContext => x64!(self.ops ; mov r11, rsi),
+                        _ => x64!(self.ops ; mov r11, [rdi + off as i32]),
+                    }
+                    self.emit_stop_tail(0, status, unflushed);
                 }
                 Cold::Adjust { label, amount, target } => {
                     x64!(self.ops

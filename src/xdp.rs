@@ -2,10 +2,11 @@
 //! (the context block r1 points to, then the packet's page: headroom, the
 //! packet, tailroom up to where the kernel keeps `skb_shared_info`), the
 //! geometry the `bpf_xdp_adjust_*` helpers check, and the actions. Both
-//! engines run over the whole buffer as their input, so every packet
-//! access stays checked against it. The C API runs over a caller's buffer
-//! of the same shape (the block, then headroom, packet and tailroom), whose
-//! end is the page's: the helpers take the page's length from the input's.
+//! engines run over the whole buffer, with the page after the block as the
+//! program's input ([`crate::memory::accessible_input`]), so every packet
+//! access stays checked against the page. The C API runs over a caller's
+//! buffer of the same shape (the block, then headroom, packet and
+//! tailroom), whose end is the page's.
 
 use crate::image::xdp_context;
 
@@ -98,7 +99,9 @@ pub struct Buffer {
     data_end: usize,
     rx: RxInfo,
     /// Did the last run leave the context block's pointers outside the
-    /// page (which the kernel's verifier keeps programs from doing)?
+    /// page? No store of the program reaches the block and the helpers
+    /// keep it sound, so only an engine's fault could: the buffer does not
+    /// trust what it reads back.
     corrupt: bool,
 }
 

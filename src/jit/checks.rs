@@ -141,16 +141,21 @@ impl Candidates {
         }
         if !flow.landings[head].loop_head {
             candidate.join(state, ids);
+            if state.fits(candidate) {
+                return true;
+            }
         }
-        while !state.fits(candidate) {
+        loop {
             if self.widenings[slot] >= MAX_WIDENINGS {
                 *candidate = Facts::fresh();
-                break;
+                return true;
             }
             self.widenings[slot] += 1;
             candidate.widen(state, ids);
+            if state.fits(candidate) {
+                return true;
+            }
         }
-        true
     }
 }
 

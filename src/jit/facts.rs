@@ -207,6 +207,15 @@ impl Facts {
         facts
     }
 
+    /// Knows nothing of the values of `regs`, as after a loop that may
+    /// write them; which of them may still hold their value from the run's
+    /// start stays as it was.
+    pub(super) fn forget(&mut self, regs: Regs) {
+        for reg in regs.iter() {
+            self.values[reg as usize] = Value::Unknown;
+        }
+    }
+
     /// After a map lookup the code makes itself: r0 is the address of one
     /// of the map's values of `size` bytes, or 0.
     pub(super) fn returned_map_value(&mut self, size: u32, writable: bool) {

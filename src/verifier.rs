@@ -187,6 +187,10 @@ fn check_function_bounds(
         if !matches!(insns[last].opc, isa::EXIT | isa::JA | isa::JA32) {
             return Err(error(last, insns[last], LoadErrorKind::FallsOffEnd));
         }
+        // The only function is the whole program, where every jump lands.
+        if functions.len() == 1 {
+            break;
+        }
         for pc in start..end {
             let insn = &insns[pc];
             if lddw_tail[pc] {
@@ -279,17 +283,12 @@ fn find_loops(
 /// comes back to `pc` or before, and the first jump of it that does so
 /// lands at or before `pc` from `pc` or after.
 fn back_edge_spans(jumps: &[u32]) -> Option<Reused<u32>> {
+    let back = |(pc, &target): (usize, &u32)| target != NO_JUMP && target as usize <= pc;
+    let first = jumps.iter().enumerate().position(back)?;
     let mut spans = Reused::filled(jumps.len(), 0u32);
-    let mut any = false;
-    for (pc, &target) in jumps.iter().enumerate() {
-        if target != NO_JUMP && target as usize <= pc {
-            any = true;
-            let end = &mut spans[target as usize];
-            *end = (*end).max(pc as u32 + 1);
-        }
-    }
-    if !any {
-        return None;
+    for (pc, &target) in jumps.iter().enumerate().skip(first).filter(|&jump| back(jump)) {
+        let end = &mut spans[target as usize];
+        *end = (*end).max(pc as u32 + 1);
     }
     let mut furthest = 0;
     for end in spans.iter_mut() {

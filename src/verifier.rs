@@ -123,23 +123,21 @@ fn checked_form(pc: usize, insn: &Insn) -> Result<&'static Form, LoadError> {
             _ => error(pc, *insn, LoadErrorKind::UnknownOpcode(insn.opc)),
         });
     };
-    let fields = form.operands.fields();
-    let uses_off = fields.off || matches!(form.selector, Selector::Off(_));
-    let uses_imm = fields.imm || matches!(form.selector, Selector::Imm(_));
-    let uses_src = fields.src || matches!(form.selector, Selector::Src(_));
-    if !fields.dst && insn.dst != 0 {
-        return Err(invalid("dst", insn.dst as i64));
+    let set = Form::fields_set(insn.dst != 0, insn.src != 0, insn.off != 0, insn.imm != 0);
+    let stray = set & form.unused();
+    if stray == 0 {
+        return Ok(form);
     }
-    if !uses_src && insn.src != 0 {
-        return Err(invalid("src", insn.src as i64));
-    }
-    if !uses_off && insn.off != 0 {
-        return Err(invalid("off", insn.off as i64));
-    }
-    if !uses_imm && insn.imm != 0 {
-        return Err(invalid("imm", insn.imm as i64));
-    }
-    Ok(form)
+    // The first such field, in the slot's order.
+    Err(if stray & Form::UNUSED_DST != 0 {
+        invalid("dst", insn.dst as i64)
+    } else if stray & Form::UNUSED_SRC != 0 {
+        invalid("src", insn.src as i64)
+    } else if stray & Form::UNUSED_OFF != 0 {
+        invalid("off", insn.off as i64)
+    } else {
+        invalid("imm", insn.imm as i64)
+    })
 }
 
 fn check_registers(pc: usize, insn: &Insn) -> Result<(), LoadError> {
@@ -507,6 +505,17 @@ mod tests {
         );
         let too_long = vec![EXIT_INSN; MAX_INSNS + 1];
         assert_eq!(kind_of(&too_long), (MAX_INSNS, LoadErrorKind::TooLong(MAX_INSNS + 1)));
+    }
+
+    #[test]
+    fn of_several_fields_that_must_be_zero_the_first_is_named() {
+        let invalid = |field, value| (0, LoadErrorKind::InvalidField { field, value });
+        assert_eq!(kind_of(&[Insn::new(EXIT, 1, 2, 3, 4), EXIT_INSN]), invalid("dst", 1));
+        assert_eq!(kind_of(&[Insn::new(EXIT, 0, 2, 3, 4), EXIT_INSN]), invalid("src", 2));
+        assert_eq!(kind_of(&[Insn::new(EXIT, 0, 0, 3, 4), EXIT_INSN]), invalid("off", 3));
+        assert_eq!(kind_of(&[Insn::new(EXIT, 0, 0, 0, 4), EXIT_INSN]), invalid("imm", 4));
+        // A selector's field is used: div's off (0 or 1) is not stray, imm is.
+        assert_eq!(kind_of(&[Insn::new(DIV64_REG, 0, 1, 1, 4), EXIT_INSN]), invalid("imm", 4));
     }
 
     #[test]

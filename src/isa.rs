@@ -783,7 +783,7 @@ pub struct Fields {
 
 impl Operands {
     /// The fields these operands occupy.
-    pub fn fields(self) -> Fields {
+    pub const fn fields(self) -> Fields {
         let (dst, src, off, imm) = match self {
             Operands::DstImm | Operands::DstImm64 => (true, false, false, true),
             Operands::DstSrc => (true, true, false, false),
@@ -818,6 +818,9 @@ pub struct Form {
     pub selector: Selector,
     pub mnemonic: &'static str,
     pub operands: Operands,
+    /// The fields neither the operands nor the selector occupy, which must
+    /// be zero, as bits: [`Form::UNUSED_DST`] and the others.
+    unused: u8,
 }
 
 impl Form {
@@ -836,10 +839,38 @@ impl Form {
     pub fn is_wide(&self) -> bool {
         self.operands == Operands::DstImm64
     }
+
+    pub(crate) const UNUSED_DST: u8 = 1;
+    pub(crate) const UNUSED_SRC: u8 = 2;
+    pub(crate) const UNUSED_OFF: u8 = 4;
+    pub(crate) const UNUSED_IMM: u8 = 8;
+
+    /// The fields this form leaves unused, which must be zero, as bits
+    /// ([`Form::UNUSED_DST`] and the others): known once for each form, so
+    /// that the verifier checks an instruction's fields in one test.
+    pub(crate) fn unused(&self) -> u8 {
+        self.unused
+    }
+
+    /// The bits ([`Form::UNUSED_DST`] and the others) of the fields named.
+    pub(crate) const fn fields_set(dst: bool, src: bool, off: bool, imm: bool) -> u8 {
+        (if dst { Form::UNUSED_DST } else { 0 })
+            | (if src { Form::UNUSED_SRC } else { 0 })
+            | (if off { Form::UNUSED_OFF } else { 0 })
+            | (if imm { Form::UNUSED_IMM } else { 0 })
+    }
 }
 
 const fn form(opc: u8, selector: Selector, mnemonic: &'static str, operands: Operands) -> Form {
-    Form { opc, selector, mnemonic, operands }
+    let fields = operands.fields();
+    let (off, imm, src) = match selector {
+        Selector::None => (false, false, false),
+        Selector::Off(_) => (true, false, false),
+        Selector::Imm(_) => (false, true, false),
+        Selector::Src(_) => (false, false, true),
+    };
+    let unused = Form::fields_set(!fields.dst, !(fields.src || src), !(fields.off || off), !(fields.imm || imm));
+    Form { opc, selector, mnemonic, operands, unused }
 }
 
 use Operands as O;

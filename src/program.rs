@@ -4,7 +4,7 @@
 //! are in `object`; running a program is the engines' job (`interp`,
 //! `jit`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::error::{LoadError, LoadErrorKind};
 use crate::helpers::{HelperFn, Helpers};
@@ -115,8 +115,9 @@ fn check_helpers_apply(insns: &[Insn], program_type: ProgramType) -> Result<(), 
 /// A verified program, ready to run from any number of threads.
 pub struct Program {
     insns: Vec<Insn>,
-    /// The same instructions packed for the interpreter.
-    slots: Vec<Slot>,
+    /// The same instructions packed for the interpreter, on its first run
+    /// (a program only compiled needs none).
+    slots: OnceLock<Vec<Slot>>,
     functions: Vec<usize>,
     /// As [`verifier::Verified::loops`].
     loops: Vec<u32>,
@@ -222,7 +223,7 @@ impl Program {
         packet_pointers.sort_unstable();
         packet_pointers.dedup();
         Ok(Program {
-            slots: image.insns.iter().map(Insn::pack).collect(),
+            slots: OnceLock::new(),
             insns: image.insns,
             functions,
             loops,
@@ -246,7 +247,7 @@ impl Program {
 
     /// The instructions packed for the interpreter.
     pub fn slots(&self) -> &[Slot] {
-        &self.slots
+        self.slots.get_or_init(|| self.insns.iter().map(Insn::pack).collect())
     }
 
     /// First instruction of each function, in order; the entry is at 0.

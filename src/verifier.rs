@@ -123,23 +123,21 @@ fn checked_form(pc: usize, insn: &Insn) -> Result<&'static Form, LoadError> {
             _ => error(pc, *insn, LoadErrorKind::UnknownOpcode(insn.opc)),
         });
     };
-    let fields = form.operands.fields();
-    let uses_off = fields.off || matches!(form.selector, Selector::Off(_));
-    let uses_imm = fields.imm || matches!(form.selector, Selector::Imm(_));
-    let uses_src = fields.src || matches!(form.selector, Selector::Src(_));
-    if !fields.dst && insn.dst != 0 {
-        return Err(invalid("dst", insn.dst as i64));
+    let set = Form::fields_set(insn.dst != 0, insn.src != 0, insn.off != 0, insn.imm != 0);
+    let stray = set & form.unused();
+    if stray == 0 {
+        return Ok(form);
     }
-    if !uses_src && insn.src != 0 {
-        return Err(invalid("src", insn.src as i64));
-    }
-    if !uses_off && insn.off != 0 {
-        return Err(invalid("off", insn.off as i64));
-    }
-    if !uses_imm && insn.imm != 0 {
-        return Err(invalid("imm", insn.imm as i64));
-    }
-    Ok(form)
+    // The first such field, in the slot's order.
+    Err(if stray & Form::UNUSED_DST != 0 {
+        invalid("dst", insn.dst as i64)
+    } else if stray & Form::UNUSED_SRC != 0 {
+        invalid("src", insn.src as i64)
+    } else if stray & Form::UNUSED_OFF != 0 {
+        invalid("off", insn.off as i64)
+    } else {
+        invalid("imm", insn.imm as i64)
+    })
 }
 
 fn check_registers(pc: usize, insn: &Insn) -> Result<(), LoadError> {
@@ -187,6 +185,10 @@ fn check_function_bounds(
         if !matches!(insns[last].opc, isa::EXIT | isa::JA | isa::JA32) {
             return Err(error(last, insns[last], LoadErrorKind::FallsOffEnd));
         }
+        // The only function is the whole program, where every jump lands.
+        if functions.len() == 1 {
+            break;
+        }
         for pc in start..end {
             let insn = &insns[pc];
             if lddw_tail[pc] {
@@ -206,12 +208,15 @@ fn check_function_bounds(
 /// `exit`, a legacy packet load (which ends the run outside the input) or
 /// to a call that may end the run (a helper that may stop it, such as the
 /// tail call, or the unwind helper). A local call returns, so it is a way
-/// out only when its callee may end the run. Only code reachable from each
-/// function's start is refused; the loops of code that nothing reaches are
-/// found too, for the JIT's analyses, which look at every slot.
+/// out only when its callee may end the run. Only code reachable from a
+/// function's start is refused (of several such loops, the one that starts
+/// first); the loops of code that nothing reaches are found too, for the
+/// JIT's analyses, which look at every slot.
 ///
 /// Without a jump back, the graph has no loop; most programs are such, and
-/// cost only the look for one.
+/// cost only the look for one. With jumps back, only the slots between a
+/// jump back and its target can be in a loop (see [`back_edge_spans`]), and
+/// the search looks at those alone.
 fn find_loops(
     insns: &[Insn],
     lddw_tail: &[bool],
@@ -219,9 +224,9 @@ fn find_loops(
     functions: &[usize],
     helpers: &Helpers,
 ) -> Result<Vec<u32>, LoadError> {
-    if !(0..insns.len()).any(|pc| jump_target(jumps, pc).is_some_and(|target| target <= pc)) {
+    let Some(spans) = back_edge_spans(jumps) else {
         return Ok(Vec::new());
-    }
+    };
     let helper_ends_run =
         |index: u32| helpers.unwind() == Some(index) || helpers.get(index).is_some_and(|h| h.may_stop);
     let any_helper_ends_run = helpers.unwind().is_some() || helpers.iter().any(|(_, helper)| helper.may_stop);
@@ -258,33 +263,60 @@ fn find_loops(
         let insn = &insns[pc];
         insn.opc == isa::EXIT || insn.is_packet_load() || call_ends_run(pc, &ends_run)
     };
-    let mut graph = Loops::new(insns, jumps);
-    for &start in functions {
-        graph.search(start, &way_out)?;
+    let mut graph = Loops::new(insns, jumps, &spans);
+    for (pc, &tail) in lddw_tail.iter().enumerate() {
+        if !tail && graph.may_loop(pc) {
+            graph.search(pc, &way_out);
+        }
     }
-    for pc in (0..insns.len()).filter(|&pc| !lddw_tail[pc]) {
-        graph.search(pc, &|_| true)?;
+    if let Some(pcs) = graph.first_endless_reachable(functions) {
+        return Err(error(pcs[0], insns[pcs[0]], LoadErrorKind::EndlessLoop { pcs }));
     }
     Ok(graph.loop_of.to_vec())
 }
 
-/// Tarjan's strongly connected components over the instructions, without
-/// recursion: each component is complete before any that reaches it, so
-/// whether it can reach a way out is known from its own instructions and
-/// the components it leads to.
+/// For each slot, one past the furthest jump back whose target is at or
+/// before it; `None` when no jump goes back. A slot can be in a loop only
+/// when that is past it: the way round a loop from any of its slots, `pc`,
+/// comes back to `pc` or before, and the first jump of it that does so
+/// lands at or before `pc` from `pc` or after.
+fn back_edge_spans(jumps: &[u32]) -> Option<Reused<u32>> {
+    let back = |(pc, &target): (usize, &u32)| target != NO_JUMP && target as usize <= pc;
+    let first = jumps.iter().enumerate().position(back)?;
+    let mut spans = Reused::filled(jumps.len(), 0u32);
+    for (pc, &target) in jumps.iter().enumerate().skip(first).filter(|&jump| back(jump)) {
+        let end = &mut spans[target as usize];
+        *end = (*end).max(pc as u32 + 1);
+    }
+    let mut furthest = 0;
+    for end in spans.iter_mut() {
+        furthest = furthest.max(*end);
+        *end = furthest;
+    }
+    Some(spans)
+}
+
+/// Tarjan's strongly connected components over the instructions that may
+/// be in a loop ([`back_edge_spans`]), without recursion: the others are
+/// each a component of their own that is no loop. A loop is refused when
+/// none of its instructions is a way out and no edge leaves it (then no
+/// path from it leads anywhere else), and it is reachable.
 struct Loops<'a> {
     insns: &'a [Insn],
     jumps: &'a [u32],
+    spans: &'a [u32],
     visits: Reused<Visit>,
     stack: Reused<u32>,
-    /// The search path: an instruction, its successors (looked up once,
-    /// `NO_JUMP` for none) and how many of them have been followed (kept
-    /// small: it can be as deep as the program).
+    /// The search path: an instruction, its successors that may be in a
+    /// loop (looked up once, `NO_JUMP` for none) and how many of them have
+    /// been followed (kept small: it can be as deep as the program).
     path: Reused<(u32, [u32; 2], u8)>,
     visited: u32,
     /// For each slot, its loop's id, as [`Verified::loops`].
     loop_of: Reused<u32>,
     loops: u32,
+    /// The loops with no way out, each as its sorted slots.
+    endless: Vec<Vec<usize>>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -300,7 +332,7 @@ struct Visit {
 reused!(Visit, (u32, [u32; 2], u8));
 
 impl<'a> Loops<'a> {
-    fn new(insns: &'a [Insn], jumps: &'a [u32]) -> Loops<'a> {
+    fn new(insns: &'a [Insn], jumps: &'a [u32], spans: &'a [u32]) -> Loops<'a> {
         let n = insns.len();
         let (mut stack, mut path) = (Reused::new(), Reused::new());
         stack.reserve(n);
@@ -308,13 +340,20 @@ impl<'a> Loops<'a> {
         Loops {
             insns,
             jumps,
+            spans,
             visits: Reused::filled(n, Visit::default()),
             stack,
             path,
             visited: 0,
             loop_of: Reused::filled(n, NO_LOOP),
             loops: 0,
+            endless: Vec::new(),
         }
+    }
+
+    /// May the slot `pc` be in a loop?
+    fn may_loop(&self, pc: usize) -> bool {
+        self.spans[pc] as usize > pc
     }
 
     /// The instructions that may run after `pc`, within its function.
@@ -331,13 +370,15 @@ impl<'a> Loops<'a> {
         self.visited += 1;
         self.visits[pc] = Visit { order: self.visited, low: self.visited, on_stack: true };
         self.stack.push(pc as u32);
-        let successors = self.successors(pc).map(|next| next.map_or(NO_JUMP, |next| next as u32));
+        let successors = self
+            .successors(pc)
+            .map(|next| next.filter(|&next| self.may_loop(next)).map_or(NO_JUMP, |next| next as u32));
         self.path.push((pc as u32, successors, 0));
     }
 
-    fn search(&mut self, start: usize, way_out: &impl Fn(usize) -> bool) -> Result<(), LoadError> {
+    fn search(&mut self, start: usize, way_out: &impl Fn(usize) -> bool) {
         if self.visits[start].order != 0 {
-            return Ok(());
+            return;
         }
         self.enter(start);
         while let Some(&(pc, successors, followed)) = self.path.last() {
@@ -365,38 +406,53 @@ impl<'a> Loops<'a> {
             if low == order {
                 if self.stack.last() == Some(&(pc as u32)) && !successors.contains(&(pc as u32)) {
                     // A component of one instruction that does not jump
-                    // to itself is no loop: most of them. It leads on,
-                    // or it is an `exit`.
+                    // to itself is no loop. It leads on, or it is an
+                    // `exit`.
                     self.visits[pc].on_stack = false;
                     self.stack.pop();
                 } else {
-                    self.complete(pc, way_out)?;
+                    self.complete(pc, way_out);
                 }
             }
         }
-        Ok(())
     }
 
     /// Pops the component whose first visited instruction is `root`, and
-    /// refuses it when it cannot reach a way out.
-    fn complete(&mut self, root: usize, way_out: &impl Fn(usize) -> bool) -> Result<(), LoadError> {
+    /// keeps it aside when it has no way out.
+    fn complete(&mut self, root: usize, way_out: &impl Fn(usize) -> bool) {
         let first = self.stack.iter().rposition(|&pc| pc as usize == root).expect("the root is on the stack");
         let members = &self.stack[first..];
-        // A successor off the stack is in a completed component, which can
-        // end: one that cannot is refused as soon as it is complete.
+        // A successor off the stack is in another component: one that was
+        // completed, or one of a slot that is in no loop.
         let leaves = |pc: usize| self.successors(pc).into_iter().flatten().any(|next| !self.visits[next].on_stack);
         if !members.iter().any(|&pc| way_out(pc as usize) || leaves(pc as usize)) {
             let mut pcs: Vec<usize> = members.iter().map(|&pc| pc as usize).collect();
             pcs.sort_unstable();
-            return Err(error(pcs[0], self.insns[pcs[0]], LoadErrorKind::EndlessLoop { pcs }));
+            self.endless.push(pcs);
         }
-        for &pc in members {
+        for &pc in &self.stack[first..] {
             self.visits[pc as usize].on_stack = false;
             self.loop_of[pc as usize] = self.loops;
         }
         self.loops += 1;
         self.stack.truncate(first);
-        Ok(())
+    }
+
+    /// The loop without a way out that starts first of those some
+    /// function's start reaches, if any.
+    fn first_endless_reachable(&mut self, functions: &[usize]) -> Option<Vec<usize>> {
+        if self.endless.is_empty() {
+            return None;
+        }
+        let mut reached = vec![false; self.insns.len()];
+        let mut todo: Vec<usize> = functions.to_vec();
+        while let Some(pc) = todo.pop() {
+            if !std::mem::replace(&mut reached[pc], true) {
+                todo.extend(self.successors(pc).into_iter().flatten().filter(|&next| !reached[next]));
+            }
+        }
+        self.endless.sort_unstable();
+        self.endless.iter().find(|pcs| reached[pcs[0]]).cloned()
     }
 }
 
@@ -452,6 +508,17 @@ mod tests {
     }
 
     #[test]
+    fn of_several_fields_that_must_be_zero_the_first_is_named() {
+        let invalid = |field, value| (0, LoadErrorKind::InvalidField { field, value });
+        assert_eq!(kind_of(&[Insn::new(EXIT, 1, 2, 3, 4), EXIT_INSN]), invalid("dst", 1));
+        assert_eq!(kind_of(&[Insn::new(EXIT, 0, 2, 3, 4), EXIT_INSN]), invalid("src", 2));
+        assert_eq!(kind_of(&[Insn::new(EXIT, 0, 0, 3, 4), EXIT_INSN]), invalid("off", 3));
+        assert_eq!(kind_of(&[Insn::new(EXIT, 0, 0, 0, 4), EXIT_INSN]), invalid("imm", 4));
+        // A selector's field is used: div's off (0 or 1) is not stray, imm is.
+        assert_eq!(kind_of(&[Insn::new(DIV64_REG, 0, 1, 1, 4), EXIT_INSN]), invalid("imm", 4));
+    }
+
+    #[test]
     fn fetching_atomic_may_not_write_r10() {
         let insn = Insn::new(ATOMIC64, 1, 10, 0, ATOMIC_ADD | ATOMIC_FETCH);
         assert_eq!(kind_of(&[insn, EXIT_INSN]), (0, LoadErrorKind::WriteToR10));
@@ -495,6 +562,23 @@ mod tests {
         // In a called function too.
         let call_next = Insn::new(CALL, 0, CALL_LOCAL, 0, 1);
         assert_eq!(kind_of(&[call_next, EXIT_INSN, mov, ja(-2)]), endless(&[2, 3]));
+    }
+
+    #[test]
+    fn the_first_reachable_loop_with_no_way_out_is_named() {
+        let ja = |off| Insn::new(JA, 0, 0, off, 0);
+        let mov = Insn::new(MOV64_IMM, 0, 0, 0, 0);
+        let jeq = |off| Insn::new(JEQ_IMM, 1, 0, off, 0);
+        // Two, both reached: the one that starts first.
+        assert_eq!(kind_of(&[jeq(3), mov, ja(-2), EXIT_INSN, mov, ja(-2)]), endless(&[1, 2]));
+        // One that nothing reaches before one reached: the one reached.
+        assert_eq!(kind_of(&[ja(2), mov, ja(-2), mov, ja(-2), EXIT_INSN]), endless(&[3, 4]));
+        // A loop whose way on, through a slot in no loop, leads only into
+        // a loop with no way out.
+        assert_eq!(kind_of(&[mov, jeq(1), ja(-3), mov, mov, ja(-2), EXIT_INSN]), endless(&[4, 5]));
+        // The same way on, to an exit: both load.
+        let ok = [mov, jeq(1), ja(-3), mov, jeq(-2), EXIT_INSN];
+        assert!(verify(&ok, &Helpers::new()).is_ok());
     }
 
     extern "C" fn returns_zero(_: u64, _: u64, _: u64, _: u64, _: u64) -> u64 {

@@ -44,9 +44,10 @@ pub(crate) struct Flow {
     /// Does some jump land on the first instruction? Then what is known
     /// there is not only what the entry sets up.
     pub(crate) entry_is_jumped_to: bool,
-    /// For a program without local calls or loops: for each slot, the
-    /// most instructions a run can still execute from there, its own
-    /// included (see [`longest_runs`]). Empty for other programs.
+    /// For a program with branches but without local calls or loops: for
+    /// each slot, the most instructions a run can still execute from
+    /// there, its own included (see [`longest_runs`]). Empty for other
+    /// programs.
     // The aarch64 backend does not count in DAG mode.
     #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
     pub(crate) to_exit: Reused<u32>,
@@ -106,10 +107,12 @@ impl Flow {
             }
             pc += 1;
         }
-        let acyclic = !local_calls && back_edges.is_empty();
+        // Only a program with branches counts by it: one straight run is
+        // counted where it ends.
+        let counted_by_runs = branches && !local_calls && back_edges.is_empty();
         Flow {
             loop_end: loop_ends(insns.len(), &back_edges),
-            to_exit: if acyclic { longest_runs(insns, jumps_back) } else { Reused::new() },
+            to_exit: if counted_by_runs { longest_runs(insns, jumps_back) } else { Reused::new() },
             landings,
             used,
             local_calls,
@@ -170,7 +173,9 @@ fn longest_runs(insns: &[Insn], jumps_back: bool) -> Reused<u32> {
         }
     };
     let count = |to_exit: &mut [u32], pc: usize| {
-        to_exit[pc] = 1 + successors(pc).into_iter().flatten().map(|next| to_exit[next]).max().unwrap_or(0);
+        let [next, jump] = successors(pc);
+        let longest = |next: Option<usize>| next.map_or(0, |next| to_exit[next]);
+        to_exit[pc] = 1 + longest(next).max(longest(jump));
     };
     if jumps_back {
         // 0: not seen; 1: its successors pending; 2: counted.

@@ -156,13 +156,20 @@ impl Finder<'_> {
     /// mask;] or a|b, b|a` (as clang writes it at -mcpu v3), or `ldxb a,
     /// [base + k]; lsh a, 8; [and a, mask;] ldxb b, [base + k ± 1]; or a|b,
     /// b|a` (at v1).
+    #[inline]
     fn plain_byte_pair(&self, insns: &[Insn], pc: usize, dead: &impl Fn(usize, u8) -> bool) -> Option<Fusion> {
-        let run = insns.get(pc..)?;
-        let first = *run.first()?;
-        // Most instructions start no pair: tell at once.
-        if first.opc != LDXB {
+        // Most instructions start no pair: tell at once, without a call.
+        if insns.get(pc)?.opc != LDXB {
             return None;
         }
+        self.byte_pair_at(insns, pc, dead)
+    }
+
+    /// [`Finder::plain_byte_pair`] at a byte load.
+    #[inline(never)]
+    fn byte_pair_at(&self, insns: &[Insn], pc: usize, dead: &impl Fn(usize, u8) -> bool) -> Option<Fusion> {
+        let run = &insns[pc..];
+        let first = run[0];
         // Loaded both before the shift, or the shifted byte first.
         let both_first = run.get(1)?.opc == LDXB;
         let mut next = if both_first { 2 } else { 1 };

@@ -7,6 +7,8 @@ use dynasmrt::x64::Rq;
 
 /// The longest instruction encoded here, and then some.
 pub(super) const MAX_LEN: usize = 16;
+// `Encoding::push` masks its index with `MAX_LEN - 1`.
+const _: () = assert!(MAX_LEN.is_power_of_two());
 
 /// One instruction's bytes.
 pub(super) struct Encoding {
@@ -19,8 +21,11 @@ impl Encoding {
         Encoding { buf: [0; MAX_LEN], len: 0 }
     }
 
+    // No instruction here is longer than `MAX_LEN`: the index is masked
+    // rather than checked, as a check per byte cost more than the store.
     fn push(&mut self, byte: u8) {
-        self.buf[self.len] = byte;
+        debug_assert!(self.len < MAX_LEN);
+        self.buf[self.len & (MAX_LEN - 1)] = byte;
         self.len += 1;
     }
 
@@ -145,7 +150,10 @@ pub(super) fn rol16_imm(dst: Rq, count: u8) -> Encoding {
 /// `reg`, a register or an opcode extension) and an immediate;
 /// `operand16` adds the 0x66 prefix, `byte_reg` forces a REX prefix so
 /// that `reg` names sil, dil, bpl or spl rather than a high byte.
+/// Inlined: its callers pass constant prefixes, opcodes and immediate
+/// kinds, which then cost nothing.
 #[allow(clippy::too_many_arguments)]
+#[inline]
 pub(super) fn mem(
     operand16: bool,
     w: bool,

@@ -136,8 +136,9 @@ pub struct Program {
     /// do not keep alive.
     siblings: Vec<Arc<Program>>,
     program_type: ProgramType,
-    /// See [`Program::packet_pointers`].
-    packet_pointers: Vec<i16>,
+    /// See [`Program::packet_pointers`]: the first `.1` (a program is
+    /// copied into engines by value, so it stays small).
+    packet_pointers: ([i16; 3], u8),
 }
 
 impl std::fmt::Debug for Program {
@@ -214,14 +215,23 @@ impl Program {
             isa::CALLX => may_stop.contains(&true),
             _ => false,
         });
-        let mut packet_pointers: Vec<i16> = image
-            .insns
-            .iter()
-            .filter(|insn| insn.opc == isa::LDXDW && insn.imm == xdp_context::CONTEXT_LOAD)
-            .map(|insn| insn.off)
-            .collect();
-        packet_pointers.sort_unstable();
-        packet_pointers.dedup();
+        // Only an XDP program has context loads; in block order.
+        let fields = [xdp_context::DATA, xdp_context::DATA_END, xdp_context::DATA_META];
+        let mut loaded = [false; 3];
+        if program_type == ProgramType::Xdp {
+            for insn in
+                image.insns.iter().filter(|insn| insn.opc == isa::LDXDW && insn.imm == xdp_context::CONTEXT_LOAD)
+            {
+                if let Some(at) = fields.iter().position(|&field| field == insn.off) {
+                    loaded[at] = true;
+                }
+            }
+        }
+        let mut packet_pointers = ([0; 3], 0);
+        for (field, _) in fields.into_iter().zip(loaded).filter(|&(_, loaded)| loaded) {
+            packet_pointers.0[packet_pointers.1 as usize] = field;
+            packet_pointers.1 += 1;
+        }
         Ok(Program {
             slots: OnceLock::new(),
             insns: image.insns,
@@ -342,7 +352,7 @@ impl Program {
     /// loads read (`data`, `data_end`, `data_meta`, those it reads, in that
     /// order): those a run checks on entry ([`crate::memory::context_fault`]).
     pub fn packet_pointers(&self) -> &[i16] {
-        &self.packet_pointers
+        &self.packet_pointers.0[..self.packet_pointers.1 as usize]
     }
 
     pub fn program_type(&self) -> ProgramType {

@@ -1137,6 +1137,52 @@ mod xdp {
         assert_eq!(checked, expected.iter().map(|program| program.to_string()).collect());
     }
 
+    /// `run` runs an XDP program over one frame as test_run does: for each
+    /// recorded run of an example that needs no map filled, in the
+    /// default context, the same r0, action and frame as the kernel's.
+    #[test]
+    fn run_gives_an_xdp_program_one_frame_as_the_kernel_ran_it() {
+        let recording = examples_recording();
+        let dir = scratch_dir("replay", "xdp_run");
+        let mut checked = BTreeSet::new();
+        for run in recording["runs"].as_array().unwrap() {
+            let object =
+                recording["objects"].as_array().unwrap().iter().find(|object| object["object"] == run["object"]);
+            let needs_maps = !object.unwrap()["map_setup"].as_array().unwrap().is_empty();
+            if needs_maps || run["ctx"] != recording["default_ctx"] {
+                continue;
+            }
+            let frame = run["frame"].as_str().unwrap();
+            let (object, output) = (root().join(run["object"].as_str().unwrap()), dir.join("frame.bin"));
+            let result = qemu_ubpf(&[
+                "run",
+                path(&object),
+                "--hex",
+                recording["frames"][frame].as_str().unwrap(),
+                "--output",
+                path(&output),
+            ]);
+            let case = format!("{} on {frame}", run["object"]);
+            if run["error"].is_string() {
+                // test_run refuses a frame shorter than an Ethernet header.
+                assert!(text(&result.stderr).contains("shorter than an Ethernet header"), "{case}: {result:?}");
+                assert!(!result.status.success(), "{case}");
+                continue;
+            }
+            assert!(result.status.success(), "{case}: {}", text(&result.stderr));
+            let (retval, action) = (run["retval"].as_u64().unwrap(), run["action"].as_str().unwrap());
+            let printed = text(&result.stdout);
+            assert!(printed.starts_with(&format!("r0 = {retval:#x} ({retval}): {action}")), "{case}: {printed}");
+            // test_run gives no data_out when the program drops.
+            if let Some(data_out) = run["data_out"].as_str() {
+                assert_eq!(to_hex(&std::fs::read(&output).unwrap()), data_out, "{case}");
+            }
+            checked.insert(run["object"].as_str().unwrap().to_string());
+        }
+        let expected = ["examples/xdp/counters.o", "examples/xdp/ping.o", "examples/xdp/vlan_pop.o"];
+        assert_eq!(checked, expected.iter().map(|object| object.to_string()).collect());
+    }
+
     /// A `--map-init` file's contents for the map setup of one recorded object.
     fn recorded_setup(object: &Value) -> Value {
         let mut setup = serde_json::Map::new();

@@ -16,7 +16,7 @@ use qemu_ubpf::replay::{
     CaptureReader, CaptureWriter, Engine, EngineKind, Format, IpMode, Options, OutputFile, Outputs, Record, Replay,
     Summary, Verdict,
 };
-use qemu_ubpf::xdp::Action;
+use qemu_ubpf::xdp::{self, Action};
 use qemu_ubpf::{Config, Helpers, Program, asm, disasm, elf, isa};
 use qemu_ubpf::{MapType, ProgramType};
 
@@ -140,18 +140,32 @@ enum Command {
     /// relocations and helper calls.
     Inspect { object: PathBuf },
     /// Run a program once over one input and print r0 (and the verdict).
+    ///
+    /// A filter runs over the input's bytes (r1, r2 = address, length). An
+    /// XDP program runs over the input as one frame, laid out as
+    /// BPF_PROG_TEST_RUN lays it out (its context, headroom, tailroom), and
+    /// the action it returns is printed with the frame's length as it left
+    /// it.
     Run {
         /// Program: a clang -target bpf ELF object, or raw bytecode.
         program: PathBuf,
         /// Function or section to run, in an object with several.
         #[arg(long)]
         name: Option<String>,
+        /// The program's type [default: from its ELF section, as for
+        /// replay].
+        #[arg(long = "type", value_enum, value_name = "TYPE")]
+        program_type: Option<TypeArg>,
         /// Input as hex bytes (whitespace allowed).
         #[arg(long, conflicts_with = "input")]
         hex: Option<String>,
         /// Input from a file.
         #[arg(long)]
         input: Option<PathBuf>,
+        /// Write the input as the program left it to FILE: for an XDP
+        /// program, the frame from data to data_end.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
         /// Instructions one run may execute.
         #[arg(long, default_value_t = qemu_ubpf::image::DEFAULT_INSTRUCTION_LIMIT)]
         instruction_limit: u64,
@@ -226,6 +240,15 @@ enum TypeArg {
     Xdp,
 }
 
+impl TypeArg {
+    fn program_type(self) -> ProgramType {
+        match self {
+            TypeArg::Filter => ProgramType::Filter,
+            TypeArg::Xdp => ProgramType::Xdp,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum EngineArg {
     Jit,
@@ -283,6 +306,29 @@ fn load_bytes(bytes: &[u8], file: &str, name: Option<&str>, config: &Config) -> 
     result.map_err(|e| format!("{file}: {e}"))
 }
 
+/// Runs `program` once in the interpreter over `input`, as `run` does:
+/// r0, what it means for the program's type, and the bytes as the program
+/// left them.
+fn run_once(program: &Program, mut input: Vec<u8>) -> Result<(u64, String, Vec<u8>), String> {
+    if program.program_type() == ProgramType::Filter {
+        let r0 = program.execute(&mut input).map_err(|e| e.to_string())?;
+        let verdict = if r0 == 0 { "pass" } else { "drop" };
+        return Ok((r0, verdict.to_string(), input));
+    }
+    let mut buffer = xdp::Buffer::new(&input, &[], xdp::RxInfo::default()).map_err(|e| format!("input: {e}"))?;
+    let r0 = buffer.run(|bytes| program.execute(bytes)).map_err(|e| e.to_string())?;
+    let left = buffer.packet().to_vec();
+    let verdict = match Action::from_retval(r0) {
+        Some(Action::Redirect) => match buffer.redirect_target() {
+            Some(ifindex) => format!("XDP_REDIRECT to ifindex {ifindex}, a frame of {} bytes", left.len()),
+            None => "XDP_REDIRECT without a target (dropped)".to_string(),
+        },
+        Some(action) => format!("{}, a frame of {} bytes", action.name(), left.len()),
+        None => format!("not an XDP action (handled as {})", Action::Aborted.name()),
+    };
+    Ok((r0, verdict, left))
+}
+
 fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Replay {
@@ -318,11 +364,11 @@ fn run(command: Command) -> Result<(), String> {
                 EngineArg::Jit => EngineKind::Jit,
                 EngineArg::Interp => EngineKind::Interpreter,
             };
-            let program_type = program_type.map(|program_type| match program_type {
-                TypeArg::Filter => ProgramType::Filter,
-                TypeArg::Xdp => ProgramType::Xdp,
-            });
-            let config = Config { instruction_limit, program_type, ..Config::default() };
+            let config = Config {
+                instruction_limit,
+                program_type: program_type.map(TypeArg::program_type),
+                ..Config::default()
+            };
             let request = ReplayRequest {
                 program,
                 expr,
@@ -346,18 +392,24 @@ fn run(command: Command) -> Result<(), String> {
             let info = elf::inspect(&read(&object)?).map_err(|e| format!("{}: {e}", object.display()))?;
             print!("{}", describe_object(&object, &info));
         }
-        Command::Run { program, name, hex, input, instruction_limit, trace } => {
+        Command::Run { program, name, program_type, hex, input, output, instruction_limit, trace } => {
             show_trace(trace);
-            let config = Config { instruction_limit, ..Config::default() };
+            let config = Config {
+                instruction_limit,
+                program_type: program_type.map(TypeArg::program_type),
+                ..Config::default()
+            };
             let loaded = load(&program, name.as_deref(), &config)?;
-            let mut packet = match (hex, input) {
+            let input = match (hex, input) {
                 (Some(hex), _) => hex::parse_hex(&hex).map_err(|e| format!("--hex: {e}"))?,
                 (None, Some(path)) => read(&path)?,
                 (None, None) => Vec::new(),
             };
-            let r0 = loaded.execute(&mut packet).map_err(|e| format!("{}: {e}", program.display()))?;
-            let verdict = if r0 == 0 { "pass" } else { "drop" };
+            let (r0, verdict, left) = run_once(&loaded, input).map_err(|e| format!("{}: {e}", program.display()))?;
             println!("r0 = {r0:#x} ({r0}): {verdict}");
+            if let Some(path) = output {
+                std::fs::write(&path, left).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
         }
         Command::Check { program, name } => {
             let loaded = load(&program, name.as_deref(), &Config::default())?;

@@ -20,7 +20,7 @@
 # - examples: examples/xdp/*.o, which call XDP helpers, from
 #   tests/kernel/xdp_examples.json, with xdp_pass.o again as the empty one.
 # For each object and frame, each side gives ns per run (ours: the fastest
-# of 15 batches of thread CPU time; the kernel's: the fastest of 5 test_run
+# of 15 batches of thread CPU time; the kernel's: the fastest of 15 test_run
 # calls, by the thread's CPU time, which includes test_run's own cost per
 # run), and both must
 # end with the same action. Both sides run over the same bytes again and
@@ -113,7 +113,7 @@ for name, (recording, objects) in sets.items():
 EOF
 
 # The kernel's last run's action and ns per run for one frame: the fastest
-# of 5 BPF_PROG_TEST_RUN calls of $repeat runs, each timed by the thread's
+# of 15 BPF_PROG_TEST_RUN calls of $repeat runs, each timed by the thread's
 # CPU time, as ours (the kernel's own average is in whole ns, too coarse
 # for marginals of a few).
 kernel_run() {
@@ -132,7 +132,7 @@ if fd < 0:
 data_in = ctypes.create_string_buffer(frame, len(frame))
 data_out = ctypes.create_string_buffer(2 * 4096)
 best = None
-for _ in range(5):
+for _ in range(15):
     opts = recorder.TestRunOpts(sz=ctypes.sizeof(recorder.TestRunOpts), repeat=repeat)
     opts.data_in, opts.data_size_in = ctypes.cast(data_in, ctypes.c_void_p), len(frame)
     opts.data_out, opts.data_size_out = ctypes.cast(data_out, ctypes.c_void_p), len(data_out)

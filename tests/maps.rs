@@ -311,7 +311,7 @@ fn lookup_program(key_at: i16) -> Vec<Insn> {
 }
 
 /// The JIT looks up maps itself where the helper could not fail (arrays
-/// inline, per-CPU ones by the thread's CPU): every kind gives the address
+/// inline, per-CPU ones by the thread's CPU on x86-64): every kind gives the address
 /// the helper gives, or 0, for keys in and out of range, including a map
 /// of one entry; a key not wholly in the frame still goes to the helper.
 #[test]
@@ -320,6 +320,8 @@ fn lookups_the_jit_makes_itself_give_what_the_helper_gives() {
     let defs = [
         def(MapType::Array, 4, 8, 1),
         def(MapType::Array, 4, 12, 5),
+        // One entry, whose slot (24 bytes) is no power of two.
+        def(MapType::Array, 4, 20, 1),
         def(MapType::PerCpuArray, 4, 8, 1),
         def(MapType::PerCpuArray, 4, 20, 3),
         def(MapType::Hash, 4, 8, 4),

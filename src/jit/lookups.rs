@@ -24,9 +24,41 @@ pub(crate) struct MapLookup {
     pub(crate) value_size: u32,
     /// May the program write the values?
     pub(crate) writable: bool,
-    // The aarch64 backend calls the map for arrays too.
-    #[cfg_attr(target_arch = "aarch64", allow(dead_code))]
-    pub(crate) array: Option<ArrayLayout>,
+    array: Option<ArrayLayout>,
+}
+
+/// An array lookup the code makes inline: for a key `index` below
+/// `max_entries`, the value of the run's CPU is at `base + index *
+/// entry_stride + cpu * slot`; past them, 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct InlineArray {
+    pub(crate) base: u64,
+    pub(crate) max_entries: u32,
+    pub(crate) entry_stride: i32,
+    pub(crate) slot: i32,
+    pub(crate) cpus: u32,
+    /// For a per-CPU array (`cpus` > 1): where the thread's CPU number is,
+    /// from the thread pointer (see [`crate::maps::cpus::rseq_cpu_id_offset`]).
+    /// A number of `cpus` or more means the code calls the map instead.
+    pub(crate) cpu_word: Option<i32>,
+}
+
+impl MapLookup {
+    /// The array lookup the code may make inline: an array, or a per-CPU
+    /// array where the thread's CPU number can be read without a call,
+    /// with strides that fit an instruction's immediate.
+    pub(crate) fn inline_array(&self) -> Option<InlineArray> {
+        let layout = self.array?;
+        let cpu_word = if layout.cpus > 1 { Some(crate::maps::cpus::rseq_cpu_id_offset()?) } else { None };
+        Some(InlineArray {
+            base: layout.base,
+            max_entries: layout.max_entries,
+            entry_stride: i32::try_from(layout.entry_stride).ok()?,
+            slot: i32::try_from(layout.slot).ok()?,
+            cpus: layout.cpus,
+            cpu_word,
+        })
+    }
 }
 
 /// Does the code call a helper that may stop the run, given the `lookups`

@@ -18,6 +18,7 @@ use crate::jit::checks::Check;
 use crate::jit::direct_calls;
 use crate::jit::direct_calls::DirectCall;
 use crate::jit::fusion::Fusion;
+use crate::jit::lookups::MapLookup;
 use crate::jit::plan::Plan;
 use crate::jit::{Context, JitError, MachineCode, Scratch, Status};
 use crate::program::Program;
@@ -1365,9 +1366,8 @@ impl<'p> Emitter<'p> {
     /// `call imm`: the helper is known now, as the table is fixed.
     fn emit_helper_call(&mut self, pc: usize, insn: Insn) {
         self.flush_and_check(pc);
-        if self.plan.checks.lookups[pc].is_some() {
-            self.emit_map_lookup();
-            return;
+        if let Some(lookup) = self.plan.checks.lookups[pc] {
+            return self.emit_map_lookup(lookup);
         }
         match self.plan.checks.direct_calls[pc] {
             Some(DirectCall::Form(direct)) => return self.emit_direct_call(pc, direct),
@@ -1403,11 +1403,34 @@ impl<'p> Emitter<'p> {
 
     /// A `bpf_map_lookup_elem` the code makes itself (see
     /// [`crate::jit::lookups`]), with the map's handle in r1 and the key's
-    /// address in r2: the map's lookup called directly (every kind, arrays
-    /// too). r1-r5 keep their values, as across the helper.
-    fn emit_map_lookup(&mut self) {
-        self.emit_mov_imm(TMP, crate::maps::LOOKUP_ADDR_RAW as usize as u64);
-        self.emit_native_call();
+    /// address in r2: an array's value found inline, else the map's lookup
+    /// called directly. r1-r5 keep their values, as across the helper.
+    ///
+    /// A per-CPU array of more than one CPU is called: qemu-user, where
+    /// this backend's tests run, registers no rseq area, so an inline read
+    /// of the thread's CPU could not be tested.
+    fn emit_map_lookup(&mut self, lookup: MapLookup) {
+        let Some(array) = lookup.inline_array().filter(|array| array.cpu_word.is_none()) else {
+            self.emit_mov_imm(TMP, crate::maps::LOOKUP_ADDR_RAW as usize as u64);
+            return self.emit_native_call();
+        };
+        let (r0, key) = (REGISTER_MAP[0], REGISTER_MAP[2]);
+        let done = self.ops.new_dynamic_label();
+        // The key is a u32 index: no value past max_entries.
+        a64!(self.ops ; mov X(r0), xzr ; ldr W(TMP), [X(key)]);
+        self.emit_mov_imm(TMP2, u64::from(array.max_entries));
+        a64!(self.ops ; cmp X(TMP), X(TMP2));
+        self.emit_branch(Flag::Hs, done);
+        let stride = array.entry_stride as u32;
+        if stride.is_power_of_two() {
+            let shift = stride.trailing_zeros();
+            a64!(self.ops ; lsl X(TMP), X(TMP), #shift);
+        } else {
+            self.emit_mov_imm(TMP2, u64::from(stride));
+            a64!(self.ops ; mul X(TMP), X(TMP), X(TMP2));
+        }
+        self.emit_mov_imm(TMP2, array.base);
+        a64!(self.ops ; add X(r0), X(TMP2), X(TMP) ; =>done);
     }
 
     /// A helper called in its direct form (see [`crate::jit::direct_calls`])

@@ -1589,12 +1589,7 @@ impl<'p> Emitter<'p> {
     /// called directly. r1-r5 keep their values, as across the helper.
     fn emit_map_lookup(&mut self, lookup: MapLookup) {
         let lookup_addr = crate::maps::LOOKUP_ADDR_RAW as usize as i64;
-        let inline = lookup.array.and_then(|layout| {
-            let cpu_word = if layout.cpus > 1 { crate::maps::cpus::rseq_cpu_id_offset() } else { None };
-            let strides = i32::try_from(layout.entry_stride).ok().zip(i32::try_from(layout.slot).ok());
-            strides.filter(|_| layout.cpus == 1 || cpu_word.is_some()).map(|strides| (layout, strides, cpu_word))
-        });
-        let Some((layout, (entry_stride, slot), cpu_word)) = inline else {
+        let Some(array) = lookup.inline_array() else {
             x64!(self.ops ; mov rax, QWORD lookup_addr);
             self.emit_native_call(false);
             return;
@@ -1604,25 +1599,25 @@ impl<'p> Emitter<'p> {
             // The key is a u32 index: no value past max_entries.
             ; xor eax, eax
             ; mov ecx, [rsi]
-            ; cmp ecx, layout.max_entries as i32
+            ; cmp ecx, array.max_entries as i32
             ; jae =>done
         );
-        self.emit_scale(Rq::RCX, entry_stride);
-        let call = cpu_word.map(|cpu_word| {
+        self.emit_scale(Rq::RCX, array.entry_stride);
+        let call = array.cpu_word.map(|cpu_word| {
             // The CPU's number is its slot (see `rseq_cpu_id_offset`); a
             // number past them (no rseq area for this thread) calls.
             let call = self.ops.new_dynamic_label();
             self.put(encoder::load32_fs(Rq::R11, cpu_word));
             x64!(self.ops
-                ; cmp r11d, layout.cpus as i32
+                ; cmp r11d, array.cpus as i32
                 ; jae =>call
             );
-            self.emit_scale(Rq::R11, slot);
+            self.emit_scale(Rq::R11, array.slot);
             x64!(self.ops ; add rcx, r11);
             call
         });
         x64!(self.ops
-            ; mov rax, QWORD layout.base as i64
+            ; mov rax, QWORD array.base as i64
             ; add rax, rcx
         );
         if let Some(call) = call {
